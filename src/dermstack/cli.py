@@ -1,0 +1,60 @@
+"""dermstack command line: noun groups (data, extract, features, boosting, ensembles, report) plus run/demo."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from dermstack import __version__
+from dermstack.errors import DermstackError
+
+#: command name -> "module:attribute"; imported only when the command is used (fast start-up).
+COMMANDS = {
+    "data": "dermstack.data.cli:data",
+    "extract": "dermstack.extract.cli:extract",
+    "features": "dermstack.features.cli:features",
+    "boosting": "dermstack.boosting.cli:boosting",
+    "ensembles": "dermstack.ensembles.cli:ensembles",
+    "report": "dermstack.reports.cli:report",
+    "run": "dermstack.run:run_command",
+    "demo": "dermstack.run:demo_command",
+    "predict": "dermstack.ensembles.cli:predict_command",
+    "submit": "dermstack.ensembles.cli:submit_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="dermstack")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """dermstack: skin-lesion images to explainable classifiers, the ISIC 2024 way."""
+    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except DermstackError as e:
+        click.secho(f"Error: {e}", fg="red", err=True)
+        sys.exit(2)

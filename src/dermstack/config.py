@@ -1,0 +1,167 @@
+"""Run configuration: typed dataclasses read from TOML; an unknown key is an error, not ignored."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dermstack.errors import ConfigError
+
+TASKS = ("binary", "multiclass", "multilabel")
+
+
+@dataclass
+class DataConfig:
+    format: str = "synthetic-isic2024"
+    path: str | None = None
+    task: str = "binary"
+    #: binary: "malignant" or one diagnosis code vs the rest
+    target: str = "malignant"
+    #: synthetic-isic2024 only
+    lesions: int = 20_000
+    test_lesions: int = 100
+    image_size: int = 64
+    seed: int = 0
+    strict: bool = False
+
+
+@dataclass
+class CVConfig:
+    n_splits: int = 5
+    seed: int = 42
+
+
+@dataclass
+class ExtractConfig:
+    backbones: list[str] = field(default_factory=list)
+    image_size: int | None = None
+    batch_size: int = 64
+    workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+    tta: list[str] = field(default_factory=list)
+    weights: dict[str, str] = field(default_factory=dict)
+    pca_components: int = 32
+
+
+@dataclass
+class FeaturesConfig:
+    metadata: bool = True
+    engineered: bool = True
+    patient: bool = True
+    image: bool = False
+    embedding: bool = True
+    segmentation: str = "auto"  # auto (given mask, else automatic) | mask | automatic
+    #: drop a metadata column whose missingness alone separates the classes (ROC-AUC of is-null)
+    missingness_leak_auc: float = 0.65
+    workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "lightgbm"
+    name: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    params: dict[str, Any] = field(default_factory=dict)
+    features: list[str] | None = None
+    sampling: dict[str, float] = field(default_factory=dict)
+    #: cnn only
+    backbone: str | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+@dataclass
+class EnsembleConfig:
+    method: str = "none"  # none | stack | rank | mean
+    models: list[str] | None = None
+
+
+@dataclass
+class ReportConfig:
+    enabled: bool = False
+    shap_sample: int = 2000
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    models: list[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(sections))
+        if unknown:
+            raise ConfigError(f"{source}: unknown section(s) {unknown}; known: {sorted(sections)}")
+        kwargs: dict[str, Any] = {}
+        for name, value in raw.items():
+            if name == "models":
+                if not isinstance(value, list):
+                    raise ConfigError(f"{source}: 'models' must be an array of tables ([[models]])")
+                kwargs[name] = [_build(ModelConfig, v, f"{source} [[models]] #{i + 1}") for i, v in enumerate(value)]
+            else:
+                kwargs[name] = _build(_section_type(name), value, f"{source} [{name}]")
+        cfg = cls(**kwargs)
+        cfg.check(source)
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        return cls.from_dict(raw, str(path))
+
+    def check(self, source: str = "config") -> None:
+        if self.data.task not in TASKS:
+            raise ConfigError(f"{source}: [data] task must be one of {TASKS}, got {self.data.task!r}")
+        if self.cv.n_splits < 2:
+            raise ConfigError(f"{source}: [cv] n_splits must be at least 2")
+        names = [m.label for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{source}: two [[models]] share the name {dup}; give each a distinct `name`")
+
+    def to_dict(self) -> dict:
+        return _drop_none(dataclasses.asdict(self))
+
+
+def _section_type(name: str) -> type:
+    return {
+        "data": DataConfig, "cv": CVConfig, "extract": ExtractConfig, "features": FeaturesConfig,
+        "ensemble": EnsembleConfig, "report": ReportConfig,
+    }[name]
+
+
+def _build(kind: type, value: Any, where: str):
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return kind(**value)
+
+
+def _drop_none(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _drop_none(v) for k, v in x.items() if v is not None}
+    if isinstance(x, list):
+        return [_drop_none(v) for v in x]
+    return x

@@ -1,0 +1,189 @@
+"""LesionTable: the one canonical table every reader produces and every stage consumes.
+
+One row per sample the classifier scores (an image; for MILK10k a lesion with its
+dermoscopic and clinical image). Stored as parquet with the schema version and the
+table's own description (dataset, classes, feature and categorical columns) in the
+file metadata.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from dermstack.errors import DataError
+
+SCHEMA_VERSION = 1
+META_KEY = b"dermstack.lesion_table"
+
+#: Columns every LesionTable has, with their polars types.
+CORE_COLUMNS: dict[str, pl.DataType] = {
+    "image_id": pl.String,
+    "lesion_id": pl.String,
+    "patient_id": pl.String,
+    "split": pl.String,
+    "target": pl.Int8,
+    "label": pl.String,
+    "image_ref": pl.String,
+    "mask_ref": pl.String,
+    "image_type": pl.String,
+}
+SPLITS = ("train", "test")
+#: Prefix of the one-hot class columns of multi-label data (``y_MEL``, ``y_NV`` ...).
+CLASS_PREFIX = "y_"
+
+#: Columns that describe the label or how it was obtained. They never become features.
+LABEL_PROVENANCE_PATTERNS = [
+    r"^dx$", r"^dx_type$", r"^diagnosis.*", r"^iddx_.*", r"^benign_malignant$", r"^diagnosis_confirm_type$",
+    r"^concomitant_biopsy$", r"^melanocytic$", r"^mel_.*", r"^nevus_type$", r"^malignant$", r"^disease$",
+    r"^clinical_diagnosis$", r"^target$", r"^label$", r"^y_.*", r"^supplement.*", r"^lesion_id$",
+    r"^tbp_lv_dnn_lesion_confidence$",
+]
+#: Identifiers and bookkeeping, not lesion descriptors.
+ADMIN_COLUMNS = {
+    "image_id", "patient_id", "split", "image_ref", "mask_ref", "isic_id", "attribution", "copyright_license",
+    "image_manipulation", "pixels_x", "pixels_y", "acquisition_day", "ddi_id", "ddi_file", "image_ref_clinical",
+}
+
+
+def is_label_provenance(column: str) -> bool:
+    """True for columns that encode the label or how it was obtained (never features)."""
+    return any(re.match(p, column.lower()) for p in LABEL_PROVENANCE_PATTERNS)
+
+
+def h5_ref(h5_path: str | Path, key: str) -> str:
+    """The ``image_ref`` of an image stored as JPEG bytes under ``key`` in an HDF5 file."""
+    return f"{Path(h5_path).resolve()}::{key}"
+
+
+def parse_image_ref(ref: str) -> tuple[str, str | None]:
+    """Split an ``image_ref`` into (file, HDF5 key or None for a plain image file)."""
+    if "::" in ref:
+        path, key = ref.rsplit("::", 1)
+        return path, key
+    return ref, None
+
+
+@dataclass
+class TableMeta:
+    """What a table is, stored with it."""
+
+    dataset: str
+    classes: list[str] = field(default_factory=list)
+    feature_columns: list[str] = field(default_factory=list)
+    categorical_columns: list[str] = field(default_factory=list)
+    positive_classes: list[str] = field(default_factory=list)
+    source: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class LesionTable:
+    """A polars frame with the core columns plus dataset metadata, and its description."""
+
+    df: pl.DataFrame
+    meta: TableMeta
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- access ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.df.height
+
+    @property
+    def train(self) -> pl.DataFrame:
+        return self.df.filter(pl.col("split") == "train")
+
+    @property
+    def test(self) -> pl.DataFrame:
+        return self.df.filter(pl.col("split") == "test")
+
+    @property
+    def class_columns(self) -> list[str]:
+        return [CLASS_PREFIX + c for c in self.meta.classes if CLASS_PREFIX + c in self.df.columns]
+
+    # -- checks ---------------------------------------------------------------
+    def validate(self) -> None:
+        df = self.df
+        missing = [c for c in CORE_COLUMNS if c not in df.columns]
+        if missing:
+            raise DataError(f"LesionTable lacks core columns {missing}")
+        for c, t in CORE_COLUMNS.items():
+            if df.schema[c] != t:
+                raise DataError(f"LesionTable column has type {df.schema[c]}, expected {t}", column=c)
+        if df["image_id"].null_count():
+            raise DataError("LesionTable has rows without image_id", column="image_id")
+        dup = df["image_id"].filter(df["image_id"].is_duplicated()).unique().to_list()
+        if dup:
+            raise DataError(f"duplicate image_id {dup[:5]}", column="image_id")
+        bad = set(df["split"].unique().to_list()) - set(SPLITS)
+        if bad:
+            raise DataError(f"unknown split values {sorted(map(str, bad))}", column="split")
+        leaky = [c for c in self.meta.feature_columns if is_label_provenance(c) or c in ADMIN_COLUMNS]
+        if leaky:
+            raise DataError(f"label-provenance or id columns listed as features: {leaky}")
+        absent = [c for c in self.meta.feature_columns + self.meta.categorical_columns if c not in df.columns]
+        if absent:
+            raise DataError(f"feature columns not in the table: {absent}")
+
+    # -- io ---------------------------------------------------------------------
+    def write(self, path: str | Path) -> Path:
+        """Write parquet atomically with the table description in the file metadata."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrow = self.df.to_arrow()
+        md = dict(arrow.schema.metadata or {})
+        md[META_KEY] = json.dumps(asdict(self.meta)).encode()
+        arrow = arrow.replace_schema_metadata(md)
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(arrow, tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> "LesionTable":
+        path = Path(path)
+        if not path.exists():
+            raise DataError("no such LesionTable file", file=str(path))
+        arrow = pq.read_table(path)
+        md = (arrow.schema.metadata or {}).get(META_KEY)
+        if md is None:
+            raise DataError("not a dermstack LesionTable (no table metadata)", file=str(path))
+        meta = TableMeta(**json.loads(md))
+        if meta.schema_version != SCHEMA_VERSION:
+            raise DataError(f"LesionTable schema version {meta.schema_version}, this dermstack reads {SCHEMA_VERSION}", file=str(path))
+        return cls(pl.from_arrow(arrow), meta)
+
+
+def finalize_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """Add absent core columns as nulls, cast them, and put them first."""
+    for c, t in CORE_COLUMNS.items():
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=t).alias(c))
+    df = df.with_columns([pl.col(c).cast(t) for c, t in CORE_COLUMNS.items()])
+    rest = [c for c in df.columns if c not in CORE_COLUMNS]
+    return df.select(list(CORE_COLUMNS) + rest)
+
+
+def default_feature_columns(df: pl.DataFrame, exclude: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """Metadata columns usable as features: everything but core, id, label and provenance columns.
+
+    Returns (feature_columns, categorical_columns); string columns are categorical.
+    """
+    feats, cats = [], []
+    for c, t in df.schema.items():
+        if c in CORE_COLUMNS or c in ADMIN_COLUMNS or c in exclude or is_label_provenance(c):
+            continue
+        if df[c].null_count() == df.height:
+            continue
+        if t in (pl.String, pl.Categorical, pl.Boolean):
+            cats.append(c)
+        elif not t.is_numeric():
+            continue
+        feats.append(c)
+    return feats, cats

@@ -1,0 +1,124 @@
+"""Metrics used by every stage: ISIC 2024 pAUC above 80% TPR, ROC-AUC, macro F1, balanced accuracy."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Binary ROC-AUC."""
+    return float(skm.roc_auc_score(np.asarray(y), np.asarray(score)))
+
+
+def partial_auc(y: np.ndarray, score: np.ndarray, min_tpr: float = 0.8) -> float:
+    """Partial AUC above ``min_tpr`` exactly as the ISIC 2024 Kaggle metric (range 0 to 0.2 for 0.8).
+
+    The published definition flips labels and scores so that the region TPR >= min_tpr becomes
+    FPR <= 1 - min_tpr, then integrates the ROC curve up to that FPR with linear interpolation
+    at the cut.
+    """
+    v_gt = np.abs(np.asarray(y, dtype=float) - 1)
+    v_pred = 1.0 - np.asarray(score, dtype=float)
+    max_fpr = abs(1 - min_tpr)
+    fpr, tpr, _ = skm.roc_curve(v_gt, v_pred)
+    if max_fpr == 1:
+        return float(skm.auc(fpr, tpr))
+    if not 0 < max_fpr < 1:
+        raise ValueError(f"min_tpr must be in [0, 1), got {min_tpr}")
+    stop = np.searchsorted(fpr, max_fpr, "right")
+    x_interp = [fpr[stop - 1], fpr[stop]]
+    y_interp = [tpr[stop - 1], tpr[stop]]
+    tpr = np.append(tpr[:stop], np.interp(max_fpr, x_interp, y_interp))
+    fpr = np.append(fpr[:stop], max_fpr)
+    return float(skm.auc(fpr, tpr))
+
+
+def pauc_tpr80(y: np.ndarray, score: np.ndarray) -> float:
+    return partial_auc(y, score, 0.8)
+
+
+def _as_2d(score: np.ndarray) -> np.ndarray:
+    s = np.asarray(score, dtype=float)
+    return s[:, None] if s.ndim == 1 else s
+
+
+def macro_f1(y: np.ndarray, score: np.ndarray, multilabel: bool | None = None, threshold: float = 0.5) -> float:
+    """Macro F1. Multiclass (``y`` 1-D class indices): argmax. Multi-label (``y`` 2-D one-hot):
+    ``score >= threshold`` per class, as MILK10k scores."""
+    y = np.asarray(y)
+    multilabel = y.ndim == 2 if multilabel is None else multilabel
+    if multilabel:
+        pred = (_as_2d(score) >= threshold).astype(int)
+        return float(skm.f1_score(y.astype(int), pred, average="macro", zero_division=0))
+    pred = _as_2d(score).argmax(axis=1)
+    labels = np.arange(_as_2d(score).shape[1])
+    return float(skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0))
+
+
+def balanced_accuracy(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> float:
+    """Balanced accuracy: argmax for class-score matrices, ``score >= threshold`` for binary scores.
+    For one-hot ``y`` (multi-label), the mean over classes of each class's balanced accuracy."""
+    y = np.asarray(y)
+    s = np.asarray(score, dtype=float)
+    if y.ndim == 2:
+        vals = [skm.balanced_accuracy_score(y[:, k], s[:, k] >= threshold) for k in range(y.shape[1]) if len(np.unique(y[:, k])) > 1]
+        return float(np.mean(vals)) if vals else float("nan")
+    pred = (s >= threshold).astype(int) if s.ndim == 1 else s.argmax(axis=1)
+    return float(skm.balanced_accuracy_score(y, pred))
+
+
+def macro_roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """One-vs-rest ROC-AUC averaged over classes that have both outcomes."""
+    y = np.asarray(y)
+    s = _as_2d(score)
+    onehot = y if y.ndim == 2 else np.eye(s.shape[1], dtype=int)[y]
+    vals = [skm.roc_auc_score(onehot[:, k], s[:, k]) for k in range(s.shape[1]) if 0 < onehot[:, k].sum() < len(onehot)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def confusion_matrix(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    s = np.asarray(score, dtype=float)
+    pred = (s >= threshold).astype(int) if s.ndim == 1 else s.argmax(axis=1)
+    n = 2 if s.ndim == 1 else s.shape[1]
+    return skm.confusion_matrix(np.asarray(y), pred, labels=np.arange(n))
+
+
+#: The metrics reported per task.
+TASK_METRICS: dict[str, dict[str, Callable]] = {
+    "binary": {"roc_auc": roc_auc, "pauc_tpr80": pauc_tpr80},
+    "multiclass": {"macro_f1": macro_f1, "balanced_accuracy": balanced_accuracy, "macro_roc_auc": macro_roc_auc},
+    "multilabel": {"macro_f1": macro_f1, "balanced_accuracy": balanced_accuracy, "macro_roc_auc": macro_roc_auc},
+}
+PRIMARY_METRIC = {"binary": "pauc_tpr80", "multiclass": "macro_f1", "multilabel": "macro_f1"}
+
+
+def evaluate(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Every metric of the task; a metric that is undefined on this data (one class) is NaN."""
+    out = {}
+    for name, fn in TASK_METRICS[task].items():
+        try:
+            out[name] = fn(y, score)
+        except ValueError:
+            out[name] = float("nan")
+    return out
+
+
+def bootstrap_ci(
+    fn: Callable, y: np.ndarray, score: np.ndarray, n: int = 200, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap (1-alpha) interval of ``fn(y, score)`` over resampled rows."""
+    rng = np.random.default_rng(seed)
+    y, score = np.asarray(y), np.asarray(score)
+    vals = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        try:
+            vals.append(fn(y[idx], score[idx]))
+        except ValueError:
+            continue
+    if not vals:
+        return float("nan"), float("nan")
+    lo, hi = np.nanpercentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
