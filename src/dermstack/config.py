@@ -22,6 +22,7 @@ class DataConfig:
     #: synthetic-isic2024 only
     lesions: int = 20_000
     test_lesions: int = 100
+    positive_rate: float = 0.001
     image_size: int = 64
     seed: int = 0
     strict: bool = False
@@ -79,7 +80,7 @@ class ModelConfig:
 
 @dataclass
 class EnsembleConfig:
-    method: str = "none"  # none | stack | rank | mean
+    method: str = "auto"  # auto (one model: itself; several: mean) | mean | stack | rank
     models: list[str] | None = None
 
 

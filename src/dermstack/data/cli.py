@@ -1,0 +1,58 @@
+"""`dermstack data`: ingest a published dataset into a LesionTable, synthesise ISIC 2024 data, make folds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def data() -> None:
+    """Read datasets into the LesionTable format, synthesise data, plan folds."""
+
+
+@data.command("ingest")
+@click.argument("format", type=click.Choice(["isic2024", "isic-archive", "ham10000", "milk10k", "ddi", "ph2"]))
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="LesionTable parquet to write.")
+@click.option("--strict", is_flag=True, help="Turn every skipped row or missing image into an error.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the ingest report as JSON here.")
+def ingest_command(format: str, path: Path, out: Path, strict: bool, report_path: Path | None) -> None:
+    """Read FORMAT data at PATH into a LesionTable and print what was read, kept and skipped."""
+    from dermstack.data.readers import ingest
+
+    table, report = ingest(format, path, strict=strict)
+    table.write(out)
+    report.write_json(report_path or out.with_suffix(".report.json"))
+    click.echo(report.summary())
+    click.echo(f"wrote {len(table)} rows to {out}")
+
+
+@data.command("synth")
+@click.option("--lesions", type=int, default=20_000, show_default=True, help="Training lesions.")
+@click.option("--test-lesions", type=int, default=100, show_default=True)
+@click.option("--image-size", type=int, default=64, show_default=True, help="Side of the square JPEG crops.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the Kaggle layout.")
+def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, out: Path) -> None:
+    """Write a synthetic ISIC 2024 dataset in the Kaggle layout (metadata CSVs + HDF5 JPEG crops)."""
+    from dermstack.data.synth import synthesize_isic2024
+
+    summary = synthesize_isic2024(out, lesions=lesions, test_lesions=test_lesions, image_size=image_size, seed=seed)
+    click.echo(str(summary))
+
+
+@data.command("folds")
+@click.argument("lesions", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--n-splits", type=int, default=5, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--task", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
+def folds_command(lesions: Path, out: Path, n_splits: int, seed: int, task: str) -> None:
+    """Make the patient-grouped stratified FoldPlan every model of a run shares."""
+    from dermstack.data.folds import FoldPlan
+    from dermstack.data.table import LesionTable
+
+    plan = FoldPlan.make(LesionTable.read(lesions), n_splits=n_splits, seed=seed, task=task)
+    plan.write(out)
+    click.echo(f"{plan.folds.height} training rows in {n_splits} folds grouped by {plan.group_column}: {out}")

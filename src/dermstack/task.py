@@ -1,0 +1,66 @@
+"""TaskSpec: what is predicted (binary / multiclass / multilabel) and the training labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from dermstack.data.table import LesionTable
+from dermstack.errors import ConfigError, DataError
+
+
+@dataclass
+class TaskSpec:
+    """Labels of the training rows, aligned with ``image_ids`` (the table's training order).
+
+    ``y`` is (n,) 0/1 for binary, (n,) class indices for multiclass, (n, C) 0/1 for multilabel.
+    ``classes`` names the score columns: ["target"] for binary, the class names otherwise.
+    """
+
+    kind: str
+    classes: list[str]
+    image_ids: list[str]
+    y: np.ndarray
+    target_name: str = "malignant"
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.kind == "binary" else len(self.classes)
+
+    @classmethod
+    def from_table(cls, table: LesionTable, kind: str, target: str = "malignant") -> "TaskSpec":
+        train = table.train
+        ids = train["image_id"].to_list()
+        if kind == "binary":
+            if target == "malignant":
+                y = train["target"]
+                if y.null_count():
+                    bad = train.filter(pl.col("target").is_null())["image_id"].head(5).to_list()
+                    raise DataError(f"{y.null_count()} training rows have no target, e.g. {bad}", column="target")
+                y = y.to_numpy().astype(np.int8)
+            else:
+                known = set(table.meta.classes) | set(train["label"].drop_nulls().unique().to_list())
+                if target not in known:
+                    raise ConfigError(f"[data] target {target!r} is neither 'malignant' nor a class of this data: {sorted(known)}")
+                y = (train["label"] == target).fill_null(False).to_numpy().astype(np.int8)
+            if len(np.unique(y)) < 2:
+                raise DataError(f"binary target {target!r} has a single class in the training rows")
+            return cls("binary", ["target"], ids, y, target)
+        if kind == "multiclass":
+            classes = table.meta.classes or sorted(train["label"].drop_nulls().unique().to_list())
+            index = {c: i for i, c in enumerate(classes)}
+            labels = train["label"].to_list()
+            bad = [(i, l) for i, l in zip(ids, labels) if l not in index]
+            if bad:
+                raise DataError(f"{len(bad)} training rows have a label outside {classes}, e.g. {bad[:3]}", column="label")
+            return cls("multiclass", list(classes), ids, np.array([index[l] for l in labels]), target)
+        if kind == "multilabel":
+            cols = table.class_columns
+            if not cols:
+                raise ConfigError("multilabel task needs one-hot class columns (y_<CLASS>) in the LesionTable")
+            y = train.select(cols).to_numpy()
+            if np.isnan(y.astype(float)).any():
+                raise DataError("multilabel class columns have missing values in training rows")
+            return cls("multilabel", [c[2:] for c in cols], ids, y.astype(np.int8), target)
+        raise ConfigError(f"unknown task {kind!r}")
