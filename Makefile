@@ -20,7 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/dermstack demo --out runs/demo
 
-test: $(STAMP)
+# Headless Chromium for the report's browser test (Debian package; skipped where it cannot be installed).
+$(VENV)/.chromium: | $(PY)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) || true
+	touch $@
+
+test: $(STAMP) $(VENV)/.chromium
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)

@@ -79,8 +79,10 @@ def scores_matrix(long: pl.DataFrame, ids: list[str], classes: list[str]) -> np.
 class Run:
     """One pipeline run into ``run_dir``."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, force: bool = False):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, force: bool = False, config_dir: Path | None = None):
         self.cfg = cfg
+        if cfg.data.path:
+            cfg.data.path = str(resolve_data_path(cfg.data.path, config_dir))
         self.paths = RunPaths(Path(run_dir))
         self.paths.root.mkdir(parents=True, exist_ok=True)
         if force:
@@ -254,6 +256,15 @@ class Run:
         return metrics
 
 
+def resolve_data_path(path: str, config_dir: Path | None) -> Path:
+    """A relative ``[data] path`` is taken from the working directory, else from the config's folder."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists() or config_dir is None:
+        return p.resolve() if p.exists() else p
+    alt = config_dir / p
+    return alt.resolve() if alt.exists() else p
+
+
 def to_toml(d: dict, prefix: str = "") -> str:
     """Minimal TOML writer for RunConfig dicts (tables, arrays of tables, scalars, lists, inline dicts)."""
     def val(v):
@@ -296,7 +307,7 @@ def print_metrics(metrics: dict) -> None:
 @click.option("--force", is_flag=True, help="Re-run every stage even when its inputs are unchanged.")
 def run_command(config: Path, out: Path, force: bool) -> None:
     """Run the pipeline described by CONFIG (TOML) into the run directory OUT."""
-    metrics = Run(RunConfig.from_toml(config), out, force=force).execute()
+    metrics = Run(RunConfig.from_toml(config), out, force=force, config_dir=config.parent).execute()
     print_metrics(metrics)
     click.echo(f"results in {out}/ (metrics.json, oof.parquet, models/)")
 

@@ -1,0 +1,150 @@
+"""Benchmark: the boosting stage on 401,059 synthetic ISIC 2024 lesions.
+
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/boosting_scale.py [--rows N] [--kinds lightgbm,xgboost,catboost]
+
+Features: every group but image (metadata, engineered, patient, and a 32-d PCA of random 128-d
+"embeddings", as in benchmarks/features_scale.py), built once and cached in
+/tmp/dermstack-bench/boosting-<rows>/ with the 5-fold patient-grouped FoldPlan. Each measurement runs
+in its own process so that its peak RSS is its own:
+  1. cv: `cross_validate` of each library, 5 folds x 1 seed, default sampling (ISIC 2024 winners:
+     positives over-sampled to 0.3% of negatives, negatives under-sampled to 100 per positive);
+  2. rows: fold 0 of each library fitted twice through the same adapters, with the default
+     sampling and on every training row, for the speed-up of the sampling.
+Prints total seconds, peak RSS, the OOF pAUC (0..0.2; random = 0.02) and the ratios to the budget
+(10 min, 8 GiB on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from features_scale import RandomStore, peak_gib, prepare  # noqa: E402  (same cached synthetic layout)
+
+BUDGET_S, BUDGET_GIB = 600.0, 8.0
+GROUPS = ["metadata", "engineered", "patient", "embedding"]
+KINDS = ["lightgbm", "xgboost", "catboost"]
+
+
+def build_inputs(work: Path, rows: int) -> None:
+    """lesions.parquet, features.parquet and folds.parquet in ``work`` (made once)."""
+    if (work / "features.parquet").exists() and (work / "folds.parquet").exists():
+        return
+    from dermstack.config import FeaturesConfig
+    from dermstack.data.folds import FoldPlan
+    from dermstack.data.table import LesionTable
+    from dermstack.features.build import build_features
+
+    lesions = prepare(Path(f"/tmp/dermstack-bench/isic2024-{rows}"), rows, work)
+    table = LesionTable.read(lesions)
+    t = time.perf_counter()
+    build_features(table, FeaturesConfig(image=False), RandomStore(len(table))).write(work / "features.parquet")
+    FoldPlan.make(table, n_splits=5, seed=42, task="binary").write(work / "folds.parquet")
+    print(f"built features and folds in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+
+
+def load(work: Path):
+    from dermstack.data.folds import FoldPlan
+    from dermstack.data.table import LesionTable
+    from dermstack.features.featureset import FeatureSet
+    from dermstack.task import TaskSpec
+
+    table = LesionTable.read(work / "lesions.parquet")
+    return FeatureSet.read(work / "features.parquet"), TaskSpec.from_table(table, "binary"), FoldPlan.read(work / "folds.parquet")
+
+
+def child_cv(work: Path, kinds: list[str]) -> dict:
+    from dermstack.boosting import cross_validate
+    from dermstack.config import ModelConfig
+
+    t0 = time.perf_counter()
+    features, task, plan = load(work)
+    t_load = time.perf_counter() - t0
+    out = {"rows": len(task.image_ids), "positives": int(task.y.sum()), "features": len(features.columns(GROUPS)),
+           "load_s": t_load, "models": {}}
+    for kind in kinds:
+        t = time.perf_counter()
+        res = cross_validate(features, task, plan, ModelConfig(kind=kind, seeds=[0], features=GROUPS), work / "models")
+        out["models"][kind] = {"seconds": time.perf_counter() - t, "pauc": res.metrics["pauc_tpr80"],
+                               "roc_auc": res.metrics["roc_auc"], "ci95": res.metrics["ci95"]["pauc_tpr80"],
+                               "fit_rows": res.metrics["fit_rows"][0], "best_iteration": res.metrics["best_iteration"]}
+    out["total_s"] = time.perf_counter() - t0
+    out["peak_gib"] = peak_gib()
+    return out
+
+
+def child_rows(work: Path, kinds: list[str]) -> dict:
+    """Fold 0 of each library: seconds with the default sampling and on every training row."""
+    from dermstack.boosting.base import FeatureMatrix
+    from dermstack.boosting.cv import align_rows
+    from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
+    from dermstack.boosting.registry import create_adapter
+    from dermstack.boosting.sampling import SamplingConfig, resample
+    from dermstack.metrics import pauc_tpr80
+
+    features, task, plan = load(work)
+    df = align_rows(features.df, task.image_ids)
+    matrix = FeatureMatrix.fit(df, features.columns(GROUPS), features.categorical)
+    X = matrix.to_pandas(df)
+    _, tr, va = next(iter(plan.splits(task.image_ids)))
+    out = {}
+    for kind in kinds:
+        params = resolve_params(kind, "binary", None)
+        for label, sampling in (("sampled", SamplingConfig.from_dict(DEFAULT_SAMPLING, "binary")), ("all_rows", None)):
+            idx = resample(tr, task.y, sampling, seed=0)
+            t = time.perf_counter()
+            a = create_adapter(kind, "binary", task.classes, params, 0, matrix.categorical)
+            a.fit(X.iloc[idx], task.y[idx], X.iloc[va], task.y[va])
+            out[f"{kind}_{label}"] = {"seconds": time.perf_counter() - t, "rows": len(idx), "best_iteration": a.best_iteration,
+                                      "pauc_fold0": pauc_tpr80(task.y[va], a.predict_proba(X.iloc[va]))}
+    out["peak_gib"] = peak_gib()
+    return out
+
+
+def run_child(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=401_059)
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--skip-rows", action="store_true", help="skip the every-row comparison")
+    ap.add_argument("--child", choices=["cv", "rows"], help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    kinds = args.kinds.split(",")
+    if args.child:
+        print(json.dumps({"cv": child_cv, "rows": child_rows}[args.child](args.work, kinds)))
+        return
+    work = Path(f"/tmp/dermstack-bench/boosting-{args.rows}")
+    work.mkdir(parents=True, exist_ok=True)
+    build_inputs(work, args.rows)
+    cv = run_child("--child", "cv", "--work", str(work), "--kinds", args.kinds)
+    print(f"boosting on {cv['rows']:,} synthetic lesions ({cv['positives']} positives), {cv['features']} features "
+          f"({', '.join(GROUPS)}), 5 folds x {len(kinds)} libraries x 1 seed, default sampling:")
+    for kind, m in cv["models"].items():
+        print(f"  {kind:9s} {m['seconds']:6.1f} s  OOF pAUC {m['pauc']:.4f} (95% CI {m['ci95'][0]:.4f}-{m['ci95'][1]:.4f}), "
+              f"ROC-AUC {m['roc_auc']:.4f}, {m['fit_rows']:,} rows per fit, best iterations {m['best_iteration']}")
+    print(f"  total {cv['total_s']:.1f} s (reading inputs {cv['load_s']:.1f} s), peak RSS {cv['peak_gib']:.2f} GiB")
+    print(f"  ratio to budget: time {cv['total_s'] / BUDGET_S:.2f} of {BUDGET_S:.0f} s, memory {cv['peak_gib'] / BUDGET_GIB:.2f} of {BUDGET_GIB:.0f} GiB")
+    if args.skip_rows:
+        return
+    rows = run_child("--child", "rows", "--work", str(work), "--kinds", args.kinds)
+    total_s = sum(rows[f"{k}_sampled"]["seconds"] for k in kinds)
+    total_all = sum(rows[f"{k}_all_rows"]["seconds"] for k in kinds)
+    print("fold 0, default sampling vs every training row:")
+    for k in kinds:
+        s, a = rows[f"{k}_sampled"], rows[f"{k}_all_rows"]
+        print(f"  {k:9s} sampled {s['seconds']:6.1f} s ({s['rows']:,} rows, pAUC {s['pauc_fold0']:.4f}) | every row "
+              f"{a['seconds']:6.1f} s ({a['rows']:,} rows, pAUC {a['pauc_fold0']:.4f}) | speed-up {a['seconds'] / s['seconds']:.1f}x")
+    print(f"  all libraries: speed-up of the default sampling {total_all / total_s:.1f}x (peak RSS {rows['peak_gib']:.2f} GiB)")
+
+
+if __name__ == "__main__":
+    main()

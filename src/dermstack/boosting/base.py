@@ -1,0 +1,223 @@
+"""The common interface of the gradient-boosting adapters and the feature matrix they read.
+
+An adapter wraps one booster of one library for one problem (``binary`` or ``multiclass``):
+fit on a fold's training part with early stopping on its validation part, predict
+probabilities, save and load in the library's native format, report gain importance.
+Multi-label tasks use :class:`PerClassAdapter` (one binary booster per class).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from dermstack.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: Parameters dermstack handles itself; every other key goes to the library unchanged.
+GENERIC_PARAMS = ("n_estimators", "early_stopping_rounds", "early_stopping_metric", "class_weight", "device", "threads")
+#: Early-stopping metrics every adapter understands (mapped to each library's own name).
+STOPPING_METRICS = ("auc", "logloss")
+MISSING_CODE = -1
+
+
+def default_threads() -> int:
+    """All cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def gpu_available() -> bool:
+    """True when an NVIDIA GPU is visible (no heavy import)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return shutil.which("nvidia-smi") is not None and Path("/dev/nvidia0").exists()
+
+
+@dataclass
+class FeatureMatrix:
+    """Which columns a model reads and the category list of each categorical column.
+
+    Categories are fixed from the training rows and stored with the models, so that a value at
+    predict time maps to the same code; a value never seen in training becomes missing (logged).
+    """
+
+    columns: list[str]
+    categories: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, df: pl.DataFrame, columns: list[str], categorical: list[str]) -> "FeatureMatrix":
+        cats = {}
+        for c in columns:
+            if c in categorical or df.schema[c] in (pl.String, pl.Categorical, pl.Enum, pl.Boolean):
+                cats[c] = sorted(df[c].cast(pl.String).drop_nulls().unique().to_list())
+        return cls(list(columns), cats)
+
+    @property
+    def categorical(self) -> list[str]:
+        return [c for c in self.columns if c in self.categories]
+
+    def to_pandas(self, df: pl.DataFrame, source: str = "features") -> pd.DataFrame:
+        """Numeric columns as float32, categorical ones as pandas ``category`` with the stored categories."""
+        absent = [c for c in self.columns if c not in df.columns]
+        if absent:
+            raise DataError(f"feature columns the models were trained on are absent: {absent[:10]}", file=source)
+        numeric = [c for c in self.columns if c not in self.categories]
+        bad = [c for c in numeric if not df.schema[c].is_numeric()]
+        if bad:
+            raise DataError(f"non-numeric feature columns not declared categorical: {bad[:10]}", file=source)
+        out = df.select(pl.col(numeric).cast(pl.Float32)).to_pandas() if numeric else pd.DataFrame(index=range(df.height))
+        for c, cats in self.categories.items():
+            values = df[c].cast(pl.String)
+            unseen = values.drop_nulls().filter(~values.drop_nulls().is_in(cats))
+            if unseen.len():
+                log.warning("%s: column %r has %d value(s) never seen in training (e.g. %s); treated as missing",
+                            source, c, unseen.len(), unseen.unique().head(3).to_list())
+            codes = values.replace_strict(cats, list(range(len(cats))), default=MISSING_CODE, return_dtype=pl.Int32)
+            out[c] = pd.Categorical.from_codes(codes.to_numpy(), categories=cats)
+        return out[self.columns]
+
+    def to_json(self) -> dict:
+        return {"columns": self.columns, "categories": self.categories}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FeatureMatrix":
+        return cls(list(d["columns"]), {k: list(v) for k, v in d["categories"].items()})
+
+
+def category_codes(X: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns replaced by their integer codes (missing = -1), for libraries that want ints."""
+    X = X.copy()
+    for c in X.columns:
+        if isinstance(X[c].dtype, pd.CategoricalDtype):
+            X[c] = X[c].cat.codes.astype(np.int32)
+    return X
+
+
+class BoosterAdapter(ABC):
+    """One booster of one library for a ``binary`` (scores (n,)) or ``multiclass`` (scores (n, C)) problem."""
+
+    kind: ClassVar[str]
+    ext: ClassVar[str]
+
+    def __init__(self, problem: str, n_classes: int, params: dict[str, Any], seed: int = 0,
+                 categorical: list[str] | None = None, threads: int | None = None):
+        if problem not in ("binary", "multiclass"):
+            raise ConfigError(f"{self.kind}: an adapter fits 'binary' or 'multiclass', got {problem!r}")
+        params = dict(params)
+        self.problem, self.n_classes, self.seed = problem, n_classes, seed
+        self.categorical = list(categorical or [])
+        self.n_estimators = int(params.pop("n_estimators", 1000))
+        self.early_stopping_rounds = int(params.pop("early_stopping_rounds", 100))
+        self.stopping_metric = params.pop("early_stopping_metric", "auc" if problem == "binary" else "logloss")
+        if self.stopping_metric not in STOPPING_METRICS or (problem == "multiclass" and self.stopping_metric == "auc"):
+            raise ConfigError(f"{self.kind}: early_stopping_metric must be one of {STOPPING_METRICS} "
+                              f"(logloss for multiclass), got {self.stopping_metric!r}")
+        self.threads = int(params.pop("threads", None) or threads or default_threads())
+        self.device = _resolve_device(params.pop("device", "auto"))
+        params.pop("class_weight", None)
+        self.params = params
+        self.best_iteration: int | None = None
+        self.feature_names: list[str] = []
+
+    # -- the interface ---------------------------------------------------------
+    @abstractmethod
+    def fit(self, X: pd.DataFrame, y: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray,
+            weight: np.ndarray | None = None, valid_weight: np.ndarray | None = None) -> "BoosterAdapter":
+        """Train on (X, y), stop early on (X_valid, y_valid) by ``early_stopping_metric``."""
+
+    @abstractmethod
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """(n,) for binary, (n, C) for multiclass."""
+
+    @abstractmethod
+    def save(self, stem: Path) -> list[Path]:
+        """Write the native model file(s) ``stem + ext``; returns the paths written."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, stem: Path, problem: str, n_classes: int, categorical: list[str] | None = None) -> "BoosterAdapter":
+        """Read a model written by :meth:`save`."""
+
+    @abstractmethod
+    def importance(self) -> dict[str, float]:
+        """Total gain per feature."""
+
+    # -- shared helpers --------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not self.feature_names:
+            raise RuntimeError(f"{self.kind} adapter used before fit/load")
+
+
+def _resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "gpu"):
+        raise ConfigError(f"model param device must be auto, cpu or gpu, got {device!r}")
+    if device == "auto":
+        return "gpu" if gpu_available() else "cpu"
+    return device
+
+
+class PerClassAdapter:
+    """Multi-label: one binary booster per class, each with its own positive weight.
+
+    Saved as ``stem.<class>.<ext>``, one native file per class."""
+
+    def __init__(self, factory, classes: list[str]):
+        self.classes = list(classes)
+        self.members: list[BoosterAdapter] = [factory() for _ in classes]
+
+    @property
+    def kind(self) -> str:
+        return self.members[0].kind
+
+    @property
+    def best_iteration(self) -> list[int | None]:
+        return [m.best_iteration for m in self.members]
+
+    def fit(self, X, Y, X_valid, Y_valid, weight: np.ndarray | None = None,
+            valid_weight: np.ndarray | None = None) -> "PerClassAdapter":
+        """``weight``, ``valid_weight``: (n, C), one weight vector per class."""
+        for j, m in enumerate(self.members):
+            m.fit(X, Y[:, j], X_valid, Y_valid[:, j], _column(weight, j), _column(valid_weight, j))
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        return np.column_stack([m.predict_proba(X) for m in self.members])
+
+    def save(self, stem: Path) -> list[Path]:
+        return [p for c, m in zip(self.classes, self.members) for p in m.save(_class_stem(stem, c))]
+
+    @classmethod
+    def load(cls, adapter_cls: type[BoosterAdapter], stem: Path, classes: list[str],
+             categorical: list[str] | None = None) -> "PerClassAdapter":
+        obj = cls.__new__(cls)
+        obj.classes = list(classes)
+        obj.members = [adapter_cls.load(_class_stem(stem, c), "binary", 1, categorical) for c in classes]
+        return obj
+
+    def importance(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for m in self.members:
+            for f, g in m.importance().items():
+                total[f] = total.get(f, 0.0) + g
+        return total
+
+
+def _class_stem(stem: Path, cls_name: str) -> Path:
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in cls_name)
+    return stem.with_name(f"{stem.name}.{safe}")
+
+
+def _column(w: np.ndarray | None, j: int) -> np.ndarray | None:
+    return None if w is None else w[:, j]

@@ -1,0 +1,120 @@
+"""Training through Dask (``lightgbm.dask``, ``xgboost.dask``) for data that outgrows one machine.
+
+The adapters differ from the local ones only in ``fit``: the fold's rows are split into one
+partition per Dask worker and trained by the cluster; the result is the same native booster, so
+prediction, saving and loading are the local adapters' own. ``lightgbm.dask`` has no early
+stopping, so LightGBM trains ``n_estimators`` rounds and keeps the best iteration on the fold's
+validation part (the same metric the local adapter stops on).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import dask.dataframe as dd
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from dermstack.boosting.lightgbm_ import LightGBMAdapter
+from dermstack.boosting.xgboost_ import XGBoostAdapter
+from dermstack.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Environment variable with the scheduler address (``tcp://host:8786``) used when none is configured.
+ADDRESS_ENV = "DERMSTACK_DASK_ADDRESS"
+
+
+def connect(address: str | None = None, timeout: str = "20s"):
+    """A ``distributed.Client`` for ``address`` (or ``$DERMSTACK_DASK_ADDRESS``); None when neither is set."""
+    address = address or os.environ.get(ADDRESS_ENV)
+    if not address:
+        return None
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: {e}") from None
+
+
+def _partitions(client) -> int:
+    return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def _to_dask(client, X: pd.DataFrame, y: np.ndarray | None = None, weight: np.ndarray | None = None):
+    n = _partitions(client)
+    frame = X.reset_index(drop=True)
+    ddf = dd.from_pandas(frame, npartitions=n, sort=False)
+    out = [ddf]
+    for v in (y, weight):
+        out.append(None if v is None else dd.from_pandas(pd.Series(np.asarray(v)), npartitions=n, sort=False))
+    return out
+
+
+class DaskLightGBMAdapter(LightGBMAdapter):
+    def __init__(self, *args, client=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if client is None:
+            raise ConfigError("the Dask LightGBM adapter needs a distributed.Client")
+        self.client = client
+
+    def fit(self, X, y, X_valid, y_valid, weight=None, valid_weight=None):
+        from lightgbm.dask import DaskLGBMClassifier
+
+        self.feature_names = list(X.columns)
+        params = self.train_params()
+        for key in ("metric", "num_threads"):  # no early stopping in lightgbm.dask; workers own their threads
+            params.pop(key, None)
+        dX, dy, dw = _to_dask(self.client, X, y, weight)
+        model = DaskLGBMClassifier(client=self.client, n_estimators=self.n_estimators, **params)
+        with warnings.catch_warnings():  # the workers own their threads: lightgbm.dask ignores n_jobs
+            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+            model.fit(dX, dy, sample_weight=dw)
+        booster = model.booster_
+        self.best_iteration = best_iteration(booster, X_valid, y_valid, valid_weight, self.problem, self.stopping_metric)
+        self.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=self.best_iteration))
+        return self
+
+
+def best_iteration(booster: lgb.Booster, X: pd.DataFrame, y: np.ndarray, weight, problem: str, metric: str) -> int:
+    """The iteration (1-based) with the best validation ``metric`` (auc or logloss) of a trained booster."""
+    n_iter = booster.current_iteration()
+    per_tree = [np.asarray(booster.predict(X, start_iteration=i, num_iteration=1, raw_score=True)) for i in range(n_iter)]
+    raw = np.cumsum(np.stack(per_tree), axis=0)
+    scores = []
+    for r in raw:
+        if problem == "binary":
+            p = 1.0 / (1.0 + np.exp(-r))
+            scores.append(skm.roc_auc_score(y, p, sample_weight=weight) if metric == "auc"
+                          else -skm.log_loss(y, p, sample_weight=weight, labels=[0, 1]))
+        else:
+            e = np.exp(r - r.max(axis=1, keepdims=True))
+            scores.append(-skm.log_loss(y, e / e.sum(axis=1, keepdims=True), sample_weight=weight, labels=np.arange(r.shape[1])))
+    return int(np.argmax(scores)) + 1
+
+
+class DaskXGBoostAdapter(XGBoostAdapter):
+    def __init__(self, *args, client=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if client is None:
+            raise ConfigError("the Dask XGBoost adapter needs a distributed.Client")
+        self.client = client
+
+    def fit(self, X, y, X_valid, y_valid, weight=None, valid_weight=None):
+        import xgboost.dask as dxgb
+
+        self.feature_names = list(X.columns)
+        dX, dy, dw = _to_dask(self.client, X, y, weight)
+        vX, vy, vw = _to_dask(self.client, X_valid, y_valid, valid_weight)
+        dtrain = dxgb.DaskDMatrix(self.client, dX, dy, weight=dw, enable_categorical=True)
+        dvalid = dxgb.DaskDMatrix(self.client, vX, vy, weight=vw, enable_categorical=True)
+        params = self.train_params()
+        params.pop("nthread", None)
+        out = dxgb.train(self.client, params, dtrain, num_boost_round=self.n_estimators, evals=[(dvalid, "valid")],
+                         early_stopping_rounds=self.early_stopping_rounds, verbose_eval=False)
+        self.set_booster(out["booster"])
+        return self

@@ -1,0 +1,45 @@
+"""Readers of published skin-lesion datasets into a LesionTable, with an IngestReport of every decision.
+
+>>> table, report = ingest("ham10000", "/data/ham10000")
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from dermstack.data.readers.ddi import read_ddi
+from dermstack.data.readers.ham10000 import read_ham10000
+from dermstack.data.readers.isic2024 import read_isic2024
+from dermstack.data.readers.isic_archive import read_isic_archive
+from dermstack.data.readers.milk10k import read_milk10k
+from dermstack.data.readers.ph2 import read_ph2
+from dermstack.data.report import IngestReport
+from dermstack.data.table import LesionTable
+from dermstack.errors import DataError
+
+Reader = Callable[[Path, IngestReport], LesionTable]
+
+#: Dataset format name -> reader(path, report).
+READERS: dict[str, Reader] = {
+    "isic2024": read_isic2024,
+    "isic-archive": read_isic_archive,
+    "ham10000": read_ham10000,
+    "milk10k": read_milk10k,
+    "ddi": read_ddi,
+    "ph2": read_ph2,
+}
+
+
+def ingest(format: str, path: str | Path, strict: bool = False) -> tuple[LesionTable, IngestReport]:
+    """Read the dataset ``format`` at ``path`` as published; ``strict`` turns every skip or missing image into a DataError."""
+    if format not in READERS:
+        raise DataError(f"unknown dataset format {format!r}; known: {', '.join(READERS)}")
+    path = Path(path)
+    if not path.exists():
+        raise DataError("no such file or directory", file=str(path))
+    report = IngestReport(dataset=format, source=str(path.resolve()), strict=strict)
+    table = READERS[format](path, report)
+    return table, report
+
+
+__all__ = ["READERS", "ingest", "Reader"]

@@ -1,0 +1,45 @@
+"""Shared last steps of every reader: images found/missing/corrupt, then a validated LesionTable."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import polars as pl
+
+from dermstack.data.readers.csvio import ROW, RowProblems
+from dermstack.data.report import IngestReport
+from dermstack.data.table import CORE_COLUMNS, LesionTable, TableMeta, default_feature_columns, finalize_frame
+
+#: Helper column: why the image of a row is unusable (null when fine or absent).
+IMAGE_PROBLEM = "__image_problem"
+
+
+def resolve_images(df: pl.DataFrame, problems: RowProblems, report: IngestReport, ref: str = "image_ref",
+                   record_missing: bool = True) -> pl.DataFrame:
+    """Skip rows whose image is corrupt (``IMAGE_PROBLEM``); list kept rows whose ``ref`` is null as missing images."""
+    if IMAGE_PROBLEM in df.columns:
+        problems.add(df, pl.col(IMAGE_PROBLEM).is_not_null(), ref, pl.col(IMAGE_PROBLEM))
+        df = problems.apply(df).drop(IMAGE_PROBLEM)
+    if record_missing:
+        for id_, row, file in df.filter(pl.col(ref).is_null()).select(problems.key, ROW, problems.file(df)).iter_rows():
+            report.missing_image(id_, file, row)
+    return df
+
+
+def finish(df: pl.DataFrame, report: IngestReport, meta: TableMeta, known: Iterable[str] | None = None,
+           not_features: Iterable[str] = ()) -> LesionTable:
+    """Drop helper columns, fill ``lesion_id`` from ``image_id``, choose features, record unknown columns.
+
+    Columns not in ``known`` (when given) are kept in the table but are not features: a column
+    nobody has looked at may encode the label.
+    """
+    df = df.drop([c for c in df.columns if c.startswith("__")])
+    df = finalize_frame(df)
+    df = df.with_columns(pl.coalesce("lesion_id", "image_id").alias("lesion_id"))
+    unknown = [c for c in df.columns if known is not None and c not in known and c not in CORE_COLUMNS]
+    report.unknown_columns.extend(unknown)
+    if unknown:
+        report.note(f"unknown columns kept in the table but not used as features: {', '.join(unknown)}")
+    meta.feature_columns, meta.categorical_columns = default_feature_columns(df, exclude=set(not_features) | set(unknown))
+    meta.source = meta.source or report.source
+    report.rows_kept = df.height
+    return LesionTable(df, meta)

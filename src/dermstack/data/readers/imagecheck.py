@@ -1,0 +1,102 @@
+"""Cheap image checks without decoding: the file or HDF5 key exists and its bytes look complete.
+
+A JPEG must start with FFD8FF and end with the EOI marker FFD9 (a truncated download does not);
+PNG and BMP must start with their signatures. HDF5 datasets stored contiguously are checked by
+reading only those bytes through a memory map (401k keys in seconds); datasets stored otherwise,
+and any that look wrong, are read whole to confirm and name the problem.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dermstack.errors import DataError
+
+JPEG_HEAD, JPEG_TAIL = b"\xff\xd8\xff", b"\xff\xd9"
+SIGNATURES = {JPEG_HEAD: "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def bytes_problem(head: bytes, tail: bytes, size: int) -> str | None:
+    """Why these first/last bytes are not a complete image, or None when they look fine."""
+    if size == 0:
+        return "empty image"
+    kind = next((k for sig, k in SIGNATURES.items() if head.startswith(sig)), None)
+    if kind is None:
+        return f"not a JPEG/PNG/BMP (starts with {head[:4].hex()})"
+    if kind == "JPEG" and not tail.endswith(JPEG_TAIL):
+        return f"truncated JPEG (no end marker FFD9; {size} bytes)"
+    return None
+
+
+def file_problem(path: Path) -> str | None:
+    """``bytes_problem`` of an image file, reading 8 bytes at each end."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - 2, 0))
+            return bytes_problem(head, f.read(2), size)
+    except OSError as e:
+        return f"unreadable image: {e}"
+
+
+def index_files(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """File name -> path of every file under ``root`` with one of ``suffixes`` (one directory walk)."""
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(suffixes):
+                found.setdefault(name, Path(dirpath) / name)
+    return found
+
+
+def hdf5_problems(path: Path, ids: list[str]) -> tuple[np.ndarray, dict[str, str]]:
+    """(present mask aligned with ``ids``, {id: problem}) for the JPEG bytes keyed by id in an HDF5 file."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"cannot open HDF5 file: {e}", file=str(path)) from e
+    with f:
+        keys = set(f.keys())
+        present = np.fromiter((i in keys for i in ids), dtype=bool, count=len(ids))
+        wanted = [i for i, p in zip(ids, present) if p]
+        offsets = np.full(len(wanted), -1, dtype=np.int64)
+        sizes = np.zeros(len(wanted), dtype=np.int64)
+        for n, key in enumerate(wanted):
+            ds = h5py.h5d.open(f.id, key.encode())
+            offset = ds.get_offset()  # None unless stored contiguously
+            offsets[n], sizes[n] = (-1 if offset is None else offset), ds.get_storage_size()
+        problems = _mapped_problems(path, wanted, offsets, sizes)
+        for key in [k for n, k in enumerate(wanted) if offsets[n] < 0 or sizes[n] < 4] + list(problems):
+            try:  # slow path: read whole, name the problem
+                data = bytes(np.asarray(f[key][()]).tobytes())
+                problem = bytes_problem(data[:8], data[-2:], len(data))
+            except (OSError, ValueError) as e:
+                problem = f"unreadable HDF5 dataset: {e}"
+            if problem:
+                problems[key] = problem
+            else:
+                problems.pop(key, None)
+    return present, problems
+
+
+def _mapped_problems(path: Path, keys: list[str], offsets: np.ndarray, sizes: np.ndarray) -> dict[str, str]:
+    """Signature/EOI check of contiguous datasets straight from the file bytes."""
+    ok = (offsets >= 0) & (sizes >= 4)
+    if not ok.any():
+        return {}
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    inside = ok & (offsets + sizes <= mm.size)
+    problems = {keys[i]: "stored bytes lie past the end of the file (truncated HDF5?)" for i in np.flatnonzero(ok & ~inside)}
+    o, s = offsets[inside], sizes[inside]
+    jpeg = (mm[o] == 0xFF) & (mm[o + 1] == 0xD8) & (mm[o + 2] == 0xFF)
+    png = (mm[o] == 0x89) & (mm[o + 1] == 0x50)
+    complete = (jpeg & (mm[o + s - 2] == 0xFF) & (mm[o + s - 1] == 0xD9)) | png
+    for i in np.flatnonzero(inside)[~complete]:
+        problems[keys[i]] = "suspect"  # confirmed (with the exact reason) by a full read
+    return problems

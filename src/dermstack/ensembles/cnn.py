@@ -1,0 +1,328 @@
+"""Fine-tune a timm CNN on every fold of the run's FoldPlan; OOF and test scores like the boosters'.
+
+Class-balanced sampling (WeightedRandomSampler), flips/rotation/colour jitter/random resized crop,
+AdamW with warm-up + cosine schedule, autocast on GPU (and bf16 inference on CPU), early stopping on
+the fold metric, one safetensors checkpoint per fold and seed in ``models/<name>/``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import timm
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dermstack.boosting.cv import CVResult, align_rows, check_plan, fold_metrics, oof_frame, test_frame
+from dermstack.boosting.store import write_json
+from dermstack.config import ModelConfig
+from dermstack.data.folds import FoldPlan
+from dermstack.data.table import LesionTable
+from dermstack.ensembles.augment import cache_size, eval_transform, train_transform
+from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_device
+from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
+from dermstack.errors import ConfigError, DataError
+from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
+from dermstack.provenance import versions
+from dermstack.task import TaskSpec
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+@dataclass
+class NetTemplate:
+    """The backbone a CNN starts from: timm architecture, its preprocessing and where its weights came from."""
+
+    net: nn.Module
+    arch: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: dict
+
+    def new(self, n_outputs: int, seed: int) -> nn.Module:
+        """A fresh trainable copy with a newly initialised ``n_outputs`` head."""
+        net = copy.deepcopy(self.net)
+        torch.manual_seed(seed)
+        net.reset_classifier(n_outputs)
+        return net.requires_grad_(True).train()
+
+
+def net_template(cfg: CNNConfig) -> NetTemplate:
+    """Backbone with offline-resolved weights (extract's ``create_backbone``) or random ones (``pretrained=false``)."""
+    if cfg.pretrained:
+        from dermstack.extract.registry import create_backbone
+
+        bb = create_backbone(cfg.backbone, cfg.weights, cfg.image_size)
+        return NetTemplate(bb.model, bb.timm_name, tuple(bb.data_config["mean"]), tuple(bb.data_config["std"]), asdict(bb.weights))
+    net = timm.create_model(cfg.backbone, pretrained=False, num_classes=0)
+    data = timm.data.resolve_model_data_config(net)
+    return NetTemplate(net, cfg.backbone, tuple(data["mean"]), tuple(data["std"]), {"source": "random"})
+
+
+def freeze_early(net: nn.Module, fraction: float) -> None:
+    """Fix the first ``fraction`` of the backbone's parameter tensors (the head always trains)."""
+    head = {id(p) for p in net.get_classifier().parameters()}
+    body = [p for p in net.parameters() if id(p) not in head]
+    for p in body[: int(len(body) * fraction)]:
+        p.requires_grad_(False)
+
+
+def sampling_weights(task_kind: str, y: np.ndarray, balance: float) -> np.ndarray:
+    """Per-row draw weight (count of the row's class)^-balance; multi-label rows by their first positive class."""
+    stratum = np.where(y.max(axis=1) > 0, y.argmax(axis=1), -1) if y.ndim == 2 else y
+    _, inverse, counts = np.unique(stratum, return_inverse=True, return_counts=True)
+    return counts[inverse].astype(float) ** -balance
+
+
+def cosine_with_warmup(opt: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    n_warm = max(1, int(total * warmup))
+
+    def factor(step: int) -> float:
+        if step < n_warm:
+            return (step + 1) / n_warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - n_warm) / max(1, total - n_warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@dataclass
+class FoldModel:
+    """A trained net, the epoch it was taken from, per-epoch history and its validation scores."""
+
+    net: nn.Module
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    valid_scores: np.ndarray | None = None
+
+
+class CNNTrainer:
+    """Trains and scores CNNs on the images ``refs`` (decoded once, shared by every fold and seed)."""
+
+    def __init__(self, cfg: CNNConfig, task_kind: str, n_outputs: int, refs: list[str], progress: bool = True,
+                 template: NetTemplate | None = None):
+        self.cfg, self.task_kind, self.n_outputs, self.progress = cfg, task_kind, n_outputs, progress
+        self.device = resolve_device(cfg.device)
+        self.stop_metric = cfg.stop_metric or PRIMARY_METRIC[task_kind]
+        if self.stop_metric not in TASK_METRICS[task_kind]:
+            raise ConfigError(f"cnn stop_metric {self.stop_metric!r} is not a {task_kind} metric: {list(TASK_METRICS[task_kind])}")
+        self.template = template or net_template(cfg)
+        self.mean, self.std = self.template.mean, self.template.std
+        self.bank = ImageBank(refs, cache_size(cfg.image_size), progress=progress)
+
+    # -- pieces ---------------------------------------------------------------------
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.task_kind == "multiclass":
+            return nn.functional.cross_entropy(logits, target.long())
+        if self.task_kind == "binary":
+            logits = logits[:, 0]
+        return nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+    def _prob(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.task_kind == "multiclass":
+            return logits.softmax(dim=1)
+        p = logits.sigmoid()
+        return p[:, 0] if self.task_kind == "binary" else p
+
+    def _loader(self, rows: np.ndarray, transform, targets=None, sampler=None) -> torch.utils.data.DataLoader:
+        cfg = self.cfg
+        return torch.utils.data.DataLoader(
+            BankDataset(self.bank, rows, transform, targets), batch_size=cfg.batch_size if sampler else 2 * cfg.batch_size,
+            sampler=sampler, num_workers=cfg.workers, persistent_workers=False,
+            drop_last=sampler is not None and sampler.num_samples > cfg.batch_size,
+        )
+
+    # -- the API ----------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, net: nn.Module, rows: np.ndarray) -> np.ndarray:
+        """Probabilities of ``rows``: (n,) binary, (n, C) otherwise; horizontal-flip TTA when configured."""
+        net.eval()
+        dtype = autocast_dtype(self.device, self.cfg.precision, training=False)
+        out = []
+        for x, _ in self._loader(rows, eval_transform(self.cfg.image_size, self.mean, self.std)):
+            x = x.to(self.device, memory_format=torch.channels_last)
+            with torch.autocast(self.device, dtype=dtype or torch.float32, enabled=dtype is not None):
+                p = self._prob(net(x))
+                if self.cfg.tta:
+                    p = (p + self._prob(net(x.flip(-1)))) / 2
+            out.append(p.cpu())
+        if not out:
+            return np.zeros((0,) if self.task_kind == "binary" else (0, self.n_outputs))
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def fit(self, rows: np.ndarray, y: np.ndarray, valid_rows: np.ndarray | None, y_valid: np.ndarray | None,
+            seed: int, desc: str = "cnn") -> FoldModel:
+        """Train on bank ``rows`` (labels ``y``). With validation rows: early stopping on the fold metric,
+        the best epoch's weights are kept; without: the full schedule is trained (no label is looked at)."""
+        cfg = self.cfg
+        net = self.template.new(self.n_outputs, seed).to(self.device, memory_format=torch.channels_last)
+        freeze_early(net, cfg.freeze_fraction)
+        opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sampler = torch.utils.data.WeightedRandomSampler(
+            sampling_weights(self.task_kind, y, cfg.balance), cfg.samples_per_epoch or len(rows), replacement=True,
+            generator=torch.Generator().manual_seed(seed))
+        loader = self._loader(rows, train_transform(cfg.image_size, self.mean, self.std), y, sampler)
+        sched = cosine_with_warmup(opt, cfg.epochs * len(loader), cfg.warmup)
+        dtype = autocast_dtype(self.device, cfg.precision, training=True)
+        scaler = torch.amp.GradScaler(self.device, enabled=dtype == torch.float16)
+        metric_fn = TASK_METRICS[self.task_kind][self.stop_metric]
+        best = FoldModel(net, cfg.epochs - 1)
+        best_value, stale, history = -math.inf, 0, []
+        bar = tqdm(total=cfg.epochs * len(loader), desc=desc, unit="batch", leave=False, disable=not self.progress)
+        for epoch in range(cfg.epochs):
+            t0, net_loss = time.perf_counter(), 0.0
+            net.train()
+            for x, t in loader:
+                x, t = x.to(self.device, memory_format=torch.channels_last), t.to(self.device)
+                with torch.autocast(self.device, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    loss = self._loss(net(x), t)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                net_loss += float(loss)
+                bar.update()
+            entry = {"epoch": epoch, "loss": net_loss / max(1, len(loader)), "seconds": round(time.perf_counter() - t0, 2)}
+            if valid_rows is not None:
+                scores = self.score(net, valid_rows)
+                value = _safe_metric(metric_fn, y_valid, scores)
+                entry[self.stop_metric] = value
+                if value > best_value:
+                    best_value, stale = value, 0
+                    best = FoldModel(copy.deepcopy(net), epoch, valid_scores=scores)
+                else:
+                    stale += 1
+            history.append(entry)
+            bar.set_postfix({k: round(v, 4) for k, v in entry.items() if k not in ("epoch", "seconds")})
+            if valid_rows is not None and stale >= cfg.patience:
+                break
+        bar.close()
+        if valid_rows is None:
+            best.net = net
+        best.history = history
+        return best
+
+
+def _safe_metric(fn, y, scores) -> float:
+    try:
+        value = fn(y, scores)
+    except ValueError:
+        return -math.inf
+    return -math.inf if math.isnan(value) else value
+
+
+# -- saving ---------------------------------------------------------------------------
+def save_net(net: nn.Module, path: Path) -> Path:
+    """Tensors only (safetensors): no pickled object ever."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load_net(arch: str, n_outputs: int, path: Path) -> nn.Module:
+    from safetensors.torch import load_file
+
+    net = timm.create_model(arch, pretrained=False, num_classes=n_outputs)
+    net.load_state_dict(load_file(str(path)))
+    return net.eval()
+
+
+def model_spec(name: str, cfg: CNNConfig, task: TaskSpec, trainer: CNNTrainer) -> dict:
+    return {"format_version": FORMAT_VERSION, "name": name, "kind": "cnn", "task": task.kind, "classes": list(task.classes),
+            "target_name": task.target_name, "config": asdict(cfg), "arch": trainer.template.arch, "weights": trainer.template.weights,
+            "mean": list(trainer.mean), "std": list(trainer.std),
+            "versions": versions(), "models": []}
+
+
+# -- cross-validation -----------------------------------------------------------------------
+def training_frame(table: LesionTable, task: TaskSpec) -> pl.DataFrame:
+    return align_rows(table.train, task.image_ids, source="LesionTable")
+
+
+def cross_validate_cnn(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
+                       out_dir: Path | None = None, progress: bool = True) -> CVResult:
+    """Fine-tune ``model`` (kind "cnn") on each fold of ``plan`` for each seed.
+
+    OOF scores come from the fold's own CNN (early-stopped on that fold); test scores are averaged
+    over folds and seeds. Checkpoints + ``model.json`` + ``metrics.json`` go to ``out_dir/<name>/``."""
+    t0 = time.perf_counter()
+    cfg, name = CNNConfig.from_model(model), model.label
+    train_df, test_df = training_frame(table, task), table.test
+    trainer = CNNTrainer(cfg, task.kind, task.n_outputs, image_refs(train_df) + image_refs(test_df), progress)
+    folds = check_plan(plan, task)
+    n, n_out, y = len(task.image_ids), task.n_outputs, task.y
+    test_rows = np.arange(n, n + test_df.height)
+    seeds = list(model.seeds)
+    oof = np.full((len(seeds), n, n_out), np.nan)
+    test_sum = np.zeros((len(test_rows), n_out))
+    mdir = Path(out_dir) / name if out_dir else None
+    spec = model_spec(name, cfg, task, trainer)
+    if mdir:
+        mdir.mkdir(parents=True, exist_ok=True)
+        for old in mdir.glob("fold*_seed*.safetensors"):
+            old.unlink()
+    best_epochs, histories = [], []
+    for si, seed in enumerate(seeds):
+        for k, tr, va in folds:
+            fm = trainer.fit(tr, y[tr], va, y[va], seed * 1000 + k, desc=f"{name} fold {k} seed {seed}")
+            oof[si, va] = fm.valid_scores.reshape(len(va), n_out)
+            test_sum += trainer.score(fm.net, test_rows).reshape(len(test_rows), n_out)
+            best_epochs.append(fm.best_epoch)
+            histories.append(fm.history)
+            if mdir:
+                save_net(fm.net, mdir / f"fold{k}_seed{seed}.safetensors")
+                spec["models"].append({"fold": k, "seed": seed, "file": f"fold{k}_seed{seed}.safetensors"})
+    fold_of = plan.fold_of(task.image_ids).astype(np.int32)
+    score = oof.mean(axis=0)
+    score = score[:, 0] if n_out == 1 else score
+    metrics = fold_metrics(task, score, [va for _, _, va in folds])
+    metrics.update(best_epoch=best_epochs, history=histories, seconds=round(time.perf_counter() - t0, 2))
+    importance = pl.DataFrame(schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64})
+    result = CVResult(name, oof_frame(name, task, seeds, oof, fold_of),
+                      test_frame(name, task.classes, test_df["image_id"].to_list(), test_sum / max(1, len(seeds) * len(folds))),
+                      metrics, importance, mdir, score)
+    if mdir:
+        write_json(mdir / "model.json", spec)
+        write_json(mdir / "metrics.json", metrics)
+    log.info("%s: %s in %.1f s", name, {m: round(v, 4) for m, v in metrics.items() if isinstance(v, float)}, metrics["seconds"])
+    return result
+
+
+# -- inference with saved models ------------------------------------------------------------
+def read_cnn_spec(model_dir: Path) -> dict:
+    path = Path(model_dir) / "model.json"
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError("no model.json: not a trained dermstack model directory", file=str(path)) from None
+    if spec.get("kind") != "cnn" or spec.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"not a CNN model directory of format {FORMAT_VERSION}", file=str(path))
+    return spec
+
+
+def predict_cnn_saved(model_dir: str | Path, table: LesionTable, progress: bool = True) -> np.ndarray:
+    """Scores of every row of ``table`` averaged over the saved folds and seeds: (n,) or (n, C)."""
+    model_dir = Path(model_dir)
+    spec = read_cnn_spec(model_dir)
+    cfg = CNNConfig(**spec["config"])
+    n_out = 1 if spec["task"] == "binary" else len(spec["classes"])
+    nets = [load_net(spec["arch"], n_out, model_dir / e["file"]) for e in spec["models"]]
+    template = NetTemplate(nets[0], spec["arch"], tuple(spec["mean"]), tuple(spec["std"]), spec["weights"])
+    trainer = CNNTrainer(cfg, spec["task"], n_out, image_refs(table.df), progress, template=template)
+    rows = np.arange(len(table))
+    return np.mean([trainer.score(net.to(trainer.device, memory_format=torch.channels_last), rows) for net in nets], axis=0)

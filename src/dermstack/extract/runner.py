@@ -1,0 +1,222 @@
+"""The extraction loop: batched, decoded in DataLoader workers, resumable, shardable."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dermstack import __version__
+from dermstack.data.table import LesionTable
+from dermstack.errors import ConfigError, DataError
+from dermstack.extract.dataset import ImageDataset, make_geometry, make_loader
+from dermstack.extract.registry import Backbone, create_backbone
+from dermstack.extract.settings import TTA, ExtractSettings, Precision, resolve_device, resolve_precision, shard_from_env
+from dermstack.extract.store import merge_stores, open_group
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackboneReport:
+    """What one backbone's pass did."""
+
+    backbone: str
+    timm_name: str
+    weights_source: str
+    weights_sha256: str
+    image_size: list[int]
+    images: int  # in this shard of the table
+    already_done: int  # embedded or recorded as failed by an earlier run
+    embedded: int
+    failed: list[dict] = field(default_factory=list)  # {"image_id", "image_ref", "reason"}
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.embedded + len(self.failed)) / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class ExtractReport:
+    """What ``extract_embeddings`` did, per backbone; failed images are listed, never dropped silently."""
+
+    out: str
+    shard: str
+    device: str
+    precision: str
+    backbones: list[BackboneReport] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"backbones": [asdict(b) | {"images_per_s": b.images_per_s} for b in self.backbones]}
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    def summary(self, max_failed: int = 10) -> str:
+        lines = [f"embeddings -> {self.out} (shard {self.shard}, {self.device}, {self.precision})"]
+        for b in self.backbones:
+            lines.append(f"  {b.backbone} [{b.timm_name}, {b.weights_source}, {b.image_size[0]}px]: {b.images} images, "
+                         f"{b.already_done} already done, {b.embedded} embedded, {len(b.failed)} failed"
+                         + (f", {b.images_per_s:.1f} img/s" if b.seconds else ""))
+            for x in b.failed[:max_failed]:
+                lines.append(f"    failed {x['image_id']}: {x['reason']} ({x['image_ref']})")
+            if len(b.failed) > max_failed:
+                lines.append(f"    ... and {len(b.failed) - max_failed} more (see the JSON report)")
+        return "\n".join(lines)
+
+
+class Embedder:
+    """A backbone on its device: uint8 NHWC batch -> normalised -> pooled features (TTA-averaged)."""
+
+    def __init__(self, backbone: Backbone, device: torch.device, precision: Precision, tta: list[str]):
+        self.device, self.precision, self.flips = device, precision, [TTA[t] for t in tta]
+        fmt = torch.channels_last if precision.channels_last else torch.contiguous_format
+        self.model = backbone.model.to(device=device, memory_format=fmt)
+        cfg = backbone.data_config
+        self.mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1) * 255
+        self.scale = 1.0 / (torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1) * 255)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()  # NHWC memory = channels_last
+        if not self.precision.channels_last:
+            x = x.contiguous()
+        x.sub_(self.mean).mul_(self.scale)
+        p = self.precision
+        with torch.autocast(self.device.type, dtype=p.dtype or torch.float32, enabled=p.dtype is not None):
+            f = self.model(x).float()
+            for dims in self.flips:
+                f += self.model(x.flip(dims)).float()
+        if self.flips:
+            f /= 1 + len(self.flips)
+        return f.cpu().numpy()
+
+
+def recipe(backbone: Backbone, tta: list[str]) -> dict:
+    """Everything that changes the numbers of an embedding (a store group never mixes recipes)."""
+    return {"timm_name": backbone.timm_name, "weights_sha256": backbone.weights.sha256,
+            "data_config": backbone.data_config, "tta": sorted(tta), "num_features": backbone.num_features}
+
+
+def group_attrs(backbone: Backbone, settings: ExtractSettings, precision: Precision) -> dict:
+    return {
+        "timm_name": backbone.timm_name,
+        "pretrained_cfg": backbone.pretrained_cfg_json(),
+        "data_config": json.dumps(backbone.data_config),
+        "weights_source": backbone.weights.source,
+        "weights_location": backbone.weights.location,
+        "weights_sha256": backbone.weights.sha256,
+        "image_size": backbone.image_size[0],
+        "tta": json.dumps(sorted(settings.tta)),
+        "precision": precision.name,
+        "dermstack_version": __version__,
+        "torch_version": str(torch.__version__),
+        "recipe": json.dumps(recipe(backbone, settings.tta), sort_keys=True),
+    }
+
+
+def rank_path(out: Path, shard: tuple[int, int]) -> Path:
+    """Per-rank store of a torchrun job."""
+    return out.with_name(f"{out.stem}.shard{shard[0]}of{shard[1]}{out.suffix}")
+
+
+def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path, settings: ExtractSettings | None = None,
+                       shard: tuple[int, int] | None = None, strict: bool = False) -> ExtractReport:
+    """Embed every image of ``table`` (every n-th from the i-th with ``shard=(i, n)``) with each backbone
+    into the EmbeddingStore ``out``. Resumes where an earlier run stopped; bad images are recorded
+    (``strict=True`` raises instead). Under torchrun each rank takes its shard and rank 0 merges."""
+    settings = settings or ExtractSettings()
+    out = Path(out)
+    if len(table) == 0:
+        raise DataError("the LesionTable is empty: there are no images to embed")
+    if not backbones:
+        raise ConfigError("no backbones given")
+    ranked = shard is None and shard_from_env() is not None
+    if ranked:
+        shard = shard_from_env()
+    path = rank_path(out, shard) if ranked else out
+    ids = table.df["image_id"].to_list()
+    refs = table.df["image_ref"].to_list()
+    if shard is not None:
+        ids, refs = ids[shard[0]::shard[1]], refs[shard[0]::shard[1]]
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    if device.type == "cpu" and settings.threads:
+        torch.set_num_threads(settings.threads)
+    shard_text = f"{shard[0]}/{shard[1]}" if shard else "all"
+    report = ExtractReport(str(path), shard_text, str(device), precision.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for name in backbones:
+        bb = create_backbone(name, settings.weights.get(name), settings.image_size)
+        report.backbones.append(_extract_one(bb, ids, refs, path, settings, device, precision, shard_text, strict))
+    if ranked:
+        _merge_ranks(out, shard)
+    return report
+
+
+def _extract_one(bb: Backbone, ids: list[str], refs: list[str | None], path: Path, settings: ExtractSettings,
+                 device: torch.device, precision: Precision, shard_text: str, strict: bool) -> BackboneReport:
+    rep = BackboneReport(bb.name, bb.timm_name, bb.weights.source, bb.weights.sha256, list(bb.image_size), len(ids), 0, 0)
+    with h5py.File(path, "a") as f:
+        writer = open_group(f, bb.name, group_attrs(bb, settings, precision), bb.num_features)
+        if settings.retry_failed:
+            writer.forget_failed(set(ids))
+        done = writer.done_ids()
+        todo = [k for k, i in enumerate(ids) if i not in done]
+        rep.already_done = len(ids) - len(todo)
+        if not todo and writer.g.attrs.get("complete", False):
+            log.info("%s: all %d images already in %s", bb.name, len(ids), path)
+            return rep
+        writer.begin(shard_text)
+        embed = Embedder(bb, device, precision, settings.tta)
+        dataset = ImageDataset([refs[k] for k in todo], make_geometry(bb.data_config))
+        loader = make_loader(dataset, settings.batch_size, settings.workers, pin_memory=device.type == "cuda")
+        t0 = time.perf_counter()
+        with tqdm(total=len(todo), unit="img", desc=bb.name, file=sys.stderr, mininterval=1.0, smoothing=0.05) as bar:
+            for batch in loader:
+                for j, reason in batch["failed"]:
+                    k = todo[j]
+                    if strict:
+                        raise DataError(f"{reason} [{ids[k]}] (--strict)", file=refs[k], column="image_ref")
+                    writer.add_failed(ids[k], reason)
+                    rep.failed.append({"image_id": ids[k], "image_ref": refs[k], "reason": reason})
+                    log.warning("image %s not embedded: %s (%s)", ids[k], reason, refs[k])
+                if batch["images"] is not None:
+                    feats = embed(batch["images"])
+                    writer.append([ids[todo[j]] for j in batch["index"].tolist()], feats)
+                    rep.embedded += len(feats)
+                bar.update(len(batch["index"]) + len(batch["failed"]))
+        rep.seconds = time.perf_counter() - t0
+        writer.finish()
+    return rep
+
+
+def _merge_ranks(out: Path, shard: tuple[int, int]) -> None:
+    """torchrun: wait for every rank, then rank 0 joins the per-rank stores into ``out``."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        log.warning("torch.distributed unavailable: merge the per-rank stores with `dermstack extract merge`")
+        return
+    own = not dist.is_initialized()
+    if own:
+        dist.init_process_group("gloo")
+    try:
+        dist.barrier()
+        if shard[0] == 0:
+            tmp = out.with_name(out.name + ".merged")
+            tmp.unlink(missing_ok=True)
+            merge_stores([rank_path(out, (r, shard[1])) for r in range(shard[1])], tmp)
+            tmp.replace(out)
+        dist.barrier()
+    finally:
+        if own:
+            dist.destroy_process_group()

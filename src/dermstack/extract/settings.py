@@ -1,0 +1,114 @@
+"""ExtractSettings and how device and precision are resolved on the machine at hand."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from dermstack.errors import ConfigError
+
+TTA = {"hflip": (3,), "vflip": (2,)}  # flip dims of an NCHW batch
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class ExtractSettings:
+    """How to embed. ``image_size=None`` uses the model's default; ``weights`` maps backbone -> local file."""
+
+    image_size: int | None = None
+    batch_size: int = 32
+    workers: int = 1
+    device: str = "auto"
+    precision: str = "auto"
+    tta: list[str] = field(default_factory=list)
+    weights: dict[str, str] = field(default_factory=dict)
+    #: torch threads for the model on CPU (None: one per core)
+    threads: int | None = None
+    #: retry images recorded as failed by an earlier run
+    retry_failed: bool = False
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.tta if t not in TTA]
+        if bad:
+            raise ConfigError(f"unknown TTA {bad}; known: {sorted(TTA)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.device.split(":")[0] not in DEVICES:
+            raise ConfigError(f"device must be one of {DEVICES} (cuda:N allowed), got {self.device!r}")
+        if self.batch_size < 1 or self.workers < 0 or (self.image_size is not None and self.image_size < 8):
+            raise ConfigError("batch_size must be >= 1, workers >= 0, image_size >= 8")
+
+    @classmethod
+    def from_config(cls, cfg) -> "ExtractSettings":
+        """From a ``dermstack.config.ExtractConfig`` section."""
+        return cls(image_size=cfg.image_size, batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
+                   precision=cfg.precision, tta=list(cfg.tta), weights=dict(cfg.weights))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda (this rank's GPU under torchrun), then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA GPU")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' requested but MPS is not available")
+    return dev
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast dtype (None: plain fp32) and memory format on a device."""
+
+    name: str
+    dtype: torch.dtype | None
+    channels_last: bool
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """``auto``: fp16 on GPUs (bf16 where supported on CUDA), bf16 on CPUs with native bf16, else fp32.
+
+    channels_last is used on CPU and CUDA (several times faster for CNNs with oneDNN on CPU)."""
+    cl = device.type in ("cpu", "cuda")
+    if name == "auto":
+        if device.type == "cuda":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "mps":
+            name = "fp16"
+        else:
+            name = "bf16" if cpu_has_bf16() else "fp32"
+    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+    if dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16():
+        raise ConfigError("precision 'bf16' requested but this CPU has no native bf16 support; use fp32")
+    return Precision(name, dtype, cl)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0-based i) -> (i, n)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def shard_from_env() -> tuple[int, int] | None:
+    """(RANK, WORLD_SIZE) under torchrun with more than one process, else None."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None

@@ -1,0 +1,269 @@
+"""EmbeddingStore: pooled backbone features per image in one HDF5 file, one group per backbone.
+
+Layout of group ``/<backbone>``:
+  features   (N x D float16, chunked, resizable)    image_id (N, utf-8)
+  failed/image_id, failed/reason                     images that could not be embedded, and why
+  attrs: backbone, timm_name, pretrained_cfg (JSON), data_config (JSON), weights_source,
+         weights_sha256, image_size, tta (JSON), precision, dermstack_version, created, updated,
+         recipe (JSON: everything that changes the numbers), n_written, complete, shard
+Rows past ``n_written`` belong to an interrupted batch and are ignored; ``complete`` is set last,
+after every image of the run is written or recorded as failed, and cleared when a run starts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dermstack.errors import DataError
+
+log = logging.getLogger(__name__)
+
+KIND = "dermstack.embeddings"
+STR = h5py.string_dtype("utf-8")
+CHUNK_ROWS = 256
+
+
+def group_name(backbone: str) -> str:
+    """HDF5 group for a backbone name (hub names contain '/')."""
+    return backbone.replace("/", "__")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _strings(ds: h5py.Dataset, n: int | None = None) -> np.ndarray:
+    return np.asarray(ds.asstr()[: ds.shape[0] if n is None else n], dtype=object).astype(str)
+
+
+class EmbeddingStore:
+    """Read access to an embeddings file (short-lived HDF5 handles, so writers are never blocked long)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError("no such EmbeddingStore file", file=str(self.path))
+        self._index: dict[str, tuple[tuple, np.ndarray, np.ndarray]] = {}
+
+    def _open(self) -> h5py.File:
+        try:
+            return h5py.File(self.path, "r")
+        except OSError as e:
+            raise DataError(f"cannot open EmbeddingStore: {e}", file=str(self.path)) from e
+
+    def _group(self, f: h5py.File, backbone: str) -> h5py.Group:
+        g = f.get(group_name(backbone))
+        if g is None or g.attrs.get("kind") != KIND:
+            raise DataError(f"no embeddings for backbone {backbone!r} (has: {self._names(f)})", file=str(self.path))
+        return g
+
+    @staticmethod
+    def _names(f: h5py.File) -> list[str]:
+        return [str(g.attrs["backbone"]) for g in f.values() if isinstance(g, h5py.Group) and g.attrs.get("kind") == KIND]
+
+    def backbones(self) -> list[str]:
+        with self._open() as f:
+            return self._names(f)
+
+    def info(self, backbone: str) -> dict:
+        """Group attributes (JSON ones decoded) plus ``n_failed``."""
+        with self._open() as f:
+            g = self._group(f, backbone)
+            out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()}
+            for k in ("pretrained_cfg", "data_config", "tta", "recipe"):
+                if k in out:
+                    out[k] = json.loads(out[k])
+            out["n_failed"] = int(g["failed/image_id"].shape[0])
+            return out
+
+    def is_complete(self, backbone: str) -> bool:
+        with self._open() as f:
+            return bool(self._group(f, backbone).attrs.get("complete", False))
+
+    def image_ids(self, backbone: str) -> list[str]:
+        with self._open() as f:
+            g = self._group(f, backbone)
+            return _strings(g["image_id"], int(g.attrs["n_written"])).tolist()
+
+    def failed(self, backbone: str) -> dict[str, str]:
+        """image_id -> reason, for images that could not be embedded."""
+        with self._open() as f:
+            g = self._group(f, backbone)
+            return dict(zip(_strings(g["failed/image_id"]).tolist(), _strings(g["failed/reason"]).tolist()))
+
+    def read(self, backbone: str, image_ids: list[str]) -> np.ndarray:
+        """Features (len(image_ids) x D, float32) in the order of ``image_ids``; every id must be present."""
+        want = np.asarray(list(image_ids), dtype=str)
+        with self._open() as f:
+            g = self._group(f, backbone)
+            n = int(g.attrs["n_written"])
+            key = (n, os.stat(self.path).st_mtime_ns)
+            cached = self._index.get(backbone)
+            if cached is None or cached[0] != key:
+                ids = _strings(g["image_id"], n)
+                order = np.argsort(ids, kind="stable")
+                cached = self._index[backbone] = (key, ids[order], order)
+            _, sorted_ids, order = cached
+            pos = np.searchsorted(sorted_ids, want).clip(0, max(len(sorted_ids) - 1, 0))
+            found = sorted_ids[pos] == want if len(sorted_ids) else np.zeros(len(want), bool)
+            if not found.all():
+                self._raise_missing(g, backbone, want[~found])
+            rows = order[pos]
+            feats = g["features"]
+            if len(rows) > n // 8:
+                out = feats[:n][rows]
+            else:
+                uniq, inv = np.unique(rows, return_inverse=True)
+                out = feats[uniq][inv] if len(uniq) else np.empty((0, feats.shape[1]), feats.dtype)
+        return out.astype(np.float32)
+
+    def _raise_missing(self, g: h5py.Group, backbone: str, missing: np.ndarray) -> None:
+        failed = set(_strings(g["failed/image_id"]).tolist())
+        nf = sum(m in failed for m in missing)
+        hint = []
+        if nf:
+            hint.append(f"{nf} failed to embed (see EmbeddingStore.failed)")
+        if not g.attrs.get("complete", False):
+            hint.append("the extraction was interrupted: rerun `dermstack extract run` to resume")
+        raise DataError(f"{len(missing)} image ids have no {backbone!r} embedding, e.g. {missing[:5].tolist()}"
+                        + (f" ({'; '.join(hint)})" if hint else ""), file=str(self.path))
+
+
+class GroupWriter:
+    """Appends one backbone's features; every batch is flushed before ``n_written`` moves on."""
+
+    def __init__(self, f: h5py.File, g: h5py.Group):
+        self.f, self.g = f, g
+        self.n = int(g.attrs["n_written"])
+        for name in ("features", "image_id"):
+            if g[name].shape[0] != self.n:  # rows of a batch that was cut off by a kill
+                g[name].resize(self.n, axis=0)
+        self.nf = int(g["failed/image_id"].shape[0])
+        for name in ("failed/image_id", "failed/reason"):
+            if g[name].shape[0] != self.nf:
+                self.nf = min(self.nf, g[name].shape[0])
+        for name in ("failed/image_id", "failed/reason"):
+            g[name].resize(self.nf, axis=0)
+
+    def done_ids(self, with_failed: bool = True) -> set[str]:
+        done = set(_strings(self.g["image_id"], self.n).tolist())
+        return done | set(_strings(self.g["failed/image_id"], self.nf).tolist()) if with_failed else done
+
+    def forget_failed(self, ids: set[str]) -> None:
+        """Drop failure records of ``ids`` (they are about to be retried)."""
+        fid, why = _strings(self.g["failed/image_id"], self.nf), _strings(self.g["failed/reason"], self.nf)
+        keep = ~np.isin(fid, list(ids))
+        self.nf = int(keep.sum())
+        for name, vals in (("failed/image_id", fid[keep]), ("failed/reason", why[keep])):
+            self.g[name].resize(self.nf, axis=0)
+            if self.nf:
+                self.g[name][:] = vals.astype(object)
+
+    def begin(self, shard: str) -> None:
+        self.g.attrs["complete"] = False
+        self.g.attrs["shard"] = shard
+        self.f.flush()
+
+    def append(self, image_ids: list[str], features: np.ndarray) -> None:
+        k = len(image_ids)
+        if k == 0:
+            return
+        end = self.n + k
+        for name in ("features", "image_id"):
+            self.g[name].resize(end, axis=0)
+        self.g["features"][self.n:end] = features.astype(np.float16)
+        self.g["image_id"][self.n:end] = np.asarray(image_ids, dtype=object)
+        self.f.flush()
+        self.n = end
+        self.g.attrs["n_written"] = end
+        self.f.flush()
+
+    def add_failed(self, image_id: str, reason: str) -> None:
+        end = self.nf + 1
+        for name, val in (("failed/image_id", image_id), ("failed/reason", reason)):
+            self.g[name].resize(end, axis=0)
+            self.g[name][self.nf] = val
+        self.nf = end
+        self.f.flush()
+
+    def finish(self) -> None:
+        self.g.attrs["updated"] = now()
+        self.g.attrs["complete"] = True
+        self.f.flush()
+
+
+def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int) -> GroupWriter:
+    """Create the backbone's group, or reopen it after checking it was made with the same recipe."""
+    name = group_name(backbone)
+    g = f.get(name)
+    if g is None:
+        g = f.create_group(name)
+        g.create_dataset("features", (0, dim), np.float16, maxshape=(None, dim), chunks=(CHUNK_ROWS, dim))
+        g.create_dataset("image_id", (0,), STR, maxshape=(None,), chunks=(4096,))
+        for d in ("failed/image_id", "failed/reason"):
+            g.create_dataset(d, (0,), STR, maxshape=(None,), chunks=(256,))
+        for k, v in attrs.items():
+            g.attrs[k] = v
+        g.attrs.update(kind=KIND, backbone=backbone, created=now(), n_written=0, complete=False)
+        f.flush()
+        return GroupWriter(f, g)
+    check_recipe(g, attrs["recipe"], backbone, f.filename)
+    return GroupWriter(f, g)
+
+
+def check_recipe(g: h5py.Group, recipe_json: str, backbone: str, file: str) -> None:
+    """A group only ever holds embeddings made the same way (weights, size, preprocessing, TTA)."""
+    if g.attrs.get("kind") != KIND:
+        raise DataError(f"group {g.name!r} is not a dermstack embeddings group", file=file)
+    old, new = json.loads(g.attrs["recipe"]), json.loads(recipe_json)
+    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    if diff:
+        shown = "; ".join(f"{k}: store {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise DataError(f"the {backbone!r} embeddings in this store were made with other settings ({shown}); "
+                        "write to another --out file, or delete the group to start over", file=file)
+
+
+def merge_stores(shards: list[str | Path], out: str | Path) -> dict[str, int]:
+    """Join complete shard stores into a new store ``out``; returns rows per backbone."""
+    out = Path(out)
+    if out.exists():
+        raise DataError("merge output exists already; choose a new --out", file=str(out))
+    if not shards:
+        raise DataError("no shard stores to merge")
+    readers = [EmbeddingStore(s) for s in shards]
+    names = list(dict.fromkeys(b for r in readers for b in r.backbones()))
+    tmp = out.with_name(out.name + ".partial")
+    counts = {}
+    with h5py.File(tmp, "w") as f:
+        for name in names:
+            writer = None
+            for r in readers:
+                if name not in r.backbones():
+                    continue
+                if not r.is_complete(name):
+                    raise DataError(f"shard is not complete for {name!r}: rerun it before merging", file=str(r.path))
+                with r._open() as src:
+                    g = r._group(src, name)
+                    if writer is None:
+                        attrs = {k: v for k, v in g.attrs.items() if k not in ("n_written", "complete", "shard", "created", "kind", "backbone")}
+                        writer = open_group(f, name, attrs, g["features"].shape[1])
+                        writer.begin(shard="merged")
+                    check_recipe(writer.g, g.attrs["recipe"], name, str(r.path))
+                    n = int(g.attrs["n_written"])
+                    ids = _strings(g["image_id"], n).tolist()
+                    dup = writer.done_ids(with_failed=False) & set(ids)
+                    if dup:
+                        raise DataError(f"image ids in more than one shard for {name!r}, e.g. {sorted(dup)[:5]}", file=str(r.path))
+                    writer.append(ids, g["features"][:n])
+                    for i, why in zip(_strings(g["failed/image_id"]).tolist(), _strings(g["failed/reason"]).tolist()):
+                        writer.add_failed(i, why)
+            writer.finish()
+            counts[name] = writer.n
+    tmp.replace(out)
+    return counts

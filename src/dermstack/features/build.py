@@ -1,0 +1,99 @@
+"""The features stage: one entry point that builds every enabled feature group of a LesionTable."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from dermstack.config import FeaturesConfig
+from dermstack.data.table import LesionTable
+from dermstack.features.embedding import EmbeddingSource, pca_features, read_embeddings
+from dermstack.features.engineered import engineered_features
+from dermstack.features.featureset import ID_COLUMNS, FeatureSet
+from dermstack.features.image import image_features
+from dermstack.features.metadata import metadata_features
+from dermstack.features.patient import SITE_COLUMNS, PatientConfig, patient_features
+
+if TYPE_CHECKING:
+    from dermstack.extract.store import EmbeddingStore
+
+log = logging.getLogger(__name__)
+
+
+def _numeric(frame: pl.DataFrame) -> list[str]:
+    return [c for c, t in frame.schema.items() if c != "image_id" and t.is_numeric()]
+
+
+def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "EmbeddingStore | EmbeddingSource | None" = None,
+                   pca_components: int = 32) -> FeatureSet:
+    """Build the enabled groups (``cfg``) into one FeatureSet with a row per table row.
+
+    Metadata columns whose missingness leaks the label are dropped from every group (listed in
+    ``info["metadata"]["dropped_missingness_leak"]``); engineered features are built from the kept
+    TBP columns; patient features are relative to the patient's own rows (metadata, engineered and
+    image features; embedding distances by cosine); the embedding PCA is fitted on training rows."""
+    df = table.df
+    fs = FeatureSet(df.select(ID_COLUMNS), {}, [], {})
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    meta = metadata_features(table, cfg.missingness_leak_auc)
+    fs.info["metadata"] = {"dropped_missingness_leak": meta.dropped}
+    if cfg.metadata:
+        fs = fs.add(meta.frame, "metadata", meta.categorical)
+    timings["metadata"] = time.perf_counter() - t0
+
+    numeric_inputs = [meta.frame.select(["image_id", *meta.numeric])]
+    if cfg.engineered:
+        t = time.perf_counter()
+        kept = df.drop([c for c in meta.dropped if c in df.columns])
+        eng, eng_cats = engineered_features(kept)
+        fs.info["engineered"] = {"built": eng.width - 1}
+        if eng.width > 1:
+            fs = fs.add(eng, "engineered", eng_cats)
+            numeric_inputs.append(eng.select(["image_id", *_numeric(eng)]))
+        else:
+            log.info("no TBP measurement columns: no engineered features")
+        timings["engineered"] = time.perf_counter() - t
+
+    if cfg.image:
+        t = time.perf_counter()
+        img, info = image_features(df, cfg.segmentation, cfg.workers)
+        fs.info["image"] = info
+        fs = fs.add(img, "image")
+        numeric_inputs.append(img)
+        timings["image"] = time.perf_counter() - t
+
+    emb: dict[str, np.ndarray] = {}
+    if embeddings is not None and (cfg.embedding or cfg.patient):
+        emb = read_embeddings(embeddings, df["image_id"].to_list())
+    if cfg.embedding and emb:
+        t = time.perf_counter()
+        frame, info = pca_features(emb, df["image_id"].to_list(), (df["split"] == "train").to_numpy(), pca_components)
+        fs.info["embedding"] = info
+        fs = fs.add(frame, "embedding")
+        timings["embedding"] = time.perf_counter() - t
+
+    if cfg.patient:
+        t = time.perf_counter()
+        numeric = _join_numeric(numeric_inputs)
+        keys = df.select(["image_id", *[c for c in ("patient_id", "lesion_id", *SITE_COLUMNS) if c in df.columns]])
+        base = keys.join(numeric, on="image_id", how="left", maintain_order="left")
+        pat = patient_features(base, [c for c in numeric.columns if c != "image_id"], emb, PatientConfig())
+        fs = fs.add(pat, "patient")
+        timings["patient"] = time.perf_counter() - t
+
+    fs.info["seconds"] = {k: round(v, 3) for k, v in timings.items()}
+    fs.info["groups"] = {g: sum(1 for v in fs.groups.values() if v == g) for g in sorted(set(fs.groups.values()))}
+    log.info("built %d features for %d rows: %s", len(fs.groups), fs.df.height, fs.info["groups"])
+    return fs
+
+
+def _join_numeric(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.join(f, on="image_id", how="left", maintain_order="left")
+    return out

@@ -1,0 +1,60 @@
+"""`dermstack features`: build the feature table of a LesionTable."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dermstack.config import FeaturesConfig
+from dermstack.features.image import SEGMENTATION_MODES
+
+_DEFAULTS = FeaturesConfig()
+
+
+def _group_switch(name: str, help: str):
+    return click.option(f"--{name}/--no-{name}", default=getattr(_DEFAULTS, name), show_default=True, help=help)
+
+
+@click.group()
+def features() -> None:
+    """Engineered, patient-relative, image and embedding features of a LesionTable."""
+
+
+@features.command("build")
+@click.argument("lesions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="EmbeddingStore (embeddings.h5).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="FeatureSet parquet to write.")
+@_group_switch("metadata", "Metadata columns of the table.")
+@_group_switch("engineered", "ISIC 2024 features from the TBP measurements.")
+@_group_switch("patient", "Features relative to the patient's other lesions.")
+@_group_switch("image", "Shape and colour features measured on the images.")
+@_group_switch("embedding", "PCA of each backbone's embeddings (needs --embeddings).")
+@click.option("--segmentation", type=click.Choice(SEGMENTATION_MODES), default=_DEFAULTS.segmentation, show_default=True,
+              help="auto: the given mask, else an automatic one; mask: given masks only; automatic: always automatic.")
+@click.option("--missingness-leak-auc", type=float, default=_DEFAULTS.missingness_leak_auc, show_default=True,
+              help="Drop a metadata column whose blankness alone has this ROC-AUC for the label.")
+@click.option("--pca-components", type=int, default=32, show_default=True)
+@click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True, help="Processes for the image features.")
+def build_command(lesions: Path, embeddings: Path | None, out: Path, metadata: bool, engineered: bool, patient: bool, image: bool,
+                  embedding: bool, segmentation: str, missingness_leak_auc: float, pca_components: int, workers: int) -> None:
+    """Build the features of the LesionTable LESIONS and write them to --out."""
+    from dermstack.data.table import LesionTable
+    from dermstack.features.build import build_features
+
+    cfg = FeaturesConfig(metadata=metadata, engineered=engineered, patient=patient, image=image, embedding=embedding,
+                         segmentation=segmentation, missingness_leak_auc=missingness_leak_auc, workers=workers)
+    store = None
+    if embeddings is not None:
+        from dermstack.extract.store import EmbeddingStore
+
+        store = EmbeddingStore(embeddings)
+    fs = build_features(LesionTable.read(lesions), cfg, store, pca_components)
+    fs.write(out)
+    dropped = fs.info.get("metadata", {}).get("dropped_missingness_leak", {})
+    if dropped:
+        click.echo(f"dropped for leaky missingness: {dropped}")
+    for status in ("empty_mask", "no_image", "unreadable"):
+        ids = fs.info.get("image", {}).get(status, [])
+        if ids:
+            click.echo(f"{len(ids)} images {status.replace('_', ' ')} (image features null), e.g. {ids[:5]}")
+    click.echo(f"wrote {fs.df.height} rows x {len(fs.groups)} features {fs.info['groups']} to {out}")

@@ -1,0 +1,221 @@
+"""``build_report``: the run's report directory: ``index.html`` plus the numbers behind every plot."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dermstack.boosting.cv import align_rows
+from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS, bootstrap_ci, evaluate
+from dermstack.reports import plots, shap_plots
+from dermstack.reports.boosters import feature_groups, load_fold_boosters
+from dermstack.reports.curves import BinaryCurves, class_views
+from dermstack.reports.html import Section, figure, figures, paragraph, table, write_page
+from dermstack.reports.rundata import RunData
+from dermstack.reports.shap_ import ShapValues, explain_model, feature_importance, group_contributions, sample_rows
+from dermstack.reports.subgroups import SubgroupSettings, subgroup_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportSettings:
+    #: rows explained per model: all positives plus a fold-stratified sample of negatives (None: every row)
+    shap_sample: int | None = 2000
+    n_boot: int = 200
+    threshold: float = 0.5
+    specificity: float = 0.95
+    top_features: int = 15
+    min_group_n: int = 30
+    seed: int = 0
+
+
+@dataclass
+class ModelShap:
+    values: ShapValues
+    groups: dict[str, str]
+    shares: pl.DataFrame
+    importance: pl.DataFrame
+
+
+def model_metrics(run: RunData, settings: ReportSettings) -> pl.DataFrame:
+    """Every task metric of every model's OOF scores, with a bootstrap CI of the primary metric."""
+    primary = PRIMARY_METRIC[run.task.kind]
+    rows = []
+    for model in run.model_names:
+        idx, y, s = run.scored(model)
+        lo, hi = bootstrap_ci(TASK_METRICS[run.task.kind][primary], y, s, n=settings.n_boot, seed=settings.seed)
+        rows.append({"model": model, "n": len(idx), **evaluate(run.task.kind, y, s), f"{primary}_ci_low": lo,
+                     f"{primary}_ci_high": hi})
+    return pl.DataFrame(rows)
+
+
+def model_curves(run: RunData, settings: ReportSettings) -> dict[str, dict[str, BinaryCurves]]:
+    """model -> class -> curves (one-vs-rest for several classes)."""
+    out = {}
+    for model in run.model_names:
+        _, y, s = run.scored(model)
+        out[model] = {c: BinaryCurves.compute(c, yc, sc, specificities=(0.8, 0.9, settings.specificity), threshold=settings.threshold)
+                      for c, yc, sc in class_views(run.task.kind, run.task.classes, y, s)}
+    return out
+
+
+def shap_for_run(run: RunData, settings: ReportSettings, out_dir: Path) -> dict[str, ModelShap]:
+    """Out-of-fold SHAP of every booster model of the run, on the explicit sample; npz under ``out_dir/shap``."""
+    if run.folds is None or run.features is None or not run.booster_dirs:
+        log.warning("no SHAP: the run lacks folds.parquet, features.parquet or booster models")
+        return {}
+    ids = run.task.image_ids
+    rows = sample_rows(run.task.y, run.folds.fold_of(ids), settings.shap_sample, settings.seed)
+    sample_ids = [ids[i] for i in rows]
+    features = align_rows(run.features.df, sample_ids, source=str(run.root / "features.parquet"))
+    folds = run.folds.fold_of(sample_ids)
+    positives = _positive_rows(run.task.kind, run.task.y[rows])
+    out = {}
+    for model_dir in run.booster_dirs:
+        boosters = load_fold_boosters(model_dir)
+        sv = explain_model(model_dir.name, boosters, features, folds, run.task.classes)
+        sv.write(out_dir / "shap" / f"{model_dir.name}.npz")
+        groups = feature_groups(model_dir) or dict(run.features.groups)
+        out[model_dir.name] = ModelShap(sv, groups, group_contributions(sv, groups, positives), feature_importance(sv, groups))
+    return out
+
+
+def _positive_rows(kind: str, y: np.ndarray) -> np.ndarray | None:
+    return (y == 1) if kind == "binary" else None
+
+
+def _curves_section(run: RunData, curves: dict[str, dict[str, BinaryCurves]], settings: ReportSettings) -> Section:
+    sec = Section("curves", "Curves and operating points")
+    final = run.final_model
+    if run.task.kind == "binary":
+        order = {m: curves[m]["target"] for m in [final, *[m for m in curves if m != final]]}
+    else:
+        order = {f"{final}: {c}": v for c, v in curves[final].items()}
+    sec.add(figures(figure(plots.roc_figure(order), f"ROC; the shaded band is the ISIC 2024 pAUC region (TPR >= 0.8), filled under {next(iter(order))}."),
+                    figure(plots.pr_figure(order), "Precision-recall."),
+                    figure(plots.calibration_figure(order), "Calibration (equal-count bins of the OOF score).")))
+    ops = operating_points(curves)
+    if run.task.kind == "binary":
+        op = ops.filter((pl.col("model") == final) & (pl.col("rule") == f"specificity >= {settings.specificity:g}")).row(0, named=True)
+        op5 = ops.filter((pl.col("model") == final) & (pl.col("rule") == f"threshold {settings.threshold:g}")).row(0, named=True)
+        cms = [figure(plots.confusion_figure([[o["tn"], o["fp"]], [o["fn"], o["tp"]]], ["benign", "malignant"], f"{final}: {o['rule']}"),
+                      f"threshold {o['threshold']:.4g}: recall {o['recall']:.3f}, specificity {o['specificity']:.3f}") for o in (op5, op)]
+        sec.add("<h3>Confusion matrices</h3>", figures(*cms))
+    else:
+        from dermstack.metrics import confusion_matrix
+
+        _, y, s = run.scored(final)
+        if y.ndim == 1:
+            sec.add("<h3>Confusion matrix (argmax)</h3>",
+                    figure(plots.confusion_figure(confusion_matrix(y, s), run.task.classes, f"{final}: argmax")))
+    sec.add("<h3>Recall at fixed specificity</h3>", table(ops.drop("tp", "fp", "fn", "tn")))
+    return sec
+
+
+def operating_points(curves: dict[str, dict[str, BinaryCurves]]) -> pl.DataFrame:
+    return pl.DataFrame([{"model": m, "class": c, **p} for m, cs in curves.items() for c, v in cs.items() for p in v.operating_points])
+
+
+def _shap_sections(run: RunData, shaps: dict[str, ModelShap], settings: ReportSettings, metrics: pl.DataFrame) -> list[Section]:
+    groups_sec = Section("shap-groups", "SHAP by feature group")
+    top_sec = Section("top-features", "Top features")
+    dep_sec = Section("dependence", "Metadata dependence")
+    if not shaps:
+        msg = paragraph("No SHAP values: the run has no LightGBM/XGBoost/CatBoost model directories (or lacks folds/features).", "warn")
+        return [groups_sec.add(msg), top_sec.add(msg), dep_sec.add(msg)]
+    first = next(iter(shaps.values())).values
+    n_pos = int(_positive_rows(run.task.kind, run.task.y).sum()) if run.task.kind == "binary" else None
+    groups_sec.add(paragraph(
+        f"Explained rows per model: {len(first)} of {len(run.task.image_ids)} training rows"
+        + (f" (every positive of {n_pos}, plus negatives sampled per fold)" if len(first) < len(run.task.image_ids) and n_pos else "")
+        + "; each row is explained by the boosters of its own fold (out-of-fold), averaged over seeds. "
+          "Shares are of the mean |SHAP| in raw-score (log-odds) units."))
+    shares = pl.concat([m.shares for m in shaps.values()])
+    groups_sec.add(figure(shap_plots.group_share_figure(shares), "Share of |SHAP| per feature group"),
+                   table(shares.with_columns(pl.col("share").round(4))))
+    lead = _lead_model(shaps, metrics, run)
+    cls = run.explained_class
+    for name, m in shaps.items():
+        top_sec.add(f"<h3>{name}</h3>", figures(
+            figure(shap_plots.beeswarm_figure(m.values, cls, settings.top_features), f"{name}: SHAP per row" + (f" (class {cls})" if cls else "")),
+            figure(shap_plots.bar_figure(m.importance, settings.top_features), f"{name}: mean |SHAP|, coloured by group")))
+    m = shaps[lead]
+    concepts = shap_plots.concept_features(m.values.features, m.groups)
+    dep_sec.add(paragraph(f"Model {lead}. Metadata features found: "
+                          + (", ".join(f"{k} = {v}" for k, v in concepts.items()) or "none")))
+    figs = [figure(shap_plots.dependence_figure(m.values, f, cls=cls), f"{concept}: {f}") for concept, f in concepts.items()]
+    if "age" in concepts and "site" in concepts:
+        figs.append(figure(shap_plots.dependence_figure(m.values, concepts["age"], concepts["site"], cls),
+                           "Age x site: SHAP of age coloured by anatomical site"))
+    dep_sec.add(figures(*figs))
+    return [groups_sec, top_sec, dep_sec]
+
+
+def _lead_model(shaps: dict[str, ModelShap], metrics: pl.DataFrame, run: RunData) -> str:
+    """The booster model with the best primary metric."""
+    primary = PRIMARY_METRIC[run.task.kind]
+    ranked = metrics.filter(pl.col("model").is_in(list(shaps))).sort(primary, descending=True, nulls_last=True)
+    return ranked["model"][0] if ranked.height else next(iter(shaps))
+
+
+def _subgroup_section(run: RunData, subgroups: pl.DataFrame, settings: ReportSettings) -> Section:
+    sec = Section("subgroups", "Subgroups and fairness")
+    if subgroups.is_empty() or subgroups.filter(pl.col("attribute") != "overall").is_empty():
+        return sec.add(paragraph("No subgroup columns (skin tone, sex, age, site, image type) in this table.", "warn"))
+    final = run.final_model
+    mine = subgroups.filter(pl.col("model") == final)
+    sec.add(paragraph(f"Model {final}. Intervals: {settings.n_boot} bootstrap resamples (95%). Groups with fewer than "
+                      f"{settings.min_group_n} rows (or, binary, fewer than 5 positives) are marked * / greyed, not hidden. "
+                      f"Recall and specificity are at the threshold that reaches specificity {settings.specificity:g} overall."))
+    metrics = [PRIMARY_METRIC[run.task.kind]] + (["roc_auc", "recall_at_threshold"] if run.task.kind == "binary" else [])
+    sec.add(figures(*[figure(plots.subgroup_figure(mine, m, f"{final}: {m} by subgroup"), m) for m in metrics]))
+    sec.add(table(mine.drop("model"), max_rows=400, row_class="small"))
+    return sec
+
+
+def _overview_section(run: RunData, metrics: pl.DataFrame, shaps: dict[str, ModelShap]) -> Section:
+    t = run.task
+    facts = {"dataset": run.table.meta.dataset, "task": t.kind, "classes": ", ".join(t.classes),
+             "training rows": len(t.image_ids), "final model": run.final_model,
+             "models explained with SHAP": ", ".join(shaps) or "none"}
+    if t.kind == "binary":
+        facts["positives"] = int(t.y.sum())
+    facts_html = table(pl.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}))
+    return Section("overview", "Overview").add(facts_html, "<h3>Out-of-fold metrics per model</h3>", table(metrics))
+
+
+def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, settings: ReportSettings | None = None) -> Path:
+    """Write ``out_dir/index.html`` (self-contained) and the numbers behind it; returns the HTML path."""
+    t0 = time.perf_counter()
+    settings = settings or ReportSettings(shap_sample=shap_sample)
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = RunData.load(run_dir)
+    metrics = model_metrics(run, settings)
+    metrics.write_parquet(out_dir / "metrics.parquet")
+    curves = model_curves(run, settings)
+    (out_dir / "curves.json").write_text(json.dumps({m: {c: asdict(v) for c, v in cs.items()} for m, cs in curves.items()}))
+    operating_points(curves).write_parquet(out_dir / "operating_points.parquet")
+    shaps = shap_for_run(run, settings, out_dir)
+    if shaps:
+        pl.concat([m.shares for m in shaps.values()]).write_parquet(out_dir / "shap_groups.parquet")
+        pl.concat([m.importance for m in shaps.values()]).write_parquet(out_dir / "shap_importance.parquet")
+    sub_settings = SubgroupSettings(n_boot=settings.n_boot, min_n=settings.min_group_n, specificity=settings.specificity, seed=settings.seed)
+    subgroups = subgroup_report(run, run.model_names, sub_settings)
+    subgroups.write_parquet(out_dir / "subgroups.parquet")
+    sections = [_overview_section(run, metrics, shaps), _curves_section(run, curves, settings),
+                *_shap_sections(run, shaps, settings, metrics), _subgroup_section(run, subgroups, settings)]
+    (out_dir / "summary.json").write_text(json.dumps({
+        "run_dir": str(run_dir.resolve()), "task": run.task.kind, "final_model": run.final_model,
+        "settings": asdict(settings), "shap_rows": {m: len(s.values) for m, s in shaps.items()},
+        "sections": [s.id for s in sections], "seconds": round(time.perf_counter() - t0, 1)}, indent=2))
+    path = write_page(out_dir / "index.html", f"dermstack report: {run.table.meta.dataset}",
+                      f"{run_dir.resolve()} · {run.task.kind} · {len(run.task.image_ids)} training rows", sections)
+    log.info("report written to %s in %.1f s", path, time.perf_counter() - t0)
+    return path

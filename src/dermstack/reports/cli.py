@@ -1,0 +1,49 @@
+"""`dermstack report RUN_DIR --out DIR` writes the HTML report; `dermstack report explain RUN_DIR --id X` one lesion."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+class ReportGroup(click.Group):
+    """``report RUN_DIR ...`` runs the ``build`` subcommand; ``report explain ...`` (or ``build``) as named."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["build", *args]
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=ReportGroup)
+def report() -> None:
+    """Reports of a finished run: `dermstack report RUN_DIR --out DIR` (HTML with SHAP, curves,
+    subgroups) and `dermstack report explain RUN_DIR --id ISIC_...` (one lesion)."""
+
+
+@report.command("build")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report directory [default: RUN_DIR/report].")
+@click.option("--shap-sample", type=int, default=2000, show_default=True,
+              help="Rows explained per model: all positives plus a fold-stratified sample of negatives (0: every row).")
+@click.option("--n-boot", type=int, default=200, show_default=True, help="Bootstrap resamples for confidence intervals.")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Threshold of the first confusion matrix.")
+@click.option("--specificity", type=float, default=0.95, show_default=True,
+              help="Fixed specificity for recall and the subgroup operating point.")
+def build_command(run_dir: Path, out: Path | None, shap_sample: int, n_boot: int, threshold: float, specificity: float) -> None:
+    """Write RUN_DIR's self-contained HTML report and the numbers behind it (also: `dermstack report RUN_DIR`)."""
+    from dermstack.reports.build import ReportSettings, build_report
+
+    settings = ReportSettings(shap_sample=shap_sample or None, n_boot=n_boot, threshold=threshold, specificity=specificity)
+    click.echo(f"report: {build_report(run_dir, out or run_dir / 'report', settings=settings)}")
+
+
+@report.command("explain")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--id", "image_id", required=True, help="image_id of the lesion (e.g. ISIC_0012345).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Directory for the page [default: RUN_DIR/report].")
+def explain_command(run_dir: Path, image_id: str, out: Path | None) -> None:
+    """One lesion: SHAP waterfall per booster model, its image and mask, its patient's other lesions."""
+    from dermstack.reports.explain import explain_lesion
+
+    click.echo(f"explanation: {explain_lesion(run_dir, image_id, out or run_dir / 'report')}")

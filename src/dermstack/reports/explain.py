@@ -1,0 +1,106 @@
+"""One lesion explained: SHAP waterfall per booster model, its image and mask, and its patient's other lesions."""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from dermstack.boosting.cv import align_rows
+from dermstack.data.images import load_image, load_mask
+from dermstack.errors import DataError, DermstackError
+from dermstack.reports import shap_plots
+from dermstack.reports.boosters import load_fold_boosters
+from dermstack.reports.html import Section, figure, figures, paragraph, table, write_page
+from dermstack.reports.rundata import RunData
+from dermstack.reports.shap_ import explain_model
+
+log = logging.getLogger(__name__)
+
+
+def _png_uri(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def lesion_images(row: dict, size: int = 256) -> list[str]:
+    """Figures of the lesion's image, its mask and the mask outlined on the image (what is available)."""
+    out = []
+    if not row.get("image_ref"):
+        return [paragraph("No image reference for this lesion.", "warn")]
+    try:
+        img = load_image(row["image_ref"])
+    except DermstackError as e:
+        return [paragraph(f"Image not readable: {e}", "warn")]
+    scale = size / max(img.size)
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                     Image.NEAREST if scale > 1 else Image.LANCZOS)
+    out.append(figure(_png_uri(img), "image"))
+    if row.get("mask_ref"):
+        try:
+            mask = Image.fromarray(load_mask(row["mask_ref"]).astype(np.uint8) * 255).resize(img.size)
+        except DermstackError as e:
+            return out + [paragraph(f"Mask not readable: {e}", "warn")]
+        overlay = np.asarray(img).copy()
+        edge = np.asarray(mask) > 127
+        edge = edge ^ np.roll(edge, 1, 0) | edge ^ np.roll(edge, 1, 1)
+        overlay[edge] = (0, 255, 0)
+        out += [figure(_png_uri(mask), "mask"), figure(_png_uri(Image.fromarray(overlay)), "mask outline")]
+    return out
+
+
+def patient_context(run: RunData, row: dict) -> pl.DataFrame:
+    """The patient's lesions with the final model's OOF score (test rows: test prediction when present) and rank."""
+    pid = row.get("patient_id")
+    if pid is None:
+        return pl.DataFrame()
+    final = run.final_model
+    lesions = run.table.df.filter(pl.col("patient_id") == pid).select("image_id", "split", "label", "target")
+    oof = run.oof.filter(pl.col("model") == final)
+    test_path = run.root / "test_predictions.parquet"
+    preds = [oof.select("image_id", "class", "score")]
+    if test_path.exists():
+        preds.append(pl.read_parquet(test_path).filter(pl.col("model") == final).select("image_id", "class", "score"))
+    cls = run.task.classes[0] if run.task.kind == "binary" else run.explained_class
+    scores = (pl.concat(preds).filter(pl.col("class") == cls).group_by("image_id").agg(pl.col("score").mean()))
+    out = lesions.join(scores, on="image_id", how="left").sort("score", descending=True, nulls_last=True)
+    return out.with_columns(pl.col("score").rank("ordinal", descending=True).alias("rank_in_patient"),
+                            (pl.col("image_id") == row["image_id"]).alias("this_lesion"))
+
+
+def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> Path:
+    """Write ``out_dir/explain_<image_id>.html``: waterfalls (raw score) of every booster model for this lesion."""
+    run = RunData.load(run_dir)
+    hit = run.table.df.filter(pl.col("image_id") == image_id)
+    if hit.is_empty():
+        raise DataError(f"no lesion with image_id {image_id!r}", file=str(Path(run_dir) / "lesions.parquet"), column="image_id")
+    row = hit.row(0, named=True)
+    if run.features is None or not run.booster_dirs:
+        raise DataError("the run has no features.parquet or no booster models to explain", file=str(run_dir))
+    fold = run.folds.fold_of([image_id]) if row["split"] == "train" and run.folds is not None else np.array([-1])
+    features = align_rows(run.features.df, [image_id], source=str(Path(run_dir) / "features.parquet"))
+    cls = run.explained_class
+    shap_sec = Section("waterfall", "Why this score")
+    shap_sec.add(paragraph(("Out-of-fold: explained by the boosters of fold %d, averaged over seeds." % fold[0]) if fold[0] >= 0
+                           else "Test lesion: explained by every fold's boosters, averaged."))
+    figs = []
+    for model_dir in run.booster_dirs:
+        sv = explain_model(model_dir.name, load_fold_boosters(model_dir), features, fold, run.task.classes, progress=False)
+        figs.append(figure(shap_plots.waterfall_figure(sv, 0, cls), f"{model_dir.name}: raw score (log-odds) = base + contributions"
+                           + (f", class {cls}" if cls else "")))
+    shap_sec.add(figures(*figs))
+    facts = {k: row.get(k) for k in ("image_id", "lesion_id", "patient_id", "split", "label", "target", "image_type")}
+    lesion_sec = Section("lesion", "Lesion").add(table(pl.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]})),
+                                                 figures(*lesion_images(row)))
+    context = patient_context(run, row)
+    patient_sec = Section("patient", "Patient context")
+    patient_sec.add(paragraph(f"The patient's lesions scored by {run.final_model}: a lesion that stands out among the "
+                              "patient's own lesions (the 'ugly duckling') is the context a dermatologist uses."),
+                    table(context, row_class=None) if context.height else paragraph("No patient id.", "warn"))
+    out = Path(out_dir) / f"explain_{image_id}.html"
+    return write_page(out, f"dermstack: {image_id}", str(Path(run_dir).resolve()), [lesion_sec, shap_sec, patient_sec])

