@@ -81,7 +81,7 @@ def fit(train_csv: Path, test_csv: Path) -> dict:
     copula = {
         "columns": COPULA_COLUMNS,
         "probs": [round(float(p), 6) for p in probs],
-        "quantiles": {c: [float(v) for v in np.quantile(neg[c].to_numpy(), probs)] for c in COPULA_COLUMNS},
+        "quantiles": {c: [float(f"{v:.7g}") for v in np.quantile(neg[c].to_numpy(), probs)] for c in COPULA_COLUMNS},
         "corr": [[round(float(v), 5) for v in row] for row in corr],
         "icc": {c: round(icc(z_neg[:, i], neg["patient_id"].to_numpy()), 4) for i, c in enumerate(COPULA_COLUMNS)},
         "positive_shift": {c: round(float(z_all[pos.to_numpy(), i].mean() - z_all[~pos.to_numpy(), i].mean()), 4)

@@ -67,3 +67,24 @@ def test_cli_build(tmp_path):
     assert res.exit_code == 0, res.output
     fs = FeatureSet.read(out)
     assert set(fs.groups.values()) == {"metadata", "engineered"} and "wrote 48 rows" in res.output
+
+
+def test_image_without_embedding_gets_null_embedding_features():
+    table = random_tbp_table()
+    ids = table.df["image_id"].to_list()
+    emb = np.random.default_rng(0).normal(size=(len(ids), 8)).astype(np.float32)
+
+    class Partial(FakeStore):
+        """Like EmbeddingStore: lists its ids and refuses to read one it does not have."""
+
+        def image_ids(self, backbone):
+            return ids[1:]
+
+        def read(self, backbone, image_ids):
+            assert ids[0] not in image_ids
+            return super().read(backbone, image_ids)
+
+    fs = build_features(table, FeaturesConfig(), Partial(ids, {"b": emb}), pca_components=3)
+    first = fs.df.row(0, named=True)
+    assert first["emb_b_pc00"] is None and first["emb_b_patient_cos_dist"] is None
+    assert fs.df["emb_b_pc00"].null_count() == 1 and fs.df["emb_b_patient_cos_dist"].null_count() == 1

@@ -43,7 +43,7 @@ class IngestReport:
         if self.strict:
             raise DataError(reason + (f" [{id}]" if id else "") + " (--strict)", file, row, column)
         self.skipped.append(Skip(str(file), row, column, reason, id))
-        log.warning("skipped: %s", self.skipped[-1])
+        log.debug("skipped: %s", self.skipped[-1])
 
     def missing_image(self, id: str, file: str, row: int | None = None) -> None:
         """A labelled case whose image could not be found (kept as metadata-only unless strict)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -42,7 +42,7 @@ AGE_BOOST = 3.0
 #: SD of the patient random effect on the odds of malignancy (positives cluster in patients).
 PATIENT_RISK_SD = 0.6
 #: Mean shift of the image-only malignancy cue of positives (in SDs).
-IMAGE_SIGNAL = 1.2
+IMAGE_SIGNAL = 2.0
 #: Columns whose copula score gets no ugly-duckling deviation.
 _STABLE = {"tbp_lv_symm_2axis_angle", "tbp_lv_dnn_lesion_confidence"}
 _SPLIT_CODE = {"train": 0, "test": 1}
@@ -65,11 +65,12 @@ class SynthSummary:
 
     def __str__(self) -> str:
         rate = self.n_positive / max(self.n_train, 1)
+        test = (f"{self.n_test:,} unlabelled test lesions from {self.n_patients_test:,} other patients"
+                if self.n_test else "no test split")
         return (f"Synthetic ISIC 2024 data in {self.out_dir}: {self.n_train:,} training lesions from "
-                f"{self.n_patients_train:,} patients ({self.n_positive:,} malignant, {rate:.3%}) and "
-                f"{self.n_test:,} test lesions from {self.n_patients_test:,} other patients, as "
-                f"train-/test-metadata.csv, train-/test-image.hdf5 ({self.image_size} px JPEGs, "
-                f"{self.image_bytes / 2**20:.1f} MiB) and sample_submission.csv; metadata took "
+                f"{self.n_patients_train:,} patients ({self.n_positive:,} malignant, {rate:.3%}) and {test}, "
+                f"in the Kaggle layout (*-metadata.csv, *-image.hdf5 with {self.image_size} px JPEGs "
+                f"totalling {self.image_bytes / 2**20:.1f} MiB, sample_submission.csv); metadata took "
                 f"{self.seconds_metadata:.1f} s, images {self.seconds_images:.1f} s.")
 
 
@@ -102,16 +103,24 @@ def round_significant(x: np.ndarray, digits: np.ndarray) -> np.ndarray:
         exponent = np.floor(np.log10(np.abs(x)))
     k = digits - 1 - np.where(np.isfinite(exponent), exponent, 0)
     scale = 10.0 ** np.abs(k)
-    return np.where(k >= 0, np.round(x * scale) / scale, np.round(x / scale) * scale)
+    out = np.where(k >= 0, np.round(x * scale) / scale, np.round(x / scale) * scale)
+    inexact = np.flatnonzero(np.abs(k) > 22)  # 10**k is no longer exact: let Python round the few tiny values
+    out[inexact] = [float(f"{v:.{int(d)}g}") for v, d in zip(x[inexact], np.broadcast_to(digits, x.shape)[inexact])]
+    return out
 
 
-def _format_number(col: str) -> pl.Expr:
-    """Float as text the way pandas writes it (``6.04e-09``, not ``6.04e-9``)."""
-    return pl.col(col).cast(pl.String).str.replace(r"e(-?)(\d)$", "e${1}0${2}")
+def float_text(x: np.ndarray) -> pl.Series:
+    """Floats as pandas writes them: shortest round-trip digits, ``6.8e-05`` below 1e-4, NaN as null."""
+    text = pl.Series(x, nan_to_null=True).cast(pl.String).to_numpy().astype(object)
+    small = np.flatnonzero((np.abs(x) < 1e-4) & (x != 0))
+    text[small] = [repr(float(v)) for v in x[small]]
+    return pl.Series(text.tolist(), dtype=pl.String)
 
 
 @dataclass
-class _Split:
+class SynthSplit:
+    """One drawn split: the CSV frame (strings, real column order), drawing parameters, counts."""
+
     frame: pl.DataFrame
     looks: LesionLooks
     n_patients: int
@@ -139,9 +148,13 @@ class _Generator:
         return self.rng.standard_normal((n, len(self.columns))) @ self.chol.T
 
     def split(self, n: int, n_pos: int, isic_ids: np.ndarray, patient_ids: np.ndarray,
-              lesion_ids: np.ndarray, split: str) -> _Split:
+              lesion_ids: np.ndarray, split: str) -> SynthSplit:
         m, rng = self.m, self.rng
         n_pat = len(patient_ids)
+        if n == 0:
+            columns = m["train_columns"] if split == "train" else m["test_columns"]
+            looks = LesionLooks(**{f.name: np.zeros((0, 3) if "rgb" in f.name else 0) for f in fields(LesionLooks)})
+            return SynthSplit(pl.DataFrame(schema={c: pl.String for c in columns}), looks, 0, 0)
         pat = m["patient"]
         age = _choose(rng, pat["age_approx"], n_pat).astype(float)
         age[rng.random(n_pat) < pat["missing"]["age_approx"]] = np.nan
@@ -181,7 +194,7 @@ class _Generator:
 
         order = np.argsort(isic_ids, kind="stable")
         frame = self._frame(cols, order, split, rng)
-        return _Split(frame, looks.take(order), n_pat, k)
+        return SynthSplit(frame, looks.take(order), n_pat, k)
 
     def _lesion_columns(self, v: dict, location: np.ndarray, rng: np.random.Generator) -> dict:
         m = self.m
@@ -257,7 +270,7 @@ class _Generator:
             colour_variation=np.clip(3 + 4 * v["tbp_lv_color_std_mean"] + 2 * image_cue, 1, 20),
             centre_darkening=np.clip(0.12 + 0.05 * v["tbp_lv_stdL"], 0, 0.6),
             irregularity=np.clip(0.06 + 0.04 * score["tbp_lv_norm_border"] + 0.04 * image_cue, 0.01, 0.35),
-            variegation=np.clip(0.2 * (image_cue - 0.8) + 0.05 * score["tbp_lv_norm_color"], 0, 0.8),
+            variegation=np.clip(0.25 * (image_cue - 0.5) + 0.05 * score["tbp_lv_norm_color"], 0, 0.8),
         )
 
     def _frame(self, cols: dict, order: np.ndarray, split: str, rng: np.random.Generator) -> pl.DataFrame:
@@ -271,10 +284,11 @@ class _Generator:
             x = cols[c][order]
             if x.dtype.kind == "f" and c.startswith("tbp_lv_") and c != "tbp_lv_symm_2axis_angle":
                 x = round_significant(x, digits)
-            data[c] = pl.Series(c, x.tolist(), dtype=pl.String) if x.dtype == object else pl.Series(c, x, nan_to_null=True)
-        df = pl.DataFrame(data)
-        floats = [c for c, t in df.schema.items() if t == pl.Float64]
-        return df.with_columns([_format_number(c) for c in floats])
+            if x.dtype == object:
+                data[c] = pl.Series(c, x.tolist(), dtype=pl.String)
+            else:
+                data[c] = float_text(x.astype(float)) if x.dtype.kind == "f" else pl.Series(c, x)
+        return pl.DataFrame(data)
 
 
 def _lab_to_rgb(L: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -292,52 +306,63 @@ def _unique_numbers(rng: np.random.Generator, count: int) -> np.ndarray:
     return rng.choice(10_000_000, size=count, replace=False)
 
 
-def synthesize_isic2024(out_dir, lesions: int = 20_000, test_lesions: int = 100, image_size: int = 64,
-                        seed: int = 0, positive_rate: float = 0.001, workers: int | None = None) -> SynthSummary:
-    """Write a synthetic ISIC 2024 dataset in the Kaggle layout into ``out_dir``; same seed, same bytes.
+def draw_isic2024(lesions: int, test_lesions: int = 0, seed: int = 0,
+                  positive_rate: float = 0.001) -> dict[str, SynthSplit]:
+    """The metadata (CSV frames, all strings) and drawing parameters of both splits, without images.
 
     ``positive_rate`` of the training lesions (rounded, at least one) are malignant; test lesions come
-    from other patients, with the same rate, and carry no labels. Images are rendered by ``workers``
-    processes (default: all cores).
+    from other patients, with the same rate of (unlabelled) positives.
     """
     if lesions < 1 or test_lesions < 0:
         raise ValueError(f"need lesions >= 1 and test_lesions >= 0, got {lesions} and {test_lesions}")
     if not 0 <= positive_rate <= 1:
         raise ValueError(f"positive_rate must be within [0, 1], got {positive_rate}")
-    if image_size < 8:
-        raise ValueError(f"image_size must be at least 8 px, got {image_size}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     gen = _Generator(load_marginals(), rng)
     sizes = {"train": lesions, "test": test_lesions}
-    n_pos = {"train": max(int(positive_rate > 0), round(lesions * positive_rate)), "test": round(test_lesions * positive_rate)}
+    n_pos = {"train": max(int(positive_rate > 0), round(lesions * positive_rate)),
+             "test": round(test_lesions * positive_rate)}
     n_pat = {s: patients_for(n) if n else 0 for s, n in sizes.items()}
     isic = _ids("ISIC_", _unique_numbers(rng, lesions + test_lesions))
     patients = _ids("IP_", _unique_numbers(rng, n_pat["train"] + n_pat["test"]))
     lesion_ids = _ids("IL_", _unique_numbers(rng, lesions + test_lesions))
-    splits, start = {}, {"train": 0, "test": lesions}
-    pstart = {"train": 0, "test": n_pat["train"]}
+    first = {"train": (0, 0), "test": (lesions, n_pat["train"])}
+    splits = {}
     for name, n in sizes.items():
-        if n == 0:
-            continue
         log.info("drawing %s metadata: %d lesions, %d patients", name, n, n_pat[name])
-        sl, ps = slice(start[name], start[name] + n), slice(pstart[name], pstart[name] + n_pat[name])
-        splits[name] = gen.split(n, n_pos[name], isic[sl], patients[ps], lesion_ids[sl], name)
-        splits[name].frame.write_csv(out / f"{name}-metadata.csv")
-    test_ids = splits["test"].frame["isic_id"] if "test" in splits else pl.Series("isic_id", [], pl.String)
-    pl.DataFrame({"isic_id": test_ids, "target": pl.Series([0.3] * len(test_ids), dtype=pl.Float64)}).write_csv(
-        out / "sample_submission.csv")
+        i, p = first[name]
+        splits[name] = gen.split(n, n_pos[name], isic[i:i + n], patients[p:p + n_pat[name]], lesion_ids[i:i + n], name)
+    return splits
+
+
+def synthesize_isic2024(out_dir, lesions: int = 20_000, test_lesions: int = 100, image_size: int = 64,
+                        seed: int = 0, positive_rate: float = 0.001, workers: int | None = None) -> SynthSummary:
+    """Write a synthetic ISIC 2024 dataset in the Kaggle layout into ``out_dir``; same seed, same bytes.
+
+    See ``draw_isic2024`` for the lesions; images are rendered by ``workers`` processes (default: all cores).
+    """
+    if image_size < 8:
+        raise ValueError(f"image_size must be at least 8 px, got {image_size}")
+    t0 = time.perf_counter()
+    splits = draw_isic2024(lesions, test_lesions, seed, positive_rate)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {name: split for name, split in splits.items() if split.frame.height}  # no test files without test lesions
+    for name, split in written.items():
+        split.frame.write_csv(out / f"{name}-metadata.csv")
+    if "test" in written:
+        test_ids = written["test"].frame["isic_id"]
+        pl.DataFrame({"isic_id": test_ids, "target": pl.Series([0.3] * len(test_ids), dtype=pl.Float64)}).write_csv(
+            out / "sample_submission.csv")
     t1 = time.perf_counter()
     log.info("metadata written in %.1f s", t1 - t0)
 
     image_bytes = 0
-    for name, split in splits.items():
+    for name, split in written.items():
         chunks = render_all(split.looks, image_size, seed, _SPLIT_CODE[name], workers, desc=f"{name} images")
         image_bytes += write_jpeg_hdf5(out / f"{name}-image.hdf5", split.frame["isic_id"].to_list(), chunks)
     t2 = time.perf_counter()
     log.info("images written in %.1f s", t2 - t1)
-    train = splits["train"]
-    return SynthSummary(out, lesions, test_lesions, train.n_patients, n_pat["test"], train.n_positive,
+    train, test = splits["train"], splits["test"]
+    return SynthSummary(out, lesions, test_lesions, train.n_patients, test.n_patients, train.n_positive,
                         image_size, image_bytes, t1 - t0, t2 - t1)

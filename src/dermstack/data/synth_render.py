@@ -175,7 +175,7 @@ def write_jpeg_hdf5(path: Path, ids: list[str], chunks: Iterator[list[bytes]]) -
         it = iter(ids)
         for images in chunks:
             for data in images:
-                f.create_dataset(next(it), data=np.bytes_(data))
+                f.create_dataset(next(it), data=np.bytes_(data), track_times=False)
                 total += len(data)
     tmp.replace(path)
     return total

@@ -26,7 +26,7 @@ from dermstack.boosting.store import write_json
 from dermstack.config import ModelConfig
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.augment import cache_size, eval_transform, train_transform
+from dermstack.ensembles.augment import Augment, cache_size
 from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_device
 from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
 from dermstack.errors import ConfigError, DataError
@@ -116,6 +116,7 @@ class CNNTrainer:
             raise ConfigError(f"cnn stop_metric {self.stop_metric!r} is not a {task_kind} metric: {list(TASK_METRICS[task_kind])}")
         self.template = template or net_template(cfg)
         self.mean, self.std = self.template.mean, self.template.std
+        self.augment = Augment(cfg.image_size, self.mean, self.std)
         self.bank = ImageBank(refs, cache_size(cfg.image_size), progress=progress)
 
     # -- pieces ---------------------------------------------------------------------
@@ -134,11 +135,11 @@ class CNNTrainer:
         p = logits.sigmoid()
         return p[:, 0] if self.task_kind == "binary" else p
 
-    def _loader(self, rows: np.ndarray, transform, targets=None, sampler=None) -> torch.utils.data.DataLoader:
+    def _loader(self, rows: np.ndarray, targets=None, sampler=None) -> torch.utils.data.DataLoader:
         cfg = self.cfg
         return torch.utils.data.DataLoader(
-            BankDataset(self.bank, rows, transform, targets), batch_size=cfg.batch_size if sampler else 2 * cfg.batch_size,
-            sampler=sampler, num_workers=cfg.workers, persistent_workers=False,
+            BankDataset(self.bank, rows, targets), batch_size=cfg.batch_size if sampler else 2 * cfg.batch_size,
+            sampler=sampler, num_workers=cfg.workers, pin_memory=self.device == "cuda",
             drop_last=sampler is not None and sampler.num_samples > cfg.batch_size,
         )
 
@@ -149,8 +150,8 @@ class CNNTrainer:
         net.eval()
         dtype = autocast_dtype(self.device, self.cfg.precision, training=False)
         out = []
-        for x, _ in self._loader(rows, eval_transform(self.cfg.image_size, self.mean, self.std)):
-            x = x.to(self.device, memory_format=torch.channels_last)
+        for x, _ in self._loader(rows):
+            x = self.augment(x.to(self.device), train=False)
             with torch.autocast(self.device, dtype=dtype or torch.float32, enabled=dtype is not None):
                 p = self._prob(net(x))
                 if self.cfg.tta:
@@ -171,7 +172,8 @@ class CNNTrainer:
         sampler = torch.utils.data.WeightedRandomSampler(
             sampling_weights(self.task_kind, y, cfg.balance), cfg.samples_per_epoch or len(rows), replacement=True,
             generator=torch.Generator().manual_seed(seed))
-        loader = self._loader(rows, train_transform(cfg.image_size, self.mean, self.std), y, sampler)
+        loader = self._loader(rows, y, sampler)
+        gen = torch.Generator().manual_seed(seed + 1)
         sched = cosine_with_warmup(opt, cfg.epochs * len(loader), cfg.warmup)
         dtype = autocast_dtype(self.device, cfg.precision, training=True)
         scaler = torch.amp.GradScaler(self.device, enabled=dtype == torch.float16)
@@ -183,7 +185,7 @@ class CNNTrainer:
             t0, net_loss = time.perf_counter(), 0.0
             net.train()
             for x, t in loader:
-                x, t = x.to(self.device, memory_format=torch.channels_last), t.to(self.device)
+                x, t = self.augment(x.to(self.device), train=True, generator=gen), t.to(self.device)
                 with torch.autocast(self.device, dtype=dtype or torch.float32, enabled=dtype is not None):
                     loss = self._loss(net(x), t)
                 opt.zero_grad(set_to_none=True)
@@ -191,14 +193,14 @@ class CNNTrainer:
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                net_loss += float(loss)
+                net_loss += float(loss.detach())
                 bar.update()
             entry = {"epoch": epoch, "loss": net_loss / max(1, len(loader)), "seconds": round(time.perf_counter() - t0, 2)}
             if valid_rows is not None:
                 scores = self.score(net, valid_rows)
                 value = _safe_metric(metric_fn, y_valid, scores)
                 entry[self.stop_metric] = value
-                if value > best_value:
+                if best.valid_scores is None or value > best_value:
                     best_value, stale = value, 0
                     best = FoldModel(copy.deepcopy(net), epoch, valid_scores=scores)
                 else:

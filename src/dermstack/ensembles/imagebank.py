@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-
 import numpy as np
 import polars as pl
 import torch
@@ -55,15 +53,14 @@ class ImageBank:
 
 
 class BankDataset(torch.utils.data.Dataset):
-    """Rows ``index`` of a bank, transformed, with their targets (or a dummy 0 for scoring)."""
+    """Rows ``index`` of a bank (uint8, augmented later per batch) with their targets (0 when scoring)."""
 
-    def __init__(self, bank: ImageBank, index: np.ndarray, transform: Callable, targets: np.ndarray | None = None):
-        self.bank, self.index, self.transform = bank, np.asarray(index), transform
+    def __init__(self, bank: ImageBank, index: np.ndarray, targets: np.ndarray | None = None):
+        self.bank, self.index = bank, np.asarray(index)
         self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int):
-        x = self.transform(self.bank[int(self.index[i])])
-        return x, (self.targets[i] if self.targets is not None else torch.zeros(()))
+        return self.bank[int(self.index[i])], (self.targets[i] if self.targets is not None else torch.zeros(()))

@@ -47,6 +47,8 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
     timings["metadata"] = time.perf_counter() - t0
 
     numeric_inputs = [meta.frame.select(["image_id", *meta.numeric])]
+    #: the ugly-duckling feature space: measured values, not the engineered combinations of them
+    distance_columns = list(meta.numeric)
     if cfg.engineered:
         t = time.perf_counter()
         kept = df.drop([c for c in meta.dropped if c in df.columns])
@@ -65,6 +67,7 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
         fs.info["image"] = info
         fs = fs.add(img, "image")
         numeric_inputs.append(img)
+        distance_columns += [c for c in img.columns if c != "image_id"]
         timings["image"] = time.perf_counter() - t
 
     emb: dict[str, np.ndarray] = {}
@@ -82,7 +85,7 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
         numeric = _join_numeric(numeric_inputs)
         keys = df.select(["image_id", *[c for c in ("patient_id", "lesion_id", *SITE_COLUMNS) if c in df.columns]])
         base = keys.join(numeric, on="image_id", how="left", maintain_order="left")
-        pat = patient_features(base, [c for c in numeric.columns if c != "image_id"], emb, PatientConfig())
+        pat = patient_features(base, [c for c in numeric.columns if c != "image_id"], emb, PatientConfig(), distance_columns)
         fs = fs.add(pat, "patient")
         timings["patient"] = time.perf_counter() - t
 

@@ -28,12 +28,27 @@ def column_prefix(backbone: str) -> str:
 
 
 def read_embeddings(store: EmbeddingSource, image_ids: list[str]) -> dict[str, np.ndarray]:
-    """Column prefix -> (len(image_ids), D) float32 array, rows in ``image_ids`` order."""
+    """Column prefix -> (len(image_ids), D) float32 array, rows in ``image_ids`` order.
+
+    When the store lists its ids (``image_ids(backbone)``, as EmbeddingStore does), an image it
+    has no embedding for (failed to embed) gets a NaN row, logged; otherwise the store must have all."""
     out: dict[str, np.ndarray] = {}
     for backbone in store.backbones():
-        arr = np.asarray(store.read(backbone, image_ids), dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[0] != len(image_ids):
-            raise DataError(f"embedding store returned shape {arr.shape} for {len(image_ids)} ids of backbone {backbone!r}")
+        want = image_ids
+        listed = getattr(store, "image_ids", None)
+        if listed is not None:
+            have = set(listed(backbone))
+            want = [i for i in image_ids if i in have]
+            if len(want) < len(image_ids):
+                absent = [i for i in image_ids if i not in have]
+                log.warning("%s: %d images have no embedding (e.g. %s); their embedding features are null", backbone, len(absent), absent[:5])
+        arr = np.asarray(store.read(backbone, want), dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[0] != len(want):
+            raise DataError(f"embedding store returned shape {arr.shape} for {len(want)} ids of backbone {backbone!r}")
+        if len(want) < len(image_ids):
+            full = np.full((len(image_ids), arr.shape[1]), np.nan, np.float32)
+            full[np.isin(np.asarray(image_ids, dtype=object), np.asarray(want, dtype=object))] = arr
+            arr = full
         prefix = column_prefix(backbone)
         if prefix in out:
             raise DataError(f"two backbones map to the same feature prefix {prefix!r}")

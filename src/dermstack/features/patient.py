@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 
 #: Anatomical-site columns, in order of preference, for the per patient+site statistics.
 SITE_COLUMNS = ("anatom_site_general", "tbp_lv_location_simple", "localization", "anatom_site", "site")
@@ -25,7 +26,7 @@ class PatientConfig:
 
     lof_neighbors: int = 20
     #: a patient with more lesions is compared against this many of them, evenly spaced by image_id
-    max_reference: int = 2048
+    max_reference: int = 256
     block: int = 1024
 
 
@@ -38,42 +39,56 @@ def site_column(df: pl.DataFrame) -> str | None:
     return next((c for c in SITE_COLUMNS if c in df.columns and df[c].null_count() < df.height), None)
 
 
-def _zscore(col: str, group: str) -> pl.Expr:
-    x = pl.col(col)
-    std = x.std().over(group)
-    z = pl.when(std > 0).then((x - x.mean().over(group)) / std).when(std == 0).then(0.0)
-    return pl.when(x.is_not_null()).then(z)
-
-
-def _rank(col: str, group: str) -> pl.Expr:
-    x = pl.col(col)
-    return x.rank("average").over(group) / x.count().over(group)
-
-
 def group_frame(df: pl.DataFrame) -> pl.DataFrame:
-    """``image_id`` and the patient / patient+site keys; a row without a patient is its own group."""
+    """``image_id`` and integer patient / patient+site keys; a row without a patient is its own group."""
     g = group_column(df)
-    key = pl.coalesce(pl.col(g), pl.col("image_id")) if g else pl.col("image_id")
+    # as FoldPlan groups: a row without a patient falls back to its lesion, then to itself
+    key = pl.coalesce([c for c in (g, "lesion_id", "image_id") if c and c in df.columns]) if g else pl.col("image_id")
     site = site_column(df)
     key = key.cast(pl.String)
     site_key = pl.concat_str([key, pl.col(site).cast(pl.String).fill_null("<na>")], separator="\x1f") if site else key
-    return df.select("image_id", key.alias(GROUP), site_key.alias(GROUP_SITE))
+    return df.select("image_id", key.rank("dense").alias(GROUP), site_key.rank("dense").alias(GROUP_SITE))
+
+
+def _zscores(df: pl.DataFrame, numeric: list[str], key: str, suffix: str) -> pl.DataFrame:
+    """(x - group mean) / group std of each column: 0 when the std is 0, null for a lone or missing value."""
+    stats = df.group_by(key).agg([pl.col(c).mean().alias(f"{c}\0mean") for c in numeric] + [pl.col(c).std().alias(f"{c}\0std") for c in numeric])
+    joined = df.select(key, *numeric).join(stats, on=key, how="left", maintain_order="left")
+    exprs = []
+    for c in numeric:
+        x, mean, std = pl.col(c), pl.col(f"{c}\0mean"), pl.col(f"{c}\0std")
+        z = pl.when(std > 0).then((x - mean) / std).when(std == 0).then(0.0)
+        exprs.append(pl.when(x.is_not_null()).then(z).alias(f"{c}{suffix}"))
+    return joined.select(exprs)
 
 
 def relative_features(df: pl.DataFrame, numeric: list[str]) -> pl.DataFrame:
     """z-scores, ranks and counts; ``df`` holds image_id, the numeric columns and the group keys."""
-    exprs = [pl.len().over(GROUP).cast(pl.Int32).alias("patient_lesion_count"),
-             pl.len().over(GROUP_SITE).cast(pl.Int32).alias("patient_site_lesion_count")]
-    for col in numeric:
-        exprs += [_zscore(col, GROUP).alias(f"{col}_patient_z"), _zscore(col, GROUP_SITE).alias(f"{col}_patient_site_z"),
-                  _rank(col, GROUP).alias(f"{col}_patient_rank")]
-    return df.select(pl.col("image_id"), *exprs)
+    counts = df.select(pl.col("image_id"), pl.len().over(GROUP).cast(pl.Int32).alias("patient_lesion_count"),
+                       pl.len().over(GROUP_SITE).cast(pl.Int32).alias("patient_site_lesion_count"))
+    z = _zscores(df, numeric, GROUP, "_patient_z")
+    zs = _zscores(df, numeric, GROUP_SITE, "_patient_site_z")
+    rank = df.select([(pl.col(c).rank("average").over(GROUP) / pl.col(c).count().over(GROUP)).alias(f"{c}_patient_rank") for c in numeric])
+    out = pl.concat([counts, z, zs, rank], how="horizontal")
+    return out.select("image_id", "patient_lesion_count", "patient_site_lesion_count",
+                      *[f"{c}{s}" for c in numeric for s in ("_patient_z", "_patient_site_z", "_patient_rank")])
 
 
 # -- ugly duckling ------------------------------------------------------------------------------
-def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(d, 0.0))
+def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
+    return np.sqrt(np.maximum(d, 0, out=d), out=d)
+
+
+def _neighbours(x: np.ndarray, rows: np.ndarray, ref: np.ndarray, self_pos: np.ndarray, k: int):
+    """k nearest reference rows of x[rows] (a row is not its own neighbour), their distances, and
+    the mean distance to all the other reference rows."""
+    d = _dist(x[rows], ref)
+    has = self_pos >= 0
+    total = d.sum(1) - np.where(has, d[np.arange(len(rows)), np.maximum(self_pos, 0)], 0)
+    d[np.flatnonzero(has), self_pos[has]] = np.inf
+    nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+    return nn, np.take_along_axis(d, nn, 1), total / (len(ref) - has)
 
 
 def lof_and_distances(x: np.ndarray, k: int, max_reference: int = 2048, block: int = 1024) -> np.ndarray:
@@ -81,42 +96,27 @@ def lof_and_distances(x: np.ndarray, k: int, max_reference: int = 2048, block: i
 
     The LOF is that of scikit-learn's ``LocalOutlierFactor`` (``-negative_outlier_factor_``) with
     ``n_neighbors=min(k, n - 1)``. Above ``max_reference`` rows, every row is compared against
-    ``max_reference`` evenly spaced rows only."""
+    ``max_reference`` evenly spaced rows only (the reference set)."""
     n = len(x)
     out = np.full((n, 3), np.nan)
     if n < 2:
         return out
     ref_idx = np.arange(n) if n <= max_reference else np.unique(np.linspace(0, n - 1, max_reference).round().astype(int))
-    ref = x[ref_idx]
-    m = len(ref)
+    ref, m = x[ref_idx], len(ref_idx)
     pos_in_ref = np.full(n, -1)
     pos_in_ref[ref_idx] = np.arange(m)
     k = min(k, m - 1)
 
-    def neighbours(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        d = _sq_dist(x[rows], ref)
-        own = pos_in_ref[rows]
-        has = own >= 0
-        d[np.flatnonzero(has), own[has]] = np.inf
-        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
-        finite = np.where(np.isinf(d), 0.0, d)
-        mean = finite.sum(1) / (m - has)
-        return nn, np.take_along_axis(d, nn, 1), mean
+    def scan(rows: np.ndarray):
+        parts = [_neighbours(x, rows[s:s + block], ref, pos_in_ref[rows[s:s + block]], k) for s in range(0, len(rows), block)]
+        return [np.concatenate(p) for p in zip(*parts)]
 
-    # k-distance and local reachability density of the reference rows
-    ref_nn, ref_nd = np.empty((m, k), int), np.empty((m, k))
-    for s in range(0, m, block):
-        rows = ref_idx[s:s + block]
-        ref_nn[s:s + block], ref_nd[s:s + block], _ = neighbours(rows)
+    ref_nn, ref_nd, ref_mean = scan(ref_idx)
     kdist = ref_nd.max(1)
     lrd_ref = 1.0 / (np.maximum(kdist[ref_nn], ref_nd).mean(1) + 1e-10)
-    for s in range(0, n, block):
-        rows = np.arange(s, min(s + block, n))
-        nn, nd, mean = neighbours(rows)
-        lrd = 1.0 / (np.maximum(kdist[nn], nd).mean(1) + 1e-10)
-        out[rows, 0] = mean
-        out[rows, 1] = nd.min(1)
-        out[rows, 2] = lrd_ref[nn].mean(1) / lrd
+    nn, nd, mean = (ref_nn, ref_nd, ref_mean) if m == n else scan(np.arange(n))
+    lrd = 1.0 / (np.maximum(kdist[nn], nd).mean(1) + 1e-10)
+    out[:, 0], out[:, 1], out[:, 2] = mean, nd.min(1), lrd_ref[nn].mean(1) / lrd
     return out
 
 
@@ -131,41 +131,49 @@ def ugly_duckling(order: pl.DataFrame, z: np.ndarray, cfg: PatientConfig) -> np.
     bounds = _group_bounds(order[GROUP].to_numpy())
     out = np.full((len(z), 3), np.nan)
     scale = np.sqrt(max(z.shape[1], 1))
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if b - a >= 2:
-            out[a:b] = lof_and_distances(z[a:b], cfg.lof_neighbors, cfg.max_reference, cfg.block)
+    # many small matrix products: a multi-threaded BLAS spends far longer waking threads than computing
+    with threadpool_limits(1, user_api="blas"):
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if b - a >= 2:
+                out[a:b] = lof_and_distances(z[a:b], cfg.lof_neighbors, cfg.max_reference, cfg.block)
     out[:, :2] /= scale
     return out
 
 
 def cosine_ugly_duckling(keys: np.ndarray, emb: np.ndarray) -> np.ndarray:
-    """Mean cosine distance of each row to the other rows with the same key (rows sorted by key)."""
-    e = emb.astype(np.float64)
-    norm = np.linalg.norm(e, axis=1, keepdims=True)
+    """Mean cosine distance of each row to the other rows with the same key (rows sorted by key).
+
+    Rows with a non-finite embedding are left out (and get NaN)."""
+    e = np.asarray(emb, dtype=np.float32)
+    valid = np.isfinite(e).all(1)
+    e = np.where(valid[:, None], e, 0)
+    norm = np.sqrt(np.einsum("ij,ij->i", e, e))[:, None]
     e = np.divide(e, norm, out=np.zeros_like(e), where=norm > 0)
     bounds = _group_bounds(keys)
     sums = np.add.reduceat(e, bounds[:-1], axis=0)
-    sizes = np.diff(bounds)
-    row_group = np.repeat(np.arange(len(sizes)), sizes)
-    n = sizes[row_group]
-    self_sim = (e * e).sum(1)
+    sizes = np.add.reduceat(valid.astype(np.int64), bounds[:-1])
+    row_group = np.repeat(np.arange(len(sizes)), np.diff(bounds))
+    n = np.where(valid, sizes[row_group], 0)
+    self_sim = np.einsum("ij,ij->i", e, e)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_sim = ((e * sums[row_group]).sum(1) - self_sim) / (n - 1)
+        mean_sim = (np.einsum("ij,ij->i", e, sums[row_group]) - self_sim) / (n - 1)
     return np.where(n >= 2, 1.0 - mean_sim, np.nan)
 
 
 def patient_features(df: pl.DataFrame, numeric: list[str], embeddings: dict[str, np.ndarray] | None = None,
-                     cfg: PatientConfig | None = None) -> pl.DataFrame:
+                     cfg: PatientConfig | None = None, distance_columns: list[str] | None = None) -> pl.DataFrame:
     """All patient-relative features. ``df``: image_id, patient_id/lesion_id, site and ``numeric`` columns;
-    ``embeddings``: name -> (len(df), D) array aligned with ``df``'s rows."""
+    ``embeddings``: name -> (len(df), D) array aligned with ``df``'s rows; ``distance_columns``: the
+    columns (of ``numeric``, default all) whose patient z-scores span the ugly-duckling feature space."""
     cfg = cfg or PatientConfig()
+    distance_columns = numeric if distance_columns is None else distance_columns
     keyed = pl.concat([df.select(numeric), group_frame(df)], how="horizontal").with_row_index("__row")
     rel = relative_features(keyed, numeric)
     order = keyed.select("__row", GROUP, "image_id").sort(GROUP, "image_id")
     rows = order["__row"].to_numpy()
-    zcols = [f"{c}_patient_z" for c in numeric]
-    z = rel.select(zcols).to_numpy()[rows] if zcols else np.zeros((len(rows), 0))
-    z = np.nan_to_num(z.astype(np.float64), nan=0.0)
+    zcols = [f"{c}_patient_z" for c in distance_columns]
+    z = rel.select(zcols).to_numpy().astype(np.float32)[rows] if zcols else np.zeros((len(rows), 0), np.float32)
+    z = np.nan_to_num(z, nan=0.0)
     ud = np.full((len(rows), 3), np.nan)
     ud[rows] = ugly_duckling(order, z, cfg)
     extra = {"ugly_duckling_mean_dist": ud[:, 0], "ugly_duckling_nn_dist": ud[:, 1], "ugly_duckling_lof": ud[:, 2]}

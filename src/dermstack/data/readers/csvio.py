@@ -76,32 +76,38 @@ class RowProblems:
         """The file each row came from: ``FILE`` when the frame has it, else this problem list's file."""
         return (pl.col(FILE) if FILE in df.columns else pl.lit(str(self.path))).alias("file")
 
-    def add(self, df: pl.DataFrame, bad: pl.Expr, column: str | None, reason: pl.Expr | str) -> None:
-        """Mark rows where ``bad`` is true, with ``reason`` (an expression or a fixed text)."""
+    def add(self, df: pl.DataFrame, bad: pl.Expr, column: str | None, reason: pl.Expr | str, row_only: bool = False) -> None:
+        """Mark rows where ``bad`` is true, with ``reason`` (an expression or a fixed text).
+
+        ``row_only`` drops just the marked row (e.g. a repeated id) instead of every row of its key.
+        """
         reason = pl.lit(reason) if isinstance(reason, str) else reason
-        hits = df.filter(bad.fill_null(False)).select(
-            pl.col(ROW), self._key().alias("key"), pl.col(self.key).cast(pl.String).alias("id"), self.file(df),
-            pl.lit(column, pl.String).alias("column"), reason.cast(pl.String).alias("reason"),
-        )
+        key = pl.format("<row {}>", pl.col(ROW)) if row_only else self._key()
+        hits = df.select(
+            pl.col(ROW), key.alias("key"), pl.col(self.key).cast(pl.String).alias("id"), self.file(df),
+            pl.lit(column, pl.String).alias("column"), reason.cast(pl.String).alias("reason"), bad.fill_null(False).alias("bad"),
+        ).filter("bad").drop("bad")
         if hits.height:
             self.found.append(hits)
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
-        """Report the first problem of each bad key (in file order) and drop every row of that key."""
+        """Report the first problem of each bad key (in file order) and drop the rows concerned."""
         if not self.found:
             return df
-        hits = pl.concat(self.found).sort(ROW).unique(subset="key", keep="first", maintain_order=True)
+        hits = pl.concat(self.found).sort(ROW, maintain_order=True).unique(subset="key", keep="first", maintain_order=True)
         self.found = []
         for row, _, id_, file, column, reason in hits.iter_rows():
             self.report.skip(reason, file, row, column, id_)
-        return df.filter(~self._key().is_in(hits["key"].implode()))
+        keys = hits["key"].implode()
+        return df.filter(~self._key().is_in(keys) & ~pl.format("<row {}>", pl.col(ROW)).is_in(keys))
 
 
 def check_ids(df: pl.DataFrame, column: str, problems: RowProblems) -> None:
     """Rows without an id, and repeated ids (the first occurrence is kept)."""
     problems.add(df, pl.col(column).is_null(), column, f"empty {column}")
     first = pl.col(ROW).min().over(column)
-    problems.add(df, pl.col(column).is_not_null() & (pl.col(ROW) != first), column, pl.format("duplicate {} (first at row {})", pl.col(column), first))
+    problems.add(df, pl.col(column).is_not_null() & (pl.col(ROW) != first), column,
+                 pl.format("duplicate {} (first at row {})", pl.col(column), first), row_only=True)
 
 
 def parse_numbers(df: pl.DataFrame, columns: list[str], problems: RowProblems) -> pl.DataFrame:

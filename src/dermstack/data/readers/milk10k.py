@@ -67,7 +67,7 @@ def _lesions(csv: Path, split: str, report: IngestReport) -> pl.DataFrame:
                  pl.format("image_type '{}' is not " + " / ".join(VIEWS), pl.col("image_type")))
     first = pl.col(ROW).min().over("lesion_id", "image_type")
     problems.add(df, pl.col(ROW) != first, "image_type", pl.format("second {} image of the lesion (first at row {})",
-                                                                    pl.col("image_type"), first))
+                                                                    pl.col("image_type"), first), row_only=True)
     check_ids(df, "isic_id", problems)
     monet = [c for c in df.columns if c.startswith("MONET_")]
     df = problems.apply(parse_numbers(df, ["age_approx", "skin_tone_class", *monet], problems))

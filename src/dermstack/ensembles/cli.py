@@ -1,0 +1,165 @@
+"""`dermstack ensembles cnn|stack|validate`, `dermstack predict` and `dermstack submit`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from dermstack.ensembles.submission import FORMATS
+
+_path = click.Path(path_type=Path)
+_existing = click.Path(exists=True, path_type=Path)
+
+
+@click.group()
+def ensembles() -> None:
+    """Fine-tuned CNNs per fold, stacking, submissions."""
+
+
+def _load(lesions: Path, folds: Path, task_kind: str, target: str):
+    from dermstack.data.folds import FoldPlan
+    from dermstack.data.table import LesionTable
+    from dermstack.task import TaskSpec
+
+    table = LesionTable.read(lesions)
+    plan = FoldPlan.read(folds)
+    plan.check_matches(table)
+    return table, TaskSpec.from_table(table, task_kind, target), plan
+
+
+def _print_metrics(name: str, metrics: dict) -> None:
+    click.echo(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+
+
+@ensembles.command("cnn")
+@click.argument("lesions", type=_existing)
+@click.option("--folds", type=_existing, required=True, help="FoldPlan parquet (dermstack data folds).")
+@click.option("--out", type=_path, required=True, help="Models directory; the CNN goes to OUT/<name>/.")
+@click.option("--task", "task_kind", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
+@click.option("--target", default="malignant", show_default=True)
+@click.option("--name", default="cnn", show_default=True)
+@click.option("--backbone", default=None, help="timm model name (default efficientnet_lite0).")
+@click.option("--epochs", type=int, default=None)
+@click.option("--image-size", type=int, default=None)
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True)
+@click.option("--param", "params", multiple=True, help="Extra CNN setting KEY=JSON_VALUE, e.g. lr=0.0003.")
+@click.option("--nested", is_flag=True, help="Also train the pair CNNs whose scores stacked boosters use.")
+def cnn_command(lesions, folds, out, task_kind, target, name, backbone, epochs, image_size, seeds, params, nested) -> None:
+    """Fine-tune a CNN on every fold of FOLDS for the images of LESIONS; OOF/test scores and checkpoints."""
+    from dermstack.config import ModelConfig
+    from dermstack.ensembles.cnn import cross_validate_cnn
+
+    table, task, plan = _load(lesions, folds, task_kind, target)
+    model = ModelConfig(kind="cnn", name=name, seeds=list(seeds), backbone=backbone, epochs=epochs, image_size=image_size,
+                        params=_params(params))
+    res = cross_validate_cnn(table, task, plan, model, out)
+    res.oof.write_parquet(out / name / "oof.parquet")
+    res.test.write_parquet(out / name / "test.parquet")
+    _print_metrics(name, res.metrics)
+    if nested:
+        from dermstack.ensembles.stacking import nested_cnn_views
+
+        nested_cnn_views(table, task, plan, model, out)
+        click.echo(f"nested pair CNNs and views in {out / name / 'nested'}")
+
+
+def _params(items: tuple[str, ...]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@ensembles.command("stack")
+@click.argument("model_dirs", type=_existing, nargs=-1, required=True)
+@click.option("--lesions", type=_existing, required=True)
+@click.option("--folds", type=_existing, required=True)
+@click.option("--task", "task_kind", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
+@click.option("--target", default="malignant", show_default=True)
+@click.option("--method", type=click.Choice(["stack", "rank"]), default="stack", show_default=True)
+@click.option("--out", type=_path, required=True, help="Models directory; the learner goes to OUT/<method>/.")
+def stack_command(model_dirs, lesions, folds, task_kind, target, method, out) -> None:
+    """Level-2 learner on the OOF scores (MODEL_DIR/oof.parquet, test.parquet) of base models, by nested CV."""
+    import polars as pl
+
+    from dermstack.ensembles.stacking import comparison, stack_models
+
+    _, task, plan = _load(lesions, folds, task_kind, target)
+    outs = [_Saved(d.name, pl.read_parquet(d / "oof.parquet"), pl.read_parquet(d / "test.parquet"),
+                   json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}) for d in model_dirs]
+    res = stack_models(outs, task, plan, method=method, out_dir=out)
+    res.oof.write_parquet(out / method / "oof.parquet")
+    res.test.write_parquet(out / method / "test.parquet")
+    click.echo(comparison(outs + [res], task))
+
+
+class _Saved:
+    def __init__(self, name, oof, test, metrics):
+        self.name, self.oof, self.test, self.metrics = name, oof, test, metrics
+
+
+@ensembles.command("validate")
+@click.argument("csv", type=_existing)
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), required=True)
+@click.option("--sample", type=_existing, default=None, help="The competition's sample submission (header and ids).")
+def validate_command(csv: Path, fmt: str, sample: Path | None) -> None:
+    """Check any submission CSV: header, every id exactly once, scores numbers in [0, 1]."""
+    from dermstack.ensembles.submission import validate_submission
+
+    problems = validate_submission(csv, sample, fmt)
+    if problems:
+        for p in problems:
+            click.echo(f"{csv}: {p}", err=True)
+        raise SystemExit(1)
+    click.echo(f"{csv}: valid {fmt} submission")
+
+
+@click.command("predict")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data", type=_existing)
+@click.option("--out", type=_path, required=True, help="Predictions parquet (image_id, model, class, score).")
+@click.option("--strict", is_flag=True, help="Stop on any unreadable row or image of DATA.")
+def predict_command(run_dir: Path, data: Path, out: Path, strict: bool) -> None:
+    """Score DATA (a dataset folder in the run's format, or a LesionTable parquet) with RUN_DIR's saved models."""
+    from dermstack.ensembles.predict import predict_run
+
+    preds = predict_run(run_dir, data, strict=strict)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    preds.write_parquet(out)
+    click.echo(f"wrote {preds['image_id'].n_unique()} rows x {preds['model'].n_unique()} models to {out}")
+
+
+@click.command("submit")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), required=True)
+@click.option("--out", type=_path, required=True, help="Submission CSV to write.")
+@click.option("--sample", type=_existing, default=None, help="The competition's sample submission to match.")
+@click.option("--predictions", type=_existing, default=None,
+              help="Predictions parquet from `dermstack predict` (default: the run's test_predictions.parquet).")
+@click.option("--model", default=None, help="Which model's scores (default: the run's final model).")
+def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, predictions: Path | None, model: str | None) -> None:
+    """Write a validated competition submission from RUN_DIR's test predictions (nothing is written on any problem)."""
+    import polars as pl
+
+    from dermstack.data.table import LesionTable
+    from dermstack.errors import DataError
+    from dermstack.ensembles.submission import write_submission
+
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    source = predictions or run_dir / "test_predictions.parquet"
+    if not source.exists():
+        raise DataError("no test predictions: the run had no test rows; score new data with `dermstack predict`", file=str(source))
+    preds = pl.read_parquet(source)
+    ids = None
+    if predictions is None and (run_dir / "lesions.parquet").exists():
+        ids = LesionTable.read(run_dir / "lesions.parquet").test["image_id"].to_list()
+    write_submission(preds, fmt, out, sample=sample, ids=ids, classes=metrics.get("classes"),
+                     model=model or metrics.get("oof_model"))
+    click.echo(f"wrote validated {fmt} submission {out}")

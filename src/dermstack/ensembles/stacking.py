@@ -1,0 +1,318 @@
+"""Stacking, both evaluated on the run's FoldPlan.
+
+1. **CNN scores as a booster feature group** (``cnn``) without leakage. Plain OOF CNN scores are not
+   enough: the training rows of booster k (folds j != k) would carry scores of CNN_j, which was
+   trained on fold k, the rows booster k is evaluated on. Instead, for each pair of folds {j, k} a
+   CNN is trained without both (``pair models``). The view of booster k is:
+
+   - a training row in fold j: the pair model {j, k};
+   - a validation row in fold k: the mean of the pair models {j, k} over j != k;
+   - a test row: the mean of every pair model (the same for all views).
+
+   So nothing booster k sees was trained on fold k, on the row itself, or selected with fold k's
+   labels (pair models train the fixed schedule, no early stopping). K(K-1)/2 extra CNNs (10 for 5
+   folds). Patient-relative versions (z-score and rank of the score within the patient) are
+   computed inside each view, where a patient's rows all come from one source.
+2. **Level-2 learner** on the OOF scores of all base models (:mod:`dermstack.ensembles.level2`),
+   evaluated by nested cross-validation: the learner of fold k is fitted (and its own
+   hyper-parameters chosen) on the other folds' OOF rows only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dermstack.boosting.cv import CVResult, align_rows, check_plan, fold_metrics, oof_frame, test_frame, usable_columns
+from dermstack.boosting.store import write_json
+from dermstack.config import ModelConfig
+from dermstack.data.folds import FoldPlan
+from dermstack.data.table import LesionTable
+from dermstack.ensembles.level2 import Level2, make_learner
+from dermstack.errors import DataError
+from dermstack.features.featureset import FeatureSet
+from dermstack.task import TaskSpec
+
+log = logging.getLogger(__name__)
+
+#: fit_score(train_rows, [rows_a, rows_b, ...]) -> [scores_a, scores_b, ...], rows index training rows
+#: 0..n-1 then test rows n..n+n_test-1; scores (len(rows), C).
+FitScore = Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]]
+
+
+# -- 1. nested CNN scores -------------------------------------------------------------------------
+@dataclass
+class CNNViews:
+    """``views[k]``: (n, C) scores booster k sees for the training rows; ``test``: (n_test, C)."""
+
+    name: str
+    classes: list[str]
+    image_ids: list[str]
+    views: np.ndarray
+    test_ids: list[str]
+    test: np.ndarray
+
+    def to_frame(self) -> pl.DataFrame:
+        """Long: image_id, view (-1 for test rows), class, score."""
+        parts = []
+        for j, c in enumerate(self.classes):
+            for k, v in enumerate(self.views):
+                parts.append(pl.DataFrame({"image_id": self.image_ids, "view": k, "class": c, "score": v[:, j]}))
+            parts.append(pl.DataFrame({"image_id": self.test_ids, "view": -1, "class": c, "score": self.test[:, j]},
+                                      schema={"image_id": pl.String, "view": pl.Int64, "class": pl.String, "score": pl.Float64}))
+        return pl.concat(parts, how="vertical_relaxed")
+
+    def write(self, path: Path) -> Path:
+        self.to_frame().write_parquet(path)
+        return path
+
+
+def nested_scores(fit_score: FitScore, fold_of: np.ndarray, n_splits: int, n_test: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(views (K, n, C), test (n_test, C)) from one model per pair of folds, as described above."""
+    n = len(fold_of)
+    views = np.full((n_splits, n, n_out), np.nan)
+    valid_sum = np.zeros((n, n_out))
+    test_sum = np.zeros((n_test, n_out))
+    rows_of = [np.flatnonzero(fold_of == k) for k in range(n_splits)]
+    test_rows = np.arange(n, n + n_test)
+    pairs = [(j, k) for j in range(n_splits) for k in range(j + 1, n_splits)]
+    for j, k in pairs:
+        train = np.flatnonzero((fold_of != j) & (fold_of != k))
+        sj, sk, st = fit_score(train, [rows_of[j], rows_of[k], test_rows])
+        views[k, rows_of[j]] = np.reshape(sj, (-1, n_out))
+        views[j, rows_of[k]] = np.reshape(sk, (-1, n_out))
+        valid_sum[rows_of[j]] += np.reshape(sj, (-1, n_out))
+        valid_sum[rows_of[k]] += np.reshape(sk, (-1, n_out))
+        test_sum += np.reshape(st, (-1, n_out))
+    for k in range(n_splits):
+        views[k, rows_of[k]] = valid_sum[rows_of[k]] / (n_splits - 1)
+    return views, test_sum / len(pairs)
+
+
+def nested_cnn_views(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
+                     out_dir: Path | None = None, progress: bool = True) -> CNNViews:
+    """Train the pair CNNs of ``model`` (every seed) and return the booster views; the pair
+    checkpoints go to ``out_dir/<name>/nested/`` (``predict`` scores new rows with all of them)."""
+    from dermstack.ensembles.cnn import CNNConfig, CNNTrainer, image_refs, save_net, training_frame
+
+    cfg, name = CNNConfig.from_model(model), model.label
+    train_df, test_df = training_frame(table, task), table.test
+    trainer = CNNTrainer(cfg, task.kind, task.n_outputs, image_refs(train_df) + image_refs(test_df), progress)
+    fold_of = plan.fold_of(task.image_ids)
+    check_plan(plan, task)
+    ndir = Path(out_dir) / name / "nested" if out_dir else None
+    if ndir:
+        ndir.mkdir(parents=True, exist_ok=True)
+    acc = []
+    for seed in model.seeds:
+        count = [0]
+
+        def fit_score(train: np.ndarray, score_sets: list[np.ndarray]) -> list[np.ndarray]:
+            count[0] += 1
+            fm = trainer.fit(train, task.y[train], None, None, seed * 1000 + 100 + count[0], desc=f"{name} pair {count[0]}")
+            if ndir:
+                left = sorted(set(range(plan.n_splits)) - set(np.unique(fold_of[train]).tolist()))
+                save_net(fm.net, ndir / f"without{left[0]}-{left[1]}_seed{seed}.safetensors")
+            return [trainer.score(fm.net, rows) for rows in score_sets]
+
+        acc.append(nested_scores(fit_score, fold_of, plan.n_splits, test_df.height, task.n_outputs))
+    views = CNNViews(name, list(task.classes), list(task.image_ids), np.mean([a[0] for a in acc], axis=0),
+                     test_df["image_id"].to_list(), np.mean([a[1] for a in acc], axis=0))
+    if ndir:
+        views.write(ndir / "views.parquet")
+        write_json(ndir / "nested.json", {"name": name, "arch": trainer.template.arch, "task": task.kind,
+                                          "classes": list(task.classes), "n_splits": plan.n_splits, "seeds": list(model.seeds)})
+    return views
+
+
+# -- CNN feature columns --------------------------------------------------------------------------
+def patient_key(table: LesionTable) -> pl.DataFrame:
+    """image_id, split, patient: patient_id, else lesion_id, else the image itself."""
+    return table.df.select("image_id", "split", pl.coalesce("patient_id", "lesion_id", "image_id").alias("patient"))
+
+
+def cnn_feature_frame(views: CNNViews, view: int, patients: pl.DataFrame) -> pl.DataFrame:
+    """image_id + the ``cnn`` group columns of booster ``view`` for training and test rows: the score,
+    its z-score within the patient (0 for a patient's only lesion) and its rank in [0, 1] within the
+    patient (0.5 alone)."""
+    ids = views.image_ids + views.test_ids
+    scores = np.concatenate([views.views[view], views.test])
+    cols = [f"{views.name}_score"] if views.classes == ["target"] else [f"{views.name}_{c}" for c in views.classes]
+    df = pl.DataFrame({"image_id": ids, **{c: scores[:, j] for j, c in enumerate(cols)}})
+    df = df.join(patients, on="image_id", how="left", maintain_order="left")
+    by = ["split", "patient"]
+    rel = []
+    for c in cols:
+        n = pl.len().over(by)
+        std = pl.col(c).std(ddof=0).over(by)
+        rel += [
+            pl.when(std > 0).then((pl.col(c) - pl.col(c).mean().over(by)) / std).otherwise(0.0).alias(f"{c}_pz"),
+            pl.when(n > 1).then((pl.col(c).rank("average").over(by) - 1) / (n - 1)).otherwise(0.5).alias(f"{c}_prank"),
+        ]
+    return df.with_columns(rel).drop(by)
+
+
+def _with_cnn(features: FeatureSet, views: CNNViews, view: int, patients: pl.DataFrame) -> FeatureSet:
+    return features.add(cnn_feature_frame(views, view, patients), "cnn")
+
+
+def _groups_with_cnn(model: ModelConfig) -> list[str] | None:
+    if model.features is None:
+        return None
+    return list(model.features) + ([] if "cnn" in model.features else ["cnn"])
+
+
+def cross_validate_stacked(features: FeatureSet, table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
+                           views: CNNViews, out_dir: Path | None = None) -> CVResult:
+    """Booster ``model`` with the ``cnn`` feature group: fold k trains and is evaluated on view k only.
+
+    Named ``<booster>+<cnn>``; native model files etc. in ``out_dir/<name>/`` (boosting's layout),
+    the test rows carry the mean of every pair CNN (what ``predict`` computes for new rows)."""
+    from dermstack.boosting.base import FeatureMatrix
+    from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
+    from dermstack.boosting.registry import create_adapter
+    from dermstack.boosting.sampling import SamplingConfig, resample
+    from dermstack.boosting.store import ModelStore
+    from dermstack.boosting.weights import sample_weights
+
+    t0 = time.perf_counter()
+    name = f"{model.label}+{views.name}"
+    if views.image_ids != list(task.image_ids):
+        raise DataError(f"CNN views {views.name!r} were computed for other training rows than this task's")
+    params = resolve_params(model.kind, task.kind, model.params)
+    sampling = SamplingConfig.from_dict(model.sampling or (DEFAULT_SAMPLING if task.kind == "binary" else {}), task.kind)
+    patients = patient_key(table)
+    groups = _groups_with_cnn(model)
+    folds = check_plan(plan, task)
+    n, n_out, y, seeds = len(task.image_ids), task.n_outputs, task.y, list(model.seeds)
+    first = _with_cnn(features, views, 0, patients)
+    train0 = align_rows(first.df, task.image_ids)
+    matrix = FeatureMatrix.fit(train0, usable_columns(train0, first.columns(groups)), first.categorical)
+    cfg = dataclasses.replace(model, name=name, features=groups)
+    store = ModelStore.create(Path(out_dir) / name, name, cfg, task, matrix, first.groups, params, sampling) if out_dir else None
+    oof = np.full((len(seeds), n, n_out), np.nan)
+    test_ids = first.df.filter(pl.col("split") == "test")["image_id"].to_list()
+    test_sum = np.zeros((len(test_ids), n_out))
+    gain: dict[str, float] = {}
+    for k, tr, va in folds:
+        fs = first if k == 0 else _with_cnn(features, views, k, patients)
+        X = matrix.to_pandas(align_rows(fs.df, task.image_ids))
+        X_test = matrix.to_pandas(fs.df.filter(pl.col("split") == "test")) if test_ids else None
+        for si, seed in enumerate(seeds):
+            fit_idx = resample(tr, y, sampling, seed=seed * 1000 + k)
+            adapter = create_adapter(model.kind, task.kind, task.classes, params, seed, matrix.categorical)
+            weight = sample_weights(task.kind, y[fit_idx], params.get("class_weight"), len(task.classes))
+            adapter.fit(X.iloc[fit_idx], y[fit_idx], X.iloc[va], y[va], weight)
+            oof[si, va] = adapter.predict_proba(X.iloc[va]).reshape(len(va), n_out)
+            if X_test is not None:
+                test_sum += adapter.predict_proba(X_test).reshape(len(X_test), n_out)
+            for f, g in adapter.importance().items():
+                gain[f] = gain.get(f, 0.0) + g
+            if store:
+                store.add(adapter, k, seed)
+    n_fits = len(seeds) * len(folds)
+    score = oof.mean(axis=0)
+    score = score[:, 0] if n_out == 1 else score
+    metrics = fold_metrics(task, score, [va for _, _, va in folds])
+    metrics["seconds"] = round(time.perf_counter() - t0, 2)
+    importance = pl.DataFrame({"feature": list(gain), "group": [first.groups.get(f, "metadata") for f in gain],
+                               "gain": [g / n_fits for g in gain.values()]},
+                              schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64}).sort("gain", descending=True)
+    result = CVResult(name, oof_frame(name, task, seeds, oof, plan.fold_of(task.image_ids).astype(np.int32)),
+                      test_frame(name, task.classes, test_ids, test_sum / n_fits), metrics, importance,
+                      store.dir if store else None, score)
+    if store:
+        store.finish(result)
+    return result
+
+
+# -- 2. level-2 learner ---------------------------------------------------------------------------
+def score_tensor(frames: list[pl.DataFrame], names: list[str], ids: list[str], classes: list[str], source: str) -> np.ndarray:
+    """(n, M, C) seed/fold-averaged scores of models ``names`` for rows ``ids``; a missing score is a DataError."""
+    out = np.empty((len(ids), len(names), len(classes)))
+    order = pl.DataFrame({"image_id": pl.Series(ids, dtype=pl.String)})
+    for m, (name, long) in enumerate(zip(names, frames)):
+        wide = long.group_by("image_id", "class").agg(pl.col("score").mean()).pivot(on="class", index="image_id", values="score")
+        absent = [c for c in classes if c not in wide.columns]
+        if absent:
+            raise DataError(f"model {name!r} has no {source} scores for class(es) {absent}")
+        mat = order.join(wide, on="image_id", how="left", maintain_order="left").select(classes).to_numpy().astype(float)
+        if np.isnan(mat).any():
+            bad = [ids[i] for i in np.flatnonzero(np.isnan(mat).any(axis=1))[:5]]
+            raise DataError(f"model {name!r} lacks {source} scores for {int(np.isnan(mat).any(axis=1).sum())} rows, e.g. {bad}")
+        out[:, m] = mat
+    return out
+
+
+def stack_models(outs: list, task: TaskSpec, plan: FoldPlan, method: str = "stack", out_dir: Path | None = None) -> CVResult:
+    """Level-2 ``method`` ("stack": logistic regression on logits; "rank": weighted rank average) on the
+    OOF scores of ``outs`` (anything with ``name``, ``oof``, ``test``), evaluated by nested CV over
+    ``plan``; the final learner (fitted on every OOF row) scores the test rows and is written to
+    ``out_dir/<method>/level2.json``."""
+    t0 = time.perf_counter()
+    names = [o.name for o in outs]
+    if len(names) < 2:
+        raise DataError(f"a level-2 stack needs at least two base models, got {names}")
+    X = score_tensor([o.oof for o in outs], names, task.image_ids, task.classes, "OOF")
+    y = task.y
+    fold_of = plan.fold_of(task.image_ids)
+    oof = np.full((len(y), len(task.classes)), np.nan)
+    valid_rows = []
+    for k, tr, va in plan.splits(task.image_ids):
+        learner = make_learner(method, task.kind, names).fit(X[tr], y[tr], fold_of[tr])
+        oof[va] = learner.predict(X[va])
+        valid_rows.append(va)
+    final = make_learner(method, task.kind, names).fit(X, y, fold_of)
+    test_ids = _common_test_ids(outs)
+    test = final.predict(score_tensor([o.test for o in outs], names, test_ids, task.classes, "test")) if test_ids else np.zeros((0, len(task.classes)))
+    score = oof[:, 0] if task.kind == "binary" else oof
+    metrics = fold_metrics(task, score, valid_rows)
+    metrics.update(base_models=names, weights=final.weights(), seconds=round(time.perf_counter() - t0, 2))
+    importance = pl.DataFrame({"feature": names, "group": ["model"] * len(names), "gain": [final.weights()[m] for m in names]})
+    mdir = Path(out_dir) / method if out_dir else None
+    result = CVResult(method, oof_frame(method, task, [0], oof[None], fold_of.astype(np.int32)),
+                      test_frame(method, task.classes, test_ids, test), metrics, importance, mdir, score)
+    if mdir:
+        mdir.mkdir(parents=True, exist_ok=True)
+        write_json(mdir / "level2.json", final.to_json())
+        write_json(mdir / "metrics.json", metrics)
+    return result
+
+
+def _common_test_ids(outs: list) -> list[str]:
+    sets = [o.test["image_id"].unique().sort().to_list() for o in outs]
+    if any(s != sets[0] for s in sets):
+        raise DataError(f"base models scored different test rows: {[(o.name, len(s)) for o, s in zip(outs, sets)]}")
+    first = outs[0].test["image_id"].unique(maintain_order=True).to_list()
+    return first
+
+
+def load_level2(model_dir: Path) -> Level2:
+    import json
+
+    path = Path(model_dir) / "level2.json"
+    if not path.exists():
+        raise DataError("no level2.json: not a stacked model directory", file=str(path))
+    return Level2.from_json(json.loads(path.read_text()))
+
+
+def comparison(results: list, task: TaskSpec) -> pl.DataFrame:
+    """One row per model (base models, the stacked booster, the level-2 stack): every task metric with
+    its bootstrap 95% interval, on the same OOF rows."""
+    from dermstack.metrics import TASK_METRICS
+
+    rows = []
+    for r in results:
+        row = {"model": r.name}
+        for m in TASK_METRICS[task.kind]:
+            row[m] = r.metrics.get(m)
+            lo, hi = (r.metrics.get("ci95", {}).get(m) or [None, None])
+            row[f"{m}_lo"], row[f"{m}_hi"] = lo, hi
+        rows.append(row)
+    return pl.DataFrame(rows)

@@ -1,0 +1,223 @@
+"""Competition submission files, validated before they are written (and any CSV on demand).
+
+Checks, in the spirit of isic-challenge-scoring: the id column and score columns are exactly the
+competition's (names and order, as in its sample file when given), every expected id appears
+exactly once, no other id appears, every score is a number in [0, 1] (no empty cell, no NaN).
+Every problem names its file line (header = line 1), id and column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from dermstack.data.table import LesionTable
+from dermstack.errors import DataError
+from dermstack.task import TaskSpec
+
+MILK10K_CLASSES = ["AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC"]
+
+
+@dataclass(frozen=True)
+class SubmissionFormat:
+    name: str
+    id_column: str
+    score_columns: tuple[str, ...] | None  # None: the task's classes
+
+    def columns(self, classes: list[str] | None = None) -> list[str]:
+        return [self.id_column, *(self.score_columns or classes or [])]
+
+
+FORMATS = {
+    "isic2024": SubmissionFormat("isic2024", "isic_id", ("target",)),
+    "milk10k": SubmissionFormat("milk10k", "lesion_id", tuple(MILK10K_CLASSES)),
+}
+#: Show at most this many offending rows per kind of problem.
+MAX_SHOWN = 5
+
+
+def get_format(name: str) -> SubmissionFormat:
+    if name not in FORMATS:
+        raise DataError(f"unknown submission format {name!r}; known: {sorted(FORMATS)}")
+    return FORMATS[name]
+
+
+def submission_format(table: LesionTable, task: TaskSpec) -> str | None:
+    """The competition format that fits this data and task, or None."""
+    dataset = (table.meta.dataset or "").lower()
+    if task.kind == "binary" and "isic2024" in dataset.replace("-", "").replace("_", ""):
+        return "isic2024"
+    if "milk10k" in dataset and task.kind in ("multilabel", "multiclass") and set(task.classes) == set(MILK10K_CLASSES):
+        return "milk10k"
+    return None
+
+
+# -- checking --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    line: int | None = None
+    id: str | None = None
+    column: str | None = None
+
+    def __str__(self) -> str:
+        where = [f"line {self.line}" if self.line else "", f"id {self.id!r}" if self.id else "",
+                 f"column {self.column!r}" if self.column else ""]
+        where_s = ", ".join(w for w in where if w)
+        return f"{where_s}: {self.message}" if where_s else self.message
+
+
+def check_submission(df: pl.DataFrame, fmt: SubmissionFormat, expected_ids: list[str] | None = None,
+                     columns: list[str] | None = None) -> list[Problem]:
+    """Every problem of a submission frame (string or numeric cells); empty when it is valid.
+
+    ``columns``: the expected header (from the sample file); default the format's own."""
+    expected_cols = columns or fmt.columns()
+    problems: list[Problem] = []
+    missing_cols = [c for c in expected_cols if c not in df.columns]
+    extra_cols = [c for c in df.columns if c not in expected_cols]
+    if missing_cols:
+        problems.append(Problem(f"missing column(s) {missing_cols}; expected header {expected_cols}", line=1))
+    if extra_cols:
+        problems.append(Problem(f"unexpected column(s) {extra_cols}; expected header {expected_cols}", line=1))
+    if not missing_cols and not extra_cols and list(df.columns) != expected_cols:
+        problems.append(Problem(f"columns in the wrong order: {list(df.columns)}; expected {expected_cols}", line=1))
+    id_col = fmt.id_column if fmt.id_column in df.columns else None
+    ids = df[id_col].cast(pl.String).to_list() if id_col else [None] * df.height
+    if id_col:
+        problems += _id_problems(ids, expected_ids, id_col)
+    for c in expected_cols[1:]:
+        if c in df.columns:
+            problems += _score_problems(df[c], ids, c)
+    return problems
+
+
+def _id_problems(ids: list[str | None], expected: list[str] | None, col: str) -> list[Problem]:
+    out = []
+    seen: dict[str, int] = {}
+    for i, v in enumerate(ids):
+        line = i + 2
+        if v is None or v == "":
+            out.append(Problem("empty id", line=line, column=col))
+        elif v in seen:
+            out.append(Problem(f"duplicate id (first on line {seen[v]})", line=line, id=v, column=col))
+        else:
+            seen[v] = line
+    if expected is not None:
+        exp = set(expected)
+        extra = [(line, v) for v, line in seen.items() if v not in exp]
+        for line, v in extra[:MAX_SHOWN]:
+            out.append(Problem("id is not a test id of this data", line=line, id=v, column=col))
+        if len(extra) > MAX_SHOWN:
+            out.append(Problem(f"... {len(extra) - MAX_SHOWN} more ids that are not test ids", column=col))
+        missing = [v for v in expected if v not in seen]
+        if missing:
+            out.append(Problem(f"{len(missing)} test id(s) missing from the submission: {missing[:MAX_SHOWN]}"
+                               + (" ..." if len(missing) > MAX_SHOWN else ""), column=col))
+    return _cap(out)
+
+
+def _score_problems(values: pl.Series, ids: list[str | None], col: str) -> list[Problem]:
+    raw = values.cast(pl.String)
+    num = values.cast(pl.Float64, strict=False) if values.dtype == pl.String else values.cast(pl.Float64)
+    out = []
+    for i, (r, v) in enumerate(zip(raw.to_list(), num.to_list())):
+        line, rid = i + 2, ids[i]
+        if r is None or r.strip() == "":
+            out.append(Problem("empty score", line=line, id=rid, column=col))
+        elif v is None:
+            out.append(Problem(f"score {r!r} is not a number", line=line, id=rid, column=col))
+        elif v != v:
+            out.append(Problem("score is NaN", line=line, id=rid, column=col))
+        elif not 0.0 <= v <= 1.0:
+            out.append(Problem(f"score {v!r} is outside [0, 1]", line=line, id=rid, column=col))
+    return _cap(out)
+
+
+def _cap(problems: list[Problem]) -> list[Problem]:
+    if len(problems) <= 2 * MAX_SHOWN:
+        return problems
+    return problems[: 2 * MAX_SHOWN] + [Problem(f"... and {len(problems) - 2 * MAX_SHOWN} more of these", column=problems[0].column)]
+
+
+def raise_problems(problems: list[Problem], source: str) -> None:
+    if problems:
+        raise DataError(f"invalid submission ({len(problems)} problem(s)):\n  " + "\n  ".join(map(str, problems)), file=source)
+
+
+# -- reading the sample file / any CSV -------------------------------------------------------------
+def read_csv_strings(path: str | Path) -> pl.DataFrame:
+    """A CSV with every cell as a string (so bad numbers are reported, not guessed)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("no such file", file=str(path))
+    try:
+        return pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.PolarsError as e:
+        raise DataError(f"cannot parse CSV: {e}", file=str(path)) from e
+
+
+def sample_spec(sample: str | Path, fmt: SubmissionFormat) -> tuple[list[str], list[str]]:
+    """(header, ids) of a competition sample submission."""
+    df = read_csv_strings(sample)
+    if fmt.id_column not in df.columns:
+        raise DataError(f"sample file has no {fmt.id_column!r} column (header {df.columns}); is it a {fmt.name} sample?",
+                        file=str(sample))
+    return list(df.columns), df[fmt.id_column].to_list()
+
+
+def validate_submission(path: str | Path, sample_or_ids: str | Path | list[str] | None, format: str) -> list[Problem]:
+    """Every problem of the CSV at ``path`` against a sample submission file (header and ids) or a
+    list of expected ids (header: the format's); empty when the file is valid."""
+    fmt = get_format(format)
+    columns, ids = None, None
+    if isinstance(sample_or_ids, (str, Path)):
+        columns, ids = sample_spec(sample_or_ids, fmt)
+    elif sample_or_ids is not None:
+        ids = list(sample_or_ids)
+    return check_submission(read_csv_strings(path), fmt, ids, columns)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def submission_frame(predictions: pl.DataFrame, fmt: SubmissionFormat, columns: list[str], model: str | None = None) -> pl.DataFrame:
+    """Wide frame in ``columns`` order from long predictions (image_id, [model], class, score); a frame
+    that already has the id column is taken as the wide table itself."""
+    if fmt.id_column in predictions.columns:
+        return predictions
+    long = predictions
+    if "model" in long.columns:
+        models = long["model"].unique().to_list()
+        if model is not None:
+            long = long.filter(pl.col("model") == model)
+            if long.height == 0:
+                raise DataError(f"no predictions of model {model!r}; present: {sorted(models)}")
+        elif len(models) > 1:
+            raise DataError(f"predictions of several models {sorted(models)}: say which one to submit")
+    wide = long.group_by("image_id", "class").agg(pl.col("score").mean()).pivot(on="class", index="image_id", values="score")
+    wide = wide.rename({"image_id": fmt.id_column})
+    have = [c for c in columns if c in wide.columns]
+    return wide.select(have + [c for c in wide.columns if c not in columns])
+
+
+def write_submission(test_predictions: pl.DataFrame, format: str, out: str | Path, sample: str | Path | None = None,
+                     ids: list[str] | None = None, classes: list[str] | None = None, model: str | None = None) -> Path:
+    """Validate, then write the submission CSV. Expected ids: the sample file's, else ``ids``, else
+    (with a warning-free fallback) those predicted. Rows follow the sample's (or ``ids``) order.
+    Nothing is written when any check fails (DataError listing every problem)."""
+    fmt = get_format(format)
+    columns = fmt.columns(classes)
+    expected = ids
+    if sample is not None:
+        columns, expected = sample_spec(sample, fmt)
+    df = submission_frame(test_predictions, fmt, columns, model)
+    if expected is not None:
+        order = pl.DataFrame({fmt.id_column: pl.Series(expected, dtype=pl.String)}).with_row_index("_order")
+        df = df.join(order, on=fmt.id_column, how="left").sort("_order", nulls_last=True).drop("_order")
+    raise_problems(check_submission(df, fmt, expected, columns), str(out))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    df.write_csv(tmp, float_precision=None)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,183 @@
+"""Bad inputs give a DataError naming file/row/column, the report accounts for every row, --strict raises."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import polars as pl
+import pytest
+
+from dermstack.data.readers import ingest
+from dermstack.errors import DataError
+
+N = 6  # training rows in the small layouts
+
+
+def real_jpeg(shared_data: Path) -> bytes:
+    with h5py.File(shared_data / "isic2024-sample" / "test-image.hdf5", "r") as f:
+        return bytes(f["ISIC_0015657"][()])
+
+
+def isic2024_layout(shared_data: Path, out: Path, images: dict[str, bytes] | None = None) -> list[str]:
+    """First N real training rows (as text) and, per id, the JPEG bytes to store (all real by default)."""
+    lines = (shared_data / "isic2024-train-sample" / "train-metadata.csv").read_text().splitlines()[: N + 1]
+    (out / "train-metadata.csv").write_text("\n".join(lines) + "\n")
+    ids = [line.split(",", 1)[0] for line in lines[1:]]
+    jpeg = real_jpeg(shared_data)
+    store = {i: jpeg for i in ids} if images is None else images
+    with h5py.File(out / "train-image.hdf5", "w") as f:
+        for key, data in store.items():
+            f.create_dataset(key, data=np.bytes_(data))
+    return ids
+
+
+def edit_cell(csv: Path, line: int, column: str, value: str) -> None:
+    """Set one cell (``line`` 1-based as in an editor, header = 1) of a CSV without quotes in that row."""
+    rows = csv.read_text().splitlines()
+    header = rows[0].split(",")
+    cells = rows[line - 1].split(",")
+    assert len(cells) == len(header), "test helper needs a row without quoted commas"
+    cells[header.index(column)] = value
+    rows[line - 1] = ",".join(cells)
+    csv.write_text("\n".join(rows) + "\n")
+
+
+def accounted(report) -> bool:
+    return report.rows_read == report.rows_kept + len(report.skipped)
+
+
+def simple_line(csv: Path, first: int = 2) -> int:
+    """A data line (from line ``first`` on) without quoted fields, so edit_cell can change it."""
+    rows = csv.read_text().splitlines()
+    return next(i + 1 for i, r in enumerate(rows) if i + 1 >= first and '"' not in r)
+
+
+def test_clean_layout_reads_every_row_with_images(shared_data, tmp_path):
+    ids = isic2024_layout(shared_data, tmp_path)
+    table, report = ingest("isic2024", tmp_path, strict=True)
+    assert table.df["image_id"].to_list() == ids and table.df["image_ref"].null_count() == 0
+
+
+def test_missing_required_column(shared_data, tmp_path):
+    isic2024_layout(shared_data, tmp_path)
+    csv = tmp_path / "train-metadata.csv"
+    df = pl.read_csv(csv, infer_schema=False).drop("patient_id")
+    df.write_csv(csv)
+    with pytest.raises(DataError) as e:
+        ingest("isic2024", tmp_path)
+    assert e.value.file == str(csv) and e.value.column == "patient_id" and "required column" in str(e.value)
+
+
+def test_non_numeric_age_skips_the_row_and_strict_raises(shared_data, tmp_path):
+    ids = isic2024_layout(shared_data, tmp_path)
+    csv = tmp_path / "train-metadata.csv"
+    line = simple_line(csv)
+    edit_cell(csv, line, "age_approx", "forty")
+    table, report = ingest("isic2024", tmp_path)
+    assert len(table) == N - 1 and accounted(report)
+    (skip,) = report.skipped
+    assert (skip.file, skip.row, skip.column, skip.id) == (str(csv), line, "age_approx", ids[line - 2])
+    assert "not a number: 'forty'" in str(skip)
+    with pytest.raises(DataError, match="age_approx") as e:
+        ingest("isic2024", tmp_path, strict=True)
+    assert e.value.row == line and e.value.file == str(csv)
+
+
+def test_image_key_missing_from_hdf5(shared_data, tmp_path):
+    jpeg = real_jpeg(shared_data)
+    lines = (shared_data / "isic2024-train-sample" / "train-metadata.csv").read_text().splitlines()[1: N + 1]
+    ids = [line.split(",", 1)[0] for line in lines]
+    isic2024_layout(shared_data, tmp_path, images={i: jpeg for i in ids[1:]})
+    table, report = ingest("isic2024", tmp_path)
+    assert len(table) == N and accounted(report) and report.missing_images == [ids[0]]
+    assert table.df.filter(pl.col("image_id") == ids[0])["image_ref"].item() is None
+    with pytest.raises(DataError, match=ids[0]) as e:
+        ingest("isic2024", tmp_path, strict=True)
+    assert e.value.row == 2
+
+
+def test_truncated_jpeg_is_skipped_with_reason(shared_data, tmp_path):
+    jpeg = real_jpeg(shared_data)
+    lines = (shared_data / "isic2024-train-sample" / "train-metadata.csv").read_text().splitlines()[1: N + 1]
+    ids = [line.split(",", 1)[0] for line in lines]
+    images = {i: jpeg for i in ids} | {ids[2]: jpeg[: len(jpeg) // 2], ids[3]: b"GIF89a" + jpeg}
+    isic2024_layout(shared_data, tmp_path, images=images)
+    table, report = ingest("isic2024", tmp_path)
+    assert len(table) == N - 2 and accounted(report)
+    reasons = {s.id: s for s in report.skipped}
+    assert "truncated JPEG" in reasons[ids[2]].reason and reasons[ids[2]].row == 4
+    assert "not a JPEG" in reasons[ids[3]].reason and reasons[ids[3]].column == "image_ref"
+    with pytest.raises(DataError, match="truncated JPEG"):
+        ingest("isic2024", tmp_path, strict=True)
+
+
+def test_duplicate_isic_id_keeps_the_first(shared_data, tmp_path):
+    ids = isic2024_layout(shared_data, tmp_path)
+    csv = tmp_path / "train-metadata.csv"
+    line = simple_line(csv, first=3)
+    edit_cell(csv, line, "isic_id", ids[0])
+    table, report = ingest("isic2024", tmp_path)
+    assert len(table) == N - 1 and accounted(report)
+    (skip,) = report.skipped
+    assert skip.row == line and skip.column == "isic_id" and "duplicate" in skip.reason and "first at row 2" in skip.reason
+    assert ids[0] in table.df["image_id"].to_list()
+    with pytest.raises(DataError, match="duplicate"):
+        ingest("isic2024", tmp_path, strict=True)
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty file"), (b"isic_id,target,patient_id\n", "no data rows")])
+def test_empty_csv(tmp_path, content, message):
+    (tmp_path / "train-metadata.csv").write_bytes(content)
+    with pytest.raises(DataError, match=message) as e:
+        ingest("isic2024", tmp_path)
+    assert e.value.file == str(tmp_path / "train-metadata.csv")
+
+
+def test_ragged_row_names_its_line(tmp_path):
+    (tmp_path / "train-metadata.csv").write_text("isic_id,target,patient_id\nISIC_1,0,IP_1\nISIC_2,1,IP_2,extra\n")
+    with pytest.raises(DataError) as e:
+        ingest("isic2024", tmp_path)
+    assert e.value.row == 3
+
+
+def test_bad_target_value(tmp_path):
+    (tmp_path / "train-metadata.csv").write_text("isic_id,target,patient_id\nISIC_1,0,IP_1\nISIC_2,yes,IP_2\nISIC_3,,IP_3\n")
+    table, report = ingest("isic2024", tmp_path)
+    assert len(table) == 1 and accounted(report)
+    assert [(s.row, s.column) for s in report.skipped] == [(3, "target"), (4, "target")]
+
+
+def test_ham10000_bad_rows_and_corrupt_image(shared_data, tmp_path):
+    (tmp_path / "HAM10000_metadata.csv").write_text(
+        "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
+        "HAM_1,ISIC_1,mel,histo,55.0,male,back\n"
+        "HAM_2,ISIC_2,melanoma,histo,40.0,female,trunk\n"
+        "HAM_3,ISIC_3,nv,follow_up,old,female,face\n"
+        "HAM_4,ISIC_4,nv,follow_up,30.0,unknown,unknown\n"
+        "HAM_5,ISIC_5,bkl,histo,30.0,male,chest\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    jpeg = real_jpeg(shared_data)
+    for i in (1, 2, 3):
+        (images / f"ISIC_{i}.jpg").write_bytes(jpeg)
+    (images / "ISIC_4.jpg").write_bytes(jpeg[:100])
+    table, report = ingest("ham10000", tmp_path)
+    assert accounted(report) and table.df["image_id"].to_list() == ["ISIC_1", "ISIC_5"]
+    assert report.missing_images == ["ISIC_5"]
+    assert [(s.row, s.column) for s in report.skipped] == [(3, "dx"), (4, "age_approx"), (5, "image_ref")]
+    with pytest.raises(DataError, match="dx 'melanoma'"):
+        ingest("ham10000", tmp_path, strict=True)
+
+
+def test_milk10k_bad_ground_truth_row(shared_data, tmp_path):
+    src = shared_data / "milk10k-dev"
+    meta = pl.read_csv(src / "MILK10k_Training_Metadata.csv", infer_schema=False).head(6)  # 3 lesions
+    meta.write_csv(tmp_path / "MILK10k_Training_Metadata.csv")
+    gt = pl.read_csv(src / "MILK10k_Training_GroundTruth.csv", infer_schema=False).head(4)  # 3 + one without metadata
+    gt = gt.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.lit("1.0")).otherwise(pl.col("NV")).alias("NV"))
+    gt.write_csv(tmp_path / "MILK10k_Training_GroundTruth.csv")
+    table, report = ingest("milk10k", tmp_path)
+    assert accounted(report) and len(table) == 2
+    reasons = sorted(s.reason for s in report.skipped)
+    assert any("exactly one class" in r for r in reasons) and any("no rows in" in r for r in reasons)

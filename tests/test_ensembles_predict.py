@@ -1,0 +1,77 @@
+"""`predict_run`: new data scored with a run's saved models only reproduces the run's own test scores."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dermstack.boosting import cross_validate
+from dermstack.config import FeaturesConfig, ModelConfig, RunConfig
+from dermstack.data.table import LesionTable
+from dermstack.ensembles.cnn import cross_validate_cnn
+from dermstack.ensembles.predict import predict_run
+from dermstack.ensembles.stacking import cross_validate_stacked, nested_cnn_views, stack_models
+from dermstack.errors import DataError
+from dermstack.features.build import build_features
+from dermstack.run import to_toml
+from ensembles_toy import setup, tiny_cnn
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("run")
+    table, task, plan = setup(root / "images", "binary", n=48, n_test=6)
+    features_cfg = FeaturesConfig(metadata=True, engineered=False, patient=False, image=False, embedding=False)
+    cfg = RunConfig(features=features_cfg, models=[ModelConfig(kind="lightgbm", params={"n_estimators": 20, "verbose": -1}, sampling={}),
+                                                   tiny_cnn()])
+    cfg.ensemble.method = "stack"
+    (root / "config.toml").write_text(to_toml(cfg.to_dict()))
+    table.write(root / "lesions.parquet")
+    fs = build_features(table, features_cfg)
+    models = root / "models"
+    lgbm = cross_validate(fs, task, plan, cfg.models[0], models)
+    cnn = cross_validate_cnn(table, task, plan, cfg.models[1], models, progress=False)
+    views = nested_cnn_views(table, task, plan, cfg.models[1], models, progress=False)
+    stacked = cross_validate_stacked(fs, table, task, plan, cfg.models[0], views, models)
+    stack = stack_models([lgbm, cnn, stacked], task, plan, "stack", models)
+    (root / "metrics.json").write_text(json.dumps({"classes": task.classes, "oof_model": "stack"}))
+    new = LesionTable(table.test, table.meta)
+    new.write(root / "new.parquet")
+    return root, {r.name: r.test for r in (lgbm, cnn, stacked, stack)}
+
+
+def test_predict_reproduces_the_runs_test_scores(run_dir):
+    root, expected = run_dir
+    preds = predict_run(root, root / "new.parquet")
+    assert set(preds["model"].unique()) == {"lightgbm", "cnn", "lightgbm+cnn", "stack"}
+    for name, test in expected.items():
+        got = preds.filter(pl.col("model") == name).sort("image_id")["score"].to_numpy()
+        want = test.sort("image_id")["score"].to_numpy()
+        assert np.allclose(got, want, atol=1e-5), name
+
+
+def test_predict_and_submit_commands(run_dir, tmp_path):
+    from dermstack.ensembles.cli import predict_command, submit_command
+
+    root, expected = run_dir
+    out = tmp_path / "p.parquet"
+    r = CliRunner().invoke(predict_command, [str(root), str(root / "new.parquet"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert pl.read_parquet(out).height == 4 * 6
+    sub = tmp_path / "submission.csv"
+    r = CliRunner().invoke(submit_command, [str(root), "--format", "isic2024", "--out", str(sub), "--predictions", str(out)])
+    assert r.exit_code == 0, r.output
+    df = pl.read_csv(sub)
+    assert df.columns == ["isic_id", "target"] and df.height == 6
+
+
+def test_predict_refuses_training_ids(run_dir):
+    root, _ = run_dir
+    table = LesionTable.read(root / "lesions.parquet")
+    with pytest.raises(DataError, match="training rows of this run"):
+        predict_run(root, LesionTable(table.train.head(3), table.meta))
