@@ -24,7 +24,7 @@ def synthetic(n: int, n_features: int, seed: int = 0) -> tuple[pl.DataFrame, np.
     cols = {f"f{j}": rng.normal(size=n).astype(np.float32) for j in range(n_features - 2)}
     cols["sex"] = rng.choice(["male", "female"], n)
     cols["site"] = rng.choice(["head/neck", "upper extremity", "lower extremity", "posterior torso", "anterior torso"], n)
-    logit = -6.5 + cols["f0"] + 0.5 * cols["f1"] * cols["f2"] + (cols["site"] == "head/neck")
+    logit = -8.0 + cols["f0"] + 0.5 * cols["f1"] * cols["f2"] + (cols["site"] == "head/neck")
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)  # about 1 in 1,000 positive, as ISIC 2024
     return pl.DataFrame(cols), y
 

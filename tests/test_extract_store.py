@@ -200,3 +200,17 @@ def _vit_weights(tmp_path):
     p = tmp_path / "vit.pth"
     torch.save(timm.create_model("test_vit").state_dict(), p)
     return p
+
+
+def test_real_isic2024_hdf5_crops_and_ham10000_jpegs(tmp_path, shared_data, test_weights):
+    """Real data: the Kaggle ISIC 2024 HDF5 (JPEG bytes) via its reader, and HAM10000 JPEG files."""
+    from dermstack.data.readers import ingest
+
+    t, _ = ingest("isic2024", shared_data / "isic2024-sample")
+    ham = sorted((shared_data / "ham10000-dev" / "images").glob("*.jpg"))[:4]
+    both = make_table(t.df["image_id"].to_list() + [p.stem for p in ham], t.df["image_ref"].to_list() + [str(p) for p in ham])
+    out = tmp_path / "real.h5"
+    rep = extract_embeddings(both, [TEST_MODEL], out, settings(test_weights, workers=1))
+    assert rep.backbones[0].embedded == len(both) and not rep.backbones[0].failed
+    feats = EmbeddingStore(out).read(TEST_MODEL, both.df["image_id"].to_list())
+    assert np.isfinite(feats).all() and len({f.tobytes() for f in feats}) == len(both)

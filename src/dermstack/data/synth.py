@@ -43,8 +43,9 @@ AGE_BOOST = 3.0
 PATIENT_RISK_SD = 0.6
 #: Mean shift of the image-only malignancy cue of positives (in SDs).
 IMAGE_SIGNAL = 2.0
-#: Columns whose copula score gets no ugly-duckling deviation.
-_STABLE = {"tbp_lv_symm_2axis_angle", "tbp_lv_dnn_lesion_confidence"}
+#: Columns positives do not shift: the skin around a lesion is the patient's, and two neutral ones.
+_STABLE = {"tbp_lv_Lext", "tbp_lv_Aext", "tbp_lv_Bext", "tbp_lv_stdLExt", "tbp_lv_symm_2axis_angle",
+           "tbp_lv_dnn_lesion_confidence"}
 _SPLIT_CODE = {"train": 0, "test": 1}
 
 
@@ -119,7 +120,7 @@ def float_text(x: np.ndarray) -> pl.Series:
 
 @dataclass
 class SynthSplit:
-    """One drawn split: the CSV frame (strings, real column order), drawing parameters, counts."""
+    """One drawn split: the CSV frame (all text, real column order, rows by isic_id), drawing parameters, counts."""
 
     frame: pl.DataFrame
     looks: LesionLooks
@@ -141,8 +142,9 @@ class _Generator:
         self.chol = np.linalg.cholesky(corr + 1e-6 * np.eye(len(self.columns)))
         design = np.array([DESIGN_SHIFT.get(c, 0.0) for c in self.columns])
         # moving a column moves its correlates too (corr @ design), so the shifted lesions stay plausible
-        self.shift = SIGNAL * np.array([cop["positive_shift"][c] for c in self.columns]) + corr @ design
-        self.ugly = np.array([0.0 if c in _STABLE else UGLY_DUCKLING for c in self.columns])
+        moving = np.array([c not in _STABLE for c in self.columns])
+        self.shift = (SIGNAL * np.array([cop["positive_shift"][c] for c in self.columns]) + corr @ design) * moving
+        self.ugly = UGLY_DUCKLING * moving
 
     def _normal(self, n: int) -> np.ndarray:
         return self.rng.standard_normal((n, len(self.columns))) @ self.chol.T
@@ -287,7 +289,7 @@ class _Generator:
             if x.dtype == object:
                 data[c] = pl.Series(c, x.tolist(), dtype=pl.String)
             else:
-                data[c] = float_text(x.astype(float)) if x.dtype.kind == "f" else pl.Series(c, x)
+                data[c] = float_text(x.astype(float)) if x.dtype.kind == "f" else pl.Series(c, x).cast(pl.String)
         return pl.DataFrame(data)
 
 

@@ -53,6 +53,7 @@ class ExtractReport:
     device: str
     precision: str
     backbones: list[BackboneReport] = field(default_factory=list)
+    merged_into: str | None = None  # torchrun: the store rank 0 joined every rank's store into
 
     def to_dict(self) -> dict:
         return asdict(self) | {"backbones": [asdict(b) | {"images_per_s": b.images_per_s} for b in self.backbones]}
@@ -70,6 +71,8 @@ class ExtractReport:
                 lines.append(f"    failed {x['image_id']}: {x['reason']} ({x['image_ref']})")
             if len(b.failed) > max_failed:
                 lines.append(f"    ... and {len(b.failed) - max_failed} more (see the JSON report)")
+        if self.merged_into:
+            lines.append(f"  all ranks merged into {self.merged_into}")
         return "\n".join(lines)
 
 
@@ -157,8 +160,8 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     for name in backbones:
         bb = create_backbone(name, settings.weights.get(name), settings.image_size)
         report.backbones.append(_extract_one(bb, ids, refs, path, settings, device, precision, shard_text, strict))
-    if ranked:
-        _merge_ranks(out, shard)
+    if ranked and _merge_ranks(out, shard):
+        report.merged_into = str(out)
     return report
 
 
@@ -199,13 +202,13 @@ def _extract_one(bb: Backbone, ids: list[str], refs: list[str | None], path: Pat
     return rep
 
 
-def _merge_ranks(out: Path, shard: tuple[int, int]) -> None:
-    """torchrun: wait for every rank, then rank 0 joins the per-rank stores into ``out``."""
+def _merge_ranks(out: Path, shard: tuple[int, int]) -> bool:
+    """torchrun: wait for every rank, then rank 0 joins the per-rank stores into ``out`` (True on rank 0)."""
     import torch.distributed as dist
 
     if not dist.is_available():
         log.warning("torch.distributed unavailable: merge the per-rank stores with `dermstack extract merge`")
-        return
+        return False
     own = not dist.is_initialized()
     if own:
         dist.init_process_group("gloo")
@@ -220,3 +223,4 @@ def _merge_ranks(out: Path, shard: tuple[int, int]) -> None:
     finally:
         if own:
             dist.destroy_process_group()
+    return shard[0] == 0

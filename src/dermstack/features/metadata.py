@@ -59,7 +59,7 @@ def metadata_features(table: LesionTable, leak_auc: float = 0.65) -> MetadataFea
     """The table's ``meta.feature_columns``; categoricals as String, leaky-missingness columns dropped."""
     meta = table.meta
     cats = set(meta.categorical_columns)
-    columns = list(dict.fromkeys(meta.feature_columns + [c for c in meta.categorical_columns if c not in meta.feature_columns]))
+    columns = list(dict.fromkeys(meta.feature_columns))
     train = table.train
     classes = class_indicators(table)
     dropped: dict[str, float] = {}
