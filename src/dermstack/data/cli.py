@@ -33,12 +33,16 @@ def ingest_command(format: str, path: Path, out: Path, strict: bool, report_path
 @click.option("--test-lesions", type=int, default=100, show_default=True)
 @click.option("--image-size", type=int, default=64, show_default=True, help="Side of the square JPEG crops.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--positive-rate", type=float, default=0.001, show_default=True, help="Share of malignant lesions.")
+@click.option("--workers", type=int, default=None, help="Image rendering processes (default: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the Kaggle layout.")
-def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, out: Path) -> None:
+def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, positive_rate: float,
+                  workers: int | None, out: Path) -> None:
     """Write a synthetic ISIC 2024 dataset in the Kaggle layout (metadata CSVs + HDF5 JPEG crops)."""
     from dermstack.data.synth import synthesize_isic2024
 
-    summary = synthesize_isic2024(out, lesions=lesions, test_lesions=test_lesions, image_size=image_size, seed=seed)
+    summary = synthesize_isic2024(out, lesions=lesions, test_lesions=test_lesions, image_size=image_size, seed=seed,
+                                  positive_rate=positive_rate, workers=workers)
     click.echo(str(summary))
 
 
