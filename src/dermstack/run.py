@@ -128,12 +128,11 @@ class Run:
             return None
         from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
 
-        settings = ExtractSettings(image_size=ex.image_size, batch_size=ex.batch_size, workers=ex.workers,
-                                   device=ex.device, precision=ex.precision, tta=list(ex.tta), weights=dict(ex.weights))
+        settings = ExtractSettings.from_config(ex)
 
         def work():
             report = extract_embeddings(table, list(ex.backbones), p.embeddings, settings, strict=self.cfg.data.strict)
-            log.info("extract: %s", report)
+            click.echo(report.summary(), err=True)
 
         # The store is resumable on its own; the stage record only saves re-opening it.
         _timed(Stage(p.root, "extract", asdict(ex), [p.lesions], [p.embeddings]), work)

@@ -7,6 +7,7 @@ Multi-label tasks use :class:`PerClassAdapter` (one binary booster per class).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -189,6 +190,10 @@ class PerClassAdapter:
             valid_weight: np.ndarray | None = None) -> "PerClassAdapter":
         """``weight``, ``valid_weight``: (n, C), one weight vector per class."""
         for j, m in enumerate(self.members):
+            if not Y[:, j].any():
+                log.warning("class %s has no positive training row in this fold: its score is the constant 0", self.classes[j])
+                self.members[j] = ConstantMember(0.0)
+                continue
             m.fit(X, Y[:, j], X_valid, Y_valid[:, j], _column(weight, j), _column(valid_weight, j))
         return self
 
@@ -203,7 +208,8 @@ class PerClassAdapter:
              categorical: list[str] | None = None) -> "PerClassAdapter":
         obj = cls.__new__(cls)
         obj.classes = list(classes)
-        obj.members = [adapter_cls.load(_class_stem(stem, c), "binary", 1, categorical) for c in classes]
+        obj.members = [ConstantMember.load(_class_stem(stem, c)) if ConstantMember.path(_class_stem(stem, c)).exists()
+                       else adapter_cls.load(_class_stem(stem, c), "binary", 1, categorical) for c in classes]
         return obj
 
     def importance(self) -> dict[str, float]:
@@ -212,6 +218,36 @@ class PerClassAdapter:
             for f, g in m.importance().items():
                 total[f] = total.get(f, 0.0) + g
         return total
+
+
+class ConstantMember:
+    """The score of a multi-label class with no positive row in a fold's training part (no booster can
+    be trained); saved as ``stem.constant.json`` so that the absence of a model file is explicit."""
+
+    kind = "constant"
+    best_iteration = 0
+
+    def __init__(self, score: float):
+        self.score = float(score)
+
+    @staticmethod
+    def path(stem: Path) -> Path:
+        return stem.with_name(stem.name + ".constant.json")
+
+    def predict_proba(self, X) -> np.ndarray:
+        return np.full(len(X), self.score)
+
+    def importance(self) -> dict[str, float]:
+        return {}
+
+    def save(self, stem: Path) -> list[Path]:
+        path = self.path(stem)
+        path.write_text(json.dumps({"score": self.score, "reason": "no positive training row in this fold"}))
+        return [path]
+
+    @classmethod
+    def load(cls, stem: Path) -> "ConstantMember":
+        return cls(json.loads(cls.path(stem).read_text())["score"])
 
 
 def _class_stem(stem: Path, cls_name: str) -> Path:

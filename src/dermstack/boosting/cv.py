@@ -93,7 +93,7 @@ def check_plan(plan: FoldPlan, task: TaskSpec) -> list[tuple[int, np.ndarray, np
             if not lacking:
                 continue
             msg = f"fold {k}: the {part} part has no {lacking} rows"
-            if part == "training" and task.kind != "multiclass":
+            if part == "training" and task.kind == "binary":
                 raise DataError(msg + "; a booster cannot learn a class it never sees (make a new fold plan)")
             log.warning(msg)
     return folds

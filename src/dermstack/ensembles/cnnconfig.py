@@ -68,16 +68,10 @@ class CNNConfig:
 
 
 def resolve_device(device: str) -> str:
-    """``auto``: cuda, then mps, then cpu."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device must be auto, cpu, cuda or mps, got {device!r}")
-    return device
+    """``auto``: cuda, then mps, then cpu (the extract stage's rule), as a device type string."""
+    from dermstack.extract.settings import resolve_device as extract_device
+
+    return extract_device(device).type
 
 
 def autocast_dtype(device: str, precision: str, training: bool) -> torch.dtype | None:
