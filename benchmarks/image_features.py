@@ -70,7 +70,7 @@ def main() -> None:
             t = time.perf_counter()
             _, info = image_features(table.df, mode, args.workers)
             s = time.perf_counter() - t
-            print(f"{fmt}: {info['images']} images, {mode} masks: {s:.1f} s ({info['images'] / s:.0f} images/s, "
+            print(f"{fmt}: {info['images']} images, {'shipped' if mode == 'mask' else mode} masks: {s:.1f} s ({info['images'] / s:.0f} images/s, "
                   f"{args.workers} workers), empty masks {len(info.get('empty_mask', []))}")
         d = automatic_dice(table)
         print(f"{fmt}: automatic vs shipped masks: Dice mean {d.mean():.3f}, median {np.median(d):.3f}, "

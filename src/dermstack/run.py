@@ -76,6 +76,23 @@ def scores_matrix(long: pl.DataFrame, ids: list[str], classes: list[str]) -> np.
     return mat[:, 0] if classes == ["target"] else mat
 
 
+@dataclass
+class SelectedBackbones:
+    """The configured backbones of an EmbeddingStore that may hold others from earlier runs."""
+
+    store: object
+    names: list[str]
+
+    def backbones(self) -> list[str]:
+        return [b for b in self.store.backbones() if b in self.names]
+
+    def read(self, backbone: str, image_ids: list[str]) -> np.ndarray:
+        return self.store.read(backbone, image_ids)
+
+    def image_ids(self, backbone: str) -> list[str]:
+        return self.store.image_ids(backbone)
+
+
 class Run:
     """One pipeline run into ``run_dir``."""
 
@@ -136,7 +153,7 @@ class Run:
 
         # The store is resumable on its own; the stage record only saves re-opening it.
         _timed(Stage(p.root, "extract", asdict(ex), [p.lesions], [p.embeddings]), work)
-        return EmbeddingStore(p.embeddings)
+        return SelectedBackbones(EmbeddingStore(p.embeddings), list(ex.backbones))
 
     def features(self, table: LesionTable, store) -> "FeatureSet":  # noqa: F821
         from dermstack.features.build import build_features
