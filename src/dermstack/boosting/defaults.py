@@ -51,7 +51,7 @@ _ROUNDS = {
     # stop at similar rounds and their scores pool well into one OOF ranking; F1 at 0.5 needs it too
     "binary": {"n_estimators": 300, "early_stopping_rounds": 50, "early_stopping_metric": "logloss"},
     "multiclass": {"n_estimators": 2000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss", "class_weight": "sqrt"},
-    "multilabel": {"n_estimators": 1000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss", "class_weight": "sqrt"},
+    "multilabel": {"n_estimators": 1000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss", "class_weight": "balanced"},
 }
 #: ISIC 2024 winners' resampling (binary only): see :mod:`dermstack.boosting.sampling`.
 DEFAULT_SAMPLING = {"negative_ratio": 0.01, "positive_oversample": 0.003}

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 from sklearn.model_selection import StratifiedGroupKFold
 
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
+from dermstack.parquet_io import read_described, write_described
 
 META_KEY = b"dermstack.fold_plan"
 
@@ -96,22 +95,11 @@ class FoldPlan:
 
     # -- io ---------------------------------------------------------------------
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrow = self.folds.to_arrow()
         meta = {"n_splits": self.n_splits, "seed": self.seed, "group_column": self.group_column,
                 "ids": ids_digest(self.folds["image_id"].to_list())}
-        arrow = arrow.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(arrow, tmp)
-        tmp.replace(path)
-        return path
+        return write_described(self.folds, path, META_KEY, meta)
 
     @classmethod
     def read(cls, path: str | Path) -> "FoldPlan":
-        arrow = pq.read_table(path)
-        raw = (arrow.schema.metadata or {}).get(META_KEY)
-        if raw is None:
-            raise DataError("not a dermstack fold plan", file=str(path))
-        meta = json.loads(raw)
-        return cls(pl.from_arrow(arrow), meta["n_splits"], meta["seed"], meta["group_column"])
+        folds, meta = read_described(path, META_KEY, "fold plan")
+        return cls(folds, meta["n_splits"], meta["seed"], meta["group_column"])

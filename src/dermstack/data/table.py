@@ -7,15 +7,14 @@ file metadata.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from dermstack.errors import DataError
+from dermstack.parquet_io import read_described, write_described
 
 SCHEMA_VERSION = 1
 META_KEY = b"dermstack.lesion_table"
@@ -134,30 +133,15 @@ class LesionTable:
     # -- io ---------------------------------------------------------------------
     def write(self, path: str | Path) -> Path:
         """Write parquet atomically with the table description in the file metadata."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrow = self.df.to_arrow()
-        md = dict(arrow.schema.metadata or {})
-        md[META_KEY] = json.dumps(asdict(self.meta)).encode()
-        arrow = arrow.replace_schema_metadata(md)
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(arrow, tmp)
-        tmp.replace(path)
-        return path
+        return write_described(self.df, path, META_KEY, asdict(self.meta))
 
     @classmethod
     def read(cls, path: str | Path) -> "LesionTable":
-        path = Path(path)
-        if not path.exists():
-            raise DataError("no such LesionTable file", file=str(path))
-        arrow = pq.read_table(path)
-        md = (arrow.schema.metadata or {}).get(META_KEY)
-        if md is None:
-            raise DataError("not a dermstack LesionTable (no table metadata)", file=str(path))
-        meta = TableMeta(**json.loads(md))
+        df, raw = read_described(path, META_KEY, "LesionTable")
+        meta = TableMeta(**raw)
         if meta.schema_version != SCHEMA_VERSION:
             raise DataError(f"LesionTable schema version {meta.schema_version}, this dermstack reads {SCHEMA_VERSION}", file=str(path))
-        return cls(pl.from_arrow(arrow), meta)
+        return cls(df, meta)
 
 
 def finalize_frame(df: pl.DataFrame) -> pl.DataFrame:

@@ -1,14 +1,13 @@
 """FeatureSet: the features table every model reads (parquet), with each column's group."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from dermstack.errors import ConfigError, DataError
+from dermstack.parquet_io import read_described, write_described
 
 META_KEY = b"dermstack.features"
 #: The named feature groups, in report order.
@@ -67,21 +66,10 @@ class FeatureSet:
 
     # -- io ---------------------------------------------------------------------
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrow = self.df.to_arrow()
         meta = {"groups": self.groups, "categorical": self.categorical, "info": self.info}
-        arrow = arrow.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(arrow, tmp)
-        tmp.replace(path)
-        return path
+        return write_described(self.df, path, META_KEY, meta)
 
     @classmethod
     def read(cls, path: str | Path) -> "FeatureSet":
-        arrow = pq.read_table(path)
-        raw = (arrow.schema.metadata or {}).get(META_KEY)
-        if raw is None:
-            raise DataError("not a dermstack feature table", file=str(path))
-        meta = json.loads(raw)
-        return cls(pl.from_arrow(arrow), meta["groups"], meta["categorical"], meta.get("info", {}))
+        df, meta = read_described(path, META_KEY, "feature table")
+        return cls(df, meta["groups"], meta["categorical"], meta.get("info", {}))
