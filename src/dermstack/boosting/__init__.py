@@ -6,12 +6,7 @@ Public API::
     create_adapter(kind, task, classes, params=None, seed=0, categorical=None) -> adapter
     load_models(model_dir) -> list of adapters;  predict_saved(model_dir, features) -> np.ndarray
 """
-import os
 
-# LightGBM and XGBoost use OpenMP; with busy-waiting threads a loaded machine (more runnable threads
-# than cores) trains 10x slower. Passive waiting costs nothing when the cores are free. It must be set
-# before the libraries' OpenMP runtime loads; set OMP_WAIT_POLICY yourself to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from dermstack.boosting.base import BoosterAdapter, FeatureMatrix, PerClassAdapter  # noqa: E402
 from dermstack.boosting.cv import CVResult, cross_validate
