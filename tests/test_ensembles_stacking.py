@@ -164,3 +164,16 @@ def test_level2_multiclass_rows_sum_to_one():
         res = stack_models(outs, task, plan, method=method)
         assert np.allclose(res.oof_scores.sum(1), 1)
         assert res.metrics["macro_f1"] > 0.5
+
+
+def test_cnn_views_roundtrip(tmp_path):
+    import numpy as np
+
+    from dermstack.ensembles.stacking import CNNViews
+
+    rng = np.random.default_rng(0)
+    v = CNNViews("cnn", ["a", "b"], ["i1", "i2", "i3"], rng.random((4, 3, 2)), ["t1", "t2"], rng.random((2, 2)))
+    back = CNNViews.read(v.write(tmp_path / "v.parquet"), "cnn")
+    assert back.image_ids == v.image_ids and back.test_ids == v.test_ids and back.classes == v.classes
+    np.testing.assert_allclose(back.views, v.views)
+    np.testing.assert_allclose(back.test, v.test)

@@ -82,6 +82,9 @@ class ModelConfig:
 class EnsembleConfig:
     method: str = "auto"  # auto (one model: itself; several: mean) | mean | stack | rank
     models: list[str] | None = None
+    #: with a CNN among the models: also train every booster with the CNN score as a feature group
+    #: (leak-free, via CNNs trained without each pair of folds) and add those as base models
+    cnn_feature: bool = True
 
 
 @dataclass

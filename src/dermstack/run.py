@@ -171,30 +171,55 @@ class Run:
         _timed(Stage(p.root, "features", cfg, inputs, [p.features]), work)
         return FeatureSet.read(p.features)
 
-    def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> ModelOutput:
+    def _model_stage(self, name: str, cfg: dict, fit) -> ModelOutput:
+        """Run ``fit() -> CVResult`` unless ``models/<name>/`` is up to date; return its predictions."""
         p = self.paths
-        mdir = p.models / m.label
+        mdir = p.models / name
         outputs = [mdir / "oof.parquet", mdir / "test.parquet", mdir / "metrics.json"]
         inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else [])
-        cfg = {"model": asdict(m), "task": task.kind, "target": task.target_name}
 
         def work():
-            if m.kind == "cnn":
-                from dermstack.ensembles.cnn import cross_validate_cnn
-
-                res = cross_validate_cnn(table, task, plan, m, p.models)
-            else:
-                from dermstack.boosting import cross_validate
-
-                res = cross_validate(features, task, plan, m, p.models)
+            res = fit()
             mdir.mkdir(parents=True, exist_ok=True)
             res.oof.write_parquet(mdir / "oof.parquet")
             res.test.write_parquet(mdir / "test.parquet")
             (mdir / "metrics.json").write_text(json.dumps(res.metrics, indent=2, default=float))
 
-        _timed(Stage(p.root, f"model-{m.label}", cfg, inputs, outputs), work)
-        return ModelOutput(m.label, pl.read_parquet(outputs[0]), pl.read_parquet(outputs[1]),
+        _timed(Stage(p.root, f"model-{name}", cfg, inputs, outputs), work)
+        return ModelOutput(name, pl.read_parquet(outputs[0]), pl.read_parquet(outputs[1]),
                            json.loads(outputs[2].read_text()))
+
+    def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> ModelOutput:
+        cfg = {"model": asdict(m), "task": task.kind, "target": task.target_name}
+        if m.kind == "cnn":
+            from dermstack.ensembles.cnn import cross_validate_cnn
+
+            return self._model_stage(m.label, cfg, lambda: cross_validate_cnn(table, task, plan, m, self.paths.models))
+        from dermstack.boosting import cross_validate
+
+        return self._model_stage(m.label, cfg, lambda: cross_validate(features, task, plan, m, self.paths.models))
+
+    def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelOutput]:
+        """Each booster again with the ``cnn`` feature group (ISIC 2024 style), leak-free through pair CNNs."""
+        cnns = [m for m in self.cfg.models if m.kind == "cnn"]
+        boosters = [m for m in self.cfg.models if m.kind != "cnn"]
+        if not (self.cfg.ensemble.cnn_feature and self.cfg.ensemble.method in ("stack", "rank") and cnns and boosters):
+            return []
+        from dermstack.ensembles.stacking import CNNViews, cross_validate_stacked, nested_cnn_views
+
+        cnn = cnns[0]
+        views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
+        views_stage = Stage(self.paths.root, f"nested-{cnn.label}", {"model": asdict(cnn), "task": task.kind},
+                            [self.paths.lesions, self.paths.folds], [views_file])
+        _timed(views_stage, lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
+        views = CNNViews.read(views_file, cnn.label)
+        outs = []
+        for b in boosters:
+            name = f"{b.label}+{cnn.label}"
+            cfg = {"model": asdict(b), "cnn": asdict(cnn), "task": task.kind, "target": task.target_name}
+            outs.append(self._model_stage(name, cfg, lambda b=b: cross_validate_stacked(
+                features, table, task, plan, b, views, self.paths.models)))
+        return outs
 
     def ensemble(self, outs: list[ModelOutput], task: TaskSpec, plan: FoldPlan) -> ModelOutput:
         """The run's final prediction: the only model, the mean of several, or a stack."""
@@ -208,7 +233,7 @@ class Run:
             return self._scored(ModelOutput("mean", oof, test), task)
         from dermstack.ensembles.stacking import stack_models
 
-        return self._scored(stack_models(outs, task, plan, method=method), task)
+        return self._scored(stack_models(chosen, task, plan, method=method, out_dir=self.paths.models), task)
 
     # -- outputs --------------------------------------------------------------
     def _scored(self, out: ModelOutput, task: TaskSpec) -> ModelOutput:
@@ -262,6 +287,7 @@ class Run:
         store = self.extract(table)
         features = self.features(table, store)
         outs = [self.model(m, table, features, task, plan) for m in self.cfg.models]
+        outs += self.cnn_feature_models(table, features, task, plan)
         final = self.ensemble(outs, task, plan)
         metrics = self.write_outputs(table, task, outs, final)
         if self.cfg.report.enabled:

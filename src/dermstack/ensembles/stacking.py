@@ -72,6 +72,22 @@ class CNNViews:
         self.to_frame().write_parquet(path)
         return path
 
+    @classmethod
+    def read(cls, path: Path, name: str) -> "CNNViews":
+        """The views written by :meth:`write` (rows and classes in their written order)."""
+        long = pl.read_parquet(path)
+        classes = long["class"].unique(maintain_order=True).to_list()
+
+        def block(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
+            wide = frame.pivot(on="class", index="image_id", values="score")
+            return wide["image_id"].to_list(), wide.select(classes).to_numpy()
+
+        train = long.filter(pl.col("view") >= 0)
+        n_views = int(train["view"].max()) + 1
+        blocks = [block(train.filter(pl.col("view") == k)) for k in range(n_views)]
+        test_ids, test = block(long.filter(pl.col("view") == -1)) if (long["view"] == -1).any() else ([], np.zeros((0, len(classes))))
+        return cls(name, classes, blocks[0][0], np.stack([b[1] for b in blocks]), test_ids, test)
+
 
 def nested_scores(fit_score: FitScore, fold_of: np.ndarray, n_splits: int, n_test: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """(views (K, n, C), test (n_test, C)) from one model per pair of folds, as described above."""
