@@ -196,3 +196,13 @@ def test_class_weights():
     assert w[3] / w[0] == pytest.approx(3.0)
     Y = np.array([[1, 0], [0, 0], [0, 0], [0, 1]])
     assert sample_weights("multilabel", Y, "sqrt")[:, 0].tolist() == pytest.approx([np.sqrt(3), 1, 1, 1])
+
+
+def test_user_params_override_defaults_by_alias():
+    from dermstack.boosting.defaults import default_params, resolve_params
+
+    assert "min_data_in_leaf" in default_params("lightgbm", "binary")
+    p = resolve_params("lightgbm", "binary", {"min_child_samples": 3})
+    assert p["min_child_samples"] == 3 and "min_data_in_leaf" not in p
+    p = resolve_params("xgboost", "binary", {"eta": 0.2})
+    assert p["eta"] == 0.2 and "learning_rate" not in p

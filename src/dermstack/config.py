@@ -38,8 +38,9 @@ class CVConfig:
 class ExtractConfig:
     backbones: list[str] = field(default_factory=list)
     image_size: int | None = None
-    batch_size: int = 64
-    workers: int = 2
+    #: batch_size .. weights are dermstack.extract.ExtractSettings (same defaults, tuned in benchmarks/)
+    batch_size: int = 32
+    workers: int = 1
     device: str = "auto"
     precision: str = "auto"
     tta: list[str] = field(default_factory=list)

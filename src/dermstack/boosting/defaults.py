@@ -68,5 +68,27 @@ def default_params(kind: str, task: str) -> dict[str, Any]:
     return {**_ROUNDS[task], **table[kind]}
 
 
+#: Synonyms the libraries accept for the same parameter (LightGBM's come from LightGBM itself).
+_ALIASES: dict[str, list[set[str]]] = {
+    "xgboost": [{"learning_rate", "eta"}, {"lambda", "reg_lambda"}, {"alpha", "reg_alpha"},
+                {"min_split_loss", "gamma"}, {"seed", "random_state"}],
+    "catboost": [{"learning_rate", "eta"}, {"depth", "max_depth"}, {"l2_leaf_reg", "reg_lambda"},
+                 {"iterations", "n_estimators", "num_boost_round", "num_trees"}, {"random_seed", "random_state"},
+                 {"min_data_in_leaf", "min_child_samples"}, {"rsm", "colsample_bylevel"}],
+}
+
+
+def _synonyms(kind: str, name: str) -> set[str]:
+    if kind == "lightgbm":
+        from lightgbm.basic import _ConfigAliases
+
+        return set(_ConfigAliases.get(name)) | {name}
+    return next((group for group in _ALIASES.get(kind, []) if name in group), {name})
+
+
 def resolve_params(kind: str, task: str, user: dict[str, Any] | None) -> dict[str, Any]:
-    return {**default_params(kind, task), **(user or {})}
+    """Defaults for the library and task, overridden by the user's params, also when the user names a
+    parameter by another of the library's aliases (``min_child_samples`` replaces ``min_data_in_leaf``)."""
+    user = dict(user or {})
+    merged = {k: v for k, v in default_params(kind, task).items() if not (_synonyms(kind, k) & set(user))}
+    return {**merged, **user}
