@@ -177,3 +177,19 @@ def test_cnn_views_roundtrip(tmp_path):
     assert back.image_ids == v.image_ids and back.test_ids == v.test_ids and back.classes == v.classes
     np.testing.assert_allclose(back.views, v.views)
     np.testing.assert_allclose(back.test, v.test)
+
+
+def test_oof_cnn_frame_takes_each_row_from_its_own_fold_view():
+    import numpy as np
+    import polars as pl
+
+    from dermstack.ensembles.stacking import CNNViews, oof_cnn_frame
+
+    ids = [f"i{j}" for j in range(6)]
+    views = np.stack([np.full((6, 1), float(k)) for k in range(3)])  # view k scores every row k
+    v = CNNViews("cnn", ["target"], ids, views, ["t0"], np.array([[9.0]]))
+    fold = np.array([0, 1, 2, 0, 1, 2])
+    patients = pl.DataFrame({"image_id": ids + ["t0"], "split": ["train"] * 6 + ["test"], "patient": ["p"] * 7})
+    frame = oof_cnn_frame(v, fold, patients).sort("image_id")
+    got = dict(zip(frame["image_id"], frame["cnn_score"]))
+    assert [got[i] for i in ids] == [float(k) for k in fold] and got["t0"] == 9.0

@@ -174,6 +174,16 @@ def cnn_feature_frame(views: CNNViews, view: int, patients: pl.DataFrame) -> pl.
     return df.with_columns(rel).drop(by)
 
 
+def oof_cnn_frame(views: CNNViews, fold_of: np.ndarray, patients: pl.DataFrame) -> pl.DataFrame:
+    """image_id + ``cnn`` columns as each row's own booster saw them: a training row of fold k from
+    view k (what booster k scored it with), a test row from the mean of every pair CNN."""
+    frames = [cnn_feature_frame(views, k, patients) for k in range(len(views.views))]
+    own = pl.DataFrame({"image_id": views.image_ids, "fold": np.asarray(fold_of, dtype=np.int64)})
+    parts = [f.join(own.filter(pl.col("fold") == k), on="image_id", how="semi") for k, f in enumerate(frames)]
+    parts.append(frames[0].filter(pl.col("image_id").is_in(views.test_ids)))
+    return pl.concat(parts)
+
+
 def _with_cnn(features: FeatureSet, views: CNNViews, view: int, patients: pl.DataFrame) -> FeatureSet:
     return features.add(cnn_feature_frame(views, view, patients), "cnn")
 

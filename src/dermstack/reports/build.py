@@ -73,12 +73,12 @@ def shap_for_run(run: RunData, settings: ReportSettings, out_dir: Path) -> dict[
     ids = run.task.image_ids
     rows = sample_rows(run.task.y, run.folds.fold_of(ids), settings.shap_sample, settings.seed)
     sample_ids = [ids[i] for i in rows]
-    features = align_rows(run.features.df, sample_ids, source=str(run.root / "features.parquet"))
     folds = run.folds.fold_of(sample_ids)
     positives = _positive_rows(run.task.kind, run.task.y[rows])
     out = {}
     for model_dir in run.booster_dirs:
         boosters = load_fold_boosters(model_dir)
+        features = align_rows(run.features_for(model_dir), sample_ids, source=str(run.root / "features.parquet"))
         sv = explain_model(model_dir.name, boosters, features, folds, run.task.classes)
         sv.write(out_dir / "shap" / f"{model_dir.name}.npz")
         groups = feature_groups(model_dir) or dict(run.features.groups)

@@ -83,13 +83,13 @@ def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> P
     if run.features is None or not run.booster_dirs:
         raise DataError("the run has no features.parquet or no booster models to explain", file=str(run_dir))
     fold = run.folds.fold_of([image_id]) if row["split"] == "train" and run.folds is not None else np.array([-1])
-    features = align_rows(run.features.df, [image_id], source=str(Path(run_dir) / "features.parquet"))
     cls = run.explained_class
     shap_sec = Section("waterfall", "Why this score")
     shap_sec.add(paragraph(("Out-of-fold: explained by the boosters of fold %d, averaged over seeds." % fold[0]) if fold[0] >= 0
                            else "Test lesion: explained by every fold's boosters, averaged."))
     figs = []
     for model_dir in run.booster_dirs:
+        features = align_rows(run.features_for(model_dir), [image_id], source=str(Path(run_dir) / "features.parquet"))
         sv = explain_model(model_dir.name, load_fold_boosters(model_dir), features, fold, run.task.classes, progress=False)
         figs.append(figure(shap_plots.waterfall_figure(sv, 0, cls), f"{model_dir.name}: raw score (log-odds) = base + contributions"
                            + (f", class {cls}" if cls else "")))

@@ -99,6 +99,22 @@ class RunData:
         path = self.root / "features.parquet"
         return FeatureSet.read(path) if path.exists() else None
 
+    def features_for(self, model_dir: Path) -> pl.DataFrame:
+        """The feature rows a model directory's boosters were trained on: ``features.parquet``, plus,
+        for a ``<booster>+<cnn>`` model, the ``cnn`` columns each row's own fold booster saw."""
+        from dermstack.reports.boosters import feature_groups
+
+        df = self.features.df
+        missing = [c for c in feature_groups(model_dir) if c not in df.columns]
+        if not missing or "+" not in model_dir.name:
+            return df
+        from dermstack.ensembles.stacking import CNNViews, oof_cnn_frame, patient_key
+
+        cnn = model_dir.name.split("+", 1)[1]
+        views = CNNViews.read(self.models_dir / cnn / "nested" / "views.parquet", cnn)
+        frame = oof_cnn_frame(views, self.folds.fold_of(views.image_ids), patient_key(self.table))
+        return df.join(frame, on="image_id", how="left", maintain_order="left")
+
     @property
     def models_dir(self) -> Path:
         return self.root / "models"
