@@ -39,7 +39,7 @@ class ExtractConfig:
     backbones: list[str] = field(default_factory=list)
     image_size: int | None = None
     #: batch_size .. weights are dermstack.extract.ExtractSettings (same defaults, tuned in benchmarks/)
-    batch_size: int = 32
+    batch_size: int = 16
     workers: int = 1
     device: str = "auto"
     precision: str = "auto"

@@ -18,7 +18,7 @@ class ExtractSettings:
     """How to embed. ``image_size=None`` uses the model's default; ``weights`` maps backbone -> local file."""
 
     image_size: int | None = None
-    batch_size: int = 32
+    batch_size: int = 16
     workers: int = 1
     device: str = "auto"
     precision: str = "auto"
