@@ -16,10 +16,8 @@ log = logging.getLogger(__name__)
 class CatBoostAdapter(BoosterAdapter):
     kind = "catboost"
     ext = ".cbm"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.model: CatBoostClassifier | None = None
+    #: the fitted native model (None until fit or load)
+    model: "CatBoostClassifier | None" = None
 
     def train_params(self) -> dict:
         p = {**self.params, "iterations": self.n_estimators, "random_seed": self.seed, "thread_count": self.threads,

@@ -16,10 +16,8 @@ log = logging.getLogger(__name__)
 class LightGBMAdapter(BoosterAdapter):
     kind = "lightgbm"
     ext = ".txt"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.booster: lgb.Booster | None = None
+    #: the fitted native model (None until fit or load)
+    booster: "lgb.Booster | None" = None
 
     def train_params(self) -> dict:
         """Library parameters: deterministic, seeded, all threads."""

@@ -13,10 +13,8 @@ from dermstack.boosting.base import BoosterAdapter
 class XGBoostAdapter(BoosterAdapter):
     kind = "xgboost"
     ext = ".json"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.booster: xgb.Booster | None = None
+    #: the fitted native model (None until fit or load)
+    booster: "xgb.Booster | None" = None
 
     def train_params(self) -> dict:
         p = {"tree_method": "hist", "max_cat_to_onehot": 1, **self.params, "seed": self.seed, "nthread": self.threads,
