@@ -72,3 +72,26 @@ def test_taskspec_binary_and_label_target():
     assert spec.y.tolist() == t.train["target"].to_list()
     with pytest.raises(ConfigError, match="neither"):
         TaskSpec.from_table(t, "binary", target="MEL")
+
+
+def test_stage_skips_when_unchanged_and_reruns_on_change(tmp_path):
+    from dermstack.provenance import Stage
+
+    inp, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    inp.write_text("a")
+    calls = []
+
+    def stage(cfg):
+        s = Stage(tmp_path, "s", cfg, [inp], [out])
+        if not s.done():
+            calls.append(cfg)
+            out.write_text("x")
+            s.finish(0.0)
+
+    stage({"k": 1})
+    stage({"k": 1})
+    assert len(calls) == 1  # unchanged: skipped
+    stage({"k": 2})
+    inp.write_text("b")
+    stage({"k": 2})
+    assert len(calls) == 3  # config change, then input change

@@ -32,6 +32,9 @@ class DataConfig:
 class CVConfig:
     n_splits: int = 5
     seed: int = 42
+    #: Dask scheduler address: train the boosters through lightgbm.dask / xgboost.dask
+    #: (default: $DERMSTACK_DASK_ADDRESS, else in this process)
+    dask_address: str | None = None
 
 
 @dataclass

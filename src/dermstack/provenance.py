@@ -8,6 +8,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -16,9 +17,21 @@ PACKAGES = ("dermstack", "torch", "torchvision", "timm", "lightgbm", "xgboost", 
             "numpy", "scikit-learn", "scikit-image", "shap", "h5py")
 
 
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 of dermstack's own source files, so that a code change re-runs the stages it may affect."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.suffix in (".py", ".json", ".toml"):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def versions() -> dict[str, str]:
-    """Python and package versions that shape the results."""
-    out = {"python": platform.python_version()}
+    """Python and package versions that shape the results, and the digest of dermstack's source."""
+    out = {"python": platform.python_version(), "dermstack_source": source_digest()}
     for p in PACKAGES:
         try:
             out[p] = md.version(p)

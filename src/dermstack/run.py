@@ -133,7 +133,8 @@ class Run:
 
     def folds(self, table: LesionTable) -> FoldPlan:
         p, cv = self.paths, self.cfg.cv
-        stage = Stage(p.root, "folds", {**asdict(cv), "task": self.cfg.data.task}, [p.lesions], [p.folds])
+        stage = Stage(p.root, "folds", {"n_splits": cv.n_splits, "seed": cv.seed, "task": self.cfg.data.task},
+                      [p.lesions], [p.folds])
         _timed(stage, lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task).write(p.folds))
         plan = FoldPlan.read(p.folds)
         plan.check_matches(table)
@@ -196,8 +197,17 @@ class Run:
 
             return self._model_stage(m.label, cfg, lambda: cross_validate_cnn(table, task, plan, m, self.paths.models))
         from dermstack.boosting import cross_validate
+        from dermstack.boosting.dask_ import connect
 
-        return self._model_stage(m.label, cfg, lambda: cross_validate(features, task, plan, m, self.paths.models))
+        def fit():
+            client = connect(self.cfg.cv.dask_address)
+            try:
+                return cross_validate(features, task, plan, m, self.paths.models, client=client)
+            finally:
+                if client is not None:
+                    client.close()
+
+        return self._model_stage(m.label, cfg, fit)
 
     def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelOutput]:
         """Each booster again with the ``cnn`` feature group (ISIC 2024 style), leak-free through pair CNNs."""
