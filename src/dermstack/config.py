@@ -1,6 +1,7 @@
 """Run configuration: typed dataclasses read from TOML; an unknown key is an error, not ignored."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
@@ -37,17 +38,51 @@ class CVConfig:
     dask_address: str | None = None
 
 
+#: test-time augmentations an extraction may average over
+TTA_MODES = ("hflip", "vflip")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
 @dataclass
-class ExtractConfig:
-    backbones: list[str] = field(default_factory=list)
+class ExtractSettings:
+    """How to embed (``dermstack.extract``). ``image_size=None`` uses the model's default; ``weights``
+    maps backbone -> local file. Defaults tuned with benchmarks/extract_throughput.py."""
+
     image_size: int | None = None
-    #: batch_size .. weights are dermstack.extract.ExtractSettings (same defaults, tuned in benchmarks/)
     batch_size: int = 16
     workers: int = 1
     device: str = "auto"
     precision: str = "auto"
     tta: list[str] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)
+    #: torch threads for the model on CPU (None: one per core)
+    threads: int | None = None
+    #: retry images recorded as failed by an earlier run
+    retry_failed: bool = False
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.tta if t not in TTA_MODES]
+        if bad:
+            raise ConfigError(f"unknown TTA {bad}; known: {list(TTA_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.device.split(":")[0] not in DEVICES:
+            raise ConfigError(f"device must be one of {DEVICES} (cuda:N allowed), got {self.device!r}")
+        if self.batch_size < 1 or self.workers < 0 or (self.image_size is not None and self.image_size < 8):
+            raise ConfigError("batch_size must be >= 1, workers >= 0, image_size >= 8")
+
+    @classmethod
+    def from_config(cls, cfg: "ExtractSettings") -> "ExtractSettings":
+        """The settings part of an ``[extract]`` section (an ExtractConfig)."""
+        return cls(**{f.name: copy.copy(getattr(cfg, f.name)) for f in dataclasses.fields(cls)})
+
+
+@dataclass
+class ExtractConfig(ExtractSettings):
+    """``[extract]``: the backbones to embed with, how (ExtractSettings), and the PCA the run joins."""
+
+    backbones: list[str] = field(default_factory=list)
     pca_components: int = 32
 
 

@@ -111,6 +111,8 @@ class BoosterAdapter(ABC):
 
     kind: ClassVar[str]
     ext: ClassVar[str]
+    #: the library's own model object (lgb.Booster, xgb.Booster, CatBoostClassifier); None until fit or load
+    native: Any = None
 
     def __init__(self, problem: str, n_classes: int, params: dict[str, Any], seed: int = 0,
                  categorical: list[str] | None = None, threads: int | None = None):
@@ -142,9 +144,11 @@ class BoosterAdapter(ABC):
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """(n,) for binary, (n, C) for multiclass."""
 
-    @abstractmethod
     def save(self, stem: Path) -> list[Path]:
-        """Write the native model file(s) ``stem + ext``; returns the paths written."""
+        """Write the native model file ``stem + ext`` (each library's own ``save_model``); returns the paths written."""
+        path = stem.with_name(stem.name + self.ext)
+        self.native.save_model(str(path))
+        return [path]
 
     @classmethod
     @abstractmethod

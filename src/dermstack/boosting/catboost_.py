@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +15,7 @@ log = logging.getLogger(__name__)
 class CatBoostAdapter(BoosterAdapter):
     kind = "catboost"
     ext = ".cbm"
-    #: the fitted native model (None until fit or load)
-    model: "CatBoostClassifier | None" = None
+    native: "CatBoostClassifier | None"
 
     def train_params(self) -> dict:
         p = {**self.params, "iterations": self.n_estimators, "random_seed": self.seed, "thread_count": self.threads,
@@ -41,32 +39,28 @@ class CatBoostAdapter(BoosterAdapter):
 
     def fit(self, X, y, X_valid, y_valid, weight=None, valid_weight=None):
         self.feature_names = list(X.columns)
-        self.model = CatBoostClassifier(**self.train_params())
-        self.model.fit(self.pool(X, y, weight), eval_set=self.pool(X_valid, y_valid, valid_weight), early_stopping_rounds=self.early_stopping_rounds)
-        self.best_iteration = int(self.model.tree_count_)
+        self.native = CatBoostClassifier(**self.train_params())
+        self.native.fit(self.pool(X, y, weight), eval_set=self.pool(X_valid, y_valid, valid_weight), early_stopping_rounds=self.early_stopping_rounds)
+        self.best_iteration = int(self.native.tree_count_)
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         self._check_fitted()
-        p = self.model.predict_proba(self.pool(X[self.feature_names]), thread_count=self.threads)
+        p = self.native.predict_proba(self.pool(X[self.feature_names]), thread_count=self.threads)
         return np.asarray(p[:, 1] if self.problem == "binary" else p, dtype=np.float64)
 
-    def save(self, stem: Path) -> list[Path]:
-        path = stem.with_name(stem.name + self.ext)
-        self.model.save_model(str(path), format="cbm")
-        return [path]
 
     @classmethod
     def load(cls, stem, problem, n_classes, categorical=None):
         obj = cls(problem, n_classes, {}, categorical=categorical)
-        obj.model = CatBoostClassifier()
-        obj.model.load_model(str(stem.with_name(stem.name + cls.ext)), format="cbm")
-        obj.feature_names = list(obj.model.feature_names_)
-        obj.best_iteration = int(obj.model.tree_count_)
+        obj.native = CatBoostClassifier()
+        obj.native.load_model(str(stem.with_name(stem.name + cls.ext)), format="cbm")
+        obj.feature_names = list(obj.native.feature_names_)
+        obj.best_iteration = int(obj.native.tree_count_)
         return obj
 
     def importance(self) -> dict[str, float]:
         """CatBoost's PredictionValuesChange (its gain-like default), per feature."""
         self._check_fitted()
-        values = self.model.get_feature_importance(type="PredictionValuesChange")
-        return {f: float(v) for f, v in zip(self.model.feature_names_, values)}
+        values = self.native.get_feature_importance(type="PredictionValuesChange")
+        return {f: float(v) for f, v in zip(self.native.feature_names_, values)}

@@ -76,7 +76,7 @@ class DaskLightGBMAdapter(LightGBMAdapter):
             model.fit(dX, dy, sample_weight=dw)
         booster = model.booster_
         self.best_iteration = best_iteration(booster, X_valid, y_valid, valid_weight, self.problem, self.stopping_metric)
-        self.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=self.best_iteration))
+        self.native = lgb.Booster(model_str=booster.model_to_string(num_iteration=self.best_iteration))
         return self
 
 

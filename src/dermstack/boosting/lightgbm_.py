@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -16,8 +15,7 @@ log = logging.getLogger(__name__)
 class LightGBMAdapter(BoosterAdapter):
     kind = "lightgbm"
     ext = ".txt"
-    #: the fitted native model (None until fit or load)
-    booster: "lgb.Booster | None" = None
+    native: "lgb.Booster | None"
 
     def train_params(self) -> dict:
         """Library parameters: deterministic, seeded, all threads."""
@@ -38,33 +36,29 @@ class LightGBMAdapter(BoosterAdapter):
         self.feature_names = list(X.columns)
         train = lgb.Dataset(X, label=y, weight=weight, free_raw_data=True)
         valid = lgb.Dataset(X_valid, label=y_valid, weight=valid_weight, reference=train)
-        self.booster = lgb.train(
+        self.native = lgb.train(
             self.train_params(), train, num_boost_round=self.n_estimators, valid_sets=[valid], valid_names=["valid"],
             callbacks=[lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True, verbose=False)],
         )
-        self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
+        self.best_iteration = int(self.native.best_iteration or self.native.current_iteration())
         # keep only the trees up to the best iteration: in memory and on disk the same model
-        self.booster = lgb.Booster(model_str=self.booster.model_to_string(num_iteration=self.best_iteration))
+        self.native = lgb.Booster(model_str=self.native.model_to_string(num_iteration=self.best_iteration))
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         self._check_fitted()
-        return np.asarray(self.booster.predict(X[self.feature_names], num_threads=self.threads), dtype=np.float64)
+        return np.asarray(self.native.predict(X[self.feature_names], num_threads=self.threads), dtype=np.float64)
 
-    def save(self, stem: Path) -> list[Path]:
-        path = stem.with_name(stem.name + self.ext)
-        self.booster.save_model(path)
-        return [path]
 
     @classmethod
     def load(cls, stem, problem, n_classes, categorical=None):
         obj = cls(problem, n_classes, {}, categorical=categorical)
-        obj.booster = lgb.Booster(model_file=stem.with_name(stem.name + cls.ext))
-        obj.feature_names = obj.booster.feature_name()
-        obj.best_iteration = obj.booster.current_iteration()
+        obj.native = lgb.Booster(model_file=stem.with_name(stem.name + cls.ext))
+        obj.feature_names = obj.native.feature_name()
+        obj.best_iteration = obj.native.current_iteration()
         return obj
 
     def importance(self) -> dict[str, float]:
         self._check_fitted()
-        gain = self.booster.feature_importance(importance_type="gain")
-        return {f: float(g) for f, g in zip(self.booster.feature_name(), gain)}
+        gain = self.native.feature_importance(importance_type="gain")
+        return {f: float(g) for f, g in zip(self.native.feature_name(), gain)}

@@ -1,7 +1,6 @@
 """XGBoost adapter: native JSON model files, pandas categories through ``enable_categorical``."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +12,7 @@ from dermstack.boosting.base import BoosterAdapter
 class XGBoostAdapter(BoosterAdapter):
     kind = "xgboost"
     ext = ".json"
-    #: the fitted native model (None until fit or load)
-    booster: "xgb.Booster | None" = None
+    native: "xgb.Booster | None"
 
     def train_params(self) -> dict:
         p = {"tree_method": "hist", "max_cat_to_onehot": 1, **self.params, "seed": self.seed, "nthread": self.threads,
@@ -44,27 +42,23 @@ class XGBoostAdapter(BoosterAdapter):
     def set_booster(self, booster: xgb.Booster) -> None:
         """Keep the trees up to the best iteration: in memory and on disk the same model."""
         self.best_iteration = int(booster.best_iteration) + 1
-        self.booster = booster[: self.best_iteration]
+        self.native = booster[: self.best_iteration]
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         self._check_fitted()
-        return np.asarray(self.booster.predict(self.matrix(X[self.feature_names])), dtype=np.float64)
+        return np.asarray(self.native.predict(self.matrix(X[self.feature_names])), dtype=np.float64)
 
-    def save(self, stem: Path) -> list[Path]:
-        path = stem.with_name(stem.name + self.ext)
-        self.booster.save_model(path)
-        return [path]
 
     @classmethod
     def load(cls, stem, problem, n_classes, categorical=None):
         obj = cls(problem, n_classes, {}, categorical=categorical)
-        obj.booster = xgb.Booster(model_file=stem.with_name(stem.name + cls.ext))
-        obj.booster.set_param({"nthread": obj.threads})
-        obj.feature_names = list(obj.booster.feature_names)
-        obj.best_iteration = obj.booster.num_boosted_rounds()
+        obj.native = xgb.Booster(model_file=stem.with_name(stem.name + cls.ext))
+        obj.native.set_param({"nthread": obj.threads})
+        obj.feature_names = list(obj.native.feature_names)
+        obj.best_iteration = obj.native.num_boosted_rounds()
         return obj
 
     def importance(self) -> dict[str, float]:
         self._check_fitted()
-        gain = self.booster.get_score(importance_type="total_gain")
+        gain = self.native.get_score(importance_type="total_gain")
         return {f: float(gain.get(f, 0.0)) for f in self.feature_names}

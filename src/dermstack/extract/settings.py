@@ -1,50 +1,17 @@
-"""ExtractSettings and how device and precision are resolved on the machine at hand."""
+"""How device and precision are resolved on the machine at hand (ExtractSettings lives in dermstack.config)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from dermstack.config import DEVICES, PRECISIONS, TTA_MODES, ExtractSettings  # noqa: F401  (re-exported)
 from dermstack.errors import ConfigError
 
-TTA = {"hflip": (3,), "vflip": (2,)}  # flip dims of an NCHW batch
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass
-class ExtractSettings:
-    """How to embed. ``image_size=None`` uses the model's default; ``weights`` maps backbone -> local file."""
-
-    image_size: int | None = None
-    batch_size: int = 16
-    workers: int = 1
-    device: str = "auto"
-    precision: str = "auto"
-    tta: list[str] = field(default_factory=list)
-    weights: dict[str, str] = field(default_factory=dict)
-    #: torch threads for the model on CPU (None: one per core)
-    threads: int | None = None
-    #: retry images recorded as failed by an earlier run
-    retry_failed: bool = False
-
-    def __post_init__(self) -> None:
-        bad = [t for t in self.tta if t not in TTA]
-        if bad:
-            raise ConfigError(f"unknown TTA {bad}; known: {sorted(TTA)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.device.split(":")[0] not in DEVICES:
-            raise ConfigError(f"device must be one of {DEVICES} (cuda:N allowed), got {self.device!r}")
-        if self.batch_size < 1 or self.workers < 0 or (self.image_size is not None and self.image_size < 8):
-            raise ConfigError("batch_size must be >= 1, workers >= 0, image_size >= 8")
-
-    @classmethod
-    def from_config(cls, cfg) -> "ExtractSettings":
-        """From a ``dermstack.config.ExtractConfig`` section."""
-        return cls(image_size=cfg.image_size, batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
-                   precision=cfg.precision, tta=list(cfg.tta), weights=dict(cfg.weights))
+#: flip dims of an NCHW batch, one entry per dermstack.config.TTA_MODES
+TTA = {"hflip": (3,), "vflip": (2,)}
+assert set(TTA) == set(TTA_MODES)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -21,11 +21,9 @@ log = logging.getLogger(__name__)
 
 def native_model(adapter) -> Any:
     """The library object inside an adapter (lgb.Booster, xgb.Booster, catboost.CatBoost)."""
-    for attr in ("booster", "model", "_booster", "_model"):
-        obj = getattr(adapter, attr, None)
-        if obj is not None:
-            return obj
-    raise DataError(f"{type(adapter).__name__} exposes no native model (booster/model attribute)")
+    if adapter.native is None:
+        raise DataError(f"{type(adapter).__name__} has no fitted or loaded model to explain")
+    return adapter.native
 
 
 def native_input(adapter, X: pd.DataFrame):
