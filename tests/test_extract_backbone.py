@@ -17,7 +17,7 @@ from dermstack.errors import ConfigError, DataError
 from dermstack.extract import create_backbone
 from dermstack.extract.dataset import Geometry, decode
 from dermstack.extract.registry import PACKAGE_WEIGHTS
-from dermstack.extract.settings import parse_shard
+from dermstack.extract.settings import ExtractSettings, Parallelism, parse_shard, resolve_parallelism
 from dermstack.extract.weights import load_by_order, read_state_dict
 from extract_fixtures import TEST_MODEL, lesion_like, test_weights  # noqa: F401
 
@@ -131,3 +131,15 @@ def test_parse_shard():
     for bad in ("4/4", "a/b", "1"):
         with pytest.raises(ConfigError):
             parse_shard(bad)
+
+
+def test_parallelism_follows_the_device_and_user_values_win():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    auto = ExtractSettings()
+    assert resolve_parallelism(auto, cpu, cores=2) == Parallelism(8, 2, 1, 0)
+    assert resolve_parallelism(auto, cpu, cores=16) == Parallelism(8, 4, 4, 0)
+    assert resolve_parallelism(auto, gpu, cores=16) == Parallelism(64, 1, None, 8)
+    mine = ExtractSettings(batch_size=32, streams=1, threads=3, workers=2)
+    assert resolve_parallelism(mine, cpu, cores=16) == Parallelism(32, 1, 3, 2)
+    with pytest.raises(ConfigError, match="streams"):
+        ExtractSettings(streams=0)

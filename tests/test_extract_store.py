@@ -58,22 +58,23 @@ def test_resume_after_crash_equals_clean_pass(tmp_path, table, test_weights, mon
     clean = tmp_path / "clean.h5"
     extract_embeddings(table, [TEST_MODEL], clean, settings(test_weights))
     out = tmp_path / "crashed.h5"
-    real_append, calls = GroupWriter.append, []
+    real_commit, calls = GroupWriter.commit, []
 
-    def crash_on_third(self, ids, feats):
-        calls.append(len(ids))
-        if len(calls) == 3:  # a kill in the middle of a batch: rows resized and written, count not moved on
+    def crash_on_third(self):
+        calls.append(self.n_pending)
+        if len(calls) == 3:  # a kill in the middle of a commit: rows resized and written, count not moved on
             for name in ("features", "image_id"):
-                self.g[name].resize(self.n + len(ids), axis=0)
+                self.g[name].resize(self.n + self.n_pending, axis=0)
             self.g["features"][self.n:] = 99.0
             self.f.flush()
             raise KeyboardInterrupt
-        real_append(self, ids, feats)
+        real_commit(self)
 
-    monkeypatch.setattr(GroupWriter, "append", crash_on_third)
+    monkeypatch.setattr(GroupWriter, "COMMIT_ROWS", 4)  # one commit per batch of 4
+    monkeypatch.setattr(GroupWriter, "commit", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        extract_embeddings(table, [TEST_MODEL], out, settings(test_weights))
-    monkeypatch.setattr(GroupWriter, "append", real_append)
+        extract_embeddings(table, [TEST_MODEL], out, settings(test_weights, streams=1))
+    monkeypatch.setattr(GroupWriter, "commit", real_commit)
     store = EmbeddingStore(out)
     assert not store.is_complete(TEST_MODEL)
     assert len(store.image_ids(TEST_MODEL)) == 8
@@ -88,6 +89,34 @@ def test_resume_after_crash_equals_clean_pass(tmp_path, table, test_weights, mon
     before = out.read_bytes()
     rep = extract_embeddings(table, [TEST_MODEL], out, settings(test_weights))
     assert rep.backbones[0].embedded == 0 and out.read_bytes() == before
+
+
+def test_streams_and_decode_workers_give_the_same_store(tmp_path, table, test_weights):
+    """Two model streams decoding their own batches, and one stream fed by a DataLoader worker,
+    embed every image exactly once with the same numbers; torch's thread count is restored."""
+    ids = table.df["image_id"].to_list()
+    threads = torch.get_num_threads()
+    runs = {}
+    for name, kw in {"one": {"streams": 1}, "two": {"streams": 2, "threads": 1}, "loader": {"streams": 1, "workers": 1}}.items():
+        out = tmp_path / f"{name}.h5"
+        rep = extract_embeddings(table, [TEST_MODEL], out, settings(test_weights, batch_size=3, **kw))
+        assert rep.backbones[0].embedded == len(ids) and sorted(EmbeddingStore(out).image_ids(TEST_MODEL)) == sorted(ids)
+        runs[name] = EmbeddingStore(out).read(TEST_MODEL, ids)
+        assert torch.get_num_threads() == threads
+    np.testing.assert_allclose(runs["two"], runs["one"], atol=1e-3)
+    np.testing.assert_allclose(runs["loader"], runs["one"], atol=1e-3)
+
+
+def test_an_error_in_a_stream_reaches_the_caller(tmp_path, table, test_weights, monkeypatch):
+    from dermstack.extract import runner
+
+    def broken(self, images):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr(runner.Embedder, "__call__", broken)
+    with pytest.raises(RuntimeError, match="model exploded"):
+        extract_embeddings(table, [TEST_MODEL], tmp_path / "e.h5", settings(test_weights, streams=2))
+    assert not EmbeddingStore(tmp_path / "e.h5").is_complete(TEST_MODEL)
 
 
 def test_new_images_are_appended_and_changed_settings_refused(tmp_path, images, test_weights):

@@ -47,17 +47,22 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 @dataclass
 class ExtractSettings:
     """How to embed (``dermstack.extract``). ``image_size=None`` uses the model's default; ``weights``
-    maps backbone -> local file. Defaults tuned with benchmarks/extract_throughput.py."""
+    maps backbone -> local file. ``None`` for batch_size, workers, streams and threads means "what is
+    fastest on the device" (dermstack.extract.settings.resolve_parallelism; benchmarks/extract_throughput.py)."""
 
     image_size: int | None = None
-    batch_size: int = 16
-    workers: int = 1
+    #: images per forward pass (per stream); None: 8 on CPU, 64 on a GPU
+    batch_size: int | None = None
+    #: DataLoader processes decoding images; None: 0 on CPU (each stream decodes its own batches), else up to 8
+    workers: int | None = None
+    #: model replicas run side by side in threads, sharing the weights; None: one per core up to 4 on CPU, 1 on a GPU
+    streams: int | None = None
+    #: torch threads per stream on CPU; None: cores / streams
+    threads: int | None = None
     device: str = "auto"
     precision: str = "auto"
     tta: list[str] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)
-    #: torch threads for the model on CPU (None: one per core)
-    threads: int | None = None
     #: retry images recorded as failed by an earlier run
     retry_failed: bool = False
 
@@ -69,8 +74,10 @@ class ExtractSettings:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"device must be one of {DEVICES} (cuda:N allowed), got {self.device!r}")
-        if self.batch_size < 1 or self.workers < 0 or (self.image_size is not None and self.image_size < 8):
-            raise ConfigError("batch_size must be >= 1, workers >= 0, image_size >= 8")
+        for name, low in (("batch_size", 1), ("workers", 0), ("streams", 1), ("threads", 1), ("image_size", 8)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"[extract] {name} must be >= {low}, got {value}")
 
     @classmethod
     def from_config(cls, cfg: "ExtractSettings") -> "ExtractSettings":

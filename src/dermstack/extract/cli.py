@@ -27,9 +27,12 @@ def extract() -> None:
               help="timm model name (repeat for several).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="EmbeddingStore (.h5) to write or resume.")
 @click.option("--image-size", type=int, default=None, help="Input side in pixels (default: the model's own).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="DataLoader processes decoding images.")
-@click.option("--threads", type=int, default=None, help="torch threads for the model on CPU (default: one per core).")
+@click.option("--batch-size", type=int, default=None, help="Images per forward pass (default: 8 on CPU, 64 on a GPU).")
+@click.option("--streams", type=int, default=None,
+              help="Model replicas running side by side in threads (default: one per core up to 4 on CPU, 1 on a GPU).")
+@click.option("--threads", type=int, default=None, help="torch threads per stream on CPU (default: cores / streams).")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader processes decoding images (default: 0 on CPU, where the streams decode, else up to 8).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] | mps")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
 @click.option("--tta", multiple=True, type=click.Choice(["hflip", "vflip"]), help="Average over flipped copies too.")
@@ -39,15 +42,15 @@ def extract() -> None:
 @click.option("--retry-failed", is_flag=True, help="Try again the images an earlier run recorded as failed.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON report (default: OUT with .report.json).")
-def run_command(lesions: Path, backbones: tuple[str, ...], out: Path, image_size: int | None, batch_size: int, workers: int,
-                threads: int | None, device: str, precision: str, tta: tuple[str, ...], weights: tuple[str, ...],
+def run_command(lesions: Path, backbones: tuple[str, ...], out: Path, image_size: int | None, batch_size: int | None,
+                streams: int | None, threads: int | None, workers: int | None, device: str, precision: str, tta: tuple[str, ...], weights: tuple[str, ...],
                 shard: str | None, strict: bool, retry_failed: bool, report_path: Path | None) -> None:
     """Embed every image of the LesionTable LESIONS (parquet) into OUT; a rerun resumes."""
     from dermstack.data.table import LesionTable
     from dermstack.extract.runner import extract_embeddings
     from dermstack.extract.settings import ExtractSettings, parse_shard
 
-    settings = ExtractSettings(image_size=image_size, batch_size=batch_size, workers=workers, device=device,
+    settings = ExtractSettings(image_size=image_size, batch_size=batch_size, workers=workers, streams=streams, device=device,
                                precision=precision, tta=list(tta), weights=_weights(weights), threads=threads,
                                retry_failed=retry_failed)
     report = extract_embeddings(LesionTable.read(lesions), list(backbones), out, settings,

@@ -59,7 +59,7 @@ class Geometry:
 
     def apply(self, img: Image.Image) -> np.ndarray:
         """An RGB PIL image (possibly draft-decoded) -> (H, W, 3) uint8."""
-        img = img.convert("RGB")
+        img = img if img.mode == "RGB" else img.convert("RGB")
         out = img.resize((self.width, self.height), _RESAMPLE[self.interpolation], box=self.box(*img.size))
         return np.asarray(out)
 

@@ -18,8 +18,18 @@ from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError, DataError
 from dermstack.extract.dataset import ImageDataset, make_geometry, make_loader
 from dermstack.extract.registry import Backbone, create_backbone
-from dermstack.extract.settings import TTA, ExtractSettings, Precision, resolve_device, resolve_precision, shard_from_env
+from dermstack.extract.settings import (
+    TTA,
+    ExtractSettings,
+    Parallelism,
+    Precision,
+    resolve_device,
+    resolve_parallelism,
+    resolve_precision,
+    shard_from_env,
+)
 from dermstack.extract.store import merge_stores, open_group
+from dermstack.extract.streams import InlineBatches, LoaderBatches, run_streams
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,7 @@ class ExtractReport:
     shard: str
     device: str
     precision: str
+    parallelism: str = ""
     backbones: list[BackboneReport] = field(default_factory=list)
     merged_into: str | None = None  # torchrun: the store rank 0 joined every rank's store into
 
@@ -62,7 +73,7 @@ class ExtractReport:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     def summary(self, max_failed: int = 10) -> str:
-        lines = [f"embeddings -> {self.out} (shard {self.shard}, {self.device}, {self.precision})"]
+        lines = [f"embeddings -> {self.out} (shard {self.shard}, {self.device}, {self.precision}, {self.parallelism})"]
         for b in self.backbones:
             lines.append(f"  {b.backbone} [{b.timm_name}, {b.weights_source}, {b.image_size[0]}px]: {b.images} images, "
                          f"{b.already_done} already done, {b.embedded} embedded, {len(b.failed)} failed"
@@ -84,15 +95,15 @@ class Embedder:
         fmt = torch.channels_last if precision.channels_last else torch.contiguous_format
         self.model = backbone.model.to(device=device, memory_format=fmt)
         cfg = backbone.data_config
-        self.mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1) * 255
-        self.scale = 1.0 / (torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1) * 255)
+        self.scale = 1.0 / (torch.tensor(cfg["std"], device=device) * 255)
+        self.bias = -torch.tensor(cfg["mean"], device=device) * 255 * self.scale
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()  # NHWC memory = channels_last
+        x = images.to(self.device, non_blocking=True)
+        x = torch.addcmul(self.bias, x, self.scale).permute(0, 3, 1, 2)  # (x - mean) / std in one pass; NHWC = channels_last
         if not self.precision.channels_last:
             x = x.contiguous()
-        x.sub_(self.mean).mul_(self.scale)
         p = self.precision
         with torch.autocast(self.device.type, dtype=p.dtype or torch.float32, enabled=p.dtype is not None):
             f = self.model(x).float()
@@ -152,21 +163,21 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
         ids, refs = ids[shard[0]::shard[1]], refs[shard[0]::shard[1]]
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
-    if device.type == "cpu" and settings.threads:
-        torch.set_num_threads(settings.threads)
+    par = resolve_parallelism(settings, device)
     shard_text = f"{shard[0]}/{shard[1]}" if shard else "all"
-    report = ExtractReport(str(path), shard_text, str(device), precision.name)
+    report = ExtractReport(str(path), shard_text, str(device), precision.name, par.describe())
     path.parent.mkdir(parents=True, exist_ok=True)
     for name in backbones:
         bb = create_backbone(name, settings.weights.get(name), settings.image_size)
-        report.backbones.append(_extract_one(bb, ids, refs, path, settings, device, precision, shard_text, strict))
+        report.backbones.append(_extract_one(bb, ids, refs, path, settings, device, precision, par, shard_text, strict))
     if ranked and _merge_ranks(out, shard):
         report.merged_into = str(out)
     return report
 
 
 def _extract_one(bb: Backbone, ids: list[str], refs: list[str | None], path: Path, settings: ExtractSettings,
-                 device: torch.device, precision: Precision, shard_text: str, strict: bool) -> BackboneReport:
+                 device: torch.device, precision: Precision, par: Parallelism, shard_text: str,
+                 strict: bool) -> BackboneReport:
     rep = BackboneReport(bb.name, bb.timm_name, bb.weights.source, bb.weights.sha256, list(bb.image_size), len(ids), 0, 0)
     with h5py.File(path, "a") as f:
         writer = open_group(f, bb.name, group_attrs(bb, settings, precision), bb.num_features)
@@ -181,10 +192,11 @@ def _extract_one(bb: Backbone, ids: list[str], refs: list[str | None], path: Pat
         writer.begin(shard_text)
         embed = Embedder(bb, device, precision, settings.tta)
         dataset = ImageDataset([refs[k] for k in todo], make_geometry(bb.data_config))
-        loader = make_loader(dataset, settings.batch_size, settings.workers, pin_memory=device.type == "cuda")
+        source = (LoaderBatches(make_loader(dataset, par.batch_size, par.workers, pin_memory=device.type == "cuda"))
+                  if par.workers else InlineBatches(dataset, par.batch_size))
         t0 = time.perf_counter()
         with tqdm(total=len(todo), unit="img", desc=bb.name, file=sys.stderr, mininterval=1.0, smoothing=0.05) as bar:
-            for batch in loader:
+            for batch, feats in run_streams(source, embed, par.streams, par.threads):
                 for j, reason in batch["failed"]:
                     k = todo[j]
                     if strict:
@@ -192,8 +204,7 @@ def _extract_one(bb: Backbone, ids: list[str], refs: list[str | None], path: Pat
                     writer.add_failed(ids[k], reason)
                     rep.failed.append({"image_id": ids[k], "image_ref": refs[k], "reason": reason})
                     log.warning("image %s not embedded: %s (%s)", ids[k], reason, refs[k])
-                if batch["images"] is not None:
-                    feats = embed(batch["images"])
+                if feats is not None:
                     writer.append([ids[todo[j]] for j in batch["index"].tolist()], feats)
                     rep.embedded += len(feats)
                 bar.update(len(batch["index"]) + len(batch["failed"]))

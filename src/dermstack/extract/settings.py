@@ -64,6 +64,54 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     return Precision(name, dtype, cl)
 
 
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How an extraction keeps the device busy: batches of ``batch_size`` go through ``streams`` model
+    replicas in threads (sharing the weights), each with ``threads`` torch threads on CPU (None: leave
+    torch alone); ``workers`` DataLoader processes decode, or with 0 each stream decodes its own batches."""
+
+    batch_size: int
+    streams: int
+    threads: int | None
+    workers: int
+
+    def describe(self) -> str:
+        decode = f"{self.workers} decode workers" if self.workers else "decoding in the streams"
+        threads = f" x {self.threads} torch threads" if self.threads else ""
+        return f"batch {self.batch_size}, {self.streams} streams{threads}, {decode}"
+
+
+#: most streams "auto" starts on a CPU: beyond that the Python side of each forward pass contends for the GIL
+MAX_AUTO_STREAMS = 4
+
+
+def resolve_parallelism(settings: ExtractSettings, device: torch.device, cores: int | None = None) -> Parallelism:
+    """Fill the ``None`` fields of ``settings`` with what is fastest on ``device``.
+
+    On a CPU, several single-threaded replicas beat one replica with every core (EfficientNet's
+    depthwise layers scale poorly across threads), and decoding in the same threads beats DataLoader
+    processes that preempt the model's threads: benchmarks/extract_throughput.py measures both."""
+    cores = cores or available_cores()
+    if device.type == "cpu":
+        streams = settings.streams or max(1, min(cores, MAX_AUTO_STREAMS))
+        threads = settings.threads or max(1, cores // streams)
+        workers = 0 if settings.workers is None else settings.workers
+        batch = settings.batch_size or 8
+    else:
+        streams = settings.streams or 1
+        threads = settings.threads
+        workers = min(cores, 8) if settings.workers is None else settings.workers
+        batch = settings.batch_size or 64
+    return Parallelism(batch, streams, threads, workers)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` (0-based i) -> (i, n)."""
     try:

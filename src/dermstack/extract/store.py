@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -136,10 +137,15 @@ class EmbeddingStore:
 
 
 class GroupWriter:
-    """Appends one backbone's features; every batch is flushed before ``n_written`` moves on."""
+    """Appends one backbone's features; rows are flushed before ``n_written`` moves on to count them."""
+
+    COMMIT_ROWS = 512
+    COMMIT_SECONDS = 5.0
 
     def __init__(self, f: h5py.File, g: h5py.Group):
         self.f, self.g = f, g
+        self.pending: list[tuple[list[str], np.ndarray]] = []
+        self.n_pending, self.committed_at = 0, time.monotonic()
         self.n = int(g.attrs["n_written"])
         for name in ("features", "image_id"):
             if g[name].shape[0] != self.n:  # rows of a batch that was cut off by a kill
@@ -152,7 +158,7 @@ class GroupWriter:
             g[name].resize(self.nf, axis=0)
 
     def done_ids(self, with_failed: bool = True) -> set[str]:
-        done = set(_strings(self.g["image_id"], self.n).tolist())
+        done = set(_strings(self.g["image_id"], self.n).tolist()).union(*(ids for ids, _ in self.pending))
         return done | set(_strings(self.g["failed/image_id"], self.nf).tolist()) if with_failed else done
 
     def forget_failed(self, ids: set[str]) -> None:
@@ -171,16 +177,26 @@ class GroupWriter:
         self.f.flush()
 
     def append(self, image_ids: list[str], features: np.ndarray) -> None:
-        k = len(image_ids)
-        if k == 0:
+        """Queue a batch; it is written (and counted in ``n_written``) at the next commit, which happens
+        every ``COMMIT_ROWS`` rows or ``COMMIT_SECONDS`` (a kill loses at most that much work)."""
+        if len(image_ids):
+            self.pending.append((list(image_ids), features.astype(np.float16)))
+            self.n_pending += len(image_ids)
+        if self.n_pending >= self.COMMIT_ROWS or time.monotonic() - self.committed_at >= self.COMMIT_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        """Write the queued batches, flush, then move ``n_written`` on (flushed again)."""
+        self.committed_at = time.monotonic()
+        if not self.pending:
             return
-        end = self.n + k
+        end = self.n + self.n_pending
         for name in ("features", "image_id"):
             self.g[name].resize(end, axis=0)
-        self.g["features"][self.n:end] = features.astype(np.float16)
-        self.g["image_id"][self.n:end] = np.asarray(image_ids, dtype=object)
+        self.g["features"][self.n:end] = np.concatenate([f for _, f in self.pending])
+        self.g["image_id"][self.n:end] = np.asarray([i for ids, _ in self.pending for i in ids], dtype=object)
         self.f.flush()
-        self.n = end
+        self.n, self.pending, self.n_pending = end, [], 0
         self.g.attrs["n_written"] = end
         self.f.flush()
 
@@ -193,6 +209,7 @@ class GroupWriter:
         self.f.flush()
 
     def finish(self) -> None:
+        self.commit()
         self.g.attrs["updated"] = now()
         self.g.attrs["complete"] = True
         self.f.flush()
