@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from tqdm.auto import tqdm
 
@@ -31,7 +33,8 @@ class CVResult:
     """``oof``: long (image_id, model, seed, fold, class, score); ``test``: long (image_id, model,
     class, score) averaged over folds and seeds, empty without test rows; ``metrics``: metric ->
     value of the seed-averaged OOF scores, plus ``ci95`` (metric -> [lo, hi], bootstrap),
-    ``folds`` and ``seeds`` (metric -> list), ``best_iteration``, ``fit_rows``, ``seconds``;
+    ``folds`` and ``seeds`` (metric -> list), ``best_iteration`` and ``fit_rows`` (one per fit, fold by
+    fold, seeds within a fold), ``seconds``;
     ``importance``: feature, group, gain (mean over fitted models)."""
 
     name: str
@@ -108,35 +111,43 @@ def _lacking_classes(task: TaskSpec, labels: np.ndarray) -> list:
 
 
 def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
-                   out_dir: Path | None = None, test: bool = True, client=None, bootstrap: int = 200) -> CVResult:
+                   out_dir: Path | None = None, test: bool = True, client=None, bootstrap: int = 200,
+                   fold_features: Callable[[int], FeatureSet] | None = None) -> CVResult:
     """Train ``model`` on every fold of ``plan`` for each seed; OOF, test predictions, metrics, importance.
 
     Models go to ``out_dir/<model name>/`` (native files, model.json, metrics.json, importance.parquet)
-    when ``out_dir`` is given. ``client``: a ``distributed.Client`` to train through Dask."""
+    when ``out_dir`` is given. ``client``: a ``distributed.Client`` to train through Dask.
+    ``fold_features(k)``: the FeatureSet fold k trains, is validated and predicts test rows on, when
+    some values differ by fold (leak-free CNN scores); ``features`` then fixes the columns."""
     t0 = time.perf_counter()
     name = model.label
     params = resolve_params(model.kind, task.kind, model.params)
     sampling = SamplingConfig.from_dict(model.sampling or (DEFAULT_SAMPLING if task.kind == "binary" else {}), task.kind)
+    folds = check_plan(plan, task)
     train_df = align_rows(features.df, task.image_ids)
     columns = usable_columns(train_df, features.columns(model.features))
     matrix = FeatureMatrix.fit(train_df, columns, features.categorical)
-    X = matrix.to_pandas(train_df)
     del train_df
-    test_df = features.df.filter(pl.col("split") == "test") if test else features.df.clear()
-    X_test = matrix.to_pandas(test_df) if test_df.height else None
-    folds = check_plan(plan, task)
+    test_ids = features.df.filter(pl.col("split") == "test")["image_id"].to_list() if test else []
+
+    def design(fs: FeatureSet) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        X_test = matrix.to_pandas(fs.df.filter(pl.col("split") == "test")) if test_ids else None
+        return matrix.to_pandas(align_rows(fs.df, task.image_ids)), X_test
 
     y = task.y
     n, n_out = len(task.image_ids), task.n_outputs
     seeds = list(model.seeds)
     oof = np.full((len(seeds), n, n_out), np.nan)
-    test_sum = np.zeros((test_df.height, n_out))
+    test_sum = np.zeros((len(test_ids), n_out))
     gain: dict[str, float] = {}
     store = ModelStore.create(Path(out_dir) / name, name, model, task, matrix, features.groups, params, sampling) if out_dir else None
     best_iter, fit_rows = [], []
+    X, X_test = design(features) if fold_features is None else (None, None)
     bar = tqdm(total=len(seeds) * len(folds), desc=f"{name}", unit="fit", leave=False)
-    for si, seed in enumerate(seeds):
-        for k, tr, va in folds:
+    for k, tr, va in folds:
+        if fold_features is not None:
+            X, X_test = design(fold_features(k))
+        for si, seed in enumerate(seeds):
             fit_idx = resample(tr, y, sampling, seed=seed * 1000 + k)
             adapter = create_adapter(model.kind, task.kind, task.classes, params, seed, matrix.categorical, client=client)
             how = params.get("class_weight")
@@ -168,7 +179,7 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
     }, schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64}).sort("gain", descending=True)
     result = CVResult(
         name, oof_frame(name, task, seeds, oof, fold_of),
-        test_frame(name, task.classes, test_df["image_id"].to_list(), test_sum / max(n_fits, 1)),
+        test_frame(name, task.classes, test_ids, test_sum / max(n_fits, 1)),
         metrics, importance, store.dir if store else None, score,
     )
     if store:

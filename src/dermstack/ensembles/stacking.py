@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dermstack.boosting.cv import CVResult, align_rows, check_plan, fold_metrics, oof_frame, test_frame, usable_columns
+from dermstack.boosting.cv import CVResult, check_plan, cross_validate, fold_metrics, oof_frame, test_frame
 from dermstack.boosting.store import write_json
 from dermstack.config import ModelConfig
 from dermstack.data.folds import FoldPlan
@@ -200,62 +200,13 @@ def cross_validate_stacked(features: FeatureSet, table: LesionTable, task: TaskS
 
     Named ``<booster>+<cnn>``; native model files etc. in ``out_dir/<name>/`` (boosting's layout),
     the test rows carry the mean of every pair CNN (what ``predict`` computes for new rows)."""
-    from dermstack.boosting.base import FeatureMatrix
-    from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
-    from dermstack.boosting.registry import create_adapter
-    from dermstack.boosting.sampling import SamplingConfig, resample
-    from dermstack.boosting.store import ModelStore
-    from dermstack.boosting.weights import sample_weights
-
-    t0 = time.perf_counter()
-    name = f"{model.label}+{views.name}"
     if views.image_ids != list(task.image_ids):
         raise DataError(f"CNN views {views.name!r} were computed for other training rows than this task's")
-    params = resolve_params(model.kind, task.kind, model.params)
-    sampling = SamplingConfig.from_dict(model.sampling or (DEFAULT_SAMPLING if task.kind == "binary" else {}), task.kind)
     patients = patient_key(table)
-    groups = _groups_with_cnn(model)
-    folds = check_plan(plan, task)
-    n, n_out, y, seeds = len(task.image_ids), task.n_outputs, task.y, list(model.seeds)
     first = _with_cnn(features, views, 0, patients)
-    train0 = align_rows(first.df, task.image_ids)
-    matrix = FeatureMatrix.fit(train0, usable_columns(train0, first.columns(groups)), first.categorical)
-    cfg = dataclasses.replace(model, name=name, features=groups)
-    store = ModelStore.create(Path(out_dir) / name, name, cfg, task, matrix, first.groups, params, sampling) if out_dir else None
-    oof = np.full((len(seeds), n, n_out), np.nan)
-    test_ids = first.df.filter(pl.col("split") == "test")["image_id"].to_list()
-    test_sum = np.zeros((len(test_ids), n_out))
-    gain: dict[str, float] = {}
-    for k, tr, va in folds:
-        fs = first if k == 0 else _with_cnn(features, views, k, patients)
-        X = matrix.to_pandas(align_rows(fs.df, task.image_ids))
-        X_test = matrix.to_pandas(fs.df.filter(pl.col("split") == "test")) if test_ids else None
-        for si, seed in enumerate(seeds):
-            fit_idx = resample(tr, y, sampling, seed=seed * 1000 + k)
-            adapter = create_adapter(model.kind, task.kind, task.classes, params, seed, matrix.categorical)
-            weight = sample_weights(task.kind, y[fit_idx], params.get("class_weight"), len(task.classes))
-            adapter.fit(X.iloc[fit_idx], y[fit_idx], X.iloc[va], y[va], weight)
-            oof[si, va] = adapter.predict_proba(X.iloc[va]).reshape(len(va), n_out)
-            if X_test is not None:
-                test_sum += adapter.predict_proba(X_test).reshape(len(X_test), n_out)
-            for f, g in adapter.importance().items():
-                gain[f] = gain.get(f, 0.0) + g
-            if store:
-                store.add(adapter, k, seed)
-    n_fits = len(seeds) * len(folds)
-    score = oof.mean(axis=0)
-    score = score[:, 0] if n_out == 1 else score
-    metrics = fold_metrics(task, score, [va for _, _, va in folds])
-    metrics["seconds"] = round(time.perf_counter() - t0, 2)
-    importance = pl.DataFrame({"feature": list(gain), "group": [first.groups.get(f, "metadata") for f in gain],
-                               "gain": [g / n_fits for g in gain.values()]},
-                              schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64}).sort("gain", descending=True)
-    result = CVResult(name, oof_frame(name, task, seeds, oof, plan.fold_of(task.image_ids).astype(np.int32)),
-                      test_frame(name, task.classes, test_ids, test_sum / n_fits), metrics, importance,
-                      store.dir if store else None, score)
-    if store:
-        store.finish(result)
-    return result
+    cfg = dataclasses.replace(model, name=f"{model.label}+{views.name}", features=_groups_with_cnn(model))
+    return cross_validate(first, task, plan, cfg, out_dir,
+                          fold_features=lambda k: first if k == 0 else _with_cnn(features, views, k, patients))
 
 
 # -- 2. level-2 learner ---------------------------------------------------------------------------
