@@ -95,3 +95,12 @@ def test_stage_skips_when_unchanged_and_reruns_on_change(tmp_path):
     inp.write_text("b")
     stage({"k": 2})
     assert len(calls) == 3  # config change, then input change
+
+
+def test_progress_bars_follow_tqdm_disable_at_call_time(monkeypatch):
+    from dermstack.progress import progress_bar
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress_bar(range(3)).disable
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert not progress_bar(range(3)).disable and progress_bar(range(3), enabled=False).disable

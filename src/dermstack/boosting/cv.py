@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import polars as pl
-from tqdm.auto import tqdm
 
 from dermstack.boosting.base import FeatureMatrix
 from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
@@ -23,6 +22,7 @@ from dermstack.data.folds import FoldPlan
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.metrics import TASK_METRICS, bootstrap_ci, evaluate
+from dermstack.progress import progress_bar
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
     store = ModelStore.create(Path(out_dir) / name, name, model, task, matrix, features.groups, params, sampling) if out_dir else None
     best_iter, fit_rows = [], []
     X, X_test = design(features) if fold_features is None else (None, None)
-    bar = tqdm(total=len(seeds) * len(folds), desc=f"{name}", unit="fit", leave=False)
+    bar = progress_bar(total=len(seeds) * len(folds), desc=f"{name}", unit="fit", leave=False)
     for k, tr, va in folds:
         if fold_features is not None:
             X, X_test = design(fold_features(k))

@@ -21,7 +21,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+
+from dermstack.progress import progress_bar
 
 CHUNK = 2048
 JPEG_QUALITY = 88
@@ -145,11 +146,11 @@ def _render_task(args: tuple) -> list[bytes]:
 
 def render_all(looks: LesionLooks, size: int, seed: int, split: int, workers: int | None = None,
                desc: str = "images") -> Iterator[list[bytes]]:
-    """Yield the JPEG bytes chunk by chunk, in lesion order, with a tqdm bar on stderr."""
+    """Yield the JPEG bytes chunk by chunk, in lesion order, with a progress bar on stderr."""
     n_chunks = -(-len(looks) // CHUNK)
     tasks = ((looks.slice(k * CHUNK, (k + 1) * CHUNK), size, seed, split, k) for k in range(n_chunks))
     workers = min(workers or os.cpu_count() or 1, n_chunks)
-    bar = tqdm(total=len(looks), desc=desc, unit="img", leave=False)
+    bar = progress_bar(total=len(looks), desc=desc, unit="img", leave=False)
     try:
         if workers <= 1:
             bank = texture_bank(size, seed)

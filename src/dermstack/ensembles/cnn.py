@@ -19,9 +19,15 @@ import polars as pl
 import timm
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from dermstack.boosting.cv import CVResult, align_rows, check_plan, fold_metrics, oof_frame, test_frame
+from dermstack.boosting.cv import (
+    CVResult,
+    align_rows,
+    check_plan,
+    fold_metrics,
+    oof_frame,
+    test_frame,
+)
 from dermstack.boosting.store import write_json
 from dermstack.config import ModelConfig
 from dermstack.data.folds import FoldPlan
@@ -31,6 +37,7 @@ from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_dev
 from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
 from dermstack.errors import ConfigError, DataError
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
+from dermstack.progress import progress_bar
 from dermstack.provenance import versions
 from dermstack.task import TaskSpec
 
@@ -180,7 +187,7 @@ class CNNTrainer:
         metric_fn = TASK_METRICS[self.task_kind][self.stop_metric]
         best = FoldModel(net, cfg.epochs - 1)
         best_value, stale, history = -math.inf, 0, []
-        bar = tqdm(total=cfg.epochs * len(loader), desc=desc, unit="batch", leave=False, disable=not self.progress)
+        bar = progress_bar(total=cfg.epochs * len(loader), enabled=self.progress, desc=desc, unit="batch", leave=False)
         for epoch in range(cfg.epochs):
             t0, net_loss = time.perf_counter(), 0.0
             net.train()

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 import polars as pl
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from dermstack.data.images import load_image
 from dermstack.errors import DataError
+from dermstack.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class ImageBank:
         self.cache: torch.Tensor | None = None
         if len(refs) * 3 * side * side <= cache_limit:
             self.cache = torch.empty((len(refs), 3, side, side), dtype=torch.uint8)
-            for i, ref in enumerate(tqdm(self.refs, desc="decode images", unit="img", leave=False, disable=not progress)):
+            for i, ref in enumerate(progress_bar(self.refs, enabled=progress, desc="decode images", unit="img", leave=False)):
                 self.cache[i] = decode(ref, side)
         else:
             log.info("%d images at %d px exceed the %d MiB cache; decoding per batch", len(refs), side, cache_limit >> 20)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dermstack import __version__
 from dermstack.data.table import LesionTable
@@ -30,6 +28,7 @@ from dermstack.extract.settings import (
 )
 from dermstack.extract.store import merge_stores, open_group
 from dermstack.extract.streams import InlineBatches, LoaderBatches, run_streams
+from dermstack.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +194,7 @@ def _extract_one(bb: Backbone, ids: list[str], refs: list[str | None], path: Pat
         source = (LoaderBatches(make_loader(dataset, par.batch_size, par.workers, pin_memory=device.type == "cuda"))
                   if par.workers else InlineBatches(dataset, par.batch_size))
         t0 = time.perf_counter()
-        with tqdm(total=len(todo), unit="img", desc=bb.name, file=sys.stderr, mininterval=1.0, smoothing=0.05) as bar:
+        with progress_bar(total=len(todo), unit="img", desc=bb.name, mininterval=1.0, smoothing=0.05) as bar:
             for batch, feats in run_streams(source, embed, par.streams, par.threads):
                 for j, reason in batch["failed"]:
                     k = todo[j]

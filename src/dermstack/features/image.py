@@ -21,10 +21,10 @@ import polars as pl
 from PIL import Image
 from scipy import ndimage
 from skimage import color, filters, measure
-from tqdm import tqdm
 
 from dermstack.data.images import load_image, load_mask
 from dermstack.errors import ConfigError, DataError
+from dermstack.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +206,13 @@ def jobs_for(df: pl.DataFrame, segmentation: str) -> list[ImageJob]:
 def run_jobs(jobs: list[ImageJob], workers: int) -> Iterable[ImageResult]:
     bar = dict(total=len(jobs), desc="image features", unit="img", mininterval=1.0, leave=False)
     if workers <= 1 or len(jobs) < 64:
-        return tqdm(map(measure_image, jobs), **bar)
+        return progress_bar(map(measure_image, jobs), **bar)
     chunk = max(8, min(256, len(jobs) // (workers * 8)))
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
 
     def results() -> Iterable[ImageResult]:
         with pool:
-            yield from tqdm(pool.map(measure_image, jobs, chunksize=chunk), **bar)
+            yield from progress_bar(pool.map(measure_image, jobs, chunksize=chunk), **bar)
 
     return results()
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from tqdm import tqdm
 
 from dermstack.errors import DataError
 from dermstack.features.featureset import GROUPS
+from dermstack.progress import progress_bar
 from dermstack.reports.boosters import FoldBooster
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def explain_model(model: str, boosters: list[FoldBooster], features: pl.DataFram
     unexplained = sorted(set(np.unique(folds).tolist()) - set(by_fold) - {-1})
     if unexplained:
         raise DataError(f"model {model}: no boosters for fold(s) {unexplained}")
-    bar = tqdm(jobs, desc=f"SHAP {model}", unit="booster", disable=not progress, leave=False)
+    bar = progress_bar(jobs, enabled=progress, desc=f"SHAP {model}", unit="booster", leave=False)
     for b, idx in bar:
         if len(idx) == 0:
             continue

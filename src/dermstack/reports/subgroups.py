@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from tqdm import tqdm
 
 from dermstack.metrics import TASK_METRICS, bootstrap_ci
+from dermstack.progress import progress_bar
 from dermstack.reports.curves import OperatingPoint, threshold_at_specificity
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def subgroup_table(task: str, y: np.ndarray, score: np.ndarray, groups: dict[str
     rows = [_group_rows("overall", "all", np.arange(len(y)), y, score, fns, overall, settings, task)]
     jobs = [(a, g, np.flatnonzero(labels.to_numpy() == g)) for a, labels in groups.items()
             for g in sorted(labels.unique().to_list(), key=_group_order)]
-    for attribute, group, idx in tqdm(jobs, desc=f"subgroups {model}".strip(), unit="group", leave=False):
+    for attribute, group, idx in progress_bar(jobs, desc=f"subgroups {model}".strip(), unit="group", leave=False):
         rows.append(_group_rows(attribute, group, idx, y[idx], score[idx], fns, overall, settings, task))
     out = pl.DataFrame([r for block in rows for r in block], infer_schema_length=None)
     return out.with_columns(pl.lit(model).alias("model")).select("model", pl.exclude("model"))
