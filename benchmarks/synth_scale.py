@@ -35,6 +35,7 @@ def run(out: Path, lesions: int, test_lesions: int, image_size: int, workers: in
     summary = synthesize_isic2024(out, lesions=lesions, test_lesions=test_lesions, image_size=image_size,
                                   seed=0, workers=workers)
     synth_s = time.perf_counter() - t0
+    synth_rss = peak_rss_gib()
     print(summary)
     t1 = time.perf_counter()
     table, report = ingest("isic2024", out)
@@ -45,7 +46,7 @@ def run(out: Path, lesions: int, test_lesions: int, image_size: int, workers: in
           f"synthesis {synth_s:.1f} s ({synth_s / SYNTH_BUDGET_S:.2f} of {SYNTH_BUDGET_S:.0f} s), "
           f"{summary.image_bytes / max(lesions + test_lesions, 1):.0f} bytes per JPEG")
     print(f"synth_s={synth_s:.1f} metadata_s={summary.seconds_metadata:.1f} images_s={summary.seconds_images:.1f} "
-          f"ingest_s={ingest_s:.1f} peak_rss_gib={peak_rss_gib():.2f}")
+          f"ingest_s={ingest_s:.1f} synth_peak_rss_gib={synth_rss:.2f} peak_rss_gib={peak_rss_gib():.2f}")
 
 
 def main() -> None:
