@@ -143,3 +143,12 @@ def test_parallelism_follows_the_device_and_user_values_win():
     assert resolve_parallelism(mine, cpu, cores=16) == Parallelism(32, 1, 3, 2)
     with pytest.raises(ConfigError, match="streams"):
         ExtractSettings(streams=0)
+
+
+def test_torchrun_ranks_share_the_cores(monkeypatch):
+    from dermstack.extract.settings import available_cores
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    alone = available_cores()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert available_cores() == max(1, alone // 2)

@@ -65,10 +65,12 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
 
 
 def available_cores() -> int:
+    """Cores this process may use; under torchrun, its share of them (LOCAL_WORLD_SIZE processes per node)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 @dataclass(frozen=True)
