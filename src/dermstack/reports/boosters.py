@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from dermstack.boosting.base import FeatureMatrix, gpu_available
+from dermstack.boosting.base import ConstantMember, FeatureMatrix, gpu_available
 from dermstack.boosting.store import load_models, read_spec
 from dermstack.errors import DataError
 
@@ -44,6 +44,13 @@ def raw_output(library: str, model, data) -> np.ndarray:
     if library == "catboost":
         return np.asarray(model.predict(data, prediction_type="RawFormulaVal"))
     raise DataError(f"no raw output for library {library!r}")
+
+
+def constant_margin(member: ConstantMember) -> float:
+    """Raw score of a multi-label class that had no positive training row in a fold: the logit of its
+    constant probability, clipped to stay finite (its SHAP values are zero)."""
+    p = min(max(member.score, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
 
 
 def make_explainer(model):
@@ -93,7 +100,8 @@ class FoldBooster:
 
     @property
     def natives(self) -> list[Any]:
-        return [native_model(m) for m in self.members]
+        """The library model of each member (None for a ConstantMember, which has none)."""
+        return [None if isinstance(m, ConstantMember) else native_model(m) for m in self.members]
 
     def inputs(self, df: pl.DataFrame) -> list:
         X = self.matrix.to_pandas(df, source=f"model {self.model}")
@@ -101,15 +109,20 @@ class FoldBooster:
 
     def raw_output(self, df: pl.DataFrame) -> np.ndarray:
         """(n,) or (n, C) raw scores."""
-        outs = [raw_output(self.library, m, d) for m, d in zip(self.natives, self.inputs(df))]
+        outs = [np.full(df.height, constant_margin(a)) if m is None else raw_output(self.library, m, d)
+                for a, m, d in zip(self.members, self.natives, self.inputs(df))]
         return outs[0] if len(outs) == 1 else np.column_stack(outs)
 
     def shap_values(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(values (n, F) or (n, F, C), base (n,) or (n, C)) in raw-score units."""
         if not self._explainers:
-            self._explainers = [make_explainer(m) for m in self.natives]
+            self._explainers = [None if m is None else make_explainer(m) for m in self.natives]
         vals, bases = [], []
-        for explainer, data in zip(self._explainers, self.inputs(df)):
+        for member, explainer, data in zip(self.members, self._explainers, self.inputs(df)):
+            if explainer is None:  # ConstantMember: no feature moves its score
+                vals.append(np.zeros((df.height, len(self.columns))))
+                bases.append(np.full((df.height, 1), constant_margin(member)))
+                continue
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*shap values output has changed.*")
                 v = _as_features_by_output(explainer.shap_values(data), df.height, len(self.columns))

@@ -145,6 +145,10 @@ def _shap_sections(run: RunData, shaps: dict[str, ModelShap], settings: ReportSe
         top_sec.add(f"<h3>{name}</h3>", figures(
             figure(shap_plots.beeswarm_figure(m.values, cls, settings.top_features), f"{name}: SHAP per row" + (f" (class {cls})" if cls else "")),
             figure(shap_plots.bar_figure(m.importance, settings.top_features), f"{name}: mean |SHAP|, coloured by group")))
+        if cls is not None:  # several outputs: the plots show one class, so list every class's drivers
+            per_class = m.values.top_features_by_class(5).pivot(on="class", index="rank", values="feature")
+            top_sec.add(paragraph(f"{name}: the five features of largest mean |SHAP| for each class "
+                                  "(the plots above sum |SHAP| over classes or show one class)."), table(per_class))
     m = shaps[lead]
     concepts = shap_plots.concept_features(m.values.features, m.groups)
     dep_sec.add(paragraph(f"Model {lead}. Metadata features found: "

@@ -51,6 +51,17 @@ class ShapValues:
         k = self.classes.index(cls) if cls is not None else 0
         return self.values[:, :, k], self.base[:, k]
 
+    def top_features_by_class(self, k: int = 5) -> pl.DataFrame:
+        """class, rank, feature, mean_abs_shap: each output class's ``k`` features of largest mean |SHAP|."""
+        rows = []
+        for cls in self.classes if self.values.ndim == 3 else [None]:
+            mean_abs = np.abs(self.output(cls)[0]).mean(axis=0)
+            for rank, j in enumerate(np.argsort(-mean_abs, kind="stable")[:k], start=1):
+                rows.append({"class": cls or "target", "rank": rank, "feature": self.features[j],
+                             "mean_abs_shap": float(mean_abs[j])})
+        return pl.DataFrame(rows, schema={"class": pl.String, "rank": pl.Int64, "feature": pl.String,
+                                          "mean_abs_shap": pl.Float64})
+
     def abs_by_feature(self) -> np.ndarray:
         """|SHAP| per row and feature, summed over output classes: (n, F)."""
         a = np.abs(self.values)
