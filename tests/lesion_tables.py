@@ -46,3 +46,14 @@ class FakeStore:
 
     def read(self, backbone: str, image_ids: list[str]) -> np.ndarray:
         return self.arrays[backbone][[self.pos[i] for i in image_ids]]
+
+
+def assert_features_equal(got: pl.DataFrame, want: pl.DataFrame, columns: list[str], atol: float = 1e-5) -> None:
+    """Same rows (by image_id) and, per column, numbers within ``atol`` or equal values."""
+    got, want = got.sort("image_id"), want.sort("image_id")
+    assert got["image_id"].to_list() == want["image_id"].to_list()
+    for c in columns:
+        if got.schema[c].is_numeric():
+            np.testing.assert_allclose(got[c].to_numpy().astype(float), want[c].to_numpy().astype(float), atol=atol, err_msg=c)
+        else:
+            assert got[c].to_list() == want[c].to_list(), c

@@ -19,20 +19,23 @@ from dermstack.errors import DataError
 from dermstack.features.build import build_features
 from dermstack.run import to_toml
 from ensembles_toy import setup, tiny_cnn
+from lesion_tables import assert_features_equal
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("run")
-    table, task, plan = setup(root / "images", "binary", n=48, n_test=6)
-    features_cfg = FeaturesConfig(metadata=True, engineered=False, patient=False, image=False, embedding=False)
+    # 5 lesions per patient: patient P009 has 3 training and 2 test lesions, whose patient features see all 5
+    table, task, plan = setup(root / "images", "binary", n=48, n_test=6, per_patient=5)
+    features_cfg = FeaturesConfig(metadata=True, engineered=False, patient=True, image=False, embedding=False)
     cfg = RunConfig(features=features_cfg, models=[ModelConfig(kind="lightgbm", params={"n_estimators": 20, "verbose": -1}, sampling={}),
                                                    tiny_cnn()])
     cfg.ensemble.method = "stack"
     (root / "config.toml").write_text(to_toml(cfg.to_dict()))
     table.write(root / "lesions.parquet")
     fs = build_features(table, features_cfg)
+    fs.write(root / "features.parquet")
     models = root / "models"
     lgbm = cross_validate(fs, task, plan, cfg.models[0], models)
     cnn = cross_validate_cnn(table, task, plan, cfg.models[1], models, progress=False)
@@ -47,12 +50,26 @@ def run_dir(tmp_path_factory):
 
 def test_predict_reproduces_the_runs_test_scores(run_dir):
     root, expected = run_dir
+    counts = pl.read_parquet(root / "features.parquet").filter(pl.col("split") == "test")["patient_lesion_count"]
+    assert counts.max() == 5  # a test lesion whose patient also has training lesions
     preds = predict_run(root, root / "new.parquet")
     assert set(preds["model"].unique()) == {"lightgbm", "cnn", "lightgbm+cnn", "stack"}
     for name, test in expected.items():
         got = preds.filter(pl.col("model") == name).sort("image_id")["score"].to_numpy()
         want = test.sort("image_id")["score"].to_numpy()
         assert np.allclose(got, want, atol=1e-5), name
+
+
+def test_new_lesions_see_their_patients_run_lesions(run_dir, tmp_path):
+    """Patient features of a new lesion are computed next to the run's lesions of its patient."""
+    from dermstack.ensembles.predict import _features, as_run_rows
+
+    root, _ = run_dir
+    table = LesionTable.read(root / "lesions.parquet")
+    new = LesionTable(table.test, table.meta)
+    fs = _features(RunConfig.from_toml(root / "config.toml"), root, as_run_rows(table, new), new.df["image_id"].to_list(), tmp_path)
+    want = pl.read_parquet(root / "features.parquet").filter(pl.col("split") == "test")
+    assert_features_equal(fs.df, want, fs.columns(["patient"]))
 
 
 def test_predict_and_submit_commands(run_dir, tmp_path):

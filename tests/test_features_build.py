@@ -11,7 +11,7 @@ from dermstack.config import FeaturesConfig
 from dermstack.errors import DataError
 from dermstack.features.build import build_features
 from dermstack.features.featureset import FeatureSet
-from lesion_tables import FakeStore, random_tbp_table
+from lesion_tables import FakeStore, assert_features_equal, random_tbp_table
 
 
 def _with_test_rows(table, n_test: int = 6):
@@ -58,6 +58,37 @@ def test_store_that_loses_rows_is_an_error():
     ids = table.df["image_id"].to_list()
     with pytest.raises(DataError, match="shape"):
         build_features(table, FeaturesConfig(), Short(ids, {"b": np.zeros((len(ids), 3), np.float32)}))
+
+
+def test_fitted_transform_rebuilds_new_rows_alone(tmp_path):
+    """A run's fitted transform, applied to its test rows alone, gives them the per-row features they
+    got in the run: the PCA is not refitted and a column dropped for leaky missingness stays dropped."""
+    table = _with_test_rows(random_tbp_table())
+    ids = table.df["image_id"].to_list()
+    leaky = table.df.with_columns(pl.when(pl.col("target") == 1).then(None).otherwise(pl.col("age_approx")).alias("age_approx"))
+    table = type(table)(leaky, table.meta)
+    emb = np.random.default_rng(1).normal(size=(len(ids), 24)).astype(np.float32)
+    store = FakeStore(ids, {"b": emb})
+    fs = build_features(table, FeaturesConfig(), store, pca_components=3)
+    assert fs.transform.dropped == ["age_approx"] and set(fs.transform.pca) == {"emb_b"}
+    fs.write(tmp_path / "features.parquet")
+    fitted = FeatureSet.read(tmp_path / "features.parquet").transform
+    np.testing.assert_array_equal(fitted.pca["emb_b"].components, fs.transform.pca["emb_b"].components)
+
+    new = type(table)(table.df.filter(pl.col("split") == "test"), table.meta)  # no training row, no label
+    again = build_features(new, FeaturesConfig(), store, pca_components=3, fitted=fitted)
+    assert again.groups == fs.groups and "age_approx" not in again.groups
+    # per-row groups only: patient features see the rows they are given (predict adds the patient's run rows)
+    assert_features_equal(again.df, fs.df.filter(pl.col("split") == "test"), again.columns(["metadata", "engineered", "embedding"]))
+    with pytest.raises(DataError, match="no PCA for this backbone"):
+        build_features(new, FeaturesConfig(), FakeStore(new.df["image_id"].to_list(), {"other": emb[:6]}), fitted=fitted)
+
+    # the CLI applies it too
+    new.write(tmp_path / "new.parquet")
+    res = CliRunner().invoke(cli, ["features", "build", str(tmp_path / "new.parquet"), "--out", str(tmp_path / "new_f.parquet"),
+                                   "--no-patient", "--no-embedding", "--fitted", str(tmp_path / "features.transform.npz")])
+    assert res.exit_code == 0, res.output
+    assert "age_approx" not in FeatureSet.read(tmp_path / "new_f.parquet").groups
 
 
 def test_cli_build(tmp_path):

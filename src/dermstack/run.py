@@ -159,6 +159,7 @@ class Run:
     def features(self, table: LesionTable, store) -> "FeatureSet":  # noqa: F821
         from dermstack.features.build import build_features
         from dermstack.features.featureset import FeatureSet
+        from dermstack.features.transform import FeatureTransform
 
         p = self.paths
         inputs = [p.lesions] + ([p.embeddings] if store is not None else [])
@@ -169,7 +170,7 @@ class Run:
             fs = build_features(table, self.cfg.features, store, pca_components=self.cfg.extract.pca_components)
             fs.write(p.features)
 
-        _timed(Stage(p.root, "features", cfg, inputs, [p.features]), work)
+        _timed(Stage(p.root, "features", cfg, inputs, [p.features, FeatureTransform.path_for(p.features)]), work)
         return FeatureSet.read(p.features)
 
     def _model_stage(self, name: str, cfg: dict, fit) -> ModelOutput:

@@ -1,17 +1,16 @@
 """Inference on new data with a finished run's saved models only: nothing is retrained.
 
 Steps: read the new data (a LesionTable parquet, or a dataset folder through the run's reader);
-embed the new images with the run's backbones into a copy of the run's EmbeddingStore (the store
-appends only images it lacks); build features over the run's training rows plus the new rows, so
-the embedding PCA is fitted on exactly the run's training rows again and patient features of a new
-lesion only look at its own patient's new rows; score with every saved model (boosters, CNNs,
+embed the new images with the run's backbones; build their features with the run's fitted feature
+transform (``features.transform.npz``: the embedding PCA and the columns dropped for leaky
+missingness), next to the run's own lesions of the same patients, so a new lesion's patient
+features look at every lesion of its patient as in the run; score with every saved model (boosters, CNNs,
 stacked boosters with their nested CNNs' mean score); then the run's ensemble.
 """
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -40,31 +39,73 @@ def read_new_data(cfg: RunConfig, data: str | Path | LesionTable, strict: bool =
     return table
 
 
-def combined_table(run_table: LesionTable, new: LesionTable) -> LesionTable:
-    """The run's training rows plus every new row as a ``test`` row (an id both have is an error)."""
+def as_run_rows(run_table: LesionTable, new: LesionTable) -> LesionTable:
+    """The new rows as ``test`` rows of the run's table (its columns and metadata), followed by the
+    run's own rows of the same patients: patient features look at every lesion of a patient, as
+    they did in the run. An id that is a training row of the run is an error."""
+    from dermstack.features.patient import group_column
+
     train = run_table.train
     clash = new.df.join(train.select("image_id"), on="image_id", how="semi")["image_id"].to_list()
     if clash:
         raise DataError(f"{len(clash)} new image ids are training rows of this run, e.g. {clash[:5]}", column="image_id")
     rows = new.df.with_columns(pl.lit("test").alias("split"))
-    common = [c for c in train.columns if c in rows.columns]
-    df = pl.concat([train, rows.select(common)], how="diagonal_relaxed").select(train.columns)
-    return LesionTable(df, run_table.meta)
+    common = [c for c in run_table.df.columns if c in rows.columns]
+    rows = pl.concat([run_table.df.clear(), rows.select(common)], how="diagonal_relaxed").select(run_table.df.columns)
+    key = group_column(rows)
+    context = run_table.df.clear()
+    if key is not None:
+        patients = rows[key].drop_nulls().unique()
+        context = run_table.df.filter(pl.col(key).is_in(patients.implode()) & ~pl.col("image_id").is_in(rows["image_id"].implode()))
+    return LesionTable(pl.concat([rows, context]), run_table.meta)
 
 
-def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, work: Path):
+class _Stores:
+    """Embeddings of the new images from the new store, of the run's own images from the run's."""
+
+    def __init__(self, *stores):
+        self.stores = stores
+
+    def backbones(self) -> list[str]:
+        return self.stores[0].backbones()
+
+    def image_ids(self, backbone: str) -> list[str]:
+        return [i for s in self.stores for i in s.image_ids(backbone)]
+
+    def read(self, backbone: str, image_ids: list[str]) -> np.ndarray:
+        out, todo = None, np.asarray(image_ids, dtype=object)
+        for s in self.stores:
+            have = np.isin(todo, np.asarray(s.image_ids(backbone), dtype=object))
+            if have.any():
+                part = s.read(backbone, todo[have].tolist())
+                out = np.empty((len(todo), part.shape[1]), np.float32) if out is None else out
+                out[have] = part
+            todo = np.where(have, None, todo)
+        return out
+
+
+def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[str], work: Path):
+    """Features of the rows ``new_ids`` of ``table`` (see ``as_run_rows``), built as the run built its
+    own: its fitted transform (leaky columns, embedding PCA), the new images embedded by its backbones."""
     from dermstack.features.build import build_features
+    from dermstack.features.featureset import FeatureSet
+    from dermstack.features.transform import FeatureTransform
 
+    fitted = FeatureTransform.read(FeatureTransform.path_for(run_dir / "features.parquet"))
     store = None
     if cfg.extract.backbones:
         from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
 
         h5 = work / "embeddings.h5"
-        if (run_dir / "embeddings.h5").exists():
-            shutil.copyfile(run_dir / "embeddings.h5", h5)
-        extract_embeddings(table, list(cfg.extract.backbones), h5, ExtractSettings.from_config(cfg.extract))
+        new = LesionTable(table.df.filter(pl.col("image_id").is_in(new_ids)), table.meta)
+        extract_embeddings(new, list(cfg.extract.backbones), h5, ExtractSettings.from_config(cfg.extract))
         store = EmbeddingStore(h5)
-    return build_features(table, cfg.features, store, pca_components=cfg.extract.pca_components)
+        if (run_dir / "embeddings.h5").exists() and len(new) < len(table):
+            store = _Stores(store, EmbeddingStore(run_dir / "embeddings.h5"))
+    fs = build_features(table, cfg.features, store, pca_components=cfg.extract.pca_components, fitted=fitted)
+    order = pl.DataFrame({"image_id": new_ids})
+    return FeatureSet(order.join(fs.df, on="image_id", how="left", maintain_order="left"), fs.groups, fs.categorical,
+                      fs.info, fs.transform)
 
 
 def _long(name: str, classes: list[str], ids: list[str], scores: np.ndarray) -> pl.DataFrame:
@@ -96,7 +137,6 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     from dermstack.boosting.store import predict_saved, read_spec
     from dermstack.ensembles.cnn import predict_cnn_saved
     from dermstack.ensembles.stacking import CNNViews, load_level2, score_tensor
-    from dermstack.features.featureset import FeatureSet
 
     run_dir = Path(run_dir)
     for need in ("config.toml", "lesions.parquet", "metrics.json", "models"):
@@ -106,12 +146,11 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     classes = list(run_metrics["classes"])
     new = read_new_data(cfg, data, strict)
-    table = combined_table(LesionTable.read(run_dir / "lesions.parquet"), new)
+    table = as_run_rows(LesionTable.read(run_dir / "lesions.parquet"), new)
     ids = new.df["image_id"].to_list()
-    new_table = LesionTable(table.test, table.meta)
+    new_table = LesionTable(table.df.head(len(ids)), table.meta)
     with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:
-        fs = _features(cfg, run_dir, table, Path(tmp))
-    fs = FeatureSet(fs.df.filter(pl.col("split") == "test"), fs.groups, fs.categorical, fs.info)
+        fs = _features(cfg, run_dir, table, ids, Path(tmp))
     base: dict[str, pl.DataFrame] = {}
     level2_dirs = []
     stacked = []

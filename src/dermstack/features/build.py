@@ -14,6 +14,7 @@ from dermstack.features.embedding import EmbeddingSource, pca_features, read_emb
 from dermstack.features.engineered import engineered_features
 from dermstack.features.featureset import ID_COLUMNS, FeatureSet
 from dermstack.features.image import image_features
+from dermstack.features.transform import FeatureTransform
 from dermstack.features.metadata import metadata_features
 from dermstack.features.patient import SITE_COLUMNS, PatientConfig, patient_features
 
@@ -28,19 +29,21 @@ def _numeric(frame: pl.DataFrame) -> list[str]:
 
 
 def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "EmbeddingStore | EmbeddingSource | None" = None,
-                   pca_components: int = 32) -> FeatureSet:
+                   pca_components: int = 32, fitted: FeatureTransform | None = None) -> FeatureSet:
     """Build the enabled groups (``cfg``) into one FeatureSet with a row per table row.
 
     Metadata columns whose missingness leaks the label are dropped from every group (listed in
     ``info["metadata"]["dropped_missingness_leak"]``); engineered features are built from the kept
     TBP columns; patient features are relative to the patient's own rows (metadata, engineered and
-    image features; embedding distances by cosine); the embedding PCA is fitted on training rows."""
+    image features; embedding distances by cosine); the embedding PCA is fitted on training rows.
+    What was fitted is the result's ``transform``; pass a run's as ``fitted`` to build features of
+    new rows exactly as the run built its own."""
     df = table.df
     fs = FeatureSet(df.select(ID_COLUMNS), {}, [], {})
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    meta = metadata_features(table, cfg.missingness_leak_auc)
+    meta = metadata_features(table, cfg.missingness_leak_auc, fitted.dropped if fitted else None)
     fs.info["metadata"] = {"dropped_missingness_leak": meta.dropped}
     if cfg.metadata:
         fs = fs.add(meta.frame, "metadata", meta.categorical)
@@ -71,11 +74,13 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
         timings["image"] = time.perf_counter() - t
 
     emb: dict[str, np.ndarray] = {}
+    pca: dict = {}
     if embeddings is not None and (cfg.embedding or cfg.patient):
         emb = read_embeddings(embeddings, df["image_id"].to_list())
     if cfg.embedding and emb:
         t = time.perf_counter()
-        frame, info = pca_features(emb, df["image_id"].to_list(), (df["split"] == "train").to_numpy(), pca_components)
+        frame, info, pca = pca_features(emb, df["image_id"].to_list(), (df["split"] == "train").to_numpy(), pca_components,
+                                        fitted=fitted.pca if fitted else None)
         fs.info["embedding"] = info
         fs = fs.add(frame, "embedding")
         timings["embedding"] = time.perf_counter() - t
@@ -89,6 +94,7 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
         fs = fs.add(pat, "patient")
         timings["patient"] = time.perf_counter() - t
 
+    fs.transform = FeatureTransform(sorted(meta.dropped), pca)
     fs.info["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     fs.info["groups"] = {g: sum(1 for v in fs.groups.values() if v == g) for g in sorted(set(fs.groups.values()))}
     log.info("built %d features for %d rows: %s", len(fs.groups), fs.df.height, fs.info["groups"])

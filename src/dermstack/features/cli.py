@@ -35,11 +35,15 @@ def features() -> None:
               help="Drop a metadata column whose blankness alone has this ROC-AUC for the label.")
 @click.option("--pca-components", type=int, default=32, show_default=True)
 @click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True, help="Processes for the image features.")
+@click.option("--fitted", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A features.transform.npz to apply instead of fitting on LESIONS' training rows (features of new data).")
 def build_command(lesions: Path, embeddings: Path | None, out: Path, metadata: bool, engineered: bool, patient: bool, image: bool,
-                  embedding: bool, segmentation: str, missingness_leak_auc: float, pca_components: int, workers: int) -> None:
-    """Build the features of the LesionTable LESIONS and write them to --out."""
+                  embedding: bool, segmentation: str, missingness_leak_auc: float, pca_components: int, workers: int,
+                  fitted: Path | None) -> None:
+    """Build the features of the LesionTable LESIONS and write them (and what was fitted) to --out."""
     from dermstack.data.table import LesionTable
     from dermstack.features.build import build_features
+    from dermstack.features.transform import FeatureTransform
 
     cfg = FeaturesConfig(metadata=metadata, engineered=engineered, patient=patient, image=image, embedding=embedding,
                          segmentation=segmentation, missingness_leak_auc=missingness_leak_auc, workers=workers)
@@ -48,7 +52,8 @@ def build_command(lesions: Path, embeddings: Path | None, out: Path, metadata: b
         from dermstack.extract.store import EmbeddingStore
 
         store = EmbeddingStore(embeddings)
-    fs = build_features(LesionTable.read(lesions), cfg, store, pca_components)
+    fs = build_features(LesionTable.read(lesions), cfg, store, pca_components,
+                        fitted=FeatureTransform.read(fitted) if fitted else None)
     fs.write(out)
     dropped = fs.info.get("metadata", {}).get("dropped_missingness_leak", {})
     if dropped:

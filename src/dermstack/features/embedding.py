@@ -10,6 +10,7 @@ import polars as pl
 from sklearn.decomposition import PCA
 
 from dermstack.errors import DataError
+from dermstack.features.transform import PCAParams
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +58,38 @@ def read_embeddings(store: EmbeddingSource, image_ids: list[str]) -> dict[str, n
 
 
 def pca_features(embeddings: dict[str, np.ndarray], image_ids: list[str], is_train: np.ndarray,
-                 n_components: int = 32, seed: int = 0) -> tuple[pl.DataFrame, dict]:
+                 n_components: int = 32, seed: int = 0,
+                 fitted: dict[str, PCAParams] | None = None) -> tuple[pl.DataFrame, dict, dict[str, PCAParams]]:
     """``image_id`` + ``<prefix>_pcNN`` columns per backbone; a row with a non-finite embedding gets nulls.
 
-    Returns (frame, info) where info maps prefix -> components kept and variance explained."""
+    The PCA is fitted on the training rows, or taken from ``fitted`` (a finished run's, for new rows).
+    Returns (frame, info, params): info maps prefix -> components kept and variance explained."""
     columns: dict[str, np.ndarray] = {}
     info: dict[str, dict] = {}
+    params: dict[str, PCAParams] = {}
     for prefix, x in embeddings.items():
         ok = np.isfinite(x).all(1)
-        fit_rows = ok & is_train
-        if fit_rows.sum() < 2:
-            raise DataError(f"{prefix}: fewer than two training rows with a finite embedding to fit the PCA on")
-        k = int(min(n_components, x.shape[1], fit_rows.sum()))
-        pca = PCA(n_components=k, random_state=seed, svd_solver="auto").fit(x[fit_rows])
+        if fitted is not None:
+            if prefix not in fitted:
+                raise DataError(f"{prefix}: the run's fitted transform has no PCA for this backbone (has {sorted(fitted)})")
+            pca = params[prefix] = fitted[prefix]
+            info[prefix] = {"dim": int(x.shape[1]), "components": int(pca.components.shape[0]), "fitted_by_run": True}
+        else:
+            fit_rows = ok & is_train
+            if fit_rows.sum() < 2:
+                raise DataError(f"{prefix}: fewer than two training rows with a finite embedding to fit the PCA on")
+            k = int(min(n_components, x.shape[1], fit_rows.sum()))
+            fit = PCA(n_components=k, random_state=seed, svd_solver="auto").fit(x[fit_rows])
+            pca = params[prefix] = PCAParams(fit.mean_.astype(np.float64), fit.components_.astype(np.float64))
+            info[prefix] = {"dim": int(x.shape[1]), "components": k,
+                            "explained_variance": round(float(fit.explained_variance_ratio_.sum()), 4)}
+        k = pca.components.shape[0]
         z = np.full((len(x), k), np.nan, dtype=np.float32)
-        z[ok] = pca.transform(x[ok])
+        z[ok] = pca.apply(x[ok].astype(np.float64))
         for i in range(k):
             columns[f"{prefix}_pc{i:02d}"] = z[:, i]
-        info[prefix] = {"dim": int(x.shape[1]), "components": k, "explained_variance": round(float(pca.explained_variance_ratio_.sum()), 4),
-                        "non_finite_rows": int((~ok).sum())}
+        info[prefix]["non_finite_rows"] = int((~ok).sum())
         if (~ok).any():
             log.warning("%s: %d rows have non-finite embeddings; their PCA features are null", prefix, int((~ok).sum()))
     frame = pl.DataFrame({"image_id": image_ids, **columns}).fill_nan(None)
-    return frame, info
+    return frame, info, params

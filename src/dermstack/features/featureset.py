@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from dermstack.errors import ConfigError, DataError
+from dermstack.features.transform import FeatureTransform
 from dermstack.parquet_io import read_described, write_described
 
 META_KEY = b"dermstack.features"
@@ -23,6 +24,8 @@ class FeatureSet:
     groups: dict[str, str]
     categorical: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    #: what was fitted on the training rows (written beside the parquet file), for new rows
+    transform: FeatureTransform | None = None
 
     def __post_init__(self) -> None:
         for c in ID_COLUMNS:
@@ -62,14 +65,20 @@ class FeatureSet:
             raise DataError(f"{missing.height} ids have no {group} features, e.g. {missing['image_id'].head(5).to_list()}")
         new = [c for c in other.columns if c != "image_id"]
         df = self.df.join(other, on="image_id", how="left", maintain_order="left")
-        return FeatureSet(df, {**self.groups, **{c: group for c in new}}, self.categorical + list(categorical), self.info)
+        return FeatureSet(df, {**self.groups, **{c: group for c in new}}, self.categorical + list(categorical), self.info,
+                          self.transform)
 
     # -- io ---------------------------------------------------------------------
     def write(self, path: str | Path) -> Path:
+        """The parquet file, plus ``<name>.transform.npz`` beside it when the set carries a transform."""
         meta = {"groups": self.groups, "categorical": self.categorical, "info": self.info}
+        if self.transform is not None:
+            self.transform.write(FeatureTransform.path_for(path))
         return write_described(self.df, path, META_KEY, meta)
 
     @classmethod
     def read(cls, path: str | Path) -> "FeatureSet":
         df, meta = read_described(path, META_KEY, "feature table")
-        return cls(df, meta["groups"], meta["categorical"], meta.get("info", {}))
+        sibling = FeatureTransform.path_for(path)
+        transform = FeatureTransform.read(sibling) if sibling.exists() else None
+        return cls(df, meta["groups"], meta["categorical"], meta.get("info", {}), transform)

@@ -25,7 +25,7 @@ class MetadataFeatures:
     frame: pl.DataFrame
     numeric: list[str]
     categorical: list[str]
-    dropped: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, float | None] = field(default_factory=dict)
 
 
 def class_indicators(table: LesionTable) -> dict[str, np.ndarray]:
@@ -55,19 +55,16 @@ def missingness_auc(is_null: np.ndarray, classes: dict[str, np.ndarray]) -> floa
     return worst
 
 
-def metadata_features(table: LesionTable, leak_auc: float = 0.65) -> MetadataFeatures:
-    """The table's ``meta.feature_columns``; categoricals as String, leaky-missingness columns dropped."""
+def metadata_features(table: LesionTable, leak_auc: float = 0.65, dropped: list[str] | None = None) -> MetadataFeatures:
+    """The table's ``meta.feature_columns``; categoricals as String, leaky-missingness columns dropped
+    (found on the training rows, or ``dropped`` as a finished run found them)."""
     meta = table.meta
     cats = set(meta.categorical_columns)
     columns = list(dict.fromkeys(meta.feature_columns))
-    train = table.train
-    classes = class_indicators(table)
-    dropped: dict[str, float] = {}
-    for col in columns:
-        auc = missingness_auc(train[col].is_null().to_numpy(), classes)
-        if auc is not None and (auc > leak_auc or auc < 1 - leak_auc):
-            dropped[col] = round(auc, 4)
-            log.warning("dropping metadata column %r: whether it is blank alone separates the classes (ROC-AUC %.3f)", col, auc)
+    if dropped is not None:
+        dropped = {c: None for c in dropped}
+    else:
+        dropped = _leaky_missingness(table, columns, leak_auc)
     kept = [c for c in columns if c not in dropped]
     exprs = []
     numeric, categorical = [], []
@@ -83,3 +80,16 @@ def metadata_features(table: LesionTable, leak_auc: float = 0.65) -> MetadataFea
             log.warning("metadata column %r has type %s, neither numeric nor categorical: skipped", col, dtype)
     frame = table.df.select([pl.col("image_id"), *exprs])
     return MetadataFeatures(frame, numeric, categorical, dropped)
+
+
+def _leaky_missingness(table: LesionTable, columns: list[str], leak_auc: float) -> dict[str, float]:
+    """Column -> ROC-AUC of "is blank" for the label on the training rows, for the columns beyond ``leak_auc``."""
+    train = table.train
+    classes = class_indicators(table)
+    dropped: dict[str, float] = {}
+    for col in columns:
+        auc = missingness_auc(train[col].is_null().to_numpy(), classes)
+        if auc is not None and (auc > leak_auc or auc < 1 - leak_auc):
+            dropped[col] = round(auc, 4)
+            log.warning("dropping metadata column %r: whether it is blank alone separates the classes (ROC-AUC %.3f)", col, auc)
+    return dropped
