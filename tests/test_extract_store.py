@@ -169,8 +169,11 @@ def test_bad_images_recorded_and_job_goes_on(tmp_path, images, test_weights):
     assert EmbeddingStore(out).read(TEST_MODEL, ids[:3]).shape == (3, 256) and good.size[0] > 0
     with pytest.raises(DataError, match="failed to embed"):
         EmbeddingStore(out).read(TEST_MODEL, ["TRUNC"])
-    with pytest.raises(DataError, match="strict"):
-        extract_embeddings(t, [TEST_MODEL], tmp_path / "s.h5", settings(test_weights), strict=True)
+    threads = torch.get_num_threads()
+    with pytest.raises(DataError, match="strict") as err:
+        extract_embeddings(t, [TEST_MODEL], tmp_path / "s.h5", settings(test_weights, streams=2, threads=1), strict=True)
+    # the streams stopped when the error left the loop, not when its traceback (kept in err) is freed
+    assert torch.get_num_threads() == threads and err.value.column == "image_ref"
     with pytest.raises(DataError, match="empty"):
         extract_embeddings(t.__class__(t.df.head(0), t.meta), [TEST_MODEL], tmp_path / "x.h5", settings(test_weights))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -194,8 +195,9 @@ def _extract_one(bb: Backbone, ids: list[str], refs: list[str | None], path: Pat
         source = (LoaderBatches(make_loader(dataset, par.batch_size, par.workers, pin_memory=device.type == "cuda"))
                   if par.workers else InlineBatches(dataset, par.batch_size))
         t0 = time.perf_counter()
-        with progress_bar(total=len(todo), unit="img", desc=bb.name, mininterval=1.0, smoothing=0.05) as bar:
-            for batch, feats in run_streams(source, embed, par.streams, par.threads):
+        results = run_streams(source, embed, par.streams, par.threads)
+        with closing(results), progress_bar(total=len(todo), unit="img", desc=bb.name, mininterval=1.0, smoothing=0.05) as bar:
+            for batch, feats in results:  # closing(): an error here stops the streams and restores torch's threads at once
                 for j, reason in batch["failed"]:
                     k = todo[j]
                     if strict:
