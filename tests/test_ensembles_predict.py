@@ -19,7 +19,7 @@ from dermstack.errors import DataError
 from dermstack.features.build import build_features
 from dermstack.run import to_toml
 from ensembles_toy import setup, tiny_cnn
-from lesion_tables import assert_features_equal
+from lesion_tables import FakeStore, assert_features_equal
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +92,18 @@ def test_predict_refuses_training_ids(run_dir):
     table = LesionTable.read(root / "lesions.parquet")
     with pytest.raises(DataError, match="training rows of this run"):
         predict_run(root, LesionTable(table.train.head(3), table.meta))
+
+
+def test_new_and_run_stores_read_as_one():
+    """predict reads new images from its own store and the patients' run lesions from the run's."""
+    from dermstack.ensembles.predict import _Stores
+
+    class Listed(FakeStore):
+        def image_ids(self, backbone):
+            return list(self.pos)
+
+    rng = np.random.default_rng(0)
+    new, run = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32)
+    both = _Stores(Listed(["n0", "n1", "n2"], {"b": new}), Listed([f"r{i}" for i in range(5)], {"b": run}))
+    assert both.backbones() == ["b"] and sorted(both.image_ids("b")) == ["n0", "n1", "n2", "r0", "r1", "r2", "r3", "r4"]
+    np.testing.assert_array_equal(both.read("b", ["r3", "n1", "r0", "n2"]), np.stack([run[3], new[1], run[0], new[2]]))

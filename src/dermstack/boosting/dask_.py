@@ -55,12 +55,17 @@ def _to_dask(client, X: pd.DataFrame, y: np.ndarray | None = None, weight: np.nd
     return out
 
 
-class DaskLightGBMAdapter(LightGBMAdapter):
+class DaskClient:
+    """Mixin: an adapter that trains through the ``distributed.Client`` given as ``client=``."""
+
     def __init__(self, *args, client=None, **kwargs):
         super().__init__(*args, **kwargs)
         if client is None:
-            raise ConfigError("the Dask LightGBM adapter needs a distributed.Client")
+            raise ConfigError(f"the Dask {self.kind} adapter needs a distributed.Client")
         self.client = client
+
+
+class DaskLightGBMAdapter(DaskClient, LightGBMAdapter):
 
     def fit(self, X, y, X_valid, y_valid, weight=None, valid_weight=None):
         from lightgbm.dask import DaskLGBMClassifier
@@ -97,12 +102,7 @@ def best_iteration(booster: lgb.Booster, X: pd.DataFrame, y: np.ndarray, weight,
     return int(np.argmax(scores)) + 1
 
 
-class DaskXGBoostAdapter(XGBoostAdapter):
-    def __init__(self, *args, client=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if client is None:
-            raise ConfigError("the Dask XGBoost adapter needs a distributed.Client")
-        self.client = client
+class DaskXGBoostAdapter(DaskClient, XGBoostAdapter):
 
     def fit(self, X, y, X_valid, y_valid, weight=None, valid_weight=None):
         import xgboost.dask as dxgb

@@ -65,17 +65,24 @@ class _Stores:
 
     def __init__(self, *stores):
         self.stores = stores
+        self._ids: dict[str, list[np.ndarray]] = {}
 
     def backbones(self) -> list[str]:
         return self.stores[0].backbones()
 
+    def _listed(self, backbone: str) -> list[np.ndarray]:
+        """Each store's ids, read once per backbone."""
+        if backbone not in self._ids:
+            self._ids[backbone] = [np.asarray(s.image_ids(backbone), dtype=object) for s in self.stores]
+        return self._ids[backbone]
+
     def image_ids(self, backbone: str) -> list[str]:
-        return [i for s in self.stores for i in s.image_ids(backbone)]
+        return [i for ids in self._listed(backbone) for i in ids]
 
     def read(self, backbone: str, image_ids: list[str]) -> np.ndarray:
         out, todo = None, np.asarray(image_ids, dtype=object)
-        for s in self.stores:
-            have = np.isin(todo, np.asarray(s.image_ids(backbone), dtype=object))
+        for s, ids in zip(self.stores, self._listed(backbone)):
+            have = np.isin(todo, ids)
             if have.any():
                 part = s.read(backbone, todo[have].tolist())
                 out = np.empty((len(todo), part.shape[1]), np.float32) if out is None else out
