@@ -145,7 +145,7 @@ class GroupWriter:
     def __init__(self, f: h5py.File, g: h5py.Group):
         self.f, self.g = f, g
         self.pending: list[tuple[list[str], np.ndarray]] = []
-        self.n_pending, self.committed_at = 0, time.monotonic()
+        self.committed_at = time.monotonic()
         self.n = int(g.attrs["n_written"])
         for name in ("features", "image_id"):
             if g[name].shape[0] != self.n:  # rows of a batch that was cut off by a kill
@@ -156,6 +156,11 @@ class GroupWriter:
                 self.nf = min(self.nf, g[name].shape[0])
         for name in ("failed/image_id", "failed/reason"):
             g[name].resize(self.nf, axis=0)
+
+    @property
+    def n_pending(self) -> int:
+        """Rows queued for the next commit."""
+        return sum(len(ids) for ids, _ in self.pending)
 
     def done_ids(self, with_failed: bool = True) -> set[str]:
         done = set(_strings(self.g["image_id"], self.n).tolist()).union(*(ids for ids, _ in self.pending))
@@ -181,7 +186,6 @@ class GroupWriter:
         every ``COMMIT_ROWS`` rows or ``COMMIT_SECONDS`` (a kill loses at most that much work)."""
         if len(image_ids):
             self.pending.append((list(image_ids), features.astype(np.float16)))
-            self.n_pending += len(image_ids)
         if self.n_pending >= self.COMMIT_ROWS or time.monotonic() - self.committed_at >= self.COMMIT_SECONDS:
             self.commit()
 
@@ -196,7 +200,7 @@ class GroupWriter:
         self.g["features"][self.n:end] = np.concatenate([f for _, f in self.pending])
         self.g["image_id"][self.n:end] = np.asarray([i for ids, _ in self.pending for i in ids], dtype=object)
         self.f.flush()
-        self.n, self.pending, self.n_pending = end, [], 0
+        self.n, self.pending = end, []
         self.g.attrs["n_written"] = end
         self.f.flush()
 

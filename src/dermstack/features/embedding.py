@@ -85,7 +85,7 @@ def pca_features(embeddings: dict[str, np.ndarray], image_ids: list[str], is_tra
                             "explained_variance": round(float(fit.explained_variance_ratio_.sum()), 4)}
         k = pca.components.shape[0]
         z = np.full((len(x), k), np.nan, dtype=np.float32)
-        z[ok] = pca.apply(x[ok].astype(np.float64))
+        z[ok] = pca.apply(x[ok])
         for i in range(k):
             columns[f"{prefix}_pc{i:02d}"] = z[:, i]
         info[prefix]["non_finite_rows"] = int((~ok).sum())

@@ -24,11 +24,14 @@ class PCAParams:
     def apply(self, x: np.ndarray) -> np.ndarray:
         if x.shape[1] != self.mean.shape[0]:
             raise DataError(f"embedding has {x.shape[1]} dimensions, the fitted PCA expects {self.mean.shape[0]}")
-        return ((x - self.mean) @ self.components.T).astype(np.float32)
+        x = np.asarray(x, dtype=np.float32)  # no float64 copy of a (400k x D) embedding matrix
+        return (x - self.mean.astype(np.float32)) @ self.components.T.astype(np.float32)
 
 
 @dataclass
 class FeatureTransform:
+    """Columns dropped for leaky missingness, and each embedding prefix's PCA."""
+
     dropped: list[str] = field(default_factory=list)
     pca: dict[str, PCAParams] = field(default_factory=dict)
 
