@@ -127,12 +127,12 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
     train_df = align_rows(features.df, task.image_ids)
     columns = usable_columns(train_df, features.columns(model.features))
     matrix = FeatureMatrix.fit(train_df, columns, features.categorical)
-    del train_df
     test_ids = features.df.filter(pl.col("split") == "test")["image_id"].to_list() if test else []
 
-    def design(fs: FeatureSet) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    def design(train: pl.DataFrame, fs: FeatureSet) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """Training and test matrices of ``fs`` (``train``: its training rows in task order)."""
         X_test = matrix.to_pandas(fs.df.filter(pl.col("split") == "test")) if test_ids else None
-        return matrix.to_pandas(align_rows(fs.df, task.image_ids)), X_test
+        return matrix.to_pandas(train), X_test
 
     y = task.y
     n, n_out = len(task.image_ids), task.n_outputs
@@ -142,11 +142,14 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
     gain: dict[str, float] = {}
     store = ModelStore.create(Path(out_dir) / name, name, model, task, matrix, features.groups, params, sampling) if out_dir else None
     best_iter, fit_rows = [], []
-    X, X_test = design(features) if fold_features is None else (None, None)
+    X, X_test = design(train_df, features) if fold_features is None else (None, None)
+    del train_df
     bar = progress_bar(total=len(seeds) * len(folds), desc=f"{name}", unit="fit", leave=False)
     for k, tr, va in folds:
         if fold_features is not None:
-            X, X_test = design(fold_features(k))
+            X = X_test = None  # the previous fold's matrices go before this fold's are built
+            fs = fold_features(k)
+            X, X_test = design(align_rows(fs.df, task.image_ids), fs)
         for si, seed in enumerate(seeds):
             fit_idx = resample(tr, y, sampling, seed=seed * 1000 + k)
             adapter = create_adapter(model.kind, task.kind, task.classes, params, seed, matrix.categorical, client=client)
