@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from dermstack.atomic import atomic_path
 from dermstack.errors import DataError
 
 
@@ -17,9 +18,8 @@ def write_described(df: pl.DataFrame, path: str | Path, key: bytes, description:
     arrow = df.to_arrow()
     md = dict(arrow.schema.metadata or {})
     md[key] = json.dumps(description).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(arrow.replace_schema_metadata(md), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(md), tmp)
     return path
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from dermstack.atomic import write_text
+
 log = logging.getLogger(__name__)
 
 PACKAGES = ("dermstack", "torch", "torchvision", "timm", "lightgbm", "xgboost", "catboost", "polars", "pyarrow",
@@ -90,10 +92,7 @@ class Stage:
             return False
 
     def finish(self, seconds: float, **extra) -> None:
-        self.record.parent.mkdir(parents=True, exist_ok=True)
         rec = {"stage": self.name, "fingerprint": self.fingerprint(), "config": self.config, "seconds": round(seconds, 2),
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
                "outputs": [str(p.relative_to(self.run_dir)) for p in self.outputs], **extra}
-        tmp = self.record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=2, default=str))
-        tmp.replace(self.record)
+        write_text(self.record, json.dumps(rec, indent=2, default=str))

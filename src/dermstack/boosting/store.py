@@ -8,49 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import platform
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from dermstack.atomic import write_json
 from dermstack.boosting.base import FeatureMatrix
 from dermstack.boosting.registry import load_adapter
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
+from dermstack.provenance import versions
 
 FORMAT_VERSION = 1
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("dermstack", "lightgbm", "xgboost", "catboost", "polars", "numpy", "pandas"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return None if math.isnan(float(x)) else float(x)
-    return x
-
-
-def write_json(path: Path, obj) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2))
-    tmp.replace(path)
-    return path
 
 
 @dataclass

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from dermstack.atomic import atomic_path
 from dermstack.progress import progress_bar
 
 CHUNK = 2048
@@ -171,12 +172,10 @@ def render_all(looks: LesionLooks, size: int, seed: int, split: int, workers: in
 def write_jpeg_hdf5(path: Path, ids: list[str], chunks: Iterator[list[bytes]]) -> int:
     """Write one scalar ``|S<n>`` dataset of JPEG bytes per id (the Kaggle layout); returns total bytes."""
     total = 0
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         it = iter(ids)
         for images in chunks:
             for data in images:
                 f.create_dataset(next(it), data=np.bytes_(data), track_times=False)
                 total += len(data)
-    tmp.replace(path)
     return total

@@ -20,6 +20,7 @@ import timm
 import torch
 from torch import nn
 
+from dermstack.atomic import atomic_path
 from dermstack.boosting.cv import (
     CVResult,
     align_rows,
@@ -237,9 +238,8 @@ def save_net(net: nn.Module, path: Path) -> Path:
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
     return path
 
 

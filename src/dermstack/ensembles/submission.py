@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from dermstack.atomic import atomic_path
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
 from dermstack.task import TaskSpec
@@ -216,8 +217,6 @@ def write_submission(test_predictions: pl.DataFrame, format: str, out: str | Pat
         df = df.join(order, on=fmt.id_column, how="left").sort("_order", nulls_last=True).drop("_order")
     raise_problems(check_submission(df, fmt, expected, columns), str(out))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    df.write_csv(tmp, float_precision=None)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        df.write_csv(tmp, float_precision=None)
     return out

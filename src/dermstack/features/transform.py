@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dermstack.atomic import atomic_path
 from dermstack.errors import DataError
 
 
@@ -46,9 +47,8 @@ class FeatureTransform:
             arrays[f"pca/{prefix}/mean"] = p.mean
             arrays[f"pca/{prefix}/components"] = p.components
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
         return path
 
     @classmethod

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
+from dermstack.atomic import write_text
+
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
 header{background:#243447;color:#fff;padding:14px 28px}header h1{margin:0;font-size:22px}header p{margin:4px 0 0;opacity:.8}
@@ -78,9 +80,4 @@ def page(title: str, subtitle: str, sections: list[Section]) -> str:
 
 
 def write_page(path: str | Path, title: str, subtitle: str, sections: list[Section]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page(title, subtitle, sections), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, page(title, subtitle, sections))
