@@ -80,7 +80,7 @@ def child_cv(work: Path, kinds: list[str]) -> dict:
 def child_rows(work: Path, kinds: list[str]) -> dict:
     """Fold 0 of each library: seconds with the default sampling and on every training row."""
     from dermstack.boosting.base import FeatureMatrix
-    from dermstack.boosting.cv import align_rows
+    from dermstack.crossfit import align_rows
     from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
     from dermstack.boosting.registry import create_adapter
     from dermstack.boosting.sampling import SamplingConfig, resample

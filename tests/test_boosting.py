@@ -36,9 +36,9 @@ def test_cross_validate_every_task(kind, data, tmp_path):
     table, fs, task, plan = data
     res = cross_validate(fs, task, plan, model(kind), tmp_path, bootstrap=20)
     n, c = len(task.image_ids), len(task.classes)
-    assert res.oof.height == n * c and res.oof["score"].is_null().sum() == 0
-    assert set(res.oof["fold"].unique().to_list()) == {0, 1, 2}
-    assert res.test.height == 40 * c and res.test["image_id"].n_unique() == 40
+    assert res.oof.height == n * c and res.oof.frame["score"].is_null().sum() == 0
+    assert set(res.oof.frame["fold"].unique().to_list()) == {0, 1, 2}
+    assert res.test.height == 40 * c and res.test.frame["image_id"].n_unique() == 40
     # planted signal: far above chance
     if task.kind == "binary":
         assert res.metrics["pauc_tpr80"] > 0.1 and res.metrics["roc_auc"] > 0.85
@@ -57,7 +57,7 @@ def test_cross_validate_every_task(kind, data, tmp_path):
     assert not list(mdir.glob("*.pkl")) and not list(mdir.glob("*.pickle"))
     test_fs = FeatureSet(fs.df.filter(pl.col("split") == "test"), fs.groups, fs.categorical)
     saved = predict_saved(mdir, test_fs).reshape(40, c)
-    wide = res.test.pivot(on="class", index="image_id", values="score").sort("image_id")
+    wide = res.test.frame.pivot(on="class", index="image_id", values="score").sort("image_id")
     np.testing.assert_allclose(saved, wide.select(task.classes).to_numpy(), rtol=1e-9, atol=1e-12)
     spec = json.loads((mdir / "model.json").read_text())
     assert spec["features"]["categories"]["site"] == ["arm", "head", "leg", "torso"]
@@ -84,10 +84,10 @@ def test_reproducible_to_the_last_digit(kind):
     cfg = model(kind, seeds=[7], sampling={"negative_ratio": 0.1, "positive_oversample": 0.05})
     a = cross_validate(fs, task, plan, cfg, bootstrap=0)
     b = cross_validate(fs, task, plan, cfg, bootstrap=0)
-    assert a.oof.equals(b.oof)
+    assert a.oof.frame.equals(b.oof.frame)
     assert a.metrics["fit_rows"][0] < 1000  # negatives were under-sampled
     c = cross_validate(fs, task, plan, model(kind, seeds=[8], sampling=cfg.sampling), bootstrap=0)
-    assert not np.array_equal(a.oof["score"].to_numpy(), c.oof["score"].to_numpy())
+    assert not np.array_equal(a.oof.frame["score"].to_numpy(), c.oof.frame["score"].to_numpy())
 
 
 def test_unseen_category_is_missing_and_logged(caplog):
@@ -105,7 +105,7 @@ def test_unseen_category_is_missing_and_logged(caplog):
 def test_several_seeds_are_averaged_for_test(tmp_path):
     table, fs, task, plan = toy("binary", n=900, n_test=20)
     res = cross_validate(fs, task, plan, model("lightgbm", seeds=[0, 1]), tmp_path, bootstrap=0)
-    assert res.oof.height == 2 * 900 and sorted(res.oof["seed"].unique().to_list()) == [0, 1]
+    assert res.oof.height == 2 * 900 and sorted(res.oof.frame["seed"].unique().to_list()) == [0, 1]
     assert len(load_models(tmp_path / "lightgbm")) == 6
     assert len(res.metrics["seeds"]["roc_auc"]) == 2
 

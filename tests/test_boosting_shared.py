@@ -58,7 +58,8 @@ def test_cli_train_and_predict(shared_data, tmp_path):
     assert "lightgbm: macro_f1" in r.output and "lgb_small: macro_f1" in r.output
     summary = json.loads((tmp_path / "run" / "boosting_metrics.json").read_text())
     assert set(summary["models"]) == {"lightgbm", "lgb_small"} and summary["n_train"] == 1500
-    assert (tmp_path / "run" / "oof.parquet").exists() and (tmp_path / "run" / "test_predictions.parquet").exists()
+    for name in ("lightgbm", "lgb_small"):  # each model folder is complete: what `ensembles stack` reads
+        assert all((tmp_path / "run" / "models" / name / f).exists() for f in ("model.json", "oof.parquet", "test.parquet"))
     r = CliRunner().invoke(cli, ["boosting", "predict", str(tmp_path / "run" / "models" / "lgb_small"),
                                  str(tmp_path / "features.parquet"), "--out", str(tmp_path / "pred.parquet")])
     assert r.exit_code == 0, r.output

@@ -1,5 +1,6 @@
 """LesionTable, FoldPlan, RunConfig and TaskSpec."""
 import numpy as np
+import tomli_w
 import polars as pl
 import pytest
 
@@ -7,7 +8,6 @@ from dermstack.config import RunConfig
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, TableMeta, finalize_frame
 from dermstack.errors import ConfigError, DataError
-from dermstack.run import to_toml
 from dermstack.task import TaskSpec
 
 
@@ -62,7 +62,7 @@ def test_config_unknown_keys_are_errors(tmp_path):
     cfg = RunConfig.from_dict({"data": {"format": "ham10000", "path": "p"},
                                "models": [{"kind": "lightgbm", "params": {"num_leaves": 7}}]})
     p = tmp_path / "c.toml"
-    p.write_text(to_toml(cfg.to_dict()))
+    p.write_text(tomli_w.dumps(cfg.to_dict()))
     assert RunConfig.from_toml(p) == cfg
 
 

@@ -30,11 +30,11 @@ def test_cnn_cross_validation_every_head(tmp_path, kind):
     res = cross_validate_cnn(table, task, plan, tiny_cnn(), tmp_path / "models", progress=False)
     n, n_test, C = len(task.image_ids), table.test.height, len(task.classes)
     assert res.oof.height == n * C and res.test.height == n_test * C
-    assert res.oof["score"].is_between(0, 1).all() and res.test["score"].is_between(0, 1).all()
+    assert res.oof.frame["score"].is_between(0, 1).all() and res.test.frame["score"].is_between(0, 1).all()
     folds = dict(zip(plan.folds["image_id"], plan.folds["fold"]))
-    assert all(folds[i] == f for i, f in res.oof.select("image_id", "fold").iter_rows())
+    assert all(folds[i] == f for i, f in res.oof.frame.select("image_id", "fold").iter_rows())
     if kind == "multiclass":
-        sums = res.oof.group_by("image_id").agg(pl.col("score").sum())
+        sums = res.oof.frame.group_by("image_id").agg(pl.col("score").sum())
         assert np.allclose(sums["score"].to_numpy(), 1, atol=1e-3)
     mdir = tmp_path / "models" / "cnn"
     spec = json.loads((mdir / "model.json").read_text())
@@ -53,7 +53,7 @@ def test_saved_checkpoints_reproduce_test_scores(tmp_path):
     assert state and all(isinstance(v, torch.Tensor) for v in state.values())
 
     again = predict_cnn_saved(tmp_path / "models" / "cnn", LesionTable(table.test, table.meta), progress=False)
-    assert np.allclose(again, res.test["score"].to_numpy(), atol=1e-6)
+    assert np.allclose(again, res.test.frame["score"].to_numpy(), atol=1e-6)
 
 
 def test_cnn_learns_a_visible_signal(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import tomli_w
 import polars as pl
 import pytest
 import torch
@@ -17,7 +18,6 @@ from dermstack.ensembles.predict import predict_run
 from dermstack.ensembles.stacking import cross_validate_stacked, nested_cnn_views, stack_models
 from dermstack.errors import DataError
 from dermstack.features.build import build_features
-from dermstack.run import to_toml
 from ensembles_toy import setup, tiny_cnn
 from lesion_tables import FakeStore, assert_features_equal
 
@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory):
     cfg = RunConfig(features=features_cfg, models=[ModelConfig(kind="lightgbm", params={"n_estimators": 20, "verbose": -1}, sampling={}),
                                                    tiny_cnn()])
     cfg.ensemble.method = "stack"
-    (root / "config.toml").write_text(to_toml(cfg.to_dict()))
+    (root / "config.toml").write_text(tomli_w.dumps(cfg.to_dict()))
     table.write(root / "lesions.parquet")
     fs = build_features(table, features_cfg)
     fs.write(root / "features.parquet")
@@ -56,7 +56,7 @@ def test_predict_reproduces_the_runs_test_scores(run_dir):
     assert set(preds["model"].unique()) == {"lightgbm", "cnn", "lightgbm+cnn", "stack"}
     for name, test in expected.items():
         got = preds.filter(pl.col("model") == name).sort("image_id")["score"].to_numpy()
-        want = test.sort("image_id")["score"].to_numpy()
+        want = test.frame.sort("image_id")["score"].to_numpy()
         assert np.allclose(got, want, atol=1e-5), name
 
 

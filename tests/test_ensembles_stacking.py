@@ -8,11 +8,13 @@ import pytest
 from boosting_toy import toy
 from dermstack.config import ModelConfig
 from dermstack.ensembles.stacking import (
-    CNNViews, cnn_feature_frame, cross_validate_stacked, load_level2, nested_scores, patient_key, score_tensor,
+    CNNViews, cnn_feature_frame, cross_validate_stacked, nested_scores, patient_key, score_tensor,
     stack_models,
 )
 from dermstack.features.featureset import FeatureSet
 from dermstack.metrics import roc_auc
+from dermstack.predictions import ModelResult, Predictions
+from dermstack.saved import load
 
 LGBM = ModelConfig(kind="lightgbm", params={"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 7, "verbose": -1},
                    sampling={})
@@ -98,11 +100,6 @@ def test_patient_relative_cnn_columns():
     assert np.allclose(first["cnn_score_pz"].to_numpy(), z)
 
 
-class _Out:
-    def __init__(self, name, oof, test):
-        self.name, self.oof, self.test = name, oof, test
-
-
 def _base_outputs(task, plan, n_test=10, seed=0):
     """Two base models with independent errors (each informative) and one noise model."""
     rng = np.random.default_rng(seed)
@@ -115,7 +112,7 @@ def _base_outputs(task, plan, n_test=10, seed=0):
         oof = pl.DataFrame({"image_id": task.image_ids, "model": name, "seed": 0, "fold": fold, "class": "target", "score": s})
         test = pl.DataFrame({"image_id": [f"T{i}" for i in range(n_test)], "model": name, "class": "target",
                              "score": rng.random(n_test)})
-        outs.append(_Out(name, oof, test))
+        outs.append(ModelResult(name, Predictions(oof), Predictions(test)))
     return outs
 
 
@@ -127,12 +124,12 @@ def test_level2_beats_each_base_model_by_nested_cv(tmp_path, method):
     base_auc = [roc_auc(task.y, score_tensor([o.oof], [o.name], task.image_ids, ["target"], "OOF")[:, 0, 0]) for o in outs]
     assert res.metrics["roc_auc"] > max(base_auc) + 0.02, (res.metrics["roc_auc"], base_auc)
     assert res.metrics["weights"]["noise"] < 0.2
-    assert res.oof["fold"].to_list() == plan.fold_of(task.image_ids).tolist()
+    assert res.oof.frame["fold"].to_list() == plan.fold_of(task.image_ids).tolist()
     # the stored learner reproduces the test scores
-    learner = load_level2(tmp_path / method)
-    X = score_tensor([o.test for o in outs], learner.models, res.test["image_id"].to_list(), ["target"], "test")
-    assert np.allclose(learner.predict(X)[:, 0], res.test["score"].to_numpy())
-    assert res.test["score"].is_between(0, 1).all()
+    learner = load(tmp_path / method).learner
+    X = score_tensor([o.test for o in outs], learner.models, res.test.frame["image_id"].to_list(), ["target"], "test")
+    assert np.allclose(learner.predict(X)[:, 0], res.test.frame["score"].to_numpy())
+    assert res.test.frame["score"].is_between(0, 1).all()
 
 
 def test_level2_fold_k_never_sees_fold_k_labels():
@@ -145,7 +142,7 @@ def test_level2_fold_k_never_sees_fold_k_labels():
     task.y = np.where(fold == 0, 1 - task.y, task.y)
     b = stack_models(outs, task, plan, method="stack")
     in0 = fold == 0
-    sa, sb = a.oof_scores, b.oof_scores
+    sa, sb = (r.oof.matrix(task.image_ids, task.classes) for r in (a, b))
     assert np.allclose(sa[in0], sb[in0])
     assert not np.allclose(sa[~in0], sb[~in0])
 
@@ -159,10 +156,10 @@ def test_level2_multiclass_rows_sum_to_one():
         p /= p.sum(1, keepdims=True)
         oof = pl.concat([pl.DataFrame({"image_id": task.image_ids, "model": name, "seed": 0, "fold": 0, "class": c, "score": p[:, j]})
                          for j, c in enumerate(task.classes)])
-        outs.append(_Out(name, oof, oof.drop("seed", "fold").clear()))
+        outs.append(ModelResult(name, Predictions(oof), Predictions.empty()))
     for method in ("stack", "rank"):
         res = stack_models(outs, task, plan, method=method)
-        assert np.allclose(res.oof_scores.sum(1), 1)
+        assert np.allclose(res.oof.matrix(task.image_ids, task.classes).sum(1), 1)
         assert res.metrics["macro_f1"] > 0.5
 
 

@@ -25,7 +25,19 @@ COMMANDS = {
 }
 
 
+class UserError(click.ClickException):
+    """A DermstackError as the CLI shows it: the message alone, exit status 2, no traceback."""
+
+    exit_code = 2
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DermstackError as e:
+            raise UserError(str(e)) from None
+
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 
@@ -58,3 +70,7 @@ def main() -> None:
     except DermstackError as e:
         click.secho(f"Error: {e}", fg="red", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

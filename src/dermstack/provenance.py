@@ -7,7 +7,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -65,7 +65,9 @@ class Stage:
     """A run stage that is skipped when its config, inputs and versions are unchanged.
 
     ``done()`` is true when ``stages/<name>.json`` holds the same fingerprint and every output exists.
-    ``finish()`` records the fingerprint after the outputs were written.
+    ``finish()`` records the fingerprint after the outputs were written. ``config`` holds the config
+    keys the stage reads (``section.key -> value``); ``depends_on`` names the stages whose outputs it
+    reads, so that re-running one of them invalidates this one (:func:`dermstack.rundir.invalidate`).
     """
 
     run_dir: Path
@@ -73,6 +75,7 @@ class Stage:
     config: object
     inputs: list[Path]
     outputs: list[Path]
+    depends_on: list[str] = field(default_factory=list)
 
     @property
     def record(self) -> Path:
@@ -94,5 +97,6 @@ class Stage:
     def finish(self, seconds: float, **extra) -> None:
         rec = {"stage": self.name, "fingerprint": self.fingerprint(), "config": self.config, "seconds": round(seconds, 2),
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
-               "outputs": [str(p.relative_to(self.run_dir)) for p in self.outputs], **extra}
+               "outputs": [str(p.relative_to(self.run_dir)) for p in self.outputs],
+               "depends_on": list(self.depends_on), **extra}
         write_text(self.record, json.dumps(rec, indent=2, default=str))

@@ -9,71 +9,27 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
-import polars as pl
+import tomli_w
+
+from dermstack.atomic import write_text
 
 from dermstack.config import ModelConfig, RunConfig
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError
-from dermstack.metrics import PRIMARY_METRIC, evaluate
+from dermstack.metrics import evaluate
+from dermstack.predictions import ModelResult, Predictions
 from dermstack.provenance import Stage, versions
+from dermstack.rundir import RunLock, RunPaths, finish, flat_config, invalidate
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
-
-
-@dataclass
-class RunPaths:
-    root: Path
-
-    lesions = property(lambda s: s.root / "lesions.parquet")
-    ingest_report = property(lambda s: s.root / "ingest_report.json")
-    folds = property(lambda s: s.root / "folds.parquet")
-    embeddings = property(lambda s: s.root / "embeddings.h5")
-    features = property(lambda s: s.root / "features.parquet")
-    models = property(lambda s: s.root / "models")
-    oof = property(lambda s: s.root / "oof.parquet")
-    test_predictions = property(lambda s: s.root / "test_predictions.parquet")
-    metrics = property(lambda s: s.root / "metrics.json")
-    submission = property(lambda s: s.root / "submission.csv")
-    synthetic = property(lambda s: s.root / "data")
-    report = property(lambda s: s.root / "report")
-
-
-@dataclass
-class ModelOutput:
-    """OOF and test predictions of one model (base or ensemble), as stored in ``models/<name>/``."""
-
-    name: str
-    oof: pl.DataFrame
-    test: pl.DataFrame
-    metrics: dict = field(default_factory=dict)
-
-
-def _timed(stage: Stage, fn, **extra):
-    if stage.done():
-        log.info("stage %s: unchanged, skipped", stage.name)
-        return False
-    t0 = time.perf_counter()
-    fn()
-    stage.finish(time.perf_counter() - t0, **extra)
-    log.info("stage %s: done in %.1f s", stage.name, time.perf_counter() - t0)
-    return True
-
-
-def scores_matrix(long: pl.DataFrame, ids: list[str], classes: list[str]) -> np.ndarray:
-    """Average a long prediction frame (image_id, class, score) over seeds/folds into (n,) or (n, C) in ``ids`` order."""
-    wide = (long.group_by("image_id", "class").agg(pl.col("score").mean())
-            .pivot(on="class", index="image_id", values="score"))
-    order = pl.DataFrame({"image_id": ids}).join(wide, on="image_id", how="left", maintain_order="left")
-    mat = order.select(classes).to_numpy().astype(float)
-    return mat[:, 0] if classes == ["target"] else mat
 
 
 @dataclass
@@ -94,16 +50,37 @@ class SelectedBackbones:
 
 
 class Run:
-    """One pipeline run into ``run_dir``."""
+    """One pipeline run into ``run_dir``: stages in order, each skipped when its record is current,
+    each invalidating what depends on it before it re-runs (:mod:`dermstack.rundir`)."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, force: bool = False, config_dir: Path | None = None):
         self.cfg = cfg
         if cfg.data.path:
             cfg.data.path = str(resolve_data_path(cfg.data.path, config_dir))
         self.paths = RunPaths(Path(run_dir))
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        if force:
-            shutil.rmtree(self.paths.root / "stages", ignore_errors=True)
+        self.force = force
+        self.flat = flat_config(cfg.to_dict())
+        self.stages: list[str] = []
+        self.unlabelled: list[str] = []
+
+    def keys(self, *prefixes: str) -> dict:
+        """The config keys a stage reads: every ``section.key`` starting with one of ``prefixes``."""
+        return {k: v for k, v in self.flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
+
+    def _stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn) -> bool:
+        stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on)
+        self.stages.append(name)
+        if stage.done():
+            log.info("stage %s: unchanged, skipped", name)
+            return False
+        dropped = invalidate(self.paths.root, name)
+        if dropped:
+            log.info("stage %s re-runs: invalidated %s", name, dropped)
+        t0 = time.perf_counter()
+        fn()
+        stage.finish(time.perf_counter() - t0)
+        log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
+        return True
 
     # -- stages -----------------------------------------------------------------
     def ingest(self) -> LesionTable:
@@ -128,14 +105,17 @@ class Run:
             click.echo(report.summary(), err=True)
 
         inputs = [Path(d.path)] if d.path and d.format != "synthetic-isic2024" else []
-        _timed(Stage(p.root, "ingest", asdict(d), inputs, [p.lesions, p.ingest_report]), work)
-        return LesionTable.read(p.lesions)
+        self._stage("ingest", self.keys("data"), inputs, [p.lesions, p.ingest_report], [], work)
+        table, self.unlabelled = TaskSpec.labelled(LesionTable.read(p.lesions), d.task, d.target, d.strict)
+        if self.unlabelled:
+            log.warning("%d training rows have no label for this task and are left out of training, e.g. %s",
+                        len(self.unlabelled), self.unlabelled[:5])
+        return table
 
     def folds(self, table: LesionTable) -> FoldPlan:
         p, cv = self.paths, self.cfg.cv
-        stage = Stage(p.root, "folds", {"n_splits": cv.n_splits, "seed": cv.seed, "task": self.cfg.data.task},
-                      [p.lesions], [p.folds])
-        _timed(stage, lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task).write(p.folds))
+        self._stage("folds", self.keys("cv.n_splits", "cv.seed", "data.task", "data.target"), [p.lesions], [p.folds],
+                    ["ingest"], lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task).write(p.folds))
         plan = FoldPlan.read(p.folds)
         plan.check_matches(table)
         return plan
@@ -153,7 +133,8 @@ class Run:
             click.echo(report.summary(), err=True)
 
         # The store is resumable on its own; the stage record only saves re-opening it.
-        _timed(Stage(p.root, "extract", asdict(ex), [p.lesions], [p.embeddings]), work)
+        keys = {k: v for k, v in self.keys("extract").items() if k != "extract.pca_components"}
+        self._stage("extract", keys, [p.lesions], [p.embeddings], ["ingest"], work)
         return SelectedBackbones(EmbeddingStore(p.embeddings), list(ex.backbones))
 
     def features(self, table: LesionTable, store) -> "FeatureSet":  # noqa: F821
@@ -163,40 +144,33 @@ class Run:
 
         p = self.paths
         inputs = [p.lesions] + ([p.embeddings] if store is not None else [])
-        cfg = {**asdict(self.cfg.features), "pca_components": self.cfg.extract.pca_components,
-               "backbones": self.cfg.extract.backbones}
 
         def work():
             fs = build_features(table, self.cfg.features, store, pca_components=self.cfg.extract.pca_components)
             fs.write(p.features)
 
-        _timed(Stage(p.root, "features", cfg, inputs, [p.features, FeatureTransform.path_for(p.features)]), work)
+        self._stage("features", self.keys("features", "extract.pca_components", "extract.backbones", "data.task", "data.target"),
+                    inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work)
         return FeatureSet.read(p.features)
 
-    def _model_stage(self, name: str, cfg: dict, fit) -> ModelOutput:
-        """Run ``fit() -> CVResult`` unless ``models/<name>/`` is up to date; return its predictions."""
+    def _model_stage(self, name: str, keys: dict, depends_on: list[str], fit) -> ModelResult:
+        """Run ``fit() -> ModelResult`` (which writes ``models/<name>/``) unless that folder is current."""
         p = self.paths
         mdir = p.models / name
-        outputs = [mdir / "oof.parquet", mdir / "test.parquet", mdir / "metrics.json"]
+        outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json"]
         inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else [])
+        self._stage(f"model-{name}", keys, inputs, outputs, depends_on, fit)
+        return ModelResult.read(mdir, name)
 
-        def work():
-            res = fit()
-            mdir.mkdir(parents=True, exist_ok=True)
-            res.oof.write_parquet(mdir / "oof.parquet")
-            res.test.write_parquet(mdir / "test.parquet")
-            (mdir / "metrics.json").write_text(json.dumps(res.metrics, indent=2, default=float))
+    def _model_keys(self, *labels: str) -> dict:
+        return self.keys(*(f"models.{label}" for label in labels), "data.task", "data.target")
 
-        _timed(Stage(p.root, f"model-{name}", cfg, inputs, outputs), work)
-        return ModelOutput(name, pl.read_parquet(outputs[0]), pl.read_parquet(outputs[1]),
-                           json.loads(outputs[2].read_text()))
-
-    def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> ModelOutput:
-        cfg = {"model": asdict(m), "task": task.kind, "target": task.target_name}
+    def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> ModelResult:
         if m.kind == "cnn":
             from dermstack.ensembles.cnn import cross_validate_cnn
 
-            return self._model_stage(m.label, cfg, lambda: cross_validate_cnn(table, task, plan, m, self.paths.models))
+            return self._model_stage(m.label, self._model_keys(m.label), ["ingest", "folds"],
+                                     lambda: cross_validate_cnn(table, task, plan, m, self.paths.models))
         from dermstack.boosting import cross_validate
         from dermstack.boosting.dask_ import connect
 
@@ -208,75 +182,109 @@ class Run:
                 if client is not None:
                     client.close()
 
-        return self._model_stage(m.label, cfg, fit)
+        return self._model_stage(m.label, self._model_keys(m.label), ["ingest", "folds", "features"], fit)
 
-    def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelOutput]:
+    def _cnn_feature_wanted(self) -> bool:
+        kinds = {m.kind for m in self.cfg.models}
+        return (self.cfg.ensemble.cnn_feature and self.cfg.ensemble.method in ("stack", "rank") and "cnn" in kinds
+                and len(kinds - {"cnn"}) > 0)
+
+    def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
         """Each booster again with the ``cnn`` feature group (ISIC 2024 style), leak-free through pair CNNs."""
-        cnns = [m for m in self.cfg.models if m.kind == "cnn"]
-        boosters = [m for m in self.cfg.models if m.kind != "cnn"]
-        if not (self.cfg.ensemble.cnn_feature and self.cfg.ensemble.method in ("stack", "rank") and cnns and boosters):
+        if not self._cnn_feature_wanted():
             return []
         from dermstack.ensembles.stacking import CNNViews, cross_validate_stacked, nested_cnn_views
 
-        cnn = cnns[0]
+        cnn = next(m for m in self.cfg.models if m.kind == "cnn")
         views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
-        views_stage = Stage(self.paths.root, f"nested-{cnn.label}", {"model": asdict(cnn), "task": task.kind},
-                            [self.paths.lesions, self.paths.folds], [views_file])
-        _timed(views_stage, lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
+        self._stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds], [views_file],
+                    ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
         views = CNNViews.read(views_file, cnn.label)
         outs = []
-        for b in boosters:
-            name = f"{b.label}+{cnn.label}"
-            cfg = {"model": asdict(b), "cnn": asdict(cnn), "task": task.kind, "target": task.target_name}
-            outs.append(self._model_stage(name, cfg, lambda b=b: cross_validate_stacked(
-                features, table, task, plan, b, views, self.paths.models)))
+        for b in (m for m in self.cfg.models if m.kind != "cnn"):
+            outs.append(self._model_stage(
+                f"{b.label}+{cnn.label}", self._model_keys(b.label, cnn.label) | self.keys("ensemble.cnn_feature"),
+                ["ingest", "folds", "features", f"nested-{cnn.label}"],
+                lambda b=b: cross_validate_stacked(features, table, task, plan, b, views, self.paths.models)))
         return outs
 
-    def ensemble(self, outs: list[ModelOutput], task: TaskSpec, plan: FoldPlan) -> ModelOutput:
-        """The run's final prediction: the only model, the mean of several, or a stack."""
-        method = self.cfg.ensemble.method
-        chosen = [o for o in outs if not self.cfg.ensemble.models or o.name in self.cfg.ensemble.models]
-        if len(chosen) == 1 and method in ("none", "auto", "mean"):
-            return chosen[0]
-        if method in ("none", "auto", "mean"):
-            oof = pl.concat([o.oof for o in chosen]).with_columns(pl.lit("mean").alias("model"))
-            test = pl.concat([o.test for o in chosen]).with_columns(pl.lit("mean").alias("model")) if chosen[0].test.height else chosen[0].test
-            return self._scored(ModelOutput("mean", oof, test), task)
-        from dermstack.ensembles.stacking import stack_models
+    def expected_models(self) -> list[str]:
+        """Every model folder this config makes (base, stacked, ensemble)."""
+        names = [m.label for m in self.cfg.models]
+        if self._cnn_feature_wanted():
+            cnn = next(m.label for m in self.cfg.models if m.kind == "cnn")
+            names += [f"{m.label}+{cnn}" for m in self.cfg.models if m.kind != "cnn"]
+        method = self.ensemble_method(len(names))
+        return names + ([method] if method != "none" else [])
 
-        return self._scored(stack_models(chosen, task, plan, method=method, out_dir=self.paths.models), task)
+    def ensemble_method(self, n_models: int) -> str:
+        """The configured method, resolved: "none" for one model, "mean" for "auto" with several."""
+        method = self.cfg.ensemble.method
+        chosen = len(self.cfg.ensemble.models) if self.cfg.ensemble.models else n_models
+        if chosen < 2:
+            return "none"
+        return "mean" if method in ("auto", "none") else method
+
+    def prune_models(self) -> None:
+        """Remove model folders (and their stage records) that this config does not make, so that no
+        reader mistakes another config's models for this run's."""
+        keep = set(self.expected_models())
+        for d in sorted(p for p in self.paths.models.iterdir() if p.is_dir()) if self.paths.models.is_dir() else []:
+            if d.name not in keep:
+                log.info("removing model folder %s: not made by this config", d)
+                shutil.rmtree(d)
+                invalidate(self.paths.root, f"model-{d.name}")
+                self.paths.stage_record(f"model-{d.name}").unlink(missing_ok=True)
+
+    def ensemble(self, outs: list[ModelResult], task: TaskSpec, plan: FoldPlan) -> ModelResult:
+        """The run's final prediction: the only model, or an ensemble of them saved like any other model."""
+        chosen = [o for o in outs if not self.cfg.ensemble.models or o.name in self.cfg.ensemble.models]
+        method = self.ensemble_method(len(outs))
+        if method == "none":
+            return chosen[0]
+
+        def fit():
+            if method == "mean":
+                from dermstack.ensembles.weighted import weighted_mean
+
+                return weighted_mean(chosen, task, plan, out_dir=self.paths.models)
+            from dermstack.ensembles.stacking import stack_models
+
+            return stack_models(chosen, task, plan, method=method, out_dir=self.paths.models)
+
+        return self._model_stage(method, self.keys("ensemble", "data.task", "data.target"),
+                                 [f"model-{o.name}" for o in chosen] + ["folds"], fit)
 
     # -- outputs --------------------------------------------------------------
-    def _scored(self, out: ModelOutput, task: TaskSpec) -> ModelOutput:
-        out.metrics = evaluate(task.kind, task.y, scores_matrix(out.oof, task.image_ids, task.classes))
-        return out
+    def write_outputs(self, table: LesionTable, task: TaskSpec, outs: list[ModelResult], final: ModelResult) -> dict:
+        from dermstack.atomic import write_json
 
-    def write_outputs(self, table: LesionTable, task: TaskSpec, outs: list[ModelOutput], final: ModelOutput) -> dict:
         p = self.paths
-        base = {o.name: {k: v for k, v in o.metrics.items() if isinstance(v, (int, float))} for o in outs}
-        for o in outs:  # recompute on the run's labels so every model is scored the same way
-            base[o.name].update(evaluate(task.kind, task.y, scores_matrix(o.oof, task.image_ids, task.classes)))
-        frames = [o.oof for o in outs] + ([final.oof] if final not in outs else [])
-        pl.concat([f.select("image_id", "model", "seed", "fold", "class", "score") for f in frames]).write_parquet(p.oof)
-        tests = [o.test for o in outs + ([final] if final not in outs else []) if o.test.height]
-        if tests:
-            pl.concat([t.select("image_id", "model", "class", "score") for t in tests]).write_parquet(p.test_predictions)
+        models = outs + ([final] if final.name not in {o.name for o in outs} else [])
+        base = {}
+        for o in models:  # every model scored the same way, on the run's labels
+            base[o.name] = {k: v for k, v in o.metrics.items() if isinstance(v, (int, float))}
+            base[o.name].update(evaluate(task.kind, task.y, o.oof.matrix(task.image_ids, task.classes, source=o.name)))
+        Predictions.concat([o.oof for o in models]).write(p.oof)
+        if any(o.test.height for o in models):
+            Predictions.concat([o.test for o in models]).write(p.test_predictions)
         metrics = {
-            "task": task.kind, "target": task.target_name if task.kind == "binary" else None,
+            "task": task.kind, "target": task.target_name if task.kind.binary else None,
             "classes": task.classes, "dataset": table.meta.dataset,
             "n_train": len(task.image_ids), "n_test": table.test.height,
-            "n_positive": int(task.y.sum()) if task.kind == "binary" else None,
-            "primary_metric": PRIMARY_METRIC[task.kind],
+            "n_positive": int(task.y.sum()) if task.kind.binary else None,
+            "unlabelled_training_rows": {"count": len(self.unlabelled), "examples": self.unlabelled[:10]},
+            "primary_metric": task.primary_metric,
             "oof_model": final.name,
-            "oof": evaluate(task.kind, task.y, scores_matrix(final.oof, task.image_ids, task.classes)),
-            "models": base,
+            "oof": base[final.name],
+            "models": {o.name: base[o.name] for o in outs},
         }
-        p.metrics.write_text(json.dumps(metrics, indent=2, default=float))
+        write_json(p.metrics, metrics)
         if table.test.height and final.test.height:
             self.write_submission(table, task, final)
         return metrics
 
-    def write_submission(self, table: LesionTable, task: TaskSpec, final: ModelOutput) -> None:
+    def write_submission(self, table: LesionTable, task: TaskSpec, final: ModelResult) -> None:
         from dermstack.ensembles.submission import submission_format, write_submission
 
         fmt = submission_format(table, task)
@@ -284,29 +292,44 @@ class Run:
             log.info("no Kaggle-style submission format for %s / %s", table.meta.dataset, task.kind)
             return
         ids = table.test["image_id"].to_list()
-        write_submission(final.test, fmt, self.paths.submission, ids=ids, classes=task.classes)
+        write_submission(final.test.frame, fmt, self.paths.submission, ids=ids, classes=task.classes)
         log.info("wrote %s", self.paths.submission)
 
     # -- all --------------------------------------------------------------------
     def execute(self) -> dict:
         t0 = time.perf_counter()
-        (self.paths.root / "config.toml").write_text(to_toml(self.cfg.to_dict()))
-        (self.paths.root / "versions.json").write_text(json.dumps(versions(), indent=2))
-        table = self.ingest()
-        task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
-        plan = self.folds(table)
-        store = self.extract(table)
-        features = self.features(table, store)
-        outs = [self.model(m, table, features, task, plan) for m in self.cfg.models]
-        outs += self.cnn_feature_models(table, features, task, plan)
-        final = self.ensemble(outs, task, plan)
-        metrics = self.write_outputs(table, task, outs, final)
-        if self.cfg.report.enabled:
-            from dermstack.reports import build_report
+        p = self.paths
+        with RunLock(p.root):
+            if self.force:
+                shutil.rmtree(p.root / "stages", ignore_errors=True)
+            if not (p.config.exists() and _previous_config(p.config) == self.cfg.to_dict()):
+                invalidate(p.root, "config")  # a changed config: the old final outputs are not its outputs
+            write_text(p.config, tomli_w.dumps(self.cfg.to_dict()))
+            write_text(p.versions, json.dumps(versions(), indent=2))
+            table = self.ingest()
+            task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
+            plan = self.folds(table)
+            store = self.extract(table)
+            features = self.features(table, store)
+            self.prune_models()
+            outs = [self.model(m, table, features, task, plan) for m in self.cfg.models]
+            outs += self.cnn_feature_models(table, features, task, plan)
+            final = self.ensemble(outs, task, plan)
+            metrics = self.write_outputs(table, task, outs, final)
+            finish(p.root, self.stages, final_model=final.name)
+            if self.cfg.report.enabled:
+                from dermstack.reports import build_report
 
-            build_report(self.paths.root, self.paths.report, shap_sample=self.cfg.report.shap_sample)
-        log.info("run finished in %.1f s: %s", time.perf_counter() - t0, self.paths.root)
+                build_report(p.root, p.report, shap_sample=self.cfg.report.shap_sample)
+        log.info("run finished in %.1f s: %s", time.perf_counter() - t0, p.root)
         return metrics
+
+
+def _previous_config(path: Path) -> dict | None:
+    try:
+        return RunConfig.from_toml(path).to_dict()
+    except ConfigError:
+        return None
 
 
 def resolve_data_path(path: str, config_dir: Path | None) -> Path:
@@ -316,35 +339,6 @@ def resolve_data_path(path: str, config_dir: Path | None) -> Path:
         return p.resolve() if p.exists() else p
     alt = config_dir / p
     return alt.resolve() if alt.exists() else p
-
-
-def to_toml(d: dict, prefix: str = "") -> str:
-    """Minimal TOML writer for RunConfig dicts (tables, arrays of tables, scalars, lists, inline dicts)."""
-    def val(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {val(x)}" for k, x in v.items()) + " }"
-        raise TypeError(type(v))
-
-    lines = []
-    for section, body in d.items():
-        if isinstance(body, list):
-            for item in body:
-                lines.append(f"[[{section}]]")
-                lines += [f"{k} = {val(v)}" for k, v in item.items()]
-                lines.append("")
-        else:
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {val(v)}" for k, v in body.items()]
-            lines.append("")
-    return "\n".join(lines)
 
 
 def print_metrics(metrics: dict) -> None:

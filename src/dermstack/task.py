@@ -8,6 +8,74 @@ import polars as pl
 
 from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError, DataError
+from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
+
+
+class TaskKind(str):
+    """``binary`` | ``multiclass`` | ``multilabel``, and what each kind decides, in one place: the
+    number of score columns, the link from model margins to scores, metrics, stratification.
+    A ``str``, so ``kind == "binary"`` and JSON keep working; other modules ask it, not the string."""
+
+    KINDS = ("binary", "multiclass", "multilabel")
+
+    def __new__(cls, value: str) -> "TaskKind":
+        if value not in cls.KINDS:
+            raise ConfigError(f"unknown task {value!r}; known: {list(cls.KINDS)}")
+        return super().__new__(cls, value)
+
+    @property
+    def binary(self) -> bool:
+        """One score per row (the positive class's probability), class name "target"."""
+        return self == "binary"
+
+    @property
+    def exclusive(self) -> bool:
+        """Exactly one class per row: softmax over the classes, labels are class indices."""
+        return self == "multiclass"
+
+    @property
+    def multilabel(self) -> bool:
+        """Independent 0/1 labels per class: one sigmoid (one binary model) per class."""
+        return self == "multilabel"
+
+    @property
+    def metrics(self) -> dict:
+        """metric name -> fn(y, scores)."""
+        return TASK_METRICS[self]
+
+    @property
+    def primary_metric(self) -> str:
+        return PRIMARY_METRIC[self]
+
+    def n_outputs(self, classes: list[str]) -> int:
+        return 1 if self.binary else len(classes)
+
+    def squeeze(self, scores: np.ndarray) -> np.ndarray:
+        """(n, 1) -> (n,) for a binary task; (n, C) unchanged otherwise."""
+        scores = np.asarray(scores)
+        return scores[:, 0] if self.binary and scores.ndim == 2 else scores
+
+    def link(self, margin: np.ndarray) -> np.ndarray:
+        """Raw model output (log-odds, per-class margins) -> scores: softmax over the classes when
+        they are exclusive, a sigmoid per output otherwise."""
+        margin = np.asarray(margin, dtype=np.float64)
+        if self.exclusive:
+            z = np.exp(margin - margin.max(axis=-1, keepdims=True))
+            return z / z.sum(axis=-1, keepdims=True)
+        return 1 / (1 + np.exp(-margin))
+
+    def stratum(self, y: np.ndarray) -> np.ndarray:
+        """The class a row is stratified on: its label, or a multi-label row's first positive class."""
+        y = np.asarray(y)
+        return y.argmax(axis=1) if self.multilabel else y
+
+    def lacking_classes(self, labels: np.ndarray, classes: list[str]) -> list:
+        """Classes with no (positive) row among ``labels``."""
+        if self.binary:
+            return [c for c in (0, 1) if not (labels == c).any()]
+        if self.exclusive:
+            return [c for i, c in enumerate(classes) if not (labels == i).any()]
+        return [f"positive {c}" for j, c in enumerate(classes) if not labels[:, j].any()]
 
 
 @dataclass
@@ -18,21 +86,58 @@ class TaskSpec:
     ``classes`` names the score columns: ["target"] for binary, the class names otherwise.
     """
 
-    kind: str
+    kind: TaskKind
     classes: list[str]
     image_ids: list[str]
     y: np.ndarray
     target_name: str = "malignant"
 
+    def __post_init__(self) -> None:
+        self.kind = TaskKind(self.kind)
+
     @property
     def n_outputs(self) -> int:
-        return 1 if self.kind == "binary" else len(self.classes)
+        return self.kind.n_outputs(self.classes)
+
+    @property
+    def metrics(self) -> dict:
+        return self.kind.metrics
+
+    @property
+    def primary_metric(self) -> str:
+        return self.kind.primary_metric
+
+    def squeeze(self, scores: np.ndarray) -> np.ndarray:
+        return self.kind.squeeze(scores)
+
+    def link(self, margin: np.ndarray) -> np.ndarray:
+        return self.kind.link(margin)
+
+    def lacking_classes(self, labels: np.ndarray) -> list:
+        return self.kind.lacking_classes(labels, self.classes)
+
+    @staticmethod
+    def labelled(table: LesionTable, kind: str, target: str = "malignant", strict: bool = False) -> tuple[LesionTable, list[str]]:
+        """``table`` without the training rows that have no label for this task (an ISIC export's
+        "Indeterminate" rows, say), and their ids. They cannot be trained or scored against; test
+        rows are kept. ``strict``: such a row is a DataError."""
+        kind = TaskKind(kind)
+        if kind.multilabel:
+            return table, []
+        col = "target" if kind.binary and target == "malignant" else "label"
+        unlabelled = table.df.filter((pl.col("split") == "train") & pl.col(col).is_null())["image_id"].to_list()
+        if unlabelled and strict:
+            raise DataError(f"{len(unlabelled)} training rows have no {col}, e.g. {unlabelled[:5]} (--strict)", column=col)
+        if not unlabelled:
+            return table, []
+        return LesionTable(table.df.filter(~pl.col("image_id").is_in(unlabelled)), table.meta), unlabelled
 
     @classmethod
     def from_table(cls, table: LesionTable, kind: str, target: str = "malignant") -> "TaskSpec":
+        kind = TaskKind(kind)
         train = table.train
         ids = train["image_id"].to_list()
-        if kind == "binary":
+        if kind.binary:
             if target == "malignant":
                 y = train["target"]
                 if y.null_count():
@@ -46,21 +151,19 @@ class TaskSpec:
                 y = (train["label"] == target).fill_null(False).to_numpy().astype(np.int8)
             if len(np.unique(y)) < 2:
                 raise DataError(f"binary target {target!r} has a single class in the training rows")
-            return cls("binary", ["target"], ids, y, target)
-        if kind == "multiclass":
+            return cls(kind, ["target"], ids, y, target)
+        if kind.exclusive:
             classes = table.meta.classes or sorted(train["label"].drop_nulls().unique().to_list())
             index = {c: i for i, c in enumerate(classes)}
             labels = train["label"].to_list()
             bad = [(i, l) for i, l in zip(ids, labels) if l not in index]
             if bad:
                 raise DataError(f"{len(bad)} training rows have a label outside {classes}, e.g. {bad[:3]}", column="label")
-            return cls("multiclass", list(classes), ids, np.array([index[l] for l in labels]), target)
-        if kind == "multilabel":
-            cols = table.class_columns
-            if not cols:
-                raise ConfigError("multilabel task needs one-hot class columns (y_<CLASS>) in the LesionTable")
-            y = train.select(cols).to_numpy()
-            if np.isnan(y.astype(float)).any():
-                raise DataError("multilabel class columns have missing values in training rows")
-            return cls("multilabel", [c[2:] for c in cols], ids, y.astype(np.int8), target)
-        raise ConfigError(f"unknown task {kind!r}")
+            return cls(kind, list(classes), ids, np.array([index[l] for l in labels]), target)
+        cols = table.class_columns
+        if not cols:
+            raise ConfigError("multilabel task needs one-hot class columns (y_<CLASS>) in the LesionTable")
+        y = train.select(cols).to_numpy()
+        if np.isnan(y.astype(float)).any():
+            raise DataError("multilabel class columns have missing values in training rows")
+        return cls(kind, [c[2:] for c in cols], ids, y.astype(np.int8), target)

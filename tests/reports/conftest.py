@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from PIL import Image
 
 from dermstack.boosting.base import FeatureMatrix, category_codes
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, TableMeta, finalize_frame
 from dermstack.features.featureset import FeatureSet
+from dermstack.predictions import ModelResult, Predictions
+from dermstack.saved import FORMAT_VERSION, write_model
 
 N_PATIENTS, PER_PATIENT, N_SPLITS = 90, 4, 3
 SITES = ["head/neck", "upper extremity", "lower extremity", "posterior torso", "anterior torso"]
@@ -119,15 +122,18 @@ def build_run(root: Path) -> Path:
                 score = predict_proba(kind, model, X.iloc[va])
                 oof.append(pl.DataFrame({"image_id": train["image_id"].gather(va), "model": kind, "seed": seed,
                                          "fold": k, "class": "target", "score": np.asarray(score, dtype=np.float64)}))
-        spec = {"format_version": 1, "name": kind, "kind": kind, "task": "binary", "classes": ["target"],
-                "target_name": "malignant", "features": matrix.to_json() | {"groups": GROUPS}, "seeds": seeds,
-                "models": entries}
-        (mdir / "model.json").write_text(json.dumps(spec))
+        spec = {"format_version": FORMAT_VERSION, "name": kind, "kind": kind, "task": "binary", "classes": ["target"],
+                "target_name": "malignant", "needs": {}, "features": matrix.to_json() | {"groups": GROUPS},
+                "seeds": seeds, "models": entries}
+        own = Predictions(pl.concat([o for o in oof if o["model"][0] == kind]))
+        write_model(mdir, spec, ModelResult(kind, own, Predictions.empty()))
     oof = pl.concat(oof).with_columns(pl.col("seed").cast(pl.Int64), pl.col("fold").cast(pl.Int64))
     ens = (oof.group_by("image_id", "model", "fold", "class").agg(pl.col("score").mean())
            .group_by("image_id", "fold", "class").agg(pl.col("score").mean())
-           .with_columns(pl.lit("ensemble").alias("model"), pl.lit(0, dtype=pl.Int64).alias("seed")))
-    pl.concat([oof, ens.select(oof.columns)]).write_parquet(run / "oof.parquet")
+           .with_columns(pl.lit("ensemble").alias("model"), pl.lit(None, dtype=pl.Int64).alias("seed")))
+    spec = {"format_version": FORMAT_VERSION, "name": "ensemble", "kind": "mean", "task": "binary", "classes": ["target"],
+            "target_name": "malignant", "needs": {"members": list(MODELS)}, "weights": [1.0] * len(MODELS)}
+    write_model(run / "models" / "ensemble", spec, ModelResult("ensemble", Predictions(ens.select(oof.columns)), Predictions.empty()))
     (run / "metrics.json").write_text(json.dumps({"task": "binary", "target": "malignant", "classes": ["target"],
                                                   "oof_model": "ensemble", "primary_metric": "pauc_tpr80"}))
     return run

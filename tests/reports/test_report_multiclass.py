@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from multiclass_run import CLASSES, LIBRARIES, RARE, SIGNAL, build_run
 
-from dermstack.boosting.cv import align_rows
+from dermstack.crossfit import align_rows
 from dermstack.cli import cli
 from dermstack.reports.boosters import load_fold_boosters
 from dermstack.reports.build import ReportSettings, build_report

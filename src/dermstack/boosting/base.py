@@ -159,6 +159,14 @@ class BoosterAdapter(ABC):
     def importance(self) -> dict[str, float]:
         """Total gain per feature."""
 
+    def explain_input(self, X: pd.DataFrame):
+        """What the library predicts (and a TreeExplainer explains) from: the pandas frame by default."""
+        return X[self.feature_names] if self.feature_names else X
+
+    @abstractmethod
+    def raw_margin(self, data) -> np.ndarray:
+        """Raw score (log-odds / per-class margin, before the link) of ``explain_input(X)``."""
+
     # -- shared helpers --------------------------------------------------------
     def _check_fitted(self) -> None:
         if not self.feature_names:

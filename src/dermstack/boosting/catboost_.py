@@ -59,6 +59,12 @@ class CatBoostAdapter(BoosterAdapter):
         obj.best_iteration = int(obj.native.tree_count_)
         return obj
 
+    def explain_input(self, X: pd.DataFrame) -> Pool:
+        return self.pool(X[self.feature_names])
+
+    def raw_margin(self, data) -> np.ndarray:
+        return np.asarray(self.native.predict(data, prediction_type="RawFormulaVal", thread_count=self.threads), dtype=np.float64)
+
     def importance(self) -> dict[str, float]:
         """CatBoost's PredictionValuesChange (its gain-like default), per feature."""
         self._check_fitted()

@@ -30,19 +30,17 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
                   only: tuple[str, ...], dask_address: str | None) -> None:
     """Cross-validate every booster [[models]] entry of CONFIG on FEATURES.parquet.
 
-    Writes OUT/models/<name>/ (native model files, model.json, metrics.json, importance.parquet),
-    OUT/oof.parquet, OUT/test_predictions.parquet and OUT/boosting_metrics.json."""
-    import polars as pl
-
+    Writes OUT/models/<name>/ (native model files, model.json, OOF and test predictions,
+    metrics.json, importance.parquet: what `ensembles stack`, `submit` and `report` read) and a
+    summary OUT/boosting_metrics.json."""
+    from dermstack.atomic import write_json
     from dermstack.boosting.cv import cross_validate
     from dermstack.boosting.dask_ import connect
-    from dermstack.boosting.store import write_json
     from dermstack.config import RunConfig
     from dermstack.data.folds import FoldPlan
     from dermstack.data.table import LesionTable
     from dermstack.errors import ConfigError
     from dermstack.features.featureset import FeatureSet
-    from dermstack.metrics import PRIMARY_METRIC
     from dermstack.task import TaskSpec
 
     cfg = RunConfig.from_toml(config_path)
@@ -64,11 +62,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     client = connect(dask_address)
     out.mkdir(parents=True, exist_ok=True)
     results = [cross_validate(features, task, plan, m, out / "models", client=client) for m in chosen]
-    pl.concat([r.oof for r in results]).write_parquet(out / "oof.parquet")
-    tests = [r.test for r in results if r.test.height]
-    if tests:
-        pl.concat(tests).write_parquet(out / "test_predictions.parquet")
-    primary = PRIMARY_METRIC[task.kind]
+    primary = task.primary_metric
     summary = {
         "task": task.kind, "classes": task.classes, "n_train": len(task.image_ids), "n_test": table.test.height,
         "primary_metric": primary,
@@ -89,18 +83,13 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Parquet of image_id, class, score.")
 def predict_command(model_dir: Path, features_path: Path, out: Path) -> None:
     """Score every row of FEATURES.parquet with the saved fold/seed models of MODEL_DIR (averaged)."""
-    import polars as pl
-
     from dermstack.boosting.store import predict_saved, read_spec
     from dermstack.features.featureset import FeatureSet
+    from dermstack.predictions import Predictions
 
     features = FeatureSet.read(features_path)
     spec = read_spec(model_dir)
-    score = predict_saved(model_dir, features)
-    score = score.reshape(len(score), -1)
-    ids = features.df["image_id"]
-    frame = pl.concat([pl.DataFrame({"image_id": ids, "class": [c] * len(ids), "score": score[:, j]})
-                       for j, c in enumerate(spec["classes"])])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(out)
-    click.echo(f"wrote {frame.height} scores ({len(spec['classes'])} class(es), {len(ids)} rows) to {out}")
+    ids = features.df["image_id"].to_list()
+    preds = Predictions.from_scores(spec["name"], ids, spec["classes"], predict_saved(model_dir, features))
+    preds.write(out)
+    click.echo(f"wrote {preds.height} scores ({len(spec['classes'])} class(es), {len(ids)} rows) to {out}")

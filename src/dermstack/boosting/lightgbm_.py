@@ -58,6 +58,9 @@ class LightGBMAdapter(BoosterAdapter):
         obj.best_iteration = obj.native.current_iteration()
         return obj
 
+    def raw_margin(self, data) -> np.ndarray:
+        return np.asarray(self.native.predict(data, raw_score=True, num_threads=self.threads), dtype=np.float64)
+
     def importance(self) -> dict[str, float]:
         self._check_fitted()
         gain = self.native.feature_importance(importance_type="gain")

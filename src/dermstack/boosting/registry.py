@@ -8,6 +8,7 @@ from typing import Any
 from dermstack.boosting.base import BoosterAdapter, PerClassAdapter
 from dermstack.boosting.defaults import KINDS
 from dermstack.errors import ConfigError
+from dermstack.task import TaskKind
 
 _LOCAL = {
     "lightgbm": "dermstack.boosting.lightgbm_:LightGBMAdapter",
@@ -36,20 +37,16 @@ def create_adapter(kind: str, task: str, classes: list[str], params: dict[str, A
     """An unfitted adapter for ``task``: binary -> (n,) scores, multiclass -> (n, C) softmax,
     multilabel -> :class:`PerClassAdapter` with one binary booster per class. ``client``: a
     ``distributed.Client`` to train through Dask."""
-    cls = adapter_class(kind, dask=client is not None)
+    cls, task = adapter_class(kind, dask=client is not None), TaskKind(task)
     extra = {"client": client} if client is not None else {}
-    if task == "multilabel":
+    if task.multilabel:
         return PerClassAdapter(partial(cls, "binary", 1, params or {}, seed, categorical, threads, **extra), classes)
-    if task == "binary":
-        return cls("binary", 1, params or {}, seed, categorical, threads, **extra)
-    if task == "multiclass":
-        return cls("multiclass", len(classes), params or {}, seed, categorical, threads, **extra)
-    raise ConfigError(f"unknown task {task!r}")
+    return cls(str(task), task.n_outputs(classes), params or {}, seed, categorical, threads, **extra)
 
 
 def load_adapter(kind: str, task: str, classes: list[str], stem, categorical: list[str] | None = None):
     """Read the native model file(s) written by ``adapter.save(stem)``."""
-    cls = adapter_class(kind)
-    if task == "multilabel":
+    cls, task = adapter_class(kind), TaskKind(task)
+    if task.multilabel:
         return PerClassAdapter.load(cls, stem, classes, categorical)
-    return cls.load(stem, task, 1 if task == "binary" else len(classes), categorical)
+    return cls.load(stem, str(task), task.n_outputs(classes), categorical)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dermstack.errors import ConfigError
+from dermstack.task import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class SamplingConfig:
     def from_dict(cls, raw: dict | None, task: str) -> "SamplingConfig | None":
         """``None`` for non-binary tasks (resampling is binary only) or when both steps are off."""
         raw = dict(raw or {})
-        if task != "binary":
+        if not TaskKind(task).binary:
             if raw:
                 raise ConfigError(f"[[models]] sampling is for binary tasks only; this task is {task}")
             return None

@@ -1,47 +1,44 @@
-"""A model directory: native booster files plus ``model.json`` that says how to reload and apply them.
+"""A booster's model folder: native files per fold and seed, and the registry entry that says how to
+reload and apply them (:mod:`dermstack.saved`).
 
-``models/<name>/fold{k}_seed{s}.{txt|json|cbm}`` (multi-label: ``fold{k}_seed{s}.<class>.<ext>``),
+``models/<name>/fold{k}_seed{s}.{txt|json|cbm}`` (multi-label: ``fold{k}_seed{s}.<class>.<ext>``) and
 ``model.json`` (library, task, classes, feature columns with groups and categories, params,
-sampling, versions, files), ``metrics.json``, ``importance.parquet``.
+sampling, files, ``needs``), plus the registry's predictions, ``metrics.json``, ``importance.parquet``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dermstack.atomic import write_json
 from dermstack.boosting.base import FeatureMatrix
 from dermstack.boosting.registry import load_adapter
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
-from dermstack.provenance import versions
-
-FORMAT_VERSION = 1
+from dermstack.saved import Inputs, SavedModel, model_spec, read_spec, write_model
 
 
 @dataclass
 class ModelStore:
+    """Collects a booster's fold/seed files while it trains; :meth:`finish` writes the folder's registry entry."""
+
     dir: Path
     spec: dict
     files: list[dict] = field(default_factory=list)
 
     @classmethod
-    def create(cls, directory: Path, name, model, task, matrix: FeatureMatrix, groups, params, sampling) -> "ModelStore":
+    def create(cls, directory: Path, name, model, task, matrix: FeatureMatrix, groups, params, sampling,
+               needs: dict | None = None) -> "ModelStore":
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob("fold*_seed*.*"):
             old.unlink()
-        spec = {
-            "format_version": FORMAT_VERSION, "name": name, "kind": model.kind, "task": task.kind,
-            "classes": list(task.classes), "target_name": task.target_name,
-            "features": matrix.to_json() | {"groups": {c: groups.get(c) for c in matrix.columns},
-                                            "requested_groups": model.features},
-            "params": params, "sampling": dataclasses.asdict(sampling) if sampling else None,
-            "seeds": list(model.seeds), "versions": versions(),
-        }
+        spec = model_spec(
+            name, model.kind, task, needs,
+            features=matrix.to_json() | {"groups": {c: groups.get(c) for c in matrix.columns},
+                                         "requested_groups": model.features},
+            params=params, sampling=dataclasses.asdict(sampling) if sampling else None, seeds=list(model.seeds))
         return cls(directory, spec)
 
     def add(self, adapter, fold: int, seed: int) -> None:
@@ -50,20 +47,7 @@ class ModelStore:
         self.files.append({"fold": fold, "seed": seed, "stem": stem.name, "files": [p.name for p in paths]})
 
     def finish(self, result) -> None:
-        write_json(self.dir / "model.json", self.spec | {"models": self.files})
-        write_json(self.dir / "metrics.json", result.metrics)
-        result.importance.write_parquet(self.dir / "importance.parquet")
-
-
-def read_spec(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / "model.json"
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError("no model.json: not a trained dermstack model directory", file=str(path)) from None
-    if spec.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"model format version {spec.get('format_version')} is not {FORMAT_VERSION}", file=str(path))
-    return spec
+        write_model(self.dir, self.spec | {"models": self.files}, result)
 
 
 def load_models(model_dir: str | Path) -> list:
@@ -87,3 +71,17 @@ def predict_saved(model_dir: str | Path, features: FeatureSet) -> np.ndarray:
     X = matrix.to_pandas(features.df, source=str(model_dir))
     adapters = load_models(model_dir)
     return np.mean([a.predict_proba(X) for a in adapters], axis=0)
+
+
+class SavedBoosters(SavedModel):
+    """LightGBM / XGBoost / CatBoost folds and seeds, averaged. A booster that ``needs`` a CNN's views
+    reads its ``cnn`` features from that CNN's pair models (their mean, as its test rows did)."""
+
+    def predict(self, inputs: Inputs) -> np.ndarray:
+        features = inputs.features
+        cnn = self.spec["needs"].get("cnn_views")
+        if cnn:
+            from dermstack.ensembles.stacking import with_nested_cnn
+
+            features = with_nested_cnn(features, inputs, self.dir.parent / cnn)
+        return predict_saved(self.dir, features)

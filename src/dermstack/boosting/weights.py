@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from dermstack.errors import ConfigError
+from dermstack.task import TaskKind
 
 CHOICES = ("none", "balanced", "sqrt")
 
@@ -29,7 +30,7 @@ def sample_weights(task: str, y: np.ndarray, how, n_classes: int = 1) -> np.ndar
     if how in (None, "none"):
         return None
     y = np.asarray(y)
-    if task == "multiclass":
+    if TaskKind(task).exclusive:
         counts = np.bincount(y, minlength=n_classes).astype(float)
         balanced = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 1.0)
         w = _factor(balanced, how)[y]

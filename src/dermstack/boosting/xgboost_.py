@@ -58,6 +58,12 @@ class XGBoostAdapter(BoosterAdapter):
         obj.best_iteration = obj.native.num_boosted_rounds()
         return obj
 
+    def explain_input(self, X: pd.DataFrame) -> xgb.DMatrix:
+        return self.matrix(X[self.feature_names])
+
+    def raw_margin(self, data) -> np.ndarray:
+        return np.asarray(self.native.predict(data, output_margin=True), dtype=np.float64)
+
     def importance(self) -> dict[str, float]:
         self._check_fitted()
         gain = self.native.get_score(importance_type="total_gain")

@@ -13,6 +13,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
 from dermstack.parquet_io import read_described, write_described
+from dermstack.task import TaskKind
 
 META_KEY = b"dermstack.fold_plan"
 
@@ -28,13 +29,13 @@ def ids_digest(ids: list[str]) -> str:
 
 def stratum(table: LesionTable, task: str) -> np.ndarray:
     """The class each training row is stratified on."""
-    df = table.train
-    if task == "binary":
+    df, kind = table.train, TaskKind(task)
+    if kind.binary:
         if df["target"].null_count():
             raise DataError("training rows without a target cannot be stratified", column="target")
         return df["target"].to_numpy()
-    if task == "multilabel" and table.class_columns:
-        return df.select(table.class_columns).to_numpy().argmax(axis=1)
+    if kind.multilabel and table.class_columns:
+        return kind.stratum(df.select(table.class_columns).to_numpy())
     return df["label"].fill_null("<none>").to_numpy()
 
 

@@ -54,8 +54,6 @@ def cnn_command(lesions, folds, out, task_kind, target, name, backbone, epochs, 
     model = ModelConfig(kind="cnn", name=name, seeds=list(seeds), backbone=backbone, epochs=epochs, image_size=image_size,
                         params=_params(params))
     res = cross_validate_cnn(table, task, plan, model, out)
-    res.oof.write_parquet(out / name / "oof.parquet")
-    res.test.write_parquet(out / name / "test.parquet")
     _print_metrics(name, res.metrics)
     if nested:
         from dermstack.ensembles.stacking import nested_cnn_views
@@ -83,26 +81,21 @@ def _params(items: tuple[str, ...]) -> dict:
 @click.option("--folds", type=_existing, required=True)
 @click.option("--task", "task_kind", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
 @click.option("--target", default="malignant", show_default=True)
-@click.option("--method", type=click.Choice(["stack", "rank"]), default="stack", show_default=True)
-@click.option("--out", type=_path, required=True, help="Models directory; the learner goes to OUT/<method>/.")
+@click.option("--method", type=click.Choice(["stack", "rank", "mean"]), default="stack", show_default=True)
+@click.option("--out", type=_path, required=True, help="Models directory; the ensemble goes to OUT/<method>/.")
 def stack_command(model_dirs, lesions, folds, task_kind, target, method, out) -> None:
-    """Level-2 learner on the OOF scores (MODEL_DIR/oof.parquet, test.parquet) of base models, by nested CV."""
-    import polars as pl
-
+    """Ensemble saved models (MODEL_DIR: a models/<name>/ folder) evaluated by nested CV on FOLDS."""
     from dermstack.ensembles.stacking import comparison, stack_models
+    from dermstack.ensembles.weighted import weighted_mean
+    from dermstack.saved import load
 
     _, task, plan = _load(lesions, folds, task_kind, target)
-    outs = [_Saved(d.name, pl.read_parquet(d / "oof.parquet"), pl.read_parquet(d / "test.parquet"),
-                   json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}) for d in model_dirs]
-    res = stack_models(outs, task, plan, method=method, out_dir=out)
-    res.oof.write_parquet(out / method / "oof.parquet")
-    res.test.write_parquet(out / method / "test.parquet")
+    outs = [load(d).result() for d in model_dirs]
+    if method == "mean":
+        res = weighted_mean(outs, task, plan, out_dir=out)
+    else:
+        res = stack_models(outs, task, plan, method=method, out_dir=out)
     click.echo(comparison(outs + [res], task))
-
-
-class _Saved:
-    def __init__(self, name, oof, test, metrics):
-        self.name, self.oof, self.test, self.metrics = name, oof, test, metrics
 
 
 @ensembles.command("validate")
@@ -142,24 +135,38 @@ def predict_command(run_dir: Path, data: Path, out: Path, strict: bool) -> None:
 @click.option("--out", type=_path, required=True, help="Submission CSV to write.")
 @click.option("--sample", type=_existing, default=None, help="The competition's sample submission to match.")
 @click.option("--predictions", type=_existing, default=None,
-              help="Predictions parquet from `dermstack predict` (default: the run's test_predictions.parquet).")
+              help="Predictions parquet from `dermstack predict` (default: the saved model's test predictions).")
 @click.option("--model", default=None, help="Which model's scores (default: the run's final model).")
 def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, predictions: Path | None, model: str | None) -> None:
-    """Write a validated competition submission from RUN_DIR's test predictions (nothing is written on any problem)."""
+    """Write a validated competition submission from RUN_DIR's test predictions (nothing is written on any problem).
+
+    RUN_DIR is a `dermstack run` directory (checked to be current), or any folder whose models/
+    the stage commands wrote (then --model names the one to submit)."""
     import polars as pl
 
     from dermstack.data.table import LesionTable
     from dermstack.errors import DataError
     from dermstack.ensembles.submission import write_submission
+    from dermstack.rundir import check_current
+    from dermstack.saved import load, model_dirs
 
+    check_current(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
-    source = predictions or run_dir / "test_predictions.parquet"
-    if not source.exists():
-        raise DataError("no test predictions: the run had no test rows; score new data with `dermstack predict`", file=str(source))
-    preds = pl.read_parquet(source)
+    model = model or metrics.get("oof_model")
+    if predictions is not None:
+        preds = pl.read_parquet(predictions)
+    else:
+        saved = model_dirs(run_dir / "models")
+        if model not in saved:
+            raise DataError(f"no saved model {model!r} (have {sorted(saved)}); name one with --model", file=str(run_dir / "models"))
+        test = load(saved[model]).result().test
+        if not test.height:
+            raise DataError("no test predictions: the run had no test rows; score new data with `dermstack predict`",
+                            file=str(saved[model] / "test.parquet"))
+        preds = test.frame
     ids = None
     if predictions is None and (run_dir / "lesions.parquet").exists():
         ids = LesionTable.read(run_dir / "lesions.parquet").test["image_id"].to_list()
-    write_submission(preds, fmt, out, sample=sample, ids=ids, classes=metrics.get("classes"),
-                     model=model or metrics.get("oof_model"))
+    classes = metrics.get("classes") or (load(model_dirs(run_dir / "models")[model]).spec["classes"] if predictions is None else None)
+    write_submission(preds, fmt, out, sample=sample, ids=ids, classes=classes, model=model)
     click.echo(f"wrote validated {fmt} submission {out}")

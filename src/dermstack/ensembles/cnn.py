@@ -7,7 +7,6 @@ the fold metric, one safetensors checkpoint per fold and seed in ``models/<name>
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -21,29 +20,20 @@ import torch
 from torch import nn
 
 from dermstack.atomic import atomic_path
-from dermstack.boosting.cv import (
-    CVResult,
-    align_rows,
-    check_plan,
-    fold_metrics,
-    oof_frame,
-    test_frame,
-)
-from dermstack.boosting.store import write_json
 from dermstack.config import ModelConfig
+from dermstack.crossfit import FoldJob, align_rows, cross_fit
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.ensembles.augment import Augment, cache_size
 from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_device
 from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
 from dermstack.errors import ConfigError, DataError
-from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
 from dermstack.progress import progress_bar
-from dermstack.provenance import versions
-from dermstack.task import TaskSpec
+from dermstack.predictions import ModelResult
+from dermstack.saved import Inputs, SavedModel, model_spec, read_spec, write_model
+from dermstack.task import TaskKind, TaskSpec
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -117,11 +107,11 @@ class CNNTrainer:
 
     def __init__(self, cfg: CNNConfig, task_kind: str, n_outputs: int, refs: list[str], progress: bool = True,
                  template: NetTemplate | None = None):
-        self.cfg, self.task_kind, self.n_outputs, self.progress = cfg, task_kind, n_outputs, progress
+        self.cfg, self.task_kind, self.n_outputs, self.progress = cfg, TaskKind(task_kind), n_outputs, progress
         self.device = resolve_device(cfg.device)
-        self.stop_metric = cfg.stop_metric or PRIMARY_METRIC[task_kind]
-        if self.stop_metric not in TASK_METRICS[task_kind]:
-            raise ConfigError(f"cnn stop_metric {self.stop_metric!r} is not a {task_kind} metric: {list(TASK_METRICS[task_kind])}")
+        self.stop_metric = cfg.stop_metric or self.task_kind.primary_metric
+        if self.stop_metric not in self.task_kind.metrics:
+            raise ConfigError(f"cnn stop_metric {self.stop_metric!r} is not a {task_kind} metric: {list(self.task_kind.metrics)}")
         self.template = template or net_template(cfg)
         self.mean, self.std = self.template.mean, self.template.std
         self.augment = Augment(cfg.image_size, self.mean, self.std)
@@ -130,18 +120,18 @@ class CNNTrainer:
     # -- pieces ---------------------------------------------------------------------
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        if self.task_kind == "multiclass":
+        if self.task_kind.exclusive:
             return nn.functional.cross_entropy(logits, target.long())
-        if self.task_kind == "binary":
+        if self.task_kind.binary:
             logits = logits[:, 0]
         return nn.functional.binary_cross_entropy_with_logits(logits, target)
 
     def _prob(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        if self.task_kind == "multiclass":
+        if self.task_kind.exclusive:
             return logits.softmax(dim=1)
         p = logits.sigmoid()
-        return p[:, 0] if self.task_kind == "binary" else p
+        return p[:, 0] if self.task_kind.binary else p
 
     def _loader(self, rows: np.ndarray, targets=None, sampler=None) -> torch.utils.data.DataLoader:
         cfg = self.cfg
@@ -166,7 +156,7 @@ class CNNTrainer:
                     p = (p + self._prob(net(x.flip(-1)))) / 2
             out.append(p.cpu())
         if not out:
-            return np.zeros((0,) if self.task_kind == "binary" else (0, self.n_outputs))
+            return np.zeros((0,) if self.task_kind.binary else (0, self.n_outputs))
         return torch.cat(out).numpy().astype(np.float64)
 
     def fit(self, rows: np.ndarray, y: np.ndarray, valid_rows: np.ndarray | None, y_valid: np.ndarray | None,
@@ -185,7 +175,7 @@ class CNNTrainer:
         sched = cosine_with_warmup(opt, cfg.epochs * len(loader), cfg.warmup)
         dtype = autocast_dtype(self.device, cfg.precision, training=True)
         scaler = torch.amp.GradScaler(self.device, enabled=dtype == torch.float16)
-        metric_fn = TASK_METRICS[self.task_kind][self.stop_metric]
+        metric_fn = self.task_kind.metrics[self.stop_metric]
         best = FoldModel(net, cfg.epochs - 1)
         best_value, stale, history = -math.inf, 0, []
         bar = progress_bar(total=cfg.epochs * len(loader), enabled=self.progress, desc=desc, unit="batch", leave=False)
@@ -251,11 +241,9 @@ def load_net(arch: str, n_outputs: int, path: Path) -> nn.Module:
     return net.eval()
 
 
-def model_spec(name: str, cfg: CNNConfig, task: TaskSpec, trainer: CNNTrainer) -> dict:
-    return {"format_version": FORMAT_VERSION, "name": name, "kind": "cnn", "task": task.kind, "classes": list(task.classes),
-            "target_name": task.target_name, "config": asdict(cfg), "arch": trainer.template.arch, "weights": trainer.template.weights,
-            "mean": list(trainer.mean), "std": list(trainer.std),
-            "versions": versions(), "models": []}
+def cnn_spec(name: str, cfg: CNNConfig, task: TaskSpec, template: NetTemplate, models: list[dict]) -> dict:
+    return model_spec(name, "cnn", task, config=asdict(cfg), arch=template.arch, weights=template.weights,
+                      mean=list(template.mean), std=list(template.std), models=models)
 
 
 # -- cross-validation -----------------------------------------------------------------------
@@ -264,74 +252,83 @@ def training_frame(table: LesionTable, task: TaskSpec) -> pl.DataFrame:
 
 
 def cross_validate_cnn(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
-                       out_dir: Path | None = None, progress: bool = True) -> CVResult:
+                       out_dir: Path | None = None, progress: bool = True) -> ModelResult:
     """Fine-tune ``model`` (kind "cnn") on each fold of ``plan`` for each seed.
 
     OOF scores come from the fold's own CNN (early-stopped on that fold); test scores are averaged
-    over folds and seeds. Checkpoints + ``model.json`` + ``metrics.json`` go to ``out_dir/<name>/``."""
-    t0 = time.perf_counter()
+    over folds and seeds. Checkpoints and the registry's files go to ``out_dir/<name>/``."""
     cfg, name = CNNConfig.from_model(model), model.label
     train_df, test_df = training_frame(table, task), table.test
     trainer = CNNTrainer(cfg, task.kind, task.n_outputs, image_refs(train_df) + image_refs(test_df), progress)
-    folds = check_plan(plan, task)
-    n, n_out, y = len(task.image_ids), task.n_outputs, task.y
+    n, y = len(task.image_ids), task.y
     test_rows = np.arange(n, n + test_df.height)
-    seeds = list(model.seeds)
-    oof = np.full((len(seeds), n, n_out), np.nan)
-    test_sum = np.zeros((len(test_rows), n_out))
     mdir = Path(out_dir) / name if out_dir else None
-    spec = model_spec(name, cfg, task, trainer)
     if mdir:
         mdir.mkdir(parents=True, exist_ok=True)
         for old in mdir.glob("fold*_seed*.safetensors"):
             old.unlink()
-    best_epochs, histories = [], []
-    for si, seed in enumerate(seeds):
-        for k, tr, va in folds:
-            fm = trainer.fit(tr, y[tr], va, y[va], seed * 1000 + k, desc=f"{name} fold {k} seed {seed}")
-            oof[si, va] = fm.valid_scores.reshape(len(va), n_out)
-            test_sum += trainer.score(fm.net, test_rows).reshape(len(test_rows), n_out)
-            best_epochs.append(fm.best_epoch)
-            histories.append(fm.history)
-            if mdir:
-                save_net(fm.net, mdir / f"fold{k}_seed{seed}.safetensors")
-                spec["models"].append({"fold": k, "seed": seed, "file": f"fold{k}_seed{seed}.safetensors"})
-    fold_of = plan.fold_of(task.image_ids).astype(np.int32)
-    score = oof.mean(axis=0)
-    score = score[:, 0] if n_out == 1 else score
-    metrics = fold_metrics(task, score, [va for _, _, va in folds])
-    metrics.update(best_epoch=best_epochs, history=histories, seconds=round(time.perf_counter() - t0, 2))
+    best_epochs, histories, files = [], [], []
+
+    def fit(job: FoldJob):
+        tr, va = job.train, job.valid
+        fm = trainer.fit(tr, y[tr], va, y[va], job.seed * 1000 + job.fold, desc=f"{name} fold {job.fold} seed {job.seed}")
+        best_epochs.append(fm.best_epoch)
+        histories.append(fm.history)
+        if mdir:
+            save_net(fm.net, mdir / f"fold{job.fold}_seed{job.seed}.safetensors")
+            files.append({"fold": job.fold, "seed": job.seed, "file": f"fold{job.fold}_seed{job.seed}.safetensors"})
+        return fm.valid_scores, trainer.score(fm.net, test_rows)
+
+    cf = cross_fit(task, plan, list(model.seeds), fit, test_df.height, desc=name)
     importance = pl.DataFrame(schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64})
-    result = CVResult(name, oof_frame(name, task, seeds, oof, fold_of),
-                      test_frame(name, task.classes, test_df["image_id"].to_list(), test_sum / max(1, len(seeds) * len(folds))),
-                      metrics, importance, mdir, score)
+    result = cf.result(name, test_df["image_id"].to_list(), {"best_epoch": best_epochs, "history": histories}, importance)
     if mdir:
-        write_json(mdir / "model.json", spec)
-        write_json(mdir / "metrics.json", metrics)
-    log.info("%s: %s in %.1f s", name, {m: round(v, 4) for m, v in metrics.items() if isinstance(v, float)}, metrics["seconds"])
+        write_model(mdir, cnn_spec(name, cfg, task, trainer.template, files), result)
     return result
 
 
 # -- inference with saved models ------------------------------------------------------------
-def read_cnn_spec(model_dir: Path) -> dict:
-    path = Path(model_dir) / "model.json"
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError("no model.json: not a trained dermstack model directory", file=str(path)) from None
-    if spec.get("kind") != "cnn" or spec.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"not a CNN model directory of format {FORMAT_VERSION}", file=str(path))
-    return spec
+class SavedCNN(SavedModel):
+    """A CNN's fold/seed checkpoints (and, when trained, its pair models under ``nested/``)."""
+
+    @property
+    def n_outputs(self) -> int:
+        return TaskKind(self.spec["task"]).n_outputs(self.spec["classes"])
+
+    def _score(self, files: list[Path], table: LesionTable, progress: bool = True) -> np.ndarray:
+        """Mean score of the checkpoints ``files`` over every row of ``table``."""
+        spec = self.spec
+        nets = [load_net(spec["arch"], self.n_outputs, f) for f in files]
+        template = NetTemplate(nets[0], spec["arch"], tuple(spec["mean"]), tuple(spec["std"]), spec["weights"])
+        trainer = CNNTrainer(CNNConfig(**spec["config"]), spec["task"], self.n_outputs, image_refs(table.df), progress,
+                             template=template)
+        rows = np.arange(len(table))
+        return np.mean([trainer.score(net.to(trainer.device, memory_format=torch.channels_last), rows) for net in nets], axis=0)
+
+    def predict(self, inputs: Inputs) -> np.ndarray:
+        return self._score([self.dir / e["file"] for e in self.spec["models"]], _rows(inputs))
+
+    def nested_mean(self, inputs: Inputs) -> np.ndarray:
+        """The mean score of the pair models (what boosters stacked on this CNN saw for test rows)."""
+        key = (self.name, "nested")
+        if key not in inputs.cache:
+            files = sorted((self.dir / "nested").glob("without*_seed*.safetensors"))
+            if not files:
+                raise DataError("no nested pair models: a booster stacked on this CNN cannot be applied",
+                                file=str(self.dir / "nested"))
+            inputs.cache[key] = self._score(files, _rows(inputs))
+        return inputs.cache[key]
+
+
+def _rows(inputs: Inputs) -> LesionTable:
+    """The LesionTable rows of ``inputs.ids``, in that order."""
+    table = inputs.table
+    df = align_rows(table.df, inputs.ids, source="LesionTable")
+    return LesionTable(df, table.meta)
 
 
 def predict_cnn_saved(model_dir: str | Path, table: LesionTable, progress: bool = True) -> np.ndarray:
     """Scores of every row of ``table`` averaged over the saved folds and seeds: (n,) or (n, C)."""
-    model_dir = Path(model_dir)
-    spec = read_cnn_spec(model_dir)
-    cfg = CNNConfig(**spec["config"])
-    n_out = 1 if spec["task"] == "binary" else len(spec["classes"])
-    nets = [load_net(spec["arch"], n_out, model_dir / e["file"]) for e in spec["models"]]
-    template = NetTemplate(nets[0], spec["arch"], tuple(spec["mean"]), tuple(spec["std"]), spec["weights"])
-    trainer = CNNTrainer(cfg, spec["task"], n_out, image_refs(table.df), progress, template=template)
-    rows = np.arange(len(table))
-    return np.mean([trainer.score(net.to(trainer.device, memory_format=torch.channels_last), rows) for net in nets], axis=0)
+    ids = table.df["image_id"].to_list()
+    model = SavedCNN(Path(model_dir), read_spec(model_dir))
+    return model.predict(Inputs(ids, model.spec["classes"], table=table))

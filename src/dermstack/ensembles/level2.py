@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from dermstack.errors import ConfigError
-from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
+from dermstack.task import TaskKind
 
 EPS = 1e-6
 C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -33,9 +33,10 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 def task_score(task_kind: str, y: np.ndarray, s: np.ndarray, metric: str | None = None) -> float:
     """The task's metric (primary by default) of (n, C) scores; NaN counts as the worst."""
-    fn = TASK_METRICS[task_kind][metric or PRIMARY_METRIC[task_kind]]
+    kind = TaskKind(task_kind)
+    fn = kind.metrics[metric or kind.primary_metric]
     try:
-        v = fn(y, s[:, 0] if task_kind == "binary" else s)
+        v = fn(y, kind.squeeze(s))
     except ValueError:
         return -np.inf
     return -np.inf if np.isnan(v) else float(v)
@@ -45,7 +46,7 @@ class Level2(ABC):
     method: ClassVar[str]
 
     def __init__(self, task_kind: str, models: list[str]):
-        self.task_kind, self.models = task_kind, list(models)
+        self.task_kind, self.models = TaskKind(task_kind), list(models)
 
     @abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> "Level2":
@@ -85,26 +86,26 @@ class LogisticStack(Level2):
     method = "stack"
 
     def _design(self, X: np.ndarray, j: int | None) -> np.ndarray:
-        if self.task_kind == "multiclass":
+        if self.task_kind.exclusive:
             return np.log(np.clip(X, EPS, 1)).reshape(len(X), -1)
         return logit(X[:, :, j])
 
     def _fit_one(self, Z: np.ndarray, t: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
         """(coef, intercept) of a class-balanced logistic regression (multinomial for multiclass)."""
         f = LogisticRegression(C=C, max_iter=2000, class_weight="balanced").fit(Z, t)
-        if self.task_kind == "multiclass" and len(f.classes_) != self.n_classes:
+        if self.task_kind.exclusive and len(f.classes_) != self.n_classes:
             coef, icpt = np.zeros((self.n_classes, Z.shape[1])), np.full(self.n_classes, -30.0)
             coef[f.classes_], icpt[f.classes_] = f.coef_, f.intercept_
             return coef, icpt
         return f.coef_, f.intercept_
 
     def _targets(self, y: np.ndarray) -> list[np.ndarray]:
-        if self.task_kind == "multilabel":
+        if self.task_kind.multilabel:
             return [y[:, j] for j in range(y.shape[1])]
         return [y]
 
     def _predict_with(self, fits: list[tuple[np.ndarray, np.ndarray]], X: np.ndarray) -> np.ndarray:
-        if self.task_kind == "multiclass":
+        if self.task_kind.exclusive:
             coef, icpt = fits[0]
             return softmax(self._design(X, None) @ coef.T + icpt)
         return np.column_stack([1 / (1 + np.exp(-(self._design(X, j) @ c[0] + b[0]))) for j, (c, b) in enumerate(fits)])
@@ -139,7 +140,7 @@ class LogisticStack(Level2):
 
     def weights(self):
         M = len(self.models)
-        mags = [np.abs(c).reshape(c.shape[0], M, -1).sum(axis=(0, 2)) if self.task_kind == "multiclass"
+        mags = [np.abs(c).reshape(c.shape[0], M, -1).sum(axis=(0, 2)) if self.task_kind.exclusive
                 else np.abs(c[0]) for c, _ in self.fits]
         total = np.sum(mags, axis=0)
         return {m: float(w) for m, w in zip(self.models, total / max(total.sum(), EPS))}
@@ -154,7 +155,7 @@ class RankAverage(Level2):
     rounds = 25
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
-        if self.task_kind == "multiclass":
+        if self.task_kind.exclusive:
             return X
         out = np.empty_like(X, dtype=float)
         grid = np.linspace(0, 1, QUANTILES)
@@ -166,7 +167,7 @@ class RankAverage(Level2):
 
     def _combine(self, R: np.ndarray, w: np.ndarray) -> np.ndarray:
         s = np.tensordot(R, w, axes=([1], [0]))
-        return s / s.sum(axis=1, keepdims=True) if self.task_kind == "multiclass" else s
+        return s / s.sum(axis=1, keepdims=True) if self.task_kind.exclusive else s
 
     def fit(self, X, y, groups):
         grid = np.linspace(0, 1, QUANTILES)

@@ -115,84 +115,27 @@ def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[s
                       fs.info, fs.transform)
 
 
-def _long(name: str, classes: list[str], ids: list[str], scores: np.ndarray) -> pl.DataFrame:
-    from dermstack.boosting.cv import test_frame
-
-    return test_frame(name, classes, ids, np.reshape(scores, (len(ids), len(classes))))
-
-
-def _nested_cnn_mean(model_dir: Path, table: LesionTable) -> tuple[str, np.ndarray]:
-    """The mean score of a CNN's pair models (what stacked boosters saw for test rows)."""
-    from dermstack.ensembles.cnn import NetTemplate, CNNConfig, CNNTrainer, image_refs, load_net, read_cnn_spec
-
-    spec = read_cnn_spec(model_dir)
-    cfg = CNNConfig(**spec["config"])
-    n_out = 1 if spec["task"] == "binary" else len(spec["classes"])
-    files = sorted((model_dir / "nested").glob("without*_seed*.safetensors"))
-    if not files:
-        raise DataError("no nested pair models: the stacked booster cannot be applied", file=str(model_dir / "nested"))
-    nets = [load_net(spec["arch"], n_out, f) for f in files]
-    trainer = CNNTrainer(cfg, spec["task"], n_out, image_refs(table.df), template=NetTemplate(
-        nets[0], spec["arch"], tuple(spec["mean"]), tuple(spec["std"]), spec["weights"]))
-    rows = np.arange(len(table))
-    return spec["name"], np.mean([trainer.score(net, rows) for net in nets], axis=0)
-
-
 def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: bool = False) -> pl.DataFrame:
-    """Long predictions (image_id, model, class, score) of every saved model and the run's final
-    model (``metrics.json`` ``oof_model``) for every row of ``data``."""
-    from dermstack.boosting.store import predict_saved, read_spec
-    from dermstack.ensembles.cnn import predict_cnn_saved
-    from dermstack.ensembles.stacking import CNNViews, load_level2, score_tensor
+    """Long predictions (image_id, model, class, score) of every saved model of the run, the final
+    one (``metrics.json`` ``oof_model``) included, for every row of ``data``; the models are loaded
+    through the registry (:mod:`dermstack.saved`) and applied in dependency order."""
+    from dermstack.rundir import check_current
+    from dermstack.saved import Inputs, predict_all
 
     run_dir = Path(run_dir)
     for need in ("config.toml", "lesions.parquet", "metrics.json", "models"):
         if not (run_dir / need).exists():
             raise DataError(f"not a finished dermstack run directory (no {need})", file=str(run_dir))
+    check_current(run_dir)
     cfg = RunConfig.from_toml(run_dir / "config.toml")
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
-    classes = list(run_metrics["classes"])
     new = read_new_data(cfg, data, strict)
     table = as_run_rows(LesionTable.read(run_dir / "lesions.parquet"), new)
     ids = new.df["image_id"].to_list()
-    new_table = LesionTable(table.df.head(len(ids)), table.meta)
     with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:
         fs = _features(cfg, run_dir, table, ids, Path(tmp))
-    base: dict[str, pl.DataFrame] = {}
-    level2_dirs = []
-    stacked = []
-    for mdir in sorted(p for p in (run_dir / "models").iterdir() if p.is_dir()):
-        if (mdir / "level2.json").exists():
-            level2_dirs.append(mdir)
-        elif (mdir / "model.json").exists():
-            spec = json.loads((mdir / "model.json").read_text())
-            if spec.get("kind") == "cnn":
-                base[spec["name"]] = _long(spec["name"], classes, ids, predict_cnn_saved(mdir, new_table))
-            elif "cnn" in set(spec["features"].get("groups", {}).values()):
-                stacked.append((mdir, read_spec(mdir)))
-            else:
-                base[spec["name"]] = _long(spec["name"], classes, ids, predict_saved(mdir, fs))
-    for mdir, spec in stacked:
-        cnn_name = spec["name"].split("+", 1)[1]
-        _, scores = _nested_cnn_mean(run_dir / "models" / cnn_name, new_table)
-        views = CNNViews(cnn_name, classes, [], np.zeros((1, 0, len(classes))), ids, np.reshape(scores, (len(ids), -1)))
-        from dermstack.ensembles.stacking import cnn_feature_frame, patient_key
-
-        with_cnn = fs.add(cnn_feature_frame(views, 0, patient_key(new_table)), "cnn")
-        base[spec["name"]] = _long(spec["name"], classes, ids, predict_saved(mdir, with_cnn))
-    out = dict(base)
-    for mdir in level2_dirs:
-        learner = load_level2(mdir)
-        missing = [m for m in learner.models if m not in base]
-        if missing:
-            raise DataError(f"level-2 model needs base models {missing} that have no saved models", file=str(mdir))
-        X = score_tensor([base[m] for m in learner.models], learner.models, ids, classes, "new-data")
-        out[learner.method] = _long(learner.method, classes, ids, learner.predict(X))
-    final = run_metrics.get("oof_model")
-    if final and final not in out and final == "mean":
-        chosen = cfg.ensemble.models or list(base)
-        out["mean"] = pl.concat([base[m] for m in chosen]).group_by("image_id", "class", maintain_order=True).agg(
-            pl.col("score").mean()).with_columns(pl.lit("mean").alias("model")).select("image_id", "model", "class", "score")
-    if final and final not in out:
-        raise DataError(f"the run's final model {final!r} has no saved models to predict with", file=str(run_dir / "models"))
-    return pl.concat(list(out.values()), how="vertical_relaxed")
+    inputs = Inputs(ids, list(run_metrics["classes"]), features=fs, table=LesionTable(table.df.head(len(ids)), table.meta))
+    scores = predict_all(run_dir / "models", inputs)
+    if run_metrics["oof_model"] not in scores:
+        raise DataError(f"the run's final model {run_metrics['oof_model']!r} has no saved model", file=str(run_dir / "models"))
+    return pl.concat([p.frame.select("image_id", "model", "class", "score") for p in scores.values()])

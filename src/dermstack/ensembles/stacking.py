@@ -29,14 +29,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dermstack.boosting.cv import CVResult, check_plan, cross_validate, fold_metrics, oof_frame, test_frame
-from dermstack.boosting.store import write_json
+from dermstack.atomic import write_json
+from dermstack.boosting.cv import cross_validate
 from dermstack.config import ModelConfig
+from dermstack.crossfit import check_plan, fold_metrics
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.ensembles.level2 import Level2, make_learner
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
+from dermstack.predictions import ModelResult, Predictions
+from dermstack.saved import Inputs, SavedModel, load, model_spec, write_model
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -195,43 +198,42 @@ def _groups_with_cnn(model: ModelConfig) -> list[str] | None:
 
 
 def cross_validate_stacked(features: FeatureSet, table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
-                           views: CNNViews, out_dir: Path | None = None) -> CVResult:
+                           views: CNNViews, out_dir: Path | None = None) -> ModelResult:
     """Booster ``model`` with the ``cnn`` feature group: fold k trains and is evaluated on view k only.
 
-    Named ``<booster>+<cnn>``; native model files etc. in ``out_dir/<name>/`` (boosting's layout),
-    the test rows carry the mean of every pair CNN (what ``predict`` computes for new rows)."""
+    Named ``<booster>+<cnn>``; native model files etc. in ``out_dir/<name>/`` (boosting's layout,
+    ``needs.cnn_views`` naming the CNN), the test rows carry the mean of every pair CNN (what
+    ``predict`` computes for new rows)."""
     if views.image_ids != list(task.image_ids):
         raise DataError(f"CNN views {views.name!r} were computed for other training rows than this task's")
     patients = patient_key(table)
     first = _with_cnn(features, views, 0, patients)
     cfg = dataclasses.replace(model, name=f"{model.label}+{views.name}", features=_groups_with_cnn(model))
-    return cross_validate(first, task, plan, cfg, out_dir,
+    return cross_validate(first, task, plan, cfg, out_dir, needs={"cnn_views": views.name},
                           fold_features=lambda k: first if k == 0 else _with_cnn(features, views, k, patients))
 
 
+def with_nested_cnn(features: FeatureSet, inputs: Inputs, cnn_dir: Path) -> FeatureSet:
+    """``features`` of new rows plus the ``cnn`` group from the saved CNN's pair models (their mean,
+    as the stacked booster's test rows had)."""
+    cnn = load(cnn_dir)
+    scores = np.reshape(cnn.nested_mean(inputs), (len(inputs.ids), -1))
+    views = CNNViews(cnn.name, list(inputs.classes), [], np.zeros((1, 0, scores.shape[1])), list(inputs.ids), scores)
+    return features.add(cnn_feature_frame(views, 0, patient_key(inputs.table)), "cnn")
+
+
 # -- 2. level-2 learner ---------------------------------------------------------------------------
-def score_tensor(frames: list[pl.DataFrame], names: list[str], ids: list[str], classes: list[str], source: str) -> np.ndarray:
+def score_tensor(preds: list[Predictions], names: list[str], ids: list[str], classes: list[str], source: str) -> np.ndarray:
     """(n, M, C) seed/fold-averaged scores of models ``names`` for rows ``ids``; a missing score is a DataError."""
-    out = np.empty((len(ids), len(names), len(classes)))
-    order = pl.DataFrame({"image_id": pl.Series(ids, dtype=pl.String)})
-    for m, (name, long) in enumerate(zip(names, frames)):
-        wide = long.group_by("image_id", "class").agg(pl.col("score").mean()).pivot(on="class", index="image_id", values="score")
-        absent = [c for c in classes if c not in wide.columns]
-        if absent:
-            raise DataError(f"model {name!r} has no {source} scores for class(es) {absent}")
-        mat = order.join(wide, on="image_id", how="left", maintain_order="left").select(classes).to_numpy().astype(float)
-        if np.isnan(mat).any():
-            bad = [ids[i] for i in np.flatnonzero(np.isnan(mat).any(axis=1))[:5]]
-            raise DataError(f"model {name!r} lacks {source} scores for {int(np.isnan(mat).any(axis=1).sum())} rows, e.g. {bad}")
-        out[:, m] = mat
-    return out
+    return np.stack([np.reshape(p.matrix(ids, classes, source=f"model {n!r} {source}"), (len(ids), len(classes)))
+                     for n, p in zip(names, preds)], axis=1)
 
 
-def stack_models(outs: list, task: TaskSpec, plan: FoldPlan, method: str = "stack", out_dir: Path | None = None) -> CVResult:
+def stack_models(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, method: str = "stack",
+                 out_dir: Path | None = None) -> ModelResult:
     """Level-2 ``method`` ("stack": logistic regression on logits; "rank": weighted rank average) on the
-    OOF scores of ``outs`` (anything with ``name``, ``oof``, ``test``), evaluated by nested CV over
-    ``plan``; the final learner (fitted on every OOF row) scores the test rows and is written to
-    ``out_dir/<method>/level2.json``."""
+    OOF scores of ``outs``, evaluated by nested CV over ``plan``; the final learner (fitted on every
+    OOF row) scores the test rows and is saved in ``out_dir/<method>/model.json``."""
     t0 = time.perf_counter()
     names = [o.name for o in outs]
     if len(names) < 2:
@@ -240,54 +242,51 @@ def stack_models(outs: list, task: TaskSpec, plan: FoldPlan, method: str = "stac
     y = task.y
     fold_of = plan.fold_of(task.image_ids)
     oof = np.full((len(y), len(task.classes)), np.nan)
-    valid_rows = []
-    for k, tr, va in plan.splits(task.image_ids):
+    folds = check_plan(plan, task)
+    for k, tr, va in folds:
         learner = make_learner(method, task.kind, names).fit(X[tr], y[tr], fold_of[tr])
         oof[va] = learner.predict(X[va])
-        valid_rows.append(va)
     final = make_learner(method, task.kind, names).fit(X, y, fold_of)
     test_ids = _common_test_ids(outs)
     test = final.predict(score_tensor([o.test for o in outs], names, test_ids, task.classes, "test")) if test_ids else np.zeros((0, len(task.classes)))
-    score = oof[:, 0] if task.kind == "binary" else oof
-    metrics = fold_metrics(task, score, valid_rows)
+    score = task.squeeze(oof)
+    metrics = fold_metrics(task, score, [va for _, _, va in folds])
     metrics.update(base_models=names, weights=final.weights(), seconds=round(time.perf_counter() - t0, 2))
     importance = pl.DataFrame({"feature": names, "group": ["model"] * len(names), "gain": [final.weights()[m] for m in names]})
-    mdir = Path(out_dir) / method if out_dir else None
-    result = CVResult(method, oof_frame(method, task, [0], oof[None], fold_of.astype(np.int32)),
-                      test_frame(method, task.classes, test_ids, test), metrics, importance, mdir, score)
-    if mdir:
-        mdir.mkdir(parents=True, exist_ok=True)
-        write_json(mdir / "level2.json", final.to_json())
-        write_json(mdir / "metrics.json", metrics)
+    result = ModelResult(method, Predictions.from_scores(method, task.image_ids, task.classes, oof, fold=fold_of),
+                         Predictions.from_scores(method, test_ids, task.classes, test), metrics, importance)
+    if out_dir:
+        write_model(Path(out_dir) / method, model_spec(method, method, task, {"members": names}, learner=final.to_json()), result)
     return result
 
 
-def _common_test_ids(outs: list) -> list[str]:
-    sets = [o.test["image_id"].unique().sort().to_list() for o in outs]
+def _common_test_ids(outs: list[ModelResult]) -> list[str]:
+    sets = [sorted(o.test.image_ids()) for o in outs]
     if any(s != sets[0] for s in sets):
         raise DataError(f"base models scored different test rows: {[(o.name, len(s)) for o, s in zip(outs, sets)]}")
-    first = outs[0].test["image_id"].unique(maintain_order=True).to_list()
-    return first
+    return outs[0].test.image_ids()
 
 
-def load_level2(model_dir: Path) -> Level2:
-    import json
+class SavedLevel2(SavedModel):
+    """A level-2 learner over its members' scores."""
 
-    path = Path(model_dir) / "level2.json"
-    if not path.exists():
-        raise DataError("no level2.json: not a stacked model directory", file=str(path))
-    return Level2.from_json(json.loads(path.read_text()))
+    @property
+    def learner(self) -> Level2:
+        return Level2.from_json(self.spec["learner"])
+
+    def predict(self, inputs: Inputs) -> np.ndarray:
+        learner = self.learner
+        X = np.stack([np.reshape(inputs.matrix(m), (len(inputs.ids), len(inputs.classes))) for m in learner.models], axis=1)
+        return learner.predict(X)
 
 
 def comparison(results: list, task: TaskSpec) -> pl.DataFrame:
     """One row per model (base models, the stacked booster, the level-2 stack): every task metric with
     its bootstrap 95% interval, on the same OOF rows."""
-    from dermstack.metrics import TASK_METRICS
-
     rows = []
     for r in results:
         row = {"model": r.name}
-        for m in TASK_METRICS[task.kind]:
+        for m in task.metrics:
             row[m] = r.metrics.get(m)
             lo, hi = (r.metrics.get("ci95", {}).get(m) or [None, None])
             row[f"{m}_lo"], row[f"{m}_hi"] = lo, hi

@@ -15,6 +15,7 @@ import polars as pl
 from dermstack.atomic import atomic_path
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
+from dermstack.predictions import Predictions
 from dermstack.task import TaskSpec
 
 MILK10K_CLASSES = ["AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC"]
@@ -47,9 +48,9 @@ def get_format(name: str) -> SubmissionFormat:
 def submission_format(table: LesionTable, task: TaskSpec) -> str | None:
     """The competition format that fits this data and task, or None."""
     dataset = (table.meta.dataset or "").lower()
-    if task.kind == "binary" and "isic2024" in dataset.replace("-", "").replace("_", ""):
+    if task.kind.binary and "isic2024" in dataset.replace("-", "").replace("_", ""):
         return "isic2024"
-    if "milk10k" in dataset and task.kind in ("multilabel", "multiclass") and set(task.classes) == set(MILK10K_CLASSES):
+    if "milk10k" in dataset and not task.kind.binary and set(task.classes) == set(MILK10K_CLASSES):
         return "milk10k"
     return None
 
@@ -195,10 +196,13 @@ def submission_frame(predictions: pl.DataFrame, fmt: SubmissionFormat, columns: 
                 raise DataError(f"no predictions of model {model!r}; present: {sorted(models)}")
         elif len(models) > 1:
             raise DataError(f"predictions of several models {sorted(models)}: say which one to submit")
-    wide = long.group_by("image_id", "class").agg(pl.col("score").mean()).pivot(on="class", index="image_id", values="score")
-    wide = wide.rename({"image_id": fmt.id_column})
-    have = [c for c in columns if c in wide.columns]
-    return wide.select(have + [c for c in wide.columns if c not in columns])
+    if "model" not in long.columns:
+        long = long.with_columns(pl.lit(model or "model").alias("model"))
+    ids = long["image_id"].unique(maintain_order=True).to_list()
+    classes = long["class"].unique(maintain_order=True).to_list()
+    ordered = [c for c in columns if c in classes] + [c for c in classes if c not in columns]
+    mat = Predictions(long).matrix(ids, ordered, require=False).reshape(len(ids), -1)
+    return pl.DataFrame({fmt.id_column: pl.Series(ids, dtype=pl.String), **{c: mat[:, j] for j, c in enumerate(ordered)}})
 
 
 def write_submission(test_predictions: pl.DataFrame, format: str, out: str | Path, sample: str | Path | None = None,

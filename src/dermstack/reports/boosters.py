@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import polars as pl
 
 from dermstack.boosting.base import ConstantMember, FeatureMatrix, gpu_available
@@ -24,26 +23,6 @@ def native_model(adapter) -> Any:
     if adapter.native is None:
         raise DataError(f"{type(adapter).__name__} has no fitted or loaded model to explain")
     return adapter.native
-
-
-def native_input(adapter, X: pd.DataFrame):
-    """What the adapter's library predicts from: its own Pool (CatBoost, integer-coded categoricals)
-    or DMatrix (XGBoost, pandas categories) when it builds one, else the pandas frame (LightGBM)."""
-    for build in ("pool", "matrix"):
-        if callable(getattr(adapter, build, None)):
-            return getattr(adapter, build)(X)
-    return X
-
-
-def raw_output(library: str, model, data) -> np.ndarray:
-    """Raw score (log-odds / per-class margin) before the link function."""
-    if library == "lightgbm":
-        return np.asarray(model.predict(data, raw_score=True))
-    if library == "xgboost":
-        return np.asarray(model.predict(data, output_margin=True))
-    if library == "catboost":
-        return np.asarray(model.predict(data, prediction_type="RawFormulaVal"))
-    raise DataError(f"no raw output for library {library!r}")
 
 
 def constant_margin(member: ConstantMember) -> float:
@@ -105,12 +84,12 @@ class FoldBooster:
 
     def inputs(self, df: pl.DataFrame) -> list:
         X = self.matrix.to_pandas(df, source=f"model {self.model}")
-        return [native_input(m, X) for m in self.members]
+        return [None if isinstance(m, ConstantMember) else m.explain_input(X) for m in self.members]
 
     def raw_output(self, df: pl.DataFrame) -> np.ndarray:
         """(n,) or (n, C) raw scores."""
-        outs = [np.full(df.height, constant_margin(a)) if m is None else raw_output(self.library, m, d)
-                for a, m, d in zip(self.members, self.natives, self.inputs(df))]
+        outs = [np.full(df.height, constant_margin(a)) if isinstance(a, ConstantMember) else a.raw_margin(d)
+                for a, d in zip(self.members, self.inputs(df))]
         return outs[0] if len(outs) == 1 else np.column_stack(outs)
 
     def shap_values(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:

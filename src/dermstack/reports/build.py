@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dermstack.boosting.cv import align_rows
-from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS, bootstrap_ci, evaluate
+from dermstack.crossfit import align_rows
+from dermstack.metrics import bootstrap_ci, evaluate
 from dermstack.reports import plots, shap_plots
 from dermstack.reports.boosters import feature_groups, load_fold_boosters
 from dermstack.reports.curves import BinaryCurves, class_views
@@ -19,6 +19,7 @@ from dermstack.reports.html import Section, figure, figures, paragraph, table, w
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues, explain_model, feature_importance, group_contributions, sample_rows
 from dermstack.reports.subgroups import SubgroupSettings, subgroup_report
+from dermstack.task import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,11 @@ class ModelShap:
 
 def model_metrics(run: RunData, settings: ReportSettings) -> pl.DataFrame:
     """Every task metric of every model's OOF scores, with a bootstrap CI of the primary metric."""
-    primary = PRIMARY_METRIC[run.task.kind]
+    primary = run.task.primary_metric
     rows = []
     for model in run.model_names:
         idx, y, s = run.scored(model)
-        lo, hi = bootstrap_ci(TASK_METRICS[run.task.kind][primary], y, s, n=settings.n_boot, seed=settings.seed)
+        lo, hi = bootstrap_ci(run.task.metrics[primary], y, s, n=settings.n_boot, seed=settings.seed)
         rows.append({"model": model, "n": len(idx), **evaluate(run.task.kind, y, s), f"{primary}_ci_low": lo,
                      f"{primary}_ci_high": hi})
     return pl.DataFrame(rows)
@@ -87,13 +88,13 @@ def shap_for_run(run: RunData, settings: ReportSettings, out_dir: Path) -> dict[
 
 
 def _positive_rows(kind: str, y: np.ndarray) -> np.ndarray | None:
-    return (y == 1) if kind == "binary" else None
+    return (y == 1) if TaskKind(kind).binary else None
 
 
 def _curves_section(run: RunData, curves: dict[str, dict[str, BinaryCurves]], settings: ReportSettings) -> Section:
     sec = Section("curves", "Curves and operating points")
     final = run.final_model
-    if run.task.kind == "binary":
+    if run.task.kind.binary:
         order = {m: curves[m]["target"] for m in [final, *[m for m in curves if m != final]]}
     else:
         order = {f"{final}: {c}": v for c, v in curves[final].items()}
@@ -101,7 +102,7 @@ def _curves_section(run: RunData, curves: dict[str, dict[str, BinaryCurves]], se
                     figure(plots.pr_figure(order), "Precision-recall."),
                     figure(plots.calibration_figure(order), "Calibration (equal-count bins of the OOF score).")))
     ops = operating_points(curves)
-    if run.task.kind == "binary":
+    if run.task.kind.binary:
         op = ops.filter((pl.col("model") == final) & (pl.col("rule") == f"specificity >= {settings.specificity:g}")).row(0, named=True)
         op5 = ops.filter((pl.col("model") == final) & (pl.col("rule") == f"threshold {settings.threshold:g}")).row(0, named=True)
         cms = [figure(plots.confusion_figure([[o["tn"], o["fp"]], [o["fn"], o["tp"]]], ["benign", "malignant"], f"{final}: {o['rule']}"),
@@ -130,7 +131,7 @@ def _shap_sections(run: RunData, shaps: dict[str, ModelShap], settings: ReportSe
         msg = paragraph("No SHAP values: the run has no LightGBM/XGBoost/CatBoost model directories (or lacks folds/features).", "warn")
         return [groups_sec.add(msg), top_sec.add(msg), dep_sec.add(msg)]
     first = next(iter(shaps.values())).values
-    n_pos = int(_positive_rows(run.task.kind, run.task.y).sum()) if run.task.kind == "binary" else None
+    n_pos = int(_positive_rows(run.task.kind, run.task.y).sum()) if run.task.kind.binary else None
     groups_sec.add(paragraph(
         f"Explained rows per model: {len(first)} of {len(run.task.image_ids)} training rows"
         + (f" (every positive of {n_pos}, plus negatives sampled per fold)" if len(first) < len(run.task.image_ids) and n_pos else "")
@@ -163,7 +164,7 @@ def _shap_sections(run: RunData, shaps: dict[str, ModelShap], settings: ReportSe
 
 def _lead_model(shaps: dict[str, ModelShap], metrics: pl.DataFrame, run: RunData) -> str:
     """The booster model with the best primary metric."""
-    primary = PRIMARY_METRIC[run.task.kind]
+    primary = run.task.primary_metric
     ranked = metrics.filter(pl.col("model").is_in(list(shaps))).sort(primary, descending=True, nulls_last=True)
     return ranked["model"][0] if ranked.height else next(iter(shaps))
 
@@ -177,7 +178,7 @@ def _subgroup_section(run: RunData, subgroups: pl.DataFrame, settings: ReportSet
     sec.add(paragraph(f"Model {final}. Intervals: {settings.n_boot} bootstrap resamples (95%). Groups with fewer than "
                       f"{settings.min_group_n} rows (or, binary, fewer than 5 positives) are marked * / greyed, not hidden. "
                       f"Recall and specificity are at the threshold that reaches specificity {settings.specificity:g} overall."))
-    metrics = [PRIMARY_METRIC[run.task.kind]] + (["roc_auc", "recall_at_threshold"] if run.task.kind == "binary" else [])
+    metrics = [run.task.primary_metric] + (["roc_auc", "recall_at_threshold"] if run.task.kind.binary else [])
     sec.add(figures(*[figure(plots.subgroup_figure(mine, m, f"{final}: {m} by subgroup"), m) for m in metrics]))
     sec.add(table(mine.drop("model"), max_rows=400, row_class="small"))
     return sec
@@ -188,7 +189,7 @@ def _overview_section(run: RunData, metrics: pl.DataFrame, shaps: dict[str, Mode
     facts = {"dataset": run.table.meta.dataset, "task": t.kind, "classes": ", ".join(t.classes),
              "training rows": len(t.image_ids), "final model": run.final_model,
              "models explained with SHAP": ", ".join(shaps) or "none"}
-    if t.kind == "binary":
+    if t.kind.binary:
         facts["positives"] = int(t.y.sum())
     facts_html = table(pl.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}))
     return Section("overview", "Overview").add(facts_html, "<h3>Out-of-fold metrics per model</h3>", table(metrics))

@@ -7,11 +7,12 @@ import numpy as np
 from sklearn import metrics as skm
 
 from dermstack import metrics
+from dermstack.task import TaskKind
 
 
 def class_views(task: str, classes: list[str], y: np.ndarray, score: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """One-vs-rest (name, y 0/1, score) per class; a binary task has the single view "target"."""
-    if task == "binary":
+    if TaskKind(task).binary:
         return [(classes[0], np.asarray(y), np.asarray(score))]
     onehot = y if y.ndim == 2 else np.eye(len(classes), dtype=int)[y]
     return [(c, onehot[:, k], score[:, k]) for k, c in enumerate(classes) if 0 < onehot[:, k].sum() < len(onehot)]

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from dermstack.boosting.cv import align_rows
+from dermstack.crossfit import align_rows
 from dermstack.data.images import load_image, load_mask
 from dermstack.errors import DataError, DermstackError
 from dermstack.reports import shap_plots
@@ -66,7 +66,7 @@ def patient_context(run: RunData, row: dict) -> pl.DataFrame:
     preds = [oof.select("image_id", "class", "score")]
     if test_path.exists():
         preds.append(pl.read_parquet(test_path).filter(pl.col("model") == final).select("image_id", "class", "score"))
-    cls = run.task.classes[0] if run.task.kind == "binary" else run.explained_class
+    cls = run.task.classes[0] if run.task.kind.binary else run.explained_class
     scores = (pl.concat(preds).filter(pl.col("class") == cls).group_by("image_id").agg(pl.col("score").mean()))
     out = lesions.join(scores, on="image_id", how="left").sort("score", descending=True, nulls_last=True)
     return out.with_columns(pl.col("score").rank("ordinal", descending=True).alias("rank_in_patient"),

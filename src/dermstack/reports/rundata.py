@@ -1,4 +1,7 @@
-"""What a report reads from a run directory: table, task, folds, features, OOF scores, metrics."""
+"""What a report reads from a run directory: table, task, folds, features, OOF scores, metrics.
+
+The models and their OOF scores come from the registry (``models/<name>/``, :mod:`dermstack.saved`),
+so a folder the stage-by-stage CLI wrote reports like a ``dermstack run`` directory."""
 from __future__ import annotations
 
 import json
@@ -14,7 +17,7 @@ from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
-from dermstack.run import scores_matrix
+from dermstack.predictions import Predictions
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -33,19 +36,28 @@ class RunData:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "RunData":
+        from dermstack.rundir import check_current
+        from dermstack.saved import dependency_order, read_spec
+
         root = Path(run_dir)
-        for name in ("lesions.parquet", "oof.parquet"):
-            if not (root / name).exists():
-                raise DataError(f"run directory lacks {name} (has the run finished?)", file=str(root / name))
+        check_current(root)
+        if not (root / "lesions.parquet").exists():
+            raise DataError("run directory lacks lesions.parquet (has the run finished?)", file=str(root / "lesions.parquet"))
+        dirs = dependency_order(root / "models")
+        if not dirs:
+            raise DataError("no saved model (models/<name>/model.json): has the run finished?", file=str(root / "models"))
         table = LesionTable.read(root / "lesions.parquet")
         metrics_path = root / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        task = TaskSpec.from_table(table, metrics.get("task", "binary"), metrics.get("target") or "malignant")
-        oof = pl.read_parquet(root / "oof.parquet")
-        missing = [c for c in OOF_COLUMNS if c not in oof.columns and c != "seed"]
-        if missing:
-            raise DataError(f"OOF predictions lack columns {missing}", file=str(root / "oof.parquet"))
-        return cls(root, table, task, oof, metrics)
+        spec = read_spec(dirs[-1])
+        kind = metrics.get("task") or spec["task"]
+        target = metrics.get("target") or spec.get("target_name") or "malignant"
+        table, _ = TaskSpec.labelled(table, kind, target)
+        task = TaskSpec.from_table(table, kind, target)
+        oof = Predictions.concat([Predictions.read(d / "oof.parquet") for d in dirs])
+        if "oof_model" not in metrics:  # stage-by-stage folder: the last model in dependency order
+            metrics["oof_model"] = spec["name"]
+        return cls(root, table, task, oof.frame, metrics)
 
     @property
     def model_names(self) -> list[str]:
@@ -65,14 +77,14 @@ class RunData:
     def explained_class(self) -> str | None:
         """The class whose SHAP values single-class plots show: None for binary, else the first
         positive (malignant) class of the table, or the first class."""
-        if self.task.kind == "binary":
+        if self.task.kind.binary:
             return None
         positive = [c for c in self.table.meta.positive_classes if c in self.task.classes]
         return (positive or self.task.classes)[0]
 
     def scores(self, model: str) -> np.ndarray:
         """OOF scores of ``model`` for the task's training rows (NaN where it has none)."""
-        return scores_matrix(self.oof.filter(pl.col("model") == model), self.task.image_ids, self.task.classes)
+        return Predictions(self.oof).for_model(model).matrix(self.task.image_ids, self.task.classes, require=False)
 
     def scored(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row indices, y, scores) of the training rows that ``model`` scored."""
@@ -102,15 +114,14 @@ class RunData:
     def features_for(self, model_dir: Path) -> pl.DataFrame:
         """The feature rows a model directory's boosters were trained on: ``features.parquet``, plus,
         for a ``<booster>+<cnn>`` model, the ``cnn`` columns each row's own fold booster saw."""
-        from dermstack.reports.boosters import feature_groups
+        from dermstack.saved import read_spec
 
         df = self.features.df
-        missing = [c for c in feature_groups(model_dir) if c not in df.columns]
-        if not missing or "+" not in model_dir.name:
+        cnn = read_spec(model_dir)["needs"].get("cnn_views")
+        if not cnn:
             return df
         from dermstack.ensembles.stacking import CNNViews, oof_cnn_frame, patient_key
 
-        cnn = model_dir.name.split("+", 1)[1]
         views = CNNViews.read(self.models_dir / cnn / "nested" / "views.parquet", cnn)
         frame = oof_cnn_frame(views, self.folds.fold_of(views.image_ids), patient_key(self.table))
         return df.join(frame, on="image_id", how="left", maintain_order="left")

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from dermstack.metrics import TASK_METRICS, bootstrap_ci
+from dermstack.metrics import bootstrap_ci
 from dermstack.progress import progress_bar
 from dermstack.reports.curves import OperatingPoint, threshold_at_specificity
+from dermstack.task import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,8 @@ def subgroup_columns(df: pl.DataFrame) -> dict[str, pl.Series]:
 
 def group_metrics(task: str, y: np.ndarray, threshold: float | None) -> dict[str, Callable]:
     """Metric functions of a subgroup: the task's metrics, plus recall/specificity at a fixed threshold."""
-    fns = dict(TASK_METRICS[task])
-    if task == "binary" and threshold is not None:
+    fns = dict(TaskKind(task).metrics)
+    if TaskKind(task).binary and threshold is not None:
         fns["recall_at_threshold"] = lambda y, s: _defined(OperatingPoint.at(y, s, threshold).recall)
         fns["specificity_at_threshold"] = lambda y, s: _defined(OperatingPoint.at(y, s, threshold).specificity)
     return fns
@@ -94,7 +95,7 @@ def subgroup_table(task: str, y: np.ndarray, score: np.ndarray, groups: dict[str
                    settings: SubgroupSettings = SubgroupSettings(), model: str = "") -> pl.DataFrame:
     """Long table: attribute, group, n, n_pos, metric, value, ci_low, ci_high, overall, gap, small, note."""
     y, score = np.asarray(y), np.asarray(score)
-    threshold = threshold_at_specificity(y, score, settings.specificity) if task == "binary" else None
+    threshold = threshold_at_specificity(y, score, settings.specificity) if TaskKind(task).binary else None
     fns = group_metrics(task, y, threshold)
     overall = {name: _safe(fn, y, score) for name, fn in fns.items()}
     rows = [_group_rows("overall", "all", np.arange(len(y)), y, score, fns, overall, settings, task)]
@@ -113,11 +114,11 @@ def _group_order(v: str) -> tuple:
 
 def _group_rows(attribute, group, idx, y, score, fns, overall, settings: SubgroupSettings, task: str) -> list[dict]:
     n = len(idx)
-    n_pos = int(np.asarray(y).sum()) if task == "binary" else None
+    n_pos = int(np.asarray(y).sum()) if TaskKind(task).binary else None
     notes = []
     if n < settings.min_n:
         notes.append(f"n < {settings.min_n}")
-    if task == "binary" and n_pos < settings.min_pos:
+    if TaskKind(task).binary and n_pos < settings.min_pos:
         notes.append(f"positives < {settings.min_pos}")
     rows = []
     for name, fn in fns.items():

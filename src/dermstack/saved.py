@@ -1,0 +1,165 @@
+"""The one registry of saved models.
+
+Every model a run trains (a booster, a CNN, a booster stacked on a CNN's scores, a level-2 learner,
+a weighted mean) lives in ``models/<name>/``, written by :func:`write_model` alone: its OOF and test
+predictions, metrics, importance and, last, ``model.json``, whose presence marks a complete folder.
+``model.json`` states the ``kind`` (which loader reads the folder: :data:`LOADERS`) and what the
+model ``needs`` from other saved models (``members``: the models whose scores it combines;
+``cnn_views``: the CNN whose nested pair models feed its ``cnn`` features). ``predict``, ``report``
+and ``submit`` load any folder through :func:`load`, and :func:`dependency_order` scores members
+before the models that use them; nothing parses a model's name to find what it depends on.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dermstack.atomic import write_json
+from dermstack.errors import DataError
+from dermstack.predictions import ModelResult, Predictions
+from dermstack.provenance import versions
+
+log = logging.getLogger(__name__)
+
+MODEL_JSON = "model.json"
+FORMAT_VERSION = 2
+#: kind -> "module:class" of its :class:`SavedModel` (imported on first use)
+LOADERS = {
+    "lightgbm": "dermstack.boosting.store:SavedBoosters",
+    "xgboost": "dermstack.boosting.store:SavedBoosters",
+    "catboost": "dermstack.boosting.store:SavedBoosters",
+    "cnn": "dermstack.ensembles.cnn:SavedCNN",
+    "stack": "dermstack.ensembles.stacking:SavedLevel2",
+    "rank": "dermstack.ensembles.stacking:SavedLevel2",
+    "mean": "dermstack.ensembles.weighted:SavedWeighted",
+}
+
+
+def model_spec(name: str, kind: str, task, needs: dict | None = None, **fields) -> dict:
+    """The common part of every ``model.json``; ``fields`` add the kind's own."""
+    return {"format_version": FORMAT_VERSION, "name": name, "kind": kind, "task": task.kind,
+            "classes": list(task.classes), "target_name": task.target_name, "needs": needs or {},
+            "versions": versions(), **fields}
+
+
+def write_model(directory: str | Path, spec: dict, result: ModelResult) -> ModelResult:
+    """Write ``result`` and ``spec`` into ``directory``. ``model.json`` goes first out and last in, so
+    an interrupted write never leaves a folder that looks complete."""
+    d = Path(directory)
+    (d / MODEL_JSON).unlink(missing_ok=True)
+    result.write(d)
+    write_json(d / MODEL_JSON, spec)
+    return result
+
+
+def read_spec(directory: str | Path) -> dict:
+    path = Path(directory) / MODEL_JSON
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError("no model.json: not a complete dermstack model directory", file=str(path)) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"unreadable model.json ({e})", file=str(path)) from None
+    if spec.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"model format version {spec.get('format_version')} is not {FORMAT_VERSION}: "
+                        "re-run the run that made it (`dermstack run ... --force`)", file=str(path))
+    if spec.get("kind") not in LOADERS:
+        raise DataError(f"unknown model kind {spec.get('kind')!r}; known: {sorted(LOADERS)}", file=str(path))
+    return spec
+
+
+def needed(spec: dict) -> list[str]:
+    """Names of the saved models ``spec``'s model reads scores or views of."""
+    n = spec.get("needs", {})
+    return list(n.get("members", [])) + ([n["cnn_views"]] if n.get("cnn_views") else [])
+
+
+@dataclass
+class Inputs:
+    """What saved models score: rows ``ids`` with their features and LesionTable rows (for images),
+    and the scores of models already applied (``scores``: name -> Predictions)."""
+
+    ids: list[str]
+    classes: list[str]
+    features: object = None
+    table: object = None
+    scores: dict[str, Predictions] = field(default_factory=dict)
+    #: values several models share (e.g. a CNN's nested mean score), computed once
+    cache: dict = field(default_factory=dict)
+
+    def matrix(self, name: str) -> np.ndarray:
+        if name not in self.scores:
+            raise DataError(f"model {name!r} has not been applied yet (dependency order)")
+        return self.scores[name].matrix(self.ids, self.classes, source=f"model {name}")
+
+
+class SavedModel(ABC):
+    """A model folder, loaded: its spec and how it scores new rows."""
+
+    def __init__(self, directory: Path, spec: dict):
+        self.dir, self.spec = Path(directory), spec
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+    @abstractmethod
+    def predict(self, inputs: Inputs) -> np.ndarray:
+        """(n,) binary or (n, C) scores of ``inputs.ids``."""
+
+    def result(self) -> ModelResult:
+        return ModelResult.read(self.dir, self.name)
+
+
+def load(directory: str | Path) -> SavedModel:
+    spec = read_spec(directory)
+    module, cls = LOADERS[spec["kind"]].split(":")
+    return getattr(importlib.import_module(module), cls)(Path(directory), spec)
+
+
+def model_dirs(models_root: str | Path) -> dict[str, Path]:
+    """name -> folder of every complete model under ``models_root``."""
+    root = Path(models_root)
+    out = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        if (d / MODEL_JSON).exists():
+            out[read_spec(d)["name"]] = d
+    return out
+
+
+def dependency_order(models_root: str | Path, wanted: list[str] | None = None) -> list[Path]:
+    """The folders of ``wanted`` (default: all) and everything they need, members before users."""
+    dirs = model_dirs(models_root)
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name not in dirs:
+            raise DataError(f"saved model {name!r} (needed by {path[-1] if path else 'the run'}) is missing",
+                            file=str(Path(models_root) / name))
+        if name in path:
+            raise DataError(f"saved models depend on each other in a cycle: {' -> '.join(path + (name,))}")
+        for dep in needed(read_spec(dirs[name])):
+            visit(dep, path + (name,))
+        order.append(name)
+
+    for name in wanted or list(dirs):
+        visit(name, ())
+    return [dirs[n] for n in order]
+
+
+def predict_all(models_root: str | Path, inputs: Inputs, wanted: list[str] | None = None) -> dict[str, Predictions]:
+    """Apply ``wanted`` (default every saved model) and what they need, in dependency order."""
+    for d in dependency_order(models_root, wanted):
+        model = load(d)
+        if model.name not in inputs.scores:
+            scores = model.predict(inputs)
+            inputs.scores[model.name] = Predictions.from_scores(model.name, inputs.ids, inputs.classes, scores)
+    return inputs.scores

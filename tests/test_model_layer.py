@@ -1,0 +1,214 @@
+"""The layer between the stages: one predictions contract, the saved-model registry, the mean
+ensemble's weighting, run-directory locks and invalidation, and the import layering."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from boosting_toy import toy
+from dermstack.errors import DataError, DermstackError
+from dermstack.predictions import ModelResult, Predictions
+from dermstack.rundir import RunLock, RunLockedError, check_current, invalidate
+from dermstack.saved import Inputs, dependency_order, load, predict_all
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "dermstack"
+
+
+def test_no_stage_imports_the_orchestrator_or_the_cli():
+    bad = []
+    for stage in ("data", "extract", "features", "boosting", "ensembles", "reports"):
+        for f in sorted((SRC / stage).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                bad += [f"{f.relative_to(SRC)}: {n}" for n in names if n in ("dermstack.run", "dermstack.cli")
+                        or n.startswith(("dermstack.run.", "dermstack.cli."))]
+    assert not bad, bad
+
+
+def test_predictions_matrix_averages_seeds_and_orders_rows():
+    ids, classes = ["a", "b", "c"], ["x", "y"]
+    s0, s1 = np.arange(6.0).reshape(3, 2), np.arange(6.0, 12.0).reshape(3, 2)
+    p = Predictions.from_seeds("m", ids, classes, [0, 1], np.stack([s0, s1]), np.array([0, 1, 2]))
+    np.testing.assert_allclose(p.matrix(["c", "a"], classes), ((s0 + s1) / 2)[[2, 0]])
+    binary = Predictions.from_scores("m", ids, ["target"], np.array([0.1, 0.2, 0.3]))
+    assert binary.matrix(ids, ["target"]).shape == (3,)
+    with pytest.raises(DataError, match="no score"):
+        p.matrix(["a", "zzz"], classes)
+    with pytest.raises(DataError, match="class"):
+        p.matrix(ids, ["x", "w"])
+
+
+def _member(name, task, plan, seeds, rng, test_ids):
+    fold = plan.fold_of(task.image_ids)
+    oof = rng.random((len(seeds), len(task.image_ids), 1))
+    return ModelResult(name, Predictions.from_seeds(name, task.image_ids, ["target"], seeds, oof, fold),
+                       Predictions.from_scores(name, test_ids, ["target"], rng.random(len(test_ids))))
+
+
+def test_mean_ensemble_weights_members_once_on_oof_test_and_new_data(tmp_path):
+    """A member with 3 seeds counts as much as one with 1 seed, the same way everywhere."""
+    from dermstack.ensembles.weighted import weighted_mean
+
+    _, _, task, plan = toy("binary", n=200, n_test=0, seed=3, positive_rate=0.3)
+    rng = np.random.default_rng(0)
+    test_ids = [f"T{i}" for i in range(7)]
+    a, b = _member("a", task, plan, [0, 1, 2], rng, test_ids), _member("b", task, plan, [0], rng, test_ids)
+    for m in (a, b):  # saved like base models, so the registry can apply the mean to new data
+        from dermstack.saved import write_model
+
+        write_model(tmp_path / m.name, {"format_version": 2, "name": m.name, "kind": "mean", "task": "binary",
+                                        "classes": ["target"], "needs": {}, "weights": []}, m)
+    res = weighted_mean([a, b], task, plan, out_dir=tmp_path)
+    per_model = [m.oof.matrix(task.image_ids, ["target"]) for m in (a, b)]
+    np.testing.assert_allclose(res.oof.matrix(task.image_ids, ["target"]), np.mean(per_model, axis=0))
+    want_test = np.mean([m.test.matrix(test_ids, ["target"]) for m in (a, b)], axis=0)
+    np.testing.assert_allclose(res.test.matrix(test_ids, ["target"]), want_test)
+    # new data: the saved mean applied to its members' scores weights them the same way
+    inputs = Inputs(test_ids, ["target"], scores={m.name: m.test for m in (a, b)})
+    np.testing.assert_allclose(load(tmp_path / "mean").predict(inputs), want_test)
+    assert [d.name for d in dependency_order(tmp_path, ["mean"])] == ["a", "b", "mean"]
+
+
+def test_registry_reports_a_missing_dependency(tmp_path):
+    _, _, task, plan = toy("binary", n=120, n_test=0, seed=4, positive_rate=0.3)
+    from dermstack.ensembles.weighted import weighted_mean
+
+    rng = np.random.default_rng(1)
+    a, b = _member("a", task, plan, [0], rng, []), _member("b", task, plan, [0], rng, [])
+    weighted_mean([a, b], task, plan, out_dir=tmp_path)
+    with pytest.raises(DataError, match="'a'.*missing"):
+        predict_all(tmp_path, Inputs([], ["target"]))
+
+
+def test_second_run_into_a_held_directory_fails_naming_the_holder(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(RunLockedError, match=f"pid.*{os.getpid()}"):
+            RunLock(tmp_path).__enter__()
+    with RunLock(tmp_path):  # released on exit
+        pass
+
+
+def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
+    code = f"from dermstack.rundir import RunLock; import time; RunLock({str(tmp_path)!r}).__enter__(); print('held', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    with pytest.raises(RunLockedError):
+        RunLock(tmp_path).__enter__()
+    proc.kill()
+    proc.wait()
+    with RunLock(tmp_path):
+        pass
+
+
+def test_invalidate_removes_downstream_records_and_final_outputs(tmp_path):
+    stages = tmp_path / "stages"
+    stages.mkdir()
+    deps = {"ingest": [], "folds": ["ingest"], "features": ["ingest"], "model-a": ["folds", "features"],
+            "model-b": ["folds"], "model-mean": ["model-a", "model-b"]}
+    for name, d in deps.items():
+        (stages / f"{name}.json").write_text(json.dumps({"stage": name, "depends_on": d}))
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "submission.csv").write_text("x")
+    assert invalidate(tmp_path, "features") == ["model-a", "model-mean"]
+    assert sorted(p.stem for p in stages.glob("*.json")) == ["folds", "ingest", "model-b"]
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "submission.csv").exists()
+
+
+METADATA_RUN = """
+[data]
+format = "synthetic-isic2024"
+lesions = 300
+test_lesions = 12
+positive_rate = 0.1
+image_size = 16
+
+[cv]
+n_splits = 3
+
+[features]
+embedding = false
+
+[[models]]
+kind = "lightgbm"
+params = {{ n_estimators = {rounds}, threads = 1 }}
+"""
+
+
+@pytest.fixture()
+def finished_run(tmp_path):
+    from dermstack.cli import cli
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(METADATA_RUN.format(rounds=20))
+    r = CliRunner().invoke(cli, ["run", str(cfg), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    return cfg, tmp_path / "run"
+
+
+def test_interrupted_rerun_leaves_nothing_that_looks_current(finished_run, monkeypatch):
+    """A rerun with a changed config killed in its model stage: the old metrics and submission are
+    gone and `submit` refuses, naming what to re-run; a finished rerun makes them current again."""
+    from dermstack.cli import cli
+    from dermstack.config import RunConfig
+    from dermstack.run import Run
+
+    cfg, run = finished_run
+    check_current(run)
+    assert (run / "submission.csv").exists()
+    cfg.write_text(METADATA_RUN.format(rounds=25))
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dermstack.boosting.cross_validate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Run(RunConfig.from_toml(cfg), run).execute()
+    monkeypatch.undo()
+    assert not (run / "metrics.json").exists() and not (run / "submission.csv").exists()
+    with pytest.raises(DermstackError, match="did not finish"):
+        check_current(run)
+    r = CliRunner().invoke(cli, ["submit", str(run), "--format", "isic2024", "--out", str(run / "s.csv")])
+    assert r.exit_code == 2 and "did not finish" in r.output and not (run / "s.csv").exists()
+    Run(RunConfig.from_toml(cfg), run).execute()
+    check_current(run)
+
+
+def test_readers_refuse_a_config_edited_after_the_run(finished_run):
+    from dermstack.cli import cli
+
+    _, run = finished_run
+    text = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(text.replace("n_estimators = 20", "n_estimators = 99"))
+    for args in (["submit", str(run), "--format", "isic2024", "--out", str(run / "s.csv")],
+                 ["report", str(run), "--out", str(run / "rep")],
+                 ["predict", str(run), str(run / "lesions.parquet"), "--out", str(run / "p.parquet")]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "stage 'model-lightgbm'" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_second_live_run_into_the_same_directory_fails_at_once(finished_run):
+    cfg, run = finished_run
+    code = f"from dermstack.rundir import RunLock; import time; RunLock({str(run)!r}).__enter__(); print('held', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "dermstack.cli", "run", str(cfg), "--out", str(run)],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and "in use by a live run" in r.stderr and str(proc.pid) in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and time.perf_counter() - t0 < 30
+    finally:
+        proc.kill()
+        proc.wait()

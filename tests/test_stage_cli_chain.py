@@ -1,0 +1,88 @@
+"""The documented stage commands chain: ingest -> folds -> extract -> features -> boosting train ->
+ensembles cnn -> ensembles stack -> submit -> report, and the stacked submission they make equals
+the one `dermstack run` writes for the same config."""
+from __future__ import annotations
+
+import polars as pl
+from click.testing import CliRunner
+
+from dermstack.cli import cli
+from extract_fixtures import TEST_MODEL, test_weights  # noqa: F401
+
+SYNTH = {"lesions": 150, "test_lesions": 10, "image_size": 32, "seed": 0, "positive_rate": 0.1}
+
+CONFIG = """
+[data]
+format = "synthetic-isic2024"
+lesions = {lesions}
+test_lesions = {test_lesions}
+image_size = {image_size}
+seed = {seed}
+positive_rate = {positive_rate}
+
+[cv]
+n_splits = 3
+seed = 42
+
+[extract]
+backbones = ["{model}"]
+image_size = 32
+precision = "fp32"
+pca_components = 4
+weights = {{ {model} = "{weights}" }}
+
+[[models]]
+kind = "lightgbm"
+params = {{ n_estimators = 30, threads = 1 }}
+
+[[models]]
+kind = "cnn"
+name = "cnn"
+backbone = "{model}"
+epochs = 2
+image_size = 32
+params = {{ pretrained = false, samples_per_epoch = 96, batch_size = 32, lr = 0.003, freeze_fraction = 0.0 }}
+
+[ensemble]
+method = "stack"
+cnn_feature = false
+
+[report]
+enabled = false
+"""
+
+
+def invoke(*args) -> str:
+    r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_stage_commands_chain_to_the_runs_submission(tmp_path, test_weights):  # noqa: F811
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights, **SYNTH))
+    invoke("run", cfg, "--out", tmp_path / "run")
+
+    data, c = tmp_path / "data", tmp_path / "chain"
+    invoke("data", "synth", "--lesions", SYNTH["lesions"], "--test-lesions", SYNTH["test_lesions"], "--image-size",
+           SYNTH["image_size"], "--seed", SYNTH["seed"], "--positive-rate", SYNTH["positive_rate"], "--workers", 1, "--out", data)
+    invoke("data", "ingest", "isic2024", data, "--out", c / "lesions.parquet")
+    invoke("data", "folds", c / "lesions.parquet", "--out", c / "folds.parquet", "--n-splits", 3, "--seed", 42)
+    invoke("extract", "run", c / "lesions.parquet", "--backbone", TEST_MODEL, "--image-size", 32, "--precision", "fp32",
+           "--weights", f"{TEST_MODEL}={test_weights}", "--out", c / "embeddings.h5")
+    invoke("features", "build", c / "lesions.parquet", "--embeddings", c / "embeddings.h5", "--pca-components", 4,
+           "--out", c / "features.parquet")
+    invoke("boosting", "train", c / "features.parquet", "--folds", c / "folds.parquet", "--lesions", c / "lesions.parquet",
+           "--config", cfg, "--out", c)
+    invoke("ensembles", "cnn", c / "lesions.parquet", "--folds", c / "folds.parquet", "--out", c / "models", "--name", "cnn",
+           "--backbone", TEST_MODEL, "--epochs", 2, "--image-size", 32, "--param", "pretrained=false",
+           "--param", "samples_per_epoch=96", "--param", "batch_size=32", "--param", "lr=0.003", "--param", "freeze_fraction=0.0")
+    invoke("ensembles", "stack", c / "models" / "lightgbm", c / "models" / "cnn", "--lesions", c / "lesions.parquet",
+           "--folds", c / "folds.parquet", "--method", "stack", "--out", c / "models")
+    invoke("submit", c, "--format", "isic2024", "--model", "stack", "--out", c / "submission.csv")
+    out = invoke("report", c, "--out", c / "report", "--shap-sample", 50, "--n-boot", 5)
+    assert (c / "report" / "index.html").exists(), out
+
+    ours, theirs = (pl.read_csv(p).sort("isic_id") for p in (c / "submission.csv", tmp_path / "run" / "submission.csv"))
+    assert ours["isic_id"].to_list() == theirs["isic_id"].to_list() and ours.height == SYNTH["test_lesions"]
+    assert (ours["target"] - theirs["target"]).abs().max() < 1e-6
