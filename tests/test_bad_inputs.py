@@ -181,3 +181,76 @@ def test_milk10k_bad_ground_truth_row(shared_data, tmp_path):
     assert accounted(report) and len(table) == 2
     reasons = sorted(s.reason for s in report.skipped)
     assert any("exactly one class" in r for r in reasons) and any("no rows in" in r for r in reasons)
+
+
+# -- issue 14: every bad input named, nothing silent ------------------------------------------------
+HEADER = "isic_id,target,patient_id,age_approx,attribution\n"
+
+
+def small_isic(tmp_path: Path, body: str | bytes, header: str = HEADER) -> Path:
+    """A metadata-only ISIC 2024 layout: ``header`` + ``body`` as train-metadata.csv."""
+    csv = tmp_path / "train-metadata.csv"
+    csv.write_bytes(header.encode() + (body if isinstance(body, bytes) else body.encode()))
+    return csv
+
+
+def test_latin1_csv_is_an_error_naming_the_line_unless_declared(tmp_path):
+    csv = small_isic(tmp_path, "ISIC_1,0,IP_1,50,Hospital\nISIC_2,1,IP_2,60,Cl\xe9nic\n".encode("cp1252"))
+    with pytest.raises(DataError, match="--encoding cp1252") as e:
+        ingest("isic2024", tmp_path)
+    assert (e.value.file, e.value.row) == (str(csv), 3)
+    table, _ = ingest("isic2024", tmp_path, encoding="cp1252")
+    assert table.df["attribution"].to_list() == ["Hospital", "Cl\xe9nic"]
+
+
+def test_utf8_with_bom_is_read_as_is(tmp_path):
+    small_isic(tmp_path, "ISIC_1,0,IP_1,50,Cl\xe9nic\n", header="\ufeff" + HEADER)
+    table, _ = ingest("isic2024", tmp_path)
+    assert table.df["attribution"].to_list() == ["Cl\xe9nic"] and table.df["image_id"].to_list() == ["ISIC_1"]
+
+
+def test_quoted_newline_keeps_later_rows_on_their_lines(tmp_path):
+    small_isic(tmp_path, 'ISIC_1,0,IP_1,50,"two\nlines"\nISIC_2,1,IP_2,60,x\nISIC_3,maybe,IP_3,70,x\n')
+    table, report = ingest("isic2024", tmp_path)
+    assert table.df["attribution"][0] == "two\nlines"
+    (skip,) = report.skipped
+    assert (skip.row, skip.column, skip.id) == (5, "target", "ISIC_3")
+
+
+def test_unterminated_quote_names_its_line(tmp_path):
+    small_isic(tmp_path, 'ISIC_1,0,IP_1,50,x\nISIC_2,1,IP_2,60,"open\nISIC_3,0,IP_3,70,x\n')
+    with pytest.raises(DataError, match="unterminated quote") as e:
+        ingest("isic2024", tmp_path)
+    assert e.value.row == 3
+
+
+def test_semicolon_csv_names_the_delimiter(tmp_path):
+    small_isic(tmp_path, "ISIC_1;0;IP_1;50;x\n", header=HEADER.replace(",", ";"))
+    with pytest.raises(DataError, match="semicolon-separated") as e:
+        ingest("isic2024", tmp_path)
+    assert e.value.row == 1
+
+
+@pytest.mark.parametrize("body", ["\n\n\n", ",,,,\n\n"])
+def test_header_and_blank_lines_is_no_data(tmp_path, body):
+    small_isic(tmp_path, body)
+    with pytest.raises(DataError, match="no data rows"):
+        ingest("isic2024", tmp_path)
+
+
+def test_blank_lines_between_rows_are_noted_not_rows(tmp_path):
+    small_isic(tmp_path, "ISIC_1,0,IP_1,50,x\n\nISIC_2,1,IP_2,60,x\n\n")
+    table, report = ingest("isic2024", tmp_path)
+    assert len(table) == 2 and accounted(report) and any("2 blank line(s) ignored (line 3, 5)" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("age, reason", [("-1", "outside the valid range [0, 120]"), ("121", "outside the valid range"),
+                                         ("nan", "not a finite number"), ("inf", "not a finite number")])
+def test_impossible_numbers_become_null_with_a_note_and_strict_raises(tmp_path, age, reason):
+    csv = small_isic(tmp_path, f"ISIC_1,0,IP_1,50,x\nISIC_2,1,IP_2,{age},x\n")
+    table, report = ingest("isic2024", tmp_path)
+    assert table.df["age_approx"].to_list() == [50.0, None] and len(table) == 2
+    assert any(n.startswith("age_approx: 1 value(s) " + reason) and "ISIC_2 (row 3" in n for n in report.notes)
+    with pytest.raises(DataError, match=reason.split(" [")[0]) as e:
+        ingest("isic2024", tmp_path, strict=True)
+    assert (e.value.file, e.value.row, e.value.column) == (str(csv), 3, "age_approx")
