@@ -254,3 +254,52 @@ def test_impossible_numbers_become_null_with_a_note_and_strict_raises(tmp_path, 
     with pytest.raises(DataError, match=reason.split(" [")[0]) as e:
         ingest("isic2024", tmp_path, strict=True)
     assert (e.value.file, e.value.row, e.value.column) == (str(csv), 3, "age_approx")
+
+
+def ham_layout(shared_data: Path, root: Path, n: int = 3) -> list[str]:
+    """The first ``n`` HAM10000 rows with their real images in ``root/store`` (for links to point at)."""
+    src = shared_data / "ham10000-dev"
+    lines = (src / "HAM10000_metadata.csv").read_text().splitlines()[: n + 1]
+    (root / "data").mkdir()
+    (root / "data" / "HAM10000_metadata.csv").write_text("\n".join(lines) + "\n")
+    ids = [line.split(",")[1] for line in lines[1:]]
+    (root / "store").mkdir()
+    for i in ids:
+        (root / "store" / f"{i}.jpg").write_bytes(next((src / "images").rglob(f"{i}.jpg")).read_bytes())
+    return ids
+
+
+@pytest.mark.parametrize("linked", ["images folder", "dataset folder"])
+def test_symlinked_folders_are_followed(shared_data, tmp_path, linked):
+    ids = ham_layout(shared_data, tmp_path)
+    (tmp_path / "data" / "images").symlink_to(tmp_path / "store", target_is_directory=True)
+    path = tmp_path / "data"
+    if linked == "dataset folder":
+        (tmp_path / "link").symlink_to(path, target_is_directory=True)
+        path = tmp_path / "link"
+    table, report = ingest("ham10000", path, strict=True)
+    assert table.df["image_id"].to_list() == ids and table.df["image_ref"].null_count() == 0
+
+
+def test_symlinked_image_files_and_a_link_loop(shared_data, tmp_path):
+    ids = ham_layout(shared_data, tmp_path)
+    (tmp_path / "data" / "images").mkdir()
+    for i in ids:
+        (tmp_path / "data" / "images" / f"{i}.jpg").symlink_to(tmp_path / "store" / f"{i}.jpg")
+    (tmp_path / "data" / "images" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    table, report = ingest("ham10000", tmp_path / "data", strict=True)
+    assert table.df["image_ref"].null_count() == 0
+
+
+def test_dangling_links_are_counted(shared_data, tmp_path):
+    ids = ham_layout(shared_data, tmp_path)
+    images = tmp_path / "data" / "images"
+    images.symlink_to(tmp_path / "store", target_is_directory=True)
+    (tmp_path / "store" / f"{ids[1]}.jpg").unlink()
+    (tmp_path / "store" / f"{ids[1]}.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "data" / "masks").symlink_to(tmp_path / "no-such-folder")
+    table, report = ingest("ham10000", tmp_path / "data")
+    assert accounted(report) and len(table) == 2
+    (skip,) = report.skipped
+    assert skip.id == ids[1] and "dangling symbolic link" in skip.reason and skip.column == "image_ref"
+    assert any("1 dangling symbolic links" in n and "masks" in n for n in report.notes)

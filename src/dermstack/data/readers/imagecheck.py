@@ -34,6 +34,8 @@ def bytes_problem(head: bytes, tail: bytes, size: int) -> str | None:
 
 def file_problem(path: Path) -> str | None:
     """``bytes_problem`` of an image file, reading 8 bytes at each end."""
+    if path.is_symlink() and not path.exists():
+        return f"dangling symbolic link to {os.readlink(path)}"
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -44,15 +46,30 @@ def file_problem(path: Path) -> str | None:
         return f"unreadable image: {e}"
 
 
-def index_files(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
-    """File name -> path of every file under ``root`` with one of ``suffixes`` (one directory walk)."""
+def index_files(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> tuple[dict[str, Path], list[Path]]:
+    """(file name -> path of every file under ``root`` with one of ``suffixes``, other dangling links).
+
+    One directory walk that follows symbolic links to folders (an ``images/`` linked in from elsewhere
+    is the usual layout on shared storage), visiting each real folder once so a link loop ends.
+    A dangling link with an image suffix is indexed (``file_problem`` names it); other dangling
+    links are returned for the report.
+    """
     found: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    dangling: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
             if name.lower().endswith(suffixes):
                 found.setdefault(name, Path(dirpath) / name)
-    return found
+            elif os.path.islink(link := os.path.join(dirpath, name)) and not os.path.exists(link):
+                dangling.append(Path(link))
+    return found, dangling
 
 
 def hdf5_problems(path: Path, ids: list[str]) -> tuple[np.ndarray, dict[str, str]]:
