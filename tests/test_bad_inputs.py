@@ -303,3 +303,20 @@ def test_dangling_links_are_counted(shared_data, tmp_path):
     (skip,) = report.skipped
     assert skip.id == ids[1] and "dangling symbolic link" in skip.reason and skip.column == "image_ref"
     assert any("1 dangling symbolic links" in n and "masks" in n for n in report.notes)
+
+
+def test_column_only_in_the_test_file_is_not_a_feature(tmp_path):
+    (tmp_path / "train-metadata.csv").write_text(
+        "isic_id,target,patient_id,tbp_lv_Hext,clin_size_long_diam_mm,tbp_lv_minorAxisMM\n"
+        + "".join(f"ISIC_{i},{i % 2},IP_{i},50,{3 + i},2\n" for i in range(6)))
+    (tmp_path / "test-metadata.csv").write_text(
+        "isic_id,patient_id,tbp_lv_H,tbp_lv_Hext,age_approx,clin_size_long_diam_mm,tbp_lv_minorAxisMM\nISIC_9,IP_9,40,50,60,4,2\n")
+    table, report = ingest("isic2024", tmp_path)
+    assert "tbp_lv_H" not in table.meta.feature_columns and "age_approx" not in table.meta.feature_columns
+    assert any("no value in any training row" in n and "tbp_lv_H" in n and "age_approx" in n for n in report.notes)
+    from dermstack.config import FeaturesConfig
+    from dermstack.features.build import build_features
+
+    fs = build_features(table, FeaturesConfig(patient=False, embedding=False))
+    train = fs.df.filter(pl.col("split") == "train")
+    assert fs.columns(["engineered"]) and all(train[c].null_count() < train.height for c in fs.columns(["engineered", "metadata"]))
