@@ -320,3 +320,46 @@ def test_column_only_in_the_test_file_is_not_a_feature(tmp_path):
     fs = build_features(table, FeaturesConfig(patient=False, embedding=False))
     train = fs.df.filter(pl.col("split") == "train")
     assert fs.columns(["engineered"]) and all(train[c].null_count() < train.height for c in fs.columns(["engineered", "metadata"]))
+
+
+def _decode_one(path: Path):
+    """(array or None, failure reason) of one image file as extraction decodes it for a 32-pixel backbone."""
+    from dermstack.extract.dataset import Geometry, ImageDataset
+
+    _, array, reason = ImageDataset([str(path)], Geometry(32, 32, 1.0, "center", "bilinear"))[0]
+    return array, reason
+
+
+def test_16bit_png_is_scaled_not_clipped_to_white(tmp_path):
+    from PIL import Image
+
+    from dermstack.data.images import load_image
+
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (64, 1))
+    Image.fromarray(ramp).save(tmp_path / "ISIC_1.png")
+    assert Image.open(tmp_path / "ISIC_1.png").mode == "I;16"
+    array, reason = _decode_one(tmp_path / "ISIC_1.png")
+    assert reason is None and 100 < array.mean() < 155
+    assert 100 < np.asarray(load_image(str(tmp_path / "ISIC_1.png"))).mean() < 155
+
+
+def test_jpeg_with_premature_end_of_data_is_a_failure_not_grey(shared_data, tmp_path):
+    jpeg = real_jpeg(shared_data)
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2] + b"\xff\xd9")  # end marker present: ingest passes it
+    array, reason = _decode_one(tmp_path / "cut.jpg")
+    assert array is None and "premature end of data" in reason
+    (tmp_path / "good.jpg").write_bytes(jpeg)
+    assert _decode_one(tmp_path / "good.jpg")[1] is None
+
+
+def test_tiny_image_is_not_embedded_nor_measured(tmp_path):
+    from PIL import Image
+
+    from dermstack.features.image import image_features
+
+    Image.new("RGB", (1, 1), (120, 80, 60)).save(tmp_path / "ISIC_1.png")
+    array, reason = _decode_one(tmp_path / "ISIC_1.png")
+    assert array is None and "1x1 pixels, below the 16-pixel minimum" in reason
+    frame, info = image_features(pl.DataFrame({"image_id": ["ISIC_1"], "image_ref": [str(tmp_path / "ISIC_1.png")],
+                                               "mask_ref": [None]}, schema_overrides={"mask_ref": pl.String}), workers=1)
+    assert info["unreadable"] == ["ISIC_1"] and frame["img_area_fraction"].to_list() == [None]
