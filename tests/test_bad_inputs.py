@@ -363,3 +363,23 @@ def test_tiny_image_is_not_embedded_nor_measured(tmp_path):
     frame, info = image_features(pl.DataFrame({"image_id": ["ISIC_1"], "image_ref": [str(tmp_path / "ISIC_1.png")],
                                                "mask_ref": [None]}, schema_overrides={"mask_ref": pl.String}), workers=1)
     assert info["unreadable"] == ["ISIC_1"] and frame["img_area_fraction"].to_list() == [None]
+
+
+def test_damaged_hdf5_names_the_file_or_skips_the_rows(shared_data, tmp_path):
+    """4 KiB overwritten anywhere in the image file: a DataError naming it, or the damaged rows skipped."""
+    isic2024_layout(shared_data, tmp_path)
+    h5 = tmp_path / "train-image.hdf5"
+    pristine = h5.read_bytes()
+    noise = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    outcomes = set()
+    for offset in range(0, len(pristine) - 4096, 1024):
+        h5.write_bytes(pristine[:offset] + noise + pristine[offset + 4096:])
+        try:
+            table, report = ingest("isic2024", tmp_path)
+        except DataError as e:
+            assert e.file == str(h5), (offset, e)
+            outcomes.add("error")
+        else:
+            assert accounted(report) and all(s.column == "image_ref" for s in report.skipped), offset
+            outcomes.add("skipped" if report.skipped else "intact")
+    assert {"error", "skipped"} <= outcomes

@@ -34,8 +34,8 @@ def read_image_bytes(ref: str) -> bytes:
         if key not in f:
             raise DataError(f"image key {key!r} not in HDF5 file", file=path)
         return bytes(np.asarray(f[key][()]).tobytes())
-    except OSError as e:
-        raise DataError(f"cannot read image: {e}", file=path) from e
+    except (OSError, RuntimeError, KeyError, ValueError) as e:  # h5py's errors for a damaged file
+        raise DataError(f"cannot read image{f' {key!r}' if key else ''}: {e}", file=path) from e
 
 
 def decode_image(data: bytes, ref: str, draft: int | None = None) -> Image.Image:
