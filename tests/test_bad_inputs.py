@@ -383,3 +383,59 @@ def test_damaged_hdf5_names_the_file_or_skips_the_rows(shared_data, tmp_path):
             assert accounted(report) and all(s.column == "image_ref" for s in report.skipped), offset
             outcomes.add("skipped" if report.skipped else "intact")
     assert {"error", "skipped"} <= outcomes
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """(exit code, stderr) of ``dermstack ARGS`` through the real entry point and its error handler."""
+    import sys
+
+    from dermstack.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["dermstack", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".tmp" in p.name]
+
+
+def test_out_that_is_a_directory_is_named_without_traceback(tmp_path, monkeypatch, capsys):
+    small_isic(tmp_path, "ISIC_1,0,IP_1,50,x\n")
+    (tmp_path / "out.parquet").mkdir()
+    code, err = run_cli(monkeypatch, capsys, "data", "ingest", "isic2024", str(tmp_path), "--out", str(tmp_path / "out.parquet"))
+    assert code == 2 and f"{tmp_path / 'out.parquet'}: is a directory" in err and "Traceback" not in err
+    assert not leftovers(tmp_path)
+
+
+def test_disk_full_names_the_target_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import pyarrow.parquet as pq
+
+    def full(table, where, **kw):
+        Path(where).write_bytes(b"PAR1 partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(where))
+
+    small_isic(tmp_path, "ISIC_1,0,IP_1,50,x\n")
+    monkeypatch.setattr(pq, "write_table", full)
+    out = tmp_path / "out" / "lesions.parquet"
+    code, err = run_cli(monkeypatch, capsys, "data", "ingest", "isic2024", str(tmp_path), "--out", str(out))
+    assert code == 2 and f"{out}: No space left on device" in err and "Traceback" not in err
+    assert not out.exists() and not leftovers(tmp_path)
+
+
+@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0, reason="root ignores permissions")
+def test_read_only_out_folder(tmp_path, monkeypatch, capsys):
+    small_isic(tmp_path, "ISIC_1,0,IP_1,50,x\n")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        code, err = run_cli(monkeypatch, capsys, "data", "ingest", "isic2024", str(tmp_path), "--out", str(tmp_path / "ro" / "t.parquet"))
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert code == 2 and "Permission denied" in err and str(tmp_path / "ro") in err and not leftovers(tmp_path)

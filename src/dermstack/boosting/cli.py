@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import write_parquet
+
 log = logging.getLogger(__name__)
 
 BOOSTER_KINDS = ("lightgbm", "xgboost", "catboost")
@@ -64,10 +66,10 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     client = connect(dask_address)
     out.mkdir(parents=True, exist_ok=True)
     results = [cross_validate(features, task, plan, m, out / "models", client=client) for m in chosen]
-    pl.concat([r.oof for r in results]).write_parquet(out / "oof.parquet")
+    write_parquet(out / "oof.parquet", pl.concat([r.oof for r in results]))
     tests = [r.test for r in results if r.test.height]
     if tests:
-        pl.concat(tests).write_parquet(out / "test_predictions.parquet")
+        write_parquet(out / "test_predictions.parquet", pl.concat(tests))
     primary = PRIMARY_METRIC[task.kind]
     summary = {
         "task": task.kind, "classes": task.classes, "n_train": len(task.image_ids), "n_test": table.test.height,
@@ -101,6 +103,5 @@ def predict_command(model_dir: Path, features_path: Path, out: Path) -> None:
     ids = features.df["image_id"]
     frame = pl.concat([pl.DataFrame({"image_id": ids, "class": [c] * len(ids), "score": score[:, j]})
                        for j, c in enumerate(spec["classes"])])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(out)
+    write_parquet(out, frame)
     click.echo(f"wrote {frame.height} scores ({len(spec['classes'])} class(es), {len(ids)} rows) to {out}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import write_parquet
 from dermstack.ensembles.submission import FORMATS
 
 _path = click.Path(path_type=Path)
@@ -54,8 +55,8 @@ def cnn_command(lesions, folds, out, task_kind, target, name, backbone, epochs, 
     model = ModelConfig(kind="cnn", name=name, seeds=list(seeds), backbone=backbone, epochs=epochs, image_size=image_size,
                         params=_params(params))
     res = cross_validate_cnn(table, task, plan, model, out)
-    res.oof.write_parquet(out / name / "oof.parquet")
-    res.test.write_parquet(out / name / "test.parquet")
+    write_parquet(out / name / "oof.parquet", res.oof)
+    write_parquet(out / name / "test.parquet", res.test)
     _print_metrics(name, res.metrics)
     if nested:
         from dermstack.ensembles.stacking import nested_cnn_views
@@ -95,8 +96,8 @@ def stack_command(model_dirs, lesions, folds, task_kind, target, method, out) ->
     outs = [_Saved(d.name, pl.read_parquet(d / "oof.parquet"), pl.read_parquet(d / "test.parquet"),
                    json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}) for d in model_dirs]
     res = stack_models(outs, task, plan, method=method, out_dir=out)
-    res.oof.write_parquet(out / method / "oof.parquet")
-    res.test.write_parquet(out / method / "test.parquet")
+    write_parquet(out / method / "oof.parquet", res.oof)
+    write_parquet(out / method / "test.parquet", res.test)
     click.echo(comparison(outs + [res], task))
 
 
@@ -131,8 +132,7 @@ def predict_command(run_dir: Path, data: Path, out: Path, strict: bool) -> None:
     from dermstack.ensembles.predict import predict_run
 
     preds = predict_run(run_dir, data, strict=strict)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    preds.write_parquet(out)
+    write_parquet(out, preds)
     click.echo(f"wrote {preds['image_id'].n_unique()} rows x {preds['model'].n_unique()} models to {out}")
 
 
