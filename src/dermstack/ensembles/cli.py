@@ -127,11 +127,13 @@ def validate_command(csv: Path, fmt: str, sample: Path | None) -> None:
 @click.argument("data", type=_existing)
 @click.option("--out", type=_path, required=True, help="Predictions parquet (image_id, model, class, score).")
 @click.option("--strict", is_flag=True, help="Stop on any unreadable row or image of DATA.")
-def predict_command(run_dir: Path, data: Path, out: Path, strict: bool) -> None:
+@click.option("--allow-missing-features", is_flag=True,
+              help="Score DATA even when it lacks feature columns the models were trained on (filled as missing, with a warning).")
+def predict_command(run_dir: Path, data: Path, out: Path, strict: bool, allow_missing_features: bool) -> None:
     """Score DATA (a dataset folder in the run's format, or a LesionTable parquet) with RUN_DIR's saved models."""
     from dermstack.ensembles.predict import predict_run
 
-    preds = predict_run(run_dir, data, strict=strict)
+    preds = predict_run(run_dir, data, strict=strict, allow_missing_features=allow_missing_features)
     write_parquet(out, preds)
     click.echo(f"wrote {preds['image_id'].n_unique()} rows x {preds['model'].n_unique()} models to {out}")
 
