@@ -439,3 +439,20 @@ def test_read_only_out_folder(tmp_path, monkeypatch, capsys):
     finally:
         (tmp_path / "ro").chmod(0o755)
     assert code == 2 and "Permission denied" in err and str(tmp_path / "ro") in err and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\n\n", "\r\n\r\n", "\n \n"])
+def test_validate_accepts_trailing_blank_lines_and_says_ids_unchecked_without_sample(tmp_path, ending):
+    from click.testing import CliRunner
+
+    from dermstack.ensembles.cli import ensembles
+
+    (tmp_path / "sample.csv").write_text("isic_id,target\nISIC_1,0.3\nISIC_2,0.3\n")
+    (tmp_path / "s.csv").write_text("isic_id,target\nISIC_1,0.1\nISIC_2,0.9" + ending)
+    alone = CliRunner().invoke(ensembles, ["validate", str(tmp_path / "s.csv"), "--format", "isic2024"])
+    assert alone.exit_code == 0 and "ids NOT checked" in alone.output and "--sample" in alone.output
+    checked = CliRunner().invoke(ensembles, ["validate", str(tmp_path / "s.csv"), "--format", "isic2024",
+                                             "--sample", str(tmp_path / "sample.csv")])
+    assert checked.exit_code == 0 and "every id of sample.csv exactly once" in checked.output
+    (tmp_path / "s.csv").write_text("isic_id,target\nISIC_1,0.1\n,\nISIC_2,0.9" + ending)  # an empty row inside is a problem
+    assert CliRunner().invoke(ensembles, ["validate", str(tmp_path / "s.csv"), "--format", "isic2024"]).exit_code == 1

@@ -119,7 +119,11 @@ def validate_command(csv: Path, fmt: str, sample: Path | None) -> None:
         for p in problems:
             click.echo(f"{csv}: {p}", err=True)
         raise SystemExit(1)
-    click.echo(f"{csv}: valid {fmt} submission")
+    if sample is None:
+        click.echo(f"{csv}: valid {fmt} submission format (header, scores, no repeated id); ids NOT checked "
+                   "against the test set: pass --sample to check that every test id is there")
+    else:
+        click.echo(f"{csv}: valid {fmt} submission (every id of {sample.name} exactly once)")
 
 
 @click.command("predict")
