@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import tomli_w
@@ -107,3 +108,17 @@ def test_new_and_run_stores_read_as_one():
     both = _Stores(Listed(["n0", "n1", "n2"], {"b": new}), Listed([f"r{i}" for i in range(5)], {"b": run}))
     assert both.backbones() == ["b"] and sorted(both.image_ids("b")) == ["n0", "n1", "n2", "r0", "r1", "r2", "r3", "r4"]
     np.testing.assert_array_equal(both.read("b", ["r3", "n1", "r0", "n2"]), np.stack([run[3], new[1], run[0], new[2]]))
+
+
+def test_predict_refuses_new_data_missing_feature_columns(run_dir, caplog):
+    root, expected = run_dir
+    table = LesionTable.read(root / "lesions.parquet")
+    column = table.meta.feature_columns[0]
+    meta = replace(table.meta, feature_columns=[c for c in table.meta.feature_columns if c != column],
+                   categorical_columns=[c for c in table.meta.categorical_columns if c != column])
+    new = LesionTable(table.test.drop(column), meta)
+    with pytest.raises(DataError, match=f"lacks 1 feature column.*{column}.*--allow-missing-features"):
+        predict_run(root, new)
+    with caplog.at_level("WARNING"):
+        preds = predict_run(root, new, allow_missing_features=True)
+    assert preds["image_id"].n_unique() == 6 and any(column in r.message and "filled" in r.message for r in caplog.records)

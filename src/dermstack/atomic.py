@@ -6,6 +6,7 @@ that wants a file name (parquet, HDF5, npz, CSV); ``write_text``/``write_json`` 
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -19,13 +20,24 @@ import numpy as np
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (ending in ``suffix``, for writers that insist on an
-    extension); on success it replaces ``path``, on any error it is removed and the error re-raised."""
+    extension); on success it replaces ``path``, on any error it is removed and the error re-raised.
+
+    An OS error (permission, read-only or full disk) is re-raised naming ``path``, not the temporary
+    file the user never asked for; an existing directory at ``path`` is refused before anything is written.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, a file name is expected here", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
     try:
         yield tmp
         tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename in (None, str(tmp), tmp):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -58,3 +70,10 @@ def jsonable(x):
 
 def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(jsonable(obj), indent=2))
+
+
+def write_parquet(path: str | Path, df) -> Path:
+    """A polars frame as parquet."""
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
+    return Path(path)

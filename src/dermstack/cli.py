@@ -70,6 +70,11 @@ def main() -> None:
     except DermstackError as e:
         click.secho(f"Error: {e}", fg="red", err=True)
         sys.exit(2)
+    except OSError as e:  # permissions, not-a-directory, disk full ...: the path and the reason, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        also = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
+        click.secho(f"Error: {where}{e.strerror or e}{also}", fg="red", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ def data() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="LesionTable parquet to write.")
 @click.option("--strict", is_flag=True, help="Turn every skipped row or missing image into an error.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the ingest report as JSON here.")
-def ingest_command(format: str, path: Path, out: Path, strict: bool, report_path: Path | None) -> None:
+@click.option("--encoding", default=None, help="Encoding of the CSV files when not UTF-8, e.g. cp1252 or latin-1.")
+def ingest_command(format: str, path: Path, out: Path, strict: bool, report_path: Path | None, encoding: str | None) -> None:
     """Read FORMAT data at PATH into a LesionTable and print what was read, kept and skipped."""
     from dermstack.data.readers import ingest
 
-    table, report = ingest(format, path, strict=strict)
+    table, report = ingest(format, path, strict=strict, encoding=encoding)
     table.write(out)
     report.write_json(report_path or out.with_suffix(".report.json"))
     click.echo(report.summary())

@@ -1,10 +1,10 @@
 """IngestReport: what a reader read, kept, skipped and why. Nothing is dropped silently."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 
+from dermstack.atomic import write_json
 from dermstack.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ class IngestReport:
     dataset: str
     source: str
     strict: bool = False
+    #: Declared encoding of the CSV files (None: UTF-8, with or without BOM).
+    encoding: str | None = None
     rows_read: int = 0
     rows_kept: int = 0
     skipped: list[Skip] = field(default_factory=list)
@@ -51,6 +53,13 @@ class IngestReport:
             raise DataError(f"image for {id} not found (--strict)", file, row)
         self.missing_images.append(id)
 
+    def nulled(self, file: str, column: str, reason: str, rows: list[int], ids: list[str | None], values: list) -> None:
+        """Values read as missing because they cannot be right (out of range, not finite); raise when strict."""
+        if self.strict:
+            raise DataError(f"{values[0]!r} is {reason}" + (f" [{ids[0]}]" if ids[0] else "") + " (--strict)", file, rows[0], column)
+        shown = ", ".join(f"{i or '?'} (row {r}: {v!r})" for i, r, v in list(zip(ids, rows, values))[:5])
+        self.note(f"{column}: {len(rows)} value(s) {reason} read as missing in {file}, e.g. {shown}")
+
     def note(self, message: str) -> None:
         self.notes.append(message)
         log.info("%s", message)
@@ -59,8 +68,7 @@ class IngestReport:
         return asdict(self)
 
     def write_json(self, path) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
+        write_json(path, self.to_dict())
 
     def summary(self, max_lines: int = 20) -> str:
         """Human-readable report for the CLI."""

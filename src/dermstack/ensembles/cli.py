@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import write_parquet
 from dermstack.ensembles.submission import FORMATS
 
 _path = click.Path(path_type=Path)
@@ -111,7 +112,11 @@ def validate_command(csv: Path, fmt: str, sample: Path | None) -> None:
         for p in problems:
             click.echo(f"{csv}: {p}", err=True)
         raise SystemExit(1)
-    click.echo(f"{csv}: valid {fmt} submission")
+    if sample is None:
+        click.echo(f"{csv}: valid {fmt} submission format (header, scores, no repeated id); ids NOT checked "
+                   "against the test set: pass --sample to check that every test id is there")
+    else:
+        click.echo(f"{csv}: valid {fmt} submission (every id of {sample.name} exactly once)")
 
 
 @click.command("predict")
@@ -119,13 +124,14 @@ def validate_command(csv: Path, fmt: str, sample: Path | None) -> None:
 @click.argument("data", type=_existing)
 @click.option("--out", type=_path, required=True, help="Predictions parquet (image_id, model, class, score).")
 @click.option("--strict", is_flag=True, help="Stop on any unreadable row or image of DATA.")
-def predict_command(run_dir: Path, data: Path, out: Path, strict: bool) -> None:
+@click.option("--allow-missing-features", is_flag=True,
+              help="Score DATA even when it lacks feature columns the models were trained on (filled as missing, with a warning).")
+def predict_command(run_dir: Path, data: Path, out: Path, strict: bool, allow_missing_features: bool) -> None:
     """Score DATA (a dataset folder in the run's format, or a LesionTable parquet) with RUN_DIR's saved models."""
     from dermstack.ensembles.predict import predict_run
 
-    preds = predict_run(run_dir, data, strict=strict)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    preds.write_parquet(out)
+    preds = predict_run(run_dir, data, strict=strict, allow_missing_features=allow_missing_features)
+    write_parquet(out, preds)
     click.echo(f"wrote {preds['image_id'].n_unique()} rows x {preds['model'].n_unique()} models to {out}")
 
 

@@ -39,6 +39,21 @@ def read_new_data(cfg: RunConfig, data: str | Path | LesionTable, strict: bool =
     return table
 
 
+def check_feature_columns(run_table: LesionTable, new: LesionTable, allow_missing: bool = False) -> list[str]:
+    """The run's feature columns (``meta.feature_columns``) that the new data lacks. They would be
+    filled with nulls and shift every score, so they are an error naming them, unless
+    ``allow_missing`` (``--allow-missing-features``), which logs a warning listing what was filled."""
+    missing = [c for c in run_table.meta.feature_columns if c not in new.df.columns]
+    if missing and not allow_missing:
+        raise DataError(f"the new data lacks {len(missing)} feature column(s) the saved models were trained on: "
+                        f"{', '.join(missing)} (pass --allow-missing-features to score with them missing)",
+                        file=new.meta.source or None)
+    if missing:
+        log.warning("new data lacks feature column(s) %s: filled with nulls (missing values) for every new row",
+                    ", ".join(missing))
+    return missing
+
+
 def as_run_rows(run_table: LesionTable, new: LesionTable) -> LesionTable:
     """The new rows as ``test`` rows of the run's table (its columns and metadata), followed by the
     run's own rows of the same patients: patient features look at every lesion of a patient, as
@@ -115,10 +130,12 @@ def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[s
                       fs.info, fs.transform)
 
 
-def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: bool = False) -> pl.DataFrame:
+def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: bool = False,
+                allow_missing_features: bool = False) -> pl.DataFrame:
     """Long predictions (image_id, model, class, score) of every saved model of the run, the final
     one (``metrics.json`` ``oof_model``) included, for every row of ``data``; the models are loaded
-    through the registry (:mod:`dermstack.saved`) and applied in dependency order."""
+    through the registry (:mod:`dermstack.saved`) and applied in dependency order. ``data`` lacking
+    a feature column of the run is an error unless ``allow_missing_features`` (``check_feature_columns``)."""
     from dermstack.rundir import check_current
     from dermstack.saved import Inputs, predict_all
 
@@ -130,7 +147,9 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     cfg = RunConfig.from_toml(run_dir / "config.toml")
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     new = read_new_data(cfg, data, strict)
-    table = as_run_rows(LesionTable.read(run_dir / "lesions.parquet"), new)
+    run_table = LesionTable.read(run_dir / "lesions.parquet")
+    check_feature_columns(run_table, new, allow_missing_features)
+    table = as_run_rows(run_table, new)
     ids = new.df["image_id"].to_list()
     with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:
         fs = _features(cfg, run_dir, table, ids, Path(tmp))

@@ -7,6 +7,7 @@ Every problem names its file line (header = line 1), id and column.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,14 +151,16 @@ def raise_problems(problems: list[Problem], source: str) -> None:
 
 # -- reading the sample file / any CSV -------------------------------------------------------------
 def read_csv_strings(path: str | Path) -> pl.DataFrame:
-    """A CSV with every cell as a string (so bad numbers are reported, not guessed)."""
+    """A CSV with every cell as a string (so bad numbers are reported, not guessed); blank lines at the
+    end of the file (what editors and scripts often leave) are not rows."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DataError("no such file", file=str(path))
+    body = path.read_bytes().rstrip(b"\r\n\t ") + b"\n"
     try:
-        return pl.read_csv(path, infer_schema=False)
+        return pl.read_csv(io.BytesIO(body), infer_schema=False)
     except pl.exceptions.PolarsError as e:
-        raise DataError(f"cannot parse CSV: {e}", file=str(path)) from e
+        raise DataError(f"cannot parse CSV: {str(e).splitlines()[0]}", file=str(path)) from e
 
 
 def sample_spec(sample: str | Path, fmt: SubmissionFormat) -> tuple[list[str], list[str]]:

@@ -6,7 +6,6 @@ A JPEG much larger than the target is decoded at a reduced size (``Image.draft``
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from PIL import Image
 from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset
 
-from dermstack.data.images import read_image_bytes
+from dermstack.data.images import decode_image, read_image_bytes
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
@@ -88,14 +87,12 @@ def make_geometry(cfg: dict) -> Geometry | TimmGeometry:
     return g if g.fast else TimmGeometry(cfg)
 
 
-def decode(data: bytes, geometry: Geometry | TimmGeometry) -> np.ndarray:
-    """Decode encoded image bytes and fit them to the backbone's input (raises on corrupt data)."""
-    img = Image.open(io.BytesIO(data))
-    if img.format == "JPEG" and isinstance(geometry, Geometry):
+def decode(data: bytes, geometry: Geometry | TimmGeometry, ref: str = "image") -> np.ndarray:
+    """Decode encoded image bytes and fit them to the backbone's input (DataError on corrupt or too small images)."""
+    need = None
+    if isinstance(geometry, Geometry):  # DCT scaling: at least `need` px on the short side
         need = geometry.scale_size() if geometry.crop_mode == "center" else max(geometry.height, geometry.width)
-        img.draft("RGB", (need, need))  # DCT scaling: at least `need` px on the short side
-    img.load()
-    return geometry.apply(img)
+    return geometry.apply(decode_image(data, ref, draft=need))
 
 
 class ImageDataset(Dataset):
@@ -116,9 +113,9 @@ class ImageDataset(Dataset):
         except Exception as e:  # DataError for missing files/keys, OSError variants
             return i, None, f"cannot read image: {getattr(e, 'reason', e)}"
         try:
-            return i, decode(data, self.geometry), None
-        except Exception as e:  # PIL raises several types for corrupt data
-            return i, None, f"cannot decode image: {type(e).__name__}: {e}"
+            return i, decode(data, self.geometry, ref), None
+        except Exception as e:  # DataError, or whatever else a decoder raises
+            return i, None, getattr(e, "reason", None) or f"cannot decode image: {type(e).__name__}: {e}"
 
 
 def collate(items) -> dict:

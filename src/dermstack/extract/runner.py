@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from dermstack import __version__
+from dermstack.atomic import write_json
 from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError, DataError
 from dermstack.extract.dataset import ImageDataset, make_geometry, make_loader
@@ -70,7 +71,7 @@ class ExtractReport:
         return asdict(self) | {"backbones": [asdict(b) | {"images_per_s": b.images_per_s} for b in self.backbones]}
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(path, self.to_dict())
 
     def summary(self, max_failed: int = 10) -> str:
         lines = [f"embeddings -> {self.out} (shard {self.shard}, {self.device}, {self.precision}, {self.parallelism})"]

@@ -54,7 +54,9 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
     distance_columns = list(meta.numeric)
     if cfg.engineered:
         t = time.perf_counter()
-        kept = df.drop([c for c in meta.dropped if c in df.columns])
+        # only the table's feature columns: a column that is not a feature (absent from the training
+        # or the test file, unknown, leaky) must not come back inside an engineered feature
+        kept = df.select("image_id", *[c for c in table.meta.feature_columns if c not in meta.dropped])
         eng, eng_cats = engineered_features(kept)
         fs.info["engineered"] = {"built": eng.width - 1}
         if eng.width > 1:

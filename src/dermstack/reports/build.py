@@ -1,7 +1,6 @@
 """``build_report``: the run's report directory: ``index.html`` plus the numbers behind every plot."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dermstack.atomic import write_json, write_parquet
 from dermstack.crossfit import align_rows
 from dermstack.metrics import bootstrap_ci, evaluate
 from dermstack.reports import plots, shap_plots
@@ -203,23 +203,23 @@ def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, s
     out_dir.mkdir(parents=True, exist_ok=True)
     run = RunData.load(run_dir)
     metrics = model_metrics(run, settings)
-    metrics.write_parquet(out_dir / "metrics.parquet")
+    write_parquet(out_dir / "metrics.parquet", metrics)
     curves = model_curves(run, settings)
-    (out_dir / "curves.json").write_text(json.dumps({m: {c: asdict(v) for c, v in cs.items()} for m, cs in curves.items()}))
-    operating_points(curves).write_parquet(out_dir / "operating_points.parquet")
+    write_json(out_dir / "curves.json", {m: {c: asdict(v) for c, v in cs.items()} for m, cs in curves.items()})
+    write_parquet(out_dir / "operating_points.parquet", operating_points(curves))
     shaps = shap_for_run(run, settings, out_dir)
     if shaps:
-        pl.concat([m.shares for m in shaps.values()]).write_parquet(out_dir / "shap_groups.parquet")
-        pl.concat([m.importance for m in shaps.values()]).write_parquet(out_dir / "shap_importance.parquet")
+        write_parquet(out_dir / "shap_groups.parquet", pl.concat([m.shares for m in shaps.values()]))
+        write_parquet(out_dir / "shap_importance.parquet", pl.concat([m.importance for m in shaps.values()]))
     sub_settings = SubgroupSettings(n_boot=settings.n_boot, min_n=settings.min_group_n, specificity=settings.specificity, seed=settings.seed)
     subgroups = subgroup_report(run, run.model_names, sub_settings)
-    subgroups.write_parquet(out_dir / "subgroups.parquet")
+    write_parquet(out_dir / "subgroups.parquet", subgroups)
     sections = [_overview_section(run, metrics, shaps), _curves_section(run, curves, settings),
                 *_shap_sections(run, shaps, settings, metrics), _subgroup_section(run, subgroups, settings)]
-    (out_dir / "summary.json").write_text(json.dumps({
+    write_json(out_dir / "summary.json", {
         "run_dir": str(run_dir.resolve()), "task": run.task.kind, "final_model": run.final_model,
         "settings": asdict(settings), "shap_rows": {m: len(s.values) for m, s in shaps.items()},
-        "sections": [s.id for s in sections], "seconds": round(time.perf_counter() - t0, 1)}, indent=2))
+        "sections": [s.id for s in sections], "seconds": round(time.perf_counter() - t0, 1)})
     path = write_page(out_dir / "index.html", f"dermstack report: {run.table.meta.dataset}",
                       f"{run_dir.resolve()} · {run.task.kind} · {len(run.task.image_ids)} training rows", sections)
     log.info("report written to %s in %.1f s", path, time.perf_counter() - t0)

@@ -30,14 +30,15 @@ READERS: dict[str, Reader] = {
 }
 
 
-def ingest(format: str, path: str | Path, strict: bool = False) -> tuple[LesionTable, IngestReport]:
-    """Read the dataset ``format`` at ``path`` as published; ``strict`` turns every skip or missing image into a DataError."""
+def ingest(format: str, path: str | Path, strict: bool = False, encoding: str | None = None) -> tuple[LesionTable, IngestReport]:
+    """Read the dataset ``format`` at ``path`` as published; ``strict`` turns every skip or missing image into a DataError;
+    ``encoding`` declares the CSV files' encoding when it is not UTF-8."""
     if format not in READERS:
         raise DataError(f"unknown dataset format {format!r}; known: {', '.join(READERS)}")
     path = Path(path)
     if not path.exists():
-        raise DataError("no such file or directory", file=str(path))
-    report = IngestReport(dataset=format, source=str(path.resolve()), strict=strict)
+        raise DataError("no such file or directory" + (" (dangling symbolic link)" if path.is_symlink() else ""), file=str(path))
+    report = IngestReport(dataset=format, source=str(path.resolve()), strict=strict, encoding=encoding)
     table = READERS[format](path, report)
     return table, report
 

@@ -39,7 +39,13 @@ def finish(df: pl.DataFrame, report: IngestReport, meta: TableMeta, known: Itera
     report.unknown_columns.extend(unknown)
     if unknown:
         report.note(f"unknown columns kept in the table but not used as features: {', '.join(unknown)}")
-    meta.feature_columns, meta.categorical_columns = default_feature_columns(df, exclude=set(not_features) | set(unknown))
+    train = df.filter(pl.col("split") == "train")
+    untrained = [c for c in df.columns if c not in CORE_COLUMNS and train.height and df[c].null_count() < df.height
+                 and train[c].null_count() == train.height]
+    if untrained:
+        report.note(f"columns with no value in any training row (e.g. only in the test file) are not features: {', '.join(untrained)}")
+    meta.feature_columns, meta.categorical_columns = default_feature_columns(
+        df, exclude=set(not_features) | set(unknown) | set(untrained))
     meta.source = meta.source or report.source
     report.rows_kept = df.height
     return LesionTable(df, meta)

@@ -6,6 +6,7 @@ reported through the IngestReport with file, line and column, never dropped sile
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import polars as pl
@@ -19,35 +20,103 @@ ROW = "__row"
 FILE = "__file"
 
 
-def read_csv(path: Path, separator: str = ",", report: IngestReport | None = None) -> pl.DataFrame:
-    """Every cell as a string (empty = null) plus ``ROW``; empty or ragged files raise DataError."""
+#: Encodings read as they are (UTF-8, with or without a byte-order mark).
+UTF8 = ("utf-8", "utf8", "utf-8-sig", "utf_8", "utf_8_sig")
+#: Delimiters other tools write; a header split by one of them is named in the error.
+OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def read_csv(path: Path, separator: str = ",", report: IngestReport | None = None, count: bool = True,
+             keep_blank: bool = False) -> pl.DataFrame:
+    """Every cell as a string (empty = null) plus ``ROW``, the record's first line in the file.
+
+    UTF-8 is read as is; another encoding only when declared (``report.encoding``, ``--encoding``),
+    never guessed, so no cell is silently turned into replacement characters. Blank lines are
+    dropped with a note (``keep_blank`` keeps them, for files whose blank line ends the data).
+    Empty, ragged, unparseable or differently delimited files raise DataError with the line.
+    ``count`` adds the rows to ``report.rows_read``.
+    """
     if not path.is_file():
-        raise DataError("file not found", file=str(path))
+        raise DataError("file not found" + (" (dangling symbolic link)" if path.is_symlink() else ""), file=str(path))
+    encoding = (report.encoding if report is not None else None) or "utf-8"
+    source = path if encoding.lower() in UTF8 else io.BytesIO(_recode(path, encoding))
     try:
-        df = pl.read_csv(path, infer_schema=False, separator=separator, encoding="utf8-lossy")
+        df = pl.read_csv(source, infer_schema=False, separator=separator, encoding="utf8")
     except pl.exceptions.NoDataError as e:
         raise DataError("empty file (no header, no rows)", file=str(path)) from e
     except pl.exceptions.ComputeError as e:
-        row, detail = _locate_ragged(path, separator)
+        if "utf-8" in str(e).lower() or "utf8" in str(e).lower():
+            _recode(path, "utf-8")  # raises, naming the line of the first bad byte
+        row, detail = _locate_problem(path, separator, encoding)
         raise DataError(detail or f"cannot parse CSV: {str(e).splitlines()[0]}", file=str(path), row=row) from e
     df = df.rename({c: c.strip().lstrip("\ufeff") for c in df.columns})
-    if df.height == 0:
-        raise DataError("header but no data rows", file=str(path))
+    _check_delimiter(df, path, separator)
+    header_lines = 1 + sum(c.count("\n") for c in df.columns)
+    extra = pl.sum_horizontal(pl.col(pl.String).str.count_matches("\n", literal=True).fill_null(0))
     df = df.with_columns(pl.col(pl.String).str.strip_chars().replace("", None))
-    df = df.with_row_index(ROW, offset=2).with_columns(pl.col(ROW).cast(pl.Int64))
-    if report is not None:
+    df = df.with_columns((header_lines + 1 + pl.int_range(pl.len()) + extra.cum_sum() - extra).cast(pl.Int64).alias(ROW))
+    data_columns = [c for c in df.columns if c != ROW]
+    blank = pl.all_horizontal(pl.col(data_columns).is_null())
+    n_blank = df.select(blank.sum()).item()
+    if n_blank == df.height:
+        raise DataError("header but no data rows" + (f" (only {n_blank} blank lines)" if n_blank else ""), file=str(path))
+    if n_blank and not keep_blank:
+        lines = df.filter(blank)[ROW].head(5).to_list()
+        df = df.filter(~blank)
+        if report is not None:
+            report.note(f"{path.name}: {n_blank} blank line(s) ignored (line {', '.join(map(str, lines))}"
+                        + (" ..." if n_blank > 5 else "") + ")")
+    if report is not None and count:
         report.rows_read += df.height
-    return df
+    return df.select(ROW, *data_columns)
 
 
-def _locate_ragged(path: Path, separator: str) -> tuple[int | None, str | None]:
-    """Line and message of the first row whose field count differs from the header's."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f, delimiter=separator)
-        header = next(reader, [])
-        for line, fields in enumerate(reader, start=2):
-            if fields and len(fields) != len(header):
-                return line, f"{len(fields)} fields, header has {len(header)}"
+def _recode(path: Path, encoding: str) -> bytes:
+    """The file's bytes decoded with ``encoding`` and re-encoded as UTF-8; DataError naming the line of the
+    first byte that is not valid in that encoding (and how to declare another)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding).encode("utf-8")
+    except LookupError as e:
+        raise DataError(f"unknown encoding {encoding!r} (use a Python codec name, e.g. cp1252, latin-1)", file=str(path)) from e
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        hint = ("; if the file is Latin-1 / Windows-1252 (Excel on Windows), pass --encoding cp1252"
+                if encoding.lower() in UTF8 else "; pass the right --encoding")
+        raise DataError(f"not valid {encoding}: byte 0x{raw[e.start]:02x} at offset {e.start}{hint}",
+                        file=str(path), row=line) from e
+
+
+def _check_delimiter(df: pl.DataFrame, path: Path, separator: str) -> None:
+    """A one-column header that another delimiter splits: say which, instead of 'column missing'."""
+    if df.width != 1:
+        return
+    header = df.columns[0]
+    for delimiter, name in OTHER_DELIMITERS.items():
+        if delimiter != separator and delimiter in header:
+            raise DataError(f"the header is {name}-separated ({header!r}), dermstack reads {'comma' if separator == ',' else repr(separator)}"
+                            f"-separated CSV: save it with {separator!r} as the delimiter", file=str(path), row=1)
+
+
+def _locate_problem(path: Path, separator: str, encoding: str) -> tuple[int | None, str | None]:
+    """Line and message of the first record polars could not parse: a quote that never closes, or a
+    field count that differs from the header's."""
+    with open(path, newline="", encoding=encoding, errors="replace") as f:
+        reader = csv.reader(f, delimiter=separator, strict=True)
+        try:
+            header = next(reader, [])
+        except csv.Error as e:
+            return 1, f"cannot parse the header: {e}"
+        start = reader.line_num + 1
+        try:
+            for fields in reader:
+                if fields and len(fields) != len(header):
+                    return start, f"{len(fields)} fields, header has {len(header)}"
+                start = reader.line_num + 1
+        except csv.Error as e:
+            if "end of data" in str(e).lower() or "eof" in str(e).lower():
+                return start, f"unterminated quote: the quoted field that opens on this line never closes ({e})"
+            return reader.line_num, f"cannot parse CSV: {e}"
     return None, None
 
 
@@ -111,12 +180,36 @@ def check_ids(df: pl.DataFrame, column: str, problems: RowProblems) -> None:
 
 
 def parse_numbers(df: pl.DataFrame, columns: list[str], problems: RowProblems) -> pl.DataFrame:
-    """Cast columns to Float64; non-empty cells that are not numbers are reported as problems."""
+    """Cast columns to Float64; non-empty cells that are not numbers are reported as problems, numbers
+    that cannot be right are read as missing (``null_invalid_numbers``)."""
+    present = [c for c in columns if c in df.columns]
+    for c in present:
+        problems.add(df, pl.col(c).is_not_null() & pl.col(c).cast(pl.Float64, strict=False).is_null(),
+                     c, pl.format("not a number: '{}'", pl.col(c)))
+    df = df.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in present])
+    return null_invalid_numbers(df, present, problems)
+
+
+def null_invalid_numbers(df: pl.DataFrame, columns: list[str], problems: RowProblems) -> pl.DataFrame:
+    """NaN, inf and values outside the column's valid range (``vocab.valid_range``) become null: a model
+    must not learn from an age of -5 or 300. One note per column and reason (count, example ids and
+    rows); under --strict the first is an error naming file, row and column."""
+    from dermstack.data.readers.vocab import valid_range
+
+    fixed = []
     for c in columns:
-        if c in df.columns:
-            problems.add(df, pl.col(c).is_not_null() & pl.col(c).cast(pl.Float64, strict=False).is_null(),
-                         c, pl.format("not a number: '{}'", pl.col(c)))
-    return df.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in columns if c in df.columns])
+        x = pl.col(c)
+        why = pl.when(x.is_nan() | x.is_infinite()).then(pl.lit("not a finite number"))
+        if (bounds := valid_range(c)) is not None:
+            lo, hi = bounds
+            why = why.when((x < lo) | (x > hi)).then(pl.lit(f"outside the valid range [{lo:g}, {hi:g}]"))
+        why = why.otherwise(None)
+        hits = df.filter(why.is_not_null()).select(ROW, pl.col(problems.key).cast(pl.String), x, why.alias("why"), problems.file(df))
+        for (reason, file), group in hits.group_by("why", "file", maintain_order=True):
+            problems.report.nulled(file, c, reason, group[ROW].to_list(), group[problems.key].to_list(), group[c].to_list())
+        if hits.height:
+            fixed.append(pl.when(why.is_null()).then(x).alias(c))
+    return df.with_columns(fixed) if fixed else df
 
 
 def parse_flags(df: pl.DataFrame, column: str, problems: RowProblems) -> pl.DataFrame:

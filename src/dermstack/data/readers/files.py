@@ -1,6 +1,7 @@
 """Find each row's image (and mask) file under a dataset folder with one directory walk, and check it."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +25,10 @@ def attach_files(df: pl.DataFrame, root: Path, problems: RowProblems, report: In
     one note says the data is metadata only. Other refs that are absent are counted in a note.
     """
     assert missing in MISSING_POLICIES
-    found = index_files(root)
+    found, dangling = index_files(root)
+    if dangling:
+        report.note(f"{len(dangling)} dangling symbolic links under {root} not followed, e.g. "
+                    + ", ".join(f"{d} -> {os.readlink(d)}" for d in dangling[:3]))
     used: set[str] = set()
     reasons: list[pl.Series] = []
     for ref, (column, suffix) in refs.items():

@@ -18,6 +18,8 @@ from dermstack.errors import DataError
 JPEG_HEAD, JPEG_TAIL = b"\xff\xd8\xff", b"\xff\xd9"
 SIGNATURES = {JPEG_HEAD: "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+#: What h5py raises for a damaged file: its C library's errors surface as any of these.
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
 
 
 def bytes_problem(head: bytes, tail: bytes, size: int) -> str | None:
@@ -34,6 +36,8 @@ def bytes_problem(head: bytes, tail: bytes, size: int) -> str | None:
 
 def file_problem(path: Path) -> str | None:
     """``bytes_problem`` of an image file, reading 8 bytes at each end."""
+    if path.is_symlink() and not path.exists():
+        return f"dangling symbolic link to {os.readlink(path)}"
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -44,15 +48,30 @@ def file_problem(path: Path) -> str | None:
         return f"unreadable image: {e}"
 
 
-def index_files(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
-    """File name -> path of every file under ``root`` with one of ``suffixes`` (one directory walk)."""
+def index_files(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> tuple[dict[str, Path], list[Path]]:
+    """(file name -> path of every file under ``root`` with one of ``suffixes``, other dangling links).
+
+    One directory walk that follows symbolic links to folders (an ``images/`` linked in from elsewhere
+    is the usual layout on shared storage), visiting each real folder once so a link loop ends.
+    A dangling link with an image suffix is indexed (``file_problem`` names it); other dangling
+    links are returned for the report.
+    """
     found: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    dangling: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
             if name.lower().endswith(suffixes):
                 found.setdefault(name, Path(dirpath) / name)
-    return found
+            elif os.path.islink(link := os.path.join(dirpath, name)) and not os.path.exists(link):
+                dangling.append(Path(link))
+    return found, dangling
 
 
 def hdf5_problems(path: Path, ids: list[str]) -> tuple[np.ndarray, dict[str, str]]:
@@ -62,22 +81,32 @@ def hdf5_problems(path: Path, ids: list[str]) -> tuple[np.ndarray, dict[str, str
     except OSError as e:
         raise DataError(f"cannot open HDF5 file: {e}", file=str(path)) from e
     with f:
-        keys = {k.decode() for k in f.id}  # the low-level iterator is ~5x faster than f.keys()
+        try:
+            keys = {k.decode() for k in f.id}  # the low-level iterator is ~5x faster than f.keys()
+        except H5_ERRORS as e:  # damaged file structure: h5py raises RuntimeError/KeyError
+            raise DataError(f"damaged HDF5 file, its list of images cannot be read ({e}); re-download or "
+                            "re-create it", file=str(path)) from e
         present = np.fromiter((i in keys for i in ids), dtype=bool, count=len(ids))
         wanted = [i for i, p in zip(ids, present) if p]
         offsets = np.full(len(wanted), -1, dtype=np.int64)
         sizes = np.zeros(len(wanted), dtype=np.int64)
+        problems: dict[str, str] = {}
         for n, key in enumerate(wanted):
-            ds = h5py.h5d.open(f.id, key.encode())
-            offset = ds.get_offset()  # None unless stored contiguously
-            offsets[n], sizes[n] = (-1 if offset is None else offset), ds.get_storage_size()
-        problems = _mapped_problems(path, wanted, offsets, sizes)
-        for key in [k for n, k in enumerate(wanted) if offsets[n] < 0 or sizes[n] < 4] + list(problems):
+            try:
+                ds = h5py.h5d.open(f.id, key.encode())
+                offset = ds.get_offset()  # None unless stored contiguously
+                offsets[n], sizes[n] = (-1 if offset is None else offset), ds.get_storage_size()
+            except H5_ERRORS as e:
+                problems[key] = f"unreadable HDF5 dataset (damaged file?): {e}"
+        unreadable = dict(problems)
+        problems |= _mapped_problems(path, wanted, offsets, sizes)
+        for key in [k for n, k in enumerate(wanted) if (offsets[n] < 0 or sizes[n] < 4) and k not in unreadable] + [
+                k for k in problems if k not in unreadable]:
             try:  # slow path: read whole, name the problem
                 data = bytes(np.asarray(f[key][()]).tobytes())
                 problem = bytes_problem(data[:8], data[-2:], len(data))
-            except (OSError, ValueError) as e:
-                problem = f"unreadable HDF5 dataset: {e}"
+            except H5_ERRORS as e:
+                problem = f"unreadable HDF5 dataset (damaged file?): {e}"
             if problem:
                 problems[key] = problem
             else:

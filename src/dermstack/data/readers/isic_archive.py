@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from dermstack.data.readers.build import finish
-from dermstack.data.readers.csvio import RowProblems, check_ids, infer_types, parse_numbers, read_csv, require_columns
+from dermstack.data.readers.csvio import RowProblems, check_ids, infer_types, null_invalid_numbers, parse_numbers, read_csv, require_columns
 from dermstack.data.readers.files import attach_files
 from dermstack.data.readers.vocab import ANATOM_SITE_GENERAL, ISIC_FIELDS, SEX, check_vocabulary, diagnosis_label
 from dermstack.data.report import IngestReport
@@ -43,6 +43,7 @@ def read_isic_archive(path: Path, report: IngestReport) -> LesionTable:
                          pl.col("isic_id").alias("image_id"), pl.lit("train").alias("split"))
     other = [c for c in df.columns if df.schema[c] == pl.String and c not in ("isic_id", "image_id", "split", "label")]
     df = infer_types(df, other)
+    df = null_invalid_numbers(df, [c for c in other if df.schema[c] == pl.Float64], problems)
     df = attach_files(df, root, problems, report, refs={"image_ref": ("isic_id", ".jpg")})
     meta = TableMeta(dataset="isic-archive", positive_classes=[])
     return finish(df, report, meta, known=ISIC_FIELDS | {"image_id", "split", "target", "label", "image_ref"})

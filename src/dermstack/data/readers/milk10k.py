@@ -44,7 +44,7 @@ def read_milk10k(path: Path, report: IngestReport) -> LesionTable:
     report.rows_read = df.height + len(report.skipped)
     df = map_values(df, "site", "anatom_site_general", MILK_SITES, report)
     if (path / SUPPLEMENT).is_file():
-        supplement = read_csv(path / SUPPLEMENT).drop(ROW)
+        supplement = read_csv(path / SUPPLEMENT, report=report, count=False).drop(ROW)
         supplement = supplement.rename({c: f"supplement_{c}" for c in supplement.columns if c != "lesion_id"})
         df = df.join(supplement, on="lesion_id", how="left")
         report.note(f"{SUPPLEMENT}: label provenance columns joined (never features)")
@@ -58,7 +58,7 @@ def read_milk10k(path: Path, report: IngestReport) -> LesionTable:
 
 def _lesions(csv: Path, split: str, report: IngestReport) -> pl.DataFrame:
     """One row per lesion from a per-image metadata file."""
-    df = read_csv(csv)
+    df = read_csv(csv, report=report, count=False)
     require_columns(df, ["lesion_id", "image_type", "isic_id"], csv)
     report.note(f"{csv.name}: {df.height} image rows, {df['lesion_id'].n_unique()} lesions")
     problems = RowProblems(csv, report, "lesion_id")
@@ -90,7 +90,7 @@ def _lesions(csv: Path, split: str, report: IngestReport) -> pl.DataFrame:
 
 def _join_ground_truth(df: pl.DataFrame, csv: Path, metadata: Path, report: IngestReport) -> pl.DataFrame:
     """Add ``y_<CLASS>``, label and target to training lesions; lesions on one side only are skipped."""
-    gt = read_csv(csv)
+    gt = read_csv(csv, report=report, count=False)
     require_columns(gt, ["lesion_id", *CLASSES], csv)
     problems = RowProblems(csv, report, "lesion_id")
     check_ids(gt, "lesion_id", problems)

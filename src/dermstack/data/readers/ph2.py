@@ -61,7 +61,7 @@ def read_ph2(path: Path, report: IngestReport) -> LesionTable:
 def _read_table(path: Path, report: IngestReport) -> pl.DataFrame:
     """CSV (comma) or TXT (tab) label table; the legend block after the first blank row is dropped."""
     separator = "\t" if path.suffix == ".txt" else ","
-    df = read_csv(path, separator=separator)
+    df = read_csv(path, separator=separator, report=report, count=False, keep_blank=True)
     data_columns = [c for c in df.columns if c != ROW]
     blank = df.filter(pl.all_horizontal(pl.col(data_columns).is_null()))
     if blank.height:

@@ -43,6 +43,29 @@ MILK_SITES = {
     "head_neck_face": "head/neck", "upper_extremity": "upper extremity", "hand": "upper extremity",
     "lower_extremity": "lower extremity", "foot": "lower extremity", "genital": "oral/genital",
 }
+#: Valid (inclusive) ranges of numeric metadata; a value outside, or a NaN / inf anywhere, is read as
+#: missing with a note (an error under --strict). Columns not listed only have to be finite.
+NUMERIC_RANGES: dict[str, tuple[float, float]] = {
+    "age_approx": (0, 120),
+    "clin_size_long_diam_mm": (0, 1000), "mel_thick_mm": (0, 100),
+    "tbp_lv_areaMM2": (0, 1e6), "tbp_lv_perimeterMM": (0, 1e4), "tbp_lv_minorAxisMM": (0, 1000),
+    "tbp_lv_nevi_confidence": (0, 100), "tbp_lv_dnn_lesion_confidence": (0, 100),
+    "tbp_lv_eccentricity": (0, 1), "tbp_lv_H": (0, 360), "tbp_lv_Hext": (0, 360),
+    "tbp_lv_L": (0, 100), "tbp_lv_Lext": (0, 100), "tbp_lv_symm_2axis_angle": (0, 360),
+    "skin_tone_class": (0, 5),  # MILK10k: Fitzpatrick-like 0-5
+    "pixels_x": (1, 1e6), "pixels_y": (1, 1e6),
+}
+#: Ranges by column prefix (MONET concept scores are probabilities).
+NUMERIC_RANGE_PREFIXES: dict[str, tuple[float, float]] = {"MONET_": (0, 1)}
+
+
+def valid_range(column: str) -> tuple[float, float] | None:
+    """The (low, high) a value of ``column`` must lie in, or None when any finite number will do."""
+    if column in NUMERIC_RANGES:
+        return NUMERIC_RANGES[column]
+    return next((r for p, r in NUMERIC_RANGE_PREFIXES.items() if column.startswith(p)), None)
+
+
 assert set(HAM_SITES.values()) | set(MILK_SITES.values()) <= set(ANATOM_SITE_GENERAL)
 
 
