@@ -64,4 +64,4 @@ def test_cli_train_and_predict(shared_data, tmp_path):
                                  str(tmp_path / "features.parquet"), "--out", str(tmp_path / "pred.parquet")])
     assert r.exit_code == 0, r.output
     bad = CliRunner().invoke(cli, args[:-2] + ["--out", str(tmp_path / "run2"), "--model", "nope"])
-    assert bad.exit_code != 0 and "no such [[models]] name" in str(bad.exception)
+    assert bad.exit_code == 2 and "no such [[models]] name" in bad.output

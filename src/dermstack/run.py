@@ -62,6 +62,7 @@ class Run:
         self.flat = flat_config(cfg.to_dict())
         self.stages: list[str] = []
         self.unlabelled: list[str] = []
+        self.ensemble_choice: dict | None = None
 
     def keys(self, *prefixes: str) -> dict:
         """The config keys a stage reads: every ``section.key`` starting with one of ``prefixes``."""
@@ -186,7 +187,7 @@ class Run:
 
     def _cnn_feature_wanted(self) -> bool:
         kinds = {m.kind for m in self.cfg.models}
-        return (self.cfg.ensemble.cnn_feature and self.cfg.ensemble.method in ("stack", "rank") and "cnn" in kinds
+        return (self.cfg.ensemble.cnn_feature and self.cfg.ensemble.method in ("auto", "stack", "rank", "greedy") and "cnn" in kinds
                 and len(kinds - {"cnn"}) > 0)
 
     def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
@@ -215,15 +216,16 @@ class Run:
             cnn = next(m.label for m in self.cfg.models if m.kind == "cnn")
             names += [f"{m.label}+{cnn}" for m in self.cfg.models if m.kind != "cnn"]
         method = self.ensemble_method(len(names))
+        if method == "auto":
+            from dermstack.ensembles.select import CANDIDATES
+
+            return names + list(CANDIDATES)
         return names + ([method] if method != "none" else [])
 
     def ensemble_method(self, n_models: int) -> str:
-        """The configured method, resolved: "none" for one model, "mean" for "auto" with several."""
-        method = self.cfg.ensemble.method
+        """The configured method, resolved: "none" (the first model is the final one) with one model."""
         chosen = len(self.cfg.ensemble.models) if self.cfg.ensemble.models else n_models
-        if chosen < 2:
-            return "none"
-        return "mean" if method in ("auto", "none") else method
+        return "none" if chosen < 2 else self.cfg.ensemble.method
 
     def prune_models(self) -> None:
         """Remove model folders (and their stage records) that this config does not make, so that no
@@ -242,6 +244,16 @@ class Run:
         method = self.ensemble_method(len(outs))
         if method == "none":
             return chosen[0]
+        keys, needs = self.keys("ensemble", "data.task", "data.target"), [f"model-{o.name}" for o in chosen] + ["folds"]
+        if method == "auto":
+            from dermstack.ensembles.select import CANDIDATES, CHOICE_FILE, select_ensemble
+
+            models = self.paths.models
+            self._stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in CANDIDATES],
+                        needs, lambda: select_ensemble(chosen, task, plan, models))
+            self.ensemble_choice = json.loads((models / CHOICE_FILE).read_text())
+            name = self.ensemble_choice["chosen"]
+            return next((o for o in chosen if o.name == name), None) or ModelResult.read(models / name, name)
 
         def fit():
             if method == "mean":
@@ -252,8 +264,7 @@ class Run:
 
             return stack_models(chosen, task, plan, method=method, out_dir=self.paths.models)
 
-        return self._model_stage(method, self.keys("ensemble", "data.task", "data.target"),
-                                 [f"model-{o.name}" for o in chosen] + ["folds"], fit)
+        return self._model_stage(method, keys, needs, fit)
 
     # -- outputs --------------------------------------------------------------
     def write_outputs(self, table: LesionTable, task: TaskSpec, outs: list[ModelResult], final: ModelResult) -> dict:
@@ -276,6 +287,7 @@ class Run:
             "unlabelled_training_rows": {"count": len(self.unlabelled), "examples": self.unlabelled[:10]},
             "primary_metric": task.primary_metric,
             "oof_model": final.name,
+            "ensemble": self.ensemble_choice or {"method": self.ensemble_method(len(outs)), "chosen": final.name},
             "oof": base[final.name],
             "models": {o.name: base[o.name] for o in outs},
         }

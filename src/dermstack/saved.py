@@ -37,6 +37,7 @@ LOADERS = {
     "cnn": "dermstack.ensembles.cnn:SavedCNN",
     "stack": "dermstack.ensembles.stacking:SavedLevel2",
     "rank": "dermstack.ensembles.stacking:SavedLevel2",
+    "greedy": "dermstack.ensembles.stacking:SavedLevel2",
     "mean": "dermstack.ensembles.weighted:SavedWeighted",
 }
 

@@ -1,5 +1,6 @@
-"""Level-2 learners on the OOF scores of base models: logistic regression on logits, or weighted
-rank averaging with weights chosen on OOF (Caruana ensemble selection). Stored as JSON (no pickle).
+"""Level-2 learners on the OOF scores of base models: logistic regression on logits, or a weighted
+mean of probabilities or of ranks with weights chosen on OOF (Caruana ensemble selection). Stored as
+JSON (no pickle).
 
 Every learner maps ``X``: (n, M, C) scores of M base models for C score columns (C = 1 binary) to
 (n, C) scores in [0, 1]; multiclass outputs sum to one.
@@ -146,13 +147,64 @@ class LogisticStack(Level2):
         return {m: float(w) for m, w in zip(self.models, total / max(total.sum(), EPS))}
 
 
-class RankAverage(Level2):
-    """Weighted average of each model's scores mapped to ranks (the model's OOF distribution, stored as
-    quantiles, so a single new image gets the same rank as in a batch); multiclass averages
-    probabilities instead. Weights: greedy forward selection with replacement on the training OOF."""
+class GreedyEnsemble(Level2):
+    """Ensemble selection (Caruana et al. 2004; AutoGluon's WeightedEnsemble): start empty, add with
+    replacement the member that most improves the primary metric of the weighted mean of
+    probabilities, for ``rounds`` steps, and keep the best step's weights. Adding with replacement
+    lets a strong member count several times; keeping the best step (rather than the last) means the
+    ensemble is never worse on its training rows than its best member, which it can always equal."""
+
+    method = "greedy"
+    rounds = 50
+
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        return X
+
+    def _combine(self, R: np.ndarray, w: np.ndarray) -> np.ndarray:
+        s = np.tensordot(R, w, axes=([1], [0]))
+        return s / s.sum(axis=1, keepdims=True) if self.task_kind.exclusive else s
+
+    def _prepare(self, X: np.ndarray) -> None:
+        """Fit what ``_transform`` needs (nothing for probabilities)."""
+
+    def fit(self, X, y, groups):
+        self._prepare(X)
+        R = self._transform(X)
+        counts = np.zeros(X.shape[1])
+        best, best_counts = -np.inf, None
+        for _ in range(self.rounds):
+            trials = [task_score(self.task_kind, y, self._combine(R, (counts + np.eye(len(counts))[m]) / (counts.sum() + 1)))
+                      for m in range(len(counts))]
+            m = int(np.argmax(trials))
+            counts[m] += 1
+            if trials[m] > best:
+                best, best_counts = trials[m], counts.copy()
+        self.w = best_counts / best_counts.sum()
+        return self
+
+    def predict(self, X):
+        return np.clip(self._combine(self._transform(X), self.w), 0, 1)
+
+    def params(self):
+        return {"weights": self.w.tolist()}
+
+    def load(self, d):
+        self.w = np.array(d["weights"])
+
+    def weights(self):
+        return {m: float(w) for m, w in zip(self.models, self.w)}
+
+
+class RankAverage(GreedyEnsemble):
+    """Ensemble selection on each model's scores mapped to ranks (the model's OOF distribution,
+    stored as quantiles, so a single new image gets the same rank as in a batch): members whose
+    scores live on different scales mix by order alone. Multiclass averages probabilities instead."""
 
     method = "rank"
-    rounds = 25
+
+    def _prepare(self, X: np.ndarray) -> None:
+        grid = np.linspace(0, 1, QUANTILES)
+        self.quantiles = [[np.quantile(X[:, m, j], grid).tolist() for j in range(X.shape[2])] for m in range(X.shape[1])]
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         if self.task_kind.exclusive:
@@ -161,33 +213,8 @@ class RankAverage(Level2):
         grid = np.linspace(0, 1, QUANTILES)
         for m in range(X.shape[1]):
             for j in range(X.shape[2]):
-                q = self.quantiles[m][j]
-                out[:, m, j] = np.interp(X[:, m, j], q, grid)
+                out[:, m, j] = np.interp(X[:, m, j], self.quantiles[m][j], grid)
         return out
-
-    def _combine(self, R: np.ndarray, w: np.ndarray) -> np.ndarray:
-        s = np.tensordot(R, w, axes=([1], [0]))
-        return s / s.sum(axis=1, keepdims=True) if self.task_kind.exclusive else s
-
-    def fit(self, X, y, groups):
-        grid = np.linspace(0, 1, QUANTILES)
-        self.quantiles = [[np.quantile(X[:, m, j], grid).tolist() for j in range(X.shape[2])] for m in range(X.shape[1])]
-        R = self._transform(X)
-        counts = np.zeros(X.shape[1])
-        best = -np.inf
-        for _ in range(self.rounds):
-            trials = [task_score(self.task_kind, y, self._combine(R, (counts + np.eye(len(counts))[m]) / (counts.sum() + 1)))
-                      for m in range(len(counts))]
-            m = int(np.argmax(trials))
-            if trials[m] <= best:
-                break
-            best = max(best, trials[m])
-            counts[m] += 1
-        self.w = counts / counts.sum()
-        return self
-
-    def predict(self, X):
-        return np.clip(self._combine(self._transform(X), self.w), 0, 1)
 
     def params(self):
         return {"weights": self.w.tolist(), "quantiles": self.quantiles}
@@ -195,11 +222,8 @@ class RankAverage(Level2):
     def load(self, d):
         self.w, self.quantiles = np.array(d["weights"]), d["quantiles"]
 
-    def weights(self):
-        return {m: float(w) for m, w in zip(self.models, self.w)}
 
-
-LEARNERS: dict[str, type[Level2]] = {c.method: c for c in (LogisticStack, RankAverage)}
+LEARNERS: dict[str, type[Level2]] = {c.method: c for c in (LogisticStack, GreedyEnsemble, RankAverage)}
 
 
 def make_learner(method: str, task_kind: str, models: list[str]) -> Level2:
