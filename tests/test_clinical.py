@@ -180,10 +180,12 @@ def test_missing_classes_give_nan_and_bad_input_names_the_row():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_operating_points_bootstrap_matches_explicit_resampling(seed):
+def test_operating_points_bootstrap_matches_explicit_resampling(seed, monkeypatch):
     y, s, patient = random_binary(seed, n=200, n_patients=25)
     n_boot = 40
     out = clinical.operating_points(y, s, patient, n_boot=n_boot, seed=seed)
+    monkeypatch.setattr(clinical._ResampledCurves, "_ELEMENTS", 500)  # many chunks: same intervals
+    assert clinical.operating_points(y, s, patient, n_boot=n_boot, seed=seed) == out
     patients = np.unique(patient)
     counts = clinical.patient_resamples(len(patients), n_boot, seed)
     refs = {
@@ -351,3 +353,24 @@ def test_tune_thresholds_rejects_bad_input():
         clinical.tune_thresholds(y[:, :2], s, folds, "multilabel")
     with pytest.raises(ValueError, match="row 3"):
         clinical.tune_thresholds(np.r_[0, 1, 2, 5], np.full((4, 3), 1 / 3), np.r_[0, 0, 1, 1], "multiclass")
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("chunk", [None, 300])
+def test_vectorised_roc_areas_equal_the_metrics_on_repeated_rows(seed, chunk, monkeypatch):
+    """paired_bootstrap's fast path for roc_auc / pauc_tpr80 against calling the metric per resample
+    (also in small chunks of resamples, of different sizes for the two models' curves)."""
+    if chunk:
+        monkeypatch.setattr(clinical._ResampledCurves, "_ELEMENTS", chunk)
+    y, s, patient = random_binary(seed, n=400, n_patients=30, decimals=1 + seed)
+    s_b = np.round(np.random.default_rng(seed).random(len(y)), 2)
+    for name, fn in metrics.TASK_METRICS["binary"].items():
+        fast = clinical.paired_bootstrap(y, s, s_b, patient, name, n_boot=30, seed=seed)
+        slow = clinical.paired_bootstrap(y, s, s_b, patient, lambda yy, ss: fn(yy, ss), n_boot=30, seed=seed)
+        for key in ("value_a", "value_b", "mean_diff", "ci_low", "ci_high", "p_value", "n_valid"):
+            assert fast[key] == pytest.approx(slow[key], abs=1e-12), (name, key)
+    # resamples that lose every cancer are left out, not an error
+    y = np.zeros(60, int)
+    y[0] = 1
+    out = clinical.paired_bootstrap(y, np.linspace(0, 1, 60), np.linspace(1, 0, 60), np.arange(60) // 2, "roc_auc", n_boot=50)
+    assert 0 < out["n_valid"] < 50

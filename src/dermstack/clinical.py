@@ -197,35 +197,65 @@ def patient_resamples(n_patients: int, n_boot: int, seed: int) -> np.ndarray:
     return rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=n_boot)
 
 
-def _resampled_curves(y: np.ndarray, s: np.ndarray, codes: np.ndarray, n_patients: int,
-                      counts: np.ndarray) -> tuple[np.ndarray, ...]:
-    """ROC curves of every patient resample, reduced to the vertices that hold a positive.
+class _ResampledCurves:
+    """ROC curves of patient resamples of one binary data set, vectorised over resamples.
 
-    Sensitivity only rises at a tie group that holds a positive, so every operating point that
-    :func:`_operating` picks (first vertex reaching a sensitivity, last vertex keeping a specificity)
-    has the (tp, fp) of such a vertex or of the origin. Rows are sorted once; the weighted counts up
-    to each of those ``G`` vertices are ``cumsum(segment-by-patient histogram @ counts)``, a sparse
-    product with at most ``n`` non-zeros per resample. Returns ``(B, G+1)`` tpr and fpr (column 0 =
-    nothing flagged) and the ``(B,)`` weighted class totals.
+    Rows are sorted once. Only the ROC vertices where the curve turns are kept: the end of each tie
+    group holding a positive, the end of the group just before it, and the last row. Between kept
+    vertices the curve is a horizontal run of negative-only groups, so operating points (which
+    :func:`_operating` picks where sensitivity changes) and trapezoid areas are exact on the
+    reduced curve. A resample is a vector of patient counts; the weighted counts up to each kept
+    vertex are ``cumsum(segment-by-patient histogram @ counts)``, a sparse product with at most ``n``
+    non-zeros, so the cost does not grow with rows x resamples.
     """
-    order = np.argsort(-s, kind="stable")
-    ys, ps, ss = y[order], codes[order], s[order]
-    last = np.r_[np.flatnonzero(np.diff(ss)), len(ss) - 1]  # last sorted row of each distinct score
-    group = np.repeat(np.arange(len(last)), np.diff(np.r_[-1, last]))
-    cuts = last[np.unique(group[ys])]  # last row of each tie group holding a positive
-    seg = np.searchsorted(cuts, np.arange(len(ys)))  # rows after the last cut fall in segment G (unused)
-    keep = seg < len(cuts)
-    shape = (len(cuts), n_patients)
-    hist_all = sparse.csr_matrix((np.ones(keep.sum()), (seg[keep], ps[keep])), shape=shape)
-    hist_pos = sparse.csr_matrix((np.ones((keep & ys).sum()), (seg[keep & ys], ps[keep & ys])), shape=shape)
-    ct = counts.T.astype(float)
-    tp = np.cumsum(hist_pos @ ct, axis=0).T
-    fp = np.cumsum(hist_all @ ct, axis=0).T - tp
-    n_pos = counts @ np.bincount(codes[y], minlength=n_patients).astype(float)
-    n_neg = counts @ np.bincount(codes, minlength=n_patients).astype(float) - n_pos
-    zero = np.zeros((len(counts), 1))
+
+    _ELEMENTS = 1 << 22  # resamples x vertices per chunk (32 MB per float array)
+
+    def __init__(self, y: np.ndarray, s: np.ndarray, codes: np.ndarray, n_patients: int):
+        order = np.argsort(-s, kind="stable")
+        ys, ps = y[order], codes[order]
+        last = np.r_[np.flatnonzero(np.diff(s[order])), len(s) - 1]  # last sorted row of each distinct score
+        group = np.repeat(np.arange(len(last)), np.diff(np.r_[-1, last]))
+        pos_groups = np.unique(group[ys])
+        before = pos_groups[pos_groups > 0] - 1
+        cuts = last[np.unique(np.r_[pos_groups, before, len(last) - 1])]
+        seg = np.searchsorted(cuts, np.arange(len(ys)))  # segment of each row: the first cut at or after it
+        shape = (len(cuts), n_patients)
+        self.hist_all = sparse.csr_matrix((np.ones(len(ys)), (seg, ps)), shape=shape)
+        self.hist_pos = sparse.csr_matrix((np.ones(int(ys.sum())), (seg[ys], ps[ys])), shape=shape)
+
+    @property
+    def step(self) -> int:
+        return max(1, self._ELEMENTS // self.hist_all.shape[0])
+
+    def chunks(self, counts: np.ndarray, step: int | None = None):
+        """Yield ``(rows, tpr, fpr, n_pos, n_neg)`` per ``step`` resamples: ``tpr``/``fpr``
+        ``(b, m+1)`` with column 0 = nothing flagged, weighted class totals ``(b,)``."""
+        step = step or self.step
+        for b0 in range(0, len(counts), step):
+            ct = counts[b0:b0 + step].T.astype(float)
+            tp = np.cumsum(self.hist_pos @ ct, axis=0).T
+            fp = np.cumsum(self.hist_all @ ct, axis=0).T - tp
+            n_pos, n_neg = tp[:, -1], fp[:, -1]
+            zero = np.zeros((len(tp), 1))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                tpr = np.hstack([zero, tp / n_pos[:, None]])
+                fpr = np.hstack([zero, fp / n_neg[:, None]])
+            yield slice(b0, b0 + len(tp)), tpr, fpr, n_pos, n_neg
+
+
+def _area_above(tpr: np.ndarray, fpr: np.ndarray, min_tpr: float) -> np.ndarray:
+    """Row-wise area between piecewise-linear ROC curves and the line TPR = ``min_tpr`` where the
+    curve is above it: ROC-AUC for 0, the ISIC 2024 pAUC for 0.8 (``metrics.partial_auc``)."""
+    t0, t1, width = tpr[:, :-1] - min_tpr, tpr[:, 1:] - min_tpr, np.diff(fpr, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.hstack([zero, tp / n_pos[:, None]]), np.hstack([zero, fp / n_neg[:, None]]), n_pos, n_neg
+        crossing = 0.5 * np.maximum(t1, 0) ** 2 / (t1 - t0)  # segment rising through the line: the triangle above
+    height = np.where(t0 >= 0, (t0 + t1) / 2, np.where(t1 > 0, crossing, 0.0))
+    return (width * height).sum(axis=1)
+
+
+#: Metrics that are areas under the ROC curve, computed on all resamples at once in paired_bootstrap.
+_CURVE_METRICS: dict[Callable, float] = {_metrics.roc_auc: 0.0, _metrics.pauc_tpr80: 0.8}
 
 
 def _ci(values: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -247,7 +277,7 @@ def operating_points(y, s, patient, n_boot: int = 200, seed: int = 0, *, k: int 
     functions above on all rows; intervals are percentile (1 - alpha) intervals over ``n_boot``
     patient resamples (resamples where a value is undefined are left out, ``n_valid`` says how
     many remain). Vectorised: rows are sorted once and each resample is a vector of patient
-    counts (:func:`_resampled_curves`).
+    counts (:class:`_ResampledCurves`).
     """
     y, s = _binary_inputs(y, s)
     codes, n_pat = _patient_codes(patient, len(y))
@@ -261,8 +291,9 @@ def operating_points(y, s, patient, n_boot: int = 200, seed: int = 0, *, k: int 
     with np.errstate(invalid="ignore", divide="ignore"):
         boot[topk] = (counts @ hits) / (counts @ positives)
     if y.any():
-        vals = _operating(*_resampled_curves(y, s, codes, n_pat, counts), specificities, sensitivities, flag_sensitivity)
-        boot.update(vals)
+        for rows, *curves in _ResampledCurves(y, s, codes, n_pat).chunks(counts):
+            for name, v in _operating(*curves, specificities, sensitivities, flag_sensitivity).items():
+                boot[name][rows] = v
     out: dict = {}
     for name, value in point.items():
         lo, hi = _ci(boot[name], alpha)
@@ -305,7 +336,9 @@ def paired_bootstrap(y, s_a, s_b, patient, metric: str | Callable, n_boot: int =
     ``ci_low``/``ci_high`` (percentile 1 - alpha interval of the resampled differences) and
     ``p_value``: two-sided, ``min(1, 2 * min(share of differences <= 0, share >= 0))`` over the
     resamples where both values are defined; 1 for identical models, 0 when every resample favours
-    one model (read it as p < 1 / n_valid).
+    one model (read it as p < 1 / n_valid). ``roc_auc`` and ``pauc_tpr80`` are computed from
+    weighted ROC curves of all resamples at once (:func:`_area_above`); any other metric is called
+    on each resample's rows.
     """
     fn = _resolve_metric(metric)
     y = np.asarray(y)
@@ -314,16 +347,11 @@ def paired_bootstrap(y, s_a, s_b, patient, metric: str | Callable, n_boot: int =
         raise ValueError(f"labels {y.shape} and scores {s_a.shape}, {s_b.shape} must have the same rows")
     codes, n_pat = _patient_codes(patient, len(y))
     counts = patient_resamples(n_pat, n_boot, seed)
-    # Each model sees its resample in its own descending-score order: the metrics are invariant to row
-    # order, and re-sorting already sorted rows is near linear, which makes ROC metrics cheap here.
-    orders = [np.argsort(-s, kind="stable") if s.ndim == 1 else np.arange(len(y)) for s in (s_a, s_b)]
-    diffs = np.full(n_boot, np.nan)
-    for b in range(n_boot):
-        vals = []
-        for sc, order in zip((s_a, s_b), orders):
-            idx = np.repeat(order, counts[b, codes[order]])  # each row as often as its patient was drawn
-            vals.append(_safe(fn, y[idx], sc[idx]))
-        diffs[b] = vals[0] - vals[1]
+    if fn in _CURVE_METRICS and s_a.ndim == 1:
+        diffs = _curve_metric_diffs(*_binary_inputs(y, s_a), _binary_inputs(y, s_b)[1], codes, n_pat, counts,
+                                    _CURVE_METRICS[fn])
+    else:
+        diffs = _generic_diffs(fn, y, s_a, s_b, codes, counts)
     value_a, value_b = _safe(fn, y, s_a), _safe(fn, y, s_b)
     d = diffs[np.isfinite(diffs)]
     lo, hi = _ci(diffs, alpha)
@@ -332,6 +360,35 @@ def paired_bootstrap(y, s_a, s_b, patient, metric: str | Callable, n_boot: int =
             "mean_diff": float(d.mean()) if len(d) else float("nan"), "ci_low": lo, "ci_high": hi,
             "p_value": p, "n_boot": n_boot, "n_valid": int(len(d)), "seed": seed, "alpha": alpha,
             "unit": "patient", "n_patients": n_pat}
+
+
+def _curve_metric_diffs(y, s_a, s_b, codes, n_pat, counts, min_tpr: float) -> np.ndarray:
+    """ROC-area differences on every resample at once; NaN where a resample lacks a class."""
+    diffs = np.full(len(counts), np.nan)
+    if not y.any() or y.all():
+        return diffs
+    curves_a, curves_b = _ResampledCurves(y, s_a, codes, n_pat), _ResampledCurves(y, s_b, codes, n_pat)
+    step = min(curves_a.step, curves_b.step)  # the same resamples in both chunks
+    for (rows, tpr_a, fpr_a, n_pos, n_neg), (_, tpr_b, fpr_b, _, _) in zip(
+            curves_a.chunks(counts, step), curves_b.chunks(counts, step)):
+        d = _area_above(tpr_a, fpr_a, min_tpr) - _area_above(tpr_b, fpr_b, min_tpr)
+        diffs[rows] = np.where((n_pos > 0) & (n_neg > 0), d, np.nan)
+    return diffs
+
+
+def _generic_diffs(fn, y, s_a, s_b, codes, counts) -> np.ndarray:
+    """Any metric: the rows of each resample, repeated as often as their patient was drawn."""
+    # Each model sees its resample in its own descending-score order: the metrics are invariant to row
+    # order, and sorting already sorted rows is cheaper.
+    orders = [np.argsort(-s, kind="stable") if s.ndim == 1 else np.arange(len(y)) for s in (s_a, s_b)]
+    diffs = np.full(len(counts), np.nan)
+    for b, row in enumerate(counts):
+        vals = []
+        for sc, order in zip((s_a, s_b), orders):
+            idx = np.repeat(order, row[codes[order]])
+            vals.append(_safe(fn, y[idx], sc[idx]))
+        diffs[b] = vals[0] - vals[1]
+    return diffs
 
 
 # ---------------------------------------------------------------------------------------------
