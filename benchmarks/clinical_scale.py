@@ -77,7 +77,8 @@ def main() -> None:
     print(f"operating_points (vectorised)        {sec:8.2f} s")
     loop_sec, _ = timed(loop_bootstrap, y, s_a, patient, args.loop, 0)
     loop_sec *= args.boot / args.loop
-    print(f"same intervals, loop over resamples  {loop_sec:8.2f} s  (timed on {args.loop}, scaled; {loop_sec / sec:.0f}x slower)")
+    print(f"same intervals, loop over resamples  {loop_sec:8.2f} s  "
+          f"(timed on {args.loop}, scaled; {loop_sec / sec:.0f}x slower)")
     for name in ("pauc_tpr80", "roc_auc"):
         sec, cmp = timed(clinical.paired_bootstrap, y, s_a, s_b, patient, name, n_boot=args.boot, seed=0)
         print(f"paired_bootstrap {name:12s}        {sec:8.2f} s  (diff {cmp['diff']:+.4f}, "

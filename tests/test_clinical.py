@@ -79,13 +79,16 @@ def ref_top_k_by_permutations(y, s, patient, k):
     return hits / total
 
 
-def explicit_resample(y, s, patient, counts_row, patients):
-    """Rows of a patient resample built by looping over patients (each repeated as often as drawn)."""
-    idx = []
+def explicit_resample(y, patient, counts_row, patients):
+    """Rows of a patient resample built by looping over patients, each repeated as often as drawn,
+    and a label per drawn copy (a patient drawn twice is two patients for top-k)."""
+    idx, copies = [], []
     for code, p in enumerate(patients):
         rows = [i for i in range(len(y)) if patient[i] == p]
-        idx.extend(rows * int(counts_row[code]))
-    return np.array(idx, dtype=int)
+        for copy in range(int(counts_row[code])):
+            idx.extend(rows)
+            copies.extend([f"{p}#{copy}"] * len(rows))
+    return np.array(idx, dtype=int), np.array(copies)
 
 
 # --- point metrics ----------------------------------------------------------------------------
@@ -147,7 +150,8 @@ def test_top_k_ties_and_small_patients():
     s = rng.integers(0, 3, 24) / 2
     patient = np.repeat(np.arange(4), 6)
     for k in (1, 2, 4):
-        assert clinical.top_k_sensitivity(y, s, patient, k) == pytest.approx(ref_top_k_by_permutations(y, s, patient, k))
+        expected = ref_top_k_by_permutations(y, s, patient, k)
+        assert clinical.top_k_sensitivity(y, s, patient, k) == pytest.approx(expected)
     # row order does not matter
     perm = rng.permutation(24)
     assert clinical.top_k_sensitivity(y[perm], s[perm], patient[perm], 2) == pytest.approx(
@@ -183,29 +187,22 @@ def test_missing_classes_give_nan_and_bad_input_names_the_row():
 def test_operating_points_bootstrap_matches_explicit_resampling(seed, monkeypatch):
     y, s, patient = random_binary(seed, n=200, n_patients=25)
     n_boot = 40
-    out = clinical.operating_points(y, s, patient, n_boot=n_boot, seed=seed)
+    out = clinical.operating_points(y, s, patient, n_boot=n_boot, seed=seed, k=3)
     monkeypatch.setattr(clinical._ResampledCurves, "_ELEMENTS", 500)  # many chunks: same intervals
-    assert clinical.operating_points(y, s, patient, n_boot=n_boot, seed=seed) == out
+    assert clinical.operating_points(y, s, patient, n_boot=n_boot, seed=seed, k=3) == out
     patients = np.unique(patient)
     counts = clinical.patient_resamples(len(patients), n_boot, seed)
     refs = {
-        "flagged_per_cancer_at_sensitivity_80": lambda yy, ss, pp: ref_flagged_per_cancer(yy, ss, 0.8),
-        "sensitivity_at_specificity_90": lambda yy, ss, pp: ref_sens_at_spec(yy, ss, 0.9),
-        "sensitivity_at_specificity_95": lambda yy, ss, pp: ref_sens_at_spec(yy, ss, 0.95),
-        "specificity_at_sensitivity_80": lambda yy, ss, pp: ref_spec_at_sens(yy, ss, 0.8),
-        "specificity_at_sensitivity_95": lambda yy, ss, pp: ref_spec_at_sens(yy, ss, 0.95),
-        "top_15_sensitivity": None,  # resampled patients are duplicated: top-k is per drawn copy
+        "flagged_per_cancer_at_sensitivity_80": lambda yy, ss, cc: ref_flagged_per_cancer(yy, ss, 0.8),
+        "sensitivity_at_specificity_90": lambda yy, ss, cc: ref_sens_at_spec(yy, ss, 0.9),
+        "sensitivity_at_specificity_95": lambda yy, ss, cc: ref_sens_at_spec(yy, ss, 0.95),
+        "specificity_at_sensitivity_80": lambda yy, ss, cc: ref_spec_at_sens(yy, ss, 0.8),
+        "specificity_at_sensitivity_95": lambda yy, ss, cc: ref_spec_at_sens(yy, ss, 0.95),
+        "top_3_sensitivity": lambda yy, ss, cc: ref_top_k(yy, ss, cc, 3),
     }
+    resamples = [explicit_resample(y, patient, row, patients) for row in counts]
     for name, ref in refs.items():
-        if ref is None:
-            vals = []
-            for row in counts:
-                idx = explicit_resample(y, s, patient, row, patients)
-                copy_ids = np.concatenate([[f"{p}#{c}"] * int((patient == p).sum()) for p, n in zip(patients, row)
-                                           for c in range(int(n))])
-                vals.append(ref_top_k(y[idx], s[idx], copy_ids, 15))
-        else:
-            vals = [ref(y[idx], s[idx], None) for idx in (explicit_resample(y, s, patient, row, patients) for row in counts)]
+        vals = [ref(y[idx], s[idx], copies) for idx, copies in resamples]
         lo, hi = np.percentile(vals, [2.5, 97.5])
         assert out[name]["ci_low"] == pytest.approx(lo), name
         assert out[name]["ci_high"] == pytest.approx(hi), name
@@ -268,7 +265,7 @@ def test_paired_bootstrap_matches_explicit_loop_for_every_task_metric():
             out = clinical.paired_bootstrap(y, sa, sb, patient, name, n_boot=n_boot, seed=7)
             diffs = []
             for row in counts:
-                idx = explicit_resample(y, sa, patient, row, patients)
+                idx, _ = explicit_resample(y, patient, row, patients)
                 diffs.append(fn(y[idx], sa[idx]) - fn(y[idx], sb[idx]))
             assert out["mean_diff"] == pytest.approx(np.mean(diffs)), (task, name)
             lo, hi = np.percentile(diffs, [2.5, 97.5])
@@ -353,6 +350,16 @@ def test_tune_thresholds_rejects_bad_input():
         clinical.tune_thresholds(y[:, :2], s, folds, "multilabel")
     with pytest.raises(ValueError, match="row 3"):
         clinical.tune_thresholds(np.r_[0, 1, 2, 5], np.full((4, 3), 1 / 3), np.r_[0, 0, 1, 1], "multiclass")
+    y_bad = y.copy()
+    y_bad[7, 2] = 3
+    with pytest.raises(ValueError, match="row 7, column 2"):
+        clinical.tune_thresholds(y_bad, s, folds, "multilabel")
+    s_bad = s.copy()
+    s_bad[9, 1] = np.inf
+    with pytest.raises(ValueError, match="row 9"):
+        clinical.tune_thresholds(y, s_bad, folds, "multilabel")
+    with pytest.raises(ValueError, match="model b is not finite at row 9"):
+        clinical.paired_bootstrap(y, s, s_bad, np.arange(len(y)), "macro_f1", n_boot=5)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -372,5 +379,6 @@ def test_vectorised_roc_areas_equal_the_metrics_on_repeated_rows(seed, chunk, mo
     # resamples that lose every cancer are left out, not an error
     y = np.zeros(60, int)
     y[0] = 1
-    out = clinical.paired_bootstrap(y, np.linspace(0, 1, 60), np.linspace(1, 0, 60), np.arange(60) // 2, "roc_auc", n_boot=50)
+    out = clinical.paired_bootstrap(y, np.linspace(0, 1, 60), np.linspace(1, 0, 60), np.arange(60) // 2, "roc_auc",
+                                    n_boot=50)
     assert 0 < out["n_valid"] < 50

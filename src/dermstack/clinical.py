@@ -35,18 +35,28 @@ TOL = 1e-12
 # input checks
 
 
+def _finite_scores(s, what: str = "score") -> np.ndarray:
+    s = np.asarray(s, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(s.reshape(len(s), -1)).all(axis=1))
+    if len(bad):
+        raise ValueError(f"{what} is not finite at row {bad[0]} ({len(bad)} such rows)")
+    return s
+
+
+def _binary_labels(y, what: str = "binary label") -> np.ndarray:
+    y = np.asarray(y)
+    bad = np.argwhere((y != 0) & (y != 1))
+    if len(bad):
+        where = f"row {bad[0][0]}" + (f", column {bad[0][1]}" if y.ndim == 2 else "")
+        raise ValueError(f"{what} must be 0 or 1; {where} has {y[tuple(bad[0])]!r}")
+    return y.astype(bool)
+
+
 def _binary_inputs(y, s) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y).ravel()
-    s = np.asarray(s, dtype=float).ravel()
+    y, s = np.asarray(y).ravel(), np.asarray(s).ravel()
     if y.shape != s.shape:
         raise ValueError(f"labels and scores differ in length: {len(y)} vs {len(s)}")
-    bad = np.flatnonzero(~np.isfinite(s))
-    if len(bad):
-        raise ValueError(f"score is not finite at row {bad[0]} ({len(bad)} such rows)")
-    bad = np.flatnonzero((y != 0) & (y != 1))
-    if len(bad):
-        raise ValueError(f"binary label must be 0 or 1; row {bad[0]} has {y[bad[0]]!r}")
-    return y.astype(bool), s
+    return _binary_labels(y), _finite_scores(s)
 
 
 def _patient_codes(patient, n: int) -> tuple[np.ndarray, int]:
@@ -144,7 +154,8 @@ def specificity_at_sensitivity(y, s, sensitivity: float) -> float:
 # top-k per patient
 
 
-def _topk_hits(y: np.ndarray, s: np.ndarray, codes: np.ndarray, n_patients: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _topk_hits(y: np.ndarray, s: np.ndarray, codes: np.ndarray, n_patients: int,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
     """(positives among each patient's top ``k``, positives of each patient), both ``(n_patients,)``.
 
     Ties: a tie group straddling rank ``k`` shares the remaining slots evenly (each member counts
@@ -342,7 +353,7 @@ def paired_bootstrap(y, s_a, s_b, patient, metric: str | Callable, n_boot: int =
     """
     fn = _resolve_metric(metric)
     y = np.asarray(y)
-    s_a, s_b = np.asarray(s_a, dtype=float), np.asarray(s_b, dtype=float)
+    s_a, s_b = _finite_scores(s_a, "score of model a"), _finite_scores(s_b, "score of model b")
     if s_a.shape != s_b.shape or len(s_a) != len(y):
         raise ValueError(f"labels {y.shape} and scores {s_a.shape}, {s_b.shape} must have the same rows")
     codes, n_pat = _patient_codes(patient, len(y))
@@ -447,13 +458,13 @@ def _fit_multiclass(y: np.ndarray, s: np.ndarray, n_candidates: int = 64, max_ro
     for _ in range(max_rounds):
         improved = False
         for c in range(C):
-            ws = s * w
-            others = np.delete(ws, c, axis=1)
-            rest = np.delete(np.arange(C), c)[others.argmax(axis=1)]
-            brk = np.log(np.maximum(others.max(axis=1), eps)) - np.log(np.maximum(s[:, c], eps))
+            others = np.delete(s * w, c, axis=1)
+            rest = np.delete(np.arange(C), c)[others.argmax(axis=1)]  # each row's prediction if not c
+            rival = others.max(axis=1)
+            brk = np.log(np.maximum(rival, eps)) - np.log(np.maximum(s[:, c], eps))
             q = np.unique(np.quantile(brk, np.linspace(0, 1, n_candidates)))
             cand = np.exp(np.r_[q[0] - 1.0, (q[1:] + q[:-1]) / 2, q[-1] + 1.0])
-            switch = cand[:, None] * s[:, c][None, :] > others.max(axis=1)[None, :]
+            switch = cand[:, None] * s[:, c][None, :] > rival[None, :]
             pred = np.where(switch, c, rest[None, :])
             f1 = _multiclass_f1(y, pred, C)
             j = int(np.argmax(f1))
@@ -497,19 +508,20 @@ def tune_thresholds(y, s, groups, task_kind: str) -> dict:
         raise ValueError(f"task_kind must be 'multiclass' or 'multilabel', got {task_kind!r}")
     y, s, groups = np.asarray(y), np.asarray(s, dtype=float), np.asarray(groups).ravel()
     if s.ndim != 2 or len(s) != len(y) or len(groups) != len(y):
-        raise ValueError(f"need (n, C) scores with one label and one fold id per row; got scores {s.shape}, "
-                         f"labels {y.shape}, folds {groups.shape}")
-    if not np.isfinite(s).all():
-        raise ValueError(f"score is not finite at row {np.flatnonzero(~np.isfinite(s).all(axis=1))[0]}")
+        raise ValueError(f"need (n, C) scores with one label and one fold id per row; got scores "
+                         f"{s.shape}, labels {y.shape}, folds {groups.shape}")
+    s = _finite_scores(s)
     n_classes = s.shape[1]
     if task_kind == "multiclass":
         y = y.astype(int).ravel()
         if y.min() < 0 or y.max() >= n_classes:
-            raise ValueError(f"class index out of range 0..{n_classes - 1} at row {np.flatnonzero((y < 0) | (y >= n_classes))[0]}")
+            bad = np.flatnonzero((y < 0) | (y >= n_classes))[0]
+            raise ValueError(f"class index out of range 0..{n_classes - 1} at row {bad}: {y[bad]}")
         fit = _fit_multiclass
     else:
         if y.shape != s.shape:
             raise ValueError(f"multi-label labels {y.shape} must match scores {s.shape}")
+        y = _binary_labels(y, "multi-label label").astype(int)
         fit = _fit_multilabel
     folds = np.unique(groups)
     if len(folds) < 2:
