@@ -121,7 +121,7 @@ def test_invalidate_removes_downstream_records_and_final_outputs(tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
     (tmp_path / "submission.csv").write_text("x")
     assert invalidate(tmp_path, "features") == ["model-a", "model-mean"]
-    assert sorted(p.stem for p in stages.glob("*.json")) == ["folds", "ingest", "model-b"]
+    assert sorted(p.stem for p in stages.glob("*.json")) == ["features", "folds", "ingest", "model-b"]
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "submission.csv").exists()
 
 

@@ -219,8 +219,8 @@ class Run:
         if method == "auto":
             from dermstack.ensembles.select import CANDIDATES
 
-            return names + list(CANDIDATES)
-        return names + ([method] if method != "none" else [])
+            return names + list(CANDIDATES) + ["calibrated"]
+        return names + ([method] if method != "none" else []) + ["calibrated"]
 
     def ensemble_method(self, n_models: int) -> str:
         """The configured method, resolved: "none" (the first model is the final one) with one model."""
@@ -266,16 +266,27 @@ class Run:
 
         return self._model_stage(method, keys, needs, fit)
 
+    def calibrate(self, final: ModelResult, task: TaskSpec, plan: FoldPlan) -> ModelResult:
+        """The final model's probabilities calibrated on its OOF scores (dermstack.calibration)."""
+        from dermstack.calibration import calibrated_model
+
+        return self._model_stage("calibrated", self.keys("data.task", "data.target"),
+                                 [f"model-{final.name}", "ensemble-auto", "folds"],
+                                 lambda: calibrated_model(final, task, plan, self.paths.models))
+
     # -- outputs --------------------------------------------------------------
-    def write_outputs(self, table: LesionTable, task: TaskSpec, outs: list[ModelResult], final: ModelResult) -> dict:
+    def write_outputs(self, table: LesionTable, task: TaskSpec, outs: list[ModelResult], final: ModelResult,
+                      calibrated: ModelResult) -> dict:
         from dermstack.atomic import write_json
+        from dermstack.calibration import calibration_metrics
 
         p = self.paths
-        models = outs + ([final] if final.name not in {o.name for o in outs} else [])
+        models = outs + ([final] if final.name not in {o.name for o in outs} else []) + [calibrated]
         base = {}
         for o in models:  # every model scored the same way, on the run's labels
+            scores = o.oof.matrix(task.image_ids, task.classes, source=o.name)
             base[o.name] = {k: v for k, v in o.metrics.items() if isinstance(v, (int, float))}
-            base[o.name].update(evaluate(task.kind, task.y, o.oof.matrix(task.image_ids, task.classes, source=o.name)))
+            base[o.name].update(evaluate(task.kind, task.y, scores) | calibration_metrics(task.kind, task.y, scores))
         Predictions.concat([o.oof for o in models]).write(p.oof)
         if any(o.test.height for o in models):
             Predictions.concat([o.test for o in models]).write(p.test_predictions)
@@ -289,11 +300,13 @@ class Run:
             "oof_model": final.name,
             "ensemble": self.ensemble_choice or {"method": self.ensemble_method(len(outs)), "chosen": final.name},
             "oof": base[final.name],
+            "calibration": calibrated.metrics["calibration"],
+            "submission_model": calibrated.name,
             "models": {o.name: base[o.name] for o in outs},
         }
         write_json(p.metrics, metrics)
-        if table.test.height and final.test.height:
-            self.write_submission(table, task, final)
+        if table.test.height and calibrated.test.height:
+            self.write_submission(table, task, calibrated)
         return metrics
 
     def write_submission(self, table: LesionTable, task: TaskSpec, final: ModelResult) -> None:
@@ -327,7 +340,8 @@ class Run:
             outs = [self.model(m, table, features, task, plan) for m in self.cfg.models]
             outs += self.cnn_feature_models(table, features, task, plan)
             final = self.ensemble(outs, task, plan)
-            metrics = self.write_outputs(table, task, outs, final)
+            calibrated = self.calibrate(final, task, plan)
+            metrics = self.write_outputs(table, task, outs, final, calibrated)
             finish(p.root, self.stages, final_model=final.name)
             if self.cfg.report.enabled:
                 from dermstack.reports import build_report
@@ -358,6 +372,13 @@ def print_metrics(metrics: dict) -> None:
     for name, m in {**metrics["models"], f"final ({metrics['oof_model']})": metrics["oof"]}.items():
         shown = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float) and not k.endswith(("_lo", "_hi")))
         click.echo(f"  {name}: {shown}")
+    ens, cal = metrics.get("ensemble") or {}, metrics.get("calibration") or {}
+    if ens.get("why"):
+        click.echo(f"  ensemble: {ens['chosen']}, {ens['why']}")
+    if cal:
+        b, a = cal["before"], cal["after"]
+        click.echo(f"  calibration ({cal['method']}, {cal['chosen_by']}): Brier {b['brier']:.4f} -> {a['brier']:.4f}, "
+                   f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submissions carry the calibrated scores")
 
 
 @click.command("run")

@@ -39,6 +39,7 @@ LOADERS = {
     "rank": "dermstack.ensembles.stacking:SavedLevel2",
     "greedy": "dermstack.ensembles.stacking:SavedLevel2",
     "mean": "dermstack.ensembles.weighted:SavedWeighted",
+    "calibrated": "dermstack.calibration:SavedCalibrated",
 }
 
 

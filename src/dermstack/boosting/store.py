@@ -15,6 +15,7 @@ import numpy as np
 
 from dermstack.boosting.base import FeatureMatrix
 from dermstack.boosting.registry import load_adapter
+from dermstack.calibration import undo_prior
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.saved import Inputs, SavedModel, model_spec, read_spec, write_model
@@ -41,10 +42,12 @@ class ModelStore:
             params=params, sampling=dataclasses.asdict(sampling) if sampling else None, seeds=list(model.seeds))
         return cls(directory, spec)
 
-    def add(self, adapter, fold: int, seed: int) -> None:
+    def add(self, adapter, fold: int, seed: int, prior_factor: np.ndarray | None = None) -> None:
+        """Save one fitted adapter; ``prior_factor``: what its scores are divided by (dermstack.calibration)."""
         stem = self.dir / f"fold{fold}_seed{seed}"
         paths = adapter.save(stem)
-        self.files.append({"fold": fold, "seed": seed, "stem": stem.name, "files": [p.name for p in paths]})
+        self.files.append({"fold": fold, "seed": seed, "stem": stem.name, "files": [p.name for p in paths],
+                           "prior_factor": None if prior_factor is None else np.asarray(prior_factor).tolist()})
 
     def finish(self, result) -> None:
         write_model(self.dir, self.spec | {"models": self.files}, result)
@@ -70,7 +73,8 @@ def predict_saved(model_dir: str | Path, features: FeatureSet) -> np.ndarray:
     matrix = FeatureMatrix.from_json(spec["features"])
     X = matrix.to_pandas(features.df, source=str(model_dir))
     adapters = load_models(model_dir)
-    return np.mean([a.predict_proba(X) for a in adapters], axis=0)
+    return np.mean([undo_prior(spec["task"], a.predict_proba(X), e["prior_factor"]) if e.get("prior_factor") else a.predict_proba(X)
+                    for a, e in zip(adapters, spec["models"])], axis=0)
 
 
 class SavedBoosters(SavedModel):

@@ -142,7 +142,7 @@ def predict_command(run_dir: Path, data: Path, out: Path, strict: bool, allow_mi
 @click.option("--sample", type=_existing, default=None, help="The competition's sample submission to match.")
 @click.option("--predictions", type=_existing, default=None,
               help="Predictions parquet from `dermstack predict` (default: the saved model's test predictions).")
-@click.option("--model", default=None, help="Which model's scores (default: the run's final model).")
+@click.option("--model", default=None, help="Which model's scores (default: the run's calibrated final model).")
 def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, predictions: Path | None, model: str | None) -> None:
     """Write a validated competition submission from RUN_DIR's test predictions (nothing is written on any problem).
 
@@ -158,7 +158,7 @@ def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, pred
 
     check_current(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
-    model = model or metrics.get("oof_model")
+    model = model or metrics.get("submission_model") or metrics.get("oof_model")
     if predictions is not None:
         preds = pl.read_parquet(predictions)
     else:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dermstack.atomic import atomic_path
+from dermstack.calibration import prior_factor, undo_prior
 from dermstack.config import ModelConfig
 from dermstack.crossfit import FoldJob, align_rows, cross_fit
 from dermstack.data.folds import FoldPlan
@@ -274,10 +275,14 @@ def cross_validate_cnn(table: LesionTable, task: TaskSpec, plan: FoldPlan, model
         fm = trainer.fit(tr, y[tr], va, y[va], job.seed * 1000 + job.fold, desc=f"{name} fold {job.fold} seed {job.seed}")
         best_epochs.append(fm.best_epoch)
         histories.append(fm.history)
+        # class-balanced draws shift the odds the net learns; taken out again (dermstack.calibration)
+        factor = prior_factor(task.kind, y[tr], np.arange(len(tr)), sampling_weights(task.kind, y[tr], cfg.balance),
+                              1.0, task.n_outputs)
         if mdir:
             save_net(fm.net, mdir / f"fold{job.fold}_seed{job.seed}.safetensors")
-            files.append({"fold": job.fold, "seed": job.seed, "file": f"fold{job.fold}_seed{job.seed}.safetensors"})
-        return fm.valid_scores, trainer.score(fm.net, test_rows)
+            files.append({"fold": job.fold, "seed": job.seed, "file": f"fold{job.fold}_seed{job.seed}.safetensors",
+                          "prior_factor": factor.tolist()})
+        return undo_prior(task.kind, fm.valid_scores, factor), undo_prior(task.kind, trainer.score(fm.net, test_rows), factor)
 
     cf = cross_fit(task, plan, list(model.seeds), fit, test_df.height, desc=name)
     importance = pl.DataFrame(schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64})
@@ -295,18 +300,24 @@ class SavedCNN(SavedModel):
     def n_outputs(self) -> int:
         return TaskKind(self.spec["task"]).n_outputs(self.spec["classes"])
 
-    def _score(self, files: list[Path], table: LesionTable, progress: bool = True) -> np.ndarray:
-        """Mean score of the checkpoints ``files`` over every row of ``table``."""
+    def _score(self, files: list[Path], table: LesionTable, progress: bool = True,
+               factors: list | None = None) -> np.ndarray:
+        """Mean score of the checkpoints ``files`` over every row of ``table`` (each with its prior
+        factor taken out, where it was trained with one)."""
         spec = self.spec
         nets = [load_net(spec["arch"], self.n_outputs, f) for f in files]
         template = NetTemplate(nets[0], spec["arch"], tuple(spec["mean"]), tuple(spec["std"]), spec["weights"])
         trainer = CNNTrainer(CNNConfig(**spec["config"]), spec["task"], self.n_outputs, image_refs(table.df), progress,
                              template=template)
         rows = np.arange(len(table))
-        return np.mean([trainer.score(net.to(trainer.device, memory_format=torch.channels_last), rows) for net in nets], axis=0)
+        scores = [trainer.score(net.to(trainer.device, memory_format=torch.channels_last), rows) for net in nets]
+        factors = factors or [None] * len(scores)
+        return np.mean([s if f is None else undo_prior(spec["task"], s, np.asarray(f)) for s, f in zip(scores, factors)], axis=0)
 
     def predict(self, inputs: Inputs) -> np.ndarray:
-        return self._score([self.dir / e["file"] for e in self.spec["models"]], _rows(inputs))
+        entries = self.spec["models"]
+        return self._score([self.dir / e["file"] for e in entries], _rows(inputs),
+                           factors=[e.get("prior_factor") for e in entries])
 
     def nested_mean(self, inputs: Inputs) -> np.ndarray:
         """The mean score of the pair models (what boosters stacked on this CNN saw for test rows)."""

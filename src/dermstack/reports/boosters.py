@@ -67,7 +67,13 @@ class FoldBooster:
     members: list[Any]
     matrix: FeatureMatrix
     classes: list[str]
+    #: what the training prior added to each output's margin (dermstack.calibration.prior_factor, as
+    #: log); subtracted so that the link of the explained margin is the stored score
+    log_prior: np.ndarray | None = None
     _explainers: list = field(default_factory=list, repr=False)
+
+    def _unprior(self, margin: np.ndarray) -> np.ndarray:
+        return margin if self.log_prior is None else margin - (self.log_prior if margin.ndim > 1 else self.log_prior[0])
 
     @property
     def columns(self) -> list[str]:
@@ -90,7 +96,7 @@ class FoldBooster:
         """(n,) or (n, C) raw scores."""
         outs = [np.full(df.height, constant_margin(a)) if isinstance(a, ConstantMember) else a.raw_margin(d)
                 for a, d in zip(self.members, self.inputs(df))]
-        return outs[0] if len(outs) == 1 else np.column_stack(outs)
+        return self._unprior(outs[0] if len(outs) == 1 else np.column_stack(outs))
 
     def shap_values(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(values (n, F) or (n, F, C), base (n,) or (n, C)) in raw-score units."""
@@ -109,9 +115,9 @@ class FoldBooster:
             vals.append(v)
             bases.append(np.broadcast_to(e if v.ndim == 3 else e[:1], (df.height, len(e) if v.ndim == 3 else 1)))
         if len(vals) > 1:  # multi-label: one binary booster per class
-            return np.stack(vals, axis=-1), np.column_stack([b[:, 0] for b in bases])
+            return np.stack(vals, axis=-1), self._unprior(np.column_stack([b[:, 0] for b in bases]))
         v, b = vals[0], bases[0]
-        return v, (b if v.ndim == 3 else b[:, 0]).copy()
+        return v, self._unprior((b if v.ndim == 3 else b[:, 0]).copy())
 
     def plot_matrix(self, df: pl.DataFrame) -> tuple[np.ndarray, dict[str, list[str]]]:
         """Feature values as float (categoricals as codes, NaN = missing) and the category names."""
@@ -130,8 +136,10 @@ def load_fold_boosters(model_dir: str | Path) -> list[FoldBooster]:
     out = []
     for entry, adapter in zip(spec["models"], adapters):
         members = getattr(adapter, "members", None) or [adapter]
+        factor = entry.get("prior_factor")
         out.append(FoldBooster(spec.get("name", model_dir.name), spec["kind"], int(entry["fold"]), int(entry["seed"]),
-                               list(members), matrix, list(spec["classes"])))
+                               list(members), matrix, list(spec["classes"]),
+                               None if factor is None else np.log(np.asarray(factor, dtype=float))))
     return out
 
 

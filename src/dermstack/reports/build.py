@@ -98,9 +98,15 @@ def _curves_section(run: RunData, curves: dict[str, dict[str, BinaryCurves]], se
         order = {m: curves[m]["target"] for m in [final, *[m for m in curves if m != final]]}
     else:
         order = {f"{final}: {c}": v for c, v in curves[final].items()}
+    calib, note = order, "Calibration (equal-count bins of the OOF score)."
+    if "calibrated" in curves:  # the final model's scores before and after calibration (dermstack.calibration)
+        cls = "target" if run.task.kind.binary else run.explained_class
+        calib = {f"{final} (before)": curves[final][cls], "calibrated (after)": curves["calibrated"][cls]}
+        note = (f"Calibration of the final model{'' if run.task.kind.binary else f', class {cls}'} before and after "
+                "(after: calibrated by nested CV, as submitted); equal-count bins of the OOF score.")
     sec.add(figures(figure(plots.roc_figure(order), f"ROC; the shaded band is the ISIC 2024 pAUC region (TPR >= 0.8), filled under {next(iter(order))}."),
                     figure(plots.pr_figure(order), "Precision-recall."),
-                    figure(plots.calibration_figure(order), "Calibration (equal-count bins of the OOF score).")))
+                    figure(plots.calibration_figure(calib), note)))
     ops = operating_points(curves)
     if run.task.kind.binary:
         op = ops.filter((pl.col("model") == final) & (pl.col("rule") == f"specificity >= {settings.specificity:g}")).row(0, named=True)

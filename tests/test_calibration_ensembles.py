@@ -1,0 +1,118 @@
+"""Calibrated probabilities (prior correction, Platt/isotonic by nested CV, ECE) and ensembles that
+never lose to their best member (greedy ensemble selection, ``method = "auto"``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from boosting_toy import toy
+from dermstack.calibration import Calibrator, calibrate, calibration_metrics, ece, nested_calibration, prior_factor, undo_prior
+from dermstack.ensembles.level2 import GreedyEnsemble
+from dermstack.predictions import ModelResult, Predictions
+
+
+def test_ece_equal_count_bins_by_hand():
+    y = np.array([0, 0, 1, 1, 0, 1, 1, 1, 0, 0])
+    p = np.array([0.1, 0.1, 0.2, 0.2, 0.5, 0.5, 0.9, 0.9, 0.3, 0.3])
+    # 5 equal-count bins of 2 rows in score order: (0.1,0.1|0,0) (0.2,0.2|1,1) (0.3,0.3|0,0) (0.5,0.5|0,1) (0.9,0.9|1,1)
+    want = (2 * 0.1 + 2 * 0.8 + 2 * 0.3 + 2 * 0.0 + 2 * 0.1) / 10
+    assert ece(y, p, bins=5) == pytest.approx(want)
+    assert calibration_metrics("binary", y, p)["brier"] == pytest.approx(np.mean((p - y) ** 2))
+
+
+def test_undoing_the_training_prior_restores_the_base_rate():
+    """A logistic model fitted on negatives under-sampled 20x and positives weighted 3x predicts odds
+    inflated 60x; the measured factor takes exactly that out."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    n = 40_000
+    x = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(x * 1.5 - 4)))).astype(int)
+    neg = np.flatnonzero(y == 0)
+    fit = np.sort(np.concatenate([np.flatnonzero(y == 1), rng.choice(neg, len(neg) // 20, replace=False)]))
+    w = np.where(y[fit] == 1, 3.0, 1.0)
+    m = LogisticRegression(C=1e6).fit(x[fit, None], y[fit], sample_weight=w)
+    factor = prior_factor("binary", y, fit, w, 1.0)
+    assert factor[0] == pytest.approx(60, rel=0.01)
+    p = undo_prior("binary", m.predict_proba(x[:, None])[:, 1], factor)
+    assert p.mean() == pytest.approx(y.mean(), rel=0.08)
+    assert calibration_metrics("binary", y, p)["ece"] < 0.01
+
+
+def test_multiclass_prior_and_temperature_keep_rows_summing_to_one_and_the_argmax():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(500, 4)) * 3
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=np.exp(r / 3) / np.exp(r / 3).sum()) for r in z])
+    q = undo_prior("multiclass", p, np.array([2.0, 1.0, 1.0, 0.5]))
+    assert np.allclose(q.sum(1), 1)
+    cal = Calibrator("multiclass", "platt").fit(y, p)
+    r = cal.apply(p)
+    assert np.allclose(r.sum(1), 1) and (r.argmax(1) == p.argmax(1)).all()
+    assert cal.maps[0]["temperature"] > 1.5  # the scores were over-confident by 3x
+    again = Calibrator.from_json(cal.to_json()).apply(p)
+    np.testing.assert_allclose(again, r)
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_nested_calibration_of_fold_k_never_sees_fold_k_labels(method):
+    rng = np.random.default_rng(2)
+    n = 900
+    s = rng.random(n)
+    y = (rng.random(n) < s ** 2).astype(int)
+    fold = np.arange(n) % 3
+    a = nested_calibration("binary", y, s, fold, method)
+    y2 = np.where(fold == 0, 1 - y, y)
+    b = nested_calibration("binary", y2, s, fold, method)
+    np.testing.assert_allclose(a[fold == 0], b[fold == 0])
+    assert not np.allclose(a[fold != 0], b[fold != 0])
+
+
+def test_calibrate_chooses_by_nested_brier_and_improves_a_miscalibrated_score():
+    rng = np.random.default_rng(3)
+    n = 3000
+    s = rng.random(n)
+    y = (rng.random(n) < s ** 3).astype(int)  # the score over-states every probability
+    cal, nested, record = calibrate("binary", y, s, np.arange(n) % 5)
+    assert record["method"] in ("platt", "isotonic")
+    assert record["after"]["brier"] == min(c["brier"] for c in record["candidates"].values())
+    assert record["after"]["ece"] < record["before"]["ece"] / 3
+    assert calibration_metrics("binary", y, nested) == record["after"]
+
+
+def test_greedy_selection_is_never_worse_than_its_best_member_and_drops_noise():
+    from dermstack.ensembles.level2 import task_score
+
+    rng = np.random.default_rng(4)
+    n = 2000
+    y = (rng.random(n) < 0.2).astype(int)
+    good = 1 / (1 + np.exp(-(y * 2 + rng.normal(0, 1, n))))
+    other = 1 / (1 + np.exp(-(y * 1.5 + rng.normal(0, 1, n))))
+    noise = rng.random(n)
+    X = np.stack([good, other, noise], axis=1)[:, :, None]
+    g = GreedyEnsemble("binary", ["good", "other", "noise"]).fit(X, y, np.arange(n) % 5)
+    assert task_score("binary", y, g.predict(X)) >= task_score("binary", y, X[:, 0]) - 1e-12
+    assert g.weights()["noise"] < 0.1 and g.weights()["good"] > g.weights()["noise"]
+
+
+def _result(name, task, plan, scores):
+    return ModelResult(name, Predictions.from_scores(name, task.image_ids, ["target"], scores, seed=0,
+                                                     fold=plan.fold_of(task.image_ids)), Predictions.empty())
+
+
+def test_auto_ensemble_never_scores_below_its_best_member(tmp_path):
+    from dermstack.ensembles.select import select_ensemble, primary_score
+
+    _, _, task, plan = toy("binary", n=1200, n_test=0, seed=8, positive_rate=0.1)
+    rng = np.random.default_rng(5)
+    y = task.y
+    members = [_result("strong", task, plan, 1 / (1 + np.exp(-(y * 3 + rng.normal(0, 1, len(y)))))),
+               _result("weak", task, plan, 1 / (1 + np.exp(-(y * 0.5 + rng.normal(0, 1, len(y)))))),
+               _result("noise", task, plan, rng.random(len(y)))]
+    chosen, record = select_ensemble(members, task, plan, tmp_path)
+    best = max(primary_score(m, task) for m in members)
+    assert primary_score(chosen, task) >= best - 1e-12
+    assert record["chosen"] == chosen.name and record["best_member"] == "strong"
+    assert set(record["candidates"]) == {"best member: strong", "mean", "greedy", "stack"}
+    assert (tmp_path / "greedy" / "model.json").exists() and (tmp_path / "ensemble_choice.json").exists()
