@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from annotated_types import Ge, Interval, Lt, MinLen
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Strict, ValidationError, model_validator
+from pydantic import (
+    AfterValidator, BeforeValidator, ConfigDict, Strict, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
@@ -351,27 +353,41 @@ class ModelConfig:
     def label(self) -> str:
         return self.name or self.kind
 
-    @model_validator(mode="after")
-    def _params_and_sampling(self):
-        items = _param_problems(self.kind, self.params)
-        items += [(_join("sampling", k), v, why) for k, v, why in _validate(SamplingConfig, self.sampling)[1]]
-        if self.kind != "cnn":
-            items += [(k, getattr(self, k), 'only for kind = "cnn"') for k in ("backbone", "epochs", "image_size")
-                      if getattr(self, k) is not None]
+    @field_validator("params")
+    @classmethod
+    def _params_known(cls, params: dict, info: ValidationInfo) -> dict:
+        items = _param_problems(info.data["kind"], params) if "kind" in info.data else []  # (a bad kind is reported)
         if items:
             raise _problem(items)
+        return params
+
+    @field_validator("sampling")
+    @classmethod
+    def _sampling_known(cls, sampling: dict) -> dict:
+        items = _validate(SamplingConfig, sampling)[1]
+        if items:
+            raise _problem(items)
+        return sampling
+
+    @model_validator(mode="after")
+    def _cnn_settings(self):
+        if self.kind != "cnn":
+            items = [(k, getattr(self, k), 'only for kind = "cnn"') for k in ("backbone", "epochs", "image_size")
+                     if getattr(self, k) is not None]
+            if items:
+                raise _problem(items)
         return self
 
 
 def _param_problems(kind: str, params: dict) -> list[tuple[str, Any, str]]:
     """``params`` checked against the CNN schema, or against the names the booster library knows."""
     if kind == "cnn":
-        return [(_join("params", k), v, why) for k, v, why in _validate(CNNParams, params)[1]]
+        return _validate(CNNParams, params)[1]
     names = BOOSTER_PARAMS.get(kind)
     if not params or names is None:
         return []
     known = {*names(), *GENERIC_PARAMS}
-    return [(_join("params", p), v, unknown(f"{kind} parameter", p, sorted(known)))
+    return [(p, v, unknown(f"{kind} parameter", p, sorted(known)))
             for p, v in params.items() if p not in known]
 
 
@@ -518,7 +534,7 @@ class RunConfig:
             out.append(f'[[models]] name = "{dup}": two [[models]] share this name; give each a distinct `name`')
         for m in self.models:
             if m.sampling and self.data.task != "binary":
-                out += _lines(where[m], [("sampling", m.sampling, f"resampling is for binary tasks only; this task is {self.data.task}")])
+                out += _lines(where[id(m)], [("sampling", m.sampling, f"resampling is for binary tasks only; this task is {self.data.task}")])
         out += self._stop_metric_problems(where)
         ens = self.ensemble
         cnns = [m.label for m in self.models if m.kind == "cnn"]
