@@ -57,7 +57,6 @@ BAD = {
     "unknown section": ("[featurs]\n", ["[featurs]", "unknown section", 'did you mean "features"']),
     "unknown key": ("[features]\npatinet = true\n", ["[features] patinet = true", "unknown key", 'did you mean "patient"']),
     "unknown reader": ('[data]\nformat = "ham1000"\npath = "x"\n', ['[data] format = "ham1000"', 'did you mean "ham10000"']),
-    "reader without a path": ('[data]\nformat = "ph2"\n', ['[data] path: required for format "ph2"']),
     "unknown task": ('[data]\ntask = "binay"\n', ['[data] task = "binay"', 'did you mean "binary"']),
     "unknown TTA": ('[extract]\ntta = ["hflp"]\n', ['[extract] tta[0] = "hflp"', 'did you mean "hflip"']),
     "extract range": ("[extract]\nstreams = 0\n", ["[extract] streams = 0", "greater than or equal to 1"]),

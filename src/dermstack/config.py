@@ -121,7 +121,7 @@ def _validate(cls: type, value: Any) -> tuple[Any, list[tuple[str, Any, str]]]:
         return None, problems_of(e, cls)
 
 
-_SCHEMA = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+_SCHEMA = ConfigDict(extra="forbid")
 
 
 def schema(where: str, frozen: bool = False):
@@ -218,12 +218,6 @@ class DataConfig:
     image_size: Annotated[int, Strict(), Ge(8)] = 64
     seed: Int = 0
     strict: Bool = False
-
-    @model_validator(mode="after")
-    def _path_given(self):
-        if self.format != SYNTHETIC_FORMAT and not self.path:
-            raise _problem([("path", _NO_VALUE, f'required for format "{self.format}"')])
-        return self
 
 
 @schema("[cv]")
