@@ -1,6 +1,5 @@
 """LesionTable, FoldPlan, RunConfig and TaskSpec."""
 import numpy as np
-import tomli_w
 import polars as pl
 import pytest
 
@@ -62,7 +61,7 @@ def test_config_unknown_keys_are_errors(tmp_path):
     cfg = RunConfig.from_dict({"data": {"format": "ham10000", "path": "p"},
                                "models": [{"kind": "lightgbm", "params": {"num_leaves": 7}}]})
     p = tmp_path / "c.toml"
-    p.write_text(tomli_w.dumps(cfg.to_dict()))
+    p.write_text(cfg.to_toml())
     assert RunConfig.from_toml(p) == cfg
 
 

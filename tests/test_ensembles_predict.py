@@ -5,7 +5,6 @@ import json
 from dataclasses import replace
 
 import numpy as np
-import tomli_w
 import polars as pl
 import pytest
 import torch
@@ -33,7 +32,7 @@ def run_dir(tmp_path_factory):
     cfg = RunConfig(features=features_cfg, models=[ModelConfig(kind="lightgbm", params={"n_estimators": 20, "verbose": -1}, sampling={}),
                                                    tiny_cnn()])
     cfg.ensemble.method = "stack"
-    (root / "config.toml").write_text(tomli_w.dumps(cfg.to_dict()))
+    (root / "config.toml").write_text(cfg.to_toml())
     table.write(root / "lesions.parquet")
     fs = build_features(table, features_cfg)
     fs.write(root / "features.parquet")

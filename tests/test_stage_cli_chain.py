@@ -1,6 +1,7 @@
 """The documented stage commands chain: ingest -> folds -> extract -> features -> boosting train ->
 ensembles cnn -> ensembles stack -> submit -> report, and the stacked submission they make equals
-the one `dermstack run` writes for the same config."""
+the one `dermstack run` writes for the same config (`submit --model stack`: the run itself submits
+the calibrated stack)."""
 from __future__ import annotations
 
 import polars as pl
@@ -83,6 +84,7 @@ def test_stage_commands_chain_to_the_runs_submission(tmp_path, test_weights):  #
     out = invoke("report", c, "--out", c / "report", "--shap-sample", 50, "--n-boot", 5)
     assert (c / "report" / "index.html").exists(), out
 
-    ours, theirs = (pl.read_csv(p).sort("isic_id") for p in (c / "submission.csv", tmp_path / "run" / "submission.csv"))
+    invoke("submit", tmp_path / "run", "--format", "isic2024", "--model", "stack", "--out", tmp_path / "run-stack.csv")
+    ours, theirs = (pl.read_csv(p).sort("isic_id") for p in (c / "submission.csv", tmp_path / "run-stack.csv"))
     assert ours["isic_id"].to_list() == theirs["isic_id"].to_list() and ours.height == SYNTH["test_lesions"]
     assert (ours["target"] - theirs["target"]).abs().max() < 1e-6

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-import tomli_w
 
 from dermstack.atomic import write_text
 
@@ -55,6 +54,8 @@ class Run:
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, force: bool = False, config_dir: Path | None = None):
         self.cfg = cfg
+        if cfg.data.format != "synthetic-isic2024" and not cfg.data.path:
+            raise ConfigError(f"[data] path is required for format {cfg.data.format!r}")
         if cfg.data.path:
             cfg.data.path = str(resolve_data_path(cfg.data.path, config_dir))
         self.paths = RunPaths(Path(run_dir))
@@ -98,9 +99,7 @@ class Run:
                                     seed=d.seed, positive_rate=d.positive_rate)
                 table, report = ingest("isic2024", p.synthetic, strict=d.strict)
             else:
-                if not d.path:
-                    raise ConfigError(f"[data] path is required for format {d.format!r}")
-                table, report = ingest(d.format, d.path, strict=d.strict)
+                table, report = ingest(d.format, d.path, strict=d.strict, encoding=d.encoding)
             table.write(p.lesions)
             report.write_json(p.ingest_report)
             click.echo(report.summary(), err=True)
@@ -185,14 +184,10 @@ class Run:
 
         return self._model_stage(m.label, self._model_keys(m.label), ["ingest", "folds", "features"], fit)
 
-    def _cnn_feature_wanted(self) -> bool:
-        kinds = {m.kind for m in self.cfg.models}
-        return (self.cfg.ensemble.cnn_feature and self.cfg.ensemble.method in ("auto", "stack", "rank", "greedy") and "cnn" in kinds
-                and len(kinds - {"cnn"}) > 0)
 
     def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
         """Each booster again with the ``cnn`` feature group (ISIC 2024 style), leak-free through pair CNNs."""
-        if not self._cnn_feature_wanted():
+        if not self.cfg.cnn_feature_models():
             return []
         from dermstack.ensembles.stacking import CNNViews, cross_validate_stacked, nested_cnn_views
 
@@ -202,7 +197,7 @@ class Run:
                     ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
         views = CNNViews.read(views_file, cnn.label)
         outs = []
-        for b in (m for m in self.cfg.models if m.kind != "cnn"):
+        for b in (m for m in self.cfg.models if f"{m.label}+{cnn.label}" in self.cfg.cnn_feature_models()):
             outs.append(self._model_stage(
                 f"{b.label}+{cnn.label}", self._model_keys(b.label, cnn.label) | self.keys("ensemble.cnn_feature"),
                 ["ingest", "folds", "features", f"nested-{cnn.label}"],
@@ -211,10 +206,7 @@ class Run:
 
     def expected_models(self) -> list[str]:
         """Every model folder this config makes (base, stacked, ensemble)."""
-        names = [m.label for m in self.cfg.models]
-        if self._cnn_feature_wanted():
-            cnn = next(m.label for m in self.cfg.models if m.kind == "cnn")
-            names += [f"{m.label}+{cnn}" for m in self.cfg.models if m.kind != "cnn"]
+        names = [m.label for m in self.cfg.models] + self.cfg.cnn_feature_models()
         method = self.ensemble_method(len(names))
         if method == "auto":
             from dermstack.ensembles.select import CANDIDATES
@@ -329,7 +321,7 @@ class Run:
                 shutil.rmtree(p.root / "stages", ignore_errors=True)
             if not (p.config.exists() and _previous_config(p.config) == self.cfg.to_dict()):
                 invalidate(p.root, "config")  # a changed config: the old final outputs are not its outputs
-            write_text(p.config, tomli_w.dumps(self.cfg.to_dict()))
+            write_text(p.config, self.cfg.to_toml())
             write_text(p.versions, json.dumps(versions(), indent=2))
             table = self.ingest()
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)

@@ -27,7 +27,8 @@ LIBRARIES = ["lightgbm", "xgboost", "catboost"]
 
 CONFIG = """
 [data]
-format = "numpy-made"
+# PreparedRun replaces the ingest stage by the signal table; the format only has to be a known one
+format = "isic2024"
 task = "{task}"
 
 [cv]

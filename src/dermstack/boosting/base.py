@@ -20,12 +20,11 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from dermstack.config import GENERIC_PARAMS  # noqa: F401  (defined with the config schema; re-exported)
 from dermstack.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-#: Parameters dermstack handles itself; every other key goes to the library unchanged.
-GENERIC_PARAMS = ("n_estimators", "early_stopping_rounds", "early_stopping_metric", "class_weight", "device", "threads")
 #: Early-stopping metrics every adapter understands (mapped to each library's own name).
 STOPPING_METRICS = ("auc", "logloss")
 MISSING_CODE = -1

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-log = logging.getLogger(__name__)
+from dermstack.config import BOOSTER_KINDS
 
-BOOSTER_KINDS = ("lightgbm", "xgboost", "catboost")
+log = logging.getLogger(__name__)
 
 
 @click.group()

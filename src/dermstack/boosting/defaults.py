@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from dermstack.config import BOOSTER_KINDS
 from dermstack.errors import ConfigError
 
-KINDS = ("lightgbm", "xgboost", "catboost")
+KINDS = BOOSTER_KINDS
 
 _BINARY: dict[str, dict[str, Any]] = {
     "lightgbm": {

@@ -8,38 +8,12 @@ the data already exceeds leaves it unchanged; 0 disables that step. Validation r
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
-from dermstack.errors import ConfigError
-from dermstack.task import TaskKind
+from dermstack.config import SamplingConfig  # noqa: F401  (the schema lives with the run config; re-exported)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    negative_ratio: float = 0.01
-    positive_oversample: float = 0.003
-
-    @classmethod
-    def from_dict(cls, raw: dict | None, task: str) -> "SamplingConfig | None":
-        """``None`` for non-binary tasks (resampling is binary only) or when both steps are off."""
-        raw = dict(raw or {})
-        if not TaskKind(task).binary:
-            if raw:
-                raise ConfigError(f"[[models]] sampling is for binary tasks only; this task is {task}")
-            return None
-        known = {"negative_ratio", "positive_oversample"}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"[[models]] sampling: unknown key(s) {unknown}; known: {sorted(known)}")
-        cfg = cls(**{k: float(v) for k, v in raw.items()})
-        for k in known:
-            if not 0 <= getattr(cfg, k) <= 1:
-                raise ConfigError(f"[[models]] sampling.{k} must be in [0, 1], got {getattr(cfg, k)}")
-        return cfg if (cfg.negative_ratio or cfg.positive_oversample) else None
 
 
 def resample(idx: np.ndarray, y: np.ndarray, cfg: SamplingConfig | None, seed: int) -> np.ndarray:

@@ -62,7 +62,9 @@ def net_template(cfg: CNNConfig) -> NetTemplate:
 
         bb = create_backbone(cfg.backbone, cfg.weights, cfg.image_size)
         return NetTemplate(bb.model, bb.timm_name, tuple(bb.data_config["mean"]), tuple(bb.data_config["std"]), asdict(bb.weights))
-    net = timm.create_model(cfg.backbone, pretrained=False, num_classes=0)
+    with torch.random.fork_rng():  # seeded, so that two runs of one config start from the same weights
+        torch.manual_seed(0)
+        net = timm.create_model(cfg.backbone, pretrained=False, num_classes=0)
     data = timm.data.resolve_model_data_config(net)
     return NetTemplate(net, cfg.backbone, tuple(data["mean"]), tuple(data["std"]), {"source": "random"})
 

@@ -34,7 +34,7 @@ def read_new_data(cfg: RunConfig, data: str | Path | LesionTable, strict: bool =
     from dermstack.data.readers import ingest
 
     fmt = "isic2024" if cfg.data.format == "synthetic-isic2024" else cfg.data.format
-    table, report = ingest(fmt, path, strict=strict)
+    table, report = ingest(fmt, path, strict=strict, encoding=cfg.data.encoding)
     log.info("read new data: %s", report.summary())
     return table
 

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from dermstack.config import FeaturesConfig
-from dermstack.features.image import SEGMENTATION_MODES
+from dermstack.config import SEGMENTATION_MODES, FeaturesConfig
 
 _DEFAULTS = FeaturesConfig()
 

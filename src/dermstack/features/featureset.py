@@ -6,13 +6,14 @@ from pathlib import Path
 
 import polars as pl
 
+from dermstack.config import FEATURE_GROUPS
 from dermstack.errors import ConfigError, DataError
 from dermstack.features.transform import FeatureTransform
 from dermstack.parquet_io import read_described, write_described
 
 META_KEY = b"dermstack.features"
 #: The named feature groups, in report order.
-GROUPS = ("metadata", "engineered", "patient", "image", "embedding", "cnn")
+GROUPS = FEATURE_GROUPS
 ID_COLUMNS = ("image_id", "split")
 
 

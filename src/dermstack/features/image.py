@@ -22,13 +22,13 @@ from PIL import Image
 from scipy import ndimage
 from skimage import color, filters, measure
 
+from dermstack.config import SEGMENTATION_MODES
 from dermstack.data.images import load_image, load_mask
 from dermstack.errors import ConfigError, DataError
 from dermstack.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-SEGMENTATION_MODES = ("auto", "mask", "automatic")
 #: Images are downscaled to at most this side before measuring (the features are scale-free).
 MAX_SIDE = 512
 #: The six ABCD-rule colours (sRGB, as in the dermoscopy colour-detection literature).
