@@ -2,12 +2,14 @@
 
 Two steps, because the scores boosters and CNNs produce are not probabilities of the data a user has:
 
-1. **Undo the training prior.** Negative under-sampling, positive over-sampling, class weights and
-   ``scale_pos_weight`` all multiply a model's odds by a factor known at fit time: the weighted
-   share of positives it trained on over the share in the training fold. :func:`prior_factor`
-   measures it from the rows and weights actually fitted, and :func:`undo_prior` divides it out
-   (odds for binary and multi-label outputs, per-class probabilities renormalised for multiclass).
-   This is monotone per fitted model, so a fold's ranking is unchanged.
+1. **Undo the training prior** (binary tasks). Negative under-sampling, positive over-sampling,
+   class weights and ``scale_pos_weight`` all multiply a model's odds by a factor known at fit
+   time: the weighted share of positives it trained on over the share in the training fold.
+   :func:`training_prior` measures it from the rows and weights actually fitted, and
+   :func:`undo_prior` divides it out. This is monotone per fitted model, so a fold's ranking is
+   unchanged. Multiclass and multi-label models keep their class weights: there they are the
+   decision rule (argmax, the 0.5 threshold) that macro F1, those tasks' metric, is scored on, and
+   undoing them costs most of it (HAM10000 7-class balanced accuracy 0.50 -> 0.17, measured).
 2. **Calibrate on OOF scores** (:func:`calibrate`): Platt scaling (a logistic regression on the
    logit; temperature scaling for multiclass, which keeps the argmax) or isotonic regression,
    chosen by nested cross-validation on the run's folds by Brier score. The calibrator fitted on
@@ -68,9 +70,21 @@ def prior_factor(kind: str, y_train: np.ndarray, fit_rows: np.ndarray, weight: n
     return np.where((Y.sum(0) > 0) & (neg > 0), pos / np.maximum(neg, EPS), 1.0)
 
 
-def undo_prior(kind: str, scores: np.ndarray, factor: np.ndarray) -> np.ndarray:
-    """Scores of a model fitted with ``factor`` (see :func:`prior_factor`), as if fitted on the fold's own balance."""
+def training_prior(kind: str, y_train: np.ndarray, fit_rows: np.ndarray, weight: np.ndarray | None,
+                   pos_weight: float = 1.0) -> np.ndarray | None:
+    """:func:`prior_factor` of a binary model, the factor its scores are divided by; None for the
+    other tasks, whose class weights stay (see the module docstring)."""
+    if not TaskKind(kind).binary:
+        return None
+    return prior_factor(kind, y_train, fit_rows, weight, pos_weight)
+
+
+def undo_prior(kind: str, scores: np.ndarray, factor: np.ndarray | None) -> np.ndarray:
+    """Scores of a model fitted with ``factor`` (see :func:`prior_factor`), as if fitted on the fold's
+    own balance; ``None``: unchanged."""
     kind, s = TaskKind(kind), np.asarray(scores, dtype=np.float64)
+    if factor is None:
+        return s
     if kind.exclusive:
         p = s / factor
         return p / p.sum(axis=-1, keepdims=True)

@@ -474,13 +474,29 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+#: training rows up to which the default model set includes the linear probe (cheap and strong on few rows)
+LINEAR_PROBE_MAX_ROWS = 20_000
+
+
+def default_models(n_train: int) -> list[ModelConfig]:
+    """What a config without ``[[models]]`` trains: LightGBM, XGBoost and CatBoost (their defaults
+    scale with the data, dermstack.boosting.defaults) and, up to :data:`LINEAR_PROBE_MAX_ROWS`
+    training rows, a linear probe on the full embeddings; the ensemble (``method = "auto"``) then
+    keeps whichever combination scores best by nested CV."""
+    models = [ModelConfig(kind=k) for k in BOOSTER_KINDS]
+    if n_train <= LINEAR_PROBE_MAX_ROWS and "logistic" in MODEL_KINDS:
+        models.append(ModelConfig(kind="logistic"))
+    return models
+
+
 @schema("config")
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     cv: CVConfig = field(default_factory=CVConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    models: list[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
+    #: empty: the default set for the data's size (:func:`default_models`), resolved after ingest
+    models: list[ModelConfig] = field(default_factory=list)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
@@ -527,7 +543,7 @@ class RunConfig:
         """What is wrong across sections (each section is valid on its own)."""
         out = []
         where = {id(m): f"[[models]] #{i + 1} ({m.label})" for i, m in enumerate(self.models)}
-        names = [m.label for m in self.models]
+        names = [m.label for m in self.models or default_models(0)]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             out.append(f'[[models]] name = "{dup}": two [[models]] share this name; give each a distinct `name`')
         for m in self.models:

@@ -17,7 +17,7 @@ import numpy as np
 
 from dermstack.atomic import write_text
 
-from dermstack.config import ModelConfig, RunConfig
+from dermstack.config import ModelConfig, RunConfig, default_models
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError
@@ -273,6 +273,7 @@ class Run:
         from dermstack.calibration import calibration_metrics
 
         p = self.paths
+        submitted = calibrated if task.kind.binary else final
         models = outs + ([final] if final.name not in {o.name for o in outs} else []) + [calibrated]
         base = {}
         for o in models:  # every model scored the same way, on the run's labels
@@ -293,12 +294,14 @@ class Run:
             "ensemble": self.ensemble_choice or {"method": self.ensemble_method(len(outs)), "chosen": final.name},
             "oof": base[final.name],
             "calibration": calibrated.metrics["calibration"],
-            "submission_model": calibrated.name,
+            # binary: calibrated probabilities; multiclass/label: the final model's own scores, whose
+            # argmax / 0.5 threshold is what macro F1 (their metric) scores (dermstack.calibration)
+            "submission_model": submitted.name,
             "models": {o.name: base[o.name] for o in outs},
         }
         write_json(p.metrics, metrics)
-        if table.test.height and calibrated.test.height:
-            self.write_submission(table, task, calibrated)
+        if table.test.height and submitted.test.height:
+            self.write_submission(table, task, submitted)
         return metrics
 
     def write_submission(self, table: LesionTable, task: TaskSpec, final: ModelResult) -> None:
@@ -319,12 +322,17 @@ class Run:
         with RunLock(p.root):
             if self.force:
                 shutil.rmtree(p.root / "stages", ignore_errors=True)
-            if not (p.config.exists() and _previous_config(p.config) == self.cfg.to_dict()):
-                invalidate(p.root, "config")  # a changed config: the old final outputs are not its outputs
-            write_text(p.config, self.cfg.to_toml())
-            write_text(p.versions, json.dumps(versions(), indent=2))
             table = self.ingest()
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
+            if not self.cfg.models:
+                self.cfg.models = default_models(len(task.image_ids))
+                self.flat = flat_config(self.cfg.to_dict())
+                log.info("no [[models]]: the default set for %d training rows: %s", len(task.image_ids),
+                         [m.label for m in self.cfg.models])
+            if not (p.config.exists() and _previous_config(p.config) == self.cfg.to_dict()):
+                invalidate(p.root, "config")  # a changed config: the old final outputs are not its outputs
+            write_text(p.config, self.cfg.to_toml())  # as run: with the models it resolved to
+            write_text(p.versions, json.dumps(versions(), indent=2))
             plan = self.folds(table)
             store = self.extract(table)
             features = self.features(table, store)
@@ -370,7 +378,7 @@ def print_metrics(metrics: dict) -> None:
     if cal:
         b, a = cal["before"], cal["after"]
         click.echo(f"  calibration ({cal['method']}, {cal['chosen_by']}): Brier {b['brier']:.4f} -> {a['brier']:.4f}, "
-                   f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submissions carry the calibrated scores")
+                   f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submitted: {metrics['submission_model']}")
 
 
 @click.command("run")

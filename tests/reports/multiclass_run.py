@@ -27,8 +27,9 @@ LIBRARIES = ["lightgbm", "xgboost", "catboost"]
 
 CONFIG = """
 [data]
-# PreparedRun replaces the ingest stage by the signal table; the format only has to be a known one
+# PreparedRun replaces the ingest stage by the signal table; the format and path only have to be given
 format = "isic2024"
+path = "prepared"
 task = "{task}"
 
 [cv]

@@ -177,7 +177,7 @@ def test_report_html_for_several_classes(case, task):
     assert final.filter(pl.col("attribute") == "sex")["n"].sum() == len(run.task.image_ids)
     assert "<figcaption>macro_f1</figcaption>" in html and "Model mean." in html
     metrics = pl.read_parquet(c.report_dir / "metrics.parquet")
-    assert set(metrics["model"]) == {*LIBRARIES, "mean"}
+    assert set(metrics["model"]) == {*LIBRARIES, "mean", "calibrated"}
     curves = json.loads((c.report_dir / "curves.json").read_text())
     for model in metrics["model"]:
         assert set(curves[model]) == set(run.task.classes)

@@ -49,6 +49,10 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     plan.check_matches(table)
     features = FeatureSet.read(features_path)
     task = TaskSpec.from_table(table, cfg.data.task, cfg.data.target)
+    if not cfg.models:
+        from dermstack.config import default_models
+
+        cfg.models = default_models(len(task.image_ids))
     unknown = sorted(set(only) - {m.label for m in cfg.models})
     if unknown:
         raise ConfigError(f"--model {unknown}: no such [[models]] name in {config_path}")

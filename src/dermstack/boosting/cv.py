@@ -15,7 +15,7 @@ from dermstack.boosting.registry import create_adapter
 from dermstack.boosting.sampling import SamplingConfig, resample
 from dermstack.boosting.store import ModelStore
 from dermstack.boosting.weights import sample_weights
-from dermstack.calibration import prior_factor, undo_prior
+from dermstack.calibration import training_prior, undo_prior
 from dermstack.config import ModelConfig
 from dermstack.crossfit import FoldJob, align_rows, cross_fit
 from dermstack.data.folds import FoldPlan
@@ -87,8 +87,8 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
         best_iter.append(adapter.best_iteration)
         fit_rows.append(len(fit_idx))
         # the odds the resampling and weights put into the model, taken out again (dermstack.calibration)
-        factor = prior_factor(task.kind, y[job.train], np.searchsorted(job.train, fit_idx), weight,
-                              float(params.get("scale_pos_weight", 1.0)), task.n_outputs)
+        factor = training_prior(task.kind, y[job.train], np.searchsorted(job.train, fit_idx), weight,
+                                float(params.get("scale_pos_weight", 1.0)))
         if store:
             store.add(adapter, job.fold, job.seed, factor)
         valid = undo_prior(task.kind, adapter.predict_proba(X.iloc[job.valid]), factor)

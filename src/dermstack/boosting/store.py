@@ -73,8 +73,8 @@ def predict_saved(model_dir: str | Path, features: FeatureSet) -> np.ndarray:
     matrix = FeatureMatrix.from_json(spec["features"])
     X = matrix.to_pandas(features.df, source=str(model_dir))
     adapters = load_models(model_dir)
-    return np.mean([undo_prior(spec["task"], a.predict_proba(X), e["prior_factor"]) if e.get("prior_factor") else a.predict_proba(X)
-                    for a, e in zip(adapters, spec["models"])], axis=0)
+    return np.mean([undo_prior(spec["task"], a.predict_proba(X), e.get("prior_factor")) for a, e in zip(adapters, spec["models"])],
+                   axis=0)
 
 
 class SavedBoosters(SavedModel):

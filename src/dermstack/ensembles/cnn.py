@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dermstack.atomic import atomic_path
-from dermstack.calibration import prior_factor, undo_prior
+from dermstack.calibration import training_prior, undo_prior
 from dermstack.config import ModelConfig
 from dermstack.crossfit import FoldJob, align_rows, cross_fit
 from dermstack.data.folds import FoldPlan
@@ -278,12 +278,11 @@ def cross_validate_cnn(table: LesionTable, task: TaskSpec, plan: FoldPlan, model
         best_epochs.append(fm.best_epoch)
         histories.append(fm.history)
         # class-balanced draws shift the odds the net learns; taken out again (dermstack.calibration)
-        factor = prior_factor(task.kind, y[tr], np.arange(len(tr)), sampling_weights(task.kind, y[tr], cfg.balance),
-                              1.0, task.n_outputs)
+        factor = training_prior(task.kind, y[tr], np.arange(len(tr)), sampling_weights(task.kind, y[tr], cfg.balance))
         if mdir:
             save_net(fm.net, mdir / f"fold{job.fold}_seed{job.seed}.safetensors")
             files.append({"fold": job.fold, "seed": job.seed, "file": f"fold{job.fold}_seed{job.seed}.safetensors",
-                          "prior_factor": factor.tolist()})
+                          "prior_factor": None if factor is None else factor.tolist()})
         return undo_prior(task.kind, fm.valid_scores, factor), undo_prior(task.kind, trainer.score(fm.net, test_rows), factor)
 
     cf = cross_fit(task, plan, list(model.seeds), fit, test_df.height, desc=name)
