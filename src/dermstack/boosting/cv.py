@@ -12,7 +12,7 @@ import pandas as pd
 import polars as pl
 
 from dermstack.boosting.base import FeatureMatrix
-from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
+from dermstack.boosting.defaults import DEFAULT_SAMPLING, check_scores_vary, fold_size, resolve_params, size_overrides
 from dermstack.boosting.registry import create_adapter
 from dermstack.boosting.sampling import SamplingConfig, resample
 from dermstack.boosting.store import ModelStore
@@ -33,8 +33,8 @@ class CVResult:
     """``oof``: long (image_id, model, seed, fold, class, score); ``test``: long (image_id, model,
     class, score) averaged over folds and seeds, empty without test rows; ``metrics``: metric ->
     value of the seed-averaged OOF scores, plus ``ci95`` (metric -> [lo, hi], bootstrap),
-    ``folds`` and ``seeds`` (metric -> list), ``best_iteration`` and ``fit_rows`` (one per fit, fold by
-    fold, seeds within a fold), ``seconds``;
+    ``folds`` and ``seeds`` (metric -> list), ``best_iteration``, ``fit_rows`` and ``size_overrides`` (the
+    defaults scaled to the fit's size) (one per fit, fold by fold, seeds within a fold), ``seconds``;
     ``importance``: feature, group, gain (mean over fitted models)."""
 
     name: str
@@ -64,6 +64,9 @@ def align_rows(df: pl.DataFrame, image_ids: list[str], source: str = "features")
 
 def usable_columns(df: pl.DataFrame, columns: list[str]) -> list[str]:
     """``columns`` without those that are null on every training row (each one logged as a warning)."""
+    if not columns:
+        raise DataError("no feature columns to train on: the selected feature groups built none for this data "
+                        "(enable more groups in [features], e.g. image features from the masks)")
     nulls = df.select(pl.col(columns).null_count()).row(0)
     dead = [c for c, n in zip(columns, nulls) if n == df.height]
     float_cols = [c for c in columns if df.schema[c].is_float() and c not in dead]
@@ -141,7 +144,7 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
     test_sum = np.zeros((len(test_ids), n_out))
     gain: dict[str, float] = {}
     store = ModelStore.create(Path(out_dir) / name, name, model, task, matrix, features.groups, params, sampling) if out_dir else None
-    best_iter, fit_rows = [], []
+    best_iter, fit_rows, sized = [], [], []
     X, X_test = design(train_df, features) if fold_features is None else (None, None)
     del train_df
     bar = progress_bar(total=len(seeds) * len(folds), desc=f"{name}", unit="fit", leave=False)
@@ -152,12 +155,18 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
             X, X_test = design(align_rows(fs.df, task.image_ids), fs)
         for si, seed in enumerate(seeds):
             fit_idx = resample(tr, y, sampling, seed=seed * 1000 + k)
-            adapter = create_adapter(model.kind, task.kind, task.classes, params, seed, matrix.categorical, client=client)
-            how = params.get("class_weight")
+            rows, minority = fold_size(task.kind, y[fit_idx])
+            fit_params = resolve_params(model.kind, task.kind, model.params, rows, minority)
+            sized.append(size_overrides(model.kind, task.kind, rows, minority))
+            adapter = create_adapter(model.kind, task.kind, task.classes, fit_params, seed, matrix.categorical, client=client)
+            how = fit_params.get("class_weight")
             weight = sample_weights(task.kind, y[fit_idx], how, len(task.classes))
             valid_weight = sample_weights(task.kind, y[va], how, len(task.classes))
             adapter.fit(X.iloc[fit_idx], y[fit_idx], X.iloc[va], y[va], weight, valid_weight)
             oof[si, va] = adapter.predict_proba(X.iloc[va]).reshape(len(va), n_out)
+            check_scores_vary(model.kind, name, k, oof[si, va], lambda: adapter.predict_proba(X.iloc[fit_idx]), fit_params,
+                              rows, minority, per_output=task.kind == "multilabel", skip=getattr(adapter, "constant_outputs", ()),
+                              best_iteration=adapter.best_iteration)
             if X_test is not None:
                 test_sum += adapter.predict_proba(X_test).reshape(len(X_test), n_out)
             for f, g in adapter.importance().items():
@@ -175,7 +184,7 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
     score = _squeeze(oof.mean(axis=0))
     metrics = fold_metrics(task, score, [va for _, _, va in folds], bootstrap)
     metrics["seeds"] = {m: [evaluate(task.kind, y, _squeeze(o))[m] for o in oof] for m in TASK_METRICS[task.kind]}
-    metrics.update(best_iteration=best_iter, fit_rows=fit_rows, seconds=round(time.perf_counter() - t0, 2))
+    metrics.update(best_iteration=best_iter, fit_rows=fit_rows, size_overrides=sized, seconds=round(time.perf_counter() - t0, 2))
     importance = pl.DataFrame({
         "feature": list(gain), "group": [features.groups.get(f, "metadata") for f in gain],
         "gain": [g / n_fits for g in gain.values()],

