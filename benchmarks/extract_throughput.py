@@ -1,4 +1,4 @@
-"""Extraction throughput of efficientnet_lite0 at 224 px on this machine, measured in one run.
+"""Extraction throughput of a backbone (efficientnet_lite0 at 224 px unless --backbone) on this machine, in one run.
 
   pipeline: extract_embeddings on real JPEGs with its defaults (decode, transform, model, HDF5 write)
   limit:    the model's forward pass alone on pre-made tensors, at the fastest setting found on the
@@ -7,7 +7,7 @@
   naive:    one image at a time: PIL decode, timm transform, fp32 model, no batching
   also:     the pipeline with one stream fed by a DataLoader worker process (the textbook way)
 
-Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N]
+Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N] [--backbone NAME]
 Last line: pipeline/limit=... pipeline/naive=...   (targets: >= 0.85 and >= 2 on 2 cores)
 """
 from __future__ import annotations
@@ -39,7 +39,8 @@ def table_of(paths: list[Path]) -> LesionTable:
     return LesionTable(finalize_frame(df), TableMeta(dataset="bench"))
 
 
-def model_only(model: torch.nn.Module, p: Precision, batch: int, streams: int, threads: int, seconds: float) -> float:
+def model_only(model: torch.nn.Module, p: Precision, batch: int, streams: int, threads: int, seconds: float,
+               size: int = 224) -> float:
     """Images/s of the forward pass alone on a pre-made batch, ``streams`` threads each running the model."""
     fmt = torch.channels_last if p.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
@@ -48,7 +49,7 @@ def model_only(model: torch.nn.Module, p: Precision, batch: int, streams: int, t
 
     def work(k: int) -> None:
         torch.set_num_threads(threads)
-        x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=fmt)
+        x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
         with torch.inference_mode(), torch.autocast("cpu", dtype=p.dtype or torch.float32, enabled=p.dtype is not None):
             model(x)  # warm-up
             start.wait()
@@ -78,9 +79,9 @@ def naive(paths: list[Path], backbone) -> float:
     return len(paths) / (time.perf_counter() - t)
 
 
-def pipeline(paths: list[Path], settings: ExtractSettings) -> float:
+def pipeline(paths: list[Path], settings: ExtractSettings, backbone: str = BACKBONE) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        return extract_embeddings(table_of(paths), [BACKBONE], Path(tmp) / "emb.h5", settings).backbones[0].images_per_s
+        return extract_embeddings(table_of(paths), [backbone], Path(tmp) / "emb.h5", settings).backbones[0].images_per_s
 
 
 def main() -> None:
@@ -89,6 +90,7 @@ def main() -> None:
     ap.add_argument("--naive-images", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="paired pipeline / limit measurements")
     ap.add_argument("--seconds", type=float, default=3.0, help="per model-only measurement")
+    ap.add_argument("--backbone", default=BACKBONE, help="e.g. efficientnet_lite1 (240 px), efficientnet_lite2 (260 px)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     paths = sorted(IMAGES.glob("*.jpg"))[: args.images]
@@ -101,13 +103,15 @@ def main() -> None:
     textbook = ExtractSettings(batch_size=16, streams=1, workers=1)
     print(f"{len(paths)} real JPEGs from {IMAGES}, {cores} cores; defaults: {par.describe()}")
 
-    bb = create_backbone(BACKBONE)
+    bb = create_backbone(args.backbone)
+    size = bb.image_size[0]
+    print(f"backbone {args.backbone} at {size} px")
     auto = resolve_precision("auto", cpu)
     settings = [(p, b, s, max(1, cores // s)) for p in (auto, Precision("fp32", None, True))
                 for b in (8, 16, 32) for s in sorted({1, par.streams, cores})]
     settings.append((Precision("fp32", None, False), par.batch_size, 1, cores))
     # 1. the fastest model-only setting on this machine
-    scan = {s: model_only(bb.model, *s, args.seconds) for s in settings}
+    scan = {s: model_only(bb.model, *s, args.seconds, size) for s in settings}
     for (p, b, s, t), v in sorted(scan.items(), key=lambda kv: -kv[1]):
         print(f"model     {v:7.1f} img/s  ({p.name}{'+channels_last' if p.channels_last else ''}, batch {b}, "
               f"{s} streams x {t} threads, pre-made tensors)")
@@ -116,13 +120,13 @@ def main() -> None:
     #    so each round's ratio compares like with like; the median round is reported
     rounds = []
     for _ in range(args.rounds):
-        pipe = pipeline(paths, ours)
-        limit = model_only(bb.model, *best, args.seconds)
+        pipe = pipeline(paths, ours, args.backbone)
+        limit = model_only(bb.model, *best, args.seconds, size)
         rounds.append((pipe, limit))
         print(f"round     pipeline {pipe:6.1f} img/s, limit {limit:6.1f} img/s: {pipe / limit:.2f}")
     pipe, limit = sorted(rounds, key=lambda r: r[0] / r[1])[len(rounds) // 2]
-    slow = naive(paths[: args.naive_images], create_backbone(BACKBONE))
-    old = pipeline(paths, textbook)
+    slow = naive(paths[: args.naive_images], create_backbone(args.backbone))
+    old = pipeline(paths, textbook, args.backbone)
     print(f"pipeline  {old:7.1f} img/s  (1 stream fed by 1 DataLoader worker, batch 16)")
     print(f"pipeline  {pipe:7.1f} img/s  (defaults: {par.describe()}; median round of {args.rounds})")
     print(f"naive     {slow:7.1f} img/s  (one image at a time, PIL + timm transform, fp32, {args.naive_images} images)")
