@@ -58,6 +58,11 @@ def build_command(lesions: Path, embeddings: Path | None, out: Path, metadata: b
     dropped = fs.info.get("metadata", {}).get("dropped_missingness_leak", {})
     if dropped:
         click.echo(f"dropped for leaky missingness: {dropped}")
+    curation = fs.info.get("curation", {})
+    if curation.get("pooled"):
+        click.echo(f"pooled the images of each lesion (no patient ids): {curation['pooled']}")
+    for group, why in curation.get("not_built", {}).items():
+        click.echo(f"{group} features not built: {why}")
     for status in ("empty_mask", "no_image", "unreadable"):
         ids = fs.info.get("image", {}).get(status, [])
         if ids:
