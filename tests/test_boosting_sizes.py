@@ -68,3 +68,8 @@ def test_features_without_signal_are_an_error_not_a_score_of_one_half():
     fs = type(fs)(flat, {c: g for c, g in fs.groups.items() if c in ("x0", "x1", "x2")}, [])
     with pytest.raises(DataError, match="carry no signal|no feature column separates"):
         cross_validate(fs, spec, plan, ModelConfig(kind="xgboost", params={"threads": 1}), bootstrap=0)
+
+
+def test_multilabel_leaves_follow_rows_not_the_rarest_class():
+    assert size_overrides("lightgbm", "multilabel", 1200, 4) == {}  # MILK10k: 60 rows a leaf would fit; default 20
+    assert size_overrides("lightgbm", "multilabel", 100, 4)["min_data_in_leaf"] == 5
