@@ -73,3 +73,15 @@ def test_features_without_signal_are_an_error_not_a_score_of_one_half():
 def test_multilabel_leaves_follow_rows_not_the_rarest_class():
     assert size_overrides("lightgbm", "multilabel", 1200, 4) == {}  # MILK10k: 60 rows a leaf would fit; default 20
     assert size_overrides("lightgbm", "multilabel", 100, 4)["min_data_in_leaf"] == 5
+
+
+def test_constant_check_per_output_and_skipped_columns():
+    from dermstack.boosting.defaults import check_scores_vary
+
+    varied, flat = np.array([0.1, 0.2, 0.3]), np.full(3, 0.5)
+    both = np.column_stack([varied, flat])
+    check_scores_vary("lightgbm", "m", 0, both, lambda: both, {}, 30, 5)  # softmax-like: one column varies
+    check_scores_vary("lightgbm", "m", 0, both, lambda: both, {}, 30, 5, per_output=True, skip=[1])  # by design
+    with pytest.raises(DataError, match=r"m, fold 2: .*output column\(s\) \[1\]"):
+        check_scores_vary("lightgbm", "m", 2, both, lambda: both, {"min_data_in_leaf": 20}, 30, 5, per_output=True)
+    check_scores_vary("xgboost", "m", 0, flat, lambda: varied, {}, 30, 5)  # varies on training rows: it did split
