@@ -9,6 +9,7 @@
 
 Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N] [--backbone NAME]
 Last line: pipeline/limit=... pipeline/naive=...   (targets: >= 0.85 and >= 2 on 2 cores)
+--compare efficientnet_lite0,efficientnet_lite2: only the pipelines of several backbones, interleaved.
 """
 from __future__ import annotations
 
@@ -84,6 +85,20 @@ def pipeline(paths: list[Path], settings: ExtractSettings, backbone: str = BACKB
         return extract_embeddings(table_of(paths), [backbone], Path(tmp) / "emb.h5", settings).backbones[0].images_per_s
 
 
+def compare(paths: list[Path], backbones: list[str], rounds: int) -> None:
+    """Pipeline img/s of each backbone with the defaults, round-robin so that load drift hits all alike;
+    each round's ratio to the first backbone, median over rounds."""
+    seen: dict[str, list[float]] = {b: [] for b in backbones}
+    for r in range(rounds):
+        for b in backbones:
+            seen[b].append(pipeline(paths, ExtractSettings(), b))
+        print(f"round {r}: " + ", ".join(f"{b} {seen[b][-1]:.1f} img/s" for b in backbones))
+    for b in backbones:
+        ratio = sorted(x / y for x, y in zip(seen[b], seen[backbones[0]]))[rounds // 2]
+        print(f"pipeline  {sorted(seen[b])[rounds // 2]:7.1f} img/s  {b} (median of {rounds}); "
+              f"{b}/{backbones[0]}={ratio:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=None, help="first N JPEGs (default: all 2,479)")
@@ -91,11 +106,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="paired pipeline / limit measurements")
     ap.add_argument("--seconds", type=float, default=3.0, help="per model-only measurement")
     ap.add_argument("--backbone", default=BACKBONE, help="e.g. efficientnet_lite1 (240 px), efficientnet_lite2 (260 px)")
+    ap.add_argument("--compare", default=None, help="comma-separated backbones: only their pipelines, interleaved")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     paths = sorted(IMAGES.glob("*.jpg"))[: args.images]
     if not paths:
         raise SystemExit(f"no JPEGs in {IMAGES}")
+    if args.compare:
+        return compare(paths, args.compare.split(","), args.rounds)
     cpu = torch.device("cpu")
     cores = available_cores()
     ours = ExtractSettings()
