@@ -1,4 +1,4 @@
-"""Extraction throughput of efficientnet_lite0 at 224 px on this machine, measured in one run.
+"""Extraction throughput of a backbone (efficientnet_lite0 at 224 px unless --backbone) on this machine, in one run.
 
   pipeline: extract_embeddings on real JPEGs with its defaults (decode, transform, model, HDF5 write)
   limit:    the model's forward pass alone on pre-made tensors, at the fastest setting found on the
@@ -7,8 +7,9 @@
   naive:    one image at a time: PIL decode, timm transform, fp32 model, no batching
   also:     the pipeline with one stream fed by a DataLoader worker process (the textbook way)
 
-Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N]
+Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N] [--backbone NAME]
 Last line: pipeline/limit=... pipeline/naive=...   (targets: >= 0.85 and >= 2 on 2 cores)
+--compare efficientnet_lite0,efficientnet_lite2: only the pipelines of several backbones, interleaved.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def table_of(paths: list[Path]) -> LesionTable:
     return LesionTable(finalize_frame(df), TableMeta(dataset="bench"))
 
 
-def model_only(model: torch.nn.Module, p: Precision, batch: int, streams: int, threads: int, seconds: float) -> float:
+def model_only(model: torch.nn.Module, p: Precision, batch: int, streams: int, threads: int, seconds: float,
+               size: int = 224) -> float:
     """Images/s of the forward pass alone on a pre-made batch, ``streams`` threads each running the model."""
     fmt = torch.channels_last if p.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
@@ -48,7 +50,7 @@ def model_only(model: torch.nn.Module, p: Precision, batch: int, streams: int, t
 
     def work(k: int) -> None:
         torch.set_num_threads(threads)
-        x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=fmt)
+        x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
         with torch.inference_mode(), torch.autocast("cpu", dtype=p.dtype or torch.float32, enabled=p.dtype is not None):
             model(x)  # warm-up
             start.wait()
@@ -78,9 +80,23 @@ def naive(paths: list[Path], backbone) -> float:
     return len(paths) / (time.perf_counter() - t)
 
 
-def pipeline(paths: list[Path], settings: ExtractSettings) -> float:
+def pipeline(paths: list[Path], settings: ExtractSettings, backbone: str = BACKBONE) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        return extract_embeddings(table_of(paths), [BACKBONE], Path(tmp) / "emb.h5", settings).backbones[0].images_per_s
+        return extract_embeddings(table_of(paths), [backbone], Path(tmp) / "emb.h5", settings).backbones[0].images_per_s
+
+
+def compare(paths: list[Path], backbones: list[str], rounds: int) -> None:
+    """Pipeline img/s of each backbone with the defaults, round-robin so that load drift hits all alike;
+    each round's ratio to the first backbone, median over rounds."""
+    seen: dict[str, list[float]] = {b: [] for b in backbones}
+    for r in range(rounds):
+        for b in backbones:
+            seen[b].append(pipeline(paths, ExtractSettings(), b))
+        print(f"round {r}: " + ", ".join(f"{b} {seen[b][-1]:.1f} img/s" for b in backbones))
+    for b in backbones:
+        ratio = sorted(x / y for x, y in zip(seen[b], seen[backbones[0]]))[rounds // 2]
+        print(f"pipeline  {sorted(seen[b])[rounds // 2]:7.1f} img/s  {b} (median of {rounds}); "
+              f"{b}/{backbones[0]}={ratio:.2f}")
 
 
 def main() -> None:
@@ -89,11 +105,15 @@ def main() -> None:
     ap.add_argument("--naive-images", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="paired pipeline / limit measurements")
     ap.add_argument("--seconds", type=float, default=3.0, help="per model-only measurement")
+    ap.add_argument("--backbone", default=BACKBONE, help="e.g. efficientnet_lite1 (240 px), efficientnet_lite2 (260 px)")
+    ap.add_argument("--compare", default=None, help="comma-separated backbones: only their pipelines, interleaved")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     paths = sorted(IMAGES.glob("*.jpg"))[: args.images]
     if not paths:
         raise SystemExit(f"no JPEGs in {IMAGES}")
+    if args.compare:
+        return compare(paths, args.compare.split(","), args.rounds)
     cpu = torch.device("cpu")
     cores = available_cores()
     ours = ExtractSettings()
@@ -101,13 +121,15 @@ def main() -> None:
     textbook = ExtractSettings(batch_size=16, streams=1, workers=1)
     print(f"{len(paths)} real JPEGs from {IMAGES}, {cores} cores; defaults: {par.describe()}")
 
-    bb = create_backbone(BACKBONE)
+    bb = create_backbone(args.backbone)
+    size = bb.image_size[0]
+    print(f"backbone {args.backbone} at {size} px")
     auto = resolve_precision("auto", cpu)
     settings = [(p, b, s, max(1, cores // s)) for p in (auto, Precision("fp32", None, True))
                 for b in (8, 16, 32) for s in sorted({1, par.streams, cores})]
     settings.append((Precision("fp32", None, False), par.batch_size, 1, cores))
     # 1. the fastest model-only setting on this machine
-    scan = {s: model_only(bb.model, *s, args.seconds) for s in settings}
+    scan = {s: model_only(bb.model, *s, args.seconds, size) for s in settings}
     for (p, b, s, t), v in sorted(scan.items(), key=lambda kv: -kv[1]):
         print(f"model     {v:7.1f} img/s  ({p.name}{'+channels_last' if p.channels_last else ''}, batch {b}, "
               f"{s} streams x {t} threads, pre-made tensors)")
@@ -116,13 +138,13 @@ def main() -> None:
     #    so each round's ratio compares like with like; the median round is reported
     rounds = []
     for _ in range(args.rounds):
-        pipe = pipeline(paths, ours)
-        limit = model_only(bb.model, *best, args.seconds)
+        pipe = pipeline(paths, ours, args.backbone)
+        limit = model_only(bb.model, *best, args.seconds, size)
         rounds.append((pipe, limit))
         print(f"round     pipeline {pipe:6.1f} img/s, limit {limit:6.1f} img/s: {pipe / limit:.2f}")
     pipe, limit = sorted(rounds, key=lambda r: r[0] / r[1])[len(rounds) // 2]
-    slow = naive(paths[: args.naive_images], create_backbone(BACKBONE))
-    old = pipeline(paths, textbook)
+    slow = naive(paths[: args.naive_images], create_backbone(args.backbone))
+    old = pipeline(paths, textbook, args.backbone)
     print(f"pipeline  {old:7.1f} img/s  (1 stream fed by 1 DataLoader worker, batch 16)")
     print(f"pipeline  {pipe:7.1f} img/s  (defaults: {par.describe()}; median round of {args.rounds})")
     print(f"naive     {slow:7.1f} img/s  (one image at a time, PIL + timm transform, fp32, {args.naive_images} images)")

@@ -50,6 +50,54 @@ def test_efficientnet_lite0_package_weights_classify_real_photos():
         torch.testing.assert_close(bb.model(x), model.forward_head(model.forward_features(x), pre_logits=True))
 
 
+@pytest.mark.parametrize("name,n_tensors,size", [("efficientnet_lite1", 386, 240), ("efficientnet_lite2", 386, 260)])
+def test_larger_efficientnet_lite_package_weights_classify_real_photos(name, n_tensors, size):
+    """lite1/lite2 tensors (322 + 64 BN counters) map by order onto timm's tf_efficientnet_liteN and
+    classify real photos at the native input size."""
+    pkg = PACKAGE_WEIGHTS[name]
+    assert len(read_state_dict(pkg.path())) == n_tensors
+    bb = create_backbone(name)
+    assert bb.timm_name == f"tf_{name}" and bb.image_size == (size, size) and bb.num_features == 1280
+    assert bb.weights.source == f"package:{pkg.distribution}"
+    model = timm.create_model(pkg.timm_name).eval()
+    load_by_order(model, read_state_dict(pkg.path()), "package")
+    tf = create_transform(**bb.data_config)
+    with torch.no_grad():
+        top = {n: model(tf(_photo(n))[None]).softmax(-1)[0] for n in ("chelsea.png", "coffee.png")}
+    assert int(top["chelsea.png"].argmax()) in range(281, 286)
+    assert int(top["coffee.png"].argmax()) in (967, 968)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_package_backbones_recognise_the_same_lesion_in_real_dermoscopy(shared_data, name):
+    """On real HAM10000 JPEGs (8 lesions photographed twice), the nearest neighbour of an image by
+    cosine similarity is mostly the other image of its lesion (chance: 1 in 15); a randomly
+    initialised network maps every image to nearly the same vector and does not."""
+    import polars as pl
+
+    root = shared_data / "ham10000-dev"
+    meta = pl.read_csv(root / "HAM10000_metadata.csv")
+    twice = meta.group_by("lesion_id").len().filter(pl.col("len") == 2).sort("lesion_id").head(8)["lesion_id"].implode()
+    rows = meta.filter(pl.col("lesion_id").is_in(twice)).sort("lesion_id", "image_id")
+    bb = create_backbone(name)
+    tf = create_transform(**bb.data_config)
+    x = torch.stack([tf(Image.open(root / "images" / f"{i}.jpg").convert("RGB")) for i in rows["image_id"]])
+    lesion = rows["lesion_id"].to_numpy()
+
+    def neighbours(model) -> tuple[float, float]:
+        with torch.no_grad():
+            e = torch.nn.functional.normalize(model(x), dim=1).numpy()
+        sim = e @ e.T
+        np.fill_diagonal(sim, -np.inf)
+        off = sim[np.isfinite(sim)]
+        return float((lesion[sim.argmax(1)] == lesion).mean()), float(off.mean())
+
+    hit, mean_sim = neighbours(bb.model)
+    rnd_hit, rnd_sim = neighbours(timm.create_model(bb.timm_name, num_classes=0).eval())
+    assert hit >= 0.75 and mean_sim < 0.7
+    assert rnd_sim > 0.9 and hit > rnd_hit
+
+
 def test_wrong_weights_are_clear_errors(tmp_path, test_weights):
     tensors = read_state_dict(PACKAGE_WEIGHTS["efficientnet_lite0"].path())
     with pytest.raises(DataError, match="296 tensors"):

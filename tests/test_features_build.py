@@ -119,3 +119,16 @@ def test_image_without_embedding_gets_null_embedding_features():
     first = fs.df.row(0, named=True)
     assert first["emb_b_pc00"] is None and first["emb_b_patient_cos_dist"] is None
     assert fs.df["emb_b_pc00"].null_count() == 1 and fs.df["emb_b_patient_cos_dist"].null_count() == 1
+
+
+def test_image_features_auto_follow_the_shipped_masks():
+    """``[features] image = "auto"``: on when any row has a mask, off otherwise; a bad value is a ConfigError."""
+    from dermstack.errors import ConfigError
+    from dermstack.features.build import image_enabled
+
+    with_mask = pl.DataFrame({"image_id": ["a", "b"], "mask_ref": [None, "/m/b.png"]})
+    without = pl.DataFrame({"image_id": ["a", "b"], "mask_ref": [None, None]}, schema={"image_id": pl.String, "mask_ref": pl.String})
+    assert image_enabled("auto", with_mask) and not image_enabled("auto", without)
+    assert image_enabled(True, without) and not image_enabled(False, with_mask)
+    with pytest.raises(ConfigError, match="auto"):
+        image_enabled("yes", with_mask)

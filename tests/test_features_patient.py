@@ -22,8 +22,8 @@ def test_zscore_rank_count_by_hand():
     # patient P: mean 3, sample std 2
     assert [r["x_patient_z"] for r in out[:3]] == pytest.approx([-1.0, 0.0, 1.0])
     assert [r["x_patient_rank"] for r in out[:3]] == pytest.approx([1 / 3, 2 / 3, 1.0])
-    assert [r["patient_lesion_count"] for r in out] == [3, 3, 3, 1, 1]  # no patient: a group of its own
-    assert [r["patient_site_lesion_count"] for r in out] == [2, 2, 1, 1, 1]
+    assert [r["patient_lesion_count"] for r in out] == [3, 3, 3, 1, None]  # no patient: no count
+    assert [r["patient_site_lesion_count"] for r in out] == [2, 2, 1, 1, None]
     assert [r["x_patient_site_z"] for r in out[:2]] == pytest.approx([-2 ** -0.5, 2 ** -0.5])
     assert out[2]["x_patient_site_z"] is None and out[3]["x_patient_z"] is None  # one lesion: undefined
     assert out[3]["ugly_duckling_lof"] is None
@@ -90,7 +90,35 @@ def test_other_patients_rows_do_not_change_a_patients_features():
     assert not before.df.filter(p3)["patient_lesion_count"].equals(after.df.filter(p3)["patient_lesion_count"])
 
 
-def test_groups_by_lesion_when_no_patient_ids():
-    table = lesion_table({"image_id": ["a", "b", "c"], "lesion_id": ["L1", "L1", "L2"], "age_approx": [40.0, 40.0, 60.0]})
+def test_lesions_are_pooled_not_compared_when_no_patient_ids():
+    """HAM10000's shape: several images per lesion, no patient id. No feature counts or compares the
+    images of a lesion; they share the lesion's mean embedding, and every image keeps its row."""
+    ids = ["a", "b", "c", "d"]
+    table = lesion_table({"image_id": ids, "lesion_id": ["L1", "L1", "L2", "L3"], "target": [1, 1, 0, 0],
+                          "age_approx": [40.0, 40.0, 60.0, 50.0]})
+    emb = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0], [0.0, 1.0, 1.0], [np.nan] * 3], dtype=np.float32)
+    fs = build_features(table, FeaturesConfig(), FakeStore(ids, {"b": emb}), pca_components=2)
+    assert fs.df["image_id"].to_list() == ids and "patient" not in fs.groups.values()
+    assert not any("count" in c or "ugly" in c for c in fs.columns())
+    pcs = fs.df.select(fs.columns(["embedding"])).to_numpy()
+    np.testing.assert_allclose(pcs[0], pcs[1])
+    assert not np.allclose(pcs[0], pcs[2]) and np.isnan(pcs[3]).all()
+    info = fs.info["curation"]
+    assert info["pooled"] == {"by": "lesion_id", "images": 4, "lesions": 3, "lesions_with_several_images": 1,
+                              "max_images_per_lesion": 2}
+    assert "patient_lesion_count" in info["not_built"]["patient"] and "curators" in info["not_built"]["patient"]
+
+
+def test_pool_array_is_a_nan_aware_group_mean():
+    from dermstack.features.pooling import pool_array
+
+    x = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, np.nan]])
+    np.testing.assert_allclose(pool_array(np.array([0, 0, 1]), x), [[2.0, 4.0], [2.0, 4.0], [5.0, np.nan]])
+
+
+def test_patient_ids_keep_patient_features_and_images_unpooled():
+    table = lesion_table({"image_id": ["a", "b", "c"], "patient_id": ["P", "P", "Q"], "lesion_id": ["L1", "L1", "L2"],
+                          "target": [1, 0, 0], "age_approx": [40.0, 50.0, 60.0]})
     fs = build_features(table, FeaturesConfig())
     assert fs.df["patient_lesion_count"].to_list() == [2, 2, 1]
+    assert fs.info["curation"] == {"pooled": None, "not_built": {}}

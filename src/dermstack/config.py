@@ -166,6 +166,16 @@ def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base
     return Annotated[str, Strict(), AfterValidator(check)]
 
 
+def _auto_bool(value: Any) -> bool | str:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise _fail('expected true, false or "auto"')
+
+
+#: true, false or "auto" (decided from the data)
+AutoBool = Annotated[Any, AfterValidator(_auto_bool)]
+
+
 def _reader_formats() -> list[str]:
     from dermstack.data.readers import READERS
 
@@ -274,7 +284,8 @@ class FeaturesConfig:
     metadata: Bool = True
     engineered: Bool = True
     patient: Bool = True
-    image: Bool = False
+    #: "auto": on when the dataset ships lesion masks (features.build.image_enabled)
+    image: AutoBool = "auto"
     embedding: Bool = True
     segmentation: one_of("segmentation", SEGMENTATION_MODES) = "auto"
     #: drop a metadata column whose missingness alone separates the classes (ROC-AUC of is-null)

@@ -197,6 +197,11 @@ class PerClassAdapter:
     def best_iteration(self) -> list[int | None]:
         return [m.best_iteration for m in self.members]
 
+    @property
+    def constant_outputs(self) -> list[int]:
+        """Classes scored by a :class:`ConstantMember` (no positive training row): constant by design."""
+        return [j for j, m in enumerate(self.members) if isinstance(m, ConstantMember)]
+
     def fit(self, X, Y, X_valid, Y_valid, weight: np.ndarray | None = None,
             valid_weight: np.ndarray | None = None) -> "PerClassAdapter":
         """``weight``, ``valid_weight``: (n, C), one weight vector per class."""

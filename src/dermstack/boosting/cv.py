@@ -10,7 +10,7 @@ import pandas as pd
 import polars as pl
 
 from dermstack.boosting.base import FeatureMatrix
-from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
+from dermstack.boosting.defaults import DEFAULT_SAMPLING, check_scores_vary, fold_size, resolve_params, size_overrides
 from dermstack.boosting.registry import create_adapter
 from dermstack.boosting.sampling import SamplingConfig, resample
 from dermstack.boosting.store import ModelStore
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 def usable_columns(df: pl.DataFrame, columns: list[str]) -> list[str]:
     """``columns`` without those that are null on every training row (each one logged as a warning)."""
+    if not columns:
+        raise DataError("no feature columns to train on: the selected feature groups built none for this data "
+                        "(enable more groups in [features], e.g. image features from the masks)")
     nulls = df.select(pl.col(columns).null_count()).row(0)
     dead = [c for c, n in zip(columns, nulls) if n == df.height]
     float_cols = [c for c in columns if df.schema[c].is_float() and c not in dead]
@@ -72,26 +75,34 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
         design(features, train_df)
     del train_df
     gain: dict[str, float] = {}
-    best_iter, fit_rows = [], []
-    y, how = task.y, params.get("class_weight")
+    best_iter, fit_rows, sized = [], [], []
+    y = task.y
 
     def fit(job: FoldJob):
         X, X_test = current["X"], current["X_test"]
         fit_idx = resample(job.train, y, sampling, seed=job.seed * 1000 + job.fold)
-        adapter = create_adapter(model.kind, task.kind, task.classes, params, job.seed, matrix.categorical, client=client)
+        rows, minority = fold_size(task.kind, y[fit_idx])  # the defaults scale with what this fit sees
+        fit_params = resolve_params(model.kind, task.kind, model.params, rows, minority)
+        sized.append(size_overrides(model.kind, task.kind, rows, minority))
+        adapter = create_adapter(model.kind, task.kind, task.classes, fit_params, job.seed, matrix.categorical, client=client)
+        how = fit_params.get("class_weight")
         weight = sample_weights(task.kind, y[fit_idx], how, len(task.classes))
         valid_weight = sample_weights(task.kind, y[job.valid], how, len(task.classes))
         adapter.fit(X.iloc[fit_idx], y[fit_idx], X.iloc[job.valid], y[job.valid], weight, valid_weight)
+        valid_raw = adapter.predict_proba(X.iloc[job.valid])
+        check_scores_vary(model.kind, name, job.fold, valid_raw, lambda: adapter.predict_proba(X.iloc[fit_idx]), fit_params,
+                          rows, minority, per_output=task.kind.multilabel, skip=getattr(adapter, "constant_outputs", ()),
+                          best_iteration=adapter.best_iteration)
         for f, g in adapter.importance().items():
             gain[f] = gain.get(f, 0.0) + g
         best_iter.append(adapter.best_iteration)
         fit_rows.append(len(fit_idx))
         # the odds the resampling and weights put into the model, taken out again (dermstack.calibration)
         factor = training_prior(task.kind, y[job.train], np.searchsorted(job.train, fit_idx), weight,
-                                float(params.get("scale_pos_weight", 1.0)))
+                                float(fit_params.get("scale_pos_weight", 1.0)))
         if store:
             store.add(adapter, job.fold, job.seed, factor)
-        valid = undo_prior(task.kind, adapter.predict_proba(X.iloc[job.valid]), factor)
+        valid = undo_prior(task.kind, valid_raw, factor)
         return valid, (undo_prior(task.kind, adapter.predict_proba(X_test), factor) if X_test is not None else None)
 
     def prepare(k: int) -> None:
@@ -104,7 +115,8 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
         "feature": list(gain), "group": [features.groups.get(f, "metadata") for f in gain],
         "gain": [g / n_fits for g in gain.values()],
     }, schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64}).sort("gain", descending=True)
-    result = cf.result(name, test_ids, {"best_iteration": best_iter, "fit_rows": fit_rows}, importance, bootstrap)
+    result = cf.result(name, test_ids, {"best_iteration": best_iter, "fit_rows": fit_rows, "size_overrides": sized},
+                       importance, bootstrap)
     if store:
         store.finish(result)
     return result

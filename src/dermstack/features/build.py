@@ -10,18 +10,31 @@ import polars as pl
 
 from dermstack.config import FeaturesConfig
 from dermstack.data.table import LesionTable
+from dermstack.errors import ConfigError
 from dermstack.features.embedding import EmbeddingSource, pca_features, read_embeddings
 from dermstack.features.engineered import engineered_features
 from dermstack.features.featureset import ID_COLUMNS, FeatureSet
 from dermstack.features.image import image_features
 from dermstack.features.transform import FeatureTransform
 from dermstack.features.metadata import metadata_features
-from dermstack.features.patient import SITE_COLUMNS, PatientConfig, patient_features
+from dermstack.features.patient import SITE_COLUMNS, PatientConfig, not_built_reason, patient_features
+from dermstack.features.pooling import lesion_groups, pool_array, pool_frame, pooling_info
 
 if TYPE_CHECKING:
     from dermstack.extract.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
+
+
+def image_enabled(setting: bool | str, df: pl.DataFrame) -> bool:
+    """``[features] image``: True / False, or "auto": on when the dataset ships a mask for any row (the
+    mask-derived shape and colour features are then cheap and strong; without masks automatic
+    segmentation is slower and weaker, so it is opt-in)."""
+    if setting == "auto":
+        return "mask_ref" in df.columns and df["mask_ref"].null_count() < df.height
+    if isinstance(setting, bool):
+        return setting
+    raise ConfigError(f"[features] image must be true, false or \"auto\", got {setting!r}")
 
 
 def _numeric(frame: pl.DataFrame) -> list[str]:
@@ -35,13 +48,20 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
     Metadata columns whose missingness leaks the label are dropped from every group (listed in
     ``info["metadata"]["dropped_missingness_leak"]``); engineered features are built from the kept
     TBP columns; patient features are relative to the patient's own rows (metadata, engineered and
-    image features; embedding distances by cosine); the embedding PCA is fitted on training rows.
+    image features; embedding distances by cosine) and need a real patient id; the embedding PCA is
+    fitted on training rows. Without patient ids, the images of a lesion are pooled (their
+    embeddings and image features averaged, :mod:`dermstack.features.pooling`) and features that
+    would only measure curation are not built; ``info["curation"]`` says what and why.
     What was fitted is the result's ``transform``; pass a run's as ``fitted`` to build features of
     new rows exactly as the run built its own."""
     df = table.df
     fs = FeatureSet(df.select(ID_COLUMNS), {}, [], {})
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    pools = lesion_groups(df)
+    curation: dict = {"pooled": pooling_info(pools) if pools is not None else None, "not_built": {}}
+    if pools is not None:
+        log.info("no patient ids and several images per lesion: pooling each lesion's images (%s)", curation["pooled"])
 
     meta = metadata_features(table, cfg.missingness_leak_auc, fitted.dropped if fitted else None)
     fs.info["metadata"] = {"dropped_missingness_leak": meta.dropped}
@@ -66,9 +86,11 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
             log.info("no TBP measurement columns: no engineered features")
         timings["engineered"] = time.perf_counter() - t
 
-    if cfg.image:
+    if image_enabled(cfg.image, df):
         t = time.perf_counter()
         img, info = image_features(df, cfg.segmentation, cfg.workers)
+        if pools is not None:
+            img = pool_frame(pools, df.select("image_id").join(img, on="image_id", how="left", maintain_order="left"))
         fs.info["image"] = info
         fs = fs.add(img, "image")
         numeric_inputs.append(img)
@@ -79,6 +101,8 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
     pca: dict = {}
     if embeddings is not None and (cfg.embedding or cfg.patient):
         emb = read_embeddings(embeddings, df["image_id"].to_list())
+        if pools is not None:
+            emb = {k: pool_array(pools, v).astype(np.float32) for k, v in emb.items()}
     if cfg.embedding and emb:
         t = time.perf_counter()
         frame, info, pca = pca_features(emb, df["image_id"].to_list(), (df["split"] == "train").to_numpy(), pca_components,
@@ -87,7 +111,11 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
         fs = fs.add(frame, "embedding")
         timings["embedding"] = time.perf_counter() - t
 
-    if cfg.patient:
+    reason = not_built_reason(df) if cfg.patient else None
+    if reason:
+        curation["not_built"]["patient"] = reason
+        log.warning("patient features not built: %s", reason)
+    elif cfg.patient:
         t = time.perf_counter()
         numeric = _join_numeric(numeric_inputs)
         keys = df.select(["image_id", *[c for c in ("patient_id", "lesion_id", *SITE_COLUMNS) if c in df.columns]])
@@ -96,6 +124,7 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
         fs = fs.add(pat, "patient")
         timings["patient"] = time.perf_counter() - t
 
+    fs.info["curation"] = curation
     fs.transform = FeatureTransform(sorted(meta.dropped), pca)
     fs.info["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     fs.info["groups"] = {g: sum(1 for v in fs.groups.values() if v == g) for g in sorted(set(fs.groups.values()))}

@@ -26,7 +26,8 @@ def features() -> None:
 @_group_switch("metadata", "Metadata columns of the table.")
 @_group_switch("engineered", "ISIC 2024 features from the TBP measurements.")
 @_group_switch("patient", "Features relative to the patient's other lesions.")
-@_group_switch("image", "Shape and colour features measured on the images.")
+@click.option("--image", type=click.Choice(["auto", "true", "false"]), default="auto", show_default=True,
+              help="Shape and colour features measured on the images; auto: when the dataset ships lesion masks.")
 @_group_switch("embedding", "PCA of each backbone's embeddings (needs --embeddings).")
 @click.option("--segmentation", type=click.Choice(SEGMENTATION_MODES), default=_DEFAULTS.segmentation, show_default=True,
               help="auto: the given mask, else an automatic one; mask: given masks only; automatic: always automatic.")
@@ -36,7 +37,7 @@ def features() -> None:
 @click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True, help="Processes for the image features.")
 @click.option("--fitted", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A features.transform.npz to apply instead of fitting on LESIONS' training rows (features of new data).")
-def build_command(lesions: Path, embeddings: Path | None, out: Path, metadata: bool, engineered: bool, patient: bool, image: bool,
+def build_command(lesions: Path, embeddings: Path | None, out: Path, metadata: bool, engineered: bool, patient: bool, image: str,
                   embedding: bool, segmentation: str, missingness_leak_auc: float, pca_components: int, workers: int,
                   fitted: Path | None) -> None:
     """Build the features of the LesionTable LESIONS and write them (and what was fitted) to --out."""
@@ -44,7 +45,8 @@ def build_command(lesions: Path, embeddings: Path | None, out: Path, metadata: b
     from dermstack.features.build import build_features
     from dermstack.features.transform import FeatureTransform
 
-    cfg = FeaturesConfig(metadata=metadata, engineered=engineered, patient=patient, image=image, embedding=embedding,
+    cfg = FeaturesConfig(metadata=metadata, engineered=engineered, patient=patient, embedding=embedding,
+                         image={"true": True, "false": False}.get(image, image),
                          segmentation=segmentation, missingness_leak_auc=missingness_leak_auc, workers=workers)
     store = None
     if embeddings is not None:
@@ -57,6 +59,11 @@ def build_command(lesions: Path, embeddings: Path | None, out: Path, metadata: b
     dropped = fs.info.get("metadata", {}).get("dropped_missingness_leak", {})
     if dropped:
         click.echo(f"dropped for leaky missingness: {dropped}")
+    curation = fs.info.get("curation", {})
+    if curation.get("pooled"):
+        click.echo(f"pooled the images of each lesion (no patient ids): {curation['pooled']}")
+    for group, why in curation.get("not_built", {}).items():
+        click.echo(f"{group} features not built: {why}")
     for status in ("empty_mask", "no_image", "unreadable"):
         ids = fs.info.get("image", {}).get(status, [])
         if ids:

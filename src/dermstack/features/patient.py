@@ -6,6 +6,12 @@ in patient-standardised feature space, a local outlier factor within the patient
 cosine distance to the patient's other lesions in each embedding space. Everything is computed
 from the patient's own rows and never from the target, so the features are fold-safe and a
 lesion's values do not change when another patient's rows do.
+
+Only a real patient identifier (``patient_id``) groups rows. Grouping by ``lesion_id`` instead (as
+HAM10000 would allow: no patient ids, several images per lesion) measures how the dataset was
+curated: the "lesion count" becomes the number of images the curators kept of one lesion, and the
+ugly-duckling scores compare images of one lesion with each other. Such a dataset's images of a
+lesion are pooled instead (:mod:`dermstack.features.pooling`) and these features are not built.
 """
 from __future__ import annotations
 
@@ -31,8 +37,23 @@ class PatientConfig:
 
 
 def group_column(df: pl.DataFrame) -> str | None:
-    """``patient_id`` when any row has one, else ``lesion_id``, else None (each row on its own)."""
-    return next((c for c in ("patient_id", "lesion_id") if c in df.columns and df[c].null_count() < df.height), None)
+    """``patient_id`` when any row has one, else None: no patient context (lesions are not patients)."""
+    return "patient_id" if "patient_id" in df.columns and df["patient_id"].null_count() < df.height else None
+
+
+#: Features that count a group's rows: with groups that are not patients they only measure curation.
+COUNT_FEATURES = ("patient_lesion_count", "patient_site_lesion_count")
+
+
+def not_built_reason(df: pl.DataFrame) -> str | None:
+    """Why no patient-relative feature can be built from ``df`` (None when a patient id exists)."""
+    if group_column(df) is not None:
+        return None
+    if "lesion_id" in df.columns and df["lesion_id"].drop_nulls().is_duplicated().any():
+        return ("no patient_id: grouping by lesion_id would compare images of one lesion with each other, and "
+                f"{', '.join(COUNT_FEATURES)} would count the images the curators kept of a lesion (how the "
+                "dataset was assembled, not the lesion)")
+    return "no patient_id: no row has another lesion of its patient to compare with"
 
 
 def site_column(df: pl.DataFrame) -> str | None:
@@ -40,10 +61,10 @@ def site_column(df: pl.DataFrame) -> str | None:
 
 
 def group_frame(df: pl.DataFrame) -> pl.DataFrame:
-    """``image_id`` and integer patient / patient+site keys; a row without a patient is its own group."""
+    """``image_id`` and integer patient / patient+site keys; a row without a patient is its own group
+    (never its lesion's: images of one lesion are not lesions of a patient)."""
     g = group_column(df)
-    # as FoldPlan groups: a row without a patient falls back to its lesion, then to itself
-    key = pl.coalesce([c for c in (g, "lesion_id", "image_id") if c and c in df.columns]) if g else pl.col("image_id")
+    key = pl.coalesce(g, "image_id") if g else pl.col("image_id")
     site = site_column(df)
     key = key.cast(pl.String)
     site_key = pl.concat_str([key, pl.col(site).cast(pl.String).fill_null("<na>")], separator="\x1f") if site else key
@@ -63,9 +84,12 @@ def _zscores(df: pl.DataFrame, numeric: list[str], key: str, suffix: str) -> pl.
 
 
 def relative_features(df: pl.DataFrame, numeric: list[str]) -> pl.DataFrame:
-    """z-scores, ranks and counts; ``df`` holds image_id, the numeric columns and the group keys."""
-    counts = df.select(pl.col("image_id"), pl.len().over(GROUP).cast(pl.Int32).alias("patient_lesion_count"),
-                       pl.len().over(GROUP_SITE).cast(pl.Int32).alias("patient_site_lesion_count"))
+    """z-scores, ranks and counts; ``df`` holds image_id, the numeric columns, the group keys and
+    ``__has_patient`` (a row without a patient has no count: 1 would only say its id is blank)."""
+    has = pl.col("__has_patient")
+    counts = df.select(pl.col("image_id"),
+                       pl.when(has).then(pl.len().over(GROUP)).cast(pl.Int32).alias("patient_lesion_count"),
+                       pl.when(has).then(pl.len().over(GROUP_SITE)).cast(pl.Int32).alias("patient_site_lesion_count"))
     z = _zscores(df, numeric, GROUP, "_patient_z")
     zs = _zscores(df, numeric, GROUP_SITE, "_patient_site_z")
     rank = df.select([(pl.col(c).rank("average").over(GROUP) / pl.col(c).count().over(GROUP)).alias(f"{c}_patient_rank") for c in numeric])
@@ -167,7 +191,10 @@ def patient_features(df: pl.DataFrame, numeric: list[str], embeddings: dict[str,
     columns (of ``numeric``, default all) whose patient z-scores span the ugly-duckling feature space."""
     cfg = cfg or PatientConfig()
     distance_columns = numeric if distance_columns is None else distance_columns
+    g = group_column(df)
+    has_patient = df[g].is_not_null() if g else pl.repeat(False, df.height, eager=True)
     keyed = pl.concat([df.select(numeric), group_frame(df)], how="horizontal").with_row_index("__row")
+    keyed = keyed.with_columns(has_patient.alias("__has_patient"))
     rel = relative_features(keyed, numeric)
     order = keyed.select("__row", GROUP, "image_id").sort(GROUP, "image_id")
     rows = order["__row"].to_numpy()
