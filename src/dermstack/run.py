@@ -165,7 +165,13 @@ class Run:
     def _model_keys(self, *labels: str) -> dict:
         return self.keys(*(f"models.{label}" for label in labels), "data.task", "data.target")
 
-    def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> ModelResult:
+    def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan, store=None) -> ModelResult:
+        if m.kind == "logistic":
+            from dermstack.linear import cross_validate_linear
+
+            return self._model_stage(m.label, self._model_keys(m.label) | self.keys("extract.backbones"),
+                                     ["ingest", "folds", "features", "extract"],
+                                     lambda: cross_validate_linear(features, store, task, plan, m, self.paths.models))
         if m.kind == "cnn":
             from dermstack.ensembles.cnn import cross_validate_cnn
 
@@ -187,7 +193,11 @@ class Run:
     def _cnn_feature_wanted(self) -> bool:
         kinds = {m.kind for m in self.cfg.models}
         return (self.cfg.ensemble.cnn_feature and self.cfg.ensemble.method in ("stack", "rank") and "cnn" in kinds
-                and len(kinds - {"cnn"}) > 0)
+                and len(self._boosters()) > 0)
+
+    def _boosters(self) -> list[ModelConfig]:
+        """The models that can take a CNN's score as a feature group (not the CNN, not a linear probe)."""
+        return [m for m in self.cfg.models if m.kind not in ("cnn", "logistic")]
 
     def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
         """Each booster again with the ``cnn`` feature group (ISIC 2024 style), leak-free through pair CNNs."""
@@ -201,7 +211,7 @@ class Run:
                     ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
         views = CNNViews.read(views_file, cnn.label)
         outs = []
-        for b in (m for m in self.cfg.models if m.kind != "cnn"):
+        for b in self._boosters():
             outs.append(self._model_stage(
                 f"{b.label}+{cnn.label}", self._model_keys(b.label, cnn.label) | self.keys("ensemble.cnn_feature"),
                 ["ingest", "folds", "features", f"nested-{cnn.label}"],
@@ -213,7 +223,7 @@ class Run:
         names = [m.label for m in self.cfg.models]
         if self._cnn_feature_wanted():
             cnn = next(m.label for m in self.cfg.models if m.kind == "cnn")
-            names += [f"{m.label}+{cnn}" for m in self.cfg.models if m.kind != "cnn"]
+            names += [f"{m.label}+{cnn}" for m in self._boosters()]
         method = self.ensemble_method(len(names))
         return names + ([method] if method != "none" else [])
 
@@ -312,7 +322,7 @@ class Run:
             store = self.extract(table)
             features = self.features(table, store)
             self.prune_models()
-            outs = [self.model(m, table, features, task, plan) for m in self.cfg.models]
+            outs = [self.model(m, table, features, task, plan, store) for m in self.cfg.models]
             outs += self.cnn_feature_models(table, features, task, plan)
             final = self.ensemble(outs, task, plan)
             metrics = self.write_outputs(table, task, outs, final)

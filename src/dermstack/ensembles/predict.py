@@ -93,7 +93,8 @@ class _Stores:
 
 def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[str], work: Path):
     """Features of the rows ``new_ids`` of ``table`` (see ``as_run_rows``), built as the run built its
-    own: its fitted transform (leaky columns, embedding PCA), the new images embedded by its backbones."""
+    own: its fitted transform (leaky columns, embedding PCA), the new images embedded by its backbones;
+    and the store of those embeddings (None without backbones; it lives in ``work``)."""
     from dermstack.features.build import build_features
     from dermstack.features.featureset import FeatureSet
     from dermstack.features.transform import FeatureTransform
@@ -112,7 +113,7 @@ def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[s
     fs = build_features(table, cfg.features, store, pca_components=cfg.extract.pca_components, fitted=fitted)
     order = pl.DataFrame({"image_id": new_ids})
     return FeatureSet(order.join(fs.df, on="image_id", how="left", maintain_order="left"), fs.groups, fs.categorical,
-                      fs.info, fs.transform)
+                      fs.info, fs.transform), store
 
 
 def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: bool = False) -> pl.DataFrame:
@@ -133,9 +134,10 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     table = as_run_rows(LesionTable.read(run_dir / "lesions.parquet"), new)
     ids = new.df["image_id"].to_list()
     with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:
-        fs = _features(cfg, run_dir, table, ids, Path(tmp))
-    inputs = Inputs(ids, list(run_metrics["classes"]), features=fs, table=LesionTable(table.df.head(len(ids)), table.meta))
-    scores = predict_all(run_dir / "models", inputs)
+        fs, store = _features(cfg, run_dir, table, ids, Path(tmp))
+        inputs = Inputs(ids, list(run_metrics["classes"]), features=fs, table=LesionTable(table.df.head(len(ids)), table.meta),
+                        embeddings=store)
+        scores = predict_all(run_dir / "models", inputs)
     if run_metrics["oof_model"] not in scores:
         raise DataError(f"the run's final model {run_metrics['oof_model']!r} has no saved model", file=str(run_dir / "models"))
     return pl.concat([p.frame.select("image_id", "model", "class", "score") for p in scores.values()])
