@@ -19,6 +19,7 @@ from dermstack.linear import LinearParams, SavedLinear, cross_validate_linear, d
 from dermstack.linear.design import Design, read_rows
 from dermstack.saved import Inputs, load, predict_all
 from extract_fixtures import TEST_MODEL, test_weights  # noqa: F401
+from test_run_predict import CONFIG
 
 FAST = {"C": [0.01, 0.1, 1.0, 10.0], "inner_splits": 3}
 
@@ -194,30 +195,7 @@ def test_default_models_add_the_probe_on_small_data():
     assert [m.kind for m in default_models(400_000)] == ["lightgbm"]
 
 
-RUN = """
-[data]
-format = "synthetic-isic2024"
-lesions = 240
-test_lesions = 12
-positive_rate = 0.15
-image_size = 32
-
-[cv]
-n_splits = 3
-
-[extract]
-backbones = ["{model}"]
-image_size = 32
-pca_components = 4
-weights = {{ {model} = "{weights}" }}
-
-[features]
-embedding = true
-
-[[models]]
-kind = "lightgbm"
-params = {{ n_estimators = 20, threads = 1 }}
-
+RUN = CONFIG + """
 [[models]]
 kind = "logistic"
 params = {{ C = [0.01, 1.0], inner_splits = 2 }}

@@ -4,7 +4,11 @@ A :class:`Design` is fitted on a fold's training rows only: each embedding dimen
 feature is centred and scaled by the training mean and standard deviation; a missing value (an
 image that failed to embed, a null or non-finite feature) becomes that mean (0 after scaling) and,
 when any training row lacked it, a 0/1 missing indicator says so; a categorical feature is one-hot
-over the categories seen in training (null or unseen: all zeros). Its *terms* are what an
+over the categories seen in training (null or unseen: all zeros). A numeric column with fewer than
+``MIN_VALUES`` values in the training rows is left out, indicator and all: on an ISIC archive export a patient feature present on 3 of 80 rows
+got a training std so small that a validation row sat 300 standard deviations out and decided its
+score. Standardised values are clipped to +-``CLIP_Z`` for the same reason: a linear model should
+not extrapolate a value far outside the training range. Its *terms* are what an
 explanation names: one ``embedding:<backbone>`` per backbone and one per table feature, so that
 the contributions of all 1280 dimensions of an embedding add up to a single number.
 """
@@ -23,6 +27,10 @@ from dermstack.features.embedding import read_embeddings
 log = logging.getLogger(__name__)
 
 CATEGORICAL_DTYPES = (pl.String, pl.Categorical, pl.Enum)
+#: fewest finite training values a numeric column needs to be used
+MIN_VALUES = 10
+#: standardised values are clipped to +-CLIP_Z
+CLIP_Z = 10.0
 
 
 def embedding_term(backbone: str) -> str:
@@ -113,16 +121,17 @@ class Design:
 
     @classmethod
     def fit(cls, rows: Rows, numeric: list[str], categorical: list[str]) -> "Design":
-        """Statistics of ``rows`` (a fold's training rows). A numeric or categorical column with no value
-        in them is left out (logged; its term then contributes 0); a backbone with none is a DataError."""
+        """Statistics of ``rows`` (a fold's training rows). A numeric column with fewer than ``MIN_VALUES``
+        values in them, or a categorical one with none, is left out (logged; its term then contributes 0);
+        a backbone with no embedding in them is a DataError."""
         terms = [embedding_term(b) for b in rows.embeddings] + list(numeric) + list(categorical)
         x = _numeric(rows.frame, numeric)
-        empty = [c for j, c in enumerate(numeric) if np.isnan(x[:, j]).all()]
+        empty = [c for j, c in enumerate(numeric) if np.isfinite(x[:, j]).sum() < min(MIN_VALUES, len(x))]
         categories = {c: sorted(rows.frame[c].cast(pl.String).drop_nulls().unique().to_list()) for c in categorical}
         empty += [c for c, cats in categories.items() if not cats]
         if empty:
-            log.warning("linear model: %d feature column(s) have no value in the training rows and are left out: %s",
-                        len(empty), empty[:20])
+            log.info("linear model: %d feature column(s) have (almost) no value in the training rows and are left out: %s",
+                     len(empty), empty[:20])
         design = cls({b: int(e.shape[1]) for b, e in rows.embeddings.items()}, [c for c in numeric if c not in empty],
                      {c: v for c, v in categories.items() if v}, [], np.zeros(0), np.zeros(0), terms)
         for b, e in rows.embeddings.items():
@@ -173,10 +182,10 @@ class Design:
         return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
 
     def matrix(self, rows: Rows, warn_unseen: bool = False) -> np.ndarray:
-        """(n, P) float64: standardised, missing values at the training mean (0)."""
+        """(n, P) float64: standardised and clipped to +-``CLIP_Z``, missing values at the training mean (0)."""
         x = (self._raw(rows, warn_unseen=warn_unseen) - self.mean) / self.scale
         x[np.isnan(x)] = 0.0
-        return x
+        return np.clip(x, -CLIP_Z, CLIP_Z, out=x)
 
     # -- names ----------------------------------------------------------------------------
     def _layout(self) -> list[tuple[str, str, bool]]:
