@@ -223,3 +223,13 @@ def test_run_stacks_the_probe_and_predict_reproduces_its_test_scores(tmp_path, t
         a = got.filter(pl.col("model") == name).sort("image_id")["score"].to_numpy()
         b = test.filter(pl.col("model") == name).sort("image_id")["score"].to_numpy()
         np.testing.assert_allclose(a, b, rtol=1e-9)
+    # the report explains the probe like a booster: exact contributions, one term per backbone
+    from dermstack.reports import build_report
+    from dermstack.reports.explain import explain_lesion
+    from dermstack.reports.shap_ import ShapValues
+
+    build_report(out, out / "report", shap_sample=60)
+    sv = ShapValues.read(out / "report" / "shap" / "logistic.npz")
+    assert f"embedding:{TEST_MODEL}" in sv.features and not any(f.startswith("emb_") and "_pc" in f for f in sv.features)
+    assert "logistic" in (out / "report" / "index.html").read_text()
+    assert explain_lesion(out, table.test["image_id"][0], out / "report").exists()
