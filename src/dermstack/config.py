@@ -34,7 +34,7 @@ from dermstack.errors import ConfigError
 TASKS = ("binary", "multiclass", "multilabel")
 BOOSTER_KINDS = ("lightgbm", "xgboost", "catboost")
 #: ``[[models]] kind``: the boosting libraries, then the fine-tuned CNN
-MODEL_KINDS = (*BOOSTER_KINDS, "cnn")
+MODEL_KINDS = (*BOOSTER_KINDS, "logistic", "cnn")
 #: ``[ensemble] method``: auto (one model: itself; several: mean) | none | mean | stack | rank
 ENSEMBLE_METHODS = ("auto", "none", "mean", "greedy", "stack", "rank")
 #: the methods with which every booster is also trained on the first CNN's score ([ensemble] cnn_feature)
@@ -392,6 +392,14 @@ def _param_problems(kind: str, params: dict) -> list[tuple[str, Any, str]]:
     """``params`` checked against the CNN schema, or against the names the booster library knows."""
     if kind == "cnn":
         return _validate(CNNParams, params)[1]
+    if kind == "logistic":  # the probe's own schema (lazily: it lives with the probe)
+        from dermstack.linear.probe import LinearParams
+
+        try:
+            LinearParams.from_dict(params)
+        except ConfigError as e:
+            return [("", params, str(e).split(": ", 1)[-1])]
+        return []
     names = BOOSTER_PARAMS.get(kind)
     if not params or names is None:
         return []
@@ -486,7 +494,7 @@ _SECTIONS: dict[str, type] = {
 
 
 #: training rows up to which the default model set includes the linear probe (cheap and strong on few rows)
-LINEAR_PROBE_MAX_ROWS = 20_000
+LINEAR_PROBE_MAX_ROWS = 12_000
 
 
 def default_models(n_train: int) -> list[ModelConfig]:

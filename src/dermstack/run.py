@@ -165,7 +165,13 @@ class Run:
     def _model_keys(self, *labels: str) -> dict:
         return self.keys(*(f"models.{label}" for label in labels), "data.task", "data.target")
 
-    def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> ModelResult:
+    def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan, store=None) -> ModelResult:
+        if m.kind == "logistic":
+            from dermstack.linear import cross_validate_linear
+
+            return self._model_stage(m.label, self._model_keys(m.label) | self.keys("extract.backbones"),
+                                     ["ingest", "folds", "features", "extract"],
+                                     lambda: cross_validate_linear(features, store, task, plan, m, self.paths.models))
         if m.kind == "cnn":
             from dermstack.ensembles.cnn import cross_validate_cnn
 
@@ -337,7 +343,7 @@ class Run:
             store = self.extract(table)
             features = self.features(table, store)
             self.prune_models()
-            outs = [self.model(m, table, features, task, plan) for m in self.cfg.models]
+            outs = [self.model(m, table, features, task, plan, store) for m in self.cfg.models]
             outs += self.cnn_feature_models(table, features, task, plan)
             final = self.ensemble(outs, task, plan)
             calibrated = self.calibrate(final, task, plan)

@@ -40,6 +40,7 @@ LOADERS = {
     "greedy": "dermstack.ensembles.stacking:SavedLevel2",
     "mean": "dermstack.ensembles.weighted:SavedWeighted",
     "calibrated": "dermstack.calibration:SavedCalibrated",
+    "logistic": "dermstack.linear.probe:SavedLinear",
 }
 
 
@@ -84,13 +85,15 @@ def needed(spec: dict) -> list[str]:
 
 @dataclass
 class Inputs:
-    """What saved models score: rows ``ids`` with their features and LesionTable rows (for images),
-    and the scores of models already applied (``scores``: name -> Predictions)."""
+    """What saved models score: rows ``ids`` with their features, LesionTable rows (for images) and
+    embeddings (a store with ``.read(backbone, ids)``, for linear probes), and the scores of models
+    already applied (``scores``: name -> Predictions)."""
 
     ids: list[str]
     classes: list[str]
     features: object = None
     table: object = None
+    embeddings: object = None
     scores: dict[str, Predictions] = field(default_factory=dict)
     #: values several models share (e.g. a CNN's nested mean score), computed once
     cache: dict = field(default_factory=dict)

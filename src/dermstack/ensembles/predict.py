@@ -106,24 +106,32 @@ class _Stores:
         return out
 
 
-def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[str], work: Path):
+def _embeddings(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[str], work: Path):
+    """The rows of ``table`` embedded by the run's backbones: the new images into ``work``, the run's
+    own from its store; None without backbones."""
+    if not cfg.extract.backbones:
+        return None
+    from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
+
+    h5 = work / "embeddings.h5"
+    new = LesionTable(table.df.filter(pl.col("image_id").is_in(new_ids)), table.meta)
+    extract_embeddings(new, list(cfg.extract.backbones), h5, ExtractSettings.from_config(cfg.extract))
+    store = EmbeddingStore(h5)
+    if (run_dir / "embeddings.h5").exists() and len(new) < len(table):
+        store = _Stores(store, EmbeddingStore(run_dir / "embeddings.h5"))
+    return store
+
+
+def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[str], work: Path, store=None):
     """Features of the rows ``new_ids`` of ``table`` (see ``as_run_rows``), built as the run built its
-    own: its fitted transform (leaky columns, embedding PCA), the new images embedded by its backbones."""
+    own: its fitted transform (leaky columns, embedding PCA), the new images embedded by its backbones
+    (``store``; made by :func:`_embeddings` when not given)."""
     from dermstack.features.build import build_features
     from dermstack.features.featureset import FeatureSet
     from dermstack.features.transform import FeatureTransform
 
     fitted = FeatureTransform.read(FeatureTransform.path_for(run_dir / "features.parquet"))
-    store = None
-    if cfg.extract.backbones:
-        from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
-
-        h5 = work / "embeddings.h5"
-        new = LesionTable(table.df.filter(pl.col("image_id").is_in(new_ids)), table.meta)
-        extract_embeddings(new, list(cfg.extract.backbones), h5, ExtractSettings.from_config(cfg.extract))
-        store = EmbeddingStore(h5)
-        if (run_dir / "embeddings.h5").exists() and len(new) < len(table):
-            store = _Stores(store, EmbeddingStore(run_dir / "embeddings.h5"))
+    store = store or _embeddings(cfg, run_dir, table, new_ids, work)
     fs = build_features(table, cfg.features, store, pca_components=cfg.extract.pca_components, fitted=fitted)
     order = pl.DataFrame({"image_id": new_ids})
     return FeatureSet(order.join(fs.df, on="image_id", how="left", maintain_order="left"), fs.groups, fs.categorical,
@@ -151,10 +159,12 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     check_feature_columns(run_table, new, allow_missing_features)
     table = as_run_rows(run_table, new)
     ids = new.df["image_id"].to_list()
-    with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:
-        fs = _features(cfg, run_dir, table, ids, Path(tmp))
-    inputs = Inputs(ids, list(run_metrics["classes"]), features=fs, table=LesionTable(table.df.head(len(ids)), table.meta))
-    scores = predict_all(run_dir / "models", inputs)
+    with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:  # the new embeddings live here
+        store = _embeddings(cfg, run_dir, table, ids, Path(tmp))
+        fs = _features(cfg, run_dir, table, ids, Path(tmp), store)
+        inputs = Inputs(ids, list(run_metrics["classes"]), features=fs, table=LesionTable(table.df.head(len(ids)), table.meta),
+                        embeddings=store)
+        scores = predict_all(run_dir / "models", inputs)
     if run_metrics["oof_model"] not in scores:
         raise DataError(f"the run's final model {run_metrics['oof_model']!r} has no saved model", file=str(run_dir / "models"))
     return pl.concat([p.frame.select("image_id", "model", "class", "score") for p in scores.values()])

@@ -13,7 +13,6 @@ from dermstack.atomic import write_json, write_parquet
 from dermstack.crossfit import align_rows
 from dermstack.metrics import bootstrap_ci, evaluate
 from dermstack.reports import plots, shap_plots
-from dermstack.reports.boosters import feature_groups, load_fold_boosters
 from dermstack.reports.curves import BinaryCurves, class_views
 from dermstack.reports.html import Section, figure, figures, paragraph, table, write_page
 from dermstack.reports.rundata import RunData
@@ -68,8 +67,8 @@ def model_curves(run: RunData, settings: ReportSettings) -> dict[str, dict[str, 
 
 def shap_for_run(run: RunData, settings: ReportSettings, out_dir: Path) -> dict[str, ModelShap]:
     """Out-of-fold SHAP of every booster model of the run, on the explicit sample; npz under ``out_dir/shap``."""
-    if run.folds is None or run.features is None or not run.booster_dirs:
-        log.warning("no SHAP: the run lacks folds.parquet, features.parquet or booster models")
+    if run.folds is None or run.features is None or not run.explained_dirs:
+        log.warning("no SHAP: the run lacks folds.parquet, features.parquet or booster / linear models")
         return {}
     ids = run.task.image_ids
     rows = sample_rows(run.task.y, run.folds.fold_of(ids), settings.shap_sample, settings.seed)
@@ -77,12 +76,11 @@ def shap_for_run(run: RunData, settings: ReportSettings, out_dir: Path) -> dict[
     folds = run.folds.fold_of(sample_ids)
     positives = _positive_rows(run.task.kind, run.task.y[rows])
     out = {}
-    for model_dir in run.booster_dirs:
-        boosters = load_fold_boosters(model_dir)
+    for model_dir in run.explained_dirs:
+        models, groups = run.fold_models(model_dir)
         features = align_rows(run.features_for(model_dir), sample_ids, source=str(run.root / "features.parquet"))
-        sv = explain_model(model_dir.name, boosters, features, folds, run.task.classes)
+        sv = explain_model(model_dir.name, models, features, folds, run.task.classes)
         sv.write(out_dir / "shap" / f"{model_dir.name}.npz")
-        groups = feature_groups(model_dir) or dict(run.features.groups)
         out[model_dir.name] = ModelShap(sv, groups, group_contributions(sv, groups, positives), feature_importance(sv, groups))
     return out
 

@@ -14,7 +14,6 @@ from dermstack.crossfit import align_rows
 from dermstack.data.images import load_image, load_mask
 from dermstack.errors import DataError, DermstackError
 from dermstack.reports import shap_plots
-from dermstack.reports.boosters import load_fold_boosters
 from dermstack.reports.html import Section, figure, figures, paragraph, table, write_page
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import explain_model
@@ -80,17 +79,17 @@ def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> P
     if hit.is_empty():
         raise DataError(f"no lesion with image_id {image_id!r}", file=str(Path(run_dir) / "lesions.parquet"), column="image_id")
     row = hit.row(0, named=True)
-    if run.features is None or not run.booster_dirs:
-        raise DataError("the run has no features.parquet or no booster models to explain", file=str(run_dir))
+    if run.features is None or not run.explained_dirs:
+        raise DataError("the run has no features.parquet or no booster / linear models to explain", file=str(run_dir))
     fold = run.folds.fold_of([image_id]) if row["split"] == "train" and run.folds is not None else np.array([-1])
     cls = run.explained_class
     shap_sec = Section("waterfall", "Why this score")
     shap_sec.add(paragraph(("Out-of-fold: explained by the boosters of fold %d, averaged over seeds." % fold[0]) if fold[0] >= 0
                            else "Test lesion: explained by every fold's boosters, averaged."))
     figs = []
-    for model_dir in run.booster_dirs:
+    for model_dir in run.explained_dirs:
         features = align_rows(run.features_for(model_dir), [image_id], source=str(Path(run_dir) / "features.parquet"))
-        sv = explain_model(model_dir.name, load_fold_boosters(model_dir), features, fold, run.task.classes, progress=False)
+        sv = explain_model(model_dir.name, run.fold_models(model_dir)[0], features, fold, run.task.classes, progress=False)
         figs.append(figure(shap_plots.waterfall_figure(sv, 0, cls), f"{model_dir.name}: raw score (log-odds) = base + contributions"
                            + (f", class {cls}" if cls else "")))
     shap_sec.add(figures(*figs))

@@ -131,6 +131,28 @@ class RunData:
         return self.root / "models"
 
     @property
+    def explained_dirs(self) -> list[Path]:
+        """The boosters' model directories (SHAP) and the linear probes' (exact linear contributions)."""
+        from dermstack.saved import model_dirs, read_spec
+
+        linear = [d for d in model_dirs(self.models_dir).values() if read_spec(d)["kind"] == "logistic"]
+        return self.booster_dirs + sorted(linear)
+
+    def fold_models(self, model_dir: Path) -> tuple[list, dict[str, str]]:
+        """(the per fold/seed models :func:`~dermstack.reports.shap_.explain_model` explains, feature -> group)."""
+        from dermstack.saved import read_spec
+
+        if read_spec(model_dir)["kind"] == "logistic":
+            from dermstack.extract.store import EmbeddingStore
+            from dermstack.reports.linear import load_fold_probes, term_groups
+
+            h5 = self.root / "embeddings.h5"
+            return load_fold_probes(model_dir, EmbeddingStore(h5) if h5.exists() else None), term_groups(model_dir)
+        from dermstack.reports.boosters import feature_groups, load_fold_boosters
+
+        return load_fold_boosters(model_dir), feature_groups(model_dir) or dict(self.features.groups)
+
+    @property
     def booster_dirs(self) -> list[Path]:
         """Model directories of LightGBM/XGBoost/CatBoost boosters (what SHAP explains)."""
         from dermstack.reports.boosters import is_booster_dir

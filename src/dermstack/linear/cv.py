@@ -1,0 +1,107 @@
+"""Cross-validation of a ``kind = "logistic"`` model (a linear probe) through the shared driver
+(:mod:`dermstack.crossfit`), and the model set a small data set should get by default.
+
+Inputs: the full embeddings of every configured backbone, read from the EmbeddingStore (not the
+features stage's PCA of them), plus the table feature groups. ``features`` of the model entry picks
+the groups as for a booster, with ``"embedding"`` meaning the full embeddings; unset: every table
+group except the embedding PCA columns, and the embeddings when the run has any. Each fold fits its
+own :class:`~dermstack.linear.design.Design` on its training rows; each fold and seed a
+:class:`~dermstack.linear.probe.Probe`, whose C an inner CV on those rows chooses.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dermstack.config import ModelConfig
+from dermstack.crossfit import FoldJob, align_rows, cross_fit
+from dermstack.data.folds import FoldPlan
+from dermstack.errors import ConfigError
+from dermstack.features.featureset import FeatureSet
+from dermstack.linear.design import Design, embedding_term, read_rows, split_columns
+from dermstack.linear.probe import LinearParams, fit_probe
+from dermstack.predictions import ModelResult
+from dermstack.saved import model_spec, write_model
+from dermstack.task import TaskSpec
+
+log = logging.getLogger(__name__)
+
+KIND = "logistic"
+
+
+def select_inputs(features: FeatureSet, store, groups: list[str] | None, where: str) -> tuple[list[str], list[str]]:
+    """(table feature columns, backbones) a model with feature groups ``groups`` reads."""
+    backbones = list(store.backbones()) if store is not None else []
+    if groups is None:
+        columns = [c for c in features.feature_columns if features.groups[c] != "embedding"]
+    else:
+        table_groups = [g for g in groups if g != "embedding"]
+        columns = features.columns(table_groups) if table_groups else []
+        if "embedding" not in groups:
+            backbones = []
+        elif not backbones:
+            raise ConfigError(f"{where}: features lists 'embedding' but the run has no embeddings ([extract] backbones)")
+    if not columns and not backbones:
+        raise ConfigError(f"{where}: no inputs: no embeddings and no table feature columns")
+    return columns, backbones
+
+
+def cross_validate_linear(features: FeatureSet, store, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
+                          out_dir: Path | None = None, test: bool = True, bootstrap: int = 200) -> ModelResult:
+    """Train the linear probe ``model`` on every fold of ``plan`` for each seed; OOF and test scores,
+    metrics (with the C each fit chose), importance (mean |contribution| per term, in the ``gain``
+    column, on the validation rows). ``store``: the run's embeddings (``.backbones()``, ``.read()``),
+    or None. Saved to ``out_dir/<model name>/`` when ``out_dir`` is given."""
+    name = model.label
+    where = f"[[models]] {name}"
+    params = LinearParams.from_dict(model.params, where)
+    columns, backbones = select_inputs(features, store, model.features, where)
+    numeric, categorical = split_columns(features.df, columns, features.categorical)
+    test_ids = features.df.filter(pl.col("split") == "test")["image_id"].to_list() if test else []
+    n = len(task.image_ids)
+    rows = read_rows(features.df, columns, store, backbones, task.image_ids + test_ids)
+    groups = align_rows(plan.folds.select("image_id", "group"), task.image_ids, source="folds")["group"].to_numpy()
+    folder = Path(out_dir) / name if out_dir else None
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    current: dict = {}
+    chosen, files = [], []
+    terms = [embedding_term(b) for b in backbones] + numeric + categorical
+    impact = np.zeros(len(terms))
+
+    def fit(job: FoldJob):
+        if current.get("fold") != job.fold:  # one design per fold, shared by its seeds
+            current.clear()
+            design = Design.fit(rows.take(job.train), numeric, categorical)
+            current.update(fold=job.fold, design=design, X=design.matrix(rows))
+        X = current["X"]
+        probe = fit_probe(current["design"], X[job.train], task.y[job.train], groups[job.train], task.kind,
+                          len(task.classes), params, job.seed)
+        chosen.append({"fold": job.fold, "seed": job.seed, "C": probe.C})
+        values, _ = probe.contributions(X[job.valid])
+        impact[:] += np.abs(values).reshape(len(job.valid), len(terms), -1).mean(axis=(0, 2))
+        if folder is not None:
+            stem = folder / f"fold{job.fold}_seed{job.seed}"
+            files.append({"fold": job.fold, "seed": job.seed, "stem": stem.name, "C": probe.C,
+                          "files": [p.name for p in probe.save(stem)]})
+        return probe.predict_proba(X[job.valid]), (probe.predict_proba(X[n:]) if test_ids else None)
+
+    cf = cross_fit(task, plan, list(model.seeds), fit, len(test_ids), desc=name)
+    group_of = {embedding_term(b): "embedding" for b in backbones} | {c: features.groups.get(c, "metadata") for c in columns}
+    importance = pl.DataFrame({"feature": terms, "group": [group_of[t] for t in terms],
+                               "gain": impact / max(1, len(chosen))},
+                              schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64}).sort("gain", descending=True)
+    extra = {"C": chosen, "inputs": {"backbones": backbones, "columns": len(columns),
+                                     "dimensions": {b: int(rows.embeddings[b].shape[1]) for b in backbones}}}
+    result = cf.result(name, test_ids, extra, importance, bootstrap)
+    if folder is not None:
+        spec = model_spec(name, KIND, task, {}, params=params.to_dict(), seeds=list(model.seeds), models=files,
+                          inputs={"backbones": backbones, "columns": columns, "requested_groups": model.features,
+                                  "groups": {c: features.groups.get(c) for c in columns}})
+        write_model(folder, spec, result)
+    return result
