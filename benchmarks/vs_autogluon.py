@@ -1,7 +1,9 @@
 """dermstack's default config against AutoGluon Tabular on the same inputs, side by side in one run.
 
 Both get the same rows, the same EfficientNet-Lite0 embeddings (all 1280 dimensions, as dermstack
-extracts them), the same metadata (age, sex, site) and the same patient/lesion-grouped FoldPlan.
+extracts them; dermstack's boosters see their PCA, its linear probe all of them), the same table
+features (metadata: age, sex, site; the image features from the shipped masks) and the same
+lesion-grouped FoldPlan.
 dermstack runs its default config (no [[models]]: the default model set, size-aware booster
 defaults, method = "auto", calibration). AutoGluon 1.6.3 fits LightGBM + CatBoost + XGBoost, bagged
 (8 folds, grouped by lesion), with its weighted ensemble, once per outer fold; its OOF scores are
@@ -71,10 +73,13 @@ def fit_seconds(run_dir: Path) -> float:
 
 
 def autogluon_inputs(run_dir: Path) -> pl.DataFrame:
-    """The run's training rows: full embeddings, metadata feature columns, target, fold, lesion group."""
+    """The run's training rows as its boosters saw them, but with the full embeddings instead of
+    their PCA: every non-embedding feature column of features.parquet (metadata, engineered, image
+    features), the 1280-d embeddings, target, fold, and a bagging group per lesion."""
     from dermstack.data.folds import FoldPlan
     from dermstack.data.table import LesionTable
     from dermstack.extract import EmbeddingStore
+    from dermstack.features.featureset import FeatureSet
     from dermstack.task import TaskSpec
 
     table = LesionTable.read(run_dir / "lesions.parquet")
@@ -82,11 +87,14 @@ def autogluon_inputs(run_dir: Path) -> pl.DataFrame:
     plan = FoldPlan.read(run_dir / "folds.parquet")
     store = EmbeddingStore(run_dir / "embeddings.h5")
     emb = store.read(store.backbones()[0], task.image_ids)
-    train = pl.DataFrame({"image_id": task.image_ids}).join(table.df, on="image_id", how="left", maintain_order="left")
-    meta = [c for c in table.meta.feature_columns if c in train.columns]
+    fs = FeatureSet.read(run_dir / "features.parquet")
+    order = pl.DataFrame({"image_id": task.image_ids})
+    train = order.join(table.df.select("image_id", "lesion_id"), on="image_id", how="left", maintain_order="left")
+    columns = [c for c in fs.feature_columns if fs.groups[c] != "embedding"]
+    table_features = order.join(fs.df.select("image_id", *columns), on="image_id", how="left", maintain_order="left")
     return pl.concat([
         # AutoGluon bags by LeaveOneGroupOut over this column: 8 bag folds, each lesion's images in one
-        train.select("image_id", *meta, (pl.coalesce("lesion_id", "image_id").hash(seed=0) % 8).cast(pl.Int32).alias("group")),
+        table_features, train.select((pl.coalesce("lesion_id", "image_id").hash(seed=0) % 8).cast(pl.Int32).alias("group")),
         pl.DataFrame(emb, schema=[f"emb_{i:04d}" for i in range(emb.shape[1])]),
         pl.DataFrame({"target": task.y.astype(int), "fold": plan.fold_of(task.image_ids)}),
     ], how="horizontal")
@@ -97,15 +105,18 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ham10000-dev")
     ap.add_argument("--ag-python", type=Path, default=ROOT / ".venv-autogluon" / "bin" / "python")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "vs_autogluon")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="A finished dermstack run of the same default config (e.g. benchmarks/ensemble_vs_best.py's).")
     args = ap.parse_args()
     from dermstack.metrics import pauc_tpr80, roc_auc
 
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = args.out / "default.toml"
-    cfg.write_text(CONFIG.format(data=args.data.resolve()))
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dermstack.cli", "run", str(cfg), "--out", str(args.out / "dermstack")], check=True)
-    run_dir = args.out / "dermstack"
+    run_dir = args.reuse or args.out / "dermstack"
+    if args.reuse is None:
+        cfg = args.out / "default.toml"
+        cfg.write_text(CONFIG.format(data=args.data.resolve()))
+        subprocess.run([sys.executable, "-m", "dermstack.cli", "run", str(cfg), "--out", str(run_dir)], check=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     ours = {"roc_auc": metrics["oof"]["roc_auc"], "pauc_tpr80": metrics["oof"]["pauc_tpr80"], "seconds": fit_seconds(run_dir),
             "final": metrics["oof_model"], "wall": time.perf_counter() - t0}

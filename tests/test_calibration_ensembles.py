@@ -116,3 +116,17 @@ def test_auto_ensemble_never_scores_below_its_best_member(tmp_path):
     assert record["chosen"] == chosen.name and record["best_member"] == "strong"
     assert set(record["candidates"]) == {"best member: strong", "mean", "greedy", "stack"}
     assert (tmp_path / "greedy" / "model.json").exists() and (tmp_path / "ensemble_choice.json").exists()
+
+
+def test_stack_survives_a_multilabel_class_absent_from_a_fold():
+    """A rare class with no positive in some folds' rows (MILK10k's rarest) is a constant there."""
+    from dermstack.ensembles.level2 import LogisticStack
+
+    rng = np.random.default_rng(6)
+    n = 300
+    y = (rng.random((n, 3)) < [0.3, 0.3, 0.0]).astype(np.int8)
+    y[0, 2] = 1  # one positive, in fold 0 only
+    X = np.clip(y[:, None, :] * 0.5 + rng.random((n, 2, 3)) * 0.5, 0.01, 0.99)
+    groups = np.arange(n) % 3
+    s = LogisticStack("multilabel", ["a", "b"]).fit(X[groups != 0], y[groups != 0], groups[groups != 0]).predict(X[groups == 0])
+    assert s.shape == (100, 3) and np.isfinite(s).all() and (s[:, 2] < 1e-6).all()

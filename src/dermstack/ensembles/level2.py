@@ -92,7 +92,15 @@ class LogisticStack(Level2):
         return logit(X[:, :, j])
 
     def _fit_one(self, Z: np.ndarray, t: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
-        """(coef, intercept) of a class-balanced logistic regression (multinomial for multiclass)."""
+        """(coef, intercept) of a class-balanced logistic regression (multinomial for multiclass); a
+        target with one value only (a rare class absent from these rows) gets that value as a constant."""
+        present = np.unique(t)
+        if len(present) < 2:
+            if self.task_kind.exclusive:
+                icpt = np.full(self.n_classes, -30.0)
+                icpt[int(present[0])] = 0.0
+                return np.zeros((self.n_classes, Z.shape[1])), icpt
+            return np.zeros((1, Z.shape[1])), np.array([30.0 if present[0] else -30.0])
         f = LogisticRegression(C=C, max_iter=2000, class_weight="balanced").fit(Z, t)
         if self.task_kind.exclusive and len(f.classes_) != self.n_classes:
             coef, icpt = np.zeros((self.n_classes, Z.shape[1])), np.full(self.n_classes, -30.0)
