@@ -62,12 +62,17 @@ def test_a_model_that_never_split_names_model_fold_and_parameter():
         cross_validate(fs, spec, plan, m, bootstrap=0)
 
 
-def test_features_without_signal_are_an_error_not_a_score_of_one_half():
+def test_features_without_signal_are_named_not_passed_off_as_a_result(caplog):
+    """No parameter to blame: the data gave the booster nothing on the fold. That is said (model, fold,
+    why), and its constant scores stay visible as a fold metric of 0.5; the run goes on, so that one
+    member of the default set cannot stop a run on a tiny export (the ensemble does not choose it)."""
     _, fs, spec, plan = toy("binary", n=60, n_test=0, positive_rate=0.15, seed=3)
     flat = fs.df.with_columns([fs.df[c].fill_null(0).clip(0, 0).alias(c) for c in ("x0", "x1", "x2")])
     fs = type(fs)(flat, {c: g for c, g in fs.groups.items() if c in ("x0", "x1", "x2")}, [])
-    with pytest.raises(DataError, match="carry no signal|no feature column separates"):
-        cross_validate(fs, spec, plan, ModelConfig(kind="xgboost", params={"threads": 1}), bootstrap=0)
+    with caplog.at_level("WARNING"):
+        res = cross_validate(fs, spec, plan, ModelConfig(kind="xgboost", params={"threads": 1}), bootstrap=0)
+    assert any("xgboost, fold" in r.message and "same score" in r.message and "signal" in r.message for r in caplog.records)
+    assert res.metrics["folds"]["roc_auc"] == [0.5] * plan.n_splits
 
 
 def test_multilabel_leaves_follow_rows_not_the_rarest_class():

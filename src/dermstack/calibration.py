@@ -12,8 +12,11 @@ Two steps, because the scores boosters and CNNs produce are not probabilities of
    undoing them costs most of it (HAM10000 7-class balanced accuracy 0.50 -> 0.17, measured).
 2. **Calibrate on OOF scores** (:func:`calibrate`): Platt scaling (a logistic regression on the
    logit; temperature scaling for multiclass, which keeps the argmax) or isotonic regression,
-   chosen by nested cross-validation on the run's folds by Brier score. The calibrator fitted on
-   every OOF row is what test rows and new data get.
+   chosen by nested cross-validation on the run's folds by Brier score, against leaving the scores
+   as they are ("none": calibration must earn its place). Isotonic is a candidate only with at
+   least :data:`ISOTONIC_MIN_CLASS_ROWS` rows of each class, and is made strictly increasing (a
+   1e-6 tilt by the score), so that calibration never ties scores apart and ranking metrics are
+   unchanged. The calibrator fitted on every OOF row is what test rows and new data get.
 
 Calibration is reported as the Brier score and the expected calibration error over 10 equal-count
 bins of the score (multiclass and multi-label: the mean over classes of each class's one-vs-rest
@@ -33,7 +36,10 @@ from dermstack.saved import Inputs, SavedModel, model_spec, write_model
 from dermstack.task import TaskKind
 
 EPS = 1e-6
-METHODS = ("platt", "isotonic")
+METHODS = ("none", "platt", "isotonic")
+#: isotonic regression needs this many rows of each class per output, or it memorises a few
+#: positives into 0/1 steps (PH2: 5 melanomas)
+ISOTONIC_MIN_CLASS_ROWS = 30
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -123,6 +129,9 @@ class Calibrator:
     def fit(self, y: np.ndarray, scores: np.ndarray) -> "Calibrator":
         S = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
         Y = _onehot(self.kind, y, S.shape[1])
+        if self.method == "none":
+            self.maps = [{"identity": True}] * S.shape[1]
+            return self
         if self.method == "platt" and self.kind.exclusive:
             logp = np.log(np.clip(S, EPS, 1))
 
@@ -160,8 +169,8 @@ class Calibrator:
                 out[:, j] = x
             elif "a" in m:
                 out[:, j] = 1 / (1 + np.exp(-(m["a"] * _logit(x) + m["b"])))
-            else:
-                out[:, j] = np.interp(x, m["x"], m["y"])
+            else:  # tilted by the score so that it stays strictly increasing: no new ties
+                out[:, j] = np.interp(x, m["x"], m["y"]) * (1 - 2 * EPS) + EPS * (1 + np.clip(x, 0, 1))
         if self.kind.exclusive:
             out = np.clip(out, EPS, None)
             out /= out.sum(axis=1, keepdims=True)
@@ -189,9 +198,11 @@ def nested_calibration(kind: str, y: np.ndarray, scores: np.ndarray, fold_of: np
 def calibrate(kind: str, y: np.ndarray, scores: np.ndarray, fold_of: np.ndarray) -> tuple[Calibrator, np.ndarray, dict]:
     """(the calibrator chosen by nested-CV Brier score and fitted on every row, the nested-calibrated
     OOF scores, a record: each method's nested Brier/ECE, before and after)."""
-    nested = {m: nested_calibration(kind, y, scores, fold_of, m) for m in METHODS}
+    Y = _onehot(TaskKind(kind), y, np.reshape(scores, (len(scores), -1)).shape[1])
+    enough = min(Y.sum(0).min(), (1 - Y).sum(0).min()) >= ISOTONIC_MIN_CLASS_ROWS
+    nested = {m: nested_calibration(kind, y, scores, fold_of, m) for m in METHODS if m != "isotonic" or enough}
     scored = {m: calibration_metrics(kind, y, s) for m, s in nested.items()}
-    chosen = min(METHODS, key=lambda m: scored[m]["brier"])
+    chosen = min(nested, key=lambda m: scored[m]["brier"])  # ties: the simpler method, "none" first
     record = {"method": chosen, "chosen_by": "nested-CV Brier score", "bins": "10 equal-count bins",
               "before": calibration_metrics(kind, y, scores), "after": scored[chosen], "candidates": scored}
     return Calibrator(kind, chosen).fit(y, scores), nested[chosen], record

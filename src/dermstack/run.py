@@ -58,6 +58,8 @@ class Run:
             raise ConfigError(f"[data] path is required for format {cfg.data.format!r}")
         if cfg.data.path:
             cfg.data.path = str(resolve_data_path(cfg.data.path, config_dir))
+            if not Path(cfg.data.path).exists():  # before anything is written into the run directory
+                raise ConfigError(f"[data] path = {cfg.data.path!r}: no such file or folder")
         self.paths = RunPaths(Path(run_dir))
         self.force = force
         self.flat = flat_config(cfg.to_dict())

@@ -15,6 +15,7 @@ multiclass class; ``device``: auto | cpu | gpu); every other key is the library'
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+import logging
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from dermstack.config import BOOSTER_KINDS
 from dermstack.errors import ConfigError, DataError
 
 KINDS = BOOSTER_KINDS
+log = logging.getLogger(__name__)
 
 _BINARY: dict[str, dict[str, Any]] = {
     "lightgbm": {
@@ -221,6 +223,11 @@ def check_scores_vary(kind: str, model: str, fold: int, valid_scores: np.ndarray
     if not flat or (not per_output and len(flat) < n_out):
         return
     which = f" (output column(s) {sorted(flat)})" if n_out > 1 else ""
-    raise DataError(f"{model}, fold {fold}: the fitted model gives every row the same score{which}, i.e. no tree "
-                    f"split; prevented by {blocking_param(kind, params, rows, minority, best_iteration)}. Set a smaller value in "
-                    "[[models]] params or add informative features")
+    reason = blocking_param(kind, params, rows, minority, best_iteration)
+    message = f"{model}, fold {fold}: the fitted model gives every row the same score{which}, i.e. no tree split; prevented by {reason}"
+    if reason.startswith("no size parameter"):
+        # nothing to set: the data gave this booster no signal on this fold. Its constant scores stay
+        # visible (ROC-AUC 0.5 on the fold, in metrics.json) and the ensemble does not choose it.
+        log.warning(message)
+        return
+    raise DataError(message + ". Set a smaller value in [[models]] params or add informative features")

@@ -82,7 +82,7 @@ def _params(items: tuple[str, ...]) -> dict:
 @click.option("--folds", type=_existing, required=True)
 @click.option("--task", "task_kind", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
 @click.option("--target", default="malignant", show_default=True)
-@click.option("--method", type=click.Choice(["stack", "rank", "mean"]), default="stack", show_default=True)
+@click.option("--method", type=click.Choice(["stack", "greedy", "rank", "mean"]), default="stack", show_default=True)
 @click.option("--out", type=_path, required=True, help="Models directory; the ensemble goes to OUT/<method>/.")
 def stack_command(model_dirs, lesions, folds, task_kind, target, method, out) -> None:
     """Ensemble saved models (MODEL_DIR: a models/<name>/ folder) evaluated by nested CV on FOLDS."""
@@ -164,7 +164,8 @@ def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, pred
     else:
         saved = model_dirs(run_dir / "models")
         if model not in saved:
-            raise DataError(f"no saved model {model!r} (have {sorted(saved)}); name one with --model", file=str(run_dir / "models"))
+            what = f"no saved model {model!r}" if model else "which model to submit?"
+            raise DataError(f"{what} (have {sorted(saved)}); name one with --model", file=str(run_dir / "models"))
         test = load(saved[model]).result().test
         if not test.height:
             raise DataError("no test predictions: the run had no test rows; score new data with `dermstack predict`",

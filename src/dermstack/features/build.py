@@ -16,7 +16,7 @@ from dermstack.features.engineered import engineered_features
 from dermstack.features.featureset import ID_COLUMNS, FeatureSet
 from dermstack.features.image import image_features
 from dermstack.features.transform import FeatureTransform
-from dermstack.features.metadata import metadata_features
+from dermstack.features.metadata import leaky_missingness, metadata_features
 from dermstack.features.patient import SITE_COLUMNS, PatientConfig, not_built_reason, patient_features
 from dermstack.features.pooling import lesion_groups, pool_array, pool_frame, pooling_info
 
@@ -121,7 +121,12 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
         keys = df.select(["image_id", *[c for c in ("patient_id", "lesion_id", *SITE_COLUMNS) if c in df.columns]])
         base = keys.join(numeric, on="image_id", how="left", maintain_order="left")
         pat = patient_features(base, [c for c in numeric.columns if c != "image_id"], emb, PatientConfig(), distance_columns)
-        fs = fs.add(pat, "patient")
+        # a patient feature is blank where the patient id is; where that blankness tells the classes
+        # apart (exports merged from sources with and without patient ids) it measures the source
+        leaky = ({c: None for c in fitted.dropped if c in pat.columns} if fitted else
+                 leaky_missingness(table, pat.drop("image_id"), cfg.missingness_leak_auc))
+        meta.dropped.update(leaky)
+        fs = fs.add(pat.drop(list(leaky)), "patient")
         timings["patient"] = time.perf_counter() - t
 
     fs.info["curation"] = curation

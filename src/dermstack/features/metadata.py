@@ -62,9 +62,9 @@ def metadata_features(table: LesionTable, leak_auc: float = 0.65, dropped: list[
     cats = set(meta.categorical_columns)
     columns = list(dict.fromkeys(meta.feature_columns))
     if dropped is not None:
-        dropped = {c: None for c in dropped}
+        dropped = {c: None for c in dropped if c in columns}
     else:
-        dropped = _leaky_missingness(table, columns, leak_auc)
+        dropped = leaky_missingness(table, table.df.select(columns), leak_auc)
     kept = [c for c in columns if c not in dropped]
     exprs = []
     numeric, categorical = [], []
@@ -82,14 +82,17 @@ def metadata_features(table: LesionTable, leak_auc: float = 0.65, dropped: list[
     return MetadataFeatures(frame, numeric, categorical, dropped)
 
 
-def _leaky_missingness(table: LesionTable, columns: list[str], leak_auc: float) -> dict[str, float]:
-    """Column -> ROC-AUC of "is blank" for the label on the training rows, for the columns beyond ``leak_auc``."""
-    train = table.train
+def leaky_missingness(table: LesionTable, frame: pl.DataFrame, leak_auc: float) -> dict[str, float]:
+    """Column of ``frame`` (one row per table row) -> ROC-AUC of "is blank" for the label on the
+    training rows, for the columns beyond ``leak_auc``."""
+    train = (table.df["split"] == "train").to_numpy()
     classes = class_indicators(table)
     dropped: dict[str, float] = {}
-    for col in columns:
-        auc = missingness_auc(train[col].is_null().to_numpy(), classes)
+    for col in frame.columns:
+        values = frame[col]
+        blank = values.is_nan().fill_null(True) if values.dtype.is_float() else values.is_null()
+        auc = missingness_auc(blank.to_numpy().astype(bool)[train], classes)
         if auc is not None and (auc > leak_auc or auc < 1 - leak_auc):
             dropped[col] = round(auc, 4)
-            log.warning("dropping metadata column %r: whether it is blank alone separates the classes (ROC-AUC %.3f)", col, auc)
+            log.warning("dropping feature %r: whether it is blank alone separates the classes (ROC-AUC %.3f)", col, auc)
     return dropped

@@ -150,6 +150,8 @@ def feature_groups(model_dir: str | Path) -> dict[str, str]:
 
 def is_booster_dir(model_dir: Path) -> bool:
     """True for a model directory of LightGBM/XGBoost/CatBoost boosters."""
+    if not Path(model_dir).is_dir():
+        return False
     try:
         return read_spec(model_dir).get("kind") in ("lightgbm", "xgboost", "catboost")
     except DataError:

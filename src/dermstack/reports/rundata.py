@@ -157,4 +157,4 @@ class RunData:
         """Model directories of LightGBM/XGBoost/CatBoost boosters (what SHAP explains)."""
         from dermstack.reports.boosters import is_booster_dir
 
-        return sorted(p for p in self.models_dir.iterdir() if is_booster_dir(p)) if self.models_dir.is_dir() else []
+        return sorted(p for p in self.models_dir.iterdir() if p.is_dir() and is_booster_dir(p)) if self.models_dir.is_dir() else []

@@ -81,8 +81,8 @@ def _recode(path: Path, encoding: str) -> bytes:
         raise DataError(f"unknown encoding {encoding!r} (use a Python codec name, e.g. cp1252, latin-1)", file=str(path)) from e
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        hint = ("; if the file is Latin-1 / Windows-1252 (Excel on Windows), pass --encoding cp1252"
-                if encoding.lower() in UTF8 else "; pass the right --encoding")
+        hint = ("; if the file is Latin-1 / Windows-1252 (Excel on Windows), pass --encoding cp1252 "
+                '(`dermstack run`: [data] encoding = "cp1252")' if encoding.lower() in UTF8 else "; pass the right --encoding")
         raise DataError(f"not valid {encoding}: byte 0x{raw[e.start]:02x} at offset {e.start}{hint}",
                         file=str(path), row=line) from e
 
