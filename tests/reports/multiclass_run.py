@@ -29,7 +29,7 @@ CONFIG = """
 [data]
 # PreparedRun replaces the ingest stage by the signal table; the format and path only have to be given
 format = "isic2024"
-path = "prepared"
+path = "."
 task = "{task}"
 
 [cv]
