@@ -39,7 +39,8 @@ def read_new_data(cfg: RunConfig, data: str | Path | LesionTable, strict: bool =
     return table
 
 
-def check_feature_columns(run_table: LesionTable, new: LesionTable, allow_missing: bool = False) -> list[str]:
+def check_feature_columns(run_table: LesionTable, new: LesionTable, allow_missing: bool = False,
+                          source: str | None = None) -> list[str]:
     """The run's feature columns (``meta.feature_columns``) that the new data lacks. They would be
     filled with nulls and shift every score, so they are an error naming them, unless
     ``allow_missing`` (``--allow-missing-features``), which logs a warning listing what was filled."""
@@ -47,7 +48,7 @@ def check_feature_columns(run_table: LesionTable, new: LesionTable, allow_missin
     if missing and not allow_missing:
         raise DataError(f"the new data lacks {len(missing)} feature column(s) the saved models were trained on: "
                         f"{', '.join(missing)} (pass --allow-missing-features to score with them missing)",
-                        file=new.meta.source or None)
+                        file=source or new.meta.source or None)
     if missing:
         log.warning("new data lacks feature column(s) %s: filled with nulls (missing values) for every new row",
                     ", ".join(missing))
@@ -156,7 +157,7 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     new = read_new_data(cfg, data, strict)
     run_table = LesionTable.read(run_dir / "lesions.parquet")
-    check_feature_columns(run_table, new, allow_missing_features)
+    check_feature_columns(run_table, new, allow_missing_features, None if isinstance(data, LesionTable) else str(data))
     table = as_run_rows(run_table, new)
     ids = new.df["image_id"].to_list()
     with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:  # the new embeddings live here
