@@ -85,6 +85,21 @@ def test_predict_and_submit_commands(run_dir, tmp_path):
     assert r.exit_code == 0, r.output
     df = pl.read_csv(sub)
     assert df.columns == ["isic_id", "target"] and df.height == 6
+    # a binary run's scores in the MILK10k layout would fail on columns; say why before that
+    r = CliRunner().invoke(submit_command, [str(root), "--format", "milk10k", "--out", str(tmp_path / "m.csv"), "--predictions", str(out)])
+    assert r.exit_code == 1 and "--format milk10k needs the 11 MILK10k classes; this run is binary" in str(r.exception)
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_isic2024_format_needs_a_binary_run():
+    """A MILK10k multi-label run's lesion ids in the ISIC 2024 layout would pass every column check."""
+    from dermstack.ensembles.submission import MILK10K_CLASSES, check_run_format
+
+    with pytest.raises(DataError, match="--format isic2024 needs a binary task; this run is multilabel over 11 classes"):
+        check_run_format("isic2024", "multilabel", MILK10K_CLASSES, "run")
+    check_run_format("milk10k", "multilabel", MILK10K_CLASSES, "run")
+    check_run_format("isic2024", "binary", ["malignant"], "run")
+    check_run_format("isic2024", None, [], "a stage-by-stage folder")  # nothing to check against
 
 
 def test_predict_refuses_training_ids(run_dir):

@@ -152,7 +152,7 @@ def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, pred
 
     from dermstack.data.table import LesionTable
     from dermstack.errors import DataError
-    from dermstack.ensembles.submission import write_submission
+    from dermstack.ensembles.submission import check_run_format, write_submission
     from dermstack.rundir import check_current
     from dermstack.saved import load, model_dirs
 
@@ -171,9 +171,10 @@ def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, pred
             raise DataError("no test predictions: the run had no test rows; score new data with `dermstack predict`",
                             file=str(saved[model] / "test.parquet"))
         preds = test.frame
-    ids = None
-    if predictions is None and (run_dir / "lesions.parquet").exists():
-        ids = LesionTable.read(run_dir / "lesions.parquet").test["image_id"].to_list()
-    classes = metrics.get("classes") or (load(model_dirs(run_dir / "models")[model]).spec["classes"] if predictions is None else None)
+    spec = load(model_dirs(run_dir / "models")[model]).spec if model in model_dirs(run_dir / "models") else {}
+    table = LesionTable.read(run_dir / "lesions.parquet") if (run_dir / "lesions.parquet").exists() else None
+    ids = table.test["image_id"].to_list() if predictions is None and table is not None else None
+    classes = metrics.get("classes") or spec.get("classes")
+    check_run_format(fmt, metrics.get("task") or spec.get("task"), classes or [], str(run_dir))
     write_submission(preds, fmt, out, sample=sample, ids=ids, classes=classes, model=model)
     click.echo(f"wrote validated {fmt} submission {out}")

@@ -56,6 +56,19 @@ def submission_format(table: LesionTable, task: TaskSpec) -> str | None:
     return None
 
 
+def check_run_format(fmt: str, task: str | None, classes: list[str], where: str) -> None:
+    """A run's scores must be what the format holds: an ISIC 2024 file (one malignancy probability)
+    of a MILK10k multi-label run would pass every column check and score nothing. Any binary run
+    may write the ISIC 2024 layout (isic_id, target): an ISIC archive export is scored that way."""
+    if task is None:
+        return  # nothing records the task: the id and column checks are all there is
+    binary = task == "binary"
+    fits = (fmt == "isic2024" and binary) or (fmt == "milk10k" and not binary and set(classes) == set(MILK10K_CLASSES))
+    if not fits:
+        need = "a binary task" if fmt == "isic2024" else f"the {len(MILK10K_CLASSES)} MILK10k classes"
+        raise DataError(f"--format {fmt} needs {need}; this run is {task} over {len(classes)} classes", file=where)
+
+
 # -- checking --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Problem:
