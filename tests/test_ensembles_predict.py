@@ -102,11 +102,23 @@ def test_isic2024_format_needs_a_binary_run():
     check_run_format("isic2024", None, [], "a stage-by-stage folder")  # nothing to check against
 
 
-def test_predict_refuses_training_ids(run_dir):
-    root, _ = run_dir
+def test_predict_leaves_out_training_ids(run_dir, caplog):
+    """A dataset folder that grew since the run: its training rows are left out (in-sample scores
+    would look better than they are), the new ones scored; --strict, or nothing new, is an error."""
+    root, expected = run_dir
     table = LesionTable.read(root / "lesions.parquet")
-    with pytest.raises(DataError, match="training rows of this run"):
+    with pytest.raises(DataError, match="3 of 3 rows are training rows of this run.*nothing else to score"):
         predict_run(root, LesionTable(table.train.head(3), table.meta))
+    mixed = LesionTable(pl.concat([table.train.head(3), table.test]), table.meta)
+    with pytest.raises(DataError, match="3 of 9 rows are training rows of this run"):
+        predict_run(root, mixed, strict=True)
+    with caplog.at_level("WARNING"):
+        preds = predict_run(root, mixed)
+    assert "left out, scoring the other 6 rows" in caplog.text
+    assert set(preds["image_id"]) == set(table.test["image_id"])
+    got = preds.filter(pl.col("model") == "stack").sort("image_id")["score"].to_numpy()
+    want = expected["stack"].frame.sort("image_id")["score"].to_numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_new_and_run_stores_read_as_one():

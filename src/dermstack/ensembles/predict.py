@@ -55,6 +55,22 @@ def check_feature_columns(run_table: LesionTable, new: LesionTable, allow_missin
     return missing
 
 
+def drop_training_rows(run_table: LesionTable, new: LesionTable, strict: bool = False, source: str | None = None) -> LesionTable:
+    """``new`` without the run's own training rows (a dataset folder that grew since the run holds
+    both). The saved models were fitted on those rows, so their scores there would be in-sample and
+    look better than they are; their honest scores are the run's out-of-fold ones. Left out with a
+    warning; ``strict`` makes it an error, as does data with nothing else in it."""
+    clash = new.df.join(run_table.train.select("image_id"), on="image_id", how="semi")["image_id"].to_list()
+    if not clash:
+        return new
+    msg = (f"{len(clash)} of {new.df.height} rows are training rows of this run, e.g. {clash[:5]}: their "
+           "out-of-fold scores are in the run's oof.parquet")
+    if strict or len(clash) == new.df.height:
+        raise DataError(msg + ("" if len(clash) < new.df.height else "; nothing else to score"), file=source, column="image_id")
+    log.warning("%s; left out, scoring the other %d rows", msg, new.df.height - len(clash))
+    return LesionTable(new.df.filter(~pl.col("image_id").is_in(pl.Series(clash).implode())), new.meta)
+
+
 def as_run_rows(run_table: LesionTable, new: LesionTable) -> LesionTable:
     """The new rows as ``test`` rows of the run's table (its columns and metadata), followed by the
     run's own rows of the same patients: patient features look at every lesion of a patient, as
@@ -157,7 +173,9 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     new = read_new_data(cfg, data, strict)
     run_table = LesionTable.read(run_dir / "lesions.parquet")
-    check_feature_columns(run_table, new, allow_missing_features, None if isinstance(data, LesionTable) else str(data))
+    source = None if isinstance(data, LesionTable) else str(data)
+    check_feature_columns(run_table, new, allow_missing_features, source)
+    new = drop_training_rows(run_table, new, strict, source)
     table = as_run_rows(run_table, new)
     ids = new.df["image_id"].to_list()
     with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:  # the new embeddings live here
