@@ -173,3 +173,29 @@ def test_cli_run_with_a_bad_config_exits_2_before_writing_anything(tmp_path):
     assert "Traceback" not in r.stderr
     assert '[features] patient = "false"' in r.stderr and 'did you mean "lightgbm"' in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kind, params, says", [
+    ("lightgbm", {"num_leaves": -3}, r"num_leaves.*> \(1\)"),
+    ("xgboost", {"max_depth": -2}, "max_depth should be greater equal to 0"),
+    ("catboost", {"depth": 40}, "Maximum tree depth is 16"),
+    ("lightgbm", {"n_estimators": -1}, "must be greater than 0"),
+])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_booster_parameter_values_are_checked_before_ingest(kind, params, says, task):
+    """Names are the schema's; values only the library knows, so a probe fit on a tiny table asks it."""
+    from dermstack.boosting.registry import probe_params
+
+    with pytest.raises(ConfigError, match=rf"\[\[models\]\] x: params = .*: {kind} refuses them: .*{says}"):
+        probe_params(kind, task, params, "[[models]] x:")
+    probe_params(kind, task, {"learning_rate": 0.1}, "[[models]] x:")  # a good value passes
+
+
+def test_cli_run_with_a_bad_parameter_value_exits_2_before_ingest(tmp_path):
+    bad = write(tmp_path, '[data]\nformat = "synthetic-isic2024"\n[[models]]\nkind = "lightgbm"\nparams = { num_leaves = -3 }\n')
+    out = tmp_path / "D"
+    r = subprocess.run([sys.executable, "-c", "from dermstack.cli import main; main()", "run", str(bad), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "lightgbm refuses them: Check failed: (num_leaves) > (1)" in r.stderr
+    assert not out.exists()

@@ -327,6 +327,9 @@ class Run:
     def execute(self) -> dict:
         t0 = time.perf_counter()
         p = self.paths
+        from dermstack.boosting.registry import probe_models
+
+        probe_models(self.cfg.models, self.cfg.data.task)  # before anything is read or written
         with RunLock(p.root):
             if self.force:
                 shutil.rmtree(p.root / "stages", ignore_errors=True)

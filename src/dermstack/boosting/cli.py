@@ -36,6 +36,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     from dermstack.atomic import write_json
     from dermstack.boosting.cv import cross_validate
     from dermstack.boosting.dask_ import connect
+    from dermstack.boosting.registry import probe_models
     from dermstack.config import RunConfig
     from dermstack.data.folds import FoldPlan
     from dermstack.data.table import LesionTable
@@ -44,6 +45,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     from dermstack.task import TaskSpec
 
     cfg = RunConfig.from_toml(config_path)
+    probe_models(cfg.models, cfg.data.task)
     table = LesionTable.read(lesions_path)
     plan = FoldPlan.read(folds_path)
     plan.check_matches(table)

@@ -5,6 +5,8 @@ import importlib
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from dermstack.boosting.base import BoosterAdapter, PerClassAdapter
 from dermstack.boosting.defaults import KINDS
 from dermstack.errors import ConfigError
@@ -50,3 +52,40 @@ def load_adapter(kind: str, task: str, classes: list[str], stem, categorical: li
     if task.multilabel:
         return PerClassAdapter.load(cls, stem, classes, categorical)
     return cls.load(stem, str(task), task.n_outputs(classes), categorical)
+
+
+#: rows of the probe fit in :func:`probe_params`: enough for every library to build a tree
+_PROBE_ROWS = 60
+
+
+def probe_params(kind: str, task: str, params: dict[str, Any], where: str) -> None:
+    """Fit ``kind`` with the user's ``params`` for a few rounds on a tiny synthetic table, so that a
+    value the library refuses (``num_leaves = -3``) is a ConfigError before ingest, not a library
+    traceback from the first fold hours later. Names are checked by the config schema; values only
+    the library knows. Rounds are capped at 3 unless the user's value is itself the bad one."""
+    import pandas as pd
+
+    from dermstack.boosting.defaults import _synonyms, resolve_params
+
+    task = TaskKind(task)
+    classes = ["malignant"] if task.binary else ["a", "b", "c"]
+    codes = np.arange(_PROBE_ROWS) % (2 if task.binary else len(classes))
+    probe = resolve_params(kind, task, params, _PROBE_ROWS, _PROBE_ROWS // 3)
+    for name in _synonyms(kind, "n_estimators") | {"n_estimators"}:
+        if isinstance(probe.get(name), int) and probe[name] > 0:
+            probe[name] = min(probe[name], 3)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(_PROBE_ROWS, 3)), columns=["f0", "f1", "f2"])
+    y = np.eye(len(classes), dtype=int)[codes] if task.multilabel else codes
+    try:
+        create_adapter(kind, task, classes, probe, threads=1).fit(X, y, X, y)
+    except Exception as e:  # noqa: BLE001 - each library raises its own types; the message is what matters
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{where} params = {params}: {kind} refuses them: {msg}") from None
+
+
+def probe_models(models, task: str) -> None:
+    """:func:`probe_params` for every booster ``[[models]]`` entry that sets params."""
+    for m in models:
+        if m.kind in KINDS and m.params:
+            probe_params(m.kind, task, m.params, f"[[models]] {m.label}:")
