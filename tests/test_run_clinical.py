@@ -174,3 +174,33 @@ def test_multiclass_run_reports_nested_thresholds(multiclass_run):
     assert th["f1_after"] == pytest.approx(f1_score(task.y, pred, labels=range(len(task.classes)), average="macro"))
     assert set(m["comparison"]["models"]) == {*m["models"], "calibrated"} - {m["oof_model"]}
     assert M.macro_f1(task.y, s) == pytest.approx(m["primary_ci"]["value"])
+
+
+def test_report_shows_the_clinical_and_comparison_blocks(binary_run, tmp_path):
+    from dermstack.reports.build import ReportSettings, _clinical_section, _comparison_section, build_report
+    from dermstack.reports.rundata import RunData
+
+    _, root = binary_run
+    run_dir = root / "out"
+    run_into(root, repeats=2)  # the repeats test before may have set repeats = 1
+    html = build_report(run_dir, tmp_path / "report", settings=ReportSettings(shap_sample=60, n_boot=10)).read_text()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    for title in ("Clinical operating points", "Model comparison", "2 cross-validation repeats"):
+        assert title in html
+    assert "flagged_per_cancer_at_sensitivity_80" in html and "51.57" in html
+    assert f"{m['clinical']['top_15_sensitivity']['value']:.4g}" in html
+    assert f"{m['comparison']['models']['calibrated']['p_value']:.4g}" in html
+    old = RunData.load(run_dir)
+    old.metrics = {"oof_model": m["oof_model"]}  # a run directory from before these blocks
+    for sec in (_clinical_section(old), _comparison_section(old)):
+        assert "metrics.json has no" in sec.render()
+
+
+def test_report_of_a_multiclass_run_lists_the_thresholds(multiclass_run):
+    from dermstack.reports.build import _clinical_section, _comparison_section
+    from dermstack.reports.rundata import RunData
+
+    run = RunData.load(multiclass_run)
+    clin, comp = _clinical_section(run).render(), _comparison_section(run).render()
+    assert "argmax(score * weight)" in clin and "fold 0" in clin and "metrics.json has no" not in clin + comp
+    assert f"{run.metrics['thresholds']['f1_after']:.4g}" in clin
