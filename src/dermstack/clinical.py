@@ -334,6 +334,41 @@ def _safe(fn: Callable, y, s) -> float:
         return float("nan")
 
 
+def _resampled_values(fn: Callable, y: np.ndarray, s: np.ndarray, codes: np.ndarray, n_pat: int,
+                      counts: np.ndarray) -> np.ndarray:
+    """``fn(y, s)`` on every patient resample (``counts``), NaN where it is undefined. ROC areas
+    come from the resampled curves and macro F1 from per-patient confusion counts, all resamples at
+    once; any other metric is called on each resample's rows."""
+    if fn in _CURVE_METRICS and s.ndim == 1:
+        return _curve_metric_values(*_binary_inputs(y, s), codes, n_pat, counts, _CURVE_METRICS[fn])
+    if fn is _metrics.macro_f1 and s.ndim == 2:
+        return _macro_f1_values(y, s, codes, n_pat, counts)
+    return _generic_values(fn, y, s, codes, counts)
+
+
+def _prepared(y, s, patient, metric, n_boot: int, seed: int):
+    fn = _resolve_metric(metric)
+    y = np.asarray(y)
+    codes, n_pat = _patient_codes(patient, len(y))
+    return fn, y, codes, n_pat, patient_resamples(n_pat, n_boot, seed)
+
+
+def metric_bootstrap(y, s, patient, metric: str | Callable, n_boot: int = 200, seed: int = 0,
+                     alpha: float = 0.05) -> dict:
+    """One model's ``metric`` with a patient-level bootstrap (1 - alpha) percentile interval, on the
+    resamples :func:`paired_bootstrap` uses for the same seed (so its intervals and the paired
+    differences describe the same resampled cohorts). ``n_valid``: resamples where it is defined."""
+    s = _finite_scores(s)
+    if len(s) != len(np.asarray(y)):
+        raise ValueError(f"labels and scores differ in length: {len(np.asarray(y))} vs {len(s)}")
+    fn, y, codes, n_pat, counts = _prepared(y, s, patient, metric, n_boot, seed)
+    values = _resampled_values(fn, y, s, codes, n_pat, counts)
+    lo, hi = _ci(values, alpha)
+    return {"value": _safe(fn, y, s), "ci_low": lo, "ci_high": hi, "n_boot": n_boot,
+            "n_valid": int(np.isfinite(values).sum()), "seed": seed, "alpha": alpha, "unit": "patient",
+            "n_patients": n_pat}
+
+
 def paired_bootstrap(y, s_a, s_b, patient, metric: str | Callable, n_boot: int = 200, seed: int = 0,
                      alpha: float = 0.05) -> dict:
     """Paired patient-level bootstrap of ``metric(y, s_a) - metric(y, s_b)``.
@@ -347,22 +382,15 @@ def paired_bootstrap(y, s_a, s_b, patient, metric: str | Callable, n_boot: int =
     ``ci_low``/``ci_high`` (percentile 1 - alpha interval of the resampled differences) and
     ``p_value``: two-sided, ``min(1, 2 * min(share of differences <= 0, share >= 0))`` over the
     resamples where both values are defined; 1 for identical models, 0 when every resample favours
-    one model (read it as p < 1 / n_valid). ``roc_auc`` and ``pauc_tpr80`` are computed from
-    weighted ROC curves of all resamples at once (:func:`_area_above`); any other metric is called
-    on each resample's rows.
+    one model (read it as p < 1 / n_valid). ``roc_auc``, ``pauc_tpr80`` (weighted ROC curves) and
+    ``macro_f1`` (weighted confusion counts) are computed on all resamples at once
+    (:func:`_resampled_values`); any other metric is called on each resample's rows.
     """
-    fn = _resolve_metric(metric)
-    y = np.asarray(y)
     s_a, s_b = _finite_scores(s_a, "score of model a"), _finite_scores(s_b, "score of model b")
-    if s_a.shape != s_b.shape or len(s_a) != len(y):
-        raise ValueError(f"labels {y.shape} and scores {s_a.shape}, {s_b.shape} must have the same rows")
-    codes, n_pat = _patient_codes(patient, len(y))
-    counts = patient_resamples(n_pat, n_boot, seed)
-    if fn in _CURVE_METRICS and s_a.ndim == 1:
-        diffs = _curve_metric_diffs(*_binary_inputs(y, s_a), _binary_inputs(y, s_b)[1], codes, n_pat, counts,
-                                    _CURVE_METRICS[fn])
-    else:
-        diffs = _generic_diffs(fn, y, s_a, s_b, codes, counts)
+    if s_a.shape != s_b.shape or len(s_a) != len(np.asarray(y)):
+        raise ValueError(f"labels {np.asarray(y).shape} and scores {s_a.shape}, {s_b.shape} must have the same rows")
+    fn, y, codes, n_pat, counts = _prepared(y, s_a, patient, metric, n_boot, seed)
+    diffs = _resampled_values(fn, y, s_a, codes, n_pat, counts) - _resampled_values(fn, y, s_b, codes, n_pat, counts)
     value_a, value_b = _safe(fn, y, s_a), _safe(fn, y, s_b)
     d = diffs[np.isfinite(diffs)]
     lo, hi = _ci(diffs, alpha)
@@ -373,33 +401,44 @@ def paired_bootstrap(y, s_a, s_b, patient, metric: str | Callable, n_boot: int =
             "unit": "patient", "n_patients": n_pat}
 
 
-def _curve_metric_diffs(y, s_a, s_b, codes, n_pat, counts, min_tpr: float) -> np.ndarray:
-    """ROC-area differences on every resample at once; NaN where a resample lacks a class."""
-    diffs = np.full(len(counts), np.nan)
+def _curve_metric_values(y, s, codes, n_pat, counts, min_tpr: float) -> np.ndarray:
+    """ROC areas of every resample at once; NaN where a resample lacks a class."""
+    values = np.full(len(counts), np.nan)
     if not y.any() or y.all():
-        return diffs
-    curves_a, curves_b = _ResampledCurves(y, s_a, codes, n_pat), _ResampledCurves(y, s_b, codes, n_pat)
-    step = min(curves_a.step, curves_b.step)  # the same resamples in both chunks
-    for (rows, tpr_a, fpr_a, n_pos, n_neg), (_, tpr_b, fpr_b, _, _) in zip(
-            curves_a.chunks(counts, step), curves_b.chunks(counts, step)):
-        d = _area_above(tpr_a, fpr_a, min_tpr) - _area_above(tpr_b, fpr_b, min_tpr)
-        diffs[rows] = np.where((n_pos > 0) & (n_neg > 0), d, np.nan)
-    return diffs
+        return values
+    for rows, tpr, fpr, n_pos, n_neg in _ResampledCurves(y, s, codes, n_pat).chunks(counts):
+        values[rows] = np.where((n_pos > 0) & (n_neg > 0), _area_above(tpr, fpr, min_tpr), np.nan)
+    return values
 
 
-def _generic_diffs(fn, y, s_a, s_b, codes, counts) -> np.ndarray:
+def _macro_f1_values(y, s, codes, n_pat, counts) -> np.ndarray:
+    """``metrics.macro_f1`` of every resample at once: a resample's TP, predicted and true counts
+    per class are its patient counts times each patient's counts (argmax decisions for ``(n,)``
+    labels, ``score >= 0.5`` per class for one-hot labels, as ``macro_f1`` decides)."""
+    if y.ndim == 2:
+        pred, true = s >= 0.5, y.astype(bool)
+    else:
+        eye = np.eye(s.shape[1], dtype=bool)
+        pred, true = eye[s.argmax(axis=1)], eye[y.astype(int)]
+
+    def per_patient(m: np.ndarray) -> np.ndarray:
+        return np.stack([np.bincount(codes, weights=m[:, c], minlength=n_pat) for c in range(m.shape[1])], axis=1)
+
+    ct = counts.astype(float)
+    tp, n_pred, n_true = (ct @ per_patient(m.astype(float)) for m in (pred & true, pred, true))
+    return _f1_from_counts(tp, n_pred, n_true).mean(axis=1)
+
+
+def _generic_values(fn, y, s, codes, counts) -> np.ndarray:
     """Any metric: the rows of each resample, repeated as often as their patient was drawn."""
-    # Each model sees its resample in its own descending-score order: the metrics are invariant to row
-    # order, and sorting already sorted rows is cheaper.
-    orders = [np.argsort(-s, kind="stable") if s.ndim == 1 else np.arange(len(y)) for s in (s_a, s_b)]
-    diffs = np.full(len(counts), np.nan)
+    # Rows in descending-score order: the metrics are invariant to row order, and sorting already
+    # sorted rows is cheaper.
+    order = np.argsort(-s, kind="stable") if s.ndim == 1 else np.arange(len(y))
+    values = np.full(len(counts), np.nan)
     for b, row in enumerate(counts):
-        vals = []
-        for sc, order in zip((s_a, s_b), orders):
-            idx = np.repeat(order, row[codes[order]])
-            vals.append(_safe(fn, y[idx], sc[idx]))
-        diffs[b] = vals[0] - vals[1]
-    return diffs
+        idx = np.repeat(order, row[codes[order]])
+        values[b] = _safe(fn, y[idx], s[idx])
+    return values
 
 
 # ---------------------------------------------------------------------------------------------

@@ -238,6 +238,9 @@ class DataConfig:
 class CVConfig:
     n_splits: Annotated[int, Strict(), Ge(2)] = 5
     seed: Int = 42
+    #: the grouped CV N times, fold seeds seed, seed + 1, ...: every model refitted on each FoldPlan
+    #: (RUN_DIR/repeats/<r>/), metrics.json ``repeats`` = mean and std of each model's primary metric
+    repeats: PosInt = 1
     #: Dask scheduler address: train the boosters through lightgbm.dask / xgboost.dask
     #: (default: $DERMSTACK_DASK_ADDRESS, else in this process)
     dask_address: Str | None = None

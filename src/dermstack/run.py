@@ -66,6 +66,7 @@ class Run:
         self.stages: list[str] = []
         self.unlabelled: list[str] = []
         self.ensemble_choice: dict | None = None
+        self.clinical = True  # metrics.json primary_ci, clinical / thresholds, comparison (dermstack.clinical_report)
 
     def keys(self, *prefixes: str) -> dict:
         """The config keys a stage reads: every ``section.key`` starting with one of ``prefixes``."""
@@ -276,18 +277,18 @@ class Run:
 
     # -- outputs --------------------------------------------------------------
     def write_outputs(self, table: LesionTable, task: TaskSpec, outs: list[ModelResult], final: ModelResult,
-                      calibrated: ModelResult) -> dict:
+                      calibrated: ModelResult, plan: FoldPlan, repeats: list[dict] = ()) -> dict:
         from dermstack.atomic import write_json
         from dermstack.calibration import calibration_metrics
 
         p = self.paths
         submitted = calibrated if task.kind.binary else final
         models = outs + ([final] if final.name not in {o.name for o in outs} else []) + [calibrated]
-        base = {}
+        base, scores = {}, {}
         for o in models:  # every model scored the same way, on the run's labels
-            scores = o.oof.matrix(task.image_ids, task.classes, source=o.name)
+            scores[o.name] = s = o.oof.matrix(task.image_ids, task.classes, source=o.name)
             base[o.name] = {k: v for k, v in o.metrics.items() if isinstance(v, (int, float))}
-            base[o.name].update(evaluate(task.kind, task.y, scores) | calibration_metrics(task.kind, task.y, scores))
+            base[o.name].update(evaluate(task.kind, task.y, s) | calibration_metrics(task.kind, task.y, s))
         Predictions.concat([o.oof for o in models]).write(p.oof)
         if any(o.test.height for o in models):
             Predictions.concat([o.test for o in models]).write(p.test_predictions)
@@ -307,10 +308,25 @@ class Run:
             "submission_model": submitted.name,
             "models": {o.name: base[o.name] for o in outs},
         }
+        if self.clinical:
+            from dermstack.clinical_report import clinical_metrics
+
+            compared = {n: scores[n] for n in [*metrics["models"], calibrated.name, final.name]}
+            metrics |= clinical_metrics(table, task, compared, final.name, plan.fold_of(task.image_ids))
+        if repeats:
+            from dermstack.repeats import summary
+
+            metrics["repeats"] = summary(metrics, list(repeats), self.cfg.cv.seed)
         write_json(p.metrics, metrics)
         if table.test.height and submitted.test.height:
             self.write_submission(table, task, submitted)
         return metrics
+
+    def repeat_cv(self, table: LesionTable, store, features) -> list[dict]:
+        """``[cv] repeats``: the metrics of the child runs with fold seeds ``cv.seed + r`` (dermstack.repeats)."""
+        from dermstack.repeats import repeat_cv
+
+        return repeat_cv(self, table, store, features)
 
     def write_submission(self, table: LesionTable, task: TaskSpec, final: ModelResult) -> None:
         from dermstack.ensembles.submission import submission_format, write_submission
@@ -352,7 +368,8 @@ class Run:
             outs += self.cnn_feature_models(table, features, task, plan)
             final = self.ensemble(outs, task, plan)
             calibrated = self.calibrate(final, task, plan)
-            metrics = self.write_outputs(table, task, outs, final, calibrated)
+            repeats = self.repeat_cv(table, store, features)
+            metrics = self.write_outputs(table, task, outs, final, calibrated, plan, repeats)
             finish(p.root, self.stages, final_model=final.name)
             if self.cfg.report.enabled:
                 from dermstack.reports import build_report
@@ -390,6 +407,10 @@ def print_metrics(metrics: dict) -> None:
         b, a = cal["before"], cal["after"]
         click.echo(f"  calibration ({cal['method']}, {cal['chosen_by']}): Brier {b['brier']:.4f} -> {a['brier']:.4f}, "
                    f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submitted: {metrics['submission_model']}")
+    from dermstack.clinical_report import summary_lines
+
+    for line in summary_lines(metrics):
+        click.echo(f"  {line}")
 
 
 @click.command("run")

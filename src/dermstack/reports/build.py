@@ -199,6 +199,77 @@ def _overview_section(run: RunData, metrics: pl.DataFrame, shaps: dict[str, Mode
     return Section("overview", "Overview").add(facts_html, "<h3>Out-of-fold metrics per model</h3>", table(metrics))
 
 
+_NO_BLOCK = ("metrics.json has no {key} block: the run directory predates it, or is a stage-by-stage folder "
+             "without metrics.json; re-run `dermstack run CONFIG --out RUN_DIR` to add it.")
+
+
+def _clinical_section(run: RunData) -> Section:
+    """metrics.json ``primary_ci`` and ``clinical`` (binary) or ``thresholds`` (several classes)."""
+    sec = Section("clinical", "Clinical operating points")
+    m = run.metrics
+    ci = m.get("primary_ci")
+    if ci:
+        sec.add(paragraph(f"Final model {ci['model']}: {ci['metric']} {_fmt(ci['value'])} (95% CI {_fmt(ci['ci_low'])} to "
+                          f"{_fmt(ci['ci_high'])}; {ci['n_boot']} bootstrap resamples of {ci['unit']}, all of a "
+                          "unit's lesions together)."))
+    key = "clinical" if run.task.kind.binary else "thresholds"
+    block = m.get(key)
+    if not block:
+        return sec.add(paragraph(_NO_BLOCK.format(key=key), "warn"))
+    if key == "clinical":
+        rows = [{"metric": name, **{k: v.get(k) for k in ("value", "ci_low", "ci_high", "n_valid")}}
+                for name, v in block.items() if isinstance(v, dict) and "value" in v]
+        boot = block.get("bootstrap", {})
+        sec.add(paragraph(f"Model {block.get('model', run.final_model)}, out-of-fold scores. A lesion is flagged when its score "
+                          "reaches the threshold; tied scores are flagged together. Flagged per cancer at 80% sensitivity: "
+                          "lesions flagged for each cancer found (the ISIC 2024 challenge paper reports 51.57 for its best "
+                          "model on the 370k-lesion private set). Top-15 sensitivity: share of cancers among their "
+                          f"patient's 15 highest-scored lesions, pooled. 95% CIs: {boot.get('n_boot')} resamples of "
+                          f"{boot.get('unit')}; n_valid = resamples where the value is defined."),
+                table(pl.DataFrame(rows)))
+        return sec
+    classes = block.get("classes") or run.task.classes
+    sec.add(paragraph(f"Model {block.get('model', run.final_model)}: per-class rule {block['rule']} that maximises macro F1, "
+                      f"chosen by nested CV (each fold's rule fitted on the other folds). Macro F1 "
+                      f"{_fmt(block['f1_before'])} with the default rule (argmax / 0.5), {_fmt(block['f1_after'])} with the "
+                      "tuned rules, out of fold. The submission keeps the probabilities; the all-rows rule below is "
+                      "what to apply to them."))
+    cols = {"class": classes, "all rows": block["thresholds"]}
+    cols |= {f"fold {k}": v for k, v in block.get("fold_thresholds", {}).items()}
+    return sec.add(table(pl.DataFrame(cols)))
+
+
+def _comparison_section(run: RunData) -> Section:
+    """metrics.json ``comparison`` (paired bootstrap against the final model) and ``repeats``."""
+    sec = Section("comparison", "Model comparison")
+    comp, rep = run.metrics.get("comparison"), run.metrics.get("repeats")
+    if not comp:
+        sec.add(paragraph(_NO_BLOCK.format(key="comparison"), "warn"))
+    else:
+        rows = [{"model": name, comp["metric"]: c["value_a"], f"final ({comp['reference']})": c["value_b"],
+                 "difference": c["diff"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p_value": c["p_value"],
+                 "n_valid": c["n_valid"]} for name, c in comp["models"].items()]
+        sec.add(paragraph(f"Each model minus the final model {comp['reference']} in {comp['metric']}, paired: both scored "
+                          f"on the same {comp['n_boot']} bootstrap resamples of {comp.get('unit', 'patients')}. "
+                          "95% percentile CI of the difference; two-sided p = 2 x the share of resamples on the other "
+                          "side of 0 (0 reads as p < 1 / n_valid)."))
+        sec.add(table(pl.DataFrame(rows)) if rows else paragraph("No other model to compare with."))
+    if not rep:
+        return sec.add(paragraph("One cross-validation (`[cv] repeats = 1`): no spread over fold seeds.", "note"))
+    rows = [{"model": name, "mean": v["mean"], "std": v["std"], "values": ", ".join(_fmt(x) for x in v["values"])}
+            for name, v in rep["models"].items()]
+    chosen = rep["models"].get("final", {}).get("chosen")
+    return sec.add(f"<h3>{rep['n']} cross-validation repeats</h3>",
+                   paragraph(f"{rep['metric']} of every model with the grouped CV repeated on fold seeds {rep['fold_seeds']} "
+                             f"(repeat r in {', '.join(rep.get('dirs', []))}); std is the sample standard deviation."
+                             + (f" Final model per repeat: {', '.join(chosen)}." if chosen else "")),
+                   table(pl.DataFrame(rows)))
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or v != v else f"{v:.4g}"
+
+
 def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, settings: ReportSettings | None = None) -> Path:
     """Write ``out_dir/index.html`` (self-contained) and the numbers behind it; returns the HTML path."""
     t0 = time.perf_counter()
@@ -220,6 +291,7 @@ def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, s
     write_parquet(out_dir / "subgroups.parquet", subgroups)
     sections = [_overview_section(run, metrics, shaps), _curves_section(run, curves, settings),
                 *_shap_sections(run, shaps, settings, metrics), _subgroup_section(run, subgroups, settings)]
+    sections += [_clinical_section(run), _comparison_section(run)]  # from metrics.json (dermstack.clinical_report)
     write_json(out_dir / "summary.json", {
         "run_dir": str(run_dir.resolve()), "task": run.task.kind, "final_model": run.final_model,
         "settings": asdict(settings), "shap_rows": {m: len(s.values) for m, s in shaps.items()},
