@@ -164,7 +164,7 @@ def test_report_html_for_several_classes(case, task):
     for library in LIBRARIES:
         assert f"{library}: SHAP per row (class C)" in html
     shares = pl.read_parquet(c.report_dir / "shap_groups.parquet")
-    assert set(shares["model"]) == set(LIBRARIES) and set(shares["rows"]) == {"all"}
+    assert set(shares["model"]) == {*LIBRARIES, "final (mean)"} and set(shares["rows"]) == {"all"}
     for _, part in shares.group_by("model"):
         assert part["share"].sum() == pytest.approx(1.0)
     assert "age: age_approx" in html and "Age x site" in html
@@ -195,7 +195,9 @@ def test_cli_explain_one_multiclass_lesion(case, tmp_path):
         page = (tmp_path / f"explain_{lesion['image_id']}.html").read_text()
         srcs = re.findall(r'(?:src|href)="([^"]*)"', page)
         assert all(v.startswith(("data:", "#")) for v in srcs)
-        assert page.count("data:image/png;base64,") == len(LIBRARIES)  # one waterfall per library (no lesion image)
+        # the final model's waterfall, then one per library (no lesion image)
+        assert page.count("data:image/png;base64,") == 1 + len(LIBRARIES)
+        assert page.index("final (mean): contributions add up to the probability of each class") < page.index("lightgbm: raw score")
         for library in LIBRARIES:
             assert f"{library}: raw score (log-odds) = base + contributions, class C" in page
         fold = "Out-of-fold: explained by the boosters of fold" if lesion["split"] == "train" else "Test lesion"

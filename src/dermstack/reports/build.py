@@ -41,6 +41,8 @@ class ModelShap:
     groups: dict[str, str]
     shares: pl.DataFrame
     importance: pl.DataFrame
+    #: what the values add up to and how they were combined (the final model's explanation)
+    caption: str | None = None
 
 
 def model_metrics(run: RunData, settings: ReportSettings) -> pl.DataFrame:
@@ -75,7 +77,7 @@ def shap_for_run(run: RunData, settings: ReportSettings, out_dir: Path) -> dict[
     sample_ids = [ids[i] for i in rows]
     folds = run.folds.fold_of(sample_ids)
     positives = _positive_rows(run.task.kind, run.task.y[rows])
-    out = {}
+    out = final_model_shap(run, sample_ids, folds, positives, out_dir)
     for model_dir in run.explained_dirs:
         models, groups = run.fold_models(model_dir)
         features = align_rows(run.features_for(model_dir), sample_ids, source=str(run.root / "features.parquet"))
@@ -83,6 +85,18 @@ def shap_for_run(run: RunData, settings: ReportSettings, out_dir: Path) -> dict[
         sv.write(out_dir / "shap" / f"{model_dir.name}.npz")
         out[model_dir.name] = ModelShap(sv, groups, group_contributions(sv, groups, positives), feature_importance(sv, groups))
     return out
+
+
+def final_model_shap(run: RunData, sample_ids: list[str], folds: np.ndarray, positives: np.ndarray | None,
+                     out_dir: Path) -> dict[str, ModelShap]:
+    """The final model's explanation (:mod:`dermstack.reports.final_shap`) as the report's first ModelShap; ``shap/final.npz``."""
+    from dermstack.reports.final_shap import explain_final
+
+    fin = explain_final(run, sample_ids, folds)
+    fin.values.write(out_dir / "shap" / "final.npz")
+    sv = fin.values
+    return {sv.model: ModelShap(sv, fin.groups, group_contributions(sv, fin.groups, positives), feature_importance(sv, fin.groups),
+                                fin.caption)}
 
 
 def _positive_rows(kind: str, y: np.ndarray) -> np.ndarray | None:
@@ -141,6 +155,7 @@ def _shap_sections(run: RunData, shaps: dict[str, ModelShap], settings: ReportSe
         + (f" (every positive of {n_pos}, plus negatives sampled per fold)" if len(first) < len(run.task.image_ids) and n_pos else "")
         + "; each row is explained by the boosters of its own fold (out-of-fold), averaged over seeds. "
           "Shares are of the mean |SHAP| in raw-score (log-odds) units."))
+    groups_sec.add(*[paragraph(f"The final model comes first. {m.caption}") for m in shaps.values() if m.caption])
     shares = pl.concat([m.shares for m in shaps.values()])
     groups_sec.add(figure(shap_plots.group_share_figure(shares), "Share of |SHAP| per feature group"),
                    table(shares.with_columns(pl.col("share").round(4))))

@@ -72,8 +72,16 @@ def patient_context(run: RunData, row: dict) -> pl.DataFrame:
                             (pl.col("image_id") == row["image_id"]).alias("this_lesion"))
 
 
+def final_waterfall(run: RunData, image_id: str, fold: np.ndarray, cls: str | None) -> str:
+    """The final model's waterfall (:mod:`dermstack.reports.final_shap`): its contributions add up to the lesion's final score."""
+    from dermstack.reports.final_shap import explain_final
+
+    fin = explain_final(run, [image_id], fold, progress=False)
+    return figure(shap_plots.waterfall_figure(fin.values, 0, cls), fin.caption + (f" Class {cls}." if cls else ""))
+
+
 def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> Path:
-    """Write ``out_dir/explain_<image_id>.html``: waterfalls (raw score) of every booster model for this lesion."""
+    """Write ``out_dir/explain_<image_id>.html``: the final model's waterfall, then (raw score) every booster / linear model's."""
     run = RunData.load(run_dir)
     hit = run.table.df.filter(pl.col("image_id") == image_id)
     if hit.is_empty():
@@ -86,7 +94,7 @@ def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> P
     shap_sec = Section("waterfall", "Why this score")
     shap_sec.add(paragraph(("Out-of-fold: explained by the boosters of fold %d, averaged over seeds." % fold[0]) if fold[0] >= 0
                            else "Test lesion: explained by every fold's boosters, averaged."))
-    figs = []
+    figs = [final_waterfall(run, image_id, fold, cls)]
     for model_dir in run.explained_dirs:
         features = align_rows(run.features_for(model_dir), [image_id], source=str(Path(run_dir) / "features.parquet"))
         sv = explain_model(model_dir.name, run.fold_models(model_dir)[0], features, fold, run.task.classes, progress=False)

@@ -115,10 +115,12 @@ def sample_rows(y: np.ndarray, folds: np.ndarray, size: int | None, seed: int = 
 
 # -- computing -----------------------------------------------------------------
 def explain_model(model: str, boosters: list[FoldBooster], features: pl.DataFrame, folds: np.ndarray,
-                  classes: list[str], progress: bool = True) -> ShapValues:
+                  classes: list[str], progress: bool = True, link=None) -> ShapValues:
     """SHAP values of ``features`` rows (image_id + feature columns), each row explained by the
     boosters of its own fold (``folds``), averaged over seeds. Fold -1 (a test row) is explained
-    by every booster, averaged, as the run predicts it."""
+    by every booster, averaged, as the run predicts it. ``link(values, base) -> (values, base)``
+    maps each booster's raw-score explanation to another space before the average (the final
+    model's explanation averages in probability space, as the stored scores are averaged)."""
     if not boosters:
         raise DataError(f"model {model}: no boosters to explain")
     columns = boosters[0].columns
@@ -140,6 +142,8 @@ def explain_model(model: str, boosters: list[FoldBooster], features: pl.DataFram
             continue
         bar.set_postfix(fold=b.fold, seed=b.seed, rows=len(idx))
         v, e = b.shap_values(features[idx])
+        if link is not None:
+            v, e = link(v, e)
         values[idx] += v
         base[idx] += e
         seeds[idx] += 1
