@@ -45,7 +45,7 @@ def headline(run, metrics: pl.DataFrame, operating_points: pl.DataFrame, shaps: 
     ens = m.get("ensemble") or {}
     out["chosen"] = {"method": ens.get("method"), "why": ens.get("why")} if ens else None
     out["primary"] = _primary(m.get("primary_ci"), metrics.filter(pl.col("model") == final), primary, n_boot)
-    out["other_metrics"] = {k: v for k, v in (m.get("oof") or {}).items() if k not in (primary, "seconds") and _finite(v)}
+    out["other_metrics"] = {k: v for k, v in (m.get("oof") or {}).items() if k not in (primary, "seconds", "brier", "ece") and _finite(v)}
     cal = m.get("calibration") or {}
     out["calibration"] = ({k: cal.get(k) for k in ("method", "chosen_by", "bins", "of")}
                           | {"ece": [cal["before"].get("ece"), cal["after"].get("ece")],
@@ -111,12 +111,14 @@ def _skin_tone(mine: pl.DataFrame, metrics: list[str]) -> list[dict]:
     if mine.is_empty() or "kind" not in mine.columns:
         return []
     tone = mine.filter(pl.col("attribute").str.starts_with(SKIN_TONE) & pl.col("metric").is_in(metrics))
+    overall = mine.filter((pl.col("kind") == "overall") & pl.col("metric").is_in(metrics))
+    overall = overall.select("group", "n", "n_pos", "metric", "value", "ci_low", "ci_high", "small").to_dicts()
     out = []
     for attribute in tone["attribute"].unique(maintain_order=True).to_list():
         part = tone.filter(pl.col("attribute") == attribute)
         groups = part.filter(pl.col("kind") == "group")
         gaps = part.filter(pl.col("kind") == "best - worst")
-        out.append({"attribute": attribute, "metrics": metrics,
+        out.append({"attribute": attribute, "metrics": metrics, "overall": overall,
                     "groups": groups.select("group", "n", "n_pos", "metric", "value", "ci_low", "ci_high", "small").to_dicts(),
                     "gaps": gaps.select("metric", "best", "worst", "value", "ci_low", "ci_high").to_dicts()})
     return out
@@ -209,23 +211,20 @@ def _render_below(h: dict) -> str:
 
 
 def _render_skin_tone(h: dict) -> str:
-    if not h["skin_tone"]:
-        return ""
+    """One small table per skin-tone attribute: a row per group (and overall), a column per metric
+    holding value [CI], and the best-minus-worst row."""
     parts = []
     for s in h["skin_tone"]:
-        groups = pl.DataFrame(s["groups"], infer_schema_length=None) if s["groups"] else None
-        if groups is None:
-            continue
-        wide = {}
-        for r in groups.iter_rows(named=True):
-            row = wide.setdefault(r["group"], {"group": r["group"] + (" *" if r["small"] else ""), "n": r["n"],
-                                               **({"pos": r["n_pos"]} if r["n_pos"] is not None else {})})
+        wide: dict[str, dict] = {}
+        for r in [*s["overall"], *s["groups"]]:
+            row = wide.setdefault(r["group"], {"group": r["group"] + (" *" if r["small"] else ""), "n": r["n"], "positives": r["n_pos"]})
             row[r["metric"]] = _ci(r["value"], r["ci_low"], r["ci_high"])
         for g in s["gaps"]:
-            row = wide.setdefault("gap", {"group": "best - worst", "n": None, **({"pos": None} if "pos" in next(iter(wide.values())) else {})})
+            row = wide.setdefault("", {"group": "best - worst", "n": None, "positives": None})
             row[g["metric"]] = f"{_ci(g['value'], g['ci_low'], g['ci_high'])} ({g['best']} - {g['worst']})"
         shown = pl.DataFrame(list(wide.values()), infer_schema_length=None)
+        shown = shown.drop("positives") if shown["positives"].null_count() == shown.height else shown
         no_gap = "" if s["gaps"] else paragraph("gap: fewer than two groups that are not flagged small", "warn")
         parts.append(f"<h3>Fairness: {esc(s['attribute'])}</h3>{table(shown, collapse=None)}{no_gap}")
     note = paragraph("95% bootstrap CIs; the gap's CI from independent bootstraps per group; * small group, not in the gap.")
-    return "".join(parts) + note
+    return "".join(parts) + note if parts else ""
