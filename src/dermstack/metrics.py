@@ -132,20 +132,32 @@ def evaluate(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
     return out
 
 
+def bootstrap_values(fn: Callable, y: np.ndarray, score: np.ndarray, n: int = 200, seed=0) -> np.ndarray:
+    """``fn`` on ``n`` row resamples (NaN where it is undefined on a resample), in draw order, so two
+    groups' draws can be combined (the CI of a difference between groups)."""
+    rng = np.random.default_rng(seed)
+    y, score = np.asarray(y), np.asarray(score)
+    vals = np.full(n, np.nan)
+    for b in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        try:
+            vals[b] = fn(y[idx], score[idx])
+        except ValueError:
+            continue
+    return vals
+
+
+def percentile_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile (1-alpha) interval of bootstrap draws, ignoring undefined (NaN) draws."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).any():
+        return float("nan"), float("nan")
+    lo, hi = np.nanpercentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
 def bootstrap_ci(
     fn: Callable, y: np.ndarray, score: np.ndarray, n: int = 200, seed: int = 0, alpha: float = 0.05
 ) -> tuple[float, float]:
     """Percentile bootstrap (1-alpha) interval of ``fn(y, score)`` over resampled rows."""
-    rng = np.random.default_rng(seed)
-    y, score = np.asarray(y), np.asarray(score)
-    vals = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        try:
-            vals.append(fn(y[idx], score[idx]))
-        except ValueError:
-            continue
-    if not vals:
-        return float("nan"), float("nan")
-    lo, hi = np.nanpercentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
+    return percentile_ci(bootstrap_values(fn, y, score, n, seed), alpha)

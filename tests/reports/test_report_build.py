@@ -1,8 +1,6 @@
 """The report directory, the CLI, the lesion explanation, and the page in a real (headless) browser."""
 import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import polars as pl
@@ -11,20 +9,37 @@ from click.testing import CliRunner
 from PIL import Image
 
 from dermstack.cli import cli
+from dermstack.reports import browser
+from dermstack.reports.html import COLLAPSE_ROWS
 from dermstack.reports.shap_ import ShapValues
 
-SECTIONS = ["overview", "curves", "shap-groups", "top-features", "dependence", "subgroups"]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+SECTIONS = ["summary", "overview", "curves", "shap-groups", "top-features", "dependence", "subgroups"]
+
+
+def assert_self_contained(html: str) -> None:
+    """Sections in order, summary first; nothing loaded from disk or network; one inline script."""
+    at = [html.find(f'<section id="{s}">') for s in SECTIONS]
+    assert -1 not in at and at == sorted(at), dict(zip(SECTIONS, at))
+    srcs = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert srcs and all(v.startswith(("data:", "#")) for v in srcs)
+    assert re.findall(r"<script[^>]*>", html) == ["<script>"]  # one inline script, no src
+    assert "http://" not in html and "https://" not in html and "fetch(" not in html and "XMLHttpRequest" not in html
+
+
+def assert_long_tables_collapsed(html: str) -> None:
+    """Every table is sortable; one of more than COLLAPSE_ROWS rows sits in a closed <details>."""
+    chunks = html.split("<table")
+    assert len(chunks) > 3
+    for before, chunk in zip(chunks, chunks[1:]):
+        assert chunk.startswith(' class="sortable"')
+        rows = chunk[:chunk.index("</table>")].count("<tr") - 1
+        assert before.endswith("</summary>") == (rows > COLLAPSE_ROWS), (rows, before[-80:])
 
 
 def test_report_files_and_self_contained_html(report_dir, run_dir):
     html = (report_dir / "index.html").read_text()
-    for s in SECTIONS:
-        assert f'<section id="{s}">' in html
-    srcs = re.findall(r'(?:src|href)="([^"]*)"', html)
-    assert srcs and all(v.startswith(("data:", "#")) for v in srcs)  # nothing loaded from disk or network
-    assert "<script" not in html and "http://" not in html and "https://" not in html
+    assert_self_contained(html)
+    assert_long_tables_collapsed(html)
     assert len(re.findall(r'<img src="data:image/png;base64,', html)) >= 10
     summary = json.loads((report_dir / "summary.json").read_text())
     n_pos = int(pl.read_parquet(run_dir / "lesions.parquet").filter(pl.col("split") == "train")["target"].sum())
@@ -39,6 +54,53 @@ def test_report_files_and_self_contained_html(report_dir, run_dir):
     ops = pl.read_parquet(report_dir / "operating_points.parquet")
     assert (ops.filter(pl.col("rule") == "specificity >= 0.95")["specificity"] >= 0.95).all()
     assert "age_approx x anatom_site_general" in html or "Age x site" in html
+
+
+def test_summary_first_screen(report_dir, run_dir):
+    """The summary reads the report's own numbers when metrics.json lacks the newer keys."""
+    head = json.loads((report_dir / "summary.json").read_text())["first_screen"]
+    html = (report_dir / "index.html").read_text()
+    summary = html[html.index('<section id="summary">'):html.index('<section id="overview">')]
+    metrics = pl.read_parquet(report_dir / "metrics.parquet").filter(pl.col("model") == "ensemble").row(0, named=True)
+    train = pl.read_parquet(run_dir / "lesions.parquet").filter(pl.col("split") == "train")
+    assert head["final_model"] == "ensemble" and head["rows"] == train.height and head["positives"] == train["target"].sum()
+    assert head["primary"]["value"] == pytest.approx(metrics["pauc_tpr80"])
+    assert head["primary"]["ci_low"] == pytest.approx(metrics["pauc_tpr80_ci_low"]) and head["primary"]["source"].startswith("report: 20 ")
+    assert head["chosen"] is None and head["calibration"] is None and "Calibration</h3><p>not computed" in summary
+    assert head["drivers"]["model"] in ("lightgbm", "xgboost", "catboost") and 5 <= len(head["drivers"]["features"]) <= 8
+    assert [o["rule"] for o in head["operating_points"]["rows"]][-1] == "specificity >= 0.95"
+    sub = pl.read_parquet(report_dir / "subgroups.parquet").filter(pl.col("model") == "ensemble")
+    below = sub.filter((pl.col("kind") == "group") & (pl.col("metric") == "pauc_tpr80") & (pl.col("ci_high") < pl.col("overall")))
+    assert [(r["attribute"], r["group"]) for r in head["below_overall"]] == list(zip(below["attribute"], below["group"]))
+    (tone,) = head["skin_tone"]
+    assert tone["attribute"] == "skin tone (skin_tone)" and {g["group"] for g in tone["groups"]} == {"12", "34", "56"}
+    assert all(g["ci_low"] <= g["value"] <= g["ci_high"] for g in tone["groups"] if g["metric"] == "roc_auc")
+    assert {g["metric"] for g in tone["gaps"]} == {"pauc_tpr80", "roc_auc"}
+    assert "Fairness: skin tone (skin_tone)" in summary and "best - worst" in summary
+    assert "<details>" not in summary  # no long table on the first screen
+
+
+def test_summary_reads_newer_metrics_keys(report_dir, run_dir):
+    """primary_ci, clinical, ensemble and calibration from metrics.json win over the report's own numbers."""
+    from dermstack.reports.rundata import RunData
+    from dermstack.reports.summary import headline, summary_section
+
+    run = RunData.load(run_dir)
+    run.metrics |= {
+        "primary_ci": {"value": 0.1234, "ci_low": 0.1, "ci_high": 0.15, "n_boot": 500, "unit": "patients"},
+        "clinical": {"sensitivity_at_specificity_90": {"value": 0.61, "ci_low": 0.5, "ci_high": 0.7, "n_valid": 480},
+                     "bootstrap": {"n": 500, "unit": "patients"}},
+        "ensemble": {"method": "auto", "chosen": "ensemble", "why": "highest nested-CV OOF pauc_tpr80"},
+        "calibration": {"method": "platt", "chosen_by": "nested-CV Brier score", "bins": "10 equal-count bins",
+                        "before": {"brier": 0.2, "ece": 0.05}, "after": {"brier": 0.19, "ece": 0.012}}}
+    head = headline(run, pl.read_parquet(report_dir / "metrics.parquet"), pl.read_parquet(report_dir / "operating_points.parquet"),
+                    {}, pl.read_parquet(report_dir / "subgroups.parquet"), 20)
+    html = summary_section(head).render()
+    assert "pauc_tpr80 0.123 [0.100, 0.150]" in html and "500 bootstrap resamples of patients" in html
+    assert "sensitivity_at_specificity_90" in html and "0.610 [0.500, 0.700]" in html and "bootstrap</td>" not in html
+    assert "chosen by <code>auto</code>: highest nested-CV OOF pauc_tpr80" in html
+    assert "ECE <b>0.0500 &rarr; 0.0120</b> (10 equal-count bins)" in html
+    assert "Top drivers</h3><p>not computed" in html
 
 
 def test_cli_report_and_explain(run_dir, tmp_path):
@@ -59,24 +121,40 @@ def test_cli_report_and_explain(run_dir, tmp_path):
 
 
 def chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    exe = browser.find_chromium()
     if exe is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium); cannot render the report")
     return exe
 
 
+#: run after the page's own script: where the summary ends, and a header clicked twice
+PROBE = """<script>
+var b = document.body, s = document.getElementById("summary").getBoundingClientRect();
+b.dataset.summaryBottom = s.bottom;
+b.dataset.closedDetails = document.querySelectorAll("details:not([open])").length;
+var t = document.querySelectorAll("#overview table")[1];  // out-of-fold metrics per model
+var heads = Array.prototype.slice.call(t.querySelectorAll("thead th"));
+var col = heads.findIndex(function (h) { return h.textContent === "roc_auc"; });
+function column() { return Array.prototype.map.call(t.tBodies[0].rows, function (r) { return r.cells[col].textContent; }).join("|"); }
+b.dataset.before = column(); heads[col].click(); b.dataset.asc = column(); heads[col].click(); b.dataset.desc = column();
+</script></body>"""
+
+
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     exe = chromium()
-    url = (report_dir / "index.html").resolve().as_uri()
-    base = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*base, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
-    assert console == [], console  # any console message (error, failed load, script) fails the page
+    page = (report_dir / "index.html").read_text()
+    probe = tmp_path / "index.html"
+    probe.write_text(page.replace("</body>", PROBE))
+    dom = browser.dump_dom(probe, exe=exe)
+    assert dom.console == [], dom.console  # any console message (error, failed load, script) fails the page
     for s in SECTIONS:
-        assert f'id="{s}"' in dom.stdout
-    shot = tmp_path / "report.png"
-    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,2400", url], capture_output=True, timeout=120, check=True)
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert pixels.shape == (2400, 1280) and pixels.std() > 20  # rendered content, not a blank page
+        assert f'id="{s}"' in dom.dom
+    data = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r"<body[^>]*>", dom.dom).group(0)))
+    assert 0 < float(data["summary-bottom"]) <= browser.SCREEN[1]  # the summary fits one 1280x800 screen
+    assert int(data["closed-details"]) >= 1
+    before, asc, desc = ([float(v) for v in data[k].split("|")] for k in ("before", "asc", "desc"))
+    assert len(before) >= 3 and asc == sorted(before) and desc == sorted(before, reverse=True)
+    for size in (browser.SCREEN, (1280, 2400)):
+        shot = browser.screenshot(report_dir / "index.html", tmp_path / f"report_{size[1]}.png", size, exe=exe)
+        pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+        assert pixels.shape == (size[1], size[0]) and pixels.std() > 20  # rendered content, not a blank page

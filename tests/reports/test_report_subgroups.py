@@ -45,9 +45,29 @@ def test_small_and_missing_groups_are_flagged_not_hidden():
     tone = t.filter((pl.col("attribute") == "skin tone (skin_tone)") & (pl.col("metric") == "roc_auc"))
     assert tone.filter(pl.col("group") == "56")["small"].to_list() == [True]  # about 24 of 600 rows
     assert tone.filter(pl.col("group") == "12")["small"].to_list() == [False]
-    ages = t.filter((pl.col("attribute") == "age") & (pl.col("metric") == "roc_auc"))["group"].to_list()
+    ages = t.filter((pl.col("attribute") == "age") & (pl.col("metric") == "roc_auc") & (pl.col("kind") == "group"))["group"].to_list()
     assert ages == ["<30", "30-44", "45-59", "60-74", "75+", "(missing)"]
     assert "(missing)" in t.filter(pl.col("attribute") == "sex")["group"].to_list()
+
+
+def test_best_worst_gap_of_well_sized_groups_with_bootstrap_ci():
+    y, s, df = data()
+    df = df.with_columns(pl.Series("skin_tone", np.where(y == 1, np.where(np.arange(len(y)) % 2, 12, 34), df["skin_tone"])))
+    s = np.where(df["skin_tone"].to_numpy() == 34, np.clip(s + 0.3 * y, 0, 1), s)  # skin tone 34 is ranked better
+    t = subgroup_table("binary", y, s, subgroup_columns(df), SubgroupSettings(n_boot=200, min_n=30))
+    rows = t.filter((pl.col("attribute") == "skin tone (skin_tone)") & (pl.col("metric") == "roc_auc"))
+    groups = rows.filter(pl.col("kind") == "group")
+    assert groups.filter(pl.col("group") == "56")["small"].to_list() == [True]  # small: left out of the gap
+    gap = rows.filter(pl.col("kind") == "best - worst").row(0, named=True)
+    tone = df["skin_tone"].to_numpy()
+    auc = {g: skm.roc_auc_score(y[tone == g], s[tone == g]) for g in (12, 34)}
+    assert (gap["best"], gap["worst"]) == ("34", "12") and gap["group"] == "34 - 12"
+    assert gap["value"] == pytest.approx(auc[34] - auc[12])
+    assert 0 < gap["ci_low"] < gap["value"] < gap["ci_high"]
+    assert gap["n"] == (tone != 56).sum()
+    # one well-sized group: no gap row
+    one = subgroup_table("binary", y, s, {"sex": pl.Series(["x"] * len(y))}, SubgroupSettings(n_boot=5))
+    assert one.filter(pl.col("kind") == "best - worst").is_empty() and one.schema["best"] == pl.String
 
 
 def test_threshold_at_specificity_and_operating_point():

@@ -18,6 +18,7 @@ from dermstack.reports.html import Section, figure, figures, paragraph, table, w
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues, explain_model, feature_importance, group_contributions, sample_rows
 from dermstack.reports.subgroups import SubgroupSettings, subgroup_report
+from dermstack.reports.summary import headline, summary_section
 from dermstack.task import TaskKind
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,14 @@ def _subgroup_section(run: RunData, subgroups: pl.DataFrame, settings: ReportSet
                       f"{settings.min_group_n} rows (or, binary, fewer than 5 positives) are marked * / greyed, not hidden. "
                       f"Recall and specificity are at the threshold that reaches specificity {settings.specificity:g} overall."))
     metrics = [run.task.primary_metric] + (["roc_auc", "recall_at_threshold"] if run.task.kind.binary else [])
-    sec.add(figures(*[figure(plots.subgroup_figure(mine, m, f"{final}: {m} by subgroup"), m) for m in metrics]))
-    sec.add(table(mine.drop("model"), max_rows=400, row_class="small"))
+    groups = mine.filter(pl.col("kind") != "best - worst")
+    sec.add(figures(*[figure(plots.subgroup_figure(groups, m, f"{final}: {m} by subgroup"), m) for m in metrics]))
+    gaps = mine.filter(pl.col("kind") == "best - worst")
+    if not gaps.is_empty():
+        sec.add("<h3>Best minus worst group</h3>", paragraph(
+            "Per attribute, the best minus the worst group not flagged small (nor missing); the interval combines "
+            "independent bootstraps of the two groups."), table(gaps.select("attribute", "metric", "best", "worst", "value", "ci_low", "ci_high")))
+    sec.add("<h3>Every group</h3>", table(groups.drop("model", "kind", "best", "worst"), max_rows=400, row_class="small"))
     return sec
 
 
@@ -304,13 +311,14 @@ def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, s
     sub_settings = SubgroupSettings(n_boot=settings.n_boot, min_n=settings.min_group_n, specificity=settings.specificity, seed=settings.seed)
     subgroups = subgroup_report(run, run.model_names, sub_settings)
     write_parquet(out_dir / "subgroups.parquet", subgroups)
-    sections = [_overview_section(run, metrics, shaps), _curves_section(run, curves, settings),
+    head = headline(run, metrics, operating_points(curves), shaps, subgroups, settings.n_boot)
+    sections = [summary_section(head), _overview_section(run, metrics, shaps), _curves_section(run, curves, settings),
                 *_shap_sections(run, shaps, settings, metrics), _subgroup_section(run, subgroups, settings)]
     sections += [_clinical_section(run), _comparison_section(run)]  # from metrics.json (dermstack.clinical_report)
     write_json(out_dir / "summary.json", {
         "run_dir": str(run_dir.resolve()), "task": run.task.kind, "final_model": run.final_model,
         "settings": asdict(settings), "shap_rows": {m: len(s.values) for m, s in shaps.items()},
-        "sections": [s.id for s in sections], "seconds": round(time.perf_counter() - t0, 1)})
+        "sections": [s.id for s in sections], "first_screen": head, "seconds": round(time.perf_counter() - t0, 1)})
     path = write_page(out_dir / "index.html", f"dermstack report: {run.table.meta.dataset}",
                       f"{run_dir.resolve()} · {run.task.kind} · {len(run.task.image_ids)} training rows", sections)
     log.info("report written to %s in %.1f s", path, time.perf_counter() - t0)

@@ -1,4 +1,7 @@
-"""Self-contained HTML: one file, inline CSS, images as data URIs, no scripts and no network."""
+"""Self-contained HTML: one file, inline CSS, images as data URIs, no network.
+
+One inline script (:data:`SORT_JS`, no ``src``) sorts a table by the header clicked; tables longer
+than :data:`COLLAPSE_ROWS` rows are folded in ``<details>`` so the page reads summary first."""
 from __future__ import annotations
 
 import html
@@ -19,6 +22,38 @@ h2{margin-top:4px;font-size:19px;border-bottom:1px solid #eee;padding-bottom:4px
 img{max-width:100%;height:auto}table{border-collapse:collapse;font-size:12px;margin:6px 0}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f0f3f6}td:first-child,th:first-child{text-align:left}
 tr.small td{color:#999;font-style:italic}.note{font-size:13px;color:#444}.warn{color:#a15c00}
+table.sortable th{cursor:pointer;user-select:none}table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
+table.sortable th[aria-sort=descending]::after{content:" \\25BC"}details>summary{cursor:pointer;font-size:13px;color:#243447;margin:6px 0}
+.summary{display:grid;grid-template-columns:1fr 1fr;gap:4px 24px}.summary h3{margin:8px 0 3px;font-size:14px}
+.summary table{font-size:11.5px;margin:2px 0}.summary p{margin:2px 0;font-size:12.5px}.summary ul{margin:2px 0;padding-left:18px;font-size:12.5px}
+.bar{display:inline-block;height:9px;background:#4a7aa8;vertical-align:middle;margin-right:6px}.bad{color:#b00020;font-weight:600}
+"""
+
+#: rows above which a table is collapsed (``<details>``)
+COLLAPSE_ROWS = 15
+
+#: Click a header of a ``table.sortable`` to sort its rows by that column (numbers as numbers, blanks
+#: last); click again to reverse. Plain DOM, no library and no network, so the file stays self-contained.
+SORT_JS = """
+document.querySelectorAll("table.sortable").forEach(function (t) {
+  t.querySelectorAll("thead th").forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var asc = th.getAttribute("aria-sort") !== "ascending";
+      t.querySelectorAll("thead th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+      var body = t.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      function key(r) { var v = r.cells[col] ? r.cells[col].textContent.trim() : ""; var x = Number(v);
+                        return v === "" ? null : (isNaN(x) ? v : x); }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === null || y === null) { return (x === null) - (y === null); }
+        var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
 """
 
 
@@ -41,8 +76,9 @@ def _cell(v) -> str:
     return esc("" if v is None else v)
 
 
-def table(df: pl.DataFrame, max_rows: int = 200, row_class: str | None = None) -> str:
-    """An HTML table of a frame (floats to 4 significant digits); ``row_class``: a bool column marking rows."""
+def table(df: pl.DataFrame, max_rows: int = 200, row_class: str | None = None, collapse: int | None = COLLAPSE_ROWS) -> str:
+    """A sortable HTML table of a frame (floats to 4 significant digits); ``row_class``: a bool column
+    marking rows; more than ``collapse`` rows: folded in ``<details>`` (None: never)."""
     cols = [c for c in df.columns if c != row_class]
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
     body = []
@@ -50,7 +86,10 @@ def table(df: pl.DataFrame, max_rows: int = 200, row_class: str | None = None) -
         cls = ' class="small"' if row_class and row.get(row_class) else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{_cell(row[c])}</td>" for c in cols) + "</tr>")
     more = f'<p class="note">{df.height - max_rows} more rows in the data files.</p>' if df.height > max_rows else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    html_ = f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{more}'
+    if collapse is not None and df.height > collapse:
+        return f"<details><summary>Table of {df.height} rows (click to show; click a header to sort)</summary>{html_}</details>"
+    return html_
 
 
 def paragraph(text: str, cls: str = "note") -> str:
@@ -76,7 +115,7 @@ def page(title: str, subtitle: str, sections: list[Section]) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,"><title>{esc(title)}</title>'
             f"<style>{CSS}</style></head><body><header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>"
-            f"<nav>{nav}</nav><main>{''.join(s.render() for s in sections)}</main></body></html>")
+            f"<nav>{nav}</nav><main>{''.join(s.render() for s in sections)}</main><script>{SORT_JS}</script></body></html>")
 
 
 def write_page(path: str | Path, title: str, subtitle: str, sections: list[Section]) -> Path:

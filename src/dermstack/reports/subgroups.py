@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from dermstack.metrics import bootstrap_ci
+from dermstack.metrics import bootstrap_values, percentile_ci
 from dermstack.progress import progress_bar
 from dermstack.reports.curves import OperatingPoint, threshold_at_specificity
 from dermstack.task import TaskKind
@@ -93,17 +93,22 @@ def _safe(fn: Callable, y: np.ndarray, s: np.ndarray) -> float:
 
 def subgroup_table(task: str, y: np.ndarray, score: np.ndarray, groups: dict[str, pl.Series],
                    settings: SubgroupSettings = SubgroupSettings(), model: str = "") -> pl.DataFrame:
-    """Long table: attribute, group, n, n_pos, metric, value, ci_low, ci_high, overall, gap, small, note."""
+    """Long table: kind, attribute, group, n, n_pos, metric, value, ci_low, ci_high, overall, gap, small,
+    note, best, worst. ``kind`` is "overall", "group", or "best - worst": per attribute and metric, the
+    best minus the worst group among those not flagged small (nor missing), with a bootstrap CI."""
     y, score = np.asarray(y), np.asarray(score)
     threshold = threshold_at_specificity(y, score, settings.specificity) if TaskKind(task).binary else None
     fns = group_metrics(task, y, threshold)
     overall = {name: _safe(fn, y, score) for name, fn in fns.items()}
-    rows = [_group_rows("overall", "all", np.arange(len(y)), y, score, fns, overall, settings, task)]
+    rows, _ = _group_rows("overall", "all", np.arange(len(y)), y, score, fns, overall, settings, task, 0)
     jobs = [(a, g, np.flatnonzero(labels.to_numpy() == g)) for a, labels in groups.items()
             for g in sorted(labels.unique().to_list(), key=_group_order)]
-    for attribute, group, idx in progress_bar(jobs, desc=f"subgroups {model}".strip(), unit="group", leave=False):
-        rows.append(_group_rows(attribute, group, idx, y[idx], score[idx], fns, overall, settings, task))
-    out = pl.DataFrame([r for block in rows for r in block], infer_schema_length=None)
+    draws: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for k, (attribute, group, idx) in enumerate(progress_bar(jobs, desc=f"subgroups {model}".strip(), unit="group", leave=False), 1):
+        block, draws[attribute, group] = _group_rows(attribute, group, idx, y[idx], score[idx], fns, overall, settings, task, k)
+        rows += block
+    rows += [gap for attribute in groups for name in fns if (gap := _best_worst(rows, draws, attribute, name)) is not None]
+    out = pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.col("best", "worst").cast(pl.String))
     return out.with_columns(pl.lit(model).alias("model")).select("model", pl.exclude("model"))
 
 
@@ -112,7 +117,10 @@ def _group_order(v: str) -> tuple:
     return v == MISSING, not v.startswith("<"), v
 
 
-def _group_rows(attribute, group, idx, y, score, fns, overall, settings: SubgroupSettings, task: str) -> list[dict]:
+def _group_rows(attribute, group, idx, y, score, fns, overall, settings: SubgroupSettings, task: str,
+                stream: int) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """One row per metric of one group, and its bootstrap draws (``stream``: the group's own random
+    stream, so the draws of two groups are independent and their difference has an honest CI)."""
     n = len(idx)
     n_pos = int(np.asarray(y).sum()) if TaskKind(task).binary else None
     notes = []
@@ -120,16 +128,34 @@ def _group_rows(attribute, group, idx, y, score, fns, overall, settings: Subgrou
         notes.append(f"n < {settings.min_n}")
     if TaskKind(task).binary and n_pos < settings.min_pos:
         notes.append(f"positives < {settings.min_pos}")
-    rows = []
+    rows, draws = [], {}
     for name, fn in fns.items():
         value = _safe(fn, y, score)
         with warnings.catch_warnings():  # resamples without one class are expected and skipped
             warnings.simplefilter("ignore")
-            lo, hi = bootstrap_ci(fn, y, score, n=settings.n_boot, seed=settings.seed) if n > 1 and settings.n_boot else (np.nan, np.nan)
-        rows.append({"attribute": attribute, "group": str(group), "n": n, "n_pos": n_pos, "metric": name,
-                     "value": value, "ci_low": lo, "ci_high": hi, "overall": overall[name],
-                     "gap": value - overall[name], "small": bool(notes), "note": "; ".join(notes)})
-    return rows
+            draws[name] = (bootstrap_values(fn, y, score, n=settings.n_boot, seed=[settings.seed, stream])
+                           if n > 1 and settings.n_boot else np.full(settings.n_boot, np.nan))
+        lo, hi = percentile_ci(draws[name])
+        rows.append({"kind": "overall" if attribute == "overall" else "group", "attribute": attribute, "group": str(group),
+                     "n": n, "n_pos": n_pos, "metric": name, "value": value, "ci_low": lo, "ci_high": hi,
+                     "overall": overall[name], "gap": value - overall[name], "small": bool(notes), "note": "; ".join(notes), "best": None, "worst": None})
+    return rows, draws
+
+
+def _best_worst(rows: list[dict], draws: dict, attribute: str, metric: str) -> dict | None:
+    """The gap between the best and the worst well-sized group of ``attribute`` (None with under two)."""
+    ok = sorted((r for r in rows if r["attribute"] == attribute and r["metric"] == metric and not r["small"]
+                 and r["group"] != MISSING and np.isfinite(r["value"])), key=lambda r: -r["value"])
+    if len(ok) < 2:
+        return None
+    best, worst = ok[0], ok[-1]
+    lo, hi = percentile_ci(draws[attribute, best["group"]][metric] - draws[attribute, worst["group"]][metric])
+    n_pos = None if best["n_pos"] is None else best["n_pos"] + worst["n_pos"]
+    return {"kind": "best - worst", "attribute": attribute, "group": f"{best['group']} - {worst['group']}",
+            "n": best["n"] + worst["n"], "n_pos": n_pos, "metric": metric, "value": best["value"] - worst["value"],
+            "ci_low": lo, "ci_high": hi, "overall": best["overall"], "gap": None, "small": False,
+            "note": f"best minus worst of {len(ok)} groups not flagged small; CI: independent bootstraps per group",
+            "best": best["group"], "worst": worst["group"]}
 
 
 def subgroup_report(run, models: list[str], settings: SubgroupSettings = SubgroupSettings()) -> pl.DataFrame:
