@@ -13,7 +13,7 @@ from dermstack.reports import browser
 from dermstack.reports.html import COLLAPSE_ROWS
 from dermstack.reports.shap_ import ShapValues
 
-SECTIONS = ["summary", "overview", "curves", "shap-groups", "top-features", "dependence", "subgroups"]
+SECTIONS = ["summary", "overview", "clinical", "comparison", "curves", "shap-groups", "top-features", "dependence", "subgroups"]
 
 
 def assert_self_contained(html: str) -> None:

@@ -23,7 +23,7 @@ from dermstack.reports.shap_ import ShapValues, explain_model
 TASKS = ["multiclass", "multilabel"]
 #: rows explained per model: a class- and fold-stratified sample (multiclass) and every row (multi-label)
 SHAP_SAMPLE = {"multiclass": 240, "multilabel": None}
-SECTIONS = ["summary", "overview", "curves", "shap-groups", "top-features", "dependence", "subgroups"]
+SECTIONS = ["summary", "overview", "clinical", "comparison", "curves", "shap-groups", "top-features", "dependence", "subgroups"]
 
 
 @dataclass

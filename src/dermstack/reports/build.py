@@ -312,9 +312,10 @@ def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, s
     subgroups = subgroup_report(run, run.model_names, sub_settings)
     write_parquet(out_dir / "subgroups.parquet", subgroups)
     head = headline(run, metrics, operating_points(curves), shaps, subgroups, settings.n_boot)
-    sections = [summary_section(head), _overview_section(run, metrics, shaps), _curves_section(run, curves, settings),
-                *_shap_sections(run, shaps, settings, metrics), _subgroup_section(run, subgroups, settings)]
-    sections += [_clinical_section(run), _comparison_section(run)]  # from metrics.json (dermstack.clinical_report)
+    sections = [summary_section(head), _overview_section(run, metrics, shaps),
+                _clinical_section(run), _comparison_section(run),  # from metrics.json (dermstack.clinical_report)
+                _curves_section(run, curves, settings), *_shap_sections(run, shaps, settings, metrics),
+                _subgroup_section(run, subgroups, settings)]
     write_json(out_dir / "summary.json", {
         "run_dir": str(run_dir.resolve()), "task": run.task.kind, "final_model": run.final_model,
         "settings": asdict(settings), "shap_rows": {m: len(s.values) for m, s in shaps.items()},

@@ -72,11 +72,11 @@ def _primary(stored: dict | None, row: pl.DataFrame, primary: str, n_boot: int) 
 
 
 def _drivers(shaps: dict, final: str) -> dict | None:
-    """The final model's explanation (explained first by :func:`~dermstack.reports.build.shap_for_run`,
-    or under its own name), else the first explained model, named so the reader sees which."""
+    """The first explained model: the final model's own explanation when there is one
+    (:func:`~dermstack.reports.build.shap_for_run` puts it first), named so the reader sees which."""
     if not shaps:
         return None
-    name = final if final in shaps else next(iter(shaps))
+    name = next(iter(shaps))
     imp = shaps[name].importance.sort("mean_abs_shap", descending=True).head(TOP_DRIVERS)
     return {"model": name, "features": imp.select("feature", "group", "mean_abs_shap").to_dicts()}
 
