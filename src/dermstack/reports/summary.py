@@ -175,7 +175,8 @@ def _render_drivers(h: dict) -> str:
     items = "".join(f'<li><span class="bar" style="width:{80 * f["mean_abs_shap"] / top:.0f}px"></span>'
                     f'{esc(f["feature"])} <span class="note">({esc(f["group"])}, {f["mean_abs_shap"]:.3g})</span></li>'
                     for f in d["features"])
-    whose = (f"of the final model {esc(d['model'])}" if d["model"] == h["final_model"]
+    whose = (f"of the final prediction, {esc(d['model'])}: contributions that add up to its score (see SHAP by feature group)"
+             if d["model"] in (h["final_model"], ) or d["model"].startswith("final (")
              else f"of {esc(d['model'])} (the final model {esc(h['final_model'])} is not explained directly)")
     return f'<h3>Top drivers</h3><p class="note">mean |SHAP| {whose}</p><ul>{items}</ul>'
 
