@@ -204,3 +204,28 @@ def test_report_of_a_multiclass_run_lists_the_thresholds(multiclass_run):
     clin, comp = _clinical_section(run).render(), _comparison_section(run).render()
     assert "argmax(score * weight)" in clin and "fold 0" in clin and "metrics.json has no" not in clin + comp
     assert f"{run.metrics['thresholds']['f1_after']:.4g}" in clin
+
+
+def test_top_15_needs_real_patient_ids():
+    """Without patient ids each "patient" is one lesion, whose top 15 holds it: 1.0 by construction."""
+    from dermstack.clinical_report import clinical_metrics
+    from lesion_tables import lesion_table
+
+    rng = np.random.default_rng(0)
+    n = 80
+    y = (np.arange(n) % 4 == 0).astype(int)
+    cols = {"image_id": [f"I{i}" for i in range(n)], "lesion_id": [f"L{i}" for i in range(n)], "target": y.tolist()}
+    for with_patients in (False, True):
+        if with_patients:
+            cols["patient_id"] = [f"P{i % 8}" for i in range(n)]
+        table = lesion_table(cols)
+        task = TaskSpec.from_table(table, "binary")
+        s = np.clip(task.y * 0.3 + rng.random(n) * 0.7, 0, 1)
+        out = clinical_metrics(table, task, {"m": s}, "m", np.arange(n) % 5, n_boot=20)
+        top = out["clinical"]["top_15_sensitivity"]
+        if with_patients:
+            assert out["clinical"]["bootstrap"]["unit"] == "patient_id" and top["value"] == pytest.approx(
+                clinical.top_k_sensitivity(task.y, s, cols["patient_id"], 15))
+        else:
+            assert top["value"] is None and "needs a patient_id on every row" in top["note"]
+            assert out["clinical"]["sensitivity_at_specificity_90"]["value"] is not None  # the rest still computed

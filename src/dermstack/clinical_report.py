@@ -57,6 +57,10 @@ def clinical_metrics(table: LesionTable, task: TaskSpec, scores: dict[str, np.nd
     if task.kind.binary:
         out["clinical"] = clinical.operating_points(y, s_final, units, n_boot, seed)
         out["clinical"]["bootstrap"]["unit"] = unit
+        if unit != "patient_id":  # a "patient" of one lesion has it in its top 15: the value would be 1 by construction
+            out["clinical"]["top_15_sensitivity"] = {
+                "value": None, "ci_low": None, "ci_high": None, "n_valid": 0,
+                "note": f"not computed: needs a patient_id on every row (resampling unit here: {unit})"}
         out["clinical"]["model"] = final
     else:
         out["thresholds"] = {**clinical.tune_thresholds(y, s_final, folds, task.kind), "model": final,
@@ -92,8 +96,9 @@ def summary_lines(metrics: dict) -> list[str]:
         lines.append(f"final ({ci['model']}) {ci['metric']} = {_ci(ci)} (95% CI, {ci['n_boot']} resamples of {ci['unit']})")
     op = metrics.get("clinical")
     if op:
+        top = op["top_15_sensitivity"]
         lines.append(f"operating points: flagged per cancer at 80% sensitivity {_ci(op['flagged_per_cancer_at_sensitivity_80'], '.2f')}, "
-                     f"top-15 sensitivity {_ci(op['top_15_sensitivity'], '.3f')}")
+                     f"top-15 sensitivity {top.get('note') or _ci(top, '.3f')}")
         lines.append("  " + ", ".join(f"{k.replace('_', ' ')} {_ci(v, '.3f')}" for k, v in op.items()
                                      if k.startswith(("sensitivity_at", "specificity_at"))))
     th = metrics.get("thresholds")

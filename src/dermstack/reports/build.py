@@ -239,7 +239,7 @@ def _clinical_section(run: RunData) -> Section:
     if not block:
         return sec.add(paragraph(_NO_BLOCK.format(key=key), "warn"))
     if key == "clinical":
-        rows = [{"metric": name, **{k: v.get(k) for k in ("value", "ci_low", "ci_high", "n_valid")}}
+        rows = [{"metric": name, **{k: v.get(k) for k in ("value", "ci_low", "ci_high", "n_valid")}, "note": v.get("note", "")}
                 for name, v in block.items() if isinstance(v, dict) and "value" in v]
         boot = block.get("bootstrap", {})
         sec.add(paragraph(f"Model {block.get('model', run.final_model)}, out-of-fold scores. A lesion is flagged when its score "

@@ -86,7 +86,7 @@ def _operating_points(m: dict, ops: pl.DataFrame, final: str, binary: bool) -> d
     if clinical:
         return {"source": "metrics.json clinical (patient bootstrap)",
                 "rows": [{"metric": k, "value": v.get("value"), "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high"),
-                          "n_valid": v.get("n_valid")} for k, v in clinical.items()]}
+                          "n_valid": v.get("n_valid"), "note": v.get("note")} for k, v in clinical.items()]}
     mine = ops.filter(pl.col("model") == final) if not ops.is_empty() else ops
     if mine.is_empty():
         return {"source": NOT_COMPUTED, "rows": []}
@@ -192,7 +192,8 @@ def _render_operating(h: dict) -> str:
     df = pl.DataFrame(o["rows"], infer_schema_length=None)
     if "ci_low" in df.columns:  # clinical metrics: value and CI in one cell
         df = pl.DataFrame({"metric": df["metric"],
-                           "value [95% CI]": [_ci(*r) for r in df.select("value", "ci_low", "ci_high").iter_rows()],
+                           "value [95% CI]": [_ci(*r[:3]) if _finite(r[0]) or not r[3] else "n/a: needs patient ids"
+                                              for r in df.select("value", "ci_low", "ci_high", "note").iter_rows()],
                            "n_valid": df["n_valid"]})
     return f"<h3>Operating points</h3>{paragraph(o['source'])}{table(df, collapse=None)}{thr_html}"
 
