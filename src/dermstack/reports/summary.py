@@ -15,6 +15,8 @@ from dermstack.reports.html import Section, esc, paragraph, table
 
 #: how many features the first screen lists as drivers of the final prediction
 TOP_DRIVERS = 8
+#: subgroups below overall listed on the first screen (all are in the Subgroups section)
+BELOW_SHOWN = 5
 #: attributes whose groups and best-worst gap the first screen shows in full
 SKIN_TONE = "skin tone"
 NOT_COMPUTED = "not computed"
@@ -131,6 +133,8 @@ def summary_section(h: dict) -> Section:
     """The first screen as a two-column grid: the model and its evidence left, decisions and fairness right."""
     left = [_render_dataset(h), _render_final(h), _render_primary(h), _render_calibration(h), _render_drivers(h)]
     right = [_render_operating(h), _render_below(h), _render_skin_tone(h)]
+    if not h["task"] == "binary":  # a per-class operating table fills the right column: fairness goes left
+        left, right = left + right[2:], right[:2]
     return Section("summary", "Summary").add(f'<div class="summary"><div>{"".join(left)}</div><div>{"".join(right)}</div></div>')
 
 
@@ -205,11 +209,15 @@ def _render_below(h: dict) -> str:
         return title + "<p>no subgroup columns in this table</p>"
     if not below:
         return title + "<p>none</p>"
+    tones = {s["attribute"] for s in h.get("skin_tone") or []}
+    shown = [r for r in below if r["attribute"] not in tones]  # skin-tone groups: in the fairness table
     items = "".join(f'<li class="bad">{esc(r["attribute"])} = {esc(r["group"])}: n={r["n"]}, '
                     f'{esc(_ci(r["value"], r["ci_low"], r["ci_high"]))} vs {r["overall"]:.3f}{" (small)" if r["small"] else ""}</li>'
-                    for r in below[:8])
-    more = f"<p class=\"note\">{len(below) - 8} more in Subgroups below</p>" if len(below) > 8 else ""
-    return title + f"<ul>{items}</ul>{more}"
+                    for r in shown[:BELOW_SHOWN])
+    rest = len(below) - min(len(shown), BELOW_SHOWN)
+    more = (f"<p class=\"note\">{rest} more below overall (skin-tone groups in the fairness table, the rest in "
+            "Subgroups and fairness)</p>") if rest else ""
+    return title + (f"<ul>{items}</ul>" if items else "") + more
 
 
 def _render_skin_tone(h: dict) -> str:
