@@ -15,6 +15,7 @@ from dermstack.reports.html import Section, esc, paragraph, table
 
 #: how many features the first screen lists as drivers of the final prediction
 TOP_DRIVERS = 8
+TOP_DRIVERS_MULTI = 5
 #: subgroups below overall listed on the first screen (all are in the Subgroups section)
 BELOW_SHOWN = 5
 #: attributes whose groups and best-worst gap the first screen shows in full
@@ -135,6 +136,8 @@ def summary_section(h: dict) -> Section:
     right = [_render_operating(h), _render_below(h), _render_skin_tone(h)]
     if not h["task"] == "binary":  # a per-class operating table fills the right column: fairness goes left
         left, right = left + right[2:], right[:2]
+        right.append(paragraph("Macro metrics within a subgroup average over the classes present in it, so small "
+                               "groups read lower by construction: compare groups with each other, not with 'all'."))
     return Section("summary", "Summary").add(f'<div class="summary"><div>{"".join(left)}</div><div>{"".join(right)}</div></div>')
 
 
@@ -175,10 +178,11 @@ def _render_drivers(h: dict) -> str:
     d = h["drivers"]
     if not d:
         return "<h3>Top drivers</h3><p>not computed (no booster or linear model explained)</p>"
-    top = max((f["mean_abs_shap"] for f in d["features"]), default=0) or 1
+    shown = d["features"][:TOP_DRIVERS if h["task"] == "binary" else TOP_DRIVERS_MULTI]  # several classes: room for fairness
+    top = max((f["mean_abs_shap"] for f in shown), default=0) or 1
     items = "".join(f'<li><span class="bar" style="width:{80 * f["mean_abs_shap"] / top:.0f}px"></span>'
                     f'{esc(f["feature"])} <span class="note">({esc(f["group"])}, {f["mean_abs_shap"]:.3g})</span></li>'
-                    for f in d["features"])
+                    for f in shown)
     whose = (f"of the final prediction, {esc(d['model'])}: contributions that add up to its score (see SHAP by feature group)"
              if d["model"] in (h["final_model"], ) or d["model"].startswith("final (")
              else f"of {esc(d['model'])} (the final model {esc(h['final_model'])} is not explained directly)")
