@@ -81,10 +81,17 @@ def compare_models(y, scores: dict[str, np.ndarray], reference: np.ndarray, unit
                        for name, s in scores.items()}}
 
 
+def format_ci(value, lo, hi, fmt: str = ".3f") -> str:
+    """``0.912 [0.880, 0.940]``: "n/a" for a missing value, the value alone for a missing interval."""
+    def finite(v) -> bool:
+        return isinstance(v, (int, float)) and np.isfinite(v)
+    if not finite(value):
+        return "n/a"
+    return f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]" if finite(lo) and finite(hi) else f"{value:{fmt}}"
+
+
 def _ci(d: dict, fmt: str = ".4f") -> str:
-    def f(v):
-        return "nan" if v is None else format(v, fmt)
-    return f"{f(d.get('value'))} [{f(d.get('ci_low'))}, {f(d.get('ci_high'))}]"
+    return format_ci(d.get("value"), d.get("ci_low"), d.get("ci_high"), fmt)
 
 
 def summary_lines(metrics: dict) -> list[str]:

@@ -322,12 +322,6 @@ class Run:
             self.write_submission(table, task, submitted)
         return metrics
 
-    def repeat_cv(self, table: LesionTable, store, features) -> list[dict]:
-        """``[cv] repeats``: the metrics of the child runs with fold seeds ``cv.seed + r`` (dermstack.repeats)."""
-        from dermstack.repeats import repeat_cv
-
-        return repeat_cv(self, table, store, features)
-
     def write_submission(self, table: LesionTable, task: TaskSpec, final: ModelResult) -> None:
         from dermstack.ensembles.submission import submission_format, write_submission
 
@@ -368,7 +362,9 @@ class Run:
             outs += self.cnn_feature_models(table, features, task, plan)
             final = self.ensemble(outs, task, plan)
             calibrated = self.calibrate(final, task, plan)
-            repeats = self.repeat_cv(table, store, features)
+            from dermstack.repeats import repeat_cv
+
+            repeats = repeat_cv(self, table, store, features)  # [cv] repeats: child runs on new fold seeds
             metrics = self.write_outputs(table, task, outs, final, calibrated, plan, repeats)
             finish(p.root, self.stages, final_model=final.name)
             if self.cfg.report.enabled:

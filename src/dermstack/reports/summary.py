@@ -11,6 +11,7 @@ import math
 
 import polars as pl
 
+from dermstack.clinical_report import format_ci as _ci
 from dermstack.reports.html import Section, esc, paragraph, table
 
 #: how many features the first screen lists as drivers of the final prediction
@@ -27,11 +28,6 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-def _ci(v, lo, hi) -> str:
-    """``0.912 [0.88, 0.94]``; a missing interval is left out rather than shown as ``nan``."""
-    if not _finite(v):
-        return "n/a"
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if _finite(lo) and _finite(hi) else f"{v:.3f}"
 
 
 def headline(run, metrics: pl.DataFrame, operating_points: pl.DataFrame, shaps: dict, subgroups: pl.DataFrame,
