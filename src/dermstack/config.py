@@ -244,6 +244,20 @@ class CVConfig:
     #: Dask scheduler address: train the boosters through lightgbm.dask / xgboost.dask
     #: (default: $DERMSTACK_DASK_ADDRESS, else in this process)
     dask_address: Str | None = None
+    #: a published split: CSV or parquet with `fold` keyed by image_id, lesion_id or patient_id
+    #: (dermstack.data.folds.FoldPlan.from_file); n_splits and seed are then unused
+    folds: Str | None = None
+
+    @model_validator(mode="after")
+    def _fold_file(self):
+        items = []
+        if self.folds is not None and Path(self.folds).suffix.lower() not in (".csv", ".parquet"):
+            items.append(("folds", self.folds, "a fold file is a .csv or .parquet file"))
+        if self.folds is not None and self.repeats > 1:
+            items.append(("repeats", self.repeats, "repeats draw new fold seeds; a fold file fixes the folds"))
+        if items:
+            raise _problem(items)
+        return self
 
 
 @schema("[extract]")

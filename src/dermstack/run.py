@@ -23,7 +23,7 @@ from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError
 from dermstack.metrics import evaluate
 from dermstack.predictions import ModelResult, Predictions
-from dermstack.provenance import Stage, versions
+from dermstack.provenance import Stage, file_digest, versions
 from dermstack.rundir import RunLock, RunPaths, finish, flat_config, invalidate
 from dermstack.task import TaskSpec
 
@@ -60,6 +60,10 @@ class Run:
             cfg.data.path = str(resolve_data_path(cfg.data.path, config_dir))
             if not Path(cfg.data.path).exists():  # before anything is written into the run directory
                 raise ConfigError(f"[data] path = {cfg.data.path!r}: no such file or folder")
+        if cfg.cv.folds:
+            cfg.cv.folds = str(resolve_data_path(cfg.cv.folds, config_dir))
+            if not Path(cfg.cv.folds).is_file():
+                raise ConfigError(f"[cv] folds = {cfg.cv.folds!r}: no such file")
         self.paths = RunPaths(Path(run_dir))
         self.force = force
         self.flat = flat_config(cfg.to_dict())
@@ -72,7 +76,8 @@ class Run:
         """The config keys a stage reads: every ``section.key`` starting with one of ``prefixes``."""
         return {k: v for k, v in self.flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
-    def _stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn) -> bool:
+    def _stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn,
+               record: dict | None = None) -> bool:
         stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on)
         self.stages.append(name)
         if stage.done():
@@ -83,7 +88,7 @@ class Run:
             log.info("stage %s re-runs: invalidated %s", name, dropped)
         t0 = time.perf_counter()
         fn()
-        stage.finish(time.perf_counter() - t0)
+        stage.finish(time.perf_counter() - t0, **(record or {}))
         log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
         return True
 
@@ -117,8 +122,14 @@ class Run:
 
     def folds(self, table: LesionTable) -> FoldPlan:
         p, cv = self.paths, self.cfg.cv
-        self._stage("folds", self.keys("cv.n_splits", "cv.seed", "data.task", "data.target"), [p.lesions], [p.folds],
-                    ["ingest"], lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task).write(p.folds))
+        if cv.folds:  # a published split: the file is an input, so a changed file re-runs this stage and all after it
+            source = Path(cv.folds)
+            self._stage("folds", self.keys("cv.folds", "data.task", "data.target"), [p.lesions, source], [p.folds],
+                        ["ingest"], lambda: FoldPlan.from_file(table, source).write(p.folds),
+                        record={"fold_file": {"file": str(source), "sha256": file_digest(source)}})
+        else:
+            self._stage("folds", self.keys("cv.n_splits", "cv.seed", "data.task", "data.target"), [p.lesions], [p.folds],
+                        ["ingest"], lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task).write(p.folds))
         plan = FoldPlan.read(p.folds)
         plan.check_matches(table)
         return plan

@@ -53,11 +53,15 @@ def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, p
 @click.option("--n-splits", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--task", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
-def folds_command(lesions: Path, out: Path, n_splits: int, seed: int, task: str) -> None:
-    """Make the patient-grouped stratified FoldPlan every model of a run shares."""
+@click.option("--from", "source", type=click.Path(path_type=Path), default=None,
+              help="A published split (CSV/parquet: fold keyed by image_id, lesion_id or patient_id), as [cv] folds.")
+def folds_command(lesions: Path, out: Path, n_splits: int, seed: int, task: str, source: Path | None) -> None:
+    """Make the patient-grouped stratified FoldPlan every model of a run shares (or read it --from a file)."""
     from dermstack.data.folds import FoldPlan
     from dermstack.data.table import LesionTable
 
-    plan = FoldPlan.make(LesionTable.read(lesions), n_splits=n_splits, seed=seed, task=task)
+    table = LesionTable.read(lesions)
+    plan = FoldPlan.from_file(table, source) if source else FoldPlan.make(table, n_splits=n_splits, seed=seed, task=task)
     plan.write(out)
-    click.echo(f"{plan.folds.height} training rows in {n_splits} folds grouped by {plan.group_column}: {out}")
+    origin = f" from {source}" if source else ""
+    click.echo(f"{plan.folds.height} training rows in {plan.n_splits} folds{origin} grouped by {plan.group_column}: {out}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,13 @@ from sklearn.model_selection import StratifiedGroupKFold
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
 from dermstack.parquet_io import read_described, write_described
+from dermstack.provenance import file_digest
 from dermstack.task import TaskKind
 
+log = logging.getLogger(__name__)
 META_KEY = b"dermstack.fold_plan"
+#: what a fold file may be keyed by, finest first (the first present column is the key)
+FOLD_KEYS = ("image_id", "lesion_id", "patient_id")
 
 
 def ids_digest(ids: list[str]) -> str:
@@ -39,14 +44,22 @@ def stratum(table: LesionTable, task: str) -> np.ndarray:
     return df["label"].fill_null("<none>").to_numpy()
 
 
+def _group_of(df: pl.DataFrame) -> tuple[str, np.ndarray]:
+    """The column rows are grouped by (patient, else lesion, else image) and each row's group."""
+    group_col = next((c for c in ("patient_id", "lesion_id") if df[c].null_count() < df.height), "image_id")
+    return group_col, df.select(pl.coalesce(group_col, "lesion_id", "image_id")).to_series().to_numpy()
+
+
 @dataclass
 class FoldPlan:
-    """``folds``: image_id, group, fold (0..n_splits-1) for every training row."""
+    """``folds``: image_id, group, fold (0..n_splits-1) for every training row. ``source``: the
+    fold file a published split came from (``file``, ``sha256``, ``key``), None when made here."""
 
     folds: pl.DataFrame
     n_splits: int
-    seed: int
+    seed: int | None
     group_column: str
+    source: dict | None = None
 
     @classmethod
     def make(cls, table: LesionTable, n_splits: int = 5, seed: int = 42, task: str = "binary") -> "FoldPlan":
@@ -54,8 +67,7 @@ class FoldPlan:
         df = table.train
         if df.height == 0:
             raise DataError("no training rows to split")
-        group_col = next((c for c in ("patient_id", "lesion_id") if df[c].null_count() < df.height), "image_id")
-        groups = df.select(pl.coalesce(group_col, "lesion_id", "image_id")).to_series().to_numpy()
+        group_col, groups = _group_of(df)
         y = stratum(table, task)
         n_groups = len(np.unique(groups))
         if n_groups < n_splits:
@@ -66,6 +78,59 @@ class FoldPlan:
             fold[valid] = k
         folds = pl.DataFrame({"image_id": df["image_id"], "group": groups.astype(str), "fold": fold})
         return cls(folds, n_splits, seed, group_col)
+
+    @classmethod
+    def from_file(cls, table: LesionTable, path: str | Path) -> "FoldPlan":
+        """Exactly the folds of a published or institutional split: a CSV or parquet file with a
+        ``fold`` column keyed by ``image_id``, ``lesion_id`` or ``patient_id`` (the first present).
+        Refused (DataError naming the id): a training row the file does not cover, an id with two
+        folds, a patient or lesion whose images the file puts in different folds, fewer than 2 folds.
+        Fold labels are numbered 0..K-1 in sorted order; ids the table lacks (e.g. test rows) are ignored."""
+        path = Path(path)
+        src = _read_fold_file(path)
+        key = next((c for c in FOLD_KEYS if c in src.columns), None)
+        if key is None or "fold" not in src.columns:
+            raise DataError(f"a fold file needs a `fold` column and one of {list(FOLD_KEYS)}; it has {src.columns}",
+                            file=str(path))
+        src = src.select(pl.col(key).cast(pl.String), pl.col("fold")).filter(pl.col(key).is_not_null())
+        if not src["fold"].dtype.is_integer():
+            raise DataError(f"`fold` must hold integers, not {src['fold'].dtype}", file=str(path), column="fold")
+        if src["fold"].null_count():
+            bad = src.filter(pl.col("fold").is_null())[key][0]
+            raise DataError(f"{key} {bad!r} has no fold", file=str(path), column="fold")
+        clash = src.group_by(key).agg(pl.col("fold").unique().sort()).filter(pl.col("fold").list.len() > 1)
+        if clash.height:
+            raise DataError(f"{key} {clash[key][0]!r} is listed in folds {clash['fold'][0].to_list()}",
+                            file=str(path), column=key)
+        df = table.train
+        if df.height == 0:
+            raise DataError("no training rows to split")
+        rows = df.select("image_id", "lesion_id", "patient_id").join(
+            src.unique(key), left_on=pl.col(key).cast(pl.String), right_on=key, how="left", maintain_order="left")
+        missing = rows.filter(pl.col("fold").is_null())
+        if missing.height:
+            raise DataError(f"{missing.height} training rows have no fold in the file, e.g. image_id "
+                            f"{missing['image_id'][0]!r} ({key} {missing[key][0]!r})", file=str(path), column=key)
+        for col in ("patient_id", "lesion_id"):  # one patient's or lesion's images in one fold, or the folds leak
+            split = (rows.filter(pl.col(col).is_not_null()).group_by(col).agg(pl.col("fold").unique().sort())
+                     .filter(pl.col("fold").list.len() > 1).sort(col))
+            if split.height:
+                raise DataError(f"the fold file splits {col} {split[col][0]!r} across folds {split['fold'][0].to_list()} "
+                                f"({split.height} {col}s split): a paired CV needs each {col} in one fold",
+                                file=str(path), column=key)
+        labels = sorted(rows["fold"].unique().to_list())
+        if len(labels) < 2:
+            raise DataError(f"the fold file puts every training row in fold {labels[0]}: cross-validation needs "
+                            "at least 2 folds", file=str(path), column="fold")
+        if labels != list(range(len(labels))):
+            log.info("fold file %s: fold labels %s numbered 0..%d", path, labels, len(labels) - 1)
+        extra = src.height - rows[key].n_unique()
+        if extra > 0:
+            log.info("fold file %s: %d %s values not among the training rows (ignored)", path, extra, key)
+        fold = rows["fold"].replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int8)
+        group_col, groups = _group_of(df)
+        folds = pl.DataFrame({"image_id": df["image_id"], "group": groups.astype(str), "fold": fold})
+        return cls(folds, len(labels), None, group_col, {"file": str(path), "sha256": file_digest(path), "key": key})
 
     # -- use ------------------------------------------------------------------
     def fold_of(self, image_ids: pl.Series | list[str]) -> np.ndarray:
@@ -97,10 +162,28 @@ class FoldPlan:
     # -- io ---------------------------------------------------------------------
     def write(self, path: str | Path) -> Path:
         meta = {"n_splits": self.n_splits, "seed": self.seed, "group_column": self.group_column,
-                "ids": ids_digest(self.folds["image_id"].to_list())}
+                "ids": ids_digest(self.folds["image_id"].to_list()), "source": self.source}
         return write_described(self.folds, path, META_KEY, meta)
 
     @classmethod
     def read(cls, path: str | Path) -> "FoldPlan":
         folds, meta = read_described(path, META_KEY, "fold plan")
-        return cls(folds, meta["n_splits"], meta["seed"], meta["group_column"])
+        return cls(folds, meta["n_splits"], meta["seed"], meta["group_column"], meta.get("source"))
+
+    def same_split(self, other: "FoldPlan") -> bool:
+        """Whether two plans put the same rows in the same folds (what a paired comparison needs)."""
+        a, b = (p.folds.select("image_id", "fold").sort("image_id") for p in (self, other))
+        return a.equals(b)
+
+
+def _read_fold_file(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError("no such fold file", file=str(path))
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pl.read_parquet(path)
+        if path.suffix.lower() == ".csv":
+            return pl.read_csv(path, infer_schema_length=None, schema_overrides={c: pl.String for c in FOLD_KEYS})
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise DataError(f"cannot read fold file: {e}", file=str(path)) from None
+    raise DataError("a fold file is a .csv or .parquet file", file=str(path))
