@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": "dermstack.run:demo_command",
     "predict": "dermstack.ensembles.cli:predict_command",
     "submit": "dermstack.ensembles.cli:submit_command",
+    "compare": "dermstack.reports.compare:compare_command",
 }
 
 

@@ -96,3 +96,22 @@ def subgroup_figure(table: pl.DataFrame, metric: str, title: str) -> str:
     ax.set_yticks(ys, labels, fontsize=7)
     ax.set(xlabel=metric, title=title)
     return data_uri(fig)
+
+
+def difference_figure(table: pl.DataFrame, metric: str, title: str) -> str:
+    """Forest plot of paired differences (run minus reference) per subgroup: CI bars around 0, small groups in grey."""
+    t = table.filter(pl.col("metric") == metric)
+    fig, ax = plt.subplots(figsize=(6.4, 0.26 * t.height + 1.2))
+    ys = np.arange(t.height)[::-1]
+    for y, row in zip(ys, t.iter_rows(named=True)):
+        colour = "lightgrey" if row["small"] else "tab:blue"
+        if row["ci_low"] is not None and np.isfinite(row["ci_low"]):
+            ax.plot([row["ci_low"], row["ci_high"]], [y, y], c=colour, lw=2)
+        if row["difference"] is not None and np.isfinite(row["difference"]):
+            ax.plot(row["difference"], y, "o", c="grey" if row["small"] else "tab:blue", ms=4)
+    ax.axvline(0, ls="--", c="tab:red", lw=1)
+    labels = [f"{a}: {g} (n={n}{'' if p is None else f', pos={p}'}){' *' if s else ''}"
+              for a, g, n, p, s in t.select("attribute", "group", "n", "n_pos", "small").iter_rows()]
+    ax.set_yticks(ys, labels, fontsize=7)
+    ax.set(xlabel=f"{metric} difference", title=title)
+    return data_uri(fig)
