@@ -19,7 +19,7 @@ from dermstack.atomic import write_text
 
 from dermstack.config import ModelConfig, RunConfig, default_models
 from dermstack.data.folds import FoldPlan
-from dermstack.data.table import LesionTable
+from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import ConfigError
 from dermstack.metrics import evaluate
 from dermstack.predictions import ModelResult, Predictions
@@ -33,13 +33,13 @@ PACKAGE_CONFIGS = Path(__file__).parent / "configs"
 
 @dataclass
 class SelectedBackbones:
-    """The configured backbones of an EmbeddingStore that may hold others from earlier runs."""
+    """The configured backbones (each of their views) of an EmbeddingStore that may hold others from earlier runs."""
 
     store: object
     names: list[str]
 
     def backbones(self) -> list[str]:
-        return [b for b in self.store.backbones() if b in self.names]
+        return [b for b in self.store.backbones() if split_key(b)[0] in self.names]
 
     def read(self, backbone: str, image_ids: list[str]) -> np.ndarray:
         return self.store.read(backbone, image_ids)

@@ -49,6 +49,33 @@ ADMIN_COLUMNS = {
 }
 
 
+#: ``image_ref`` is a row's primary image; each ``image_ref_<view>`` column one more image of it
+#: (MILK10k: ``image_ref_clinical``, the close-up beside the dermoscopic image)
+VIEW_PREFIX = "image_ref_"
+
+
+def image_views(df: pl.DataFrame) -> dict[str, str]:
+    """View -> image column of every image of a row: ``""`` -> ``image_ref``, then ``<view>`` ->
+    ``image_ref_<view>`` for each further image column."""
+    extra = {c[len(VIEW_PREFIX):]: c for c in df.columns if c.startswith(VIEW_PREFIX) and df.schema[c] == pl.String}
+    return {"": "image_ref", **extra}
+
+
+#: joins a backbone and a view in an embedding's key (dermstack.extract.store)
+VIEW_SEP = "@"
+
+
+def view_key(backbone: str, view: str = "") -> str:
+    """The key of a backbone's embeddings of one view (the backbone alone for the primary image)."""
+    return f"{backbone}{VIEW_SEP}{view}" if view else backbone
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(backbone, view) of an embedding key."""
+    backbone, _, view = key.partition(VIEW_SEP)
+    return backbone, view
+
+
 def is_label_provenance(column: str) -> bool:
     """True for columns that encode the label or how it was obtained (never features)."""
     return any(re.match(p, column.lower()) for p in LABEL_PROVENANCE_PATTERNS)
@@ -161,7 +188,7 @@ def default_feature_columns(df: pl.DataFrame, exclude: set[str] = frozenset()) -
     """
     feats, cats = [], []
     for c, t in df.schema.items():
-        if c in CORE_COLUMNS or c in ADMIN_COLUMNS or c in exclude or is_label_provenance(c):
+        if c in CORE_COLUMNS or c in ADMIN_COLUMNS or c.startswith(VIEW_PREFIX) or c in exclude or is_label_provenance(c):
             continue
         if df[c].null_count() == df.height:
             continue

@@ -1,4 +1,5 @@
-"""Image decoding for extraction: a torch Dataset that turns ``image_ref``s into uint8 HWC arrays.
+"""Image decoding for extraction: which images of a table to embed (every view of a row), and a
+torch Dataset that turns ``image_ref``s into uint8 HWC arrays.
 
 Geometry (resize + center crop) follows the backbone's timm data config; scaling to float and
 normalising happen on the model's device, in the batch (cheaper than per image in the workers).
@@ -10,12 +11,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import torch
 from PIL import Image
 from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset
 
 from dermstack.data.images import decode_image, read_image_bytes
+from dermstack.data.table import LesionTable, image_views, view_key
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
@@ -131,3 +134,28 @@ def collate(items) -> dict:
 def make_loader(dataset: ImageDataset, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                       pin_memory=pin_memory, prefetch_factor=4 if workers else None, persistent_workers=False)
+
+
+@dataclass(frozen=True)
+class ViewImages:
+    """The images of one view of a table that a backbone embeds under ``view_key(backbone, view)``."""
+
+    view: str
+    ids: list[str]
+    refs: list[str | None]
+
+    def key(self, backbone: str) -> str:
+        return view_key(backbone, self.view)
+
+
+def view_images(table: LesionTable, shard: tuple[int, int] | None = None) -> list[ViewImages]:
+    """Every image of every row (every n-th row from the i-th with ``shard=(i, n)``): the primary
+    ``image_ref`` of each row (a row without one is recorded as failed), then each further view
+    (``image_ref_<view>``) of the rows that have that image; a row without it simply has no
+    embedding of that view, and its features of that view are missing."""
+    df = table.df if shard is None else table.df.gather_every(shard[1], offset=shard[0])
+    out = []
+    for view, column in image_views(df).items():
+        rows = df if not view else df.filter(pl.col(column).is_not_null())
+        out.append(ViewImages(view, rows["image_id"].to_list(), rows[column].to_list()))
+    return out

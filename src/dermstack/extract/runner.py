@@ -16,7 +16,7 @@ from dermstack import __version__
 from dermstack.atomic import write_json
 from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError, DataError
-from dermstack.extract.dataset import ImageDataset, make_geometry, make_loader
+from dermstack.extract.dataset import ImageDataset, make_geometry, make_loader, view_images
 from dermstack.extract.registry import Backbone, create_backbone
 from dermstack.extract.settings import (
     TTA,
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BackboneReport:
-    """What one backbone's pass did."""
+    """What one backbone's pass over one view (``backbone`` is the store key, :func:`view_key`) did."""
 
     backbone: str
     timm_name: str
@@ -158,10 +158,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     if ranked:
         shard = shard_from_env()
     path = rank_path(out, shard) if ranked else out
-    ids = table.df["image_id"].to_list()
-    refs = table.df["image_ref"].to_list()
-    if shard is not None:
-        ids, refs = ids[shard[0]::shard[1]], refs[shard[0]::shard[1]]
+    views = view_images(table, shard)
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     par = resolve_parallelism(settings, device)
@@ -170,25 +167,27 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     path.parent.mkdir(parents=True, exist_ok=True)
     for name in backbones:
         bb = create_backbone(name, settings.weights.get(name), settings.image_size)
-        report.backbones.append(_extract_one(bb, ids, refs, path, settings, device, precision, par, shard_text, strict))
+        for v in views:
+            report.backbones.append(_extract_one(bb, v.key(name), v.ids, v.refs, path, settings, device, precision, par,
+                                                 shard_text, strict))
     if ranked and _merge_ranks(out, shard):
         report.merged_into = str(out)
     return report
 
 
-def _extract_one(bb: Backbone, ids: list[str], refs: list[str | None], path: Path, settings: ExtractSettings,
+def _extract_one(bb: Backbone, key: str, ids: list[str], refs: list[str | None], path: Path, settings: ExtractSettings,
                  device: torch.device, precision: Precision, par: Parallelism, shard_text: str,
                  strict: bool) -> BackboneReport:
-    rep = BackboneReport(bb.name, bb.timm_name, bb.weights.source, bb.weights.sha256, list(bb.image_size), len(ids), 0, 0)
+    rep = BackboneReport(key, bb.timm_name, bb.weights.source, bb.weights.sha256, list(bb.image_size), len(ids), 0, 0)
     with h5py.File(path, "a") as f:
-        writer = open_group(f, bb.name, group_attrs(bb, settings, precision), bb.num_features)
+        writer = open_group(f, key, group_attrs(bb, settings, precision), bb.num_features)
         if settings.retry_failed:
             writer.forget_failed(set(ids))
         done = writer.done_ids()
         todo = [k for k, i in enumerate(ids) if i not in done]
         rep.already_done = len(ids) - len(todo)
         if not todo and writer.g.attrs.get("complete", False):
-            log.info("%s: all %d images already in %s", bb.name, len(ids), path)
+            log.info("%s: all %d images already in %s", key, len(ids), path)
             return rep
         writer.begin(shard_text)
         embed = Embedder(bb, device, precision, settings.tta)
@@ -197,7 +196,7 @@ def _extract_one(bb: Backbone, ids: list[str], refs: list[str | None], path: Pat
                   if par.workers else InlineBatches(dataset, par.batch_size))
         t0 = time.perf_counter()
         results = run_streams(source, embed, par.streams, par.threads)
-        with closing(results), progress_bar(total=len(todo), unit="img", desc=bb.name, mininterval=1.0, smoothing=0.05) as bar:
+        with closing(results), progress_bar(total=len(todo), unit="img", desc=key, mininterval=1.0, smoothing=0.05) as bar:
             for batch, feats in results:  # closing(): an error here stops the streams and restores torch's threads at once
                 for j, reason in batch["failed"]:
                     k = todo[j]

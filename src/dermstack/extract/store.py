@@ -1,9 +1,14 @@
-"""EmbeddingStore: pooled backbone features per image in one HDF5 file, one group per backbone.
+"""EmbeddingStore: pooled backbone features per image in one HDF5 file, one group per backbone and view.
 
-Layout of group ``/<backbone>``:
+An embedding is named by its key: the backbone for a row's primary image (``image_ref``), and
+``<backbone>@<view>`` for a further image of the row (``image_ref_<view>``: MILK10k's ``clinical``
+close-up), so every reader that goes by keys (features, linear probe, predict) sees each view as
+an embedding of its own.
+
+Layout of group ``/<key>`` (``/`` in a hub name as ``__``):
   features   (N x D float16, chunked, resizable)    image_id (N, utf-8)
   failed/image_id, failed/reason                     images that could not be embedded, and why
-  attrs: backbone, timm_name, pretrained_cfg (JSON), data_config (JSON), weights_source,
+  attrs: backbone, view ("" for the primary image), timm_name, pretrained_cfg (JSON), data_config (JSON), weights_source,
          weights_sha256, image_size, tta (JSON), precision, dermstack_version, created, updated,
          recipe (JSON: everything that changes the numbers), n_written, complete, shard
 Rows past ``n_written`` belong to an interrupted batch and are ignored; ``complete`` is set last,
@@ -21,6 +26,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dermstack.data.table import split_key, view_key
 from dermstack.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -30,9 +36,9 @@ STR = h5py.string_dtype("utf-8")
 CHUNK_ROWS = 256
 
 
-def group_name(backbone: str) -> str:
-    """HDF5 group for a backbone name (hub names contain '/')."""
-    return backbone.replace("/", "__")
+def group_name(key: str) -> str:
+    """HDF5 group for an embedding key (hub names contain '/')."""
+    return key.replace("/", "__")
 
 
 def now() -> str:
@@ -66,9 +72,11 @@ class EmbeddingStore:
 
     @staticmethod
     def _names(f: h5py.File) -> list[str]:
-        return [str(g.attrs["backbone"]) for g in f.values() if isinstance(g, h5py.Group) and g.attrs.get("kind") == KIND]
+        return [view_key(str(g.attrs["backbone"]), str(g.attrs.get("view", ""))) for g in f.values()
+                if isinstance(g, h5py.Group) and g.attrs.get("kind") == KIND]
 
     def backbones(self) -> list[str]:
+        """The embedding keys in the store: each backbone, and ``<backbone>@<view>`` for further views."""
         with self._open() as f:
             return self._names(f)
 
@@ -220,7 +228,8 @@ class GroupWriter:
 
 
 def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int) -> GroupWriter:
-    """Create the backbone's group, or reopen it after checking it was made with the same recipe."""
+    """Create the group of an embedding key (:func:`view_key`), or reopen it after checking it was
+    made with the same recipe."""
     name = group_name(backbone)
     g = f.get(name)
     if g is None:
@@ -231,7 +240,8 @@ def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int) -> GroupWrite
             g.create_dataset(d, (0,), STR, maxshape=(None,), chunks=(256,))
         for k, v in attrs.items():
             g.attrs[k] = v
-        g.attrs.update(kind=KIND, backbone=backbone, created=now(), n_written=0, complete=False)
+        name_, view = split_key(backbone)
+        g.attrs.update(kind=KIND, backbone=name_, view=view, created=now(), n_written=0, complete=False)
         f.flush()
         return GroupWriter(f, g)
     check_recipe(g, attrs["recipe"], backbone, f.filename)
@@ -272,7 +282,7 @@ def merge_stores(shards: list[str | Path], out: str | Path) -> dict[str, int]:
                 with r._open() as src:
                     g = r._group(src, name)
                     if writer is None:
-                        attrs = {k: v for k, v in g.attrs.items() if k not in ("n_written", "complete", "shard", "created", "kind", "backbone")}
+                        attrs = {k: v for k, v in g.attrs.items() if k not in ("n_written", "complete", "shard", "created", "kind", "backbone", "view")}
                         writer = open_group(f, name, attrs, g["features"].shape[1])
                         writer.begin(shard="merged")
                     check_recipe(writer.g, g.attrs["recipe"], name, str(r.path))

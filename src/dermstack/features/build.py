@@ -11,7 +11,7 @@ import polars as pl
 from dermstack.config import FeaturesConfig
 from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError
-from dermstack.features.embedding import EmbeddingSource, pca_features, read_embeddings
+from dermstack.features.embedding import EmbeddingSource, cross_view_similarity, pca_features, read_embeddings
 from dermstack.features.engineered import engineered_features
 from dermstack.features.featureset import ID_COLUMNS, FeatureSet
 from dermstack.features.image import image_features
@@ -109,6 +109,9 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
                                         fitted=fitted.pca if fitted else None)
         fs.info["embedding"] = info
         fs = fs.add(frame, "embedding")
+        views = cross_view_similarity(emb, embeddings.backbones(), df["image_id"].to_list())
+        if views.width > 1:
+            fs = fs.add(views, "embedding")
         timings["embedding"] = time.perf_counter() - t
 
     reason = not_built_reason(df) if cfg.patient else None

@@ -1,4 +1,9 @@
-"""Embedding features: a PCA of each backbone's frozen embeddings, fitted on the training rows only."""
+"""Embedding features: a PCA of each backbone's frozen embeddings, fitted on the training rows only.
+
+A row with several images (MILK10k: dermoscopic and clinical close-up) has one embedding per view
+(store key ``<backbone>@<view>``, :mod:`dermstack.extract.store`): each gets its own PCA group
+(``emb_<backbone>_<view>_pcNN``), and ``emb_<backbone>_<view>_cos`` is the cosine similarity of
+that view's embedding with the primary image's."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +14,7 @@ import numpy as np
 import polars as pl
 from sklearn.decomposition import PCA
 
+from dermstack.data.table import split_key, view_key
 from dermstack.errors import DataError
 from dermstack.features.transform import PCAParams
 
@@ -24,8 +30,16 @@ class EmbeddingSource(Protocol):
 
 
 def column_prefix(backbone: str) -> str:
-    """``emb_<backbone>`` with every character that is not a letter, digit or ``_`` replaced by ``_``."""
+    """``emb_<backbone>`` (``emb_<backbone>_<view>`` for a view's key ``<backbone>@<view>``) with
+    every character that is not a letter, digit or ``_`` replaced by ``_``."""
     return "emb_" + re.sub(r"[^0-9A-Za-z_]+", "_", backbone).strip("_")
+
+
+def _absent_note(key: str, n: int, examples: list[str]) -> str:
+    backbone, view = split_key(key)
+    if view:
+        return f"{n} rows have no {view} image embedded by {backbone} (e.g. {examples}); their {view} features are null"
+    return f"{backbone}: {n} images have no embedding (e.g. {examples}); their embedding features are null"
 
 
 def read_embeddings(store: EmbeddingSource, image_ids: list[str]) -> dict[str, np.ndarray]:
@@ -42,7 +56,7 @@ def read_embeddings(store: EmbeddingSource, image_ids: list[str]) -> dict[str, n
             want = [i for i in image_ids if i in have]
             if len(want) < len(image_ids):
                 absent = [i for i in image_ids if i not in have]
-                log.warning("%s: %d images have no embedding (e.g. %s); their embedding features are null", backbone, len(absent), absent[:5])
+                log.warning(_absent_note(backbone, len(absent), absent[:5]))
         arr = np.asarray(store.read(backbone, want), dtype=np.float32)
         if arr.ndim != 2 or arr.shape[0] != len(want):
             raise DataError(f"embedding store returned shape {arr.shape} for {len(want)} ids of backbone {backbone!r}")
@@ -93,3 +107,20 @@ def pca_features(embeddings: dict[str, np.ndarray], image_ids: list[str], is_tra
             log.warning("%s: %d rows have non-finite embeddings; their PCA features are null", prefix, int((~ok).sum()))
     frame = pl.DataFrame({"image_id": image_ids, **columns}).fill_nan(None)
     return frame, info, params
+
+
+def cross_view_similarity(embeddings: dict[str, np.ndarray], keys: list[str], image_ids: list[str]) -> pl.DataFrame:
+    """``image_id`` + ``<view prefix>_cos`` per further view: the cosine similarity of a row's view
+    embedding with its primary image's embedding of the same backbone (null where either is missing).
+    ``embeddings`` maps column prefix -> array (:func:`read_embeddings`), ``keys`` the store keys read."""
+    columns = {}
+    for key in keys:
+        backbone, view = split_key(key)
+        base, other = column_prefix(view_key(backbone)), column_prefix(key)
+        if not view or base not in embeddings:
+            continue
+        a, b = embeddings[base].astype(np.float64), embeddings[other].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        columns[f"{other}_cos"] = cos.astype(np.float32)
+    return pl.DataFrame({"image_id": image_ids, **columns}).fill_nan(None)

@@ -9,8 +9,9 @@ over the categories seen in training (null or unseen: all zeros). A numeric colu
 got a training std so small that a validation row sat 300 standard deviations out and decided its
 score. Standardised values are clipped to +-``CLIP_Z`` for the same reason: a linear model should
 not extrapolate a value far outside the training range. Its *terms* are what an
-explanation names: one ``embedding:<backbone>`` per backbone and one per table feature, so that
-the contributions of all 1280 dimensions of an embedding add up to a single number.
+explanation names: one ``embedding:<key>`` per embedding (per backbone and view: the key is
+``<backbone>@<view>`` for a further image of a row, e.g. MILK10k's clinical close-up) and one per
+table feature, so that the contributions of all 1280 dimensions of an embedding add up to a single number.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A saved linear probe of one fold and seed, shaped like a :class:`~dermstack.reports.boosters.FoldBooster`
 so that :func:`~dermstack.reports.shap_.explain_model` explains it the same way: out of fold, seeds
 averaged. Its "SHAP values" are the exact linear contributions (coefficient x standardised value,
-one ``embedding:<backbone>`` term per backbone), in log-odds / softmax-logit units like the boosters'."""
+one ``embedding:<key>`` term per backbone and view), in log-odds / softmax-logit units like the boosters'."""
 from __future__ import annotations
 
 from dataclasses import dataclass
