@@ -109,6 +109,19 @@ def test_the_linear_probe_reads_each_view_in_full(embedded):
     assert not np.isnan(rows.embeddings[TEST_MODEL]).any()
 
 
+def test_a_view_column_without_images_gives_no_features_of_that_view(embedded, test_weights, tmp_path, caplog):  # noqa: F811
+    table, _, _ = embedded
+    bare = LesionTable(table.df.with_columns(pl.lit(None, pl.String).alias("image_ref_clinical")), table.meta)
+    extract_embeddings(bare, [TEST_MODEL], tmp_path / "e.h5", settings(test_weights))
+    store = EmbeddingStore(tmp_path / "e.h5")
+    assert store.backbones() == [TEST_MODEL, CLIN] and store.image_ids(CLIN) == []
+    cfg = FeaturesConfig(metadata=False, engineered=False, patient=False, image=False, embedding=True)
+    with caplog.at_level(logging.WARNING, logger="dermstack"):
+        fs = build_features(bare, cfg, store, pca_components=2)
+    assert list(fs.groups) == ["emb_test_efficientnet_pc00", "emb_test_efficientnet_pc01"]
+    assert any("no features of this view" in r.getMessage() for r in caplog.records)
+
+
 RUN = """
 [data]
 format = "milk10k"

@@ -11,7 +11,13 @@ import polars as pl
 from dermstack.config import FeaturesConfig
 from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError
-from dermstack.features.embedding import EmbeddingSource, cross_view_similarity, pca_features, read_embeddings
+from dermstack.features.embedding import (
+    EmbeddingSource,
+    cross_view_similarity,
+    pca_features,
+    read_embeddings,
+    usable_views,
+)
 from dermstack.features.engineered import engineered_features
 from dermstack.features.featureset import ID_COLUMNS, FeatureSet
 from dermstack.features.image import image_features
@@ -100,7 +106,8 @@ def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "Embeddi
     emb: dict[str, np.ndarray] = {}
     pca: dict = {}
     if embeddings is not None and (cfg.embedding or cfg.patient):
-        emb = read_embeddings(embeddings, df["image_id"].to_list())
+        emb = usable_views(read_embeddings(embeddings, df["image_id"].to_list()), embeddings.backbones(),
+                           (df["split"] == "train").to_numpy(), fitted.pca if fitted else None)
         if pools is not None:
             emb = {k: pool_array(pools, v).astype(np.float32) for k, v in emb.items()}
     if cfg.embedding and emb:

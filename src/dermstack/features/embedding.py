@@ -109,6 +109,27 @@ def pca_features(embeddings: dict[str, np.ndarray], image_ids: list[str], is_tra
     return frame, info, params
 
 
+def usable_views(embeddings: dict[str, np.ndarray], keys: list[str], is_train: np.ndarray,
+                 fitted: dict[str, PCAParams] | None = None) -> dict[str, np.ndarray]:
+    """``embeddings`` without the further views that cannot have features: when fitting, a view
+    with fewer than two embedded training rows (a column of close-ups that are nearly all absent);
+    with a run's ``fitted`` PCA, a view the run had none for. A backbone's primary view is always
+    kept (too few of its rows is the PCA's error)."""
+    out = dict(embeddings)
+    for key in keys:
+        prefix = column_prefix(key)
+        if not split_key(key)[1] or prefix not in out:
+            continue
+        if fitted is not None:
+            if prefix not in fitted:
+                log.warning("%s: the run had no features of this view; not used", prefix)
+                del out[prefix]
+        elif (np.isfinite(out[prefix]).all(1) & is_train).sum() < 2:
+            log.warning("%s: fewer than two training rows have this image; no features of this view", prefix)
+            del out[prefix]
+    return out
+
+
 def cross_view_similarity(embeddings: dict[str, np.ndarray], keys: list[str], image_ids: list[str]) -> pl.DataFrame:
     """``image_id`` + ``<view prefix>_cos`` per further view: the cosine similarity of a row's view
     embedding with its primary image's embedding of the same backbone (null where either is missing).
@@ -117,7 +138,7 @@ def cross_view_similarity(embeddings: dict[str, np.ndarray], keys: list[str], im
     for key in keys:
         backbone, view = split_key(key)
         base, other = column_prefix(view_key(backbone)), column_prefix(key)
-        if not view or base not in embeddings:
+        if not view or base not in embeddings or other not in embeddings:
             continue
         a, b = embeddings[base].astype(np.float64), embeddings[other].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):

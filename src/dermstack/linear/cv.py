@@ -20,6 +20,7 @@ import polars as pl
 from dermstack.config import ModelConfig
 from dermstack.crossfit import FoldJob, align_rows, cross_fit
 from dermstack.data.folds import FoldPlan
+from dermstack.data.table import split_key
 from dermstack.errors import ConfigError
 from dermstack.features.featureset import FeatureSet
 from dermstack.linear.design import Design, embedding_term, read_rows, split_columns
@@ -34,8 +35,9 @@ KIND = "logistic"
 
 
 def select_inputs(features: FeatureSet, store, groups: list[str] | None, where: str) -> tuple[list[str], list[str]]:
-    """(table feature columns, backbones) a model with feature groups ``groups`` reads."""
-    backbones = list(store.backbones()) if store is not None else []
+    """(table feature columns, embedding keys) a model with feature groups ``groups`` reads: every
+    backbone, and each further view of a row that has any image of it (:mod:`dermstack.extract.store`)."""
+    backbones = [b for b in store.backbones() if not split_key(b)[1] or store.image_ids(b)] if store is not None else []
     if groups is None:
         columns = [c for c in features.feature_columns if features.groups[c] != "embedding"]
     else:
