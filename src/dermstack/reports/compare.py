@@ -27,7 +27,7 @@ from dermstack.predictions import Predictions
 from dermstack.reports import plots
 from dermstack.reports.html import Section, figure, paragraph, table, write_page
 from dermstack.reports.rundata import RunData
-from dermstack.reports.subgroups import MISSING, SubgroupSettings, subgroup_columns
+from dermstack.reports.subgroups import MISSING, SubgroupSettings, group_order, subgroup_columns
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def compare_runs(sides: list[Side], n_boot: int = N_BOOT, seed: int = SEED,
         overall = {m: _effect(paired_bootstrap(y, s, scores[0], units, m, n_boot, seed)) for m in metrics}
         rows = []
         for attribute, labels in groups.items():
-            for group in sorted(labels.unique().to_list(), key=lambda g: (g == MISSING, g)):
+            for group in sorted(labels.unique().to_list(), key=group_order):
                 rows_g = np.flatnonzero((labels == group).to_numpy())
                 n_pos = int(y[rows_g].sum()) if task.kind.binary else None
                 small = len(rows_g) < settings.min_n or (n_pos is not None and n_pos < settings.min_pos)

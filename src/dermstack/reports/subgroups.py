@@ -102,7 +102,7 @@ def subgroup_table(task: str, y: np.ndarray, score: np.ndarray, groups: dict[str
     overall = {name: _safe(fn, y, score) for name, fn in fns.items()}
     rows, _ = _group_rows("overall", "all", np.arange(len(y)), y, score, fns, overall, settings, task, 0)
     jobs = [(a, g, np.flatnonzero(labels.to_numpy() == g)) for a, labels in groups.items()
-            for g in sorted(labels.unique().to_list(), key=_group_order)]
+            for g in sorted(labels.unique().to_list(), key=group_order)]
     draws: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for k, (attribute, group, idx) in enumerate(progress_bar(jobs, desc=f"subgroups {model}".strip(), unit="group", leave=False), 1):
         block, draws[attribute, group] = _group_rows(attribute, group, idx, y[idx], score[idx], fns, overall, settings, task, k)
@@ -112,7 +112,7 @@ def subgroup_table(task: str, y: np.ndarray, score: np.ndarray, groups: dict[str
     return out.with_columns(pl.lit(model).alias("model")).select("model", pl.exclude("model"))
 
 
-def _group_order(v: str) -> tuple:
+def group_order(v: str) -> tuple:
     """Missing last; age bins in age order ("<30" first)."""
     return v == MISSING, not v.startswith("<"), v
 
