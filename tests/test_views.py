@@ -167,5 +167,9 @@ def test_a_run_and_predict_name_the_views(milk, test_weights, tmp_path):  # noqa
     table = LesionTable.read(run_dir / "lesions.parquet")
     got = predict_run(run_dir, LesionTable(table.test, table.meta)).filter(pl.col("model") == "mean").sort("image_id")
     want = pl.read_parquet(run_dir / "test_predictions.parquet").filter(pl.col("model") == "mean").sort("image_id")
+    from dermstack.reports.build import ReportSettings, build_report
+
+    html = build_report(run_dir, tmp_path / "report", settings=ReportSettings(n_boot=10)).read_text()
+    assert f"embedding:{CLIN}" in html and "emb_test_efficientnet_clinical_" in html  # SHAP names the view
     assert got.height == want.height == N_TEST
     np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), atol=1e-6)

@@ -343,6 +343,8 @@ def _resampled_values(fn: Callable, y: np.ndarray, s: np.ndarray, codes: np.ndar
         return _curve_metric_values(*_binary_inputs(y, s), codes, n_pat, counts, _CURVE_METRICS[fn])
     if fn is _metrics.macro_f1 and s.ndim == 2:
         return _macro_f1_values(y, s, codes, n_pat, counts)
+    if fn is _metrics.macro_roc_auc and s.ndim == 2:
+        return _macro_auc_values(y, s, codes, n_pat, counts)
     return _generic_values(fn, y, s, codes, counts)
 
 
@@ -382,8 +384,8 @@ def paired_bootstrap(y, s_a, s_b, patient, metric: str | Callable, n_boot: int =
     ``ci_low``/``ci_high`` (percentile 1 - alpha interval of the resampled differences) and
     ``p_value``: two-sided, ``min(1, 2 * min(share of differences <= 0, share >= 0))`` over the
     resamples where both values are defined; 1 for identical models, 0 when every resample favours
-    one model (read it as p < 1 / n_valid). ``roc_auc``, ``pauc_tpr80`` (weighted ROC curves) and
-    ``macro_f1`` (weighted confusion counts) are computed on all resamples at once
+    one model (read it as p < 1 / n_valid). ``roc_auc``, ``pauc_tpr80``, ``macro_roc_auc`` (weighted
+    ROC curves, per class) and ``macro_f1`` (weighted confusion counts) are computed on all resamples at once
     (:func:`_resampled_values`); any other metric is called on each resample's rows.
     """
     s_a, s_b = _finite_scores(s_a, "score of model a"), _finite_scores(s_b, "score of model b")
@@ -409,6 +411,17 @@ def _curve_metric_values(y, s, codes, n_pat, counts, min_tpr: float) -> np.ndarr
     for rows, tpr, fpr, n_pos, n_neg in _ResampledCurves(y, s, codes, n_pat).chunks(counts):
         values[rows] = np.where((n_pos > 0) & (n_neg > 0), _area_above(tpr, fpr, min_tpr), np.nan)
     return values
+
+
+def _macro_auc_values(y, s, codes, n_pat, counts) -> np.ndarray:
+    """``metrics.macro_roc_auc`` of every resample at once: each class's one-vs-rest ROC-AUC from the
+    resampled curves, averaged over the classes with both outcomes in the resample (NaN: none)."""
+    onehot = y if y.ndim == 2 else np.eye(s.shape[1], dtype=int)[y.astype(int)]
+    per_class = np.stack([_curve_metric_values(*_binary_inputs(onehot[:, k], s[:, k]), codes, n_pat, counts, 0.0)
+                          for k in range(s.shape[1])], axis=1)
+    with warnings.catch_warnings():  # a resample without any class of both outcomes is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(per_class, axis=1)
 
 
 def _macro_f1_values(y, s, codes, n_pat, counts) -> np.ndarray:
