@@ -124,12 +124,12 @@ class Run:
         p, cv = self.paths, self.cfg.cv
         if cv.folds:  # a published split: the file is an input, so a changed file re-runs this stage and all after it
             source = Path(cv.folds)
-            self._stage("folds", self.keys("cv.folds", "data.task", "data.target"), [p.lesions, source], [p.folds],
-                        ["ingest"], lambda: FoldPlan.from_file(table, source).write(p.folds),
-                        record={"fold_file": {"file": str(source), "sha256": file_digest(source)}})
+            keys, inputs = self.keys("cv.folds", "data.task", "data.target"), [p.lesions, source]
+            make, record = (lambda: FoldPlan.from_file(table, source)), {"fold_file": {"file": str(source), "sha256": file_digest(source)}}
         else:
-            self._stage("folds", self.keys("cv.n_splits", "cv.seed", "data.task", "data.target"), [p.lesions], [p.folds],
-                        ["ingest"], lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task).write(p.folds))
+            keys, inputs = self.keys("cv.n_splits", "cv.seed", "data.task", "data.target"), [p.lesions]
+            make, record = (lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task)), None
+        self._stage("folds", keys, inputs, [p.folds], ["ingest"], lambda: make().write(p.folds), record)
         plan = FoldPlan.read(p.folds)
         plan.check_matches(table)
         return plan

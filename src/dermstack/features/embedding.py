@@ -113,15 +113,16 @@ def usable_views(embeddings: dict[str, np.ndarray], keys: list[str], is_train: n
                  fitted: dict[str, PCAParams] | None = None) -> dict[str, np.ndarray]:
     """``embeddings`` without the further views that cannot have features: when fitting, a view
     with fewer than two embedded training rows (a column of close-ups that are nearly all absent);
-    with a run's ``fitted`` PCA, a view the run had none for. A backbone's primary view is always
-    kept (too few of its rows is the PCA's error)."""
+    with a run's ``fitted`` PCA, a view the run fitted none for (a run without embedding features
+    fitted none at all: every view is kept for the patient features). A backbone's primary view is
+    always kept (too few of its rows is the PCA's error)."""
     out = dict(embeddings)
     for key in keys:
         prefix = column_prefix(key)
         if not split_key(key)[1] or prefix not in out:
             continue
         if fitted is not None:
-            if prefix not in fitted:
+            if fitted and prefix not in fitted:
                 log.warning("%s: the run had no features of this view; not used", prefix)
                 del out[prefix]
         elif (np.isfinite(out[prefix]).all(1) & is_train).sum() < 2:
