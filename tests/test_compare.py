@@ -15,6 +15,7 @@ from dermstack.predictions import Predictions
 from dermstack.reports.compare import compare_runs, holm, load_sides
 from dermstack.run import Run
 from dermstack.task import TaskSpec
+from reports.multiclass_run import CONFIG as SIGNAL_CONFIG
 from reports.multiclass_run import PreparedRun, signal_table
 from test_bad_inputs import run_cli
 
@@ -129,23 +130,8 @@ def test_other_folds_and_unknown_models_are_refused_with_exit_2(binary_runs, tmp
     assert not (tmp_path / "x").exists()
 
 
-CONFIG = """
-[data]
-format = "isic2024"
-path = "."
-task = "{task}"
-
-[cv]
-n_splits = 3
-seed = 1
-
-[features]
-engineered = false
-patient = false
-image = false
-embedding = false
-
-[[models]]
+#: the signal run's config with one small LightGBM (``leaves`` changes the model, not the folds)
+CONFIG = SIGNAL_CONFIG.split("[[models]]")[0] + """[[models]]
 kind = "lightgbm"
 params = {{ n_estimators = 20, threads = 1, num_leaves = {leaves} }}
 """
