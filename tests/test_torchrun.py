@@ -1,7 +1,9 @@
-"""torchrun jobs on CPU (gloo), launched as a user would: extraction by 2 ranks equals one process;
-a failed rank is named on every rank and a rerun resumes from the stores written."""
+"""torchrun jobs on CPU (gloo), launched as a user would: extraction by 2 ranks equals one process,
+a failed rank is named on every rank and a rerun resumes from the stores written; a CNN trained by
+2 ranks (DDP) is saved once, like a one-process run, and scores like it."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dermstack import distributed
+from dermstack.ensembles.cnn import cross_validate_cnn
 from dermstack.errors import ConfigError
 from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
 from dermstack.extract.runner import rank_path
+from ensembles_toy import setup, tiny_cnn
 from extract_fixtures import TEST_MODEL, images, make_table, test_weights  # noqa: F401
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -61,6 +66,25 @@ def test_torchrun_extraction_equals_one_process_and_a_failed_rank_is_named(tmp_p
 
 def test_ranks_that_disagree_are_refused(monkeypatch):
     world = distributed.World(0, 2, 0)
-    monkeypatch.setattr(distributed, "_gather", lambda value, w, what: [value, value | {"out": "b.h5"}])
+    monkeypatch.setattr(distributed, "gather", lambda value, w, what: [value, value | {"out": "b.h5"}])
     with pytest.raises(ConfigError, match=r"disagree on the job \(out: rank 0 'a.h5', rank 1 'b.h5'\)"):
         distributed.agree(world, "the job", {"out": "a.h5", "backbones": ["x"]})
+
+
+def test_torchrun_cnn_trains_one_model_across_two_ranks(tmp_path):
+    torch.set_num_threads(1)
+    table, task, plan = setup(tmp_path / "img", "binary", n=90)
+    lesions, folds = table.write(tmp_path / "lesions.parquet"), plan.write(tmp_path / "folds.parquet")
+    model = tiny_cnn(epochs=4, samples_per_epoch=192)
+    one = cross_validate_cnn(table, task, plan, model, tmp_path / "one", progress=False)
+
+    params = [a for k, v in model.params.items() for a in ("--param", f"{k}={json.dumps(v)}")]
+    done = torchrun(["ensembles", "cnn", str(lesions), "--folds", str(folds), "--out", str(tmp_path / "two"),
+                     "--backbone", model.backbone, "--epochs", "4", "--image-size", "32", *params])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("roc_auc=") == 1  # rank 0 reports
+    two = json.loads((tmp_path / "two" / "cnn" / "model.json").read_text())
+    assert two["world_size"] == 2 and json.loads((tmp_path / "one" / "cnn" / "model.json").read_text())["world_size"] == 1
+    assert sorted(p.name for p in (tmp_path / "two" / "cnn").iterdir()) == sorted(p.name for p in (tmp_path / "one" / "cnn").iterdir())
+    auc_two = json.loads((tmp_path / "two" / "cnn" / "metrics.json").read_text())["roc_auc"]
+    assert auc_two > 0.75 and abs(auc_two - one.metrics["roc_auc"]) < 0.1, (auc_two, one.metrics["roc_auc"])

@@ -56,6 +56,8 @@ def process_group(world: World, device: str | torch.device = "cpu") -> Iterator[
     """The default process group of ``world`` for the body (kept when the caller made one already)."""
     own = not dist.is_initialized()
     if own:
+        if backend(device) == "nccl":
+            torch.cuda.set_device(world.local_rank)  # "cuda" means this rank's GPU from here on
         dist.init_process_group(backend(device), timeout=TIMEOUT)
     try:
         yield
@@ -77,7 +79,8 @@ def _control_group():
     return _CONTROL["gloo"]
 
 
-def _gather(value, world: World, what: str) -> list:
+def gather(value, world: World, what: str) -> list:
+    """``value`` of every rank, in rank order (any picklable object; ``what`` names the step in errors)."""
     values = [None] * world.size
     try:
         dist.all_gather_object(values, value, group=_control_group())
@@ -89,7 +92,7 @@ def _gather(value, world: World, what: str) -> list:
 
 def agree(world: World, what: str, value) -> None:
     """Every rank must run the same job: a ConfigError on every rank naming a rank whose ``value`` differs from rank 0's."""
-    values = _gather(value, world, what)
+    values = gather(value, world, what)
     for r, v in enumerate(values):
         if v != values[0]:
             keys = [k for k in v if v.get(k) != values[0].get(k)] if isinstance(v, dict) and isinstance(values[0], dict) else []
@@ -107,7 +110,7 @@ def all_or_none(world: World, what: str, hint: str = "") -> Iterator[None]:
         yield
     except Exception as e:  # reported to the other ranks, then raised again below
         error = e
-    notes = _gather(None if error is None else f"{type(error).__name__}: {error}", world, what)
+    notes = gather(None if error is None else f"{type(error).__name__}: {error}", world, what)
     if error is not None:
         raise error
     failed = {r: note for r, note in enumerate(notes) if note is not None}
@@ -119,3 +122,10 @@ def all_or_none(world: World, what: str, hint: str = "") -> Iterator[None]:
 def barrier(world: World) -> None:
     """Wait for every rank (gloo, so that it works whatever the default backend)."""
     dist.barrier(group=_control_group())
+
+
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm statistics) on every rank: DDP keeps parameters equal, but each
+    rank's last training step moved its own running statistics."""
+    for b in module.buffers():
+        dist.broadcast(b, 0)
