@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dermstack.atomic import atomic_path
 from dermstack.calibration import training_prior, undo_prior
 from dermstack.config import ModelConfig
-from dermstack.crossfit import FoldJob, align_rows, cross_fit
+from dermstack.crossfit import FoldJob, Lazy, align_rows, cross_fit
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, gather, process_group, sync_buffers, torchrun_world
@@ -293,15 +294,16 @@ def training_frame(table: LesionTable, task: TaskSpec) -> pl.DataFrame:
 
 
 def cross_validate_cnn(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
-                       out_dir: Path | None = None, progress: bool = True) -> ModelResult:
+                       out_dir: Path | None = None, progress: bool = True, executor=None) -> ModelResult:
     """Fine-tune ``model`` (kind "cnn") on each fold of ``plan`` for each seed.
 
     OOF scores come from the fold's own CNN (early-stopped on that fold); test scores are averaged
     over folds and seeds. Checkpoints and the registry's files go to ``out_dir/<name>/``. Under
-    torchrun (more than one rank) every fit is shared by the ranks and rank 0 writes."""
+    torchrun (more than one rank) every fit is shared by the ranks and rank 0 writes; ``executor``:
+    where the fold x seed jobs run otherwise (:mod:`dermstack.crossfit`; a Dask worker reads the images)."""
     world = torchrun_world()
     if world is None:
-        return _cross_validate(table, task, plan, model, out_dir, progress, None)
+        return _cross_validate(table, task, plan, model, out_dir, progress, None, executor)
     with process_group(world, resolve_device(CNNConfig.from_model(model).device)):
         rows = hashlib.sha256(json.dumps([task.image_ids, plan.folds.select("image_id", "fold").rows()]).encode())
         agree(world, "the CNN job (rows, folds, model, output)",
@@ -310,10 +312,13 @@ def cross_validate_cnn(table: LesionTable, task: TaskSpec, plan: FoldPlan, model
 
 
 def _cross_validate(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig, out_dir: Path | None,
-                    progress: bool, world: World | None) -> ModelResult:
+                    progress: bool, world: World | None, executor=None) -> ModelResult:
     cfg, name = CNNConfig.from_model(model), model.label
     train_df, test_df = training_frame(table, task), table.test
-    trainer = CNNTrainer(cfg, task.kind, task.n_outputs, image_refs(train_df) + image_refs(test_df), progress, world=world)
+    template = net_template(cfg)
+    # on a Dask worker the images are decoded there, read by path
+    trainer = Lazy(partial(CNNTrainer, cfg, task.kind, task.n_outputs, image_refs(train_df) + image_refs(test_df), progress,
+                           template=template, world=world))
     n, y = len(task.image_ids), task.y
     test_rows = np.arange(n, n + test_df.height)
     mdir = Path(out_dir) / name if out_dir and (world is None or world.main) else None
@@ -321,26 +326,27 @@ def _cross_validate(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: M
         mdir.mkdir(parents=True, exist_ok=True)
         for old in mdir.glob("fold*_seed*.safetensors"):
             old.unlink()
-    best_epochs, histories, files = [], [], []
 
     def fit(job: FoldJob):
         tr, va = job.train, job.valid
-        fm = trainer.fit(tr, y[tr], va, y[va], job.seed * 1000 + job.fold, desc=f"{name} fold {job.fold} seed {job.seed}")
-        best_epochs.append(fm.best_epoch)
-        histories.append(fm.history)
+        fm = trainer.get().fit(tr, y[tr], va, y[va], job.seed * 1000 + job.fold, desc=f"{name} fold {job.fold} seed {job.seed}")
         # class-balanced draws shift the odds the net learns; taken out again (dermstack.calibration)
         factor = training_prior(task.kind, y[tr], np.arange(len(tr)), sampling_weights(task.kind, y[tr], cfg.balance))
+        record = {"best_epoch": fm.best_epoch, "history": fm.history}
         if mdir:
             save_net(fm.net, mdir / f"fold{job.fold}_seed{job.seed}.safetensors")
-            files.append({"fold": job.fold, "seed": job.seed, "file": f"fold{job.fold}_seed{job.seed}.safetensors",
-                          "prior_factor": None if factor is None else factor.tolist()})
-        return undo_prior(task.kind, fm.valid_scores, factor), undo_prior(task.kind, trainer.score(fm.net, test_rows), factor)
+            record["file"] = {"fold": job.fold, "seed": job.seed, "file": f"fold{job.fold}_seed{job.seed}.safetensors",
+                              "prior_factor": None if factor is None else factor.tolist()}
+        return (undo_prior(task.kind, fm.valid_scores, factor), undo_prior(task.kind, trainer.get().score(fm.net, test_rows), factor),
+                record)
 
-    cf = cross_fit(task, plan, list(model.seeds), fit, test_df.height, desc=name)
+    cf = cross_fit(task, plan, list(model.seeds), fit, test_df.height, desc=name, executor=executor)
     importance = pl.DataFrame(schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64})
-    result = cf.result(name, test_df["image_id"].to_list(), {"best_epoch": best_epochs, "history": histories}, importance)
+    extra = {k: [r[k] for r in cf.records] for k in ("best_epoch", "history")}
+    result = cf.result(name, test_df["image_id"].to_list(), extra, importance)
     if mdir:
-        write_model(mdir, cnn_spec(name, cfg, task, trainer.template, files, world.size if world else 1), result)
+        files = [r["file"] for r in cf.records]
+        write_model(mdir, cnn_spec(name, cfg, task, template, files, world.size if world else 1), result)
     return result
 
 
