@@ -58,7 +58,8 @@ def test_every_kind_on_the_cluster_equals_the_local_run(jobs, tmp_path):
         _same(there, here, m.kind)
         where = there.metrics["executor"]
         assert where["scheduler"] == jobs.address and set(where["workers"].values()) <= workers
-        assert len(where["workers"]) == 6 and here.metrics["executor"] == {"executor": "local"}
+        assert len(where["workers"]) == 6 and here.metrics["executor"]["executor"] == "local"
+        assert set(where["job_seconds"]) == set(where["workers"])
         assert sorted(p.name for p in (tmp_path / "dask" / m.label).iterdir()) == \
             sorted(p.name for p in (tmp_path / "local" / m.label).iterdir())
     probe = ModelConfig(kind="logistic", params={"C": [0.1, 1.0], "inner_splits": 2})

@@ -129,9 +129,9 @@ def file_input(value, path: str | Path | None, read: Callable[[Path], object]) -
     file is unchanged). Without a path the value itself travels with each job."""
     if path is None:
         return Lazy(partial(_itself, value), value=value)
-    path = Path(path)
+    path = Path(path).resolve()  # a worker's working directory is not this one's
     stat = path.stat()
-    return Lazy(partial(read, path), key=f"{path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}", value=value)
+    return Lazy(partial(read, path), key=f"{path}:{stat.st_mtime_ns}:{stat.st_size}", value=value)
 
 
 def _itself(value):
@@ -150,15 +150,21 @@ class LocalJobs:
     def describe(self) -> dict:
         return {"executor": "local"}
 
-    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, str]]:
+    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, str, float]]:
         for job in jobs:
-            yield job, fit(job), "local"
+            yield job, *_timed(fit, job), "local"
 
 
-def _on_worker(job: FoldJob, fit: FitFn) -> tuple[tuple, str]:
+def _timed(fit: FitFn, job: FoldJob) -> tuple[tuple, float]:
+    t0 = time.perf_counter()
+    out = fit(job)
+    return out, time.perf_counter() - t0
+
+
+def _on_worker(job: FoldJob, fit: FitFn) -> tuple[tuple, float, str]:
     from distributed import get_worker
 
-    return fit(job), get_worker().address
+    return *_timed(fit, job), get_worker().address
 
 
 @dataclass
@@ -183,7 +189,7 @@ class DaskJobs:
     def describe(self) -> dict:
         return {"executor": "dask", "scheduler": self.address}
 
-    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, str]]:
+    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, str, float]]:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
@@ -193,8 +199,8 @@ class DaskJobs:
             with self.client.as_current():
                 done = as_completed(futures)
             for future in done:
-                out, worker = future.result()
-                yield job_of[future.key], out, worker
+                out, seconds, worker = future.result()
+                yield job_of[future.key], out, seconds, worker
         except KilledWorker as e:
             raise DataError(f"a fold x seed job killed every Dask worker it ran on ({e}): see the workers' logs") from None
         except (OSError, TimeoutError, CancelledError) as e:
@@ -278,17 +284,20 @@ def cross_fit(task: TaskSpec, plan: FoldPlan, seeds: list[int], fit: FitFn, n_te
     records: dict[tuple[int, int], dict] = {}
     tests: dict[tuple[int, int], np.ndarray] = {}
     workers: dict[str, str] = {}
+    seconds: dict[str, float] = {}
     bar = progress_bar(total=len(jobs), desc=desc, unit="fit", leave=False)
-    for job, (valid, test, record), worker in executor.run(fit, jobs):
+    for job, (valid, test, record), took, worker in executor.run(fit, jobs):
         oof[job.seed_index, job.valid] = np.reshape(valid, (len(job.valid), n_out))
         if n_test:
             tests[job.fold, job.seed_index] = np.reshape(test, (n_test, n_out))
         records[job.fold, job.seed_index] = record or {}
         workers[f"fold{job.fold}_seed{job.seed}"] = worker
+        seconds[f"fold{job.fold}_seed{job.seed}"] = round(took, 3)
         bar.update()
     bar.close()
     for key in sorted(tests):  # in job order wherever the jobs ran, so that the sums agree to the bit
         test_sum += tests[key]
     where = executor.describe() | ({"workers": dict(sorted(workers.items()))} if isinstance(executor, DaskJobs) else {})
+    where["job_seconds"] = dict(sorted(seconds.items()))
     return CrossFit(task, list(seeds), folds, oof, test_sum / max(1, len(jobs)), time.perf_counter() - t0,
                     [records[j.fold, j.seed_index] for j in jobs], where)
