@@ -87,6 +87,12 @@ def test_a_worker_dying_mid_fold_is_survived_and_a_lost_scheduler_named(tmp_path
         cf = cross_fit(spec, plan, [0], fit, executor=j)
         assert marker.exists() and [r["fold"] for r in cf.records] == [0, 1, 2] and not np.isnan(cf.oof).any()
 
+        def bad_input(job):
+            raise DataError(f"fold {job.fold}: bad input")
+
+        with pytest.raises(DataError, match="bad input"):  # raised as is, not retried
+            cross_fit(spec, plan, [0], bad_input, executor=j)
+
     def slow(job):
         time.sleep(30)
         return np.full(len(job.valid), 0.5), None, {}

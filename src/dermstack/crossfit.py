@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from dermstack.data.folds import FoldPlan
-from dermstack.errors import ConfigError, DataError
+from dermstack.errors import ConfigError, DataError, DermstackError
 from dermstack.metrics import bootstrap_ci, evaluate
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.progress import progress_bar
@@ -150,7 +150,7 @@ class LocalJobs:
     def describe(self) -> dict:
         return {"executor": "local"}
 
-    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, str, float]]:
+    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, float, str]]:
         for job in jobs:
             yield job, *_timed(fit, job), "local"
 
@@ -161,17 +161,21 @@ def _timed(fit: FitFn, job: FoldJob) -> tuple[tuple, float]:
     return out, time.perf_counter() - t0
 
 
-def _on_worker(job: FoldJob, fit: FitFn) -> tuple[tuple, float, str]:
+def _on_worker(job: FoldJob, fit: FitFn) -> tuple[tuple | DermstackError, float, str]:
+    """One job on a Dask worker; bad input is returned, not raised, as it fails alike on every retry."""
     from distributed import get_worker
 
-    return *_timed(fit, job), get_worker().address
+    try:
+        return *_timed(fit, job), get_worker().address
+    except DermstackError as e:
+        return e, 0.0, get_worker().address
 
 
 @dataclass
 class DaskJobs:
     """Each fold x seed job a task on the Dask cluster of ``client``. A job whose worker dies is run
     again on another worker (Dask's ``allowed-failures``), one that raises is retried ``retries``
-    times; a lost scheduler is a DataError naming its address."""
+    times (not for a DermstackError); a lost scheduler is a DataError naming its address."""
 
     client: object
     retries: int = 1
@@ -189,7 +193,7 @@ class DaskJobs:
     def describe(self) -> dict:
         return {"executor": "dask", "scheduler": self.address}
 
-    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, str, float]]:
+    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, float, str]]:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
@@ -200,6 +204,8 @@ class DaskJobs:
                 done = as_completed(futures)
             for future in done:
                 out, seconds, worker = future.result()
+                if isinstance(out, DermstackError):
+                    raise out
                 yield job_of[future.key], out, seconds, worker
         except KilledWorker as e:
             raise DataError(f"a fold x seed job killed every Dask worker it ran on ({e}): see the workers' logs") from None
