@@ -1,27 +1,34 @@
 """Cross-validation jobs on a Dask cluster of real processes (LocalCluster): every model kind gives the
-local run's scores and names the scheduler and workers; a worker dying mid-fold is survived; a lost
-scheduler and an unreachable one are errors naming the address."""
+local run's scores and names the scheduler and workers (a whole run too, in its stage records); a
+worker dying mid-fold is survived; a lost scheduler and an unreachable one are errors naming the
+address."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
 import time
 
 import dask
 import numpy as np
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
 from boosting_toy import toy
 from dermstack.boosting import cross_validate
 from dermstack.cli import cli
-from dermstack.config import ModelConfig
+from dermstack.config import ModelConfig, RunConfig
 from dermstack.crossfit import DaskJobs, connect_jobs, cross_fit
 from dermstack.ensembles.cnn import cross_validate_cnn
 from dermstack.errors import ConfigError, DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.linear import cross_validate_linear
+from dermstack.run import Run
 from ensembles_toy import setup, tiny_cnn
+from extract_fixtures import TEST_MODEL, test_weights  # noqa: F401
+from test_run_predict import CONFIG
 
 distributed = pytest.importorskip("distributed")
 
@@ -117,3 +124,22 @@ def test_an_unreachable_scheduler_is_refused_before_ingest(tmp_path):
         res = CliRunner().invoke(cli, ["run", str(config), "--out", str(tmp_path / "run")])
     assert res.exit_code == 2 and "tcp://127.0.0.1:9" in res.output, res.output
     assert not (tmp_path / "run" / "lesions.parquet").exists()
+
+
+def test_a_run_fits_its_models_on_the_cluster_and_records_where(jobs, tmp_path, test_weights):  # noqa: F811
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights))
+    out = tmp_path / "out"
+    Run(RunConfig.from_toml(config), out).execute()
+    local = pl.read_parquet(out / "models" / "lightgbm" / "oof.parquet")
+    (out / "stages" / "model-lightgbm.json").unlink()  # this model again, on the cluster; the stages before it are kept
+    cfg = RunConfig.from_toml(config)
+    cfg = dataclasses.replace(cfg, cv=dataclasses.replace(cfg.cv, dask_address=jobs.address))
+    run = Run(cfg, out)
+    run.execute()
+    assert "model-lightgbm" in run.stages
+    record = json.loads((out / "stages" / "model-lightgbm.json").read_text())
+    assert record["executor"]["scheduler"] == jobs.address
+    assert set(record["executor"]["workers"].values()) <= set(jobs.client.scheduler_info()["workers"])
+    there = pl.read_parquet(out / "models" / "lightgbm" / "oof.parquet")
+    assert there.equals(local)
