@@ -27,6 +27,7 @@ BAD = {
     "int given as a word": ('[cv]\nn_splits = "five"\n', ['[cv] n_splits = "five"', "valid integer"]),
     "int given as a fraction": ("[cv]\nn_splits = 3.5\n", ["[cv] n_splits = 3.5", "valid integer"]),
     "one split": ("[cv]\nn_splits = 1\n", ["[cv] n_splits = 1", "greater than or equal to 2"]),
+    "dask address without a port": ('[cv]\ndask_address = "tcp://scheduler"\n', ['[cv] dask_address = "tcp://scheduler"', "tcp://host:8786"]),
     "bare seed": ("[[models]]\nseeds = 0\n", ["[[models]] #1 (lightgbm) seeds = 0", "use seeds = [0]"]),
     "no seed": ("[[models]]\nseeds = []\n", ["[[models]] #1 (lightgbm) seeds = []", "at least 1"]),
     "unknown kind": ('[[models]]\nkind = "lightgbn"\n', ['[[models]] #1 (lightgbn) kind = "lightgbn"', 'did you mean "lightgbm"']),

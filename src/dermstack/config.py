@@ -206,6 +206,15 @@ def _directory_name(value: str) -> str:
 ModelName = Annotated[str, Strict(), AfterValidator(_directory_name)]
 
 
+def _scheduler_address(value: str) -> str:
+    if not re.fullmatch(r"((tcp|tls|ucx|ws|wss)://)?[^\s/]+:\d+", value):
+        raise _fail("a Dask scheduler address looks like tcp://host:8786")
+    return value
+
+
+SchedulerAddress = Annotated[str, Strict(), AfterValidator(_scheduler_address)]
+
+
 def _seed_list(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         raise _fail(f"seeds is a list: use seeds = [{value}]")
@@ -241,9 +250,9 @@ class CVConfig:
     #: the grouped CV N times, fold seeds seed, seed + 1, ...: every model refitted on each FoldPlan
     #: (RUN_DIR/repeats/<r>/), metrics.json ``repeats`` = mean and std of each model's primary metric
     repeats: PosInt = 1
-    #: Dask scheduler address: train the boosters through lightgbm.dask / xgboost.dask
-    #: (default: $DERMSTACK_DASK_ADDRESS, else in this process)
-    dask_address: Str | None = None
+    #: Dask scheduler address: each fold x seed job of every model is a task on that cluster, its
+    #: workers reading the run directory (default: $DERMSTACK_DASK_ADDRESS, else in this process)
+    dask_address: SchedulerAddress | None = None
     #: a published split: CSV or parquet with `fold` keyed by image_id, lesion_id or patient_id
     #: (dermstack.data.folds.FoldPlan.from_file); n_splits and seed are then unused
     folds: Str | None = None

@@ -5,6 +5,7 @@ skipped on a re-run when that fingerprint is unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -18,6 +19,7 @@ import numpy as np
 from dermstack.atomic import write_text
 
 from dermstack.config import ModelConfig, RunConfig, default_models
+from dermstack.crossfit import DaskJobs, LocalJobs, connect_jobs
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import ConfigError
@@ -70,6 +72,7 @@ class Run:
         self.stages: list[str] = []
         self.unlabelled: list[str] = []
         self.ensemble_choice: dict | None = None
+        self.jobs: LocalJobs | DaskJobs = LocalJobs()  # where the fold x seed jobs run ([cv] dask_address)
         self.clinical = True  # metrics.json primary_ci, clinical / thresholds, comparison (dermstack.clinical_report)
 
     def keys(self, *prefixes: str) -> dict:
@@ -87,8 +90,9 @@ class Run:
         if dropped:
             log.info("stage %s re-runs: invalidated %s", name, dropped)
         t0 = time.perf_counter()
-        fn()
-        stage.finish(time.perf_counter() - t0, **(record or {}))
+        out = fn()
+        where = out.metrics.get("executor") if isinstance(out, ModelResult) else None  # the scheduler and workers of a model
+        stage.finish(time.perf_counter() - t0, **(record or {}), **({"executor": where} if where else {}))
         log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
         return True
 
@@ -185,24 +189,17 @@ class Run:
 
             return self._model_stage(m.label, self._model_keys(m.label) | self.keys("extract.backbones"),
                                      ["ingest", "folds", "features", "extract"],
-                                     lambda: cross_validate_linear(features, store, task, plan, m, self.paths.models))
+                                     lambda: cross_validate_linear(features, store, task, plan, m, self.paths.models,
+                                                                   executor=self.jobs))
         if m.kind == "cnn":
             from dermstack.ensembles.cnn import cross_validate_cnn
 
             return self._model_stage(m.label, self._model_keys(m.label), ["ingest", "folds"],
-                                     lambda: cross_validate_cnn(table, task, plan, m, self.paths.models))
+                                     lambda: cross_validate_cnn(table, task, plan, m, self.paths.models, executor=self.jobs))
         from dermstack.boosting import cross_validate
-        from dermstack.boosting.dask_ import connect
 
-        def fit():
-            client = connect(self.cfg.cv.dask_address)
-            try:
-                return cross_validate(features, task, plan, m, self.paths.models, client=client)
-            finally:
-                if client is not None:
-                    client.close()
-
-        return self._model_stage(m.label, self._model_keys(m.label), ["ingest", "folds", "features"], fit)
+        return self._model_stage(m.label, self._model_keys(m.label), ["ingest", "folds", "features"],
+                                 lambda: cross_validate(features, task, plan, m, self.paths.models, executor=self.jobs))
 
 
     def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
@@ -351,7 +348,8 @@ class Run:
         from dermstack.boosting.registry import probe_models
 
         probe_models(self.cfg.models, self.cfg.data.task)  # before anything is read or written
-        with RunLock(p.root):
+        self.jobs = connect_jobs(self.cfg.cv.dask_address)  # before ingest: an unreachable scheduler is refused here
+        with self.jobs, RunLock(p.root):
             if self.force:
                 shutil.rmtree(p.root / "stages", ignore_errors=True)
             table = self.ingest()
@@ -424,9 +422,14 @@ def print_metrics(metrics: dict) -> None:
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run directory.")
 @click.option("--force", is_flag=True, help="Re-run every stage even when its inputs are unchanged.")
-def run_command(config: Path, out: Path, force: bool) -> None:
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Dask scheduler for the fold x seed jobs (overrides [cv] dask_address; default $DERMSTACK_DASK_ADDRESS).")
+def run_command(config: Path, out: Path, force: bool, dask_address: str | None) -> None:
     """Run the pipeline described by CONFIG (TOML) into the run directory OUT."""
-    metrics = Run(RunConfig.from_toml(config), out, force=force, config_dir=config.parent).execute()
+    cfg = RunConfig.from_toml(config)
+    if dask_address:
+        cfg = dataclasses.replace(cfg, cv=dataclasses.replace(cfg.cv, dask_address=dask_address))
+    metrics = Run(cfg, out, force=force, config_dir=config.parent).execute()
     print_metrics(metrics)
     click.echo(f"results in {out}/ (metrics.json, oof.parquet, models/)")
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,15 @@ MISSING_CODE = -1
 
 
 def default_threads() -> int:
-    """All cores this process may use."""
+    """All cores this process may use; on a Dask worker, the threads it was started with (``dask worker
+    --nthreads``), as the other workers on its machine use the rest."""
+    if "distributed" in sys.modules:  # only a process that loaded Dask can be a worker
+        from distributed import get_worker
+
+        try:
+            return get_worker().state.nthreads
+        except ValueError:  # not in a worker
+            pass
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux

@@ -17,9 +17,9 @@ from dermstack.boosting.store import ModelStore
 from dermstack.boosting.weights import sample_weights
 from dermstack.calibration import training_prior, undo_prior
 from dermstack.config import ModelConfig
-from dermstack.crossfit import FoldJob, align_rows, cross_fit
+from dermstack.crossfit import FoldJob, LocalJobs, align_rows, cross_fit, file_input
 from dermstack.data.folds import FoldPlan
-from dermstack.errors import DataError
+from dermstack.errors import ConfigError, DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import ModelResult
 from dermstack.task import TaskSpec
@@ -47,43 +47,48 @@ def usable_columns(df: pl.DataFrame, columns: list[str]) -> list[str]:
 
 def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
                    out_dir: Path | None = None, test: bool = True, client=None, bootstrap: int = 200,
-                   fold_features: Callable[[int], FeatureSet] | None = None, needs: dict | None = None) -> ModelResult:
+                   fold_features: Callable[[int], FeatureSet] | None = None, needs: dict | None = None,
+                   executor=None) -> ModelResult:
     """Train ``model`` on every fold of ``plan`` for each seed; OOF, test predictions, metrics, importance.
 
     The model goes to ``out_dir/<model name>/`` (native files per fold and seed plus the registry's
-    files) when ``out_dir`` is given. ``client``: a ``distributed.Client`` to train through Dask.
+    files) when ``out_dir`` is given. ``client``: a ``distributed.Client`` to train each fit through
+    ``lightgbm.dask`` / ``xgboost.dask`` (one fit over the cluster); ``executor``: where the fold x
+    seed jobs run (:mod:`dermstack.crossfit`; on a Dask cluster each job reads the features file).
     ``fold_features(k)``: the FeatureSet fold k trains, is validated and predicts test rows on, when
     some values differ by fold (leak-free CNN scores); ``features`` then fixes the columns and
     ``needs`` says which saved model those values come from."""
+    if client is not None and executor is not None and not isinstance(executor, LocalJobs):
+        raise ConfigError("a booster trains either each fit over the Dask cluster (client) or each job on a worker, not both")
     name = model.label
     params = resolve_params(model.kind, task.kind, model.params)
     sampling = SamplingConfig.from_dict(model.sampling or (DEFAULT_SAMPLING if task.kind.binary else {}), task.kind)
     train_df = align_rows(features.df, task.image_ids)
     columns = usable_columns(train_df, features.columns(model.features))
     matrix = FeatureMatrix.fit(train_df, columns, features.categorical)
+    del train_df
     test_ids = features.df.filter(pl.col("split") == "test")["image_id"].to_list() if test else []
     store = ModelStore.create(Path(out_dir) / name, name, model, task, matrix, features.groups, params, sampling,
                               needs) if out_dir else None
-    current: dict[str, pd.DataFrame | None] = {}
-
-    def design(fs: FeatureSet, train: pl.DataFrame) -> None:
-        current["X"] = None  # the previous fold's matrices go before this fold's are built
-        current["X_test"] = matrix.to_pandas(fs.df.filter(pl.col("split") == "test")) if test_ids else None
-        current["X"] = matrix.to_pandas(train)
-
-    if fold_features is None:
-        design(features, train_df)
-    del train_df
-    gain: dict[str, float] = {}
-    best_iter, fit_rows, sized = [], [], []
+    source = file_input(features, features.source, FeatureSet.read)
+    current: dict = {}
     y = task.y
 
+    def design(fold: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The fold's matrices (one for every fold unless its feature values differ by fold)."""
+        key = fold if fold_features else "all"
+        if current.get("key") != key:
+            current.clear()  # the previous fold's matrices go before this fold's are built
+            fs = fold_features(fold) if fold_features else source.get()
+            current.update(key=key, X=matrix.to_pandas(align_rows(fs.df, task.image_ids)),
+                           X_test=matrix.to_pandas(fs.df.filter(pl.col("split") == "test")) if test_ids else None)
+        return current["X"], current["X_test"]
+
     def fit(job: FoldJob):
-        X, X_test = current["X"], current["X_test"]
+        X, X_test = design(job.fold)
         fit_idx = resample(job.train, y, sampling, seed=job.seed * 1000 + job.fold)
         rows, minority = fold_size(task.kind, y[fit_idx])  # the defaults scale with what this fit sees
         fit_params = resolve_params(model.kind, task.kind, model.params, rows, minority)
-        sized.append(size_overrides(model.kind, task.kind, rows, minority))
         adapter = create_adapter(model.kind, task.kind, task.classes, fit_params, job.seed, matrix.categorical, client=client)
         how = fit_params.get("class_weight")
         weight = sample_weights(task.kind, y[fit_idx], how, len(task.classes))
@@ -93,30 +98,27 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
         check_scores_vary(model.kind, name, job.fold, valid_raw, lambda: adapter.predict_proba(X.iloc[fit_idx]), fit_params,
                           rows, minority, per_output=task.kind.multilabel, skip=getattr(adapter, "constant_outputs", ()),
                           best_iteration=adapter.best_iteration)
-        for f, g in adapter.importance().items():
-            gain[f] = gain.get(f, 0.0) + g
-        best_iter.append(adapter.best_iteration)
-        fit_rows.append(len(fit_idx))
         # the odds the resampling and weights put into the model, taken out again (dermstack.calibration)
         factor = training_prior(task.kind, y[job.train], np.searchsorted(job.train, fit_idx), weight,
                                 float(fit_params.get("scale_pos_weight", 1.0)))
-        if store:
-            store.add(adapter, job.fold, job.seed, factor)
+        record = {"gain": adapter.importance(), "best_iteration": adapter.best_iteration, "fit_rows": len(fit_idx),
+                  "size_overrides": size_overrides(model.kind, task.kind, rows, minority),
+                  "file": store.save(adapter, job.fold, job.seed, factor) if store else None}
         valid = undo_prior(task.kind, valid_raw, factor)
-        return valid, (undo_prior(task.kind, adapter.predict_proba(X_test), factor) if X_test is not None else None)
+        return valid, (undo_prior(task.kind, adapter.predict_proba(X_test), factor) if X_test is not None else None), record
 
-    def prepare(k: int) -> None:
-        fs = fold_features(k)
-        design(fs, align_rows(fs.df, task.image_ids))
-
-    cf = cross_fit(task, plan, list(model.seeds), fit, len(test_ids), prepare=prepare if fold_features else None, desc=name)
-    n_fits = max(1, len(best_iter))
+    cf = cross_fit(task, plan, list(model.seeds), fit, len(test_ids), desc=name, executor=executor)
+    gain: dict[str, float] = {}
+    for r in cf.records:
+        for f, g in r["gain"].items():
+            gain[f] = gain.get(f, 0.0) + g
+    n_fits = max(1, len(cf.records))
     importance = pl.DataFrame({
         "feature": list(gain), "group": [features.groups.get(f, "metadata") for f in gain],
         "gain": [g / n_fits for g in gain.values()],
     }, schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64}).sort("gain", descending=True)
-    result = cf.result(name, test_ids, {"best_iteration": best_iter, "fit_rows": fit_rows, "size_overrides": sized},
-                       importance, bootstrap)
+    extra = {k: [r[k] for r in cf.records] for k in ("best_iteration", "fit_rows", "size_overrides")}
+    result = cf.result(name, test_ids, extra, importance, bootstrap)
     if store:
-        store.finish(result)
+        store.finish(result, [r["file"] for r in cf.records])
     return result

@@ -20,17 +20,16 @@ from sklearn import metrics as skm
 
 from dermstack.boosting.lightgbm_ import LightGBMAdapter
 from dermstack.boosting.xgboost_ import XGBoostAdapter
+from dermstack.crossfit import DASK_ADDRESS_ENV
 from dermstack.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: Environment variable with the scheduler address (``tcp://host:8786``) used when none is configured.
-ADDRESS_ENV = "DERMSTACK_DASK_ADDRESS"
 
 
 def connect(address: str | None = None, timeout: str = "20s"):
     """A ``distributed.Client`` for ``address`` (or ``$DERMSTACK_DASK_ADDRESS``); None when neither is set."""
-    address = address or os.environ.get(ADDRESS_ENV)
+    address = address or os.environ.get(DASK_ADDRESS_ENV)
     if not address:
         return None
     from distributed import Client

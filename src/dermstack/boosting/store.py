@@ -8,7 +8,7 @@ sampling, files, ``needs``), plus the registry's predictions, ``metrics.json``, 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +23,11 @@ from dermstack.saved import Inputs, SavedModel, model_spec, read_spec, write_mod
 
 @dataclass
 class ModelStore:
-    """Collects a booster's fold/seed files while it trains; :meth:`finish` writes the folder's registry entry."""
+    """Saves a booster's fold/seed files while it trains (wherever the fit runs); :meth:`finish` writes
+    the folder's registry entry listing them."""
 
     dir: Path
     spec: dict
-    files: list[dict] = field(default_factory=list)
 
     @classmethod
     def create(cls, directory: Path, name, model, task, matrix: FeatureMatrix, groups, params, sampling,
@@ -42,15 +42,16 @@ class ModelStore:
             params=params, sampling=dataclasses.asdict(sampling) if sampling else None, seeds=list(model.seeds))
         return cls(directory, spec)
 
-    def add(self, adapter, fold: int, seed: int, prior_factor: np.ndarray | None = None) -> None:
-        """Save one fitted adapter; ``prior_factor``: what its scores are divided by (dermstack.calibration)."""
+    def save(self, adapter, fold: int, seed: int, prior_factor: np.ndarray | None = None) -> dict:
+        """Save one fitted adapter; its entry for :meth:`finish`. ``prior_factor``: what its scores are
+        divided by (dermstack.calibration)."""
         stem = self.dir / f"fold{fold}_seed{seed}"
         paths = adapter.save(stem)
-        self.files.append({"fold": fold, "seed": seed, "stem": stem.name, "files": [p.name for p in paths],
-                           "prior_factor": None if prior_factor is None else np.asarray(prior_factor).tolist()})
+        return {"fold": fold, "seed": seed, "stem": stem.name, "files": [p.name for p in paths],
+                "prior_factor": None if prior_factor is None else np.asarray(prior_factor).tolist()}
 
-    def finish(self, result) -> None:
-        write_model(self.dir, self.spec | {"models": self.files}, result)
+    def finish(self, result, files: list[dict]) -> None:
+        write_model(self.dir, self.spec | {"models": files}, result)
 
 
 def load_models(model_dir: str | Path) -> list:

@@ -49,13 +49,19 @@ def _print_metrics(name: str, metrics: dict) -> None:
 def cnn_command(lesions, folds, out, task_kind, target, name, backbone, epochs, image_size, seeds, params, nested) -> None:
     """Fine-tune a CNN on every fold of FOLDS for the images of LESIONS; OOF/test scores and checkpoints."""
     from dermstack.config import ModelConfig
+    from dermstack.distributed import torchrun_world
     from dermstack.ensembles.cnn import cross_validate_cnn
+    from dermstack.errors import ConfigError
 
+    world = torchrun_world()
+    if world and nested:
+        raise ConfigError("--nested trains its pair CNNs in one process: run it without torchrun")
     table, task, plan = _load(lesions, folds, task_kind, target)
     model = ModelConfig(kind="cnn", name=name, seeds=list(seeds), backbone=backbone, epochs=epochs, image_size=image_size,
                         params=_params(params))
     res = cross_validate_cnn(table, task, plan, model, out)
-    _print_metrics(name, res.metrics)
+    if world is None or world.main:
+        _print_metrics(name, res.metrics)
     if nested:
         from dermstack.ensembles.stacking import nested_cnn_views
 

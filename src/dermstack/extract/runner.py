@@ -1,6 +1,7 @@
 """The extraction loop: batched, decoded in DataLoader workers, resumable, shardable."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ import torch
 from dermstack import __version__
 from dermstack.atomic import write_json
 from dermstack.data.table import LesionTable
+from dermstack.distributed import World, agree, all_or_none, barrier, process_group, torchrun_world
 from dermstack.errors import ConfigError, DataError
 from dermstack.extract.dataset import ImageDataset, make_geometry, make_loader, view_images
 from dermstack.extract.registry import Backbone, create_backbone
@@ -26,7 +28,6 @@ from dermstack.extract.settings import (
     resolve_device,
     resolve_parallelism,
     resolve_precision,
-    shard_from_env,
 )
 from dermstack.extract.store import merge_stores, open_group
 from dermstack.extract.streams import InlineBatches, LoaderBatches, run_streams
@@ -154,24 +155,40 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
         raise DataError("the LesionTable is empty: there are no images to embed")
     if not backbones:
         raise ConfigError("no backbones given")
-    ranked = shard is None and shard_from_env() is not None
-    if ranked:
-        shard = shard_from_env()
-    path = rank_path(out, shard) if ranked else out
+    world = torchrun_world() if shard is None else None
+    if world is not None:
+        shard = (world.rank, world.size)
+    path = rank_path(out, shard) if world else out
     views = view_images(table, shard)
+    every = view_images(table)
+    job = {"images": hashlib.sha256(json.dumps([[v.view, v.ids, v.refs] for v in every]).encode()).hexdigest()[:16],
+           "backbones": backbones, "out": str(out), "settings": asdict(settings), "strict": strict}
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     par = resolve_parallelism(settings, device)
     shard_text = f"{shard[0]}/{shard[1]}" if shard else "all"
     report = ExtractReport(str(path), shard_text, str(device), precision.name, par.describe())
     path.parent.mkdir(parents=True, exist_ok=True)
-    for name in backbones:
-        bb = create_backbone(name, settings.weights.get(name), settings.image_size)
-        for v in views:
-            report.backbones.append(_extract_one(bb, v.key(name), v.ids, v.refs, path, settings, device, precision, par,
-                                                 shard_text, strict))
-    if ranked and _merge_ranks(out, shard):
-        report.merged_into = str(out)
+
+    def embed_all() -> None:
+        for name in backbones:
+            bb = create_backbone(name, settings.weights.get(name), settings.image_size)
+            for v in views:
+                report.backbones.append(_extract_one(bb, v.key(name), v.ids, v.refs, path, settings, device, precision,
+                                                     par, shard_text, strict))
+
+    if world is None:
+        embed_all()
+        return report
+    with process_group(world):
+        agree(world, "the extraction (lesions, backbones, --out, settings)", job)
+        with all_or_none(world, f"extraction into {out}",
+                         hint="the stores of the ranks are kept: run the same command again to resume"):
+            embed_all()
+        if world.main:
+            _merge_ranks(out, world)
+            report.merged_into = str(out)
+        barrier(world)
     return report
 
 
@@ -214,25 +231,14 @@ def _extract_one(bb: Backbone, key: str, ids: list[str], refs: list[str | None],
     return rep
 
 
-def _merge_ranks(out: Path, shard: tuple[int, int]) -> bool:
-    """torchrun: wait for every rank, then rank 0 joins the per-rank stores into ``out`` (True on rank 0)."""
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        log.warning("torch.distributed unavailable: merge the per-rank stores with `dermstack extract merge`")
-        return False
-    own = not dist.is_initialized()
-    if own:
-        dist.init_process_group("gloo")
-    try:
-        dist.barrier()
-        if shard[0] == 0:
-            tmp = out.with_name(out.name + ".merged")
-            tmp.unlink(missing_ok=True)
-            merge_stores([rank_path(out, (r, shard[1])) for r in range(shard[1])], tmp)
-            tmp.replace(out)
-        dist.barrier()
-    finally:
-        if own:
-            dist.destroy_process_group()
-    return shard[0] == 0
+def _merge_ranks(out: Path, world: World) -> None:
+    """Rank 0 joins every rank's store into ``out``; it must see them all (a filesystem every node shares)."""
+    parts = [rank_path(out, (r, world.size)) for r in range(world.size)]
+    for r, p in enumerate(parts):
+        if not p.exists():
+            raise DataError(f"rank 0 cannot see the store of torchrun rank {r}: with several nodes, --out must be on "
+                            "a filesystem every node shares (same path)", file=str(p))
+    tmp = out.with_name(out.name + ".merged")
+    tmp.unlink(missing_ok=True)
+    merge_stores(parts, tmp)
+    tmp.replace(out)

@@ -124,8 +124,3 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise ConfigError(f"--shard {text}: need 0 <= i < n")
     return i, n
 
-
-def shard_from_env() -> tuple[int, int] | None:
-    """(RANK, WORLD_SIZE) under torchrun with more than one process, else None."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None

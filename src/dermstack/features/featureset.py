@@ -27,6 +27,8 @@ class FeatureSet:
     info: dict = field(default_factory=dict)
     #: what was fitted on the training rows (written beside the parquet file), for new rows
     transform: FeatureTransform | None = None
+    #: the parquet file it was read from (a Dask worker reads it again there), None when built in memory
+    source: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for c in ID_COLUMNS:
@@ -82,4 +84,4 @@ class FeatureSet:
         df, meta = read_described(path, META_KEY, "feature table")
         sibling = FeatureTransform.path_for(path)
         transform = FeatureTransform.read(sibling) if sibling.exists() else None
-        return cls(df, meta["groups"], meta["categorical"], meta.get("info", {}), transform)
+        return cls(df, meta["groups"], meta["categorical"], meta.get("info", {}), transform, Path(path))

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import logging
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from dermstack.config import ModelConfig
-from dermstack.crossfit import FoldJob, align_rows, cross_fit
+from dermstack.crossfit import FoldJob, Lazy, align_rows, cross_fit, file_input
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import split_key
 from dermstack.errors import ConfigError
+from dermstack.extract.store import EmbeddingStore
 from dermstack.features.featureset import FeatureSet
 from dermstack.linear.design import Design, embedding_term, read_rows, split_columns
 from dermstack.linear.probe import LinearParams, fit_probe
@@ -52,12 +54,18 @@ def select_inputs(features: FeatureSet, store, groups: list[str] | None, where: 
     return columns, backbones
 
 
+def _read_inputs(features: Lazy, columns: list[str], store: Lazy | None, backbones: list[str], ids: list[str]):
+    return read_rows(features.get().df, columns, store.get() if store else None, backbones, ids)
+
+
 def cross_validate_linear(features: FeatureSet, store, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
-                          out_dir: Path | None = None, test: bool = True, bootstrap: int = 200) -> ModelResult:
+                          out_dir: Path | None = None, test: bool = True, bootstrap: int = 200,
+                          executor=None) -> ModelResult:
     """Train the linear probe ``model`` on every fold of ``plan`` for each seed; OOF and test scores,
     metrics (with the C each fit chose), importance (mean |contribution| per term, in the ``gain``
     column, on the validation rows). ``store``: the run's embeddings (``.backbones()``, ``.read()``),
-    or None. Saved to ``out_dir/<model name>/`` when ``out_dir`` is given."""
+    or None. Saved to ``out_dir/<model name>/`` when ``out_dir`` is given. ``executor``: where the
+    fold x seed jobs run (:mod:`dermstack.crossfit`; a Dask worker reads the features and embeddings files)."""
     name = model.label
     where = f"[[models]] {name}"
     params = LinearParams.from_dict(model.params, where)
@@ -65,44 +73,49 @@ def cross_validate_linear(features: FeatureSet, store, task: TaskSpec, plan: Fol
     numeric, categorical = split_columns(features.df, columns, features.categorical)
     test_ids = features.df.filter(pl.col("split") == "test")["image_id"].to_list() if test else []
     n = len(task.image_ids)
-    rows = read_rows(features.df, columns, store, backbones, task.image_ids + test_ids)
+    rows = Lazy(partial(_read_inputs, file_input(features, features.source, FeatureSet.read), columns,
+                        file_input(store, getattr(store, "path", None), EmbeddingStore) if store is not None else None,
+                        backbones, task.image_ids + test_ids))
     groups = align_rows(plan.folds.select("image_id", "group"), task.image_ids, source="folds")["group"].to_numpy()
     folder = Path(out_dir) / name if out_dir else None
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     current: dict = {}
-    chosen, files = [], []
     terms = [embedding_term(b) for b in backbones] + numeric + categorical
-    impact = np.zeros(len(terms))
 
     def fit(job: FoldJob):
+        inputs = rows.get()
         if current.get("fold") != job.fold:  # one design per fold, shared by its seeds
             current.clear()
-            design = Design.fit(rows.take(job.train), numeric, categorical)
-            current.update(fold=job.fold, design=design, X=design.matrix(rows))
+            design = Design.fit(inputs.take(job.train), numeric, categorical)
+            current.update(fold=job.fold, design=design, X=design.matrix(inputs))
         X = current["X"]
         probe = fit_probe(current["design"], X[job.train], task.y[job.train], groups[job.train], task.kind,
                           len(task.classes), params, job.seed)
-        chosen.append({"fold": job.fold, "seed": job.seed, "C": probe.C})
         values, _ = probe.contributions(X[job.valid])
-        impact[:] += np.abs(values).reshape(len(job.valid), len(terms), -1).mean(axis=(0, 2))
+        record = {"C": {"fold": job.fold, "seed": job.seed, "C": probe.C},
+                  "impact": np.abs(values).reshape(len(job.valid), len(terms), -1).mean(axis=(0, 2)),
+                  "dimensions": {b: int(inputs.embeddings[b].shape[1]) for b in backbones}}
         if folder is not None:
             stem = folder / f"fold{job.fold}_seed{job.seed}"
-            files.append({"fold": job.fold, "seed": job.seed, "stem": stem.name, "C": probe.C,
-                          "files": [p.name for p in probe.save(stem)]})
-        return probe.predict_proba(X[job.valid]), (probe.predict_proba(X[n:]) if test_ids else None)
+            record["file"] = {"fold": job.fold, "seed": job.seed, "stem": stem.name, "C": probe.C,
+                              "files": [p.name for p in probe.save(stem)]}
+        return probe.predict_proba(X[job.valid]), (probe.predict_proba(X[n:]) if test_ids else None), record
 
-    cf = cross_fit(task, plan, list(model.seeds), fit, len(test_ids), desc=name)
+    cf = cross_fit(task, plan, list(model.seeds), fit, len(test_ids), desc=name, executor=executor)
+    chosen = [r["C"] for r in cf.records]
+    impact = np.sum([r["impact"] for r in cf.records], axis=0)
     group_of = {embedding_term(b): "embedding" for b in backbones} | {c: features.groups.get(c, "metadata") for c in columns}
     importance = pl.DataFrame({"feature": terms, "group": [group_of[t] for t in terms],
                                "gain": impact / max(1, len(chosen))},
                               schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64}).sort("gain", descending=True)
     extra = {"C": chosen, "inputs": {"backbones": backbones, "columns": len(columns),
-                                     "dimensions": {b: int(rows.embeddings[b].shape[1]) for b in backbones}}}
+                                     "dimensions": cf.records[0]["dimensions"]}}
     result = cf.result(name, test_ids, extra, importance, bootstrap)
     if folder is not None:
-        spec = model_spec(name, KIND, task, {}, params=params.to_dict(), seeds=list(model.seeds), models=files,
+        spec = model_spec(name, KIND, task, {}, params=params.to_dict(), seeds=list(model.seeds),
+                          models=[r["file"] for r in cf.records],
                           inputs={"backbones": backbones, "columns": columns, "requested_groups": model.features,
                                   "groups": {c: features.groups.get(c) for c in columns}})
         write_model(folder, spec, result)
