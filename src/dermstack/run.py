@@ -15,16 +15,16 @@ from pathlib import Path
 import click
 import numpy as np
 
-from dermstack.atomic import write_text
+from dermstack.atomic import read_json, write_text
 
 from dermstack.config import ModelConfig, RunConfig, default_models
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
-from dermstack.errors import ConfigError
+from dermstack.errors import ConfigError, DermstackError
 from dermstack.metrics import evaluate
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.provenance import Stage, versions
-from dermstack.rundir import RunLock, RunPaths, finish, flat_config, invalidate
+from dermstack.rundir import MODEL_FILES, RunLock, RunPaths, claim_run_dir, finish, flat_config, foreign_files, invalidate
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Run:
     def _stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn) -> bool:
         stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on)
         self.stages.append(name)
-        if stage.done():
+        if not self.force and stage.done(f"remove it and re-run (stage {name} re-runs), or re-run with --force"):
             log.info("stage %s: unchanged, skipped", name)
             return False
         dropped = invalidate(self.paths.root, name)
@@ -97,7 +97,6 @@ class Run:
             if d.format == "synthetic-isic2024":
                 from dermstack.data.synth import synthesize_isic2024
 
-                shutil.rmtree(p.synthetic, ignore_errors=True)
                 synthesize_isic2024(p.synthetic, lesions=d.lesions, test_lesions=d.test_lesions, image_size=d.image_size,
                                     seed=d.seed, positive_rate=d.positive_rate)
                 table, report = ingest("isic2024", p.synthetic, strict=d.strict)
@@ -108,7 +107,8 @@ class Run:
             click.echo(report.summary(), err=True)
 
         inputs = [Path(d.path)] if d.path and d.format != "synthetic-isic2024" else []
-        self._stage("ingest", self.keys("data"), inputs, [p.lesions, p.ingest_report], [], work)
+        outputs = [p.lesions, p.ingest_report] + ([p.synthetic] if d.format == "synthetic-isic2024" else [])
+        self._stage("ingest", self.keys("data"), inputs, outputs, [], work)
         table, self.unlabelled = TaskSpec.labelled(LesionTable.read(p.lesions), d.task, d.target, d.strict)
         if self.unlabelled:
             log.warning("%d training rows have no label for this task and are left out of training, e.g. %s",
@@ -160,7 +160,7 @@ class Run:
         """Run ``fit() -> ModelResult`` (which writes ``models/<name>/``) unless that folder is current."""
         p = self.paths
         mdir = p.models / name
-        outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json"]
+        outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json", mdir]
         inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else [])
         self._stage(f"model-{name}", keys, inputs, outputs, depends_on, fit)
         return ModelResult.read(mdir, name)
@@ -202,7 +202,7 @@ class Run:
 
         cnn = next(m for m in self.cfg.models if m.kind == "cnn")
         views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
-        self._stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds], [views_file],
+        self._stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds], [views_file, views_file.parent],
                     ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
         views = CNNViews.read(views_file, cnn.label)
         outs = []
@@ -234,6 +234,11 @@ class Run:
         keep = set(self.expected_models())
         for d in sorted(p for p in self.paths.models.iterdir() if p.is_dir()) if self.paths.models.is_dir() else []:
             if d.name not in keep:
+                foreign = foreign_files(d, MODEL_FILES)
+                if foreign or d.is_symlink():
+                    raise DermstackError(f"{d}: a model folder this config does not make holds files dermstack did not "
+                                         f"write ({', '.join(foreign[:5]) or 'it is a symbolic link'}); move it out of "
+                                         f"{self.paths.models}")
                 log.info("removing model folder %s: not made by this config", d)
                 shutil.rmtree(d)
                 invalidate(self.paths.root, f"model-{d.name}")
@@ -250,9 +255,10 @@ class Run:
             from dermstack.ensembles.select import CANDIDATES, CHOICE_FILE, select_ensemble
 
             models = self.paths.models
-            self._stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in CANDIDATES],
+            self._stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in CANDIDATES]
+                        + [models / c for c in CANDIDATES],
                         needs, lambda: select_ensemble(chosen, task, plan, models))
-            self.ensemble_choice = json.loads((models / CHOICE_FILE).read_text())
+            self.ensemble_choice = read_json(models / CHOICE_FILE, "ensemble choice")
             name = self.ensemble_choice["chosen"]
             return next((o for o in chosen if o.name == name), None) or ModelResult.read(models / name, name)
 
@@ -340,9 +346,8 @@ class Run:
         from dermstack.boosting.registry import probe_models
 
         probe_models(self.cfg.models, self.cfg.data.task)  # before anything is read or written
+        claim_run_dir(p.root)
         with RunLock(p.root):
-            if self.force:
-                shutil.rmtree(p.root / "stages", ignore_errors=True)
             table = self.ingest()
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
             if not self.cfg.models:

@@ -42,6 +42,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     from dermstack.data.table import LesionTable
     from dermstack.errors import ConfigError
     from dermstack.features.featureset import FeatureSet
+    from dermstack.rundir import STAGE_DIR_FILES, claim_dir
     from dermstack.task import TaskSpec
 
     cfg = RunConfig.from_toml(config_path)
@@ -65,6 +66,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     chosen = [m for m in chosen if m.kind in BOOSTER_KINDS]
     if not chosen:
         raise ConfigError(f"{config_path}: no booster [[models]] entry (kind one of {BOOSTER_KINDS}) to train")
+    claim_dir(out, "stage output folder", owned=STAGE_DIR_FILES)
     client = connect(dask_address)
     out.mkdir(parents=True, exist_ok=True)
     results = [cross_validate(features, task, plan, m, out / "models", client=client) for m in chosen]

@@ -18,7 +18,7 @@ from dermstack.boosting.registry import load_adapter
 from dermstack.calibration import undo_prior
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
-from dermstack.saved import Inputs, SavedModel, model_spec, read_spec, write_model
+from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, read_spec, write_model
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ModelStore:
     @classmethod
     def create(cls, directory: Path, name, model, task, matrix: FeatureMatrix, groups, params, sampling,
                needs: dict | None = None) -> "ModelStore":
-        directory.mkdir(parents=True, exist_ok=True)
+        model_folder(directory)
         for old in directory.glob("fold*_seed*.*"):
             old.unlink()
         spec = model_spec(
