@@ -154,4 +154,9 @@ class ModelResult:
         with reading(d / "importance.parquet", "feature importance"):
             imp = pl.read_parquet(d / "importance.parquet") if (d / "importance.parquet").exists() else None
         test = Predictions.read(d / "test.parquet") if (d / "test.parquet").exists() else Predictions.empty()
-        return cls(name or d.name, Predictions.read(d / "oof.parquet"), test, metrics, imp, d)
+        oof = Predictions.read(d / "oof.parquet")
+        for what, p in (("models", lambda x: x.models), ("classes", lambda x: x.frame["class"].unique().sort().to_list())):
+            if test.height and oof.height and p(test) != p(oof):
+                raise DataError(f"test predictions of {what} {p(test)} do not match its partner oof.parquet ({p(oof)}): "
+                                "the two files come from different models", file=str(d / "test.parquet"))
+        return cls(name or d.name, oof, test, metrics, imp, d)

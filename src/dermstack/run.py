@@ -24,8 +24,10 @@ from dermstack.errors import ConfigError, DermstackError
 from dermstack.metrics import evaluate
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.provenance import Stage, versions
-from dermstack.rundir import MODEL_FILES, RunLock, RunPaths, claim_run_dir, finish, flat_config, foreign_files, invalidate
-from dermstack.task import TaskSpec
+from dermstack.rundir import (
+    MODEL_FILES, RunLock, RunPaths, claim_run_dir, finish, flat_config, foreign_files, invalidate, recorded_models, records_of,
+)
+from dermstack.task import MIN_POSITIVES, TaskSpec
 
 log = logging.getLogger(__name__)
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
@@ -231,13 +233,14 @@ class Run:
     def prune_models(self) -> None:
         """Remove model folders (and their stage records) that this config does not make, so that no
         reader mistakes another config's models for this run's."""
-        keep = set(self.expected_models())
+        keep, ours = set(self.expected_models()), recorded_models(records_of(self.paths.root))
         for d in sorted(p for p in self.paths.models.iterdir() if p.is_dir()) if self.paths.models.is_dir() else []:
             if d.name not in keep:
                 foreign = foreign_files(d, MODEL_FILES)
-                if foreign or d.is_symlink():
-                    raise DermstackError(f"{d}: a model folder this config does not make holds files dermstack did not "
-                                         f"write ({', '.join(foreign[:5]) or 'it is a symbolic link'}); move it out of "
+                if foreign or d.is_symlink() or d.name not in ours:
+                    why = (f"holds files dermstack did not write ({', '.join(foreign[:5])})" if foreign else
+                           "is a symbolic link" if d.is_symlink() else "was not written by this run")
+                    raise DermstackError(f"{d}: a model folder this config does not make {why}; move it out of "
                                          f"{self.paths.models}")
                 log.info("removing model folder %s: not made by this config", d)
                 shutil.rmtree(d)
@@ -319,6 +322,12 @@ class Run:
 
             compared = {n: scores[n] for n in [*metrics["models"], calibrated.name, final.name]}
             metrics |= clinical_metrics(table, task, compared, final.name, plan.fold_of(task.image_ids))
+        few = task.few_positives()
+        if few:
+            metrics["notes"] = [f"class {c!r} has {n} (positive) training rows, fewer than {MIN_POSITIVES}: its ROC-AUC, "
+                                f"pAUC, F1 and their intervals rest on too few rows to mean much" for c, n in few.items()]
+            for note in metrics["notes"]:
+                log.warning(note)
         if repeats:
             from dermstack.repeats import summary
 
@@ -410,7 +419,7 @@ def print_metrics(metrics: dict) -> None:
                    f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submitted: {metrics['submission_model']}")
     from dermstack.clinical_report import summary_lines
 
-    for line in summary_lines(metrics):
+    for line in summary_lines(metrics) + [f"note: {n}" for n in metrics.get("notes", [])]:
         click.echo(f"  {line}")
 
 

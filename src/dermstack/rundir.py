@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import fnmatch
 import json
+import logging
 import os
 import socket
 import time
@@ -38,6 +39,7 @@ from dermstack.atomic import read_json, write_json
 from dermstack.errors import DataError, DermstackError
 from dermstack.provenance import artifacts, check_artifacts
 
+log = logging.getLogger(__name__)
 FINAL = "run"
 
 
@@ -258,6 +260,14 @@ def check_current(root: str | Path) -> None:
                                      f"{name!r} ran with ({value!r}); {rerun}")
 
 
+def recorded_models(records: dict[str, dict]) -> set[str]:
+    """Names of the model folders the stage records say they wrote (``model-<name>`` stages, and the
+    candidates ``ensemble-auto`` lists among its files)."""
+    return ({Path(rel).parts[1] for rec in records.values() for rel in rec.get("artifacts", {})
+             if Path(rel).parts[0] == LAYOUT["models"] and len(Path(rel).parts) > 2}
+            | {name.removeprefix("model-") for name in records if name.startswith("model-")})
+
+
 def check_files(paths: RunPaths, final: dict, records: dict[str, dict], rerun: str) -> None:
     """Every file the run's stages recorded is there, unchanged and inside the run
     (:func:`dermstack.provenance.check_artifacts`)."""
@@ -269,15 +279,16 @@ def check_files(paths: RunPaths, final: dict, records: dict[str, dict], rerun: s
 
 
 def check_model_dirs(paths: RunPaths, records: dict[str, dict], rerun: str) -> None:
-    """Every model folder is the run's own: no link out of the run, and one a stage recorded."""
+    """No model folder links out of the run; one that no stage recorded (a stage command's
+    ``--out RUN_DIR/models``, say) is used but said: its files are not verified."""
     for d in sorted(paths.models.iterdir()) if paths.models.is_dir() else []:
         if d.is_symlink() or not d.resolve().is_relative_to(paths.root.resolve()):
             raise DataError(f"a link to {d.resolve()}: a model from elsewhere, not this run's; remove the link, then "
                             f"{rerun} (stage model-{d.name} re-runs)", file=str(d))
     if not all("artifacts" in rec for rec in records.values()):
         return  # recorded before stage records listed their files
-    recorded = {Path(rel).parts[1] for rec in records.values() for rel in rec.get("artifacts", {})
-                if Path(rel).parts[0] == LAYOUT["models"] and len(Path(rel).parts) > 2}
+    recorded = recorded_models(records)
     for d in sorted(paths.models.iterdir()) if paths.models.is_dir() else []:
         if d.is_dir() and (d / "model.json").exists() and d.name not in recorded:
-            raise DataError(f"a model folder no stage of this run wrote; move it out of {paths.models}", file=str(d))
+            log.warning("%s: a model folder no stage of this run wrote (a stage command's --out?): used as it is, its "
+                        "files unverified", d)

@@ -165,10 +165,10 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     from dermstack.saved import Inputs, predict_all
 
     run_dir = Path(run_dir)
+    check_current(run_dir)  # first: names a damaged or missing file and the stage that writes it
     for need in ("config.toml", "lesions.parquet", "metrics.json", "models"):
         if not (run_dir / need).exists():
             raise DataError(f"not a finished dermstack run directory (no {need})", file=str(run_dir))
-    check_current(run_dir)
     cfg = RunConfig.from_toml(run_dir / "config.toml")
     run_metrics = read_json(run_dir / "metrics.json", "run metrics")
     new = read_new_data(cfg, data, strict)

@@ -32,7 +32,7 @@ import polars as pl
 from dermstack.atomic import write_json, write_parquet
 from dermstack.boosting.cv import cross_validate
 from dermstack.config import ModelConfig
-from dermstack.crossfit import check_plan, fold_metrics
+from dermstack.crossfit import check_plan, check_same_plan, fold_metrics
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.ensembles.level2 import Level2, make_learner
@@ -238,6 +238,7 @@ def stack_models(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, method
     names = [o.name for o in outs]
     if len(names) < 2:
         raise DataError(f"a level-2 stack needs at least two base models, got {names}")
+    check_same_plan(outs, plan)
     X = score_tensor([o.oof for o in outs], names, task.image_ids, task.classes, "OOF")
     y = task.y
     fold_of = plan.fold_of(task.image_ids)
