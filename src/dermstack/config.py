@@ -46,6 +46,8 @@ FEATURE_GROUPS = ("metadata", "engineered", "patient", "image", "embedding", "cn
 SEGMENTATION_MODES = ("auto", "mask", "automatic")
 #: Booster parameters dermstack handles itself; every other key goes to the library unchanged.
 GENERIC_PARAMS = ("n_estimators", "early_stopping_rounds", "early_stopping_metric", "class_weight", "device", "threads")
+#: the counts among them (rounds, threads): whole numbers >= 1
+GENERIC_COUNTS = ("n_estimators", "early_stopping_rounds", "threads")
 #: test-time augmentations an extraction may average over
 TTA_MODES = ("hflip", "vflip")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -386,6 +388,9 @@ class ModelConfig:
         items = _param_problems(info.data["kind"], params) if "kind" in info.data else []  # (a bad kind is reported)
         items += [(k, v, "must be a finite number") for k, v in params.items()
                   if isinstance(v, float) and not math.isfinite(v) and k not in {i[0] for i in items}]
+        items += [(k, params[k], "must be a whole number of at least 1") for k in GENERIC_COUNTS
+                  if k in params and not (isinstance(params[k], int) and not isinstance(params[k], bool) and params[k] >= 1)
+                  and info.data.get("kind") in BOOSTER_KINDS]
         if items:
             raise _problem(items)
         return params

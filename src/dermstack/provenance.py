@@ -132,8 +132,9 @@ class Stage:
         not what this stage wrote, so it is neither trusted nor overwritten."""
         for p in self.outputs:  # a rerun must not write through a link into another run
             if not p.resolve().is_relative_to(self.run_dir.resolve()):
-                raise DataError(f"resolves outside the run directory (to {p.resolve()}): stage {self.name!r} will not "
-                                "write there; remove the link", file=str(p))
+                link = next((q for q in (p, *p.parents) if q.is_symlink()), p)
+                raise DataError(f"a link to {link.resolve()}, outside the run directory: stage {self.name!r} will not "
+                                "write there; remove the link (the stage then re-runs)", file=str(link))
         if not self.record.exists() or not all(p.exists() for p in self.outputs):
             return False
         try:

@@ -179,4 +179,7 @@ def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, pred
     classes = metrics.get("classes") or spec.get("classes")
     check_run_format(fmt, metrics.get("task") or spec.get("task"), classes or [], str(run_dir))
     write_submission(preds, fmt, out, sample=sample, ids=ids, classes=classes, model=model)
+    if ids is None and sample is None:
+        click.echo(f"note: the ids of {predictions or 'the test predictions'} were not checked against a test set "
+                   "(every predicted row is submitted): pass --sample to check them", err=True)
     click.echo(f"wrote validated {fmt} submission {out}")

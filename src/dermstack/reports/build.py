@@ -20,7 +20,7 @@ from dermstack.reports.shap_ import ShapValues, explain_model, feature_importanc
 from dermstack.reports.subgroups import SubgroupSettings, subgroup_report
 from dermstack.reports.summary import headline, summary_section
 from dermstack.rundir import REPORT_FILES, claim_dir
-from dermstack.task import TaskKind
+from dermstack.task import MIN_POSITIVES, TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,11 @@ def _overview_section(run: RunData, metrics: pl.DataFrame, shaps: dict[str, Mode
     if t.kind.binary:
         facts["positives"] = int(t.y.sum())
     facts_html = table(pl.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}))
-    return Section("overview", "Overview").add(facts_html, "<h3>Out-of-fold metrics per model</h3>", table(metrics))
+    section = Section("overview", "Overview").add(facts_html)
+    for c, n in t.few_positives().items():  # said where the numbers are shown, not only in metrics.json
+        section.add(paragraph(f"Note: class {c} has {n} (positive) training rows, fewer than {MIN_POSITIVES}: its "
+                              "metrics and their intervals below rest on too few rows to mean much."))
+    return section.add("<h3>Out-of-fold metrics per model</h3>", table(metrics))
 
 
 _NO_BLOCK = ("metrics.json has no {key} block: the run directory predates it, or is a stage-by-stage folder "
