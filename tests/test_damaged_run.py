@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -354,3 +355,16 @@ def test_write_text_replaces_the_target_of_a_dangling_link(tmp_path):
     link.symlink_to(tmp_path / "new.txt")
     write_text(link, "hi")
     assert link.is_symlink() and (tmp_path / "new.txt").read_text() == "hi"
+
+
+def test_extraction_never_appends_to_a_file_it_did_not_write(tmp_path):
+    from dermstack.extract.store import writable_store
+
+    (tmp_path / "notes.h5").write_text("not HDF5")
+    with h5py.File(tmp_path / "mine.h5", "w") as f:
+        f.create_dataset("my_data", data=np.arange(3))
+    for name, said in (("notes.h5", "cannot be read as an HDF5 EmbeddingStore"), ("mine.h5", r"entries dermstack did not write \(my_data\)")):
+        with pytest.raises(DataError, match=said) as e:
+            writable_store(tmp_path / name)
+        assert e.value.file == str(tmp_path / name)
+    assert writable_store(tmp_path / "new.h5") == tmp_path / "new.h5"

@@ -25,7 +25,8 @@ from typing import Annotated, Any
 
 from annotated_types import Ge, Interval, Le, Lt, MinLen
 from pydantic import (
-    AfterValidator, AllowInfNan, BeforeValidator, ConfigDict, Strict, ValidationError, ValidationInfo, field_validator, model_validator,
+    AfterValidator, AllowInfNan, BeforeValidator, ConfigDict, Strict, ValidationError, ValidationInfo, field_validator,
+    model_validator,
 )
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError

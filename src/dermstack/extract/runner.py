@@ -28,7 +28,7 @@ from dermstack.extract.settings import (
     resolve_precision,
     shard_from_env,
 )
-from dermstack.extract.store import merge_stores, open_group
+from dermstack.extract.store import merge_stores, open_group, writable_store
 from dermstack.extract.streams import InlineBatches, LoaderBatches, run_streams
 from dermstack.progress import progress_bar
 
@@ -157,7 +157,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     ranked = shard is None and shard_from_env() is not None
     if ranked:
         shard = shard_from_env()
-    path = rank_path(out, shard) if ranked else out
+    path = writable_store(rank_path(out, shard) if ranked else out)
     ids = table.df["image_id"].to_list()
     refs = table.df["image_ref"].to_list()
     if shard is not None:
