@@ -368,3 +368,23 @@ def test_extraction_never_appends_to_a_file_it_did_not_write(tmp_path):
             writable_store(tmp_path / name)
         assert e.value.file == str(tmp_path / name)
     assert writable_store(tmp_path / "new.h5") == tmp_path / "new.h5"
+
+
+def test_submit_into_the_run_directory_does_not_make_it_look_damaged(finished, tmp_path):
+    _, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    assert invoke("submit", run, "--format", "isic2024", "--model", "xgboost", "--out", run / "submission.csv").exit_code == 0
+    assert invoke("submit", run, "--format", "isic2024", "--out", tmp_path / "s.csv").exit_code == 0
+
+
+def test_a_rerun_with_force_never_writes_through_a_link(finished, tmp_path):
+    cfg, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    link_other_runs_model(run)
+    theirs = run.parent / "other-run" / "models" / "xgboost"
+    before = {f.name: f.read_bytes() for f in theirs.iterdir()}
+    r = invoke("run", cfg, "--out", run, "--force")
+    assert r.exit_code == 2 and str(run / "models" / "xgboost") in r.output, r.output
+    assert {f.name: f.read_bytes() for f in theirs.iterdir()} == before

@@ -76,18 +76,19 @@ def artifacts(root: Path, outputs: list[Path]) -> dict[str, dict]:
 
 
 def check_artifacts(root: Path, stage: str, recorded: dict[str, dict], remedy: str) -> list[str]:
-    """Compare the files a stage recorded with what is on disk now. A file that changed (size or
-    content) or that resolves outside ``root`` (a symbolic link to another run's model, say) is a
-    DataError naming it, the stage and ``remedy``; returns the recorded files that are missing."""
-    base, missing = root.resolve(), []
+    """Compare the files a stage recorded with what is on disk now: the recorded files that are
+    missing, if any (the stage has to run again anyway); else a file that changed (size or content)
+    or that resolves outside ``root`` (a symbolic link to another run's model, say) is a DataError
+    naming it, the stage and ``remedy``."""
+    base = root.resolve()
+    missing = [rel for rel in recorded if not (root / rel).is_file()]
+    if missing:
+        return missing
     for rel, want in recorded.items():
         path = root / rel
-        if not path.is_relative_to(root) or not path.resolve().is_relative_to(base):
+        if not path.resolve().is_relative_to(base):
             raise DataError(f"resolves outside the run directory (to {path.resolve()}): not what stage {stage!r} "
                             f"wrote here; replace it by the run's own: {remedy}", file=str(path))
-        if not path.is_file():
-            missing.append(rel)
-            continue
         have = artifact(path) if path.stat().st_size == want.get("bytes") else {"bytes": path.stat().st_size}
         if have != want:
             raise DataError(f"changed since stage {stage!r} wrote it ({want.get('bytes')} bytes then, {have['bytes']} now"
@@ -116,6 +117,9 @@ class Stage:
     inputs: list[Path]
     outputs: list[Path]
     depends_on: list[str] = field(default_factory=list)
+    #: a stage whose output resumes what an earlier run left (the EmbeddingStore): a changed file
+    #: makes it run again (and check the file itself) instead of being refused
+    resumable: bool = False
 
     @property
     def record(self) -> Path:
@@ -126,15 +130,18 @@ class Stage:
                for p in self.inputs if p.exists()}
         return digest({"config": self.config, "inputs": ins, "versions": versions()})
 
-    def done(self, remedy: str = "remove it to have the stage re-run") -> bool:
-        """True when the record holds this fingerprint and every file it recorded is there unchanged;
-        a recorded file that is there but changed (or links outside the run) is a DataError: it is
-        not what this stage wrote, so it is neither trusted nor overwritten."""
-        for p in self.outputs:  # a rerun must not write through a link into another run
+    def check_inside(self) -> None:
+        """A stage never writes through a link out of the run (into another run's model folder, say)."""
+        for p in self.outputs:
             if not p.resolve().is_relative_to(self.run_dir.resolve()):
                 link = next((q for q in (p, *p.parents) if q.is_symlink()), p)
                 raise DataError(f"a link to {link.resolve()}, outside the run directory: stage {self.name!r} will not "
                                 "write there; remove the link (the stage then re-runs)", file=str(link))
+
+    def done(self, remedy: str = "remove it to have the stage re-run") -> bool:
+        """True when the record holds this fingerprint and every file it recorded is there unchanged;
+        a recorded file that is there but changed is a DataError (unless ``resumable``): it is not
+        what this stage wrote, so it is neither trusted nor overwritten."""
         if not self.record.exists() or not all(p.exists() for p in self.outputs):
             return False
         try:
@@ -143,7 +150,13 @@ class Stage:
             return False
         if rec.get("fingerprint") != self.fingerprint():
             return False
-        return not check_artifacts(self.run_dir, self.name, rec.get("artifacts", {}), remedy)
+        try:
+            return not check_artifacts(self.run_dir, self.name, rec.get("artifacts", {}), remedy)
+        except DataError as e:
+            if not self.resumable:
+                raise
+            log.info("stage %s runs again: %s", self.name, e)
+            return False
 
     def finish(self, seconds: float, **extra) -> None:
         rec = {"stage": self.name, "fingerprint": self.fingerprint(), "config": self.config, "seconds": round(seconds, 2),

@@ -25,7 +25,8 @@ from dermstack.metrics import evaluate
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.provenance import Stage, versions
 from dermstack.rundir import (
-    MODEL_FILES, RunLock, RunPaths, claim_run_dir, finish, flat_config, foreign_files, invalidate, recorded_models, records_of,
+    MODEL_FILES, RunLock, RunPaths, claim_run_dir, finish, flat_config, foreign_files, forget_overwritten, invalidate,
+    recorded_models, records_of,
 )
 from dermstack.task import MIN_POSITIVES, TaskSpec
 
@@ -74,9 +75,11 @@ class Run:
         """The config keys a stage reads: every ``section.key`` starting with one of ``prefixes``."""
         return {k: v for k, v in self.flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
-    def _stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn) -> bool:
-        stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on)
+    def _stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn,
+               resumable: bool = False) -> bool:
+        stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on, resumable)
         self.stages.append(name)
+        stage.check_inside()
         if not self.force and stage.done(f"remove it and re-run (stage {name} re-runs), or re-run with --force"):
             log.info("stage %s: unchanged, skipped", name)
             return False
@@ -86,6 +89,7 @@ class Run:
         t0 = time.perf_counter()
         fn()
         stage.finish(time.perf_counter() - t0)
+        forget_overwritten(self.paths.root, name)
         log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
         return True
 
@@ -139,7 +143,7 @@ class Run:
 
         # The store is resumable on its own; the stage record only saves re-opening it.
         keys = {k: v for k, v in self.keys("extract").items() if k != "extract.pca_components"}
-        self._stage("extract", keys, [p.lesions], [p.embeddings], ["ingest"], work)
+        self._stage("extract", keys, [p.lesions], [p.embeddings], ["ingest"], work, resumable=True)
         return SelectedBackbones(EmbeddingStore(p.embeddings), list(ex.backbones))
 
     def features(self, table: LesionTable, store) -> "FeatureSet":  # noqa: F821

@@ -184,11 +184,24 @@ def invalidate(root: str | Path, stage: str) -> list[str]:
     return sorted(gone)
 
 
+def forget_overwritten(root: str | Path, stage: str) -> list[str]:
+    """After ``stage`` wrote its files: remove the records of other stages that listed any of them
+    (``ensemble-auto``'s candidates and a ``model-mean`` stage share ``models/mean/``, say); those
+    records no longer describe the files, so their stages run again when next needed."""
+    paths = RunPaths(Path(root))
+    records = records_of(paths.root)
+    mine = set(records.get(stage, {}).get("artifacts", {}))
+    stale = sorted(n for n, r in records.items() if n not in (stage, FINAL) and mine & set(r.get("artifacts", {})))
+    for name in stale:
+        paths.stage_record(name).unlink(missing_ok=True)
+    return stale
+
+
 def remove_final_outputs(paths: RunPaths) -> None:
     """Remove the final outputs ``run.json`` recorded, ``run.json`` itself and the report's own
     files; nothing else (a file the user put into ``report/`` stays)."""
     final = records_of(paths.root).get(FINAL, {})
-    for rel in final.get("artifacts", {}):
+    for rel in [*final.get("artifacts", {}), *final.get("unverified", [])]:
         if (paths.root / rel).is_file() and not (paths.root / rel).is_symlink():
             (paths.root / rel).unlink()
     paths.stage_record(FINAL).unlink(missing_ok=True)
@@ -225,10 +238,14 @@ def finish(root: str | Path, stages: list[str], **extra) -> None:
     """Record that the final outputs were made from these stages' current records."""
     paths = RunPaths(Path(root))
     records = records_of(paths.root)
-    outputs = [p for p in paths.final_outputs if p != paths.report and p != paths.stage_record(FINAL)]
+    read_back = [paths.metrics, paths.oof, paths.test_predictions]
+    # submission.csv is written for the user and read by no command: `submit --out RUN_DIR/submission.csv`
+    # may replace it without making the run look damaged
+    unverified = [str(p.relative_to(paths.root)) for p in [paths.submission] if p.is_file()]
     write_json(paths.stage_record(FINAL), {"stage": FINAL, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                            "stages": {s: records.get(s, {}).get("fingerprint") for s in stages},
-                                           "artifacts": artifacts(paths.root, outputs), **extra})
+                                           "artifacts": artifacts(paths.root, read_back), "unverified": unverified,
+                                           **extra})
 
 
 def check_current(root: str | Path) -> None:
