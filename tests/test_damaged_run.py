@@ -203,12 +203,16 @@ def test_a_rerun_removes_only_what_the_run_wrote(finished, tmp_path):
     cfg, original = finished
     run = tmp_path / "run"
     shutil.copytree(original, run)
-    (run / "report").mkdir(exist_ok=True)
+    assert invoke("report", run, "--shap-sample", 20, "--n-boot", 5).exit_code == 0
     (run / "report" / "my-notes.txt").write_text("mine")
+    (run / "report" / "draft.parquet").write_text("mine too")
     changed = tmp_path / "changed.toml"
-    changed.write_text(cfg.read_text().replace("n_estimators = 10", "n_estimators = 12", 1))
-    assert invoke("run", changed, "--out", run).exit_code == 0
-    assert (run / "report" / "my-notes.txt").read_text() == "mine"
+    changed.write_text(cfg.read_text().replace("n_estimators = 10", "n_estimators = 12", 1) + "\n[report]\nenabled = true\n"
+                       "shap_sample = 20\n")
+    r = invoke("run", changed, "--out", run)
+    assert r.exit_code == 0, r.output
+    assert (run / "report" / "my-notes.txt").read_text() == "mine" and (run / "report" / "draft.parquet").exists()
+    assert (run / "report" / "index.html").exists()
 
 
 # -- values that would crash or hang later ------------------------------------------------------------

@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,8 @@ LAYOUT = {
 #: a run directory is a folder with this subfolder (made when a run first claims the folder)
 MARKER = "stages"
 #: what ``report`` writes into its folder (``report/`` of a run, or ``--out``)
-REPORT_FILES = ("index.html", "summary.json", "curves.json", "*.parquet", "shap", "shap/*.npz", "explain_*.html")
+REPORT_FILES = ("index.html", "summary.json", "curves.json", "metrics.parquet", "operating_points.parquet",
+                "shap_groups.parquet", "shap_importance.parquet", "subgroups.parquet", "shap", "shap/*.npz", "explain_*.html")
 #: what the stage commands write into one folder (``boosting train --out DIR``; see the README's command table)
 STAGE_DIR_FILES = (*LAYOUT.values(), "models/*", "boosting_metrics.json", "*.report.json", "features.transform.npz",
                    "report/*", "submission*.csv")
@@ -88,10 +90,23 @@ def _temporary(name: str) -> bool:
     return name.startswith(".") and ".tmp" in name
 
 
-def foreign_files(folder: Path, owned: tuple[str, ...] = (), marker: str | None = None) -> list[str]:
+def is_report(folder: Path) -> bool:
+    """``folder`` is a run directory's ``report/`` or holds a report dermstack wrote (its ``summary.json``);
+    the report writes only its own file names, so files of the user's beside them stay."""
+    if folder.name == LAYOUT["report"] and (folder.parent / MARKER).is_dir():
+        return True
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"run_dir", "sections", "first_screen"} <= summary.keys()
+
+
+def foreign_files(folder: Path, owned: tuple[str, ...] = (), marker: str | Callable[[Path], bool] | None = None) -> list[str]:
     """Entries of ``folder`` (relative names, nested ones too) that dermstack did not write there:
-    none when ``marker`` exists in it, else every entry no pattern of ``owned`` matches."""
-    if not folder.is_dir() or (marker and (folder / marker).exists()):
+    none when ``marker`` (a name, or a test of the folder) says the folder is dermstack's, else every
+    entry no pattern of ``owned`` matches."""
+    if not folder.is_dir() or (callable(marker) and marker(folder)) or (isinstance(marker, str) and (folder / marker).exists()):
         return []
     out = []
     for p in sorted(folder.rglob("*")):
@@ -101,7 +116,7 @@ def foreign_files(folder: Path, owned: tuple[str, ...] = (), marker: str | None 
     return out
 
 
-def claim_dir(folder: str | Path, what: str, owned: tuple[str, ...] = (), marker: str | None = None) -> Path:
+def claim_dir(folder: str | Path, what: str, owned: tuple[str, ...] = (), marker: str | Callable[[Path], bool] | None = None) -> Path:
     """Refuse to write into ``folder`` when it holds files dermstack did not write (the user's home
     folder given as ``--out``, say): a DermstackError naming the folder, a few of those files and
     what to do. A missing or empty folder, or one of dermstack's own, is fine."""

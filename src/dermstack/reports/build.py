@@ -19,7 +19,7 @@ from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues, explain_model, feature_importance, group_contributions, sample_rows
 from dermstack.reports.subgroups import SubgroupSettings, subgroup_report
 from dermstack.reports.summary import headline, summary_section
-from dermstack.rundir import REPORT_FILES, claim_dir
+from dermstack.rundir import REPORT_FILES, claim_dir, is_report
 from dermstack.task import MIN_POSITIVES, TaskKind
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, s
     """Write ``out_dir/index.html`` (self-contained) and the numbers behind it; returns the HTML path."""
     t0 = time.perf_counter()
     settings = settings or ReportSettings(shap_sample=shap_sample)
-    run_dir, out_dir = Path(run_dir), claim_dir(out_dir, "report folder", owned=REPORT_FILES)
+    run_dir, out_dir = Path(run_dir), claim_dir(out_dir, "report folder", owned=REPORT_FILES, marker=is_report)
     run = RunData.load(run_dir)  # checked before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = model_metrics(run, settings)

@@ -17,7 +17,7 @@ from dermstack.reports import shap_plots
 from dermstack.reports.html import Section, figure, figures, paragraph, table, write_page
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import explain_model
-from dermstack.rundir import REPORT_FILES, claim_dir
+from dermstack.rundir import REPORT_FILES, claim_dir, is_report
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def final_waterfall(run: RunData, image_id: str, fold: np.ndarray, cls: str | No
 
 def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> Path:
     """Write ``out_dir/explain_<image_id>.html``: the final model's waterfall, then (raw score) every booster / linear model's."""
-    claim_dir(out_dir, "report folder", owned=REPORT_FILES)
+    claim_dir(out_dir, "report folder", owned=REPORT_FILES, marker=is_report)
     run = RunData.load(run_dir)
     hit = run.table.df.filter(pl.col("image_id") == image_id)
     if hit.is_empty():
