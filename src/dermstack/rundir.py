@@ -21,7 +21,7 @@ Four rules keep a run directory honest:
   since, or one whose ``config.toml`` no longer matches what a stage recorded, naming the stage.
   Every stage record (and ``run.json``) lists the size and SHA-256 of each file it wrote; a file
   that differs, or a recorded path (a model folder, say) that resolves outside the run, is named
-  with the stage to re-run, and so is a model folder no stage recorded.
+  with the stage to re-run; a model folder no stage recorded is used with a warning.
 """
 from __future__ import annotations
 
@@ -108,11 +108,16 @@ def foreign_files(folder: Path, owned: tuple[str, ...] = (), marker: str | Calla
     entry no pattern of ``owned`` matches."""
     if not folder.is_dir() or (callable(marker) and marker(folder)) or (isinstance(marker, str) and (folder / marker).exists()):
         return []
-    out = []
-    for p in sorted(folder.rglob("*")):
+    out, todo = [], sorted(folder.iterdir())
+    while todo:  # breadth first, into owned folders only: a home folder given as --out is not walked
+        p = todo.pop(0)
         rel = str(p.relative_to(folder))
-        if not _temporary(p.name) and not any(fnmatch.fnmatch(rel, pat) for pat in owned):
+        if _temporary(p.name):
+            continue
+        if not any(fnmatch.fnmatch(rel, pat) for pat in owned):
             out.append(rel + ("/" if p.is_dir() else ""))
+        elif p.is_dir() and not p.is_symlink():
+            todo += sorted(p.iterdir())
     return out
 
 
@@ -123,7 +128,7 @@ def claim_dir(folder: str | Path, what: str, owned: tuple[str, ...] = (), marker
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DermstackError(f"{folder}: is a file, not a folder; give a folder for the {what}")
-    foreign = [f for f in foreign_files(folder, owned, marker) if "/" not in f.rstrip("/")]
+    foreign = foreign_files(folder, owned, marker)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise DermstackError(f"{folder}: not empty and not a {what} dermstack wrote (it holds {shown}); dermstack never "

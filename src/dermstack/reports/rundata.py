@@ -91,7 +91,8 @@ class RunData:
         s = self.scores(model)
         keep = ~np.isnan(s.reshape(len(s), -1)).any(axis=1)
         if not keep.all():
-            log.info("model %s: %d of %d training rows have no OOF score", model, (~keep).sum(), len(keep))
+            log.warning("model %s: %d of %d training rows have no OOF score; its metrics are of the others", model,
+                        (~keep).sum(), len(keep))
         idx = np.flatnonzero(keep)
         return idx, self.task.y[idx], s[idx]
 
