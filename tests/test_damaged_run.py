@@ -134,6 +134,29 @@ def test_a_damaged_run_directory_is_named_never_used(finished, tmp_path, case, d
         assert str(run / file) in r.output and "Traceback" not in r.output, r.output
 
 
+#: a stage-by-stage folder (no stage records to check against): the damaged file is named by the reader
+UNRECORDED = [
+    ("truncated oof.parquet", "models/lightgbm/oof.parquet", truncate, "unreadable predictions", "report"),
+    ("model.json not JSON", "models/lightgbm/model.json", lambda p: p.write_text("{"), "unreadable model.json", "report"),
+    ("truncated LightGBM file", "models/lightgbm/fold0_seed0.txt", truncate, "unreadable lightgbm model", "report"),
+    ("metrics.json not JSON", "models/mean/metrics.json", lambda p: p.write_text("[1,"), "unreadable model metrics", "submit"),
+    ("truncated test.parquet", "models/mean/test.parquet", truncate, "unreadable predictions", "submit"),
+    ("truncated features.parquet", "features.parquet", truncate, "unreadable feature table", "report"),
+]
+
+
+@pytest.mark.parametrize("case,file,damage,said,command", UNRECORDED, ids=[c[0] for c in UNRECORDED])
+def test_a_damaged_file_of_a_stage_by_stage_folder_is_named(finished, tmp_path, case, file, damage, said, command):
+    _, original = finished
+    folder = tmp_path / "stages-by-hand"
+    shutil.copytree(original, folder, ignore=shutil.ignore_patterns("stages", "config.toml"))
+    damage(folder / file)
+    args = {"report": ["report", folder, "--out", tmp_path / "report", "--shap-sample", 20, "--n-boot", 5],
+            "submit": ["submit", folder, "--format", "isic2024", "--model", "mean", "--out", tmp_path / "s.csv"]}[command]
+    r = invoke(*args)
+    assert r.exit_code == 2 and f"{folder / file}: {said}" in r.output and "Traceback" not in r.output, r.output
+
+
 def test_a_run_directory_refused_for_damage_reruns_once_the_file_is_removed(finished, tmp_path):
     cfg, original = finished
     run = tmp_path / "run"
