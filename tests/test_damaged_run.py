@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -415,3 +416,18 @@ def test_a_rerun_with_force_never_writes_through_a_link(finished, tmp_path):
     r = invoke("run", cfg, "--out", run, "--force")
     assert r.exit_code == 2 and str(run / "models" / "xgboost") in r.output, r.output
     assert {f.name: f.read_bytes() for f in theirs.iterdir()} == before
+
+
+def test_a_model_json_whose_features_were_edited_is_named_not_a_library_traceback(finished, tmp_path):
+    from dermstack.boosting.store import predict_saved
+    from dermstack.features.featureset import FeatureSet
+
+    _, run = finished
+    d = tmp_path / "lightgbm"
+    shutil.copytree(run / "models" / "lightgbm", d)
+    spec = json.loads((d / "model.json").read_text())
+    spec["features"]["columns"] = spec["features"]["columns"][:-1]
+    (d / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(DataError, match="its native files do not fit its model.json") as e:
+        predict_saved(d, FeatureSet.read(run / "features.parquet"))
+    assert e.value.file == str(d / "model.json")
