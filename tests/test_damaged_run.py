@@ -271,6 +271,8 @@ BAD_OPTIONS = [
     ("data synth --seed -1", ["data", "synth", "--seed", -1, "--out", "x"], "--seed"),
     ("data folds --n-splits 1", ["data", "folds", "{lesions}", "--n-splits", 1, "--out", "x"], "--n-splits"),
     ("report --n-boot 0", ["report", "{run}", "--n-boot", 0], "--n-boot"),
+    ("predict --out x.csv (parquet a spreadsheet would misread)", ["predict", "{run}", "{lesions}", "--out", "x.csv"],
+     "give it a .parquet name"),
 ]
 
 
@@ -280,7 +282,7 @@ def test_out_of_range_options_are_refused(finished, tmp_path, case, args, named)
     args = [str(a).format(lesions=run / "lesions.parquet", run=run) for a in args]
     r = CliRunner().invoke(cli, args[:-1] + [str(tmp_path / args[-1])] if args[-2] == "--out" else args)
     assert r.exit_code == 2 and named in r.output, r.output
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.csv").exists()
 
 
 # -- what an output path is ---------------------------------------------------------------------------

@@ -101,6 +101,21 @@ def read_json(path: str | Path, what: str = "JSON file"):
         raise DataError(f"unreadable {what} ({e}): damaged or not written by dermstack", file=str(path)) from None
 
 
+#: names other programs open as text: a parquet file under one of them would be misread
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json")
+
+
+def parquet_out(ctx, param, path: Path | None) -> Path | None:
+    """Click callback of an ``--out`` that is written as parquet: a text name (``predictions.csv``) is
+    refused rather than filled with parquet bytes a spreadsheet or ``read_csv`` would misread."""
+    if path is not None and path.suffix.lower() in TEXT_SUFFIXES:
+        import click
+
+        raise click.BadParameter(f"{path}: this output is a parquet file; give it a .parquet name (not {path.suffix})",
+                                 ctx=ctx, param=param)
+    return path
+
+
 def write_csv(path: str | Path, df, **options) -> Path:
     """A polars frame as CSV (``options`` go to ``write_csv``)."""
     with atomic_path(path) as tmp:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import parquet_out
 from dermstack.config import BOOSTER_KINDS
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
 @boosting.command("predict")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("features_path", metavar="FEATURES.parquet", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Parquet of image_id, class, score.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=parquet_out,
+              help="Parquet of image_id, class, score.")
 def predict_command(model_dir: Path, features_path: Path, out: Path) -> None:
     """Score every row of FEATURES.parquet with the saved fold/seed models of MODEL_DIR (averaged)."""
     from dermstack.boosting.store import predict_saved, read_spec

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import parquet_out
 from dermstack.config import MAX_SEED
 
 
@@ -16,7 +17,7 @@ def data() -> None:
 @data.command("ingest")
 @click.argument("format", type=click.Choice(["isic2024", "isic-archive", "ham10000", "milk10k", "ddi", "ph2"]))
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="LesionTable parquet to write.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=parquet_out, help="LesionTable parquet to write.")
 @click.option("--strict", is_flag=True, help="Turn every skipped row or missing image into an error.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the ingest report as JSON here.")
 @click.option("--encoding", default=None, help="Encoding of the CSV files when not UTF-8, e.g. cp1252 or latin-1.")
@@ -51,7 +52,7 @@ def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, p
 
 @data.command("folds")
 @click.argument("lesions", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=parquet_out)
 @click.option("--n-splits", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=42, show_default=True)
 @click.option("--task", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)

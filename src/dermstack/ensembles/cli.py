@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dermstack.atomic import read_json, write_parquet
+from dermstack.atomic import parquet_out, read_json, write_parquet
 from dermstack.config import MAX_SEED
 from dermstack.ensembles.submission import FORMATS
 
@@ -123,7 +123,7 @@ def validate_command(csv: Path, fmt: str, sample: Path | None) -> None:
 @click.command("predict")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("data", type=_existing)
-@click.option("--out", type=_path, required=True, help="Predictions parquet (image_id, model, class, score).")
+@click.option("--out", type=_path, required=True, callback=parquet_out, help="Predictions parquet (image_id, model, class, score).")
 @click.option("--strict", is_flag=True, help="Stop on any unreadable row or image of DATA.")
 @click.option("--allow-missing-features", is_flag=True,
               help="Score DATA even when it lacks feature columns the models were trained on (filled as missing, with a warning).")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import parquet_out
 from dermstack.config import SEGMENTATION_MODES, FeaturesConfig
 
 _DEFAULTS = FeaturesConfig()
@@ -22,7 +23,8 @@ def features() -> None:
 @features.command("build")
 @click.argument("lesions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="EmbeddingStore (embeddings.h5).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="FeatureSet parquet to write.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=parquet_out,
+              help="FeatureSet parquet to write.")
 @_group_switch("metadata", "Metadata columns of the table.")
 @_group_switch("engineered", "ISIC 2024 features from the TBP measurements.")
 @_group_switch("patient", "Features relative to the patient's other lesions.")
