@@ -28,7 +28,7 @@ from dermstack.rundir import (
     MODEL_FILES, RunLock, RunPaths, claim_run_dir, finish, flat_config, foreign_files, forget_overwritten, invalidate,
     recorded_models, records_of,
 )
-from dermstack.task import MIN_POSITIVES, TaskSpec
+from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
@@ -208,8 +208,8 @@ class Run:
 
         cnn = next(m for m in self.cfg.models if m.kind == "cnn")
         views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
-        self._stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds], [views_file, views_file.parent],
-                    ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
+        self._stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds],
+                    [views_file, views_file.parent], ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
         views = CNNViews.read(views_file, cnn.label)
         outs = []
         for b in (m for m in self.cfg.models if f"{m.label}+{cnn.label}" in self.cfg.cnn_feature_models()):
@@ -326,10 +326,8 @@ class Run:
 
             compared = {n: scores[n] for n in [*metrics["models"], calibrated.name, final.name]}
             metrics |= clinical_metrics(table, task, compared, final.name, plan.fold_of(task.image_ids))
-        few = task.few_positives()
-        if few:
-            metrics["notes"] = [f"class {c!r} has {n} (positive) training rows, fewer than {MIN_POSITIVES}: its ROC-AUC, "
-                                f"pAUC, F1 and their intervals rest on too few rows to mean much" for c, n in few.items()]
+        if task.few_positives():
+            metrics["notes"] = task.few_positive_notes()
             for note in metrics["notes"]:
                 log.warning(note)
         if repeats:

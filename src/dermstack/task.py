@@ -133,6 +133,11 @@ class TaskSpec:
         bootstrap intervals rest on a handful of rows and mean little."""
         return {c: n for c, n in self.kind.positives(self.y, self.classes).items() if n < minimum}
 
+    def few_positive_notes(self) -> list[str]:
+        """One sentence per class of :meth:`few_positives`, for metrics.json, the printout and the report."""
+        return [f"class {c!r} has {n} (positive) training rows, fewer than {MIN_POSITIVES}: its ROC-AUC, pAUC, F1 and "
+                "their intervals rest on too few rows to mean much" for c, n in self.few_positives().items()]
+
     @staticmethod
     def labelled(table: LesionTable, kind: str, target: str = "malignant", strict: bool = False) -> tuple[LesionTable, list[str]]:
         """``table`` without the training rows that have no label for this task (an ISIC export's

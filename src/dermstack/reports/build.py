@@ -20,7 +20,7 @@ from dermstack.reports.shap_ import ShapValues, explain_model, feature_importanc
 from dermstack.reports.subgroups import SubgroupSettings, subgroup_report
 from dermstack.reports.summary import headline, summary_section
 from dermstack.rundir import REPORT_FILES, claim_dir, is_report
-from dermstack.task import MIN_POSITIVES, TaskKind
+from dermstack.task import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,8 @@ def _overview_section(run: RunData, metrics: pl.DataFrame, shaps: dict[str, Mode
         facts["positives"] = int(t.y.sum())
     facts_html = table(pl.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}))
     section = Section("overview", "Overview").add(facts_html)
-    for c, n in t.few_positives().items():  # said where the numbers are shown, not only in metrics.json
-        section.add(paragraph(f"Note: class {c} has {n} (positive) training rows, fewer than {MIN_POSITIVES}: its "
-                              "metrics and their intervals below rest on too few rows to mean much."))
+    for note in t.few_positive_notes():  # said where the numbers are shown, not only in metrics.json
+        section.add(paragraph(f"Note: {note}."))
     return section.add("<h3>Out-of-fold metrics per model</h3>", table(metrics))
 
 
