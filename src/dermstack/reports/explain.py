@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -111,5 +112,6 @@ def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> P
     patient_sec.add(paragraph(f"The patient's lesions scored by {run.final_model}: a lesion that stands out among the "
                               "patient's own lesions (the 'ugly duckling') is the context a dermatologist uses."),
                     table(context, row_class=None) if context.height else paragraph("No patient id.", "warn"))
-    out = Path(out_dir) / f"explain_{image_id}.html"
+    # an id is data: a "/" in one must not put the page outside the report folder
+    out = Path(out_dir) / f"explain_{re.sub(r'[^A-Za-z0-9_.-]', '_', image_id)}.html"
     return write_page(out, f"dermstack: {image_id}", str(Path(run_dir).resolve()), [lesion_sec, shap_sec, patient_sec])
