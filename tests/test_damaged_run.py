@@ -44,9 +44,6 @@ image_size = 16
 [cv]
 n_splits = 3
 
-[features]
-embedding = false
-
 [[models]]
 kind = "lightgbm"
 params = { n_estimators = 10, threads = 1 }
