@@ -131,9 +131,10 @@ def claim_dir(folder: str | Path, what: str, owned: tuple[str, ...] = (), marker
     foreign = foreign_files(folder, owned, marker)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise DermstackError(f"{folder}: not empty and not a {what} dermstack wrote (it holds {shown}); dermstack never "
+        where = folder if folder.is_absolute() else f"{folder} ({folder.resolve()})"
+        raise DermstackError(f"{where}: not empty and not a {what} dermstack wrote (it holds {shown}); dermstack never "
                              f"deletes or overwrites files it did not write: give a new or empty folder "
-                             f"(e.g. --out {folder / 'dermstack-run'}) or move those files away")
+                             f"(e.g. --out {folder / ('dermstack-' + what.split()[0])}) or move those files away")
     return folder
 
 

@@ -351,9 +351,9 @@ def synthesize_isic2024(out_dir, lesions: int = 20_000, test_lesions: int = 100,
     """
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 px, got {image_size}")
+    out = claim_dir(out_dir, "synthetic dataset", owned=SYNTH_FILES)
     t0 = time.perf_counter()
     splits = draw_isic2024(lesions, test_lesions, seed, positive_rate)
-    out = claim_dir(out_dir, "synthetic dataset", owned=SYNTH_FILES)
     out.mkdir(parents=True, exist_ok=True)
     written = {name: split for name, split in splits.items() if split.frame.height}  # no test files without test lesions
     for stale in ("test-metadata.csv", "test-image.hdf5", "sample_submission.csv") if "test" not in written else ():
