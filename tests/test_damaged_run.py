@@ -430,3 +430,26 @@ def test_a_model_json_whose_features_were_edited_is_named_not_a_library_tracebac
     with pytest.raises(DataError, match="its native files do not fit its model.json") as e:
         predict_saved(d, FeatureSet.read(run / "features.parquet"))
     assert e.value.file == str(d / "model.json")
+
+
+RESUMABLE = [("a stage's own file edited", False, "refused"), ("a resumable store edited", True, "runs again")]
+
+
+@pytest.mark.parametrize("case,resumable,expected", RESUMABLE, ids=[c[0] for c in RESUMABLE])
+def test_a_changed_output_is_refused_unless_the_stage_resumes_it(tmp_path, case, resumable, expected):
+    from dermstack.provenance import Stage
+
+    out = tmp_path / "embeddings.h5"
+    out.write_bytes(b"rows 1-512")
+    stage = Stage(tmp_path, "extract", {"extract.backbones": ["b"]}, [], [out], [], resumable)
+    stage.finish(0.1)
+    assert stage.done()
+    out.write_bytes(b"rows 1-512, then another backbone")
+    if expected == "refused":
+        with pytest.raises(DataError, match="changed since stage 'extract' wrote it") as e:
+            stage.done()
+        assert e.value.file == str(out)
+    else:
+        assert not stage.done()
+    out.unlink()
+    assert not stage.done()  # a missing output: the stage runs again
