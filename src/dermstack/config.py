@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -22,9 +23,10 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any
 
-from annotated_types import Ge, Interval, Lt, MinLen
+from annotated_types import Ge, Interval, Le, Lt, MinLen
 from pydantic import (
-    AfterValidator, BeforeValidator, ConfigDict, Strict, ValidationError, ValidationInfo, field_validator, model_validator,
+    AfterValidator, AllowInfNan, BeforeValidator, ConfigDict, Strict, ValidationError, ValidationInfo, field_validator,
+    model_validator,
 )
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
@@ -45,6 +47,8 @@ FEATURE_GROUPS = ("metadata", "engineered", "patient", "image", "embedding", "cn
 SEGMENTATION_MODES = ("auto", "mask", "automatic")
 #: Booster parameters dermstack handles itself; every other key goes to the library unchanged.
 GENERIC_PARAMS = ("n_estimators", "early_stopping_rounds", "early_stopping_metric", "class_weight", "device", "threads")
+#: the counts among them (rounds, threads): whole numbers >= 1
+GENERIC_COUNTS = ("n_estimators", "early_stopping_rounds", "threads")
 #: test-time augmentations an extraction may average over
 TTA_MODES = ("hflip", "vflip")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -148,12 +152,17 @@ def schema(where: str, frozen: bool = False):
 
 # -- strict scalar types and vocabularies ---------------------------------------------------------
 Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
+Float = Annotated[float, Strict(), AllowInfNan(False)]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
 PosInt = Annotated[int, Strict(), Ge(1)]
 NonNegInt = Annotated[int, Strict(), Ge(0)]
-Fraction = Annotated[float, Strict(), Interval(ge=0, le=1)]
+Fraction = Annotated[float, Strict(), AllowInfNan(False), Interval(ge=0, le=1)]
+#: seeds are stored as Int32 (Predictions) and given to numpy, which refuses negative ones
+MAX_SEED = 2**31 - 1
+Seed = Annotated[int, Strict(), Ge(0), Le(MAX_SEED)]
+#: ``[cv] repeats``: each repeat refits every model, so more than this is a typo, not a plan
+MAX_REPEATS = 100
 
 
 def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base: Callable[[str], str] = str) -> Any:
@@ -198,8 +207,10 @@ Precision = one_of("precision", PRECISIONS)
 
 
 def _directory_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
-        raise _fail("a model name is a directory name: letters, digits and _ . + - only")
+    # the first character keeps ".", "..", hidden and option-like names out of models/
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}", value):
+        raise _fail("a model name is a directory name: letters, digits and _ . + - only, starting with a letter, "
+                    "digit or _ (at most 100 characters)")
     return value
 
 
@@ -221,7 +232,14 @@ def _seed_list(value: Any) -> Any:
     return value
 
 
-Seeds = Annotated[list[Int], BeforeValidator(_seed_list), MinLen(1)]
+def _distinct_seeds(value: list[int]) -> list[int]:
+    repeated = sorted({s for s in value if value.count(s) > 1})
+    if repeated:
+        raise _fail(f"seed(s) {repeated} repeated: the same seed fits the same model twice")
+    return value
+
+
+Seeds = Annotated[list[Seed], BeforeValidator(_seed_list), MinLen(1), AfterValidator(_distinct_seeds)]
 
 
 # -- sections ---------------------------------------------------------------------------------------
@@ -237,7 +255,7 @@ class DataConfig:
     test_lesions: NonNegInt = 100
     positive_rate: Fraction = 0.001
     image_size: Annotated[int, Strict(), Ge(8)] = 64
-    seed: Int = 0
+    seed: Seed = 0
     strict: Bool = False
     #: the metadata CSVs' text encoding when not UTF-8 (e.g. "cp1252"); unset: UTF-8, anything else an error
     encoding: Str | None = None
@@ -246,10 +264,10 @@ class DataConfig:
 @schema("[cv]")
 class CVConfig:
     n_splits: Annotated[int, Strict(), Ge(2)] = 5
-    seed: Int = 42
+    seed: Seed = 42
     #: the grouped CV N times, fold seeds seed, seed + 1, ...: every model refitted on each FoldPlan
     #: (RUN_DIR/repeats/<r>/), metrics.json ``repeats`` = mean and std of each model's primary metric
-    repeats: PosInt = 1
+    repeats: Annotated[int, Strict(), Ge(1), Le(MAX_REPEATS)] = 1
     #: Dask scheduler address: each fold x seed job of every model is a task on that cluster, its
     #: workers reading the run directory (default: $DERMSTACK_DASK_ADDRESS, else in this process)
     dask_address: SchedulerAddress | None = None
@@ -354,11 +372,11 @@ class CNNParams:
     image_size: CNNImageSize = 64
     epochs: PosInt = 3
     batch_size: PosInt = 64
-    lr: Annotated[float, Strict(), Interval(gt=0)] = 1e-3
-    weight_decay: Annotated[float, Strict(), Ge(0)] = 0.01
+    lr: Annotated[float, Strict(), AllowInfNan(False), Interval(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Strict(), AllowInfNan(False), Ge(0)] = 0.01
     warmup: Fraction = 0.1
     samples_per_epoch: PosInt | None = 2048
-    balance: Annotated[float, Strict(), Ge(0)] = 0.5
+    balance: Annotated[float, Strict(), AllowInfNan(False), Ge(0)] = 0.5
     patience: NonNegInt = 2
     freeze_fraction: Annotated[float, Strict(), Ge(0), Lt(1)] = 0.25
     pretrained: Bool = True
@@ -392,6 +410,11 @@ class ModelConfig:
     @classmethod
     def _params_known(cls, params: dict, info: ValidationInfo) -> dict:
         items = _param_problems(info.data["kind"], params) if "kind" in info.data else []  # (a bad kind is reported)
+        items += [(k, v, "must be a finite number") for k, v in params.items()
+                  if isinstance(v, float) and not math.isfinite(v) and k not in {i[0] for i in items}]
+        items += [(k, params[k], "must be a whole number of at least 1") for k in GENERIC_COUNTS
+                  if k in params and not (isinstance(params[k], int) and not isinstance(params[k], bool) and params[k] >= 1)
+                  and info.data.get("kind") in BOOSTER_KINDS]
         if items:
             raise _problem(items)
         return params

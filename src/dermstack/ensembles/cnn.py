@@ -35,10 +35,10 @@ from dermstack.distributed import World, agree, gather, process_group, sync_buff
 from dermstack.ensembles.augment import Augment, cache_size
 from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_device
 from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
-from dermstack.errors import ConfigError, DataError
+from dermstack.errors import ConfigError, DataError, reading
 from dermstack.progress import progress_bar
 from dermstack.predictions import ModelResult
-from dermstack.saved import Inputs, SavedModel, model_spec, read_spec, write_model
+from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, read_spec, write_model
 from dermstack.task import TaskKind, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,8 @@ def load_net(arch: str, n_outputs: int, path: Path) -> nn.Module:
     from safetensors.torch import load_file
 
     net = timm.create_model(arch, pretrained=False, num_classes=n_outputs)
-    net.load_state_dict(load_file(str(path)))
+    with reading(path, "CNN checkpoint"):
+        net.load_state_dict(load_file(str(path)))
     return net.eval()
 
 
@@ -323,7 +324,7 @@ def _cross_validate(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: M
     test_rows = np.arange(n, n + test_df.height)
     mdir = Path(out_dir) / name if out_dir and (world is None or world.main) else None
     if mdir:
-        mdir.mkdir(parents=True, exist_ok=True)
+        model_folder(mdir)
         for old in mdir.glob("fold*_seed*.safetensors"):
             old.unlink()
 

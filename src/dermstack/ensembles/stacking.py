@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dermstack.atomic import write_json
+from dermstack.atomic import write_json, write_parquet
 from dermstack.boosting.cv import cross_validate
 from dermstack.config import ModelConfig
-from dermstack.crossfit import check_plan, fold_metrics
+from dermstack.crossfit import check_plan, check_same_plan, fold_metrics
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.ensembles.level2 import Level2, make_learner
-from dermstack.errors import DataError
+from dermstack.errors import DataError, reading
 from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.saved import Inputs, SavedModel, load, model_spec, write_model
@@ -72,13 +72,13 @@ class CNNViews:
         return pl.concat(parts, how="vertical_relaxed")
 
     def write(self, path: Path) -> Path:
-        self.to_frame().write_parquet(path)
-        return path
+        return write_parquet(path, self.to_frame())
 
     @classmethod
     def read(cls, path: Path, name: str) -> "CNNViews":
         """The views written by :meth:`write` (rows and classes in their written order)."""
-        long = pl.read_parquet(path)
+        with reading(path, "nested CNN views"):
+            long = pl.read_parquet(path)
         classes = long["class"].unique(maintain_order=True).to_list()
 
         def block(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
@@ -238,6 +238,7 @@ def stack_models(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, method
     names = [o.name for o in outs]
     if len(names) < 2:
         raise DataError(f"a level-2 stack needs at least two base models, got {names}")
+    check_same_plan(outs, plan)
     X = score_tensor([o.oof for o in outs], names, task.image_ids, task.classes, "OOF")
     y = task.y
     fold_of = plan.fold_of(task.image_ids)
