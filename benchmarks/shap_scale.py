@@ -17,6 +17,7 @@ import polars as pl
 from dermstack.boosting.base import FeatureMatrix, category_codes
 from dermstack.reports.boosters import make_explainer
 from dermstack.reports.shap_ import sample_rows
+from dermstack.testing import SMOKE_HELP
 
 
 def synthetic(n: int, n_features: int, seed: int = 0) -> tuple[pl.DataFrame, np.ndarray]:
@@ -74,7 +75,10 @@ def main() -> None:
     ap.add_argument("--explain", type=int, default=20_000, help="rows timed for the full-table figure")
     ap.add_argument("--sample", type=int, default=2000, help="the report's default SHAP sample")
     ap.add_argument("--train-rows", type=int, default=50_000)
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.features, args.explain, args.sample, args.train_rows = 3000, 10, 200, 100, 1000
     df, y = synthetic(args.rows, args.features)
     matrix = FeatureMatrix.fit(df, df.columns, ["sex", "site"])
     X = matrix.to_pandas(df)
