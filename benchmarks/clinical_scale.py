@@ -1,6 +1,6 @@
 """Benchmark: patient-bootstrap cost of `dermstack.clinical` at ISIC 2024 training size.
 
-    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/clinical_scale.py [--rows 401059] [--boot 200]
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/clinical_scale.py [--rows 401059] [--boot 200] [--smoke]
 
 Synthetic binary task: 401,059 lesions, about 400 cancers, about 1,000 patients, random scores
 with a shift for cancers. Prints seconds for

@@ -7,7 +7,7 @@
   naive:    one image at a time: PIL decode, timm transform, fp32 model, no batching
   also:     the pipeline with one stream fed by a DataLoader worker process (the textbook way)
 
-Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N] [--backbone NAME]
+Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N] [--backbone NAME] [--smoke]
 Last line: pipeline/limit=... pipeline/naive=...   (targets: >= 0.85 and >= 2 on 2 cores)
 --compare efficientnet_lite0,efficientnet_lite2: only the pipelines of several backbones, interleaved.
 """

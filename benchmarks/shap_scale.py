@@ -1,7 +1,7 @@
 """SHAP cost per library: seconds per 1,000 explained rows on 401,059-row synthetic features
 (ISIC 2024 training size), for the full table and for the report's default sample.
 
-Run: flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/shap_scale.py [--rows 401059] [--explain 20000]
+Run: flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/shap_scale.py [--rows 401059] [--explain 20000] [--smoke]
 Models are trained on a subsample (training cost is not what this measures); SHAP time is
 linear in rows, so the full-table time is measured on ``--explain`` rows and reported per 1,000.
 """

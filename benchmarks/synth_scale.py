@@ -1,6 +1,6 @@
 """Benchmark: synthesise a full-size ISIC 2024 layout (401,059 lesions) and ingest it.
 
-    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/synth_scale.py [--lesions N] [--workers W]
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/synth_scale.py [--lesions N] [--workers W] [--smoke]
 
 Writes into a temporary folder (or --out), times the metadata, the images and
 ``dermstack.data.readers.ingest("isic2024", dir)``, and prints peak RSS (this process and its
