@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from dermstack.errors import ConfigError
-from dermstack.task import TaskKind
+from dermstack.task import TaskKind, as_columns
 
 EPS = 1e-6
 C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -88,7 +88,7 @@ class LogisticStack(Level2):
 
     def _design(self, X: np.ndarray, j: int | None) -> np.ndarray:
         if self.task_kind.exclusive:
-            return np.log(np.clip(X, EPS, 1)).reshape(len(X), -1)
+            return as_columns(np.log(np.clip(X, EPS, 1)))
         return logit(X[:, :, j])
 
     def _fit_one(self, Z: np.ndarray, t: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:

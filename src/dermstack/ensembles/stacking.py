@@ -40,7 +40,7 @@ from dermstack.errors import DataError, reading
 from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.saved import Inputs, SavedModel, load, model_spec, write_model
-from dermstack.task import TaskSpec
+from dermstack.task import TaskSpec, as_columns
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def with_nested_cnn(features: FeatureSet, inputs: Inputs, cnn_dir: Path) -> Feat
     """``features`` of new rows plus the ``cnn`` group from the saved CNN's pair models (their mean,
     as the stacked booster's test rows had)."""
     cnn = load(cnn_dir)
-    scores = np.reshape(cnn.nested_mean(inputs), (len(inputs.ids), -1))
+    scores = as_columns(cnn.nested_mean(inputs))
     views = CNNViews(cnn.name, list(inputs.classes), [], np.zeros((1, 0, scores.shape[1])), list(inputs.ids), scores)
     return features.add(cnn_feature_frame(views, 0, patient_key(inputs.table)), "cnn")
 
