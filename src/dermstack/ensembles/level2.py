@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from dermstack.errors import ConfigError
 from dermstack.task import TaskKind, as_columns
@@ -120,6 +121,12 @@ class LogisticStack(Level2):
         return np.column_stack([1 / (1 + np.exp(-(self._design(X, j) @ c[0] + b[0]))) for j, (c, b) in enumerate(fits)])
 
     def fit(self, X, y, groups):
+        # a few columns of member scores: BLAS threads have nothing to share and only spin (lbfgs took
+        # 60 s of wall for 5 s of CPU on HAM10000 dev with the other core busy)
+        with threadpool_limits(1, user_api="blas"):
+            return self._fit(X, y, groups)
+
+    def _fit(self, X, y, groups):
         self.n_classes = X.shape[2]
         best_C, best = C_GRID[0], -np.inf
         folds = np.unique(groups)
