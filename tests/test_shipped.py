@@ -15,7 +15,8 @@ from dermstack.run import PACKAGE_CONFIGS, Run
 from dermstack.testing import REPO, smoke_dataset
 
 CONFIGS = sorted((REPO / "configs").glob("*.toml")) + [PACKAGE_CONFIGS / "demo.toml"]
-BENCHMARKS = sorted((REPO / "benchmarks").glob("*.py"))
+#: dask_scale has its own test (tests/test_benchmark_dask_scale.py), which also checks its scores agree
+BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if p.stem != "dask_scale")
 #: arguments beside --smoke: the scripts that run whole configs run one (the test above runs them all)
 SMOKE_ARGS = {"configs_table": ["--only", "ph2-image"], "ensemble_vs_best": ["--only", "ph2"]}
 
