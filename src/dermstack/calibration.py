@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.saved import Inputs, SavedModel, model_spec, write_model
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 EPS = 1e-6
 METHODS = ("none", "platt", "isotonic")

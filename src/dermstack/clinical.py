@@ -27,6 +27,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_curve
 
 from dermstack import metrics as _metrics
+from dermstack.taskkind import TaskKind
 
 TOL = 1e-12
 
@@ -530,16 +531,19 @@ def _fit_multiclass(y: np.ndarray, s: np.ndarray, n_candidates: int = 64, max_ro
 def apply_thresholds(s, thresholds, task_kind: str) -> np.ndarray:
     """Decisions from :func:`tune_thresholds` output: multiclass labels ``argmax(s * weights)``,
     multi-label 0/1 ``s >= thresholds`` per class."""
-    s, t = np.asarray(s, dtype=float), np.asarray(thresholds, dtype=float)
-    if task_kind == "multiclass":
-        return (s * t).argmax(axis=1)
-    if task_kind == "multilabel":
-        return (s >= t).astype(int)
-    raise ValueError(f"task_kind must be 'multiclass' or 'multilabel', got {task_kind!r}")
+    s, t, kind = np.asarray(s, dtype=float), np.asarray(thresholds, dtype=float), _multi_kind(task_kind)
+    return (s * t).argmax(axis=1) if kind.exclusive else (s >= t).astype(int)
+
+
+def _multi_kind(task_kind: str) -> TaskKind:
+    kind = TaskKind(task_kind)
+    if kind.binary:
+        raise ValueError(f"task_kind must be 'multiclass' or 'multilabel', got {task_kind!r}")
+    return kind
 
 
 def _macro_f1_of(y: np.ndarray, decisions: np.ndarray, task_kind: str, n_classes: int) -> float:
-    if task_kind == "multiclass":  # labels as one-hot scores, so metrics.macro_f1's argmax reproduces them
+    if TaskKind(task_kind).exclusive:  # labels as one-hot scores, so metrics.macro_f1's argmax reproduces them
         return _metrics.macro_f1(y, np.eye(n_classes)[decisions])
     return _metrics.macro_f1(y, decisions.astype(float), multilabel=True)
 
@@ -556,15 +560,14 @@ def tune_thresholds(y, s, groups, task_kind: str) -> dict:
     on all rows, what is applied to test rows (:func:`apply_thresholds`); ``fold_thresholds[k]``
     the rule applied to fold ``k``.
     """
-    if task_kind not in ("multiclass", "multilabel"):
-        raise ValueError(f"task_kind must be 'multiclass' or 'multilabel', got {task_kind!r}")
+    kind = _multi_kind(task_kind)
     y, s, groups = np.asarray(y), np.asarray(s, dtype=float), np.asarray(groups).ravel()
     if s.ndim != 2 or len(s) != len(y) or len(groups) != len(y):
         raise ValueError(f"need (n, C) scores with one label and one fold id per row; got scores "
                          f"{s.shape}, labels {y.shape}, folds {groups.shape}")
     s = _finite_scores(s)
     n_classes = s.shape[1]
-    if task_kind == "multiclass":
+    if kind.exclusive:
         y = y.astype(int).ravel()
         if y.min() < 0 or y.max() >= n_classes:
             bad = np.flatnonzero((y < 0) | (y >= n_classes))[0]
@@ -578,7 +581,7 @@ def tune_thresholds(y, s, groups, task_kind: str) -> dict:
     folds = np.unique(groups)
     if len(folds) < 2:
         raise ValueError("nested threshold tuning needs at least two folds")
-    default = np.ones(n_classes) if task_kind == "multiclass" else np.full(n_classes, 0.5)
+    default = np.ones(n_classes) if kind.exclusive else np.full(n_classes, 0.5)
     decisions = np.zeros_like(apply_thresholds(s, default, task_kind))
     fold_thresholds = {}
     for k in folds:
@@ -588,7 +591,7 @@ def tune_thresholds(y, s, groups, task_kind: str) -> dict:
         decisions[outer] = apply_thresholds(s[outer], t, task_kind)
     return {
         "task": task_kind,
-        "rule": "argmax(score * weight)" if task_kind == "multiclass" else "score >= threshold",
+        "rule": "argmax(score * weight)" if kind.exclusive else "score >= threshold",
         "f1_before": _macro_f1_of(y, apply_thresholds(s, default, task_kind), task_kind, n_classes),
         "f1_after": _macro_f1_of(y, decisions, task_kind, n_classes),
         "thresholds": fit(y, s).tolist(),

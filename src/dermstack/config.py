@@ -30,8 +30,9 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from dermstack.errors import ConfigError
+from dermstack.taskkind import TaskKind
 
-TASKS = ("binary", "multiclass", "multilabel")
+TASKS = TaskKind.KINDS
 BOOSTER_KINDS = ("lightgbm", "xgboost", "catboost")
 #: ``[[models]] kind``: the boosting libraries, then the fine-tuned CNN
 MODEL_KINDS = (*BOOSTER_KINDS, "logistic", "cnn")
@@ -229,7 +230,7 @@ Seeds = Annotated[list[Int], BeforeValidator(_seed_list), MinLen(1)]
 class DataConfig:
     format: one_of("dataset format", _reader_formats) = SYNTHETIC_FORMAT
     path: Str | None = None
-    task: one_of("task", TASKS) = "binary"
+    task: one_of("task", TASKS) = TaskKind.BINARY
     #: binary: "malignant" or one diagnosis code vs the rest
     target: Str = "malignant"
     #: synthetic-isic2024 only
@@ -331,7 +332,7 @@ class SamplingConfig:
     def from_dict(cls, raw: dict | None, task: str) -> "SamplingConfig | None":
         """``None`` for non-binary tasks (resampling is binary only) or when both steps are off."""
         raw = dict(raw or {})
-        if task != "binary":
+        if not TaskKind(task).binary:
             if raw:
                 raise ConfigError(f"[[models]] sampling is for binary tasks only; this task is {task}")
             return None
@@ -592,7 +593,7 @@ class RunConfig:
         for dup in sorted({n for n in names if names.count(n) > 1}):
             out.append(f'[[models]] name = "{dup}": two [[models]] share this name; give each a distinct `name`')
         for m in self.models:
-            if m.sampling and self.data.task != "binary":
+            if m.sampling and not TaskKind(self.data.task).binary:
                 out += _lines(where[id(m)], [("sampling", m.sampling, f"resampling is for binary tasks only; this task is {self.data.task}")])
         out += self._stop_metric_problems(where)
         ens = self.ensemble

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from dermstack.taskkind import TaskKind
+
 
 @click.group()
 def data() -> None:
@@ -52,7 +54,7 @@ def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, p
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--n-splits", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--task", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
+@click.option("--task", type=click.Choice(TaskKind.KINDS), default="binary", show_default=True)
 @click.option("--from", "source", type=click.Path(path_type=Path), default=None,
               help="A published split (CSV/parquet: fold keyed by image_id, lesion_id or patient_id), as [cv] folds.")
 def folds_command(lesions: Path, out: Path, n_splits: int, seed: int, task: str, source: Path | None) -> None:

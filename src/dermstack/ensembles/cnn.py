@@ -36,10 +36,12 @@ from dermstack.ensembles.augment import Augment, cache_size
 from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_device
 from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
 from dermstack.errors import ConfigError, DataError
+from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
 from dermstack.progress import progress_bar
 from dermstack.predictions import ModelResult
 from dermstack.saved import Inputs, SavedModel, model_spec, read_spec, write_model
-from dermstack.task import TaskKind, TaskSpec
+from dermstack.task import TaskSpec
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +136,9 @@ class CNNTrainer:
         self.cfg, self.task_kind, self.n_outputs, self.progress = cfg, TaskKind(task_kind), n_outputs, progress
         self.world = world  # torchrun: fits and scoring are shared by the ranks
         self.device = resolve_device(cfg.device)
-        self.stop_metric = cfg.stop_metric or self.task_kind.primary_metric
-        if self.stop_metric not in self.task_kind.metrics:
-            raise ConfigError(f"cnn stop_metric {self.stop_metric!r} is not a {task_kind} metric: {list(self.task_kind.metrics)}")
+        self.stop_metric = cfg.stop_metric or PRIMARY_METRIC[self.task_kind]
+        if self.stop_metric not in TASK_METRICS[self.task_kind]:
+            raise ConfigError(f"cnn stop_metric {self.stop_metric!r} is not a {task_kind} metric: {list(TASK_METRICS[self.task_kind])}")
         self.template = template or net_template(cfg)
         self.mean, self.std = self.template.mean, self.template.std
         self.augment = Augment(cfg.image_size, self.mean, self.std)
@@ -217,7 +219,7 @@ class CNNTrainer:
         sched = cosine_with_warmup(opt, cfg.epochs * len(loader), cfg.warmup)
         dtype = autocast_dtype(self.device, cfg.precision, training=True)
         scaler = torch.amp.GradScaler(self.device, enabled=dtype == torch.float16)
-        metric_fn = self.task_kind.metrics[self.stop_metric]
+        metric_fn = TASK_METRICS[self.task_kind][self.stop_metric]
         best = FoldModel(net, cfg.epochs - 1)
         best_value, stale, history = -math.inf, 0, []
         bar = progress_bar(total=cfg.epochs * len(loader), enabled=self.progress, desc=desc, unit="batch", leave=False)

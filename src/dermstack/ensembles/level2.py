@@ -14,7 +14,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from dermstack.errors import ConfigError
-from dermstack.task import TaskKind
+from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
+from dermstack.taskkind import TaskKind
 
 EPS = 1e-6
 C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -35,7 +36,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 def task_score(task_kind: str, y: np.ndarray, s: np.ndarray, metric: str | None = None) -> float:
     """The task's metric (primary by default) of (n, C) scores; NaN counts as the worst."""
     kind = TaskKind(task_kind)
-    fn = kind.metrics[metric or kind.primary_metric]
+    fn = TASK_METRICS[kind][metric or PRIMARY_METRIC[kind]]
     try:
         v = fn(y, kind.squeeze(s))
     except ValueError:

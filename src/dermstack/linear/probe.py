@@ -37,7 +37,7 @@ from dermstack.atomic import atomic_path, write_json
 from dermstack.errors import ConfigError, DataError
 from dermstack.linear.design import Design, Rows, read_rows
 from dermstack.saved import Inputs, SavedModel
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 

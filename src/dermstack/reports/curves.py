@@ -7,7 +7,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from dermstack import metrics
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 
 def class_views(task: str, classes: list[str], y: np.ndarray, score: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
