@@ -15,7 +15,8 @@ from dermstack.config import ModelConfig, RunConfig
 from dermstack.crossfit import align_rows
 from dermstack.errors import ConfigError
 from dermstack.features.featureset import FeatureSet
-from dermstack.config import LINEAR_PROBE_MAX_ROWS, default_models
+from dermstack.config import default_models
+from dermstack.linear.kind import LINEAR_PROBE_MAX_ROWS
 from dermstack.linear import LinearParams, SavedLinear, cross_validate_linear
 from dermstack.linear.design import Design, read_rows
 from dermstack.saved import Inputs, load, predict_all

@@ -26,6 +26,7 @@ from dermstack.errors import ConfigError
 from dermstack.metrics import evaluate
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.provenance import Stage, file_digest, versions
+from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, model_kind
 from dermstack.rundir import RunLock, RunPaths, finish, flat_config, invalidate
 from dermstack.task import TaskSpec
 
@@ -184,23 +185,11 @@ class Run:
         return self.keys(*(f"models.{label}" for label in labels), "data.task", "data.target")
 
     def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan, store=None) -> ModelResult:
-        if m.kind == "logistic":
-            from dermstack.linear import cross_validate_linear
-
-            return self._model_stage(m.label, self._model_keys(m.label) | self.keys("extract.backbones"),
-                                     ["ingest", "folds", "features", "extract"],
-                                     lambda: cross_validate_linear(features, store, task, plan, m, self.paths.models,
-                                                                   executor=self.jobs))
-        if m.kind == "cnn":
-            from dermstack.ensembles.cnn import cross_validate_cnn
-
-            return self._model_stage(m.label, self._model_keys(m.label), ["ingest", "folds"],
-                                     lambda: cross_validate_cnn(table, task, plan, m, self.paths.models, executor=self.jobs))
-        from dermstack.boosting import cross_validate
-
-        return self._model_stage(m.label, self._model_keys(m.label), ["ingest", "folds", "features"],
-                                 lambda: cross_validate(features, task, plan, m, self.paths.models, executor=self.jobs))
-
+        """Cross-validate one ``[[models]]`` entry through its kind in the registry."""
+        kind = model_kind(m.kind)
+        inputs = FitInputs(task, plan, m, self.paths.models, features=features, table=table, store=store, executor=self.jobs)
+        return self._model_stage(m.label, self._model_keys(m.label) | self.keys(*kind.config_keys), list(kind.reads),
+                                 lambda: kind.cross_validate(inputs))
 
     def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
         """Each booster again with the ``cnn`` feature group (ISIC 2024 style), leak-free through pair CNNs."""
@@ -208,7 +197,7 @@ class Run:
             return []
         from dermstack.ensembles.stacking import CNNViews, cross_validate_stacked, nested_cnn_views
 
-        cnn = next(m for m in self.cfg.models if m.kind == "cnn")
+        cnn = next(m for m in self.cfg.models if model_kind(m.kind).gives_cnn_feature)
         views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
         self._stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds], [views_file],
                     ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
@@ -226,9 +215,7 @@ class Run:
         names = [m.label for m in self.cfg.models] + self.cfg.cnn_feature_models()
         method = self.ensemble_method(len(names))
         if method == "auto":
-            from dermstack.ensembles.select import CANDIDATES
-
-            return names + list(CANDIDATES) + ["calibrated"]
+            return names + auto_candidates() + ["calibrated"]
         return names + ([method] if method != "none" else []) + ["calibrated"]
 
     def ensemble_method(self, n_models: int) -> str:
@@ -255,25 +242,17 @@ class Run:
             return chosen[0]
         keys, needs = self.keys("ensemble", "data.task", "data.target"), [f"model-{o.name}" for o in chosen] + ["folds"]
         if method == "auto":
-            from dermstack.ensembles.select import CANDIDATES, CHOICE_FILE, select_ensemble
+            from dermstack.ensembles.select import CHOICE_FILE, select_ensemble
 
             models = self.paths.models
-            self._stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in CANDIDATES],
+            self._stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in auto_candidates()],
                         needs, lambda: select_ensemble(chosen, task, plan, models))
             self.ensemble_choice = json.loads((models / CHOICE_FILE).read_text())
             name = self.ensemble_choice["chosen"]
             return next((o for o in chosen if o.name == name), None) or ModelResult.read(models / name, name)
 
-        def fit():
-            if method == "mean":
-                from dermstack.ensembles.weighted import weighted_mean
-
-                return weighted_mean(chosen, task, plan, out_dir=self.paths.models)
-            from dermstack.ensembles.stacking import stack_models
-
-            return stack_models(chosen, task, plan, method=method, out_dir=self.paths.models)
-
-        return self._model_stage(method, keys, needs, fit)
+        fit = ensemble_methods()[method].fit
+        return self._model_stage(method, keys, needs, lambda: fit(chosen, task, plan, out_dir=self.paths.models))
 
     def calibrate(self, final: ModelResult, task: TaskSpec, plan: FoldPlan) -> ModelResult:
         """The final model's probabilities calibrated on its OOF scores (dermstack.calibration)."""

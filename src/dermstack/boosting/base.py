@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from dermstack.config import GENERIC_PARAMS  # noqa: F401  (defined with the config schema; re-exported)
+from dermstack.boosting.params import GENERIC_PARAMS  # noqa: F401  (re-exported)
 from dermstack.errors import ConfigError, DataError
 from dermstack.taskkind import TaskKind
 

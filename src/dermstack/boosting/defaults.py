@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dermstack.config import BOOSTER_KINDS
+from dermstack.boosting.params import BOOSTER_KINDS
 from dermstack.errors import ConfigError, DataError
 from dermstack.taskkind import TaskKind
 

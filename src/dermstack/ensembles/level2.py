@@ -166,7 +166,7 @@ class GreedyEnsemble(Level2):
     method = "greedy"
     rounds = 50
 
-    def _transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: np.ndarray) -> np.ndarray:
         return X
 
     def _combine(self, R: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -174,11 +174,11 @@ class GreedyEnsemble(Level2):
         return s / s.sum(axis=1, keepdims=True) if self.task_kind.exclusive else s
 
     def _prepare(self, X: np.ndarray) -> None:
-        """Fit what ``_transform`` needs (nothing for probabilities)."""
+        """Fit what ``transform`` needs (nothing for probabilities)."""
 
     def fit(self, X, y, groups):
         self._prepare(X)
-        R = self._transform(X)
+        R = self.transform(X)
         counts = np.zeros(X.shape[1])
         best, best_counts = -np.inf, None
         for _ in range(self.rounds):
@@ -192,7 +192,7 @@ class GreedyEnsemble(Level2):
         return self
 
     def predict(self, X):
-        return np.clip(self._combine(self._transform(X), self.w), 0, 1)
+        return np.clip(self._combine(self.transform(X), self.w), 0, 1)
 
     def params(self):
         return {"weights": self.w.tolist()}
@@ -215,7 +215,7 @@ class RankAverage(GreedyEnsemble):
         grid = np.linspace(0, 1, QUANTILES)
         self.quantiles = [[np.quantile(X[:, m, j], grid).tolist() for j in range(X.shape[2])] for m in range(X.shape[1])]
 
-    def _transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: np.ndarray) -> np.ndarray:
         if self.task_kind.exclusive:
             return X
         out = np.empty_like(X, dtype=float)

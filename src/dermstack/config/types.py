@@ -1,0 +1,100 @@
+"""Strict scalar types and the vocabularies a config names (a TOML ``"false"`` is not a bool)."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
+
+from annotated_types import Ge, Interval, MinLen
+from pydantic import AfterValidator, BeforeValidator, Strict
+
+from dermstack.config.problems import fail, unknown
+from dermstack.errors import ConfigError
+from dermstack.taskkind import TaskKind
+
+TASKS = TaskKind.KINDS
+#: feature groups a FeatureSet column belongs to (``[[models]] features`` picks among them)
+FEATURE_GROUPS = ("metadata", "engineered", "patient", "image", "embedding", "cnn")
+#: ``[features] segmentation``: auto (the given mask, else automatic) | mask | automatic
+SEGMENTATION_MODES = ("auto", "mask", "automatic")
+#: test-time augmentations an extraction may average over
+TTA_MODES = ("hflip", "vflip")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SYNTHETIC_FORMAT = "synthetic-isic2024"
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+PosInt = Annotated[int, Strict(), Ge(1)]
+NonNegInt = Annotated[int, Strict(), Ge(0)]
+Fraction = Annotated[float, Strict(), Interval(ge=0, le=1)]
+
+
+def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base: Callable[[str], str] = str) -> Any:
+    """A strict str that must be in ``known`` (a tuple, or a function returning the names: a lazy registry)."""
+    def check(value: str) -> str:
+        options = list(known() if callable(known) else known)
+        if base(value) not in options:
+            raise fail(unknown(what, value, options))
+        return value
+    return Annotated[str, Strict(), AfterValidator(check)]
+
+
+def _auto_bool(value: Any) -> bool | str:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise fail('expected true, false or "auto"')
+
+
+#: true, false or "auto" (decided from the data)
+AutoBool = Annotated[Any, AfterValidator(_auto_bool)]
+
+
+def reader_formats() -> list[str]:
+    from dermstack.data.readers import READERS
+
+    return [*READERS, SYNTHETIC_FORMAT]
+
+
+def _known_backbone(name: str) -> str:
+    from dermstack.extract.registry import check_name
+
+    try:
+        check_name(name)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    return name
+
+
+Backbone = Annotated[str, Strict(), AfterValidator(_known_backbone)]
+Device = one_of("device (cuda:N allowed)", DEVICES, base=lambda d: d.split(":")[0])
+Precision = one_of("precision", PRECISIONS)
+
+
+def _directory_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
+        raise fail("a model name is a directory name: letters, digits and _ . + - only")
+    return value
+
+
+ModelName = Annotated[str, Strict(), AfterValidator(_directory_name)]
+
+
+def _scheduler_address(value: str) -> str:
+    if not re.fullmatch(r"((tcp|tls|ucx|ws|wss)://)?[^\s/]+:\d+", value):
+        raise fail("a Dask scheduler address looks like tcp://host:8786")
+    return value
+
+
+SchedulerAddress = Annotated[str, Strict(), AfterValidator(_scheduler_address)]
+
+
+def _seed_list(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise fail(f"seeds is a list: use seeds = [{value}]")
+    return value
+
+
+Seeds = Annotated[list[Int], BeforeValidator(_seed_list), MinLen(1)]
