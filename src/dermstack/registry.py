@@ -15,8 +15,9 @@ config that asks it stay at the bottom of the import graph. Adding a kind: write
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 #: the modules that register kinds and methods, in the order `dermstack kinds` and the default set list them
@@ -108,8 +109,10 @@ def _discover() -> None:
 
 
 def model_kinds() -> dict[str, ModelKind]:
+    """Every kind, in :data:`PLUGINS` order (whichever module was imported first)."""
     _discover()
-    return dict(_KINDS)
+    rank = {m: i for i, m in enumerate(PLUGINS)}
+    return dict(sorted(_KINDS.items(), key=lambda kv: rank.get(kv[1].cross_validate.__module__, len(rank))))
 
 
 def ensemble_methods() -> dict[str, EnsembleMethod]:
@@ -152,9 +155,6 @@ def param_rows(schema: type) -> list[tuple[str, str, str]]:
     """(name, type, default) of each field of a params schema, for `dermstack kinds` and the README."""
     out = []
     for f in fields(schema):
-        default = f.default_factory() if f.default_factory is not field().default_factory else f.default
-        if default is not None and hasattr(default, "__dataclass_fields__"):
-            default = "..."
-        kind = getattr(f.type, "__name__", None) or str(f.type)
-        out.append((f.name, kind, repr(default)))
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        out.append((f.name, re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", str(f.type)), repr(default)))
     return out

@@ -10,9 +10,9 @@ from dermstack.registry import FitInputs, ModelKind, register
 from dermstack.reports.boosters import feature_groups, load_fold_boosters
 
 DESCRIPTIONS = {
-    "lightgbm": "LightGBM gradient-boosted trees on the feature table (size-aware defaults)",
-    "xgboost": "XGBoost gradient-boosted trees on the feature table (size-aware defaults)",
-    "catboost": "CatBoost gradient-boosted trees on the feature table (size-aware defaults)",
+    "lightgbm": "LightGBM gradient-boosted trees on the feature table (size-aware defaults); params: these and every LightGBM parameter",
+    "xgboost": "XGBoost gradient-boosted trees on the feature table (size-aware defaults); params: these and every XGBoost parameter",
+    "catboost": "CatBoost gradient-boosted trees on the feature table (size-aware defaults); params: these and every CatBoost parameter",
 }
 
 

@@ -1,7 +1,6 @@
 """The linear probe as a model kind of the registry (:mod:`dermstack.registry`)."""
 from __future__ import annotations
 
-from dermstack.errors import ConfigError
 from dermstack.extract.store import EmbeddingStore
 from dermstack.linear.cv import cross_validate_linear
 from dermstack.linear.probe import LinearParams, SavedLinear
@@ -17,14 +16,6 @@ def _cross_validate(inputs: FitInputs):
                                  executor=inputs.executor)
 
 
-def check(params: dict) -> list:
-    try:
-        LinearParams.from_dict(params)
-    except ConfigError as e:
-        return [("", params, str(e).split(": ", 1)[-1])]
-    return []
-
-
 def explain(run, model_dir):
     """The fold x seed probes (exact linear contributions, one term per embedding) and each term's group."""
     h5 = run.root / "embeddings.h5"
@@ -34,4 +25,4 @@ def explain(run, model_dir):
 register(ModelKind(
     "logistic", "logistic regression on the standardised full embeddings plus table features, C by inner grouped CV",
     LinearParams, _cross_validate, SavedLinear, explain, reads=("ingest", "folds", "features", "extract"),
-    config_keys=("extract.backbones",), default=lambda n_train: n_train <= LINEAR_PROBE_MAX_ROWS, check=check))
+    config_keys=("extract.backbones",), default=lambda n_train: n_train <= LINEAR_PROBE_MAX_ROWS))
