@@ -1,11 +1,10 @@
 """The linear probe as a model kind of the registry (:mod:`dermstack.registry`)."""
 from __future__ import annotations
 
-from dermstack.extract.store import EmbeddingStore
 from dermstack.linear.cv import cross_validate_linear
 from dermstack.linear.probe import LinearParams, SavedLinear
 from dermstack.registry import FitInputs, ModelKind, register
-from dermstack.reports.linear import load_fold_probes, term_groups
+from dermstack.reports.linear import explain_design_model
 
 #: training rows up to which the default model set includes the linear probe (cheap and strong on few rows)
 LINEAR_PROBE_MAX_ROWS = 12_000
@@ -16,13 +15,7 @@ def _cross_validate(inputs: FitInputs):
                                  executor=inputs.executor)
 
 
-def explain(run, model_dir):
-    """The fold x seed probes (exact linear contributions, one term per embedding) and each term's group."""
-    h5 = run.root / "embeddings.h5"
-    return load_fold_probes(model_dir, EmbeddingStore(h5) if h5.exists() else None), term_groups(model_dir)
-
-
 register(ModelKind(
     "logistic", "logistic regression on the standardised full embeddings plus table features, C by inner grouped CV",
-    LinearParams, _cross_validate, SavedLinear, explain, reads=("ingest", "folds", "features", "extract"),
+    LinearParams, _cross_validate, SavedLinear, explain_design_model, reads=("ingest", "folds", "features", "extract"),
     config_keys=("extract.backbones",), default=lambda n_train: n_train <= LINEAR_PROBE_MAX_ROWS))

@@ -103,6 +103,11 @@ class Probe:
     intercept: np.ndarray
     C: list[float] = field(default_factory=list)
 
+    @property
+    def summary(self) -> dict:
+        """What the fit chose (the metrics' and model.json's record of each fold and seed)."""
+        return {"C": self.C}
+
     def margin(self, X: np.ndarray) -> np.ndarray:
         """(n, K) log-odds (binary, multilabel) or softmax logits (multiclass)."""
         return X @ self.coef.T + self.intercept
