@@ -25,6 +25,7 @@ PLUGINS = (
     "dermstack.boosting.kind",
     "dermstack.linear.kind",
     "dermstack.ensembles.cnn_kind",
+    "dermstack.mlp.kind",
     "dermstack.ensembles.methods",
 )
 
