@@ -38,3 +38,46 @@ def test_no_task_kind_string_comparisons():
     found = [f"{name}:{i + 1}: {line.strip()}" for name, text in sources().items() if name != "taskkind.py"
              for i, line in enumerate(text.splitlines()) if COMPARISON.search(line)]
     assert not found, "ask TaskKind (kind.binary / .exclusive / .multilabel):\n" + "\n".join(found)
+
+
+def module_graph() -> dict[str, set[str]]:
+    """dermstack module -> the dermstack modules it imports, anywhere in it (inside functions too);
+    importing ``a.b.c`` also imports the packages ``a.b`` and ``a`` (their ``__init__``)."""
+    names = {}
+    for p in sorted(SRC.rglob("*.py")):
+        parts = ("dermstack",) + p.relative_to(SRC).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for target in imported_modules(ast.parse(path.read_text()), package + ".__init__"):
+            while target and target not in names:
+                target = target.rpartition(".")[0]
+            while target:  # the module and every package above it
+                if target != name and not name.startswith(target + "."):
+                    deps.add(target)
+                target = target.rpartition(".")[0]
+        graph[name] = deps
+    return graph
+
+
+def test_no_import_cycles():
+    graph, state, stack, cycles = module_graph(), {}, [], []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+

@@ -5,10 +5,12 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
+import timm
 from annotated_types import Ge, Interval, MinLen
 from pydantic import AfterValidator, BeforeValidator, Strict
 
 from dermstack.config.problems import fail, unknown
+from dermstack.data.readers import READERS
 from dermstack.errors import ConfigError
 from dermstack.taskkind import TaskKind
 
@@ -53,16 +55,21 @@ AutoBool = Annotated[Any, AfterValidator(_auto_bool)]
 
 
 def reader_formats() -> list[str]:
-    from dermstack.data.readers import READERS
-
     return [*READERS, SYNTHETIC_FORMAT]
 
 
-def _known_backbone(name: str) -> str:
-    from dermstack.extract.registry import check_name
+def check_backbone(name: str) -> str:
+    """The timm architecture for ``name``, or a ConfigError naming close matches."""
+    base = name.split(".")[0]
+    if timm.is_model(name) or timm.is_model(base) or name.startswith("hf-hub:"):
+        return name
+    close = timm.list_models(f"*{base.split('_')[0]}*")[:8]
+    raise ConfigError(f"unknown backbone {name!r}: not a timm model name" + (f"; similar: {close}" if close else ""))
 
+
+def _known_backbone(name: str) -> str:
     try:
-        check_name(name)
+        check_backbone(name)
     except ConfigError as e:
         raise fail(str(e)) from None
     return name

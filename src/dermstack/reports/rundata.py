@@ -15,6 +15,7 @@ import polars as pl
 
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
+from dermstack.ensembles.cnnfeature import CNNViews, oof_cnn_frame, patient_key
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import Predictions
@@ -119,8 +120,6 @@ class RunData:
         cnn = read_spec(model_dir)["needs"].get("cnn_views")
         if not cnn:
             return df
-        from dermstack.ensembles.stacking import CNNViews, oof_cnn_frame, patient_key
-
         views = CNNViews.read(self.models_dir / cnn / "nested" / "views.parquet", cnn)
         frame = oof_cnn_frame(views, self.folds.fold_of(views.image_ids), patient_key(self.table))
         return df.join(frame, on="image_id", how="left", maintain_order="left")
