@@ -27,6 +27,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_curve
 
 from dermstack import metrics as _metrics
+from dermstack.crossfit import apply_by_fold, fit_other_folds
 from dermstack.taskkind import TaskKind
 
 TOL = 1e-12
@@ -582,13 +583,10 @@ def tune_thresholds(y, s, groups, task_kind: str) -> dict:
     if len(folds) < 2:
         raise ValueError("nested threshold tuning needs at least two folds")
     default = np.ones(n_classes) if kind.exclusive else np.full(n_classes, 0.5)
-    decisions = np.zeros_like(apply_thresholds(s, default, task_kind))
-    fold_thresholds = {}
-    for k in folds:
-        inner, outer = groups != k, groups == k
-        t = fit(y[inner], s[inner])
-        fold_thresholds[k.item() if hasattr(k, "item") else k] = t.tolist()
-        decisions[outer] = apply_thresholds(s[outer], t, task_kind)
+    fitted = fit_other_folds(groups, lambda inner: fit(y[inner], s[inner]), folds)
+    decisions = apply_by_fold(groups, fitted, lambda t, rows: apply_thresholds(s[rows], t, task_kind),
+                              np.zeros_like(apply_thresholds(s, default, task_kind)))
+    fold_thresholds = {k: t.tolist() for k, t in fitted.items()}
     return {
         "task": task_kind,
         "rule": "argmax(score * weight)" if kind.exclusive else "score >= threshold",

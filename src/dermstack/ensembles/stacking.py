@@ -31,7 +31,7 @@ import polars as pl
 from dermstack.atomic import write_json
 from dermstack.boosting.cv import cross_validate
 from dermstack.config import ModelConfig
-from dermstack.crossfit import check_plan, fold_metrics
+from dermstack.crossfit import apply_by_fold, check_plan, fit_other_folds, fold_metrics
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.ensembles.cnn import CNNConfig, CNNTrainer, image_refs, save_net, training_frame
@@ -154,9 +154,9 @@ def stack_models(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, method
     fold_of = plan.fold_of(task.image_ids)
     oof = np.full((len(y), len(task.classes)), np.nan)
     folds = check_plan(plan, task)
-    for k, tr, va in folds:
-        learner = make_learner(method, task.kind, names).fit(X[tr], y[tr], fold_of[tr])
-        oof[va] = learner.predict(X[va])
+    learners = fit_other_folds(fold_of, lambda tr: make_learner(method, task.kind, names).fit(X[tr], y[tr], fold_of[tr]),
+                               [k for k, _, _ in folds])
+    oof = apply_by_fold(fold_of, learners, lambda learner, rows: learner.predict(X[rows]), oof)
     final = make_learner(method, task.kind, names).fit(X, y, fold_of)
     test_ids = _common_test_ids(outs)
     test = final.predict(score_tensor([o.test for o in outs], names, test_ids, task.classes, "test")) if test_ids else np.zeros((0, len(task.classes)))

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dermstack.calibration import Calibrator
-from dermstack.crossfit import align_rows
+from dermstack.crossfit import align_rows, fit_other_folds, plain
 from dermstack.ensembles.level2 import EPS, Level2, logit, make_learner
 from dermstack.errors import DataError
 from dermstack.predictions import Predictions
@@ -236,7 +236,8 @@ class _Explainer:
 
     def per_fold(self, fit: Callable[[np.ndarray], object], saved: object) -> list[tuple[np.ndarray, object]]:
         """(rows of ``ids``, what scored them): per fold k, ``fit(training rows outside k)``; test rows, ``saved``."""
-        return [(self.folds == k, saved if k < 0 else fit(self.train_fold != k)) for k in np.unique(self.folds)]
+        fitted = fit_other_folds(self.train_fold, fit, [k for k in np.unique(self.folds) if k >= 0])
+        return [(self.folds == k, saved if k < 0 else fitted[plain(k)]) for k in np.unique(self.folds)]
 
     # -- explanation ---------------------------------------------------------------------------
     def explain(self, name: str) -> Attribution:
