@@ -10,7 +10,6 @@ small LightGBM) of metadata only against metadata + image features.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -18,12 +17,11 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import shared_data_dir  # noqa: E402
 
 from dermstack.config import FeaturesConfig  # noqa: E402
 from dermstack.data.folds import FoldPlan  # noqa: E402
 from dermstack.data.readers import ingest  # noqa: E402
+from dermstack.devdata import shared_data_dir  # noqa: E402
 from dermstack.data.table import LesionTable  # noqa: E402
 from dermstack.features.build import build_features  # noqa: E402
 from dermstack.features.featureset import FeatureSet  # noqa: E402

@@ -20,10 +20,9 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import shared_data_dir  # noqa: E402
 
 from dermstack.data.readers import ingest  # noqa: E402
+from dermstack.devdata import shared_data_dir  # noqa: E402
 
 BUDGET_S = 60.0
 

@@ -1,4 +1,4 @@
-"""RunConfig: a typed schema checked completely when read (dermstack issue 12, point 5)."""
+"""RunConfig: a typed schema checked completely when read."""
 from __future__ import annotations
 
 import re

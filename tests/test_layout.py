@@ -81,3 +81,8 @@ def test_no_import_cycles():
             visit(node)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
+
+
+def test_modules_stay_small():
+    big = {name: n for name, text in sources().items() if (n := len(text.splitlines())) > 400}
+    assert not big, f"modules over 400 lines (split by topic): {big}"

@@ -56,10 +56,6 @@ class OperatingPoint:
         return np.array([[self.tn, self.fp], [self.fn, self.tp]])
 
 
-def recall_at_specificity(y: np.ndarray, score: np.ndarray, specificity: float = 0.95) -> float:
-    return OperatingPoint.at(y, score, threshold_at_specificity(y, score, specificity)).recall
-
-
 @dataclass
 class BinaryCurves:
     """ROC, PR and calibration of one (model, class) view, thinned for plotting and JSON."""
