@@ -155,7 +155,7 @@ def test_level2_multiclass_rows_sum_to_one():
     for name in ("a", "b"):
         p = np.eye(3)[task.y] * 2 + rng.random((len(task.y), 3)) * 3
         p /= p.sum(1, keepdims=True)
-        oof = pl.concat([pl.DataFrame({"image_id": task.image_ids, "model": name, "seed": 0, "fold": 0, "class": c, "score": p[:, j]})
+        oof = pl.concat([pl.DataFrame({"image_id": task.image_ids, "model": name, "seed": 0, "fold": plan.fold_of(task.image_ids), "class": c, "score": p[:, j]})
                          for j, c in enumerate(task.classes)])
         outs.append(ModelResult(name, Predictions(oof), Predictions.empty()))
     for method in ("stack", "rank"):

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from boosting_toy import toy
 from dermstack.errors import DataError, DermstackError
 from dermstack.predictions import ModelResult, Predictions
-from dermstack.rundir import RunLock, RunLockedError, check_current, invalidate
+from dermstack.rundir import RunLock, RunLockedError, check_current, finish, invalidate
 from dermstack.saved import Inputs, dependency_order, load, predict_all
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dermstack"
@@ -120,9 +120,16 @@ def test_invalidate_removes_downstream_records_and_final_outputs(tmp_path):
         (stages / f"{name}.json").write_text(json.dumps({"stage": name, "depends_on": d}))
     (tmp_path / "metrics.json").write_text("{}")
     (tmp_path / "submission.csv").write_text("x")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "index.html").write_text("<html>")
+    (tmp_path / "report" / "my-notes.txt").write_text("the user's")
+    finish(tmp_path, ["ingest"])  # records metrics.json and submission.csv as the run's final outputs
+    (tmp_path / "oof.parquet").write_text("not recorded: not removed")
     assert invalidate(tmp_path, "features") == ["model-a", "model-mean"]
     assert sorted(p.stem for p in stages.glob("*.json")) == ["features", "folds", "ingest", "model-b"]
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "submission.csv").exists()
+    assert not (tmp_path / "report" / "index.html").exists() and (tmp_path / "report" / "my-notes.txt").exists()
+    assert (tmp_path / "oof.parquet").exists()
 
 
 METADATA_RUN = """

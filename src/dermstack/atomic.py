@@ -1,4 +1,4 @@
-"""One way to write a file: into a temporary sibling, then rename over the target.
+"""One way to write a file: into a temporary sibling, then rename over the target (and to read back JSON).
 
 A reader never sees a half-written file, a killed writer leaves the old file (or none), and a
 failed write removes its temporary file. ``atomic_path`` hands the temporary path to a writer
@@ -10,11 +10,34 @@ import errno
 import json
 import math
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from dermstack.errors import DataError, DermstackError
+
+
+def writable_target(path: str | Path) -> Path:
+    """The regular file that writing ``path`` replaces: a symbolic link is written through (its final
+    target is replaced, the link stays); ``-``, a FIFO, a device or a socket is refused (an atomic
+    write would replace the node with a regular file, and parquet, npz and HDF5 cannot be streamed)."""
+    path = Path(path)
+    if str(path) == "-":
+        raise DermstackError("-: dermstack does not write to standard output; give a file name")
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, a file name is expected here", str(path))
+    if path.exists() and not path.is_file():
+        mode = path.stat().st_mode
+        what = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise DermstackError(f"{path}: is {what}; dermstack writes regular files (a temporary file renamed over the "
+                             "target) and will not replace it: give a file name")
+    return path
 
 
 @contextmanager
@@ -23,11 +46,9 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     extension); on success it replaces ``path``, on any error it is removed and the error re-raised.
 
     An OS error (permission, read-only or full disk) is re-raised naming ``path``, not the temporary
-    file the user never asked for; an existing directory at ``path`` is refused before anything is written.
+    file the user never asked for; what ``path`` is decides the target (:func:`writable_target`).
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory, a file name is expected here", str(path))
+    path = writable_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
     try:
@@ -70,6 +91,36 @@ def jsonable(x):
 
 def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(jsonable(obj), indent=2))
+
+
+def read_json(path: str | Path, what: str = "JSON file"):
+    """A JSON file dermstack wrote; a damaged one is a DataError naming it (not a JSONDecodeError)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"unreadable {what} ({e}): damaged or not written by dermstack", file=str(path)) from None
+
+
+#: names other programs open as text: a parquet file under one of them would be misread
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json")
+
+
+def parquet_out(ctx, param, path: Path | None) -> Path | None:
+    """Click callback of an ``--out`` that is written as parquet: a text name (``predictions.csv``) is
+    refused rather than filled with parquet bytes a spreadsheet or ``read_csv`` would misread."""
+    if path is not None and path.suffix.lower() in TEXT_SUFFIXES:
+        import click
+
+        raise click.BadParameter(f"{path}: this output is a parquet file; give it a .parquet name (not {path.suffix})",
+                                 ctx=ctx, param=param)
+    return path
+
+
+def write_csv(path: str | Path, df, **options) -> Path:
+    """A polars frame as CSV (``options`` go to ``write_csv``)."""
+    with atomic_path(path) as tmp:
+        df.write_csv(tmp, **options)
+    return Path(path)
 
 
 def write_parquet(path: str | Path, df) -> Path:

@@ -72,6 +72,23 @@ def check_plan(plan: FoldPlan, task: TaskSpec) -> list[tuple[int, np.ndarray, np
     return folds
 
 
+def check_same_plan(outs: list[ModelResult], plan: FoldPlan) -> None:
+    """Models combined by an ensemble were cross-fitted on ``plan``: a member whose OOF rows were
+    scored by other folds (another fold seed, another plan) saw the other members' validation rows,
+    and the ensemble's nested-CV score would be optimistic; a DataError names the model and a row."""
+    want = plan.folds.select("image_id", pl.col("fold").alias("plan_fold"))
+    for o in outs:
+        scored = o.oof.frame.filter(pl.col("fold").is_not_null()).select("image_id", "fold").unique()
+        bad = scored.join(want, on="image_id", how="left").filter(
+            pl.col("plan_fold").is_null() | (pl.col("fold") != pl.col("plan_fold")))
+        if bad.height:
+            r = bad.row(0, named=True)
+            where = "is not in the plan" if r["plan_fold"] is None else f"is in fold {r['plan_fold']} of the plan"
+            raise DataError(f"model {o.name!r} was cross-fitted on another fold plan: row {r['image_id']} was scored by "
+                            f"its fold {r['fold']} but {where} ({bad.height} such rows); models fitted on different "
+                            "splits cannot be combined: refit it on this fold plan", file=str(o.dir or o.name))
+
+
 def fold_metrics(task: TaskSpec, score: np.ndarray, valid_rows: list[np.ndarray], bootstrap: int = 200) -> dict:
     """Task metrics of the OOF scores, per fold, and their bootstrap 95% intervals."""
     y = task.y

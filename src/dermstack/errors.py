@@ -1,6 +1,9 @@
 """Errors that tell the user exactly where the problem is."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class DermstackError(Exception):
     """Base class for user-facing errors (the CLI prints these without a traceback)."""
@@ -23,3 +26,19 @@ class DataError(DermstackError):
 
 class ConfigError(DermstackError):
     """Bad configuration (unknown key, wrong type, unknown feature group ...)."""
+
+
+@contextmanager
+def reading(path, what: str) -> Iterator[None]:
+    """Read one file that dermstack wrote (parquet, JSON, npz, a booster's or CNN's native file): the
+    libraries' own errors on a damaged, truncated or foreign file (polars ComputeError, LightGBMError,
+    JSONDecodeError, BadZipFile, KeyError ...) become a DataError naming the file and what it is."""
+    try:
+        yield
+    except DermstackError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"no {what} file", file=str(path)) from None
+    except Exception as e:  # noqa: BLE001  each library raises its own types; the file is what matters
+        raise DataError(f"unreadable {what} ({type(e).__name__}: {str(e).strip()[:200]}): damaged, truncated or "
+                        "not written by dermstack", file=str(path)) from None

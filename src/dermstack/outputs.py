@@ -52,6 +52,10 @@ def write_outputs(run, table: LesionTable, task: TaskSpec, outs: list[ModelResul
     if run.clinical:
         compared = {n: scores[n] for n in [*metrics["models"], calibrated.name, final.name]}
         metrics |= clinical_metrics(table, task, compared, final.name, plan.fold_of(task.image_ids))
+    if task.few_positives():
+        metrics["notes"] = task.few_positive_notes()
+        for note in metrics["notes"]:
+            log.warning(note)
     if repeats:
         metrics["repeats"] = repeats_summary(metrics, list(repeats), run.cfg.cv.seed)
     write_json(p.metrics, metrics)

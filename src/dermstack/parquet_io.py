@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dermstack.atomic import atomic_path
-from dermstack.errors import DataError
+from dermstack.errors import DataError, reading
 
 
 def write_described(df: pl.DataFrame, path: str | Path, key: bytes, description: dict) -> Path:
@@ -28,8 +28,9 @@ def read_described(path: str | Path, key: bytes, what: str) -> tuple[pl.DataFram
     path = Path(path)
     if not path.exists():
         raise DataError(f"no such {what} file", file=str(path))
-    arrow = pq.read_table(path)
-    raw = (arrow.schema.metadata or {}).get(key)
-    if raw is None:
-        raise DataError(f"not a dermstack {what}", file=str(path))
-    return pl.from_arrow(arrow), json.loads(raw)
+    with reading(path, what):
+        arrow = pq.read_table(path)
+        raw = (arrow.schema.metadata or {}).get(key)
+        if raw is None:
+            raise DataError(f"not a dermstack {what}", file=str(path))
+        return pl.from_arrow(arrow), json.loads(raw)

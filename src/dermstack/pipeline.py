@@ -15,18 +15,21 @@ from pathlib import Path
 import click
 import numpy as np
 
-from dermstack.atomic import write_text
+from dermstack.atomic import read_json, write_text
 
 from dermstack.config import ModelConfig, RunConfig, default_models
 from dermstack.crossfit import DaskJobs, LocalJobs, connect_jobs
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
-from dermstack.errors import ConfigError
+from dermstack.errors import ConfigError, DermstackError
 from dermstack.predictions import ModelResult
 from dermstack.provenance import Stage, file_digest, versions
 from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, model_kind
 from dermstack.outputs import write_outputs
-from dermstack.rundir import RunLock, RunPaths, finish, flat_config, invalidate
+from dermstack.rundir import (
+    MODEL_FILES, RunLock, RunPaths, claim_run_dir, finish, flat_config, foreign_files, forget_overwritten, invalidate,
+    recorded_models, records_of,
+)
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -79,10 +82,11 @@ class Pipeline:
         return {k: v for k, v in self.flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
     def _stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn,
-               record: dict | None = None) -> bool:
-        stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on)
+               record: dict | None = None, resumable: bool = False) -> bool:
+        stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on, resumable)
         self.stages.append(name)
-        if stage.done():
+        stage.check_inside()
+        if not self.force and stage.done(f"remove it and re-run (stage {name} re-runs), or re-run with --force"):
             log.info("stage %s: unchanged, skipped", name)
             return False
         dropped = invalidate(self.paths.root, name)
@@ -92,6 +96,7 @@ class Pipeline:
         out = fn()
         where = out.metrics.get("executor") if isinstance(out, ModelResult) else None  # the scheduler and workers of a model
         stage.finish(time.perf_counter() - t0, **(record or {}), **({"executor": where} if where else {}))
+        forget_overwritten(self.paths.root, name)
         log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
         return True
 
@@ -105,7 +110,6 @@ class Pipeline:
             if d.format == "synthetic-isic2024":
                 from dermstack.data.synth import synthesize_isic2024
 
-                shutil.rmtree(p.synthetic, ignore_errors=True)
                 synthesize_isic2024(p.synthetic, lesions=d.lesions, test_lesions=d.test_lesions, image_size=d.image_size,
                                     seed=d.seed, positive_rate=d.positive_rate)
                 table, report = ingest("isic2024", p.synthetic, strict=d.strict)
@@ -116,7 +120,8 @@ class Pipeline:
             click.echo(report.summary(), err=True)
 
         inputs = [Path(d.path)] if d.path and d.format != "synthetic-isic2024" else []
-        self._stage("ingest", self.keys("data"), inputs, [p.lesions, p.ingest_report], [], work)
+        outputs = [p.lesions, p.ingest_report] + ([p.synthetic] if d.format == "synthetic-isic2024" else [])
+        self._stage("ingest", self.keys("data"), inputs, outputs, [], work)
         table, self.unlabelled = TaskSpec.labelled(LesionTable.read(p.lesions), d.task, d.target, d.strict)
         if self.unlabelled:
             log.warning("%d training rows have no label for this task and are left out of training, e.g. %s",
@@ -151,7 +156,7 @@ class Pipeline:
 
         # The store is resumable on its own; the stage record only saves re-opening it.
         keys = {k: v for k, v in self.keys("extract").items() if k != "extract.pca_components"}
-        self._stage("extract", keys, [p.lesions], [p.embeddings], ["ingest"], work)
+        self._stage("extract", keys, [p.lesions], [p.embeddings], ["ingest"], work, resumable=True)
         return SelectedBackbones(EmbeddingStore(p.embeddings), list(ex.backbones))
 
     def features(self, table: LesionTable, store) -> "FeatureSet":  # noqa: F821
@@ -174,7 +179,7 @@ class Pipeline:
         """Run ``fit() -> ModelResult`` (which writes ``models/<name>/``) unless that folder is current."""
         p = self.paths
         mdir = p.models / name
-        outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json"]
+        outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json", mdir]
         inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else [])
         self._stage(f"model-{name}", keys, inputs, outputs, depends_on, fit)
         return ModelResult.read(mdir, name)
@@ -198,8 +203,8 @@ class Pipeline:
 
         cnn = next(m for m in self.cfg.models if model_kind(m.kind).gives_cnn_feature)
         views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
-        self._stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds], [views_file],
-                    ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
+        self._stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds],
+                    [views_file, views_file.parent], ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
         views = CNNViews.read(views_file, cnn.label)
         outs = []
         for b in (m for m in self.cfg.models if f"{m.label}+{cnn.label}" in self.cfg.cnn_feature_models()):
@@ -225,9 +230,15 @@ class Pipeline:
     def prune_models(self) -> None:
         """Remove model folders (and their stage records) that this config does not make, so that no
         reader mistakes another config's models for this run's."""
-        keep = set(self.expected_models())
+        keep, ours = set(self.expected_models()), recorded_models(records_of(self.paths.root))
         for d in sorted(p for p in self.paths.models.iterdir() if p.is_dir()) if self.paths.models.is_dir() else []:
             if d.name not in keep:
+                foreign = foreign_files(d, MODEL_FILES)
+                if foreign or d.is_symlink() or d.name not in ours:
+                    why = (f"holds files dermstack did not write ({', '.join(foreign[:5])})" if foreign else
+                           "is a symbolic link" if d.is_symlink() else "was not written by this run")
+                    raise DermstackError(f"{d}: a model folder this config does not make {why}; move it out of "
+                                         f"{self.paths.models}")
                 log.info("removing model folder %s: not made by this config", d)
                 shutil.rmtree(d)
                 invalidate(self.paths.root, f"model-{d.name}")
@@ -244,9 +255,10 @@ class Pipeline:
             from dermstack.ensembles.select import CHOICE_FILE, select_ensemble
 
             models = self.paths.models
-            self._stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in auto_candidates()],
+            self._stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in auto_candidates()]
+                        + [models / c for c in auto_candidates()],
                         needs, lambda: select_ensemble(chosen, task, plan, models))
-            self.ensemble_choice = json.loads((models / CHOICE_FILE).read_text())
+            self.ensemble_choice = read_json(models / CHOICE_FILE, "ensemble choice")
             name = self.ensemble_choice["chosen"]
             return next((o for o in chosen if o.name == name), None) or ModelResult.read(models / name, name)
 
@@ -273,9 +285,8 @@ class Pipeline:
 
         probe_models(self.cfg.models, self.cfg.data.task)  # before anything is read or written
         self.jobs = connect_jobs(self.cfg.cv.dask_address)  # before ingest: an unreachable scheduler is refused here
+        claim_run_dir(p.root)
         with self.jobs, RunLock(p.root):
-            if self.force:
-                shutil.rmtree(p.root / "stages", ignore_errors=True)
             table = self.ingest()
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
             if not self.cfg.models:

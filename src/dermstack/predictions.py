@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dermstack.atomic import atomic_path, write_json
-from dermstack.errors import DataError
+from dermstack.atomic import atomic_path, read_json, write_json
+from dermstack.errors import DataError, reading
 
 SCHEMA = {"image_id": pl.String, "model": pl.String, "seed": pl.Int32, "fold": pl.Int32, "class": pl.String,
           "score": pl.Float64}
@@ -111,7 +111,8 @@ class Predictions:
         if not path.exists():
             raise DataError("no predictions file", file=str(path))
         try:
-            return cls(pl.read_parquet(path))
+            with reading(path, "predictions"):
+                return cls(pl.read_parquet(path))
         except DataError as e:
             raise DataError(e.reason, file=str(path)) from None
 
@@ -146,7 +147,13 @@ class ModelResult:
     @classmethod
     def read(cls, directory: str | Path, name: str | None = None) -> "ModelResult":
         d = Path(directory)
-        metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
-        imp = pl.read_parquet(d / "importance.parquet") if (d / "importance.parquet").exists() else None
+        metrics = read_json(d / "metrics.json", "model metrics") if (d / "metrics.json").exists() else {}
+        with reading(d / "importance.parquet", "feature importance"):
+            imp = pl.read_parquet(d / "importance.parquet") if (d / "importance.parquet").exists() else None
         test = Predictions.read(d / "test.parquet") if (d / "test.parquet").exists() else Predictions.empty()
-        return cls(name or d.name, Predictions.read(d / "oof.parquet"), test, metrics, imp, d)
+        oof = Predictions.read(d / "oof.parquet")
+        for what, p in (("models", lambda x: x.models), ("classes", lambda x: x.frame["class"].unique().sort().to_list())):
+            if test.height and oof.height and p(test) != p(oof):
+                raise DataError(f"test predictions of {what} {p(test)} do not match its partner oof.parquet ({p(oof)}): "
+                                "the two files come from different models", file=str(d / "test.parquet"))
+        return cls(name or d.name, oof, test, metrics, imp, d)

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
-from dermstack.atomic import atomic_path
+from dermstack.atomic import atomic_path, read_json
+from dermstack.errors import DermstackError
 from dermstack.features.transform import FeatureTransform
-from dermstack.rundir import RunPaths
 from dermstack.outputs import REPEATS_FOLDER as FOLDER
 from dermstack.pipeline import Pipeline
+from dermstack.rundir import MARKER, RunPaths
 
 log = logging.getLogger(__name__)
 STAGE = "repeats"
@@ -72,10 +72,13 @@ def repeat_cv(parent: Pipeline, table, store, features) -> list[dict]:
     n, root = parent.cfg.cv.repeats, parent.paths.root / FOLDER
     for d in sorted(root.iterdir()) if root.is_dir() else []:
         if not (d.name.isdigit() and 1 <= int(d.name) < n):
+            if d.is_symlink() or not (d / MARKER).is_dir():  # only the child runs this stage made
+                raise DermstackError(f"{d}: not a repeat run dermstack wrote; move it out of {root}")
             log.info("removing %s: [cv] repeats = %d does not make it", d, n)
             shutil.rmtree(d)
     if n == 1:
-        shutil.rmtree(root, ignore_errors=True)
+        if root.is_dir() and not root.is_symlink():
+            root.rmdir()
         parent.paths.stage_record(STAGE).unlink(missing_ok=True)
         return []
     dirs = [root / str(r) for r in range(1, n)]
@@ -96,5 +99,5 @@ def repeat_cv(parent: Pipeline, table, store, features) -> list[dict]:
             results.append(child.execute())
 
     if not parent._stage(STAGE, keys, inputs, outputs, ["ingest", "extract", "features"], work):
-        results = [json.loads(o.read_text()) for o in outputs]
+        results = [read_json(o, "repeat metrics") for o in outputs]
     return results

@@ -35,7 +35,7 @@ def print_metrics(metrics: dict) -> None:
         b, a = cal["before"], cal["after"]
         click.echo(f"  calibration ({cal['method']}, {cal['chosen_by']}): Brier {b['brier']:.4f} -> {a['brier']:.4f}, "
                    f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submitted: {metrics['submission_model']}")
-    for line in summary_lines(metrics):
+    for line in summary_lines(metrics) + [f"note: {n}" for n in metrics.get("notes", [])]:
         click.echo(f"  {line}")
 
 

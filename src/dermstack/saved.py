@@ -11,7 +11,6 @@ before the models that use them; nothing parses a model's name to find what it d
 """
 from __future__ import annotations
 
-import json
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -19,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dermstack.atomic import write_json
+from dermstack.atomic import read_json, write_json
 from dermstack.errors import DataError
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.provenance import versions
 from dermstack.registry import saved_class, saved_kinds
+from dermstack.rundir import MODEL_FILES, claim_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,18 @@ def model_spec(name: str, kind: str, task, needs: dict | None = None, **fields) 
             "versions": versions(), **fields}
 
 
+def model_folder(directory: str | Path) -> Path:
+    """``directory`` made ready for a model's files: never a folder that holds files a model does not
+    write (:func:`dermstack.rundir.claim_dir`), so ``--out`` of a stage command cannot clobber the user's."""
+    d = claim_dir(directory, "model folder", owned=MODEL_FILES)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def write_model(directory: str | Path, spec: dict, result: ModelResult) -> ModelResult:
     """Write ``result`` and ``spec`` into ``directory``. ``model.json`` goes first out and last in, so
     an interrupted write never leaves a folder that looks complete."""
-    d = Path(directory)
+    d = model_folder(directory)
     (d / MODEL_JSON).unlink(missing_ok=True)
     result.write(d)
     write_json(d / MODEL_JSON, spec)
@@ -48,12 +56,11 @@ def write_model(directory: str | Path, spec: dict, result: ModelResult) -> Model
 
 def read_spec(directory: str | Path) -> dict:
     path = Path(directory) / MODEL_JSON
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError("no model.json: not a complete dermstack model directory", file=str(path)) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"unreadable model.json ({e})", file=str(path)) from None
+    if not path.is_file():
+        raise DataError("no model.json: not a complete dermstack model directory", file=str(path))
+    spec = read_json(path, "model.json")
+    if not isinstance(spec, dict):
+        raise DataError("model.json is not a JSON object: damaged or not written by dermstack", file=str(path))
     if spec.get("format_version") != FORMAT_VERSION:
         raise DataError(f"model format version {spec.get('format_version')} is not {FORMAT_VERSION}: "
                         "re-run the run that made it (`dermstack run ... --force`)", file=str(path))

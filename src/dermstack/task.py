@@ -11,6 +11,9 @@ from dermstack.errors import ConfigError, DataError
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
 from dermstack.taskkind import TaskKind
 
+#: fewer (positive) training rows than this in a class and its metrics are noted as resting on too few
+MIN_POSITIVES = 5
+
 
 @dataclass
 class TaskSpec:
@@ -49,6 +52,16 @@ class TaskSpec:
 
     def lacking_classes(self, labels: np.ndarray) -> list:
         return self.kind.lacking_classes(labels, self.classes)
+
+    def few_positives(self, minimum: int = MIN_POSITIVES) -> dict[str, int]:
+        """Classes with fewer than ``minimum`` (positive) training rows: their ROC-AUC, pAUC, F1 and
+        bootstrap intervals rest on a handful of rows and mean little."""
+        return {c: n for c, n in self.kind.positives(self.y, self.classes).items() if n < minimum}
+
+    def few_positive_notes(self) -> list[str]:
+        """One sentence per class of :meth:`few_positives`, for metrics.json, the printout and the report."""
+        return [f"class {c!r} has {n} (positive) training rows, fewer than {MIN_POSITIVES}: its ROC-AUC, pAUC, F1 and "
+                "their intervals rest on too few rows to mean much" for c, n in self.few_positives().items()]
 
     @staticmethod
     def labelled(table: LesionTable, kind: str, target: str = "malignant", strict: bool = False) -> tuple[LesionTable, list[str]]:

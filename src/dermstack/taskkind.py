@@ -62,6 +62,14 @@ class TaskKind(str):
         y = np.asarray(y)
         return y.argmax(axis=1) if self.multilabel else y
 
+    def positives(self, labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+        """Rows per class (binary: the positive class ``classes[0]``; multi-label: positive rows)."""
+        if self.binary:
+            return {classes[0]: int((labels == 1).sum())}
+        if self.exclusive:
+            return {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+        return {c: int(labels[:, j].sum()) for j, c in enumerate(classes)}
+
     def lacking_classes(self, labels: np.ndarray, classes: list[str]) -> list:
         """Classes with no (positive) row among ``labels``."""
         if self.binary:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from dermstack.atomic import atomic_path, read_json, write_json
 from dermstack.boosting.params import GENERIC_PARAMS  # noqa: F401  (re-exported)
 from dermstack.errors import ConfigError, DataError
 from dermstack.taskkind import TaskKind
@@ -156,7 +157,8 @@ class BoosterAdapter(ABC):
     def save(self, stem: Path) -> list[Path]:
         """Write the native model file ``stem + ext`` (each library's own ``save_model``); returns the paths written."""
         path = stem.with_name(stem.name + self.ext)
-        self.native.save_model(str(path))
+        with atomic_path(path, suffix=self.ext) as tmp:  # the libraries pick the format from the extension
+            self.native.save_model(str(tmp))
         return [path]
 
     @classmethod
@@ -267,13 +269,11 @@ class ConstantMember:
         return {}
 
     def save(self, stem: Path) -> list[Path]:
-        path = self.path(stem)
-        path.write_text(json.dumps({"score": self.score, "reason": "no positive training row in this fold"}))
-        return [path]
+        return [write_json(self.path(stem), {"score": self.score, "reason": "no positive training row in this fold"})]
 
     @classmethod
     def load(cls, stem: Path) -> "ConstantMember":
-        return cls(json.loads(cls.path(stem).read_text())["score"])
+        return cls(read_json(cls.path(stem), "constant model")["score"])
 
 
 def _class_stem(stem: Path, cls_name: str) -> Path:

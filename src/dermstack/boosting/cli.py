@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import parquet_out
 from dermstack.boosting.params import BOOSTER_KINDS
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     from dermstack.data.table import LesionTable
     from dermstack.errors import ConfigError
     from dermstack.features.featureset import FeatureSet
+    from dermstack.rundir import STAGE_DIR_FILES, claim_dir
     from dermstack.task import TaskSpec
 
     cfg = RunConfig.from_toml(config_path)
@@ -65,6 +67,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     chosen = [m for m in chosen if m.kind in BOOSTER_KINDS]
     if not chosen:
         raise ConfigError(f"{config_path}: no booster [[models]] entry (kind one of {BOOSTER_KINDS}) to train")
+    claim_dir(out, "stage output folder", owned=STAGE_DIR_FILES)
     client = connect(dask_address)
     out.mkdir(parents=True, exist_ok=True)
     results = [cross_validate(features, task, plan, m, out / "models", client=client) for m in chosen]
@@ -86,7 +89,8 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
 @boosting.command("predict")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("features_path", metavar="FEATURES.parquet", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Parquet of image_id, class, score.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=parquet_out,
+              help="Parquet of image_id, class, score.")
 def predict_command(model_dir: Path, features_path: Path, out: Path) -> None:
     """Score every row of FEATURES.parquet with the saved fold/seed models of MODEL_DIR (averaged)."""
     from dermstack.boosting.store import predict_saved, read_spec

@@ -20,6 +20,8 @@ from dermstack.config.types import NonNegInt, PosInt
 BOOSTER_KINDS = ("lightgbm", "xgboost", "catboost")
 #: Booster parameters dermstack handles itself; every other key goes to the library unchanged.
 GENERIC_PARAMS = ("n_estimators", "early_stopping_rounds", "early_stopping_metric", "class_weight", "device", "threads")
+#: the counts among them (rounds, threads): whole numbers >= 1
+GENERIC_COUNTS = ("n_estimators", "early_stopping_rounds", "threads")
 
 
 @schema("[[models]] params")
@@ -43,7 +45,9 @@ def param_problems(kind: str, params: dict) -> list[tuple[str, Any, str]]:
     if not params:
         return []
     known = {*BOOSTER_PARAMS[kind](), *GENERIC_PARAMS}
-    return [(p, v, unknown(f"{kind} parameter", p, sorted(known))) for p, v in params.items() if p not in known]
+    return ([(p, v, unknown(f"{kind} parameter", p, sorted(known))) for p, v in params.items() if p not in known]
+            + [(k, params[k], "must be a whole number of at least 1") for k in GENERIC_COUNTS
+               if k in params and not (isinstance(params[k], int) and not isinstance(params[k], bool) and params[k] >= 1)])
 
 
 @functools.cache

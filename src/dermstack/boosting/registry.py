@@ -9,7 +9,7 @@ import numpy as np
 
 from dermstack.boosting.base import BoosterAdapter, PerClassAdapter
 from dermstack.boosting.defaults import KINDS
-from dermstack.errors import ConfigError
+from dermstack.errors import ConfigError, reading
 from dermstack.taskkind import TaskKind
 
 _LOCAL = {
@@ -49,9 +49,10 @@ def create_adapter(kind: str, task: str, classes: list[str], params: dict[str, A
 def load_adapter(kind: str, task: str, classes: list[str], stem, categorical: list[str] | None = None):
     """Read the native model file(s) written by ``adapter.save(stem)``."""
     cls, task = adapter_class(kind), TaskKind(task)
-    if task.multilabel:
-        return PerClassAdapter.load(cls, stem, classes, categorical)
-    return cls.load(stem, str(task), task.n_outputs(classes), categorical)
+    with reading(stem.with_name(stem.name + cls.ext), f"{kind} model"):
+        if task.multilabel:
+            return PerClassAdapter.load(cls, stem, classes, categorical)
+        return cls.load(stem, str(task), task.n_outputs(classes), categorical)
 
 
 #: rows of the probe fit in :func:`probe_params`: enough for every library to build a tree

@@ -17,9 +17,9 @@ from dermstack.boosting.base import FeatureMatrix
 from dermstack.boosting.registry import load_adapter
 from dermstack.calibration import undo_prior
 from dermstack.ensembles.cnnfeature import with_nested_cnn
-from dermstack.errors import DataError
+from dermstack.errors import DataError, reading
 from dermstack.features.featureset import FeatureSet
-from dermstack.saved import Inputs, SavedModel, model_spec, read_spec, write_model
+from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, read_spec, write_model
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ModelStore:
     @classmethod
     def create(cls, directory: Path, name, model, task, matrix: FeatureMatrix, groups, params, sampling,
                needs: dict | None = None) -> "ModelStore":
-        directory.mkdir(parents=True, exist_ok=True)
+        model_folder(directory)
         for old in directory.glob("fold*_seed*.*"):
             old.unlink()
         spec = model_spec(
@@ -75,8 +75,10 @@ def predict_saved(model_dir: str | Path, features: FeatureSet) -> np.ndarray:
     matrix = FeatureMatrix.from_json(spec["features"])
     X = matrix.to_pandas(features.df, source=str(model_dir))
     adapters = load_models(model_dir)
-    return np.mean([undo_prior(spec["task"], a.predict_proba(X), e.get("prior_factor")) for a, e in zip(adapters, spec["models"])],
-                   axis=0)
+    # a model.json whose feature list was edited, or a native file from another model, fails in the library
+    with reading(Path(model_dir) / "model.json", "model: its native files do not fit its model.json"):
+        return np.mean([undo_prior(spec["task"], a.predict_proba(X), e.get("prior_factor"))
+                        for a, e in zip(adapters, spec["models"])], axis=0)
 
 
 class SavedBoosters(SavedModel):

@@ -21,11 +21,11 @@ from dermstack.config.sections import (
     CVConfig, DataConfig, EnsembleConfig, ExtractConfig, ExtractSettings, FeaturesConfig, ReportConfig, SamplingConfig,
 )
 from dermstack.config.types import (
-    DEVICES, FEATURE_GROUPS, PRECISIONS, SEGMENTATION_MODES, SYNTHETIC_FORMAT, TASKS, TTA_MODES,
+    DEVICES, FEATURE_GROUPS, MAX_REPEATS, MAX_SEED, PRECISIONS, SEGMENTATION_MODES, SYNTHETIC_FORMAT, TASKS, TTA_MODES,
 )
 
 __all__ = [
     "CVConfig", "DataConfig", "EnsembleConfig", "ExtractConfig", "ExtractSettings", "FeaturesConfig", "ModelConfig",
     "ReportConfig", "RunConfig", "SamplingConfig", "default_models", "did_you_mean", "schema", "unknown",
-    "DEVICES", "FEATURE_GROUPS", "PRECISIONS", "SEGMENTATION_MODES", "SYNTHETIC_FORMAT", "TASKS", "TTA_MODES",
+    "DEVICES", "FEATURE_GROUPS", "MAX_REPEATS", "MAX_SEED", "PRECISIONS", "SEGMENTATION_MODES", "SYNTHETIC_FORMAT", "TASKS", "TTA_MODES",
 ]

@@ -2,6 +2,7 @@
 schema in the registry (:mod:`dermstack.registry`)."""
 from __future__ import annotations
 
+import math
 from dataclasses import field
 from typing import Annotated, Any
 
@@ -39,6 +40,8 @@ class ModelConfig:
     @classmethod
     def _params_known(cls, params: dict, info: ValidationInfo) -> dict:
         items = param_problems(info.data["kind"], params) if "kind" in info.data else []  # (a bad kind is reported)
+        items += [(k, v, "must be a finite number") for k, v in params.items()
+                  if isinstance(v, float) and not math.isfinite(v) and k not in {i[0] for i in items}]
         if items:
             raise problem(items)
         return params

@@ -7,13 +7,13 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated
 
-from annotated_types import Ge, Interval
+from annotated_types import Ge, Interval, Le
 from pydantic import Strict, model_validator
 
 from dermstack.config.problems import problem, schema
 from dermstack.config.types import (
     DEVICES, FEATURE_GROUPS, SEGMENTATION_MODES, SYNTHETIC_FORMAT, TASKS, TTA_MODES, AutoBool, Backbone, Bool, Device,
-    Fraction, Int, NonNegInt, PosInt, Precision, SchedulerAddress, Str, one_of, reader_formats,
+    MAX_REPEATS, Fraction, NonNegInt, PosInt, Precision, SchedulerAddress, Seed, Str, one_of, reader_formats,
 )
 from dermstack.errors import ConfigError
 from dermstack.registry import method_names
@@ -32,7 +32,7 @@ class DataConfig:
     test_lesions: NonNegInt = 100
     positive_rate: Fraction = 0.001
     image_size: Annotated[int, Strict(), Ge(8)] = 64
-    seed: Int = 0
+    seed: Seed = 0
     strict: Bool = False
     #: the metadata CSVs' text encoding when not UTF-8 (e.g. "cp1252"); unset: UTF-8, anything else an error
     encoding: Str | None = None
@@ -41,10 +41,10 @@ class DataConfig:
 @schema("[cv]")
 class CVConfig:
     n_splits: Annotated[int, Strict(), Ge(2)] = 5
-    seed: Int = 42
+    seed: Seed = 42
     #: the grouped CV N times, fold seeds seed, seed + 1, ...: every model refitted on each FoldPlan
     #: (RUN_DIR/repeats/<r>/), metrics.json ``repeats`` = mean and std of each model's primary metric
-    repeats: PosInt = 1
+    repeats: Annotated[int, Strict(), Ge(1), Le(MAX_REPEATS)] = 1
     #: Dask scheduler address: each fold x seed job of every model is a task on that cluster, its
     #: workers reading the run directory (default: $DERMSTACK_DASK_ADDRESS, else in this process)
     dask_address: SchedulerAddress | None = None

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 import timm
-from annotated_types import Ge, Interval, MinLen
-from pydantic import AfterValidator, BeforeValidator, Strict
+from annotated_types import Ge, Interval, Le, MinLen
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator, Strict
 
 from dermstack.config.problems import fail, unknown
 from dermstack.data.readers import READERS
@@ -26,12 +26,17 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 SYNTHETIC_FORMAT = "synthetic-isic2024"
 
 Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
+Float = Annotated[float, Strict(), AllowInfNan(False)]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
 PosInt = Annotated[int, Strict(), Ge(1)]
 NonNegInt = Annotated[int, Strict(), Ge(0)]
-Fraction = Annotated[float, Strict(), Interval(ge=0, le=1)]
+Fraction = Annotated[float, Strict(), AllowInfNan(False), Interval(ge=0, le=1)]
+#: seeds are stored as Int32 (Predictions) and given to numpy, which refuses negative ones
+MAX_SEED = 2**31 - 1
+Seed = Annotated[int, Strict(), Ge(0), Le(MAX_SEED)]
+#: ``[cv] repeats``: each repeat refits every model, so more than this is a typo, not a plan
+MAX_REPEATS = 100
 
 
 def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base: Callable[[str], str] = str) -> Any:
@@ -81,8 +86,10 @@ Precision = one_of("precision", PRECISIONS)
 
 
 def _directory_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
-        raise fail("a model name is a directory name: letters, digits and _ . + - only")
+    # the first character keeps ".", "..", hidden and option-like names out of models/
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}", value):
+        raise fail("a model name is a directory name: letters, digits and _ . + - only, starting with a letter, "
+                   "digit or _ (at most 100 characters)")
     return value
 
 
@@ -104,4 +111,11 @@ def _seed_list(value: Any) -> Any:
     return value
 
 
-Seeds = Annotated[list[Int], BeforeValidator(_seed_list), MinLen(1)]
+def _distinct_seeds(value: list[int]) -> list[int]:
+    repeated = sorted({s for s in value if value.count(s) > 1})
+    if repeated:
+        raise fail(f"seed(s) {repeated} repeated: the same seed fits the same model twice")
+    return value
+
+
+Seeds = Annotated[list[Seed], BeforeValidator(_seed_list), MinLen(1), AfterValidator(_distinct_seeds)]

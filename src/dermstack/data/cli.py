@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import parquet_out
+from dermstack.config import MAX_SEED
 from dermstack.taskkind import TaskKind
 
 
@@ -16,7 +18,7 @@ def data() -> None:
 @data.command("ingest")
 @click.argument("format", type=click.Choice(["isic2024", "isic-archive", "ham10000", "milk10k", "ddi", "ph2"]))
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="LesionTable parquet to write.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=parquet_out, help="LesionTable parquet to write.")
 @click.option("--strict", is_flag=True, help="Turn every skipped row or missing image into an error.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the ingest report as JSON here.")
 @click.option("--encoding", default=None, help="Encoding of the CSV files when not UTF-8, e.g. cp1252 or latin-1.")
@@ -32,12 +34,12 @@ def ingest_command(format: str, path: Path, out: Path, strict: bool, report_path
 
 
 @data.command("synth")
-@click.option("--lesions", type=int, default=20_000, show_default=True, help="Training lesions.")
-@click.option("--test-lesions", type=int, default=100, show_default=True)
-@click.option("--image-size", type=int, default=64, show_default=True, help="Side of the square JPEG crops.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--positive-rate", type=float, default=0.001, show_default=True, help="Share of malignant lesions.")
-@click.option("--workers", type=int, default=None, help="Image rendering processes (default: all cores).")
+@click.option("--lesions", type=click.IntRange(min=1), default=20_000, show_default=True, help="Training lesions.")
+@click.option("--test-lesions", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True, help="Side of the square JPEG crops.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--positive-rate", type=click.FloatRange(0, 1), default=0.001, show_default=True, help="Share of malignant lesions.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Image rendering processes (default: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the Kaggle layout.")
 def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, positive_rate: float,
                   workers: int | None, out: Path) -> None:
@@ -51,9 +53,9 @@ def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, p
 
 @data.command("folds")
 @click.argument("lesions", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--n-splits", type=int, default=5, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=parquet_out)
+@click.option("--n-splits", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=42, show_default=True)
 @click.option("--task", type=click.Choice(TaskKind.KINDS), default="binary", show_default=True)
 @click.option("--from", "source", type=click.Path(path_type=Path), default=None,
               help="A published split (CSV/parquet: fold keyed by image_id, lesion_id or patient_id), as [cv] folds.")

@@ -27,7 +27,9 @@ import polars as pl
 from scipy.special import ndtr
 from skimage.color import lab2rgb
 
+from dermstack.atomic import write_csv
 from dermstack.data.synth_render import LesionLooks, render_all, write_jpeg_hdf5
+from dermstack.rundir import claim_dir
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +339,10 @@ def draw_isic2024(lesions: int, test_lesions: int = 0, seed: int = 0,
     return splits
 
 
+#: what :func:`synthesize_isic2024` writes (the Kaggle layout)
+SYNTH_FILES = ("train-metadata.csv", "test-metadata.csv", "sample_submission.csv", "train-image.hdf5", "test-image.hdf5")
+
+
 def synthesize_isic2024(out_dir, lesions: int = 20_000, test_lesions: int = 100, image_size: int = 64,
                         seed: int = 0, positive_rate: float = 0.001, workers: int | None = None) -> SynthSummary:
     """Write a synthetic ISIC 2024 dataset in the Kaggle layout into ``out_dir``; same seed, same bytes.
@@ -345,17 +351,19 @@ def synthesize_isic2024(out_dir, lesions: int = 20_000, test_lesions: int = 100,
     """
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 px, got {image_size}")
+    out = claim_dir(out_dir, "synthetic dataset", owned=SYNTH_FILES)
     t0 = time.perf_counter()
     splits = draw_isic2024(lesions, test_lesions, seed, positive_rate)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {name: split for name, split in splits.items() if split.frame.height}  # no test files without test lesions
+    for stale in ("test-metadata.csv", "test-image.hdf5", "sample_submission.csv") if "test" not in written else ():
+        (out / stale).unlink(missing_ok=True)
     for name, split in written.items():
-        split.frame.write_csv(out / f"{name}-metadata.csv")
+        write_csv(out / f"{name}-metadata.csv", split.frame)
     if "test" in written:
         test_ids = written["test"].frame["isic_id"]
-        pl.DataFrame({"isic_id": test_ids, "target": pl.Series([0.3] * len(test_ids), dtype=pl.Float64)}).write_csv(
-            out / "sample_submission.csv")
+        write_csv(out / "sample_submission.csv",
+                  pl.DataFrame({"isic_id": test_ids, "target": pl.Series([0.3] * len(test_ids), dtype=pl.Float64)}))
     t1 = time.perf_counter()
     log.info("metadata written in %.1f s", t1 - t0)
 

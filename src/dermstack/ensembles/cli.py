@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from dermstack.atomic import write_parquet
+from dermstack.atomic import parquet_out, read_json, write_parquet
+from dermstack.config import MAX_SEED
 from dermstack.ensembles.submission import FORMATS
 from dermstack.taskkind import TaskKind
 
@@ -42,9 +43,9 @@ def _print_metrics(name: str, metrics: dict) -> None:
 @click.option("--target", default="malignant", show_default=True)
 @click.option("--name", default="cnn", show_default=True)
 @click.option("--backbone", default=None, help="timm model name (default efficientnet_lite0).")
-@click.option("--epochs", type=int, default=None)
-@click.option("--image-size", type=int, default=None)
-@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--image-size", type=click.IntRange(min=16), default=None)
+@click.option("--seed", "seeds", type=click.IntRange(0, MAX_SEED), multiple=True, default=(0,), show_default=True)
 @click.option("--param", "params", multiple=True, help="Extra CNN setting KEY=JSON_VALUE, e.g. lr=0.0003.")
 @click.option("--nested", is_flag=True, help="Also train the pair CNNs whose scores stacked boosters use.")
 def cnn_command(lesions, folds, out, task_kind, target, name, backbone, epochs, image_size, seeds, params, nested) -> None:
@@ -129,7 +130,7 @@ def validate_command(csv: Path, fmt: str, sample: Path | None) -> None:
 @click.command("predict")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("data", type=_existing)
-@click.option("--out", type=_path, required=True, help="Predictions parquet (image_id, model, class, score).")
+@click.option("--out", type=_path, required=True, callback=parquet_out, help="Predictions parquet (image_id, model, class, score).")
 @click.option("--strict", is_flag=True, help="Stop on any unreadable row or image of DATA.")
 @click.option("--allow-missing-features", is_flag=True,
               help="Score DATA even when it lacks feature columns the models were trained on (filled as missing, with a warning).")
@@ -158,16 +159,17 @@ def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, pred
     import polars as pl
 
     from dermstack.data.table import LesionTable
-    from dermstack.errors import DataError
+    from dermstack.errors import DataError, reading
     from dermstack.ensembles.submission import check_run_format, write_submission
     from dermstack.rundir import check_current
     from dermstack.saved import load, model_dirs
 
     check_current(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    metrics = read_json(run_dir / "metrics.json", "run metrics") if (run_dir / "metrics.json").exists() else {}
     model = model or metrics.get("submission_model") or metrics.get("oof_model")
     if predictions is not None:
-        preds = pl.read_parquet(predictions)
+        with reading(predictions, "predictions"):
+            preds = pl.read_parquet(predictions)
     else:
         saved = model_dirs(run_dir / "models")
         if model not in saved:
@@ -184,4 +186,7 @@ def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, pred
     classes = metrics.get("classes") or spec.get("classes")
     check_run_format(fmt, metrics.get("task") or spec.get("task"), classes or [], str(run_dir))
     write_submission(preds, fmt, out, sample=sample, ids=ids, classes=classes, model=model)
+    if ids is None and sample is None:
+        click.echo(f"note: the ids of {predictions or 'the test predictions'} were not checked against a test set "
+                   "(every predicted row is submitted): pass --sample to check them", err=True)
     click.echo(f"wrote validated {fmt} submission {out}")

@@ -34,11 +34,11 @@ from dermstack.ensembles.augment import Augment, cache_size
 from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_device
 from dermstack.ensembles.cnnnet import NetTemplate, freeze_early, load_net, net_template, save_net
 from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
-from dermstack.errors import ConfigError, DataError
+from dermstack.errors import ConfigError, DataError, reading
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
 from dermstack.progress import progress_bar
 from dermstack.predictions import ModelResult
-from dermstack.saved import Inputs, SavedModel, model_spec, read_spec, write_model
+from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, read_spec, write_model
 from dermstack.task import TaskSpec
 from dermstack.taskkind import TaskKind
 
@@ -265,7 +265,7 @@ def _cross_validate(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: M
     test_rows = np.arange(n, n + test_df.height)
     mdir = Path(out_dir) / name if out_dir and (world is None or world.main) else None
     if mdir:
-        mdir.mkdir(parents=True, exist_ok=True)
+        model_folder(mdir)
         for old in mdir.glob("fold*_seed*.safetensors"):
             old.unlink()
 

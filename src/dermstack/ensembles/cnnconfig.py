@@ -6,7 +6,7 @@ from typing import Annotated
 
 import torch
 from annotated_types import Ge, Interval, Lt
-from pydantic import Strict
+from pydantic import AllowInfNan, Strict
 
 from dermstack.config import ModelConfig
 from dermstack.config.modelconfig import CNNImageSize
@@ -26,11 +26,11 @@ class CNNParams:
     image_size: CNNImageSize = 64
     epochs: PosInt = 3
     batch_size: PosInt = 64
-    lr: Annotated[float, Strict(), Interval(gt=0)] = 1e-3
-    weight_decay: Annotated[float, Strict(), Ge(0)] = 0.01
+    lr: Annotated[float, Strict(), AllowInfNan(False), Interval(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Strict(), AllowInfNan(False), Ge(0)] = 0.01
     warmup: Fraction = 0.1
     samples_per_epoch: PosInt | None = 2048
-    balance: Annotated[float, Strict(), Ge(0)] = 0.5
+    balance: Annotated[float, Strict(), AllowInfNan(False), Ge(0)] = 0.5
     patience: NonNegInt = 2
     freeze_fraction: Annotated[float, Strict(), Ge(0), Lt(1)] = 0.25
     pretrained: Bool = True

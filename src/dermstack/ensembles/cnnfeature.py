@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dermstack.atomic import write_parquet
 from dermstack.data.table import LesionTable
+from dermstack.errors import reading
 from dermstack.features.featureset import FeatureSet
 from dermstack.saved import Inputs, load
 
@@ -36,13 +38,13 @@ class CNNViews:
         return pl.concat(parts, how="vertical_relaxed")
 
     def write(self, path: Path) -> Path:
-        self.to_frame().write_parquet(path)
-        return path
+        return write_parquet(path, self.to_frame())
 
     @classmethod
     def read(cls, path: Path, name: str) -> "CNNViews":
         """The views written by :meth:`write` (rows and classes in their written order)."""
-        long = pl.read_parquet(path)
+        with reading(path, "nested CNN views"):
+            long = pl.read_parquet(path)
         classes = long["class"].unique(maintain_order=True).to_list()
 
         def block(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:

@@ -13,6 +13,7 @@ from torch import nn
 
 from dermstack.atomic import atomic_path
 from dermstack.ensembles.cnnconfig import CNNConfig
+from dermstack.errors import reading
 from dermstack.extract.registry import create_backbone
 
 
@@ -64,5 +65,6 @@ def save_net(net: nn.Module, path: Path) -> Path:
 
 def load_net(arch: str, n_outputs: int, path: Path) -> nn.Module:
     net = timm.create_model(arch, pretrained=False, num_classes=n_outputs)
-    net.load_state_dict(load_file(str(path)))
+    with reading(path, "CNN checkpoint"):
+        net.load_state_dict(load_file(str(path)))
     return net.eval()

@@ -9,7 +9,6 @@ stacked boosters with their nested CNNs' mean score); then the run's ensemble.
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dermstack.atomic import read_json
 from dermstack.config import RunConfig
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
@@ -165,12 +165,12 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     from dermstack.saved import Inputs, predict_all
 
     run_dir = Path(run_dir)
+    check_current(run_dir)  # first: names a damaged or missing file and the stage that writes it
     for need in ("config.toml", "lesions.parquet", "metrics.json", "models"):
         if not (run_dir / need).exists():
             raise DataError(f"not a finished dermstack run directory (no {need})", file=str(run_dir))
-    check_current(run_dir)
     cfg = RunConfig.from_toml(run_dir / "config.toml")
-    run_metrics = json.loads((run_dir / "metrics.json").read_text())
+    run_metrics = read_json(run_dir / "metrics.json", "run metrics")
     new = read_new_data(cfg, data, strict)
     run_table = LesionTable.read(run_dir / "lesions.parquet")
     source = None if isinstance(data, LesionTable) else str(data)

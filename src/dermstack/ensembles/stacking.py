@@ -31,7 +31,7 @@ import polars as pl
 from dermstack.atomic import write_json
 from dermstack.boosting.cv import cross_validate
 from dermstack.config import ModelConfig
-from dermstack.crossfit import apply_by_fold, check_plan, fit_other_folds, fold_metrics
+from dermstack.crossfit import apply_by_fold, check_plan, check_same_plan, fit_other_folds, fold_metrics
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.ensembles.cnn import CNNConfig, CNNTrainer, image_refs, save_net, training_frame
@@ -149,6 +149,7 @@ def stack_models(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, method
     names = [o.name for o in outs]
     if len(names) < 2:
         raise DataError(f"a level-2 stack needs at least two base models, got {names}")
+    check_same_plan(outs, plan)
     X = score_tensor([o.oof for o in outs], names, task.image_ids, task.classes, "OOF")
     y = task.y
     fold_of = plan.fold_of(task.image_ids)

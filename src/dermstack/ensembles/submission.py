@@ -8,6 +8,7 @@ Every problem names its file line (header = line 1), id and column.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from dermstack.errors import DataError
 from dermstack.predictions import Predictions
 from dermstack.task import TaskSpec
 from dermstack.taskkind import TaskKind
+
+log = logging.getLogger(__name__)
+#: first characters that make a spreadsheet read a CSV cell as a formula (CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 MILK10K_CLASSES = ["AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC"]
 
@@ -237,6 +242,10 @@ def write_submission(test_predictions: pl.DataFrame, format: str, out: str | Pat
         order = pl.DataFrame({fmt.id_column: pl.Series(expected, dtype=pl.String)}).with_row_index("_order")
         df = df.join(order, on=fmt.id_column, how="left").sort("_order", nulls_last=True).drop("_order")
     raise_problems(check_submission(df, fmt, expected, columns), str(out))
+    formula = [i for i in df[fmt.id_column].to_list() if i and i[0] in FORMULA_STARTS]
+    if formula:  # kept as they are (the competition matches ids exactly), but said
+        log.warning("%s: %d ids start with = + - @ or a tab, which spreadsheet programs (Excel, LibreOffice) run as "
+                    "formulas when the CSV is opened there, e.g. %s", out, len(formula), formula[:3])
     out = Path(out)
     with atomic_path(out) as tmp:
         df.write_csv(tmp, float_precision=None)

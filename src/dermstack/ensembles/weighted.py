@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dermstack.crossfit import fold_metrics
+from dermstack.crossfit import check_same_plan, fold_metrics
 from dermstack.data.folds import FoldPlan
 from dermstack.errors import DataError
 from dermstack.predictions import ModelResult, Predictions
@@ -30,6 +30,7 @@ def weighted_mean(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, weigh
                   out_dir: Path | None = None, name: str = "mean") -> ModelResult:
     """The weighted mean of ``outs`` (equal weights by default) as a model of its own."""
     names = [o.name for o in outs]
+    check_same_plan(outs, plan)
     weights = list(weights) if weights is not None else [1.0] * len(outs)
     fold_of = plan.fold_of(task.image_ids)
     oof = combine([o.oof.matrix(task.image_ids, task.classes, source=f"model {o.name!r} OOF") for o in outs], weights)

@@ -26,12 +26,12 @@ def extract() -> None:
 @click.option("--backbone", "backbones", multiple=True, default=["efficientnet_lite0"], show_default=True,
               help="timm model name (repeat for several).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="EmbeddingStore (.h5) to write or resume.")
-@click.option("--image-size", type=int, default=None, help="Input side in pixels (default: the model's own).")
-@click.option("--batch-size", type=int, default=None, help="Images per forward pass (default: 8 on CPU, 64 on a GPU).")
-@click.option("--streams", type=int, default=None,
+@click.option("--image-size", type=click.IntRange(min=8), default=None, help="Input side in pixels (default: the model's own).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per forward pass (default: 8 on CPU, 64 on a GPU).")
+@click.option("--streams", type=click.IntRange(min=1), default=None,
               help="Model replicas running side by side in threads (default: one per core up to 4 on CPU, 1 on a GPU).")
-@click.option("--threads", type=int, default=None, help="torch threads per stream on CPU (default: cores / streams).")
-@click.option("--workers", type=int, default=None,
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads per stream on CPU (default: cores / streams).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader processes decoding images (default: 0 on CPU, where the streams decode, else up to 8).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] | mps")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)

@@ -29,7 +29,7 @@ from dermstack.extract.settings import (
     resolve_parallelism,
     resolve_precision,
 )
-from dermstack.extract.store import merge_stores, open_group
+from dermstack.extract.store import merge_stores, open_group, writable_store
 from dermstack.extract.streams import InlineBatches, LoaderBatches, run_streams
 from dermstack.progress import progress_bar
 
@@ -158,7 +158,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     world = torchrun_world() if shard is None else None
     if world is not None:
         shard = (world.rank, world.size)
-    path = rank_path(out, shard) if world else out
+    path = writable_store(rank_path(out, shard) if world else out)
     views = view_images(table, shard)
     every = view_images(table)
     job = {"images": hashlib.sha256(json.dumps([[v.view, v.ids, v.refs] for v in every]).encode()).hexdigest()[:16],

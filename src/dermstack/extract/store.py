@@ -26,6 +26,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dermstack.atomic import writable_target
 from dermstack.data.table import split_key, view_key
 from dermstack.errors import DataError
 
@@ -225,6 +226,25 @@ class GroupWriter:
         self.g.attrs["updated"] = now()
         self.g.attrs["complete"] = True
         self.f.flush()
+
+
+def writable_store(path: str | Path) -> Path:
+    """The file an extraction appends to: a new one, or an EmbeddingStore dermstack wrote (a link is
+    followed; a FIFO or device refused, :func:`dermstack.atomic.writable_target`). Any other file,
+    HDF5 or not, is a DataError: appending would change a file dermstack did not write."""
+    path = writable_target(path)
+    if not path.exists():
+        return path
+    try:
+        with h5py.File(path, "r") as f:
+            foreign = [k for k in f if f[k].attrs.get("kind") != KIND]
+    except OSError as e:
+        raise DataError(f"exists and cannot be read as an HDF5 EmbeddingStore ({e}); extraction appends only to its own "
+                        "store: give another --out (a store a kill damaged: remove it to start over)", file=str(path)) from None
+    if foreign:
+        raise DataError(f"an HDF5 file with entries dermstack did not write ({', '.join(foreign[:5])}); extraction "
+                        "appends only to its own store: give another --out", file=str(path))
+    return path
 
 
 def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int) -> GroupWriter:

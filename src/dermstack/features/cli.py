@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import parquet_out
 from dermstack.config import SEGMENTATION_MODES, FeaturesConfig
 
 _DEFAULTS = FeaturesConfig()
@@ -22,7 +23,8 @@ def features() -> None:
 @features.command("build")
 @click.argument("lesions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="EmbeddingStore (embeddings.h5).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="FeatureSet parquet to write.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=parquet_out,
+              help="FeatureSet parquet to write.")
 @_group_switch("metadata", "Metadata columns of the table.")
 @_group_switch("engineered", "ISIC 2024 features from the TBP measurements.")
 @_group_switch("patient", "Features relative to the patient's other lesions.")
@@ -31,10 +33,10 @@ def features() -> None:
 @_group_switch("embedding", "PCA of each backbone's embeddings (needs --embeddings).")
 @click.option("--segmentation", type=click.Choice(SEGMENTATION_MODES), default=_DEFAULTS.segmentation, show_default=True,
               help="auto: the given mask, else an automatic one; mask: given masks only; automatic: always automatic.")
-@click.option("--missingness-leak-auc", type=float, default=_DEFAULTS.missingness_leak_auc, show_default=True,
+@click.option("--missingness-leak-auc", type=click.FloatRange(0.5, 1), default=_DEFAULTS.missingness_leak_auc, show_default=True,
               help="Drop a metadata column whose blankness alone has this ROC-AUC for the label.")
-@click.option("--pca-components", type=int, default=32, show_default=True)
-@click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True, help="Processes for the image features.")
+@click.option("--pca-components", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=_DEFAULTS.workers, show_default=True, help="Processes for the image features.")
 @click.option("--fitted", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A features.transform.npz to apply instead of fitting on LESIONS' training rows (features of new data).")
 def build_command(lesions: Path, embeddings: Path | None, out: Path, metadata: bool, engineered: bool, patient: bool, image: str,

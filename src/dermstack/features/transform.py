@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from dermstack.atomic import atomic_path
-from dermstack.errors import DataError
+from dermstack.errors import DataError, reading
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class FeatureTransform:
     def read(cls, path: str | Path) -> "FeatureTransform":
         if not Path(path).exists():
             raise DataError("no fitted feature transform (re-run the features stage to write it)", file=str(path))
-        with np.load(path, allow_pickle=False) as z:
+        with reading(path, "fitted feature transform"), np.load(path, allow_pickle=False) as z:
             prefixes = sorted({k.split("/")[1] for k in z.files if k.startswith("pca/")})
             return cls([str(c) for c in z["dropped"]],
                        {p: PCAParams(z[f"pca/{p}/mean"], z[f"pca/{p}/components"]) for p in prefixes})

@@ -28,7 +28,7 @@ from dermstack.features.featureset import FeatureSet
 from dermstack.linear.design import Design, embedding_term, read_rows, split_columns
 from dermstack.linear.probe import LinearParams, fit_probe
 from dermstack.predictions import ModelResult
-from dermstack.saved import model_spec, write_model
+from dermstack.saved import model_folder, model_spec, write_model
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def cross_validate_design(features: FeatureSet, store, task: TaskSpec, plan: Fol
     groups = align_rows(plan.folds.select("image_id", "group"), task.image_ids, source="folds")["group"].to_numpy()
     folder = Path(out_dir) / name if out_dir else None
     if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(model_folder(folder))  # only a model's own files (model_folder refuses others)
         folder.mkdir(parents=True)
     current: dict = {}
     terms = [embedding_term(b) for b in backbones] + numeric + categorical

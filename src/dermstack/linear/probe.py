@@ -19,7 +19,6 @@ columns, categories and terms, the chosen C), both read back without pickle.
 """
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -36,10 +35,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
-from dermstack.atomic import atomic_path, write_json
+from dermstack.atomic import atomic_path, read_json, write_json
 from dermstack.config.problems import fail, schema
 from dermstack.config.types import PosInt, one_of
-from dermstack.errors import ConfigError, DataError
+from dermstack.errors import ConfigError, DataError, reading
 from dermstack.linear.design import Design, Rows, read_rows
 from dermstack.saved import Inputs, SavedModel
 from dermstack.taskkind import TaskKind
@@ -139,13 +138,10 @@ class Probe:
         for p in (npz, meta):
             if not p.exists():
                 raise DataError("linear model file listed in model.json is missing", file=str(p))
-        try:
-            spec = json.loads(meta.read_text())
-            with np.load(npz, allow_pickle=False) as arrays:
-                design = Design.from_files(spec["design"], arrays)
-                coef, intercept = np.array(arrays["coef"]), np.array(arrays["intercept"])
-        except (ValueError, KeyError, OSError) as e:
-            raise DataError(f"unreadable linear model ({e})", file=str(npz)) from None
+        spec = read_json(meta, "linear model description")
+        with reading(npz, "linear model"), np.load(npz, allow_pickle=False) as arrays:
+            design = Design.from_files(spec["design"], arrays)
+            coef, intercept = np.array(arrays["coef"]), np.array(arrays["intercept"])
         if coef.shape != (len(intercept), len(design.columns)):
             raise DataError(f"coefficients of shape {coef.shape} do not fit {len(design.columns)} columns", file=str(npz))
         return cls(design, TaskKind(kind), coef, intercept, list(spec.get("C", [])))

@@ -19,6 +19,7 @@ from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues, explain_model, feature_importance, group_contributions, sample_rows
 from dermstack.reports.subgroups import SubgroupSettings, subgroup_report
 from dermstack.reports.summary import headline, summary_section
+from dermstack.rundir import REPORT_FILES, claim_dir, is_report
 from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,10 @@ def _overview_section(run: RunData, metrics: pl.DataFrame, shaps: dict[str, Mode
     if t.kind.binary:
         facts["positives"] = int(t.y.sum())
     facts_html = table(pl.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}))
-    return Section("overview", "Overview").add(facts_html, "<h3>Out-of-fold metrics per model</h3>", table(metrics))
+    section = Section("overview", "Overview").add(facts_html)
+    for note in t.few_positive_notes():  # said where the numbers are shown, not only in metrics.json
+        section.add(paragraph(f"Note: {note}."))
+    return section.add("<h3>Out-of-fold metrics per model</h3>", table(metrics))
 
 
 _NO_BLOCK = ("metrics.json has no {key} block: the run directory predates it, or is a stage-by-stage folder "
@@ -296,9 +300,9 @@ def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, s
     """Write ``out_dir/index.html`` (self-contained) and the numbers behind it; returns the HTML path."""
     t0 = time.perf_counter()
     settings = settings or ReportSettings(shap_sample=shap_sample)
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir, out_dir = Path(run_dir), claim_dir(out_dir, "report folder", owned=REPORT_FILES, marker=is_report)
+    run = RunData.load(run_dir)  # checked before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = RunData.load(run_dir)
     metrics = model_metrics(run, settings)
     write_parquet(out_dir / "metrics.parquet", metrics)
     curves = model_curves(run, settings)

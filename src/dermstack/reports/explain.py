@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from dermstack.reports import shap_plots
 from dermstack.reports.html import Section, figure, figures, paragraph, table, write_page
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import explain_model
+from dermstack.rundir import REPORT_FILES, claim_dir, is_report
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ def final_waterfall(run: RunData, image_id: str, fold: np.ndarray, cls: str | No
 
 def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> Path:
     """Write ``out_dir/explain_<image_id>.html``: the final model's waterfall, then (raw score) every booster / linear model's."""
+    claim_dir(out_dir, "report folder", owned=REPORT_FILES, marker=is_report)
     run = RunData.load(run_dir)
     hit = run.table.df.filter(pl.col("image_id") == image_id)
     if hit.is_empty():
@@ -109,5 +112,6 @@ def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> P
     patient_sec.add(paragraph(f"The patient's lesions scored by {run.final_model}: a lesion that stands out among the "
                               "patient's own lesions (the 'ugly duckling') is the context a dermatologist uses."),
                     table(context, row_class=None) if context.height else paragraph("No patient id.", "warn"))
-    out = Path(out_dir) / f"explain_{image_id}.html"
+    # an id is data: a "/" in one must not put the page outside the report folder
+    out = Path(out_dir) / f"explain_{re.sub(r'[^A-Za-z0-9_.-]', '_', image_id)}.html"
     return write_page(out, f"dermstack: {image_id}", str(Path(run_dir).resolve()), [lesion_sec, shap_sec, patient_sec])

@@ -4,7 +4,6 @@ The models and their OOF scores come from the registry (``models/<name>/``, :mod
 so a folder the stage-by-stage CLI wrote reports like a ``dermstack run`` directory."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from functools import cached_property
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dermstack.atomic import read_json
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.ensembles.cnnfeature import CNNViews, oof_cnn_frame, patient_key
@@ -50,7 +50,7 @@ class RunData:
             raise DataError("no saved model (models/<name>/model.json): has the run finished?", file=str(root / "models"))
         table = LesionTable.read(root / "lesions.parquet")
         metrics_path = root / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        metrics = read_json(metrics_path, "run metrics") if metrics_path.exists() else {}
         spec = read_spec(dirs[-1])
         kind = metrics.get("task") or spec["task"]
         target = metrics.get("target") or spec.get("target_name") or "malignant"
@@ -93,7 +93,8 @@ class RunData:
         s = self.scores(model)
         keep = ~np.isnan(s.reshape(len(s), -1)).any(axis=1)
         if not keep.all():
-            log.info("model %s: %d of %d training rows have no OOF score", model, (~keep).sum(), len(keep))
+            log.warning("model %s: %d of %d training rows have no OOF score; its metrics are of the others", model,
+                        (~keep).sum(), len(keep))
         idx = np.flatnonzero(keep)
         return idx, self.task.y[idx], s[idx]
 

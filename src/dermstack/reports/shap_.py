@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dermstack.errors import DataError
+from dermstack.atomic import atomic_path
+from dermstack.errors import DataError, reading
 from dermstack.features.featureset import GROUPS
 from dermstack.progress import progress_bar
 from dermstack.reports.boosters import FoldBooster
@@ -72,7 +73,7 @@ class ShapValues:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"model": self.model, "classes": self.classes, "categories": self.categories, "n_seeds": self.n_seeds}
-        with open(path, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, image_id=self.image_ids.astype(str), fold=self.folds, feature=np.array(self.features, dtype=str),
                                 values=self.values.astype(np.float32), base=self.base.astype(np.float64),
                                 data=self.data.astype(np.float32), meta=np.array(json.dumps(meta)))
@@ -80,7 +81,7 @@ class ShapValues:
 
     @classmethod
     def read(cls, path: str | Path) -> "ShapValues":
-        with np.load(path, allow_pickle=False) as z:
+        with reading(path, "SHAP values"), np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             return cls(meta["model"], z["image_id"], z["fold"], z["feature"].tolist(), z["values"], z["base"],
                        z["data"], meta["classes"], meta["categories"], meta["n_seeds"])

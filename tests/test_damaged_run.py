@@ -1,0 +1,455 @@
+"""Never destroy, never pass off damage: each case a row of a table (as in test_bad_inputs.py).
+
+- an ``--out`` folder that holds the user's files is refused, and nothing in it changes;
+- a run directory damaged after the run (truncated, edited, linked to another run's, foreign)
+  gives exit 2 naming the file and the stage to re-run, for ``submit``, ``predict``, ``report``
+  and a rerun, never a traceback;
+- values that would crash or hang later are refused at load, naming ``[section] key = value``;
+- outputs honour what the path is (a link is written through; a FIFO, a device or ``-`` is refused);
+- results that would be plausible but wrong are said (a note, a warning or an error naming them).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dermstack.atomic import write_text
+from dermstack.cli import cli
+from dermstack.config import RunConfig
+from dermstack.crossfit import check_same_plan
+from dermstack.data.folds import FoldPlan
+from dermstack.data.table import LesionTable
+from dermstack.ensembles.submission import write_submission
+from dermstack.errors import ConfigError, DataError
+from dermstack.predictions import ModelResult, Predictions
+from dermstack.reports.shap_ import ShapValues
+from dermstack.task import TaskSpec
+
+CONFIG = """
+[data]
+format = "synthetic-isic2024"
+lesions = 150
+test_lesions = 10
+positive_rate = 0.1
+image_size = 16
+
+[cv]
+n_splits = 3
+
+[[models]]
+kind = "lightgbm"
+params = { n_estimators = 10, threads = 1 }
+
+[[models]]
+kind = "xgboost"
+params = { n_estimators = 10, threads = 1 }
+
+[ensemble]
+method = "mean"
+"""
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, Path]:
+    """(config, run directory) of one small finished run; cases damage copies of it."""
+    root = tmp_path_factory.mktemp("damaged")
+    (root / "run.toml").write_text(CONFIG)
+    r = invoke("run", root / "run.toml", "--out", root / "run")
+    assert r.exit_code == 0, r.output
+    return root / "run.toml", root / "run"
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def link_other_runs_model(run: Path) -> None:
+    other = run.parent / "other-run"
+    shutil.copytree(run, other, symlinks=True)
+    shutil.rmtree(run / "models" / "xgboost")
+    (run / "models" / "xgboost").symlink_to(other / "models" / "xgboost", target_is_directory=True)
+
+
+def edit_json(path: Path) -> None:
+    path.write_text(path.read_text().replace("{", "{\"edited\": 1, ", 1))
+
+
+#: (case, damage, file named, stage named, exit status of a rerun: 0 when the rerun rewrites what it
+#: always rewrites (the final outputs), 2 when it refuses)
+DAMAGE = [
+    ("truncated model oof.parquet", lambda r: truncate(r / "models/lightgbm/oof.parquet"),
+     "models/lightgbm/oof.parquet", "model-lightgbm", 2),
+    ("damaged model.json", lambda r: (r / "models/lightgbm/model.json").write_text("{"),
+     "models/lightgbm/model.json", "model-lightgbm", 2),
+    ("damaged LightGBM file", lambda r: truncate(r / "models/lightgbm/fold0_seed0.txt"),
+     "models/lightgbm/fold0_seed0.txt", "model-lightgbm", 2),
+    ("edited test.parquet of the mean", lambda r: shutil.copy(r / "models/lightgbm/test.parquet", r / "models/mean/test.parquet"),
+     "models/mean/test.parquet", "model-mean", 2),
+    ("model folder linked to another run's", link_other_runs_model, "models/xgboost", "model-xgboost", 2),
+    ("truncated run oof.parquet", lambda r: truncate(r / "oof.parquet"), "oof.parquet", "final outputs", 0),
+    ("edited metrics.json", lambda r: edit_json(r / "metrics.json"), "metrics.json", "final outputs", 0),
+    ("damaged stage record", lambda r: (r / "stages/run.json").write_text("{\"stage\""), "stages/run.json", "", 0),
+    ("missing lesions.parquet", lambda r: (r / "lesions.parquet").unlink(), "lesions.parquet", "ingest", 0),
+    ("damaged features.parquet", lambda r: truncate(r / "features.parquet"), "features.parquet", "features", 2),
+]
+
+
+def commands(run: Path, data: Path, tmp: Path) -> dict[str, list]:
+    return {
+        "submit": ["submit", run, "--format", "isic2024", "--out", tmp / "sub.csv"],
+        "predict": ["predict", run, data, "--out", tmp / "pred.parquet"],
+        "report": ["report", run, "--out", tmp / "report", "--shap-sample", 20, "--n-boot", 5],
+    }
+
+
+@pytest.mark.parametrize("case,damage,file,stage,rerun", DAMAGE, ids=[c[0] for c in DAMAGE])
+def test_a_damaged_run_directory_is_named_never_used(finished, tmp_path, case, damage, file, stage, rerun):
+    cfg, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run, symlinks=True)
+    damage(run)
+    for name, args in commands(run, original / "lesions.parquet", tmp_path).items():
+        r = invoke(*args)
+        assert r.exit_code == 2, (name, r.output)
+        assert "Traceback" not in r.output and str(run / file) in r.output and stage in r.output, (name, r.output)
+        assert not (tmp_path / "sub.csv").exists() and not (tmp_path / "pred.parquet").exists(), name
+    r = invoke("run", cfg, "--out", run)
+    assert r.exit_code == rerun, r.output
+    if rerun:
+        assert str(run / file) in r.output and "Traceback" not in r.output, r.output
+
+
+#: a stage-by-stage folder (no stage records to check against): the damaged file is named by the reader
+UNRECORDED = [
+    ("truncated oof.parquet", "models/lightgbm/oof.parquet", truncate, "unreadable predictions", "report"),
+    ("model.json not JSON", "models/lightgbm/model.json", lambda p: p.write_text("{"), "unreadable model.json", "report"),
+    ("truncated LightGBM file", "models/lightgbm/fold0_seed0.txt", truncate, "unreadable lightgbm model", "report"),
+    ("metrics.json not JSON", "models/mean/metrics.json", lambda p: p.write_text("[1,"), "unreadable model metrics", "submit"),
+    ("truncated test.parquet", "models/mean/test.parquet", truncate, "unreadable predictions", "submit"),
+    ("truncated features.parquet", "features.parquet", truncate, "unreadable feature table", "report"),
+]
+
+
+@pytest.mark.parametrize("case,file,damage,said,command", UNRECORDED, ids=[c[0] for c in UNRECORDED])
+def test_a_damaged_file_of_a_stage_by_stage_folder_is_named(finished, tmp_path, case, file, damage, said, command):
+    _, original = finished
+    folder = tmp_path / "stages-by-hand"
+    shutil.copytree(original, folder, ignore=shutil.ignore_patterns("stages", "config.toml"))
+    damage(folder / file)
+    args = {"report": ["report", folder, "--out", tmp_path / "report", "--shap-sample", 20, "--n-boot", 5],
+            "submit": ["submit", folder, "--format", "isic2024", "--model", "mean", "--out", tmp_path / "s.csv"]}[command]
+    r = invoke(*args)
+    assert r.exit_code == 2 and f"{folder / file}: {said}" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_run_directory_refused_for_damage_reruns_once_the_file_is_removed(finished, tmp_path):
+    cfg, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    truncate(run / "models/lightgbm/oof.parquet")
+    assert invoke("run", cfg, "--out", run).exit_code == 2
+    (run / "models/lightgbm/oof.parquet").unlink()
+    r = invoke("-v", "run", cfg, "--out", run)
+    assert r.exit_code == 0, r.output
+    assert invoke("submit", run, "--format", "isic2024", "--out", tmp_path / "sub.csv").exit_code == 0
+
+
+def test_a_model_folder_a_stage_command_added_is_used_and_said(finished, tmp_path, caplog):
+    _, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    shutil.copytree(run / "models" / "lightgbm", run / "models" / "extra")
+    with caplog.at_level(logging.WARNING):
+        assert invoke("submit", run, "--format", "isic2024", "--out", tmp_path / "sub.csv").exit_code == 0
+    assert "models/extra: a model folder no stage of this run wrote" in caplog.text
+
+
+# -- --out on a folder with the user's files ----------------------------------------------------------
+def home_like(folder: Path) -> dict[str, bytes]:
+    """A folder like a home directory that also holds names a run writes (report/, models/, metrics.json)."""
+    files = {".bashrc": b"alias ll='ls -l'\n", "notes.txt": b"mine\n", "metrics.json": b"{\"mine\": 1}\n",
+             "report/draft.html": b"<p>mine</p>", "models/x/model.json": b"{}", "data/train-metadata.csv": b"a,b\n"}
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return files
+
+
+OUT_COMMANDS = [
+    ("run", lambda cfg, run, out: ["run", cfg, "--out", out]),
+    ("demo", lambda cfg, run, out: ["demo", "--config", cfg, "--out", out]),
+    ("report", lambda cfg, run, out: ["report", run, "--out", out]),
+    ("report explain", lambda cfg, run, out: ["report", "explain", run, "--id", "ISIC_0000000", "--out", out]),
+    ("data synth", lambda cfg, run, out: ["data", "synth", "--lesions", 20, "--out", out]),
+    ("boosting train", lambda cfg, run, out: ["boosting", "train", run / "features.parquet", "--folds", run / "folds.parquet",
+                                              "--lesions", run / "lesions.parquet", "--config", cfg, "--out", out]),
+    ("ensembles stack", lambda cfg, run, out: ["ensembles", "stack", run / "models/lightgbm", run / "models/xgboost",
+                                               "--lesions", run / "lesions.parquet", "--folds", run / "folds.parquet",
+                                               "--method", "mean", "--out", out / "models" / "x" / ".."]),
+]
+
+
+@pytest.mark.parametrize("name,args", OUT_COMMANDS, ids=[c[0] for c in OUT_COMMANDS])
+def test_out_on_a_folder_of_the_users_files_is_refused_and_nothing_changes(finished, tmp_path, name, args):
+    cfg, run = finished
+    home = tmp_path / "home"
+    home.mkdir()
+    files = home_like(home)
+    if name == "ensembles stack":  # models/<name>/ of a stage command: refused when it holds other files
+        (home / "models" / "mean").mkdir()
+        (home / "models" / "mean" / "my.txt").write_text("mine")
+        files["models/mean/my.txt"] = b"mine"
+    before = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+    r = invoke(*args(cfg, run, home))
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and "never deletes or overwrites" in r.output and "new or empty folder" in r.output
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == before
+    assert all((home / n).read_bytes() == data for n, data in files.items())
+
+
+def test_a_rerun_removes_only_what_the_run_wrote(finished, tmp_path):
+    cfg, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    assert invoke("report", run, "--shap-sample", 20, "--n-boot", 5).exit_code == 0
+    (run / "report" / "my-notes.txt").write_text("mine")
+    (run / "report" / "draft.parquet").write_text("mine too")
+    changed = tmp_path / "changed.toml"
+    changed.write_text(cfg.read_text().replace("n_estimators = 10", "n_estimators = 12", 1) + "\n[report]\nenabled = true\n"
+                       "shap_sample = 20\n")
+    r = invoke("run", changed, "--out", run)
+    assert r.exit_code == 0, r.output
+    assert (run / "report" / "my-notes.txt").read_text() == "mine" and (run / "report" / "draft.parquet").exists()
+    assert (run / "report" / "index.html").exists()
+
+
+# -- values that would crash or hang later ------------------------------------------------------------
+BAD_CONFIG = [
+    ("negative seed", {"models": [{"kind": "lightgbm", "seeds": [-1]}]}, "seeds[0] = -1"),
+    ("duplicate seeds", {"models": [{"kind": "lightgbm", "seeds": [0, 0]}]}, "seeds = [0, 0]: seed(s) [0] repeated"),
+    ("infinite learning rate", {"models": [{"kind": "lightgbm", "params": {"learning_rate": float("inf")}}]},
+     "params.learning_rate = Infinity: must be a finite number"),
+    ("NaN CNN lr", {"models": [{"kind": "cnn", "params": {"lr": float("nan")}}]}, "params.lr = NaN"),
+    ("huge repeats", {"cv": {"repeats": 1_000_000_000}}, "[cv] repeats = 1000000000"),
+    ("negative fold seed", {"cv": {"seed": -1}}, "[cv] seed = -1"),
+    ("no lesions", {"data": {"lesions": 0}}, "[data] lesions = 0"),
+    ("negative threads", {"models": [{"kind": "xgboost", "params": {"threads": -1}}]},
+     "params.threads = -1: must be a whole number of at least 1"),
+    ("zero early stopping", {"models": [{"kind": "lightgbm", "params": {"early_stopping_rounds": 0}}]},
+     "params.early_stopping_rounds = 0"),
+    ("model named ..", {"models": [{"kind": "lightgbm", "name": ".."}]}, 'name = "..": a model name is a directory name'),
+    ("model named with a slash", {"models": [{"kind": "lightgbm", "name": "a/b"}]}, 'name = "a/b"'),
+    ("hidden model name", {"models": [{"kind": "lightgbm", "name": ".x"}]}, 'name = ".x"'),
+]
+
+
+@pytest.mark.parametrize("case,raw,named", BAD_CONFIG, ids=[c[0] for c in BAD_CONFIG])
+def test_values_that_would_fail_later_are_refused_at_load(case, raw, named):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict(raw)
+    assert named in str(e.value)
+
+
+BAD_OPTIONS = [
+    ("data synth --lesions 0", ["data", "synth", "--lesions", 0, "--out", "x"], "--lesions"),
+    ("data synth --seed -1", ["data", "synth", "--seed", -1, "--out", "x"], "--seed"),
+    ("data folds --n-splits 1", ["data", "folds", "{lesions}", "--n-splits", 1, "--out", "x"], "--n-splits"),
+    ("report --n-boot 0", ["report", "{run}", "--n-boot", 0], "--n-boot"),
+    ("predict --out x.csv (parquet a spreadsheet would misread)", ["predict", "{run}", "{lesions}", "--out", "x.csv"],
+     "give it a .parquet name"),
+]
+
+
+@pytest.mark.parametrize("case,args,named", BAD_OPTIONS, ids=[c[0] for c in BAD_OPTIONS])
+def test_out_of_range_options_are_refused(finished, tmp_path, case, args, named):
+    _, run = finished
+    args = [str(a).format(lesions=run / "lesions.parquet", run=run) for a in args]
+    r = CliRunner().invoke(cli, args[:-1] + [str(tmp_path / args[-1])] if args[-2] == "--out" else args)
+    assert r.exit_code == 2 and named in r.output, r.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.csv").exists()
+
+
+# -- what an output path is ---------------------------------------------------------------------------
+def test_a_link_is_written_through_to_its_target(finished, tmp_path):
+    _, run = finished
+    target = tmp_path / "kept" / "submission.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert invoke("submit", run, "--format", "isic2024", "--out", link).exit_code == 0
+    assert link.is_symlink() and target.read_text().startswith("isic_id,target")
+
+
+SPECIAL = [
+    ("FIFO", lambda p: os.mkfifo(p), "is a FIFO"),
+    ("dash", None, "does not write to standard output"),
+    ("character device", "/dev/null", "is a character device"),
+]
+
+
+@pytest.mark.parametrize("case,make,said", SPECIAL, ids=[c[0] for c in SPECIAL])
+def test_a_fifo_a_device_or_dash_is_refused_never_replaced(finished, tmp_path, case, make, said):
+    _, run = finished
+    out = tmp_path / "fifo" if callable(make) else Path(make or "-")
+    if callable(make):
+        make(out)
+    kind = out.lstat().st_mode if out.exists() else None
+    r = invoke("submit", run, "--format", "isic2024", "--out", out)
+    assert r.exit_code == 2 and said in r.output, r.output
+    assert (out.lstat().st_mode if out.exists() else None) == kind
+    assert not Path("-").exists()
+
+
+def test_a_failed_shap_write_leaves_no_file(tmp_path, monkeypatch):
+    sv = ShapValues("m", np.array(["a"]), np.array([0]), ["f"], np.zeros((1, 1)), np.zeros(1), np.zeros((1, 1)), ["target"])
+
+    def disk_full(f, **arrays):
+        f.write(b"PK\x03\x04 half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", disk_full)
+    with pytest.raises(OSError):
+        sv.write(tmp_path / "shap" / "m.npz")
+    assert list((tmp_path / "shap").iterdir()) == []
+
+
+# -- plausible but wrong results are said ---------------------------------------------------------------
+def test_models_fitted_on_another_fold_plan_are_not_combined(finished):
+    _, run = finished
+    table = LesionTable.read(run / "lesions.parquet")
+    task = TaskSpec.from_table(table, "binary")
+    other = FoldPlan.make(table, 3, 7, "binary")
+    a = ModelResult.read(run / "models" / "lightgbm", "lightgbm")
+    with pytest.raises(DataError, match="model 'lightgbm' was cross-fitted on another fold plan"):
+        check_same_plan([a], other)
+    check_same_plan([a], FoldPlan.read(run / "folds.parquet"))
+    assert task.few_positives() == {}
+
+
+def test_test_predictions_of_another_model_are_named(finished, tmp_path):
+    _, run = finished
+    d = tmp_path / "lightgbm"
+    shutil.copytree(run / "models" / "lightgbm", d)
+    Predictions.read(run / "models" / "xgboost" / "test.parquet").write(d / "test.parquet")
+    with pytest.raises(DataError, match="do not match its partner oof.parquet") as e:
+        ModelResult.read(d)
+    assert e.value.file == str(d / "test.parquet")
+
+
+def test_ids_a_spreadsheet_would_run_as_formulas_are_said(tmp_path, caplog):
+    ids = ["=HYPERLINK(\"x\")", "ISIC_1"]
+    preds = Predictions.from_scores("m", ids, ["target"], np.array([0.1, 0.2])).frame
+    with caplog.at_level(logging.WARNING):
+        write_submission(preds, "isic2024", tmp_path / "s.csv", ids=ids, classes=["target"])
+    assert "1 ids start with = + - @" in caplog.text and "=HYPERLINK" in caplog.text
+
+
+FEW = [
+    ("binary, 3 positives", "binary", ["target"], np.array([0] * 50 + [1] * 3), {"target": 3}),
+    ("multiclass, a class of 2", "multiclass", ["a", "b"], np.array([0] * 50 + [1] * 2), {"b": 2}),
+    ("multi-label, enough", "multilabel", ["a", "b"], np.ones((6, 2), dtype=int), {}),
+]
+
+
+@pytest.mark.parametrize("case,kind,classes,y,few", FEW, ids=[c[0] for c in FEW])
+def test_classes_with_too_few_positives_are_noted(case, kind, classes, y, few):
+    task = TaskSpec(kind, classes, [str(i) for i in range(len(y))], y)
+    assert task.few_positives() == few
+
+
+def test_a_file_is_not_a_run_directory(tmp_path):
+    (tmp_path / "f").write_text("x")
+    r = invoke("run", tmp_path / "f", "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_write_text_replaces_the_target_of_a_dangling_link(tmp_path):
+    link = tmp_path / "l"
+    link.symlink_to(tmp_path / "new.txt")
+    write_text(link, "hi")
+    assert link.is_symlink() and (tmp_path / "new.txt").read_text() == "hi"
+
+
+def test_extraction_never_appends_to_a_file_it_did_not_write(tmp_path):
+    from dermstack.extract.store import writable_store
+
+    (tmp_path / "notes.h5").write_text("not HDF5")
+    with h5py.File(tmp_path / "mine.h5", "w") as f:
+        f.create_dataset("my_data", data=np.arange(3))
+    for name, said in (("notes.h5", "cannot be read as an HDF5 EmbeddingStore"), ("mine.h5", r"entries dermstack did not write \(my_data\)")):
+        with pytest.raises(DataError, match=said) as e:
+            writable_store(tmp_path / name)
+        assert e.value.file == str(tmp_path / name)
+    assert writable_store(tmp_path / "new.h5") == tmp_path / "new.h5"
+
+
+def test_submit_into_the_run_directory_does_not_make_it_look_damaged(finished, tmp_path):
+    _, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    assert invoke("submit", run, "--format", "isic2024", "--model", "xgboost", "--out", run / "submission.csv").exit_code == 0
+    assert invoke("submit", run, "--format", "isic2024", "--out", tmp_path / "s.csv").exit_code == 0
+
+
+def test_a_rerun_with_force_never_writes_through_a_link(finished, tmp_path):
+    cfg, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    link_other_runs_model(run)
+    theirs = run.parent / "other-run" / "models" / "xgboost"
+    before = {f.name: f.read_bytes() for f in theirs.iterdir()}
+    r = invoke("run", cfg, "--out", run, "--force")
+    assert r.exit_code == 2 and str(run / "models" / "xgboost") in r.output, r.output
+    assert {f.name: f.read_bytes() for f in theirs.iterdir()} == before
+
+
+def test_a_model_json_whose_features_were_edited_is_named_not_a_library_traceback(finished, tmp_path):
+    from dermstack.boosting.store import predict_saved
+    from dermstack.features.featureset import FeatureSet
+
+    _, run = finished
+    d = tmp_path / "lightgbm"
+    shutil.copytree(run / "models" / "lightgbm", d)
+    spec = json.loads((d / "model.json").read_text())
+    spec["features"]["columns"] = spec["features"]["columns"][:-1]
+    (d / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(DataError, match="its native files do not fit its model.json") as e:
+        predict_saved(d, FeatureSet.read(run / "features.parquet"))
+    assert e.value.file == str(d / "model.json")
+
+
+RESUMABLE = [("a stage's own file edited", False, "refused"), ("a resumable store edited", True, "runs again")]
+
+
+@pytest.mark.parametrize("case,resumable,expected", RESUMABLE, ids=[c[0] for c in RESUMABLE])
+def test_a_changed_output_is_refused_unless_the_stage_resumes_it(tmp_path, case, resumable, expected):
+    from dermstack.provenance import Stage
+
+    out = tmp_path / "embeddings.h5"
+    out.write_bytes(b"rows 1-512")
+    stage = Stage(tmp_path, "extract", {"extract.backbones": ["b"]}, [], [out], [], resumable)
+    stage.finish(0.1)
+    assert stage.done()
+    out.write_bytes(b"rows 1-512, then another backbone")
+    if expected == "refused":
+        with pytest.raises(DataError, match="changed since stage 'extract' wrote it") as e:
+            stage.done()
+        assert e.value.file == str(out)
+    else:
+        assert not stage.done()
+    out.unlink()
+    assert not stage.done()  # a missing output: the stage runs again
