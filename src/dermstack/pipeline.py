@@ -81,7 +81,7 @@ class Pipeline:
         """The config keys a stage reads: every ``section.key`` starting with one of ``prefixes``."""
         return {k: v for k, v in self.flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
-    def _stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn,
+    def stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn,
                record: dict | None = None, resumable: bool = False) -> bool:
         stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on, resumable)
         self.stages.append(name)
@@ -121,7 +121,7 @@ class Pipeline:
 
         inputs = [Path(d.path)] if d.path and d.format != "synthetic-isic2024" else []
         outputs = [p.lesions, p.ingest_report] + ([p.synthetic] if d.format == "synthetic-isic2024" else [])
-        self._stage("ingest", self.keys("data"), inputs, outputs, [], work)
+        self.stage("ingest", self.keys("data"), inputs, outputs, [], work)
         table, self.unlabelled = TaskSpec.labelled(LesionTable.read(p.lesions), d.task, d.target, d.strict)
         if self.unlabelled:
             log.warning("%d training rows have no label for this task and are left out of training, e.g. %s",
@@ -137,7 +137,7 @@ class Pipeline:
         else:
             keys, inputs = self.keys("cv.n_splits", "cv.seed", "data.task", "data.target"), [p.lesions]
             make, record = (lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task)), None
-        self._stage("folds", keys, inputs, [p.folds], ["ingest"], lambda: make().write(p.folds), record)
+        self.stage("folds", keys, inputs, [p.folds], ["ingest"], lambda: make().write(p.folds), record)
         plan = FoldPlan.read(p.folds)
         plan.check_matches(table)
         return plan
@@ -156,7 +156,7 @@ class Pipeline:
 
         # The store is resumable on its own; the stage record only saves re-opening it.
         keys = {k: v for k, v in self.keys("extract").items() if k != "extract.pca_components"}
-        self._stage("extract", keys, [p.lesions], [p.embeddings], ["ingest"], work, resumable=True)
+        self.stage("extract", keys, [p.lesions], [p.embeddings], ["ingest"], work, resumable=True)
         return SelectedBackbones(EmbeddingStore(p.embeddings), list(ex.backbones))
 
     def features(self, table: LesionTable, store) -> "FeatureSet":  # noqa: F821
@@ -171,17 +171,17 @@ class Pipeline:
             fs = build_features(table, self.cfg.features, store, pca_components=self.cfg.extract.pca_components)
             fs.write(p.features)
 
-        self._stage("features", self.keys("features", "extract.pca_components", "extract.backbones", "data.task", "data.target"),
+        self.stage("features", self.keys("features", "extract.pca_components", "extract.backbones", "data.task", "data.target"),
                     inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work)
         return FeatureSet.read(p.features)
 
-    def _model_stage(self, name: str, keys: dict, depends_on: list[str], fit) -> ModelResult:
+    def model_stage(self, name: str, keys: dict, depends_on: list[str], fit) -> ModelResult:
         """Run ``fit() -> ModelResult`` (which writes ``models/<name>/``) unless that folder is current."""
         p = self.paths
         mdir = p.models / name
         outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json", mdir]
         inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else [])
-        self._stage(f"model-{name}", keys, inputs, outputs, depends_on, fit)
+        self.stage(f"model-{name}", keys, inputs, outputs, depends_on, fit)
         return ModelResult.read(mdir, name)
 
     def _model_keys(self, *labels: str) -> dict:
@@ -191,7 +191,7 @@ class Pipeline:
         """Cross-validate one ``[[models]]`` entry through its kind in the registry."""
         kind = model_kind(m.kind)
         inputs = FitInputs(task, plan, m, self.paths.models, features=features, table=table, store=store, executor=self.jobs)
-        return self._model_stage(m.label, self._model_keys(m.label) | self.keys(*kind.config_keys), list(kind.reads),
+        return self.model_stage(m.label, self._model_keys(m.label) | self.keys(*kind.config_keys), list(kind.reads),
                                  lambda: kind.cross_validate(inputs))
 
     def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
@@ -203,12 +203,12 @@ class Pipeline:
 
         cnn = next(m for m in self.cfg.models if model_kind(m.kind).gives_cnn_feature)
         views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
-        self._stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds],
+        self.stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds],
                     [views_file, views_file.parent], ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
         views = CNNViews.read(views_file, cnn.label)
         outs = []
         for b in (m for m in self.cfg.models if f"{m.label}+{cnn.label}" in self.cfg.cnn_feature_models()):
-            outs.append(self._model_stage(
+            outs.append(self.model_stage(
                 f"{b.label}+{cnn.label}", self._model_keys(b.label, cnn.label) | self.keys("ensemble.cnn_feature"),
                 ["ingest", "folds", "features", f"nested-{cnn.label}"],
                 lambda b=b: cross_validate_stacked(features, table, task, plan, b, views, self.paths.models)))
@@ -255,7 +255,7 @@ class Pipeline:
             from dermstack.ensembles.select import CHOICE_FILE, select_ensemble
 
             models = self.paths.models
-            self._stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in auto_candidates()]
+            self.stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in auto_candidates()]
                         + [models / c for c in auto_candidates()],
                         needs, lambda: select_ensemble(chosen, task, plan, models))
             self.ensemble_choice = read_json(models / CHOICE_FILE, "ensemble choice")
@@ -263,13 +263,13 @@ class Pipeline:
             return next((o for o in chosen if o.name == name), None) or ModelResult.read(models / name, name)
 
         fit = ensemble_methods()[method].fit
-        return self._model_stage(method, keys, needs, lambda: fit(chosen, task, plan, out_dir=self.paths.models))
+        return self.model_stage(method, keys, needs, lambda: fit(chosen, task, plan, out_dir=self.paths.models))
 
     def calibrate(self, final: ModelResult, task: TaskSpec, plan: FoldPlan) -> ModelResult:
         """The final model's probabilities calibrated on its OOF scores (dermstack.calibration)."""
         from dermstack.calibration import calibrated_model
 
-        return self._model_stage("calibrated", self.keys("data.task", "data.target"),
+        return self.model_stage("calibrated", self.keys("data.task", "data.target"),
                                  [f"model-{final.name}", "ensemble-auto", "folds"],
                                  lambda: calibrated_model(final, task, plan, self.paths.models))
 

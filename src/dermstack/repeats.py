@@ -48,7 +48,7 @@ class RepeatRun(Pipeline):
 
     def _linked(self, name: str, keys: dict, names: list[str], depends_on: list[str]) -> None:
         srcs, dsts = [self.parent.root / n for n in names], [self.paths.root / n for n in names]
-        self._stage(name, keys, srcs, dsts, depends_on, lambda: [link(s, d) for s, d in zip(srcs, dsts)])
+        self.stage(name, keys, srcs, dsts, depends_on, lambda: [link(s, d) for s, d in zip(srcs, dsts)])
 
     def ingest(self):
         self._linked("ingest", self.keys("data"), [n.name for n in (self.parent.lesions, self.parent.ingest_report)], [])
@@ -98,6 +98,6 @@ def repeat_cv(parent: Pipeline, table, store, features) -> list[dict]:
             child = RepeatRun(cfg, d, p, table, store, features, parent.unlabelled)
             results.append(child.execute())
 
-    if not parent._stage(STAGE, keys, inputs, outputs, ["ingest", "extract", "features"], work):
+    if not parent.stage(STAGE, keys, inputs, outputs, ["ingest", "extract", "features"], work):
         results = [read_json(o, "repeat metrics") for o in outputs]
     return results
