@@ -1,6 +1,6 @@
 """Benchmark: the boosting stage on 401,059 synthetic ISIC 2024 lesions.
 
-    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/boosting_scale.py [--rows N] [--kinds lightgbm,xgboost,catboost]
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/boosting_scale.py [--rows N] [--kinds lightgbm,xgboost,catboost] [--smoke]
 
 Features: every group but image (metadata, engineered, patient, and a 32-d PCA of random 128-d
 "embeddings", as in benchmarks/features_scale.py), built once and cached in
@@ -25,12 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from features_scale import RandomStore, peak_gib, prepare  # noqa: E402  (same cached synthetic layout)
 
+from dermstack.testing import SMOKE_HELP, smoke_work  # noqa: E402
+
 BUDGET_S, BUDGET_GIB = 600.0, 8.0
 GROUPS = ["metadata", "engineered", "patient", "embedding"]
 KINDS = ["lightgbm", "xgboost", "catboost"]
 
 
-def build_inputs(work: Path, rows: int) -> None:
+def build_inputs(work: Path, rows: int, layout: Path | None = None) -> None:
     """lesions.parquet, features.parquet and folds.parquet in ``work`` (made once)."""
     if (work / "features.parquet").exists() and (work / "folds.parquet").exists():
         return
@@ -39,7 +41,8 @@ def build_inputs(work: Path, rows: int) -> None:
     from dermstack.data.table import LesionTable
     from dermstack.features.build import build_features
 
-    lesions = prepare(Path(f"/tmp/dermstack-bench/isic2024-{rows}"), rows, work)
+    # a smoke layout (given) needs positives in every fold at a thousand rows
+    lesions = prepare(layout, rows, work, positive_rate=0.03) if layout else prepare(Path(f"/tmp/dermstack-bench/isic2024-{rows}"), rows, work)
     table = LesionTable.read(lesions)
     t = time.perf_counter()
     build_features(table, FeaturesConfig(image=False), RandomStore(len(table))).write(work / "features.parquet")
@@ -57,7 +60,7 @@ def load(work: Path):
     return FeatureSet.read(work / "features.parquet"), TaskSpec.from_table(table, "binary"), FoldPlan.read(work / "folds.parquet")
 
 
-def child_cv(work: Path, kinds: list[str]) -> dict:
+def child_cv(work: Path, kinds: list[str], params: dict) -> dict:
     from dermstack.boosting import cross_validate
     from dermstack.config import ModelConfig
 
@@ -68,7 +71,7 @@ def child_cv(work: Path, kinds: list[str]) -> dict:
            "load_s": t_load, "models": {}}
     for kind in kinds:
         t = time.perf_counter()
-        res = cross_validate(features, task, plan, ModelConfig(kind=kind, seeds=[0], features=GROUPS), work / "models")
+        res = cross_validate(features, task, plan, ModelConfig(kind=kind, seeds=[0], features=GROUPS, params=params), work / "models")
         out["models"][kind] = {"seconds": time.perf_counter() - t, "pauc": res.metrics["pauc_tpr80"],
                                "roc_auc": res.metrics["roc_auc"], "ci95": res.metrics["ci95"]["pauc_tpr80"],
                                "fit_rows": res.metrics["fit_rows"][0], "best_iteration": res.metrics["best_iteration"]}
@@ -77,7 +80,7 @@ def child_cv(work: Path, kinds: list[str]) -> dict:
     return out
 
 
-def child_rows(work: Path, kinds: list[str]) -> dict:
+def child_rows(work: Path, kinds: list[str], params: dict) -> dict:
     """Fold 0 of each library: seconds with the default sampling and on every training row."""
     from dermstack.boosting.base import FeatureMatrix
     from dermstack.crossfit import align_rows
@@ -93,11 +96,11 @@ def child_rows(work: Path, kinds: list[str]) -> dict:
     _, tr, va = next(iter(plan.splits(task.image_ids)))
     out = {}
     for kind in kinds:
-        params = resolve_params(kind, "binary", None)
+        fit_params = resolve_params(kind, "binary", params)
         for label, sampling in (("sampled", SamplingConfig.from_dict(DEFAULT_SAMPLING, "binary")), ("all_rows", None)):
             idx = resample(tr, task.y, sampling, seed=0)
             t = time.perf_counter()
-            a = create_adapter(kind, "binary", task.classes, params, 0, matrix.categorical)
+            a = create_adapter(kind, "binary", task.classes, fit_params, 0, matrix.categorical)
             a.fit(X.iloc[idx], task.y[idx], X.iloc[va], task.y[va])
             out[f"{kind}_{label}"] = {"seconds": time.perf_counter() - t, "rows": len(idx), "best_iteration": a.best_iteration,
                                       "pauc_fold0": pauc_tpr80(task.y[va], a.predict_proba(X.iloc[va]))}
@@ -115,17 +118,23 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=401_059)
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--skip-rows", action="store_true", help="skip the every-row comparison")
+    ap.add_argument("--n-estimators", type=int, default=None, help="at most this many boosting rounds (default: the defaults')")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     ap.add_argument("--child", choices=["cv", "rows"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     kinds = args.kinds.split(",")
     if args.child:
-        print(json.dumps({"cv": child_cv, "rows": child_rows}[args.child](args.work, kinds)))
+        params = {"n_estimators": args.n_estimators} if args.n_estimators else {}
+        print(json.dumps({"cv": child_cv, "rows": child_rows}[args.child](args.work, kinds, params)))
         return
-    work = Path(f"/tmp/dermstack-bench/boosting-{args.rows}")
+    if args.smoke:
+        args.rows, args.n_estimators = 600, 20
+    capped = ("--n-estimators", str(args.n_estimators)) if args.n_estimators else ()
+    work = smoke_work("boosting") if args.smoke else Path(f"/tmp/dermstack-bench/boosting-{args.rows}")
     work.mkdir(parents=True, exist_ok=True)
-    build_inputs(work, args.rows)
-    cv = run_child("--child", "cv", "--work", str(work), "--kinds", args.kinds)
+    build_inputs(work, args.rows, work / "layout" if args.smoke else None)
+    cv = run_child("--child", "cv", "--work", str(work), "--kinds", args.kinds, *capped)
     print(f"boosting on {cv['rows']:,} synthetic lesions ({cv['positives']} positives), {cv['features']} features "
           f"({', '.join(GROUPS)}), 5 folds x {len(kinds)} libraries x 1 seed, default sampling:")
     for kind, m in cv["models"].items():
@@ -135,7 +144,7 @@ def main() -> None:
     print(f"  ratio to budget: time {cv['total_s'] / BUDGET_S:.2f} of {BUDGET_S:.0f} s, memory {cv['peak_gib'] / BUDGET_GIB:.2f} of {BUDGET_GIB:.0f} GiB")
     if args.skip_rows:
         return
-    rows = run_child("--child", "rows", "--work", str(work), "--kinds", args.kinds)
+    rows = run_child("--child", "rows", "--work", str(work), "--kinds", args.kinds, *capped)
     total_s = sum(rows[f"{k}_sampled"]["seconds"] for k in kinds)
     total_all = sum(rows[f"{k}_all_rows"]["seconds"] for k in kinds)
     print("fold 0, default sampling vs every training row:")

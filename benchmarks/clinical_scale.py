@@ -1,6 +1,6 @@
 """Benchmark: patient-bootstrap cost of `dermstack.clinical` at ISIC 2024 training size.
 
-    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/clinical_scale.py [--rows 401059] [--boot 200]
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/clinical_scale.py [--rows 401059] [--boot 200] [--smoke]
 
 Synthetic binary task: 401,059 lesions, about 400 cancers, about 1,000 patients, random scores
 with a shift for cancers. Prints seconds for
@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from dermstack import clinical, metrics
+from dermstack.testing import SMOKE_HELP
 
 
 def synthetic(n: int, n_pos: int, n_patients: int, seed: int = 0):
@@ -69,7 +70,10 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--boot", type=int, default=200)
     ap.add_argument("--loop", type=int, default=10, help="resamples timed for the plain-loop figure")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.positives, args.patients, args.boot, args.loop = 3000, 40, 200, 10, 2
     y, s_a, s_b, patient = synthetic(args.rows, args.positives, args.patients)
     print(f"{args.rows:,} rows, {y.sum()} positives, {len(np.unique(patient))} patients, {args.boot} patient resamples")
 
@@ -86,7 +90,7 @@ def main() -> None:
     generic = lambda yy, ss: metrics.pauc_tpr80(yy, ss)  # noqa: E731 (not the registered function: no fast path)
     sec, _ = timed(clinical.paired_bootstrap, y, s_a, s_b, patient, generic, n_boot=args.loop, seed=0)
     print(f"paired_bootstrap pauc_tpr80, generic {sec * args.boot / args.loop:8.2f} s  (timed on {args.loop}, scaled)")
-    yc, sc, folds = milk10k_like()
+    yc, sc, folds = milk10k_like(1000 if args.smoke else 10_480)
     for task, labels in (("multiclass", yc), ("multilabel", np.eye(sc.shape[1], dtype=int)[yc])):
         sec, tuned = timed(clinical.tune_thresholds, labels, sc, folds, task)
         print(f"tune_thresholds {task:10s} 10,480x11 {sec:8.2f} s  (macro F1 {tuned['f1_before']:.3f} -> "

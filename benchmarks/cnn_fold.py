@@ -5,7 +5,7 @@ other folds' ~2,000 images and scores fold 0. Prints the decode, training and sc
 training images per second, the fold's ROC-AUC, and as its last line the ratio of the fold's total
 seconds to the 60 s budget (target: well under 1).
 
-    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/cnn_fold.py [--epochs 3] [--image-size 64]
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/cnn_fold.py [--epochs 3] [--image-size 64] [--smoke]
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from dermstack.testing import SMOKE_HELP, smoke_work, tiny_copy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,6 +26,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--backbone", default=None)
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
 
     from dermstack.config import ModelConfig
@@ -36,10 +39,15 @@ def main() -> None:
     data = Path(args.data) / "ham10000-dev"
     if not data.is_dir():
         sys.exit(f"no {data}: set DERMSTACK_SHARED_DATA")
+    params = {}
+    if args.smoke:
+        data = tiny_copy("ham10000", data, smoke_work("cnn_fold") / "ham10000-dev", per_class=15)
+        args.epochs, args.image_size, params = 1, 32, {"samples_per_epoch": 32, "batch_size": 16}
     table, _ = ingest("ham10000", data)
     task = TaskSpec.from_table(table, "binary")
     plan = FoldPlan.make(table, 5, 42, "binary")
-    cfg = CNNConfig.from_model(ModelConfig(kind="cnn", backbone=args.backbone, epochs=args.epochs, image_size=args.image_size))
+    cfg = CNNConfig.from_model(ModelConfig(kind="cnn", backbone=args.backbone, epochs=args.epochs, image_size=args.image_size,
+                                                 params=params))
     t0 = time.perf_counter()
     trainer = CNNTrainer(cfg, task.kind, 1, image_refs(training_frame(table, task)), progress=False)
     t_decode = time.perf_counter() - t0

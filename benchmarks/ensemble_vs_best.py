@@ -2,7 +2,10 @@
 primary metric against its best member's, and calibration before/after. Target: final >= best
 member - 0.002 everywhere, ECE <= 0.02 on HAM10000 (binary).
 
-  .venv/bin/python benchmarks/ensemble_vs_best.py [--data ../shared/data] [--only ham10000,ph2] [--demo runs/demo]
+  .venv/bin/python benchmarks/ensemble_vs_best.py [--data ../shared/data] [--only ham10000,ph2] [--demo runs/demo] [--smoke]
+
+A run that fails is reported and makes the exit status 1. ``--smoke``: a tiny copy of each dataset
+(``dermstack.testing.tiny_copy``).
 """
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from dermstack.config import RunConfig
+from dermstack.testing import SMOKE_HELP, smoke_dataset, smoke_work
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,19 +52,25 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "ensemble_vs_best")
     ap.add_argument("--only", default=None, help="Comma-separated dataset names.")
     ap.add_argument("--demo", type=Path, default=ROOT / "runs" / "demo", help="A finished `make demo` run to include.")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
     names = args.only.split(",") if args.only else list(DATASETS)
-    rows = []
+    if args.smoke:
+        args.out, args.demo = smoke_work("ensemble_vs_best"), Path("/nonexistent")
+    rows, failed = [], []
     for name in names:
         data, extract = DATASETS[name]
         cfg = args.out / f"{name}.toml"
         cfg.parent.mkdir(parents=True, exist_ok=True)
         cfg.write_text(f"[data]\n{data.format(d=args.data.resolve())}\n\n[extract]\n{extract}\n")
+        if args.smoke:
+            cfg.write_text(smoke_dataset(RunConfig.from_toml(cfg), args.out / "data" / name).to_toml())
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "dermstack.cli", "run", str(cfg), "--out", str(args.out / name)],
                            capture_output=True, text=True)
         if r.returncode:
-            print(f"{name}: run failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1]}", flush=True)
+            print(f"{name}: run failed (exit {r.returncode}): {(r.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
+            failed.append(name)
             continue
         rows.append(summarise(name, json.loads((args.out / name / "metrics.json").read_text()), time.perf_counter() - t0))
         print(json.dumps(rows[-1]), flush=True)
@@ -72,6 +84,8 @@ def main() -> None:
     worst = min((r["final_minus_best"] for r in rows), default=0.0)
     print(f"worst final - best member: {worst:+.4f} (target >= -0.002)")
     (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
+    if failed:
+        sys.exit(f"{len(failed)} dataset(s) failed: {failed}")
 
 
 if __name__ == "__main__":

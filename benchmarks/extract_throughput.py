@@ -7,7 +7,7 @@
   naive:    one image at a time: PIL decode, timm transform, fp32 model, no batching
   also:     the pipeline with one stream fed by a DataLoader worker process (the textbook way)
 
-Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N] [--backbone NAME]
+Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N] [--backbone NAME] [--smoke]
 Last line: pipeline/limit=... pipeline/naive=...   (targets: >= 0.85 and >= 2 on 2 cores)
 --compare efficientnet_lite0,efficientnet_lite2: only the pipelines of several backbones, interleaved.
 """
@@ -29,9 +29,10 @@ from dermstack.data.table import LesionTable, TableMeta, finalize_frame
 from dermstack.extract import ExtractSettings, create_backbone, extract_embeddings
 from dermstack.extract.settings import Precision, available_cores, resolve_parallelism, resolve_precision
 from dermstack.extract.streams import torch_threads
+from dermstack.testing import SMOKE_HELP, shared_data_dir
 
 BACKBONE = "efficientnet_lite0"
-IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000-dev" / "images"
+IMAGES = (shared_data_dir() or Path("../shared/data")) / "ham10000-dev" / "images"
 
 
 def table_of(paths: list[Path]) -> LesionTable:
@@ -107,7 +108,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="per model-only measurement")
     ap.add_argument("--backbone", default=BACKBONE, help="e.g. efficientnet_lite1 (240 px), efficientnet_lite2 (260 px)")
     ap.add_argument("--compare", default=None, help="comma-separated backbones: only their pipelines, interleaved")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:
+        args.images, args.naive_images, args.rounds, args.seconds = 8, 2, 1, 0.1
     logging.basicConfig(level=logging.WARNING)
     paths = sorted(IMAGES.glob("*.jpg"))[: args.images]
     if not paths:
@@ -128,6 +132,8 @@ def main() -> None:
     settings = [(p, b, s, max(1, cores // s)) for p in (auto, Precision("fp32", None, True))
                 for b in (8, 16, 32) for s in sorted({1, par.streams, cores})]
     settings.append((Precision("fp32", None, False), par.batch_size, 1, cores))
+    if args.smoke:  # the first and the last setting only
+        settings = [settings[0], settings[-1]]
     # 1. the fastest model-only setting on this machine
     scan = {s: model_only(bb.model, *s, args.seconds, size) for s in settings}
     for (p, b, s, t), v in sorted(scan.items(), key=lambda kv: -kv[1]):

@@ -1,6 +1,6 @@
 """Benchmark: `build_features` (every group but image) on 401,059 synthetic ISIC 2024 lesions.
 
-    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/features_scale.py [--layout DIR] [--rows N]
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/features_scale.py [--layout DIR] [--rows N] [--smoke]
 
 The lesions come from `dermstack.data.synth.synthesize_isic2024` (8 px images, not used: only the
 metadata CSVs are ingested), cached in --layout (default /tmp/dermstack-bench/isic2024-<rows>).
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dermstack.testing import SMOKE_HELP, smoke_work
+
 BUDGET_S, BUDGET_GIB = 20.0, 6.0
 EMB_DIM = 128
 CHECK_COLUMNS = 12
@@ -32,8 +34,9 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def prepare(layout: Path, rows: int, work: Path) -> Path:
-    """The LesionTable parquet of a synthetic layout (made once, then reused)."""
+def prepare(layout: Path, rows: int, work: Path, **synth) -> Path:
+    """The LesionTable parquet of a synthetic layout (made once, then reused); ``synth``: more
+    arguments of ``synthesize_isic2024``."""
     lesions = work / "lesions.parquet"
     if lesions.exists():
         return lesions
@@ -42,7 +45,7 @@ def prepare(layout: Path, rows: int, work: Path) -> Path:
 
     if not (layout / "train-metadata.csv").exists():
         t = time.perf_counter()
-        synthesize_isic2024(layout, lesions=rows, test_lesions=0, image_size=8, workers=2)
+        synthesize_isic2024(layout, lesions=rows, test_lesions=0, image_size=8, workers=2, **synth)
         print(f"synthesised {rows} lesions in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     meta_only = work / "metadata-only"
     meta_only.mkdir(parents=True, exist_ok=True)
@@ -102,14 +105,15 @@ def child_polars(lesions: Path, work: Path) -> dict:
 def child_pandas(work: Path) -> dict:
     import pandas as pd
 
-    from dermstack.features.patient import GROUP, GROUP_SITE
+    from dermstack.features.patient import GROUP, GROUP_SITE, HAS_PATIENT
 
     df = pd.read_parquet(work / "groupby_inputs.parquet")
-    numeric = [c for c in df.columns if c not in ("image_id", GROUP, GROUP_SITE)]
+    numeric = [c for c in df.columns if c not in ("image_id", GROUP, GROUP_SITE, HAS_PATIENT)]
     t = time.perf_counter()
     x = df[numeric]
-    out = {"patient_lesion_count": df.groupby(GROUP)["image_id"].transform("size"),
-           "patient_site_lesion_count": df.groupby(GROUP_SITE)["image_id"].transform("size")}
+    has = df[HAS_PATIENT]
+    out = {"patient_lesion_count": df.groupby(GROUP)["image_id"].transform("size").where(has),
+           "patient_site_lesion_count": df.groupby(GROUP_SITE)["image_id"].transform("size").where(has)}
     parts = [pd.DataFrame(out)]
     for key, suffix in ((GROUP, "_patient_z"), (GROUP_SITE, "_patient_site_z")):
         g = x.groupby(df[key])
@@ -137,6 +141,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=401_059)
     ap.add_argument("--layout", type=Path, help="Kaggle layout to read (made with synthesize_isic2024 when absent)")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     ap.add_argument("--child", choices=["polars", "pandas"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -146,8 +151,10 @@ def main() -> None:
     if args.child == "pandas":
         print(json.dumps(child_pandas(args.work)))
         return
-    work = Path(f"/tmp/dermstack-bench/features-{args.rows}")
-    layout = args.layout or Path(f"/tmp/dermstack-bench/isic2024-{args.rows}")
+    if args.smoke:
+        args.rows = 500
+    work = smoke_work("features") if args.smoke else Path(f"/tmp/dermstack-bench/features-{args.rows}")
+    layout = args.layout or (work / "layout" if args.smoke else Path(f"/tmp/dermstack-bench/isic2024-{args.rows}"))
     work.mkdir(parents=True, exist_ok=True)
     prepare(layout, args.rows, work)
     pol = run_child("--child", "polars", "--work", str(work))

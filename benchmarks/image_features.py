@@ -1,6 +1,6 @@
 """Benchmark: image features on the real HAM10000 (2,479 images) and PH2 (30) development sets.
 
-    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/image_features.py [--workers 2]
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/image_features.py [--workers 2] [--smoke]
 
 For each dataset: seconds to measure every image from the shipped masks and from automatic
 segmentation (``--workers`` processes), the Dice overlap of the automatic masks with the shipped
@@ -17,16 +17,15 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-
-from dermstack.config import FeaturesConfig  # noqa: E402
-from dermstack.data.folds import FoldPlan  # noqa: E402
-from dermstack.data.readers import ingest  # noqa: E402
-from dermstack.devdata import shared_data_dir  # noqa: E402
-from dermstack.data.table import LesionTable  # noqa: E402
-from dermstack.features.build import build_features  # noqa: E402
-from dermstack.features.featureset import FeatureSet  # noqa: E402
-from dermstack.features.image import auto_segment, dice, image_features, load_pair  # noqa: E402
-from dermstack.metrics import roc_auc  # noqa: E402
+from dermstack.config import FeaturesConfig
+from dermstack.data.folds import FoldPlan
+from dermstack.data.readers import ingest
+from dermstack.data.table import LesionTable
+from dermstack.features.build import build_features
+from dermstack.features.featureset import FeatureSet
+from dermstack.features.image import auto_segment, dice, image_features, load_pair
+from dermstack.metrics import roc_auc
+from dermstack.testing import SMOKE_HELP, shared_data_dir, smoke_work, tiny_copy
 
 PARAMS = {"objective": "binary", "learning_rate": 0.03, "num_leaves": 15, "min_child_samples": 20,
           "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1, "num_threads": 2}
@@ -60,10 +59,13 @@ def oof_auc(fs: FeatureSet, table: LesionTable, groups: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
     data = shared_data_dir()
+    work = smoke_work("image_features") if args.smoke else None
     for fmt, folder in (("ham10000", "ham10000-dev"), ("ph2", "ph2-dev")):
-        table, _ = ingest(fmt, data / folder)
+        path = tiny_copy(fmt, data / folder, work / folder, per_class=15, max_px=64) if args.smoke else data / folder
+        table, _ = ingest(fmt, path)
         for mode in ("mask", "automatic"):
             t = time.perf_counter()
             _, info = image_features(table.df, mode, args.workers)

@@ -1,6 +1,6 @@
 """Benchmark: `ingest("isic2024", dir)` on a full-size Kaggle layout (401,059 training rows + HDF5 crops).
 
-    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/ingest_isic2024.py [--layout DIR] [--rows N]
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/ingest_isic2024.py [--layout DIR] [--rows N] [--smoke]
 
 Without --layout it builds one in a temporary folder: the real rows of
 ``isic2024-train-sample/train-metadata.csv`` repeated under new ids, each with a small JPEG in
@@ -20,9 +20,8 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-
-from dermstack.data.readers import ingest  # noqa: E402
-from dermstack.devdata import shared_data_dir  # noqa: E402
+from dermstack.data.readers import ingest
+from dermstack.testing import SMOKE_HELP, shared_data_dir
 
 BUDGET_S = 60.0
 
@@ -45,7 +44,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layout", type=Path, help="existing Kaggle layout (e.g. from `dermstack data synth`)")
     ap.add_argument("--rows", type=int, default=401_059)
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:
+        args.rows = 300
     with tempfile.TemporaryDirectory() as tmp:
         layout = args.layout
         if layout is None:

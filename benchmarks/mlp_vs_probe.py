@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from dermstack.config import RunConfig
+from dermstack.run import Run
+from dermstack.testing import SMOKE_HELP, smoke_dataset, smoke_work
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """[data]
@@ -34,12 +36,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "mlp_vs_probe")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    cfg = args.out / "config.toml"
-    cfg.write_text(CONFIG.format(data=args.data.resolve()))
-    run = args.out / "run"
-    subprocess.run([sys.executable, "-m", "dermstack.cli", "run", str(cfg), "--out", str(run)], check=True)
+    out = smoke_work("mlp_vs_probe") if args.smoke else args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(CONFIG.format(data=args.data.resolve()))
+    cfg = RunConfig.from_toml(out / "config.toml")
+    if args.smoke:
+        cfg = smoke_dataset(cfg, out / "data")
+    run = out / "run"
+    Run(cfg, run).execute()
     metrics = json.loads((run / "metrics.json").read_text())
     print(f"{'model':10} {'pauc_tpr80':>10} {'roc_auc':>8} {'brier':>7} {'fit s':>7}")
     for name, m in metrics["models"].items():

@@ -1,7 +1,7 @@
 """SHAP cost per library: seconds per 1,000 explained rows on 401,059-row synthetic features
 (ISIC 2024 training size), for the full table and for the report's default sample.
 
-Run: flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/shap_scale.py [--rows 401059] [--explain 20000]
+Run: flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/shap_scale.py [--rows 401059] [--explain 20000] [--smoke]
 Models are trained on a subsample (training cost is not what this measures); SHAP time is
 linear in rows, so the full-table time is measured on ``--explain`` rows and reported per 1,000.
 """
@@ -17,6 +17,7 @@ import polars as pl
 from dermstack.boosting.base import FeatureMatrix, category_codes
 from dermstack.reports.boosters import make_explainer
 from dermstack.reports.shap_ import sample_rows
+from dermstack.testing import SMOKE_HELP
 
 
 def synthetic(n: int, n_features: int, seed: int = 0) -> tuple[pl.DataFrame, np.ndarray]:
@@ -74,7 +75,10 @@ def main() -> None:
     ap.add_argument("--explain", type=int, default=20_000, help="rows timed for the full-table figure")
     ap.add_argument("--sample", type=int, default=2000, help="the report's default SHAP sample")
     ap.add_argument("--train-rows", type=int, default=50_000)
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.features, args.explain, args.sample, args.train_rows = 3000, 10, 200, 100, 1000
     df, y = synthetic(args.rows, args.features)
     matrix = FeatureMatrix.fit(df, df.columns, ["sex", "site"])
     X = matrix.to_pandas(df)

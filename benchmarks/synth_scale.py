@@ -1,6 +1,6 @@
 """Benchmark: synthesise a full-size ISIC 2024 layout (401,059 lesions) and ingest it.
 
-    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/synth_scale.py [--lesions N] [--workers W]
+    flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/synth_scale.py [--lesions N] [--workers W] [--smoke]
 
 Writes into a temporary folder (or --out), times the metadata, the images and
 ``dermstack.data.readers.ingest("isic2024", dir)``, and prints peak RSS (this process and its
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dermstack.data.readers import ingest
 from dermstack.data.synth import synthesize_isic2024
+from dermstack.testing import SMOKE_HELP
 
 METADATA_BUDGET_S = 60.0
 SYNTH_BUDGET_S = 300.0
@@ -56,7 +57,10 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=None, help="image processes (default: all cores)")
     ap.add_argument("--out", type=Path, help="keep the layout here instead of a temporary folder")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:
+        args.lesions, args.test_lesions, args.image_size, args.workers = 200, 10, 16, 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.out:
         run(args.out, args.lesions, args.test_lesions, args.image_size, args.workers)

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dermstack.devdata import shared_data_dir
+from dermstack.testing import shared_data_dir
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

@@ -235,3 +235,18 @@ def test_run_stacks_the_probe_and_predict_reproduces_its_test_scores(tmp_path, t
     assert f"embedding:{TEST_MODEL}" in sv.features and not any(f.startswith("emb_") and "_pc" in f for f in sv.features)
     assert "logistic" in (out / "report" / "index.html").read_text()
     assert explain_lesion(out, table.test["image_id"][0], out / "report").exists()
+
+
+def test_C_path_stops_past_the_best_and_chooses_as_the_whole_grid(monkeypatch):
+    from dermstack.linear import probe
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(240, 30))
+    y = (X[:, 0] + rng.normal(size=240) > 0).astype(int)
+    groups, params = np.arange(240) // 2, LinearParams(jobs=2)
+    C, loss = probe.choose_C(X, y, groups, params, 0, 2)
+    assert len(loss) < len(params.C)
+    monkeypatch.setattr(probe, "PATIENCE", len(params.C))
+    whole_C, whole = probe.choose_C(X, y, groups, dataclasses.replace(params, jobs=1), 0, 2)
+    assert len(whole) == len(params.C) and C == whole_C
+    np.testing.assert_allclose(loss, whole[:len(loss)], rtol=1e-6)

@@ -1,6 +1,9 @@
 """Metrics against values computed independently from their published definitions."""
+import warnings
+
 import numpy as np
 import pytest
+from sklearn import metrics as skm
 
 from dermstack import metrics
 
@@ -73,3 +76,26 @@ def test_bootstrap_ci_brackets_estimate():
     s = y * 0.5 + rng.random(500)
     lo, hi = metrics.bootstrap_ci(metrics.roc_auc, y, s, n=100)
     assert lo < metrics.roc_auc(y, s) < hi
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_multiclass_and_multilabel_metrics_equal_sklearns(seed):
+    """The numpy metrics (bootstrap intervals call them thousands of times) against sklearn's, with
+    classes absent from y, ties and classes never predicted."""
+    rng = np.random.default_rng(seed)
+    n, C = int(rng.integers(2, 40)), int(rng.integers(2, 6))
+    y = rng.integers(0, C - seed % 2, n)
+    s = np.round(rng.random((n, C)), 1 if seed % 3 == 0 else 6)
+    Y = (rng.random((n, C)) < 0.3).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert metrics.macro_f1(y, s) == pytest.approx(skm.f1_score(y, s.argmax(1), labels=np.arange(C), average="macro", zero_division=0))
+        assert metrics.balanced_accuracy(y, s) == pytest.approx(skm.balanced_accuracy_score(y, s.argmax(1)))
+        assert metrics.macro_f1(Y, s) == pytest.approx(skm.f1_score(Y, (s >= 0.5).astype(int), average="macro", zero_division=0))
+        both = [k for k in range(C) if 0 < Y[:, k].sum() < n]
+        want = np.mean([skm.balanced_accuracy_score(Y[:, k], s[:, k] >= 0.5) for k in both]) if both else np.nan
+        assert metrics.balanced_accuracy(Y, s) == pytest.approx(want, nan_ok=True)
+        onehot = np.eye(C, dtype=int)[y]
+        present = [k for k in range(C) if 0 < onehot[:, k].sum() < n]
+        want = np.mean([skm.roc_auc_score(onehot[:, k], s[:, k]) for k in present]) if present else np.nan
+        assert metrics.macro_roc_auc(y, s) == pytest.approx(want, nan_ok=True)

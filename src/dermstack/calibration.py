@@ -34,6 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from dermstack.crossfit import apply_by_fold, fit_other_folds
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.saved import Inputs, SavedModel, model_spec, write_model
+from dermstack.task import as_columns
 from dermstack.taskkind import TaskKind
 
 EPS = 1e-6
@@ -53,7 +54,7 @@ def _onehot(kind: TaskKind, y: np.ndarray, n: int) -> np.ndarray:
     y = np.asarray(y)
     if kind.exclusive:
         return np.eye(n)[y]
-    return y.reshape(len(y), -1)
+    return as_columns(y)
 
 
 # -- 1. the training prior --------------------------------------------------------------------
@@ -68,7 +69,7 @@ def prior_factor(kind: str, y_train: np.ndarray, fit_rows: np.ndarray, weight: n
     kind = TaskKind(kind)
     Y = _onehot(kind, y_train, n_outputs).astype(float)
     F = Y[fit_rows]
-    w = np.ones(F.shape) if weight is None else np.broadcast_to(np.asarray(weight, float).reshape(len(F), -1), F.shape)
+    w = np.ones(F.shape) if weight is None else np.broadcast_to(as_columns(np.asarray(weight, float)), F.shape)
     if kind.exclusive:
         share = (F * w).sum(0) / np.maximum(Y.sum(0), 1)
         return share / share.mean()
@@ -95,7 +96,7 @@ def undo_prior(kind: str, scores: np.ndarray, factor: np.ndarray | None) -> np.n
     if kind.exclusive:
         p = s / factor
         return p / p.sum(axis=-1, keepdims=True)
-    flat = s.reshape(len(s), -1)
+    flat = as_columns(s)
     out = 1 / (1 + np.exp(-(_logit(flat) - np.log(factor))))
     return out.reshape(s.shape)
 
@@ -111,7 +112,7 @@ def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
 def calibration_metrics(kind: str, y: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[str, float]:
     """Brier score and ECE (10 equal-count bins; classwise mean for several outputs)."""
     kind, s = TaskKind(kind), np.asarray(scores, dtype=np.float64)
-    S = s.reshape(len(s), -1)
+    S = as_columns(s)
     Y = _onehot(kind, y, S.shape[1])
     brier = float(((S - Y) ** 2).sum(axis=1).mean()) if kind.exclusive else float(((S - Y) ** 2).mean())
     return {"brier": brier, "ece": float(np.mean([ece(Y[:, j], S[:, j], bins) for j in range(S.shape[1])]))}
@@ -128,7 +129,7 @@ class Calibrator:
         self.maps: list[dict] = []
 
     def fit(self, y: np.ndarray, scores: np.ndarray) -> "Calibrator":
-        S = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+        S = as_columns(np.asarray(scores, dtype=np.float64))
         Y = _onehot(self.kind, y, S.shape[1])
         if self.method == "none":
             self.maps = [{"identity": True}] * S.shape[1]
@@ -158,7 +159,7 @@ class Calibrator:
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         s = np.asarray(scores, dtype=np.float64)
-        S = s.reshape(len(s), -1)
+        S = as_columns(s)
         if "temperature" in self.maps[0]:
             z = np.log(np.clip(S, EPS, 1)) / self.maps[0]["temperature"]
             e = np.exp(z - z.max(axis=1, keepdims=True))
@@ -197,7 +198,7 @@ def nested_calibration(kind: str, y: np.ndarray, scores: np.ndarray, fold_of: np
 def calibrate(kind: str, y: np.ndarray, scores: np.ndarray, fold_of: np.ndarray) -> tuple[Calibrator, np.ndarray, dict]:
     """(the calibrator chosen by nested-CV Brier score and fitted on every row, the nested-calibrated
     OOF scores, a record: each method's nested Brier/ECE, before and after)."""
-    Y = _onehot(TaskKind(kind), y, np.reshape(scores, (len(scores), -1)).shape[1])
+    Y = _onehot(TaskKind(kind), y, as_columns(scores).shape[1])
     enough = min(Y.sum(0).min(), (1 - Y).sum(0).min()) >= ISOTONIC_MIN_CLASS_ROWS
     nested = {m: nested_calibration(kind, y, scores, fold_of, m) for m in METHODS if m != "isotonic" or enough}
     scored = {m: calibration_metrics(kind, y, s) for m, s in nested.items()}
@@ -216,7 +217,7 @@ def calibrated_model(final: ModelResult, task, plan, out_dir: Path | None = None
     scores = final.oof.matrix(task.image_ids, task.classes)
     calibrator, nested, record = calibrate(task.kind, task.y, scores, fold_of)
     test_ids = final.test.image_ids()
-    test = calibrator.apply(final.test.matrix(test_ids, task.classes)) if test_ids else np.zeros((0, len(task.classes)))
+    test = calibrator.apply(final.test.matrix(test_ids, task.classes))
     record |= {"of": final.name}
     result = ModelResult(name, Predictions.from_scores(name, task.image_ids, task.classes, nested, fold=fold_of),
                          Predictions.from_scores(name, test_ids, task.classes, test), {"calibration": record})

@@ -68,7 +68,8 @@ def check_plan(plan: FoldPlan, task: TaskSpec) -> list[tuple[int, np.ndarray, np
             msg = f"fold {k}: the {part} part has no {lacking} rows"
             if part == "training" and task.kind.binary:
                 raise DataError(msg + "; a model cannot learn a class it never sees (make a new fold plan)")
-            log.warning(msg)
+            log.warning(msg + ("; this fold's models score them from the other classes only" if part == "training"
+                               else "; this fold's metrics leave them out"))
     return folds
 
 

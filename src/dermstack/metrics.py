@@ -51,7 +51,7 @@ def partial_auc(y: np.ndarray, score: np.ndarray, min_tpr: float = 0.8) -> float
     max_fpr = abs(1 - min_tpr)
     fpr, tpr = roc_points(v_gt, v_pred)
     if max_fpr == 1:
-        return float(skm.auc(fpr, tpr))
+        return float(np.trapezoid(tpr, fpr))
     if not 0 < max_fpr < 1:
         raise ValueError(f"min_tpr must be in [0, 1), got {min_tpr}")
     stop = np.searchsorted(fpr, max_fpr, "right")
@@ -59,7 +59,7 @@ def partial_auc(y: np.ndarray, score: np.ndarray, min_tpr: float = 0.8) -> float
     y_interp = [tpr[stop - 1], tpr[stop]]
     tpr = np.append(tpr[:stop], np.interp(max_fpr, x_interp, y_interp))
     fpr = np.append(fpr[:stop], max_fpr)
-    return float(skm.auc(fpr, tpr))
+    return float(np.trapezoid(tpr, fpr))
 
 
 def pauc_tpr80(y: np.ndarray, score: np.ndarray) -> float:
@@ -71,31 +71,47 @@ def _as_2d(score: np.ndarray) -> np.ndarray:
     return s[:, None] if s.ndim == 1 else s
 
 
-def macro_f1(y: np.ndarray, score: np.ndarray, multilabel: bool | None = None, threshold: float = 0.5) -> float:
-    """Macro F1. Multiclass (``y`` 1-D class indices): argmax. Multi-label (``y`` 2-D one-hot):
-    ``score >= threshold`` per class, as MILK10k scores."""
-    y = np.asarray(y)
-    multilabel = y.ndim == 2 if multilabel is None else multilabel
-    if multilabel:
-        pred = (_as_2d(score) >= threshold).astype(int)
-        return float(skm.f1_score(y.astype(int), pred, average="macro", zero_division=0))
-    pred = _as_2d(score).argmax(axis=1)
-    labels = np.arange(_as_2d(score).shape[1])
-    return float(skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0))
+def _class_counts(y: np.ndarray, score: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class (true positives, true count, predicted count): argmax for class indices ``y``, ``score
+    >= threshold`` per column for one-hot ``y``, ``score >= threshold`` for binary (n,) scores.
+    Plain numpy, for the same reason as :func:`roc_points`: bootstrap intervals call these thousands of times."""
+    y, s = np.asarray(y), np.asarray(score, dtype=float)
+    if y.ndim == 2:
+        truth, pred = y.astype(bool), _as_2d(s) >= threshold
+    else:
+        n_classes = 2 if s.ndim == 1 else s.shape[1]
+        guess = (s >= threshold).astype(int) if s.ndim == 1 else s.argmax(axis=1)
+        truth = y[:, None] == np.arange(n_classes)
+        pred = guess[:, None] == np.arange(n_classes)
+    return (truth & pred).sum(axis=0), truth.sum(axis=0), pred.sum(axis=0)
+
+
+def macro_f1(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> float:
+    """Macro F1 over every class (0 for a class never true nor predicted, as sklearn's
+    ``zero_division=0``). Multiclass (``y`` 1-D class indices): argmax. Multi-label (``y`` 2-D
+    one-hot): ``score >= threshold`` per class, as MILK10k scores."""
+    tp, true, pred = _class_counts(y, score, threshold)
+    denom = true + pred
+    return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
 
 
 def balanced_accuracy(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> float:
-    """Balanced accuracy: argmax for class-score matrices, ``score >= threshold`` for binary scores.
-    For one-hot ``y`` (multi-label), the mean over classes of each class's balanced accuracy."""
+    """Balanced accuracy: the mean recall of the classes present in ``y`` (argmax for class-score
+    matrices, ``score >= threshold`` for binary scores). For one-hot ``y`` (multi-label), the mean
+    over classes with both outcomes of each class's balanced accuracy."""
     y = np.asarray(y)
-    s = np.asarray(score, dtype=float)
     if y.ndim == 2:
-        vals = [skm.balanced_accuracy_score(y[:, k], s[:, k] >= threshold) for k in range(y.shape[1]) if len(np.unique(y[:, k])) > 1]
-        return float(np.mean(vals)) if vals else float("nan")
-    pred = (s >= threshold).astype(int) if s.ndim == 1 else s.argmax(axis=1)
-    with warnings.catch_warnings():  # a predicted class absent from y (small subgroups) is part of the definition
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return float(skm.balanced_accuracy_score(y, pred))
+        tp, true, pred = _class_counts(y, score, threshold)
+        n = len(y)
+        both = (true > 0) & (true < n)
+        if not both.any():
+            return float("nan")
+        tn = n - true - pred + tp
+        recall_pos, recall_neg = tp[both] / true[both], tn[both] / (n - true[both])
+        return float(np.mean((recall_pos + recall_neg) / 2))
+    tp, true, _ = _class_counts(y, score, threshold)
+    present = true > 0
+    return float(np.mean(tp[present] / true[present]))
 
 
 def macro_roc_auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -103,7 +119,7 @@ def macro_roc_auc(y: np.ndarray, score: np.ndarray) -> float:
     y = np.asarray(y)
     s = _as_2d(score)
     onehot = y if y.ndim == 2 else np.eye(s.shape[1], dtype=int)[y]
-    vals = [skm.roc_auc_score(onehot[:, k], s[:, k]) for k in range(s.shape[1]) if 0 < onehot[:, k].sum() < len(onehot)]
+    vals = [roc_auc(onehot[:, k], s[:, k]) for k in range(s.shape[1]) if 0 < onehot[:, k].sum() < len(onehot)]
     return float(np.mean(vals)) if vals else float("nan")
 
 

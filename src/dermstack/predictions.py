@@ -90,7 +90,7 @@ class Predictions:
         wide = (self.frame.group_by("image_id", "class").agg(pl.col("score").mean())
                 .pivot(on="class", index="image_id", values="score"))
         absent = [c for c in classes if c not in wide.columns]
-        if absent and require:
+        if absent and require and len(ids):  # no rows (no test split) need no class
             raise DataError(f"{source}: no scores for class(es) {absent}")
         wide = wide.with_columns([pl.lit(None, dtype=pl.Float64).alias(c) for c in absent])
         order = pl.DataFrame({"image_id": pl.Series(ids, dtype=pl.String)})

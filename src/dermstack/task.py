@@ -1,6 +1,7 @@
 """TaskSpec: the training labels of a task (its kind: ``taskkind.TaskKind``)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,16 @@ from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError, DataError
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
 from dermstack.taskkind import TaskKind
+
+log = logging.getLogger(__name__)
+
+
+def as_columns(values) -> np.ndarray:
+    """Per-row values as (rows, columns): (n,) -> (n, 1), (n, C) unchanged, (n, M, C) -> (n, M*C).
+    Also for n = 0 rows (a dataset without test rows), where ``reshape(n, -1)`` cannot infer the width."""
+    a = np.asarray(values)
+    return a.reshape(len(a), int(np.prod(a.shape[1:])))
+
 
 #: fewer (positive) training rows than this in a class and its metrics are noted as resting on too few
 MIN_POSITIVES = 5
@@ -63,6 +74,21 @@ class TaskSpec:
         return [f"class {c!r} has {n} (positive) training rows, fewer than {MIN_POSITIVES}: its ROC-AUC, pAUC, F1 and "
                 "their intervals rest on too few rows to mean much" for c, n in self.few_positives().items()]
 
+    def checked(self) -> "TaskSpec":
+        """Itself, after the one check of its labels that every model kind relies on: a single class in
+        the training rows is a DataError (no kind can learn from it); a class no training row has is
+        a warning (every kind scores it, from the other classes alone). Classes too rare for every
+        fold are :meth:`dermstack.data.folds.FoldPlan.make`'s and ``crossfit.check_plan``'s to report."""
+        what = f"binary target {self.target_name!r}" if self.kind.binary else f"{self.kind} task"
+        if self.kind.single_class(self.y):
+            raise DataError(f"{what} has a single class in the training rows ({len(self.y)} rows): "
+                            "no model can learn from them", column="target" if self.kind.binary else "label")
+        lacking = self.lacking_classes(self.y)
+        if lacking:
+            log.warning("%s: no training row has class(es) %s; their scores are learned from the other classes only",
+                        what, lacking)
+        return self
+
     @staticmethod
     def labelled(table: LesionTable, kind: str, target: str = "malignant", strict: bool = False) -> tuple[LesionTable, list[str]]:
         """``table`` without the training rows that have no label for this task (an ISIC export's
@@ -96,9 +122,7 @@ class TaskSpec:
                 if target not in known:
                     raise ConfigError(f"[data] target {target!r} is neither 'malignant' nor a class of this data: {sorted(known)}")
                 y = (train["label"] == target).fill_null(False).to_numpy().astype(np.int8)
-            if len(np.unique(y)) < 2:
-                raise DataError(f"binary target {target!r} has a single class in the training rows")
-            return cls(kind, ["target"], ids, y, target)
+            return cls(kind, ["target"], ids, y, target).checked()
         if kind.exclusive:
             classes = table.meta.classes or sorted(train["label"].drop_nulls().unique().to_list())
             index = {c: i for i, c in enumerate(classes)}
@@ -106,11 +130,11 @@ class TaskSpec:
             bad = [(i, l) for i, l in zip(ids, labels) if l not in index]
             if bad:
                 raise DataError(f"{len(bad)} training rows have a label outside {classes}, e.g. {bad[:3]}", column="label")
-            return cls(kind, list(classes), ids, np.array([index[l] for l in labels]), target)
+            return cls(kind, list(classes), ids, np.array([index[l] for l in labels], dtype=np.int64), target).checked()
         cols = table.class_columns
         if not cols:
             raise ConfigError("multilabel task needs one-hot class columns (y_<CLASS>) in the LesionTable")
         y = train.select(cols).to_numpy()
         if np.isnan(y.astype(float)).any():
             raise DataError("multilabel class columns have missing values in training rows")
-        return cls(kind, [c[2:] for c in cols], ids, y.astype(np.int8), target)
+        return cls(kind, [c[2:] for c in cols], ids, y.astype(np.int8), target).checked()

@@ -70,6 +70,14 @@ class TaskKind(str):
             return {c: int((labels == i).sum()) for i, c in enumerate(classes)}
         return {c: int(labels[:, j].sum()) for j, c in enumerate(classes)}
 
+    def single_class(self, labels: np.ndarray) -> bool:
+        """No class to tell apart: one label value (binary, multiclass), no class column with both
+        outcomes (multi-label)."""
+        labels = np.asarray(labels)
+        if self.multilabel:
+            return not (labels.min(axis=0) < labels.max(axis=0)).any() if len(labels) else True
+        return len(np.unique(labels)) < 2
+
     def lacking_classes(self, labels: np.ndarray, classes: list[str]) -> list:
         """Classes with no (positive) row among ``labels``."""
         if self.binary:

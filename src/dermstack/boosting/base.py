@@ -219,7 +219,8 @@ class PerClassAdapter:
         """``weight``, ``valid_weight``: (n, C), one weight vector per class."""
         for j, m in enumerate(self.members):
             if not Y[:, j].any():
-                log.warning("class %s has no positive training row in this fold: its score is the constant 0", self.classes[j])
+                # crossfit.check_plan has warned about the fold, for every model kind
+                log.info("class %s has no positive training row in this fold: its score is the constant 0", self.classes[j])
                 self.members[j] = ConstantMember(0.0)
                 continue
             m.fit(X, Y[:, j], X_valid, Y_valid[:, j], _column(weight, j), _column(valid_weight, j))

@@ -37,6 +37,8 @@ def sample_weights(task: str, y: np.ndarray, how, n_classes: int = 1) -> np.ndar
         return w / w.mean()
     y2 = y[:, None] if y.ndim == 1 else y
     pos = y2.sum(axis=0).astype(float)
-    balanced = np.where(pos > 0, (len(y2) - pos) / np.maximum(pos, 1), 1.0)
+    neg = len(y2) - pos
+    # a class with no positive or no negative row here (a fold of a rare or common class): nothing to balance
+    balanced = np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1), 1.0)
     w = np.where(y2 == 1, _factor(balanced, how)[None, :], 1.0)
     return w[:, 0] if y.ndim == 1 else w

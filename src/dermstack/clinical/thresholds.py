@@ -90,7 +90,7 @@ def _multi_kind(task_kind: str) -> TaskKind:
 def _macro_f1_of(y: np.ndarray, decisions: np.ndarray, task_kind: str, n_classes: int) -> float:
     if TaskKind(task_kind).exclusive:  # labels as one-hot scores, so metrics.macro_f1's argmax reproduces them
         return _metrics.macro_f1(y, np.eye(n_classes)[decisions])
-    return _metrics.macro_f1(y, decisions.astype(float), multilabel=True)
+    return _metrics.macro_f1(y, decisions.astype(float))
 
 
 def tune_thresholds(y, s, groups, task_kind: str) -> dict:

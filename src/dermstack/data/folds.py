@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,19 @@ class FoldPlan:
         n_groups = len(np.unique(groups))
         if n_groups < n_splits:
             raise DataError(f"{n_groups} groups ({group_col}) cannot make {n_splits} folds")
+        values, counts = np.unique(y, return_counts=True)
+        names = [c[2:] for c in table.class_columns] if TaskKind(task).multilabel and table.class_columns else None
+        rare = {names[v] if names else str(v): int(c) for v, c in zip(values, counts) if c < n_splits}
+        if rare:
+            log.warning("rows per class %s: fewer than the %d folds, so some folds' validation parts lack "
+                        "these classes and some training parts may too (reported per fold when a model trains)",
+                        rare, n_splits)
         skf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         fold = np.full(df.height, -1, dtype=np.int8)
-        for k, (_, valid) in enumerate(skf.split(np.zeros(df.height), y, groups)):
-            fold[valid] = k
+        with warnings.catch_warnings():  # said above, in dermstack's words
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            for k, (_, valid) in enumerate(skf.split(np.zeros(df.height), y, groups)):
+                fold[valid] = k
         folds = pl.DataFrame({"image_id": df["image_id"], "group": groups.astype(str), "fold": fold})
         return cls(folds, n_splits, seed, group_col)
 

@@ -14,6 +14,7 @@ from dermstack.data.table import LesionTable
 from dermstack.errors import reading
 from dermstack.features.featureset import FeatureSet
 from dermstack.saved import Inputs, load
+from dermstack.task import as_columns
 
 
 @dataclass
@@ -98,6 +99,6 @@ def with_nested_cnn(features: FeatureSet, inputs: Inputs, cnn_dir: Path) -> Feat
     """``features`` of new rows plus the ``cnn`` group from the saved CNN's pair models (their mean,
     as the stacked booster's test rows had)."""
     cnn = load(cnn_dir)
-    scores = np.reshape(cnn.nested_mean(inputs), (len(inputs.ids), -1))
+    scores = as_columns(cnn.nested_mean(inputs))
     views = CNNViews(cnn.name, list(inputs.classes), [], np.zeros((1, 0, scores.shape[1])), list(inputs.ids), scores)
     return features.add(cnn_feature_frame(views, 0, patient_key(inputs.table)), "cnn")

@@ -12,9 +12,11 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from dermstack.errors import ConfigError
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
+from dermstack.task import as_columns
 from dermstack.taskkind import TaskKind
 
 EPS = 1e-6
@@ -89,7 +91,7 @@ class LogisticStack(Level2):
 
     def _design(self, X: np.ndarray, j: int | None) -> np.ndarray:
         if self.task_kind.exclusive:
-            return np.log(np.clip(X, EPS, 1)).reshape(len(X), -1)
+            return as_columns(np.log(np.clip(X, EPS, 1)))
         return logit(X[:, :, j])
 
     def _fit_one(self, Z: np.ndarray, t: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +123,12 @@ class LogisticStack(Level2):
         return np.column_stack([1 / (1 + np.exp(-(self._design(X, j) @ c[0] + b[0]))) for j, (c, b) in enumerate(fits)])
 
     def fit(self, X, y, groups):
+        # a few columns of member scores: BLAS threads have nothing to share and only spin (lbfgs took
+        # 60 s of wall for 5 s of CPU on HAM10000 dev with the other core busy)
+        with threadpool_limits(1, user_api="blas"):
+            return self._fit(X, y, groups)
+
+    def _fit(self, X, y, groups):
         self.n_classes = X.shape[2]
         best_C, best = C_GRID[0], -np.inf
         folds = np.unique(groups)

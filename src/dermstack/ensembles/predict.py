@@ -20,6 +20,7 @@ from dermstack.atomic import read_json
 from dermstack.config import RunConfig
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
+from dermstack.predictions import Predictions
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,8 @@ def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: boo
     new = drop_training_rows(run_table, new, strict, source)
     table = as_run_rows(run_table, new)
     ids = new.df["image_id"].to_list()
+    if not ids:  # no rows (a dataset without a test split): no prediction, and no image to embed for one
+        return Predictions.empty().frame.select("image_id", "model", "class", "score")
     with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:  # the new embeddings live here
         store = _embeddings(cfg, run_dir, table, ids, Path(tmp))
         fs = _features(cfg, run_dir, table, ids, Path(tmp), store)

@@ -41,6 +41,8 @@ _ABCD_LAB = color.rgb2lab(np.array([list(ABCD_COLOURS.values())], dtype=np.float
 COLOUR_MIN_FRACTION = 0.05
 #: ... and within this CIELAB distance of it.
 COLOUR_MAX_DELTA_E = 30.0
+#: sRGB 0..255 -> linear RGB, skimage's ``rgb2xyz`` companding as a table (8-bit input has 256 values)
+_SRGB_LINEAR = np.where((v := np.arange(256) / 255.0) > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
 
 SHAPE = ["area_fraction", "eccentricity", "solidity", "compactness", "asym_major", "asym_minor", "asymmetry", "n_regions"]
 COLOUR = ["L", "A", "B", "C", "H", "stdL", "stdA", "stdB", "Lext", "Aext", "Bext", "stdLext",
@@ -117,16 +119,26 @@ def surrounding_skin(mask: np.ndarray) -> np.ndarray:
     return ring if ring.any() else ~mask
 
 
+def rgb2lab_pixels(pixels: np.ndarray) -> np.ndarray:
+    """(n, 3) uint8 sRGB -> (n, 3) CIELAB (D65), as ``skimage.color.rgb2lab`` computes it."""
+    xyz = _SRGB_LINEAR[pixels] @ color.colorconv.xyz_from_rgb.T
+    return color.xyz2lab(xyz[None])[0]
+
+
 def colour_features(rgb: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    lab = color.rgb2lab(rgb)
-    inside = lab[mask]
+    # CIELAB of the lesion and ring pixels only: the conversion is per pixel and the rest of the image is unused
     ring = surrounding_skin(mask)
+    used = mask | ring
+    lab = np.zeros(rgb.shape, np.float64)
+    lab[used] = rgb2lab_pixels(rgb[used])
+    inside = lab[mask]
     outside = lab[ring] if ring.any() else np.full((1, 3), np.nan)
     mi, si, mo = inside.mean(0), inside.std(0), outside.mean(0)
     d = mi - mo
-    dist = np.linalg.norm(inside[:, None, :] - _ABCD_LAB[None, :, :], axis=2)
-    nearest = dist.argmin(1)
-    close = dist[np.arange(len(dist)), nearest] <= COLOUR_MAX_DELTA_E
+    # squared CIELAB distances to the ABCD colours by |x|^2 - 2 x.c + |c|^2 (no (n, 6, 3) temporary)
+    dist2 = (inside**2).sum(1)[:, None] - 2.0 * inside @ _ABCD_LAB.T + (_ABCD_LAB**2).sum(1)[None, :]
+    nearest = dist2.argmin(1)
+    close = dist2[np.arange(len(dist2)), nearest] <= COLOUR_MAX_DELTA_E**2
     frac = np.bincount(nearest[close], minlength=len(ABCD_COLOURS)) / len(inside)
     out = {
         "L": mi[0], "A": mi[1], "B": mi[2], "C": math.hypot(mi[1], mi[2]), "H": math.degrees(math.atan2(mi[2], mi[1])),

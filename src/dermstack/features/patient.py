@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 #: Anatomical-site columns, in order of preference, for the per patient+site statistics.
 SITE_COLUMNS = ("anatom_site_general", "tbp_lv_location_simple", "localization", "anatom_site", "site")
-GROUP, GROUP_SITE = "__patient", "__patient_site"
+GROUP, GROUP_SITE, HAS_PATIENT = "__patient", "__patient_site", "__has_patient"
 
 
 @dataclass
@@ -61,14 +61,16 @@ def site_column(df: pl.DataFrame) -> str | None:
 
 
 def group_frame(df: pl.DataFrame) -> pl.DataFrame:
-    """``image_id`` and integer patient / patient+site keys; a row without a patient is its own group
-    (never its lesion's: images of one lesion are not lesions of a patient)."""
+    """``image_id``, integer patient / patient+site keys and ``__has_patient``; a row without a patient
+    is its own group (never its lesion's: images of one lesion are not lesions of a patient)."""
     g = group_column(df)
     key = pl.coalesce(g, "image_id") if g else pl.col("image_id")
+    has_patient = pl.col(g).is_not_null() if g else pl.lit(False)
     site = site_column(df)
     key = key.cast(pl.String)
     site_key = pl.concat_str([key, pl.col(site).cast(pl.String).fill_null("<na>")], separator="\x1f") if site else key
-    return df.select("image_id", key.rank("dense").alias(GROUP), site_key.rank("dense").alias(GROUP_SITE))
+    return df.select("image_id", key.rank("dense").alias(GROUP), site_key.rank("dense").alias(GROUP_SITE),
+                     has_patient.alias(HAS_PATIENT))
 
 
 def _zscores(df: pl.DataFrame, numeric: list[str], key: str, suffix: str) -> pl.DataFrame:
@@ -85,8 +87,9 @@ def _zscores(df: pl.DataFrame, numeric: list[str], key: str, suffix: str) -> pl.
 
 def relative_features(df: pl.DataFrame, numeric: list[str]) -> pl.DataFrame:
     """z-scores, ranks and counts; ``df`` holds image_id, the numeric columns, the group keys and
-    ``__has_patient`` (a row without a patient has no count: 1 would only say its id is blank)."""
-    has = pl.col("__has_patient")
+    ``__has_patient`` (as :func:`group_frame` makes them; a row without a patient has no count: 1
+    would only say its id is blank)."""
+    has = pl.col(HAS_PATIENT)
     counts = df.select(pl.col("image_id"),
                        pl.when(has).then(pl.len().over(GROUP)).cast(pl.Int32).alias("patient_lesion_count"),
                        pl.when(has).then(pl.len().over(GROUP_SITE)).cast(pl.Int32).alias("patient_site_lesion_count"))
@@ -191,10 +194,7 @@ def patient_features(df: pl.DataFrame, numeric: list[str], embeddings: dict[str,
     columns (of ``numeric``, default all) whose patient z-scores span the ugly-duckling feature space."""
     cfg = cfg or PatientConfig()
     distance_columns = numeric if distance_columns is None else distance_columns
-    g = group_column(df)
-    has_patient = df[g].is_not_null() if g else pl.repeat(False, df.height, eager=True)
     keyed = pl.concat([df.select(numeric), group_frame(df)], how="horizontal").with_row_index("__row")
-    keyed = keyed.with_columns(has_patient.alias("__has_patient"))
     rel = relative_features(keyed, numeric)
     order = keyed.select("__row", GROUP, "image_id").sort(GROUP, "image_id")
     rows = order["__row"].to_numpy()

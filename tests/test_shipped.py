@@ -1,0 +1,47 @@
+"""Every config in configs/ (and the packaged demo config) and every script in benchmarks/ runs as
+shipped, on a tiny copy of its data (``dermstack.testing``): so that neither can rot unnoticed."""
+from __future__ import annotations
+
+import runpy
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from dermstack.config import RunConfig
+from dermstack.run import PACKAGE_CONFIGS, Run
+from dermstack.testing import REPO, smoke_dataset
+
+CONFIGS = sorted((REPO / "configs").glob("*.toml")) + [PACKAGE_CONFIGS / "demo.toml"]
+#: dask_scale has its own test (tests/test_benchmark_dask_scale.py), which also checks its scores agree
+BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if p.stem != "dask_scale")
+#: arguments beside --smoke: the scripts that run whole configs run one (the test above runs them all)
+SMOKE_ARGS = {"configs_table": ["--only", "ph2-image"], "ensemble_vs_best": ["--only", "ph2"]}
+
+
+@pytest.fixture(autouse=True)
+def _small(monkeypatch, tmp_path):
+    """One torch thread (tiny tensors) and temporary folders under this test's own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_runs_end_to_end_on_a_tiny_copy_of_its_data(path, tmp_path, shared_data):
+    cfg = smoke_dataset(RunConfig.from_toml(path), tmp_path / "data", path.parent)
+    m = Run(cfg, tmp_path / "run").execute()
+    assert m["n_train"] > 0 and (tmp_path / "run" / "models" / m["oof_model"] / "model.json").exists()
+    assert (tmp_path / "run" / "report" / "index.html").exists() == cfg.report.enabled
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
+def test_benchmark_runs_at_its_smoke_size(script, monkeypatch, capsys, shared_data):
+    monkeypatch.setattr(sys, "argv", [str(script), "--smoke", *SMOKE_ARGS.get(script.stem, [])])
+    monkeypatch.chdir(REPO)
+    runpy.run_path(str(script), run_name="__main__")
+    assert capsys.readouterr().out.strip()
