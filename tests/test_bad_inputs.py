@@ -183,7 +183,7 @@ def test_milk10k_bad_ground_truth_row(shared_data, tmp_path):
     assert any("exactly one class" in r for r in reasons) and any("no rows in" in r for r in reasons)
 
 
-# -- issue 14: every bad input named, nothing silent ------------------------------------------------
+# -- every bad input named, nothing silent ---------------------------------------------------------
 HEADER = "isic_id,target,patient_id,age_approx,attribution\n"
 
 

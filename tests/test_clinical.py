@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from dermstack import clinical, metrics
+from dermstack.clinical import bootstrap as clinical_bootstrap
 
 
 def random_binary(seed, n=300, n_patients=40, prevalence=0.15, decimals=2):
@@ -188,7 +189,7 @@ def test_operating_points_bootstrap_matches_explicit_resampling(seed, monkeypatc
     y, s, patient = random_binary(seed, n=200, n_patients=25)
     n_boot = 40
     out = clinical.operating_points(y, s, patient, n_boot=n_boot, seed=seed, k=3)
-    monkeypatch.setattr(clinical._ResampledCurves, "_ELEMENTS", 500)  # many chunks: same intervals
+    monkeypatch.setattr(clinical_bootstrap._ResampledCurves, "_ELEMENTS", 500)  # many chunks: same intervals
     assert clinical.operating_points(y, s, patient, n_boot=n_boot, seed=seed, k=3) == out
     patients = np.unique(patient)
     counts = clinical.patient_resamples(len(patients), n_boot, seed)
@@ -368,7 +369,7 @@ def test_vectorised_roc_areas_equal_the_metrics_on_repeated_rows(seed, chunk, mo
     """paired_bootstrap's fast path for roc_auc / pauc_tpr80 against calling the metric per resample
     (also in small chunks of resamples, of different sizes for the two models' curves)."""
     if chunk:
-        monkeypatch.setattr(clinical._ResampledCurves, "_ELEMENTS", chunk)
+        monkeypatch.setattr(clinical_bootstrap._ResampledCurves, "_ELEMENTS", chunk)
     y, s, patient = random_binary(seed, n=400, n_patients=30, decimals=1 + seed)
     s_b = np.round(np.random.default_rng(seed).random(len(y)), 2)
     for name, fn in metrics.TASK_METRICS["binary"].items():

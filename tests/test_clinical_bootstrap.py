@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dermstack import clinical, metrics
+from dermstack.clinical import bootstrap as clinical_bootstrap
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
@@ -51,7 +52,7 @@ def test_macro_auc_fast_path_averages_the_classes_each_resample_has(task):
         s = rng.random((n, C))
     codes = np.unique(patient, return_inverse=True)[1]
     counts = clinical.patient_resamples(codes.max() + 1, 40, 1)
-    got = clinical._resampled_values(metrics.macro_roc_auc, y, s, codes, codes.max() + 1, counts)
+    got = clinical_bootstrap._resampled_values(metrics.macro_roc_auc, y, s, codes, codes.max() + 1, counts)
     want = [metrics.macro_roc_auc(y[idx], s[idx]) for idx in (np.repeat(np.arange(n), row[codes]) for row in counts)]
     assert (counts[:, 0] == 0).any()
     np.testing.assert_allclose(got, want, rtol=1e-9)

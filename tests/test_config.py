@@ -1,4 +1,4 @@
-"""RunConfig: a typed schema checked completely when read (dermstack issue 12, point 5)."""
+"""RunConfig: a typed schema checked completely when read."""
 from __future__ import annotations
 
 import re
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from dermstack.boosting.defaults import default_params
+from dermstack.boosting.params import BOOSTER_KINDS, BOOSTER_PARAMS, GENERIC_PARAMS
 from dermstack.config import (
-    BOOSTER_KINDS, BOOSTER_PARAMS, GENERIC_PARAMS, TASKS, ExtractSettings, FeaturesConfig, ModelConfig, RunConfig,
+    TASKS, ExtractSettings, FeaturesConfig, ModelConfig, RunConfig,
     SamplingConfig,
 )
 from dermstack.errors import ConfigError

@@ -7,8 +7,9 @@ import pytest
 
 from boosting_toy import toy
 from dermstack.config import ModelConfig
+from dermstack.ensembles.cnnfeature import CNNViews, cnn_feature_frame, patient_key
 from dermstack.ensembles.stacking import (
-    CNNViews, cnn_feature_frame, cross_validate_stacked, nested_scores, patient_key, score_tensor,
+    cross_validate_stacked, nested_scores, score_tensor,
     stack_models,
 )
 from dermstack.features.featureset import FeatureSet
@@ -166,7 +167,7 @@ def test_level2_multiclass_rows_sum_to_one():
 def test_cnn_views_roundtrip(tmp_path):
     import numpy as np
 
-    from dermstack.ensembles.stacking import CNNViews
+    from dermstack.ensembles.cnnfeature import CNNViews
 
     rng = np.random.default_rng(0)
     v = CNNViews("cnn", ["a", "b"], ["i1", "i2", "i3"], rng.random((4, 3, 2)), ["t1", "t2"], rng.random((2, 2)))
@@ -180,7 +181,7 @@ def test_oof_cnn_frame_takes_each_row_from_its_own_fold_view():
     import numpy as np
     import polars as pl
 
-    from dermstack.ensembles.stacking import CNNViews, oof_cnn_frame
+    from dermstack.ensembles.cnnfeature import CNNViews, oof_cnn_frame
 
     ids = [f"i{j}" for j in range(6)]
     views = np.stack([np.full((6, 1), float(k)) for k in range(3)])  # view k scores every row k

@@ -53,6 +53,10 @@ params = {{ n_estimators = 20, threads = 1 }}
 kind = "logistic"
 
 [[models]]
+kind = "mlp"
+params = {{ hidden = [8], epochs = 5, inner_splits = 2 }}
+
+[[models]]
 kind = "cnn"
 backbone = "{model}"
 image_size = 32
@@ -62,8 +66,8 @@ params = {{ pretrained = false, samples_per_epoch = 32, batch_size = 16 }}
 [ensemble]
 method = "{method}"
 """
-#: the base models of CONFIG: the five kinds, and the boosters again with the CNN feature
-MODELS = ["lightgbm", "xgboost", "catboost", "logistic", "cnn", "lightgbm+cnn", "xgboost+cnn", "catboost+cnn"]
+#: the base models of CONFIG: every kind, and the boosters again with the CNN feature
+MODELS = ["lightgbm", "xgboost", "catboost", "logistic", "mlp", "cnn", "lightgbm+cnn", "xgboost+cnn", "catboost+cnn"]
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,8 @@ from dermstack.config import ModelConfig, RunConfig
 from dermstack.crossfit import align_rows
 from dermstack.errors import ConfigError
 from dermstack.features.featureset import FeatureSet
-from dermstack.config import LINEAR_PROBE_MAX_ROWS, default_models
+from dermstack.config import default_models
+from dermstack.linear.kind import LINEAR_PROBE_MAX_ROWS
 from dermstack.linear import LinearParams, SavedLinear, cross_validate_linear
 from dermstack.linear.design import Design, read_rows
 from dermstack.saved import Inputs, load, predict_all
@@ -171,7 +172,7 @@ def test_unseen_category_at_predict_time_is_logged_and_scored(tmp_path, caplog):
 
 
 def test_params_are_checked_naming_the_key():
-    with pytest.raises(ConfigError, match="unknown params key.*Cs"):
+    with pytest.raises(ConfigError, match="Cs.*unknown key"):
         LinearParams.from_dict({"Cs": [1.0]})
     with pytest.raises(ConfigError, match="params.C"):
         LinearParams.from_dict({"C": [0.1, -1]})

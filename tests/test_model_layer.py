@@ -178,7 +178,7 @@ def test_interrupted_rerun_leaves_nothing_that_looks_current(finished_run, monke
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("dermstack.boosting.cross_validate", killed)
+    monkeypatch.setattr("dermstack.boosting.kind.cross_validate", killed)
     with pytest.raises(KeyboardInterrupt):
         Run(RunConfig.from_toml(cfg), run).execute()
     monkeypatch.undo()

@@ -31,9 +31,11 @@ from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from dermstack.crossfit import apply_by_fold, fit_other_folds
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.saved import Inputs, SavedModel, model_spec, write_model
-from dermstack.task import TaskKind, as_columns
+from dermstack.task import as_columns
+from dermstack.taskkind import TaskKind
 
 EPS = 1e-6
 METHODS = ("none", "platt", "isotonic")
@@ -188,11 +190,9 @@ class Calibrator:
 
 def nested_calibration(kind: str, y: np.ndarray, scores: np.ndarray, fold_of: np.ndarray, method: str) -> np.ndarray:
     """OOF scores calibrated fold by fold: fold k's calibrator is fitted on the other folds' rows."""
-    out = np.empty_like(np.asarray(scores, dtype=np.float64))
-    for k in np.unique(fold_of):
-        tr, va = fold_of != k, fold_of == k
-        out[va] = Calibrator(kind, method).fit(y[tr], scores[tr]).apply(scores[va])
-    return out
+    fitted = fit_other_folds(fold_of, lambda tr: Calibrator(kind, method).fit(y[tr], scores[tr]))
+    return apply_by_fold(fold_of, fitted, lambda cal, rows: cal.apply(scores[rows]),
+                         np.empty_like(np.asarray(scores, dtype=np.float64)))
 
 
 def calibrate(kind: str, y: np.ndarray, scores: np.ndarray, fold_of: np.ndarray) -> tuple[Calibrator, np.ndarray, dict]:

@@ -1,4 +1,4 @@
-"""The clinical and comparison blocks of a run's ``metrics.json`` (issue 15, points 2 and 3).
+"""The clinical and comparison blocks of a run's ``metrics.json``.
 
 :mod:`dermstack.clinical` computes; this module decides what a run reports: the final model's
 primary metric with a patient-bootstrap interval, its binary operating points or its nested-CV

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from typing import TypeVar
+
 import numpy as np
 import polars as pl
 
@@ -33,6 +35,7 @@ from dermstack.progress import progress_bar
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
+M = TypeVar("M")
 
 
 def align_rows(df: pl.DataFrame, image_ids: list[str], source: str = "features") -> pl.DataFrame:
@@ -97,6 +100,30 @@ def fold_metrics(task: TaskSpec, score: np.ndarray, valid_rows: list[np.ndarray]
             out["folds"][m].append(v)
     out["ci95"] = {m: list(bootstrap_ci(fn, y, score, n=bootstrap)) for m, fn in task.metrics.items()} if bootstrap else {}
     return out
+
+
+# -- nested: fit on the other folds, apply to this fold -----------------------------------------
+def fit_other_folds(fold_of: np.ndarray, fit: Callable[[np.ndarray], M], folds=None) -> dict:
+    """``{k: fit(rows outside fold k)}`` (a boolean mask over ``fold_of``) for each fold ``k`` of
+    ``folds`` (default: every fold in ``fold_of``): what a second-level step (a stack, a calibrator,
+    decision thresholds) of OOF scores needs so that fold k's output never used fold k's labels."""
+    fold_of = np.asarray(fold_of)
+    return {plain(k): fit(fold_of != k) for k in (np.unique(fold_of) if folds is None else folds)}
+
+
+def apply_by_fold(fold_of: np.ndarray, fitted: dict, apply: Callable[[M, np.ndarray], np.ndarray],
+                  out: np.ndarray) -> np.ndarray:
+    """``out`` with the rows of each fold ``k`` set to ``apply(fitted[k], rows of k)``."""
+    fold_of = np.asarray(fold_of)
+    for k, model in fitted.items():
+        rows = fold_of == k
+        out[rows] = apply(model, rows)
+    return out
+
+
+def plain(k):
+    """A fold id as a plain Python value (a dict key that JSON and ``==`` treat alike)."""
+    return k.item() if hasattr(k, "item") else k
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import numpy as np
 from sklearn import metrics as skm
 
+from dermstack.taskkind import TaskKind
+
 
 def roc_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) vertices of the binary ROC curve, ties grouped, starting at (0, 0).
@@ -129,18 +131,20 @@ def confusion_matrix(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -
 
 
 #: The metrics reported per task.
-TASK_METRICS: dict[str, dict[str, Callable]] = {
-    "binary": {"roc_auc": roc_auc, "pauc_tpr80": pauc_tpr80},
-    "multiclass": {"macro_f1": macro_f1, "balanced_accuracy": balanced_accuracy, "macro_roc_auc": macro_roc_auc},
-    "multilabel": {"macro_f1": macro_f1, "balanced_accuracy": balanced_accuracy, "macro_roc_auc": macro_roc_auc},
+TASK_METRICS: dict[TaskKind, dict[str, Callable]] = {
+    TaskKind.BINARY: {"roc_auc": roc_auc, "pauc_tpr80": pauc_tpr80},
+    TaskKind.MULTICLASS: {"macro_f1": macro_f1, "balanced_accuracy": balanced_accuracy, "macro_roc_auc": macro_roc_auc},
+    TaskKind.MULTILABEL: {"macro_f1": macro_f1, "balanced_accuracy": balanced_accuracy, "macro_roc_auc": macro_roc_auc},
 }
-PRIMARY_METRIC = {"binary": "pauc_tpr80", "multiclass": "macro_f1", "multilabel": "macro_f1"}
+PRIMARY_METRIC: dict[TaskKind, str] = {TaskKind.BINARY: "pauc_tpr80", TaskKind.MULTICLASS: "macro_f1", TaskKind.MULTILABEL: "macro_f1"}
+#: The ranking metric of each kind (ROC-AUC, macro over classes when there are several).
+ROC_AUC_METRIC: dict[TaskKind, str] = {TaskKind.BINARY: "roc_auc", TaskKind.MULTICLASS: "macro_roc_auc", TaskKind.MULTILABEL: "macro_roc_auc"}
 
 
 def evaluate(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """Every metric of the task; a metric that is undefined on this data (one class) is NaN."""
     out = {}
-    for name, fn in TASK_METRICS[task].items():
+    for name, fn in TASK_METRICS[TaskKind(task)].items():
         try:
             out[name] = fn(y, score)
         except ValueError:

@@ -84,9 +84,6 @@ class Predictions:
     def for_model(self, name: str) -> "Predictions":
         return Predictions(self.frame.filter(pl.col("model") == name))
 
-    def renamed(self, name: str) -> "Predictions":
-        return Predictions(self.frame.with_columns(pl.lit(name, dtype=pl.String).alias("model")))
-
     def matrix(self, ids: list[str], classes: list[str], require: bool = True, source: str = "predictions") -> np.ndarray:
         """Scores averaged over seeds and folds, rows in ``ids`` order: (n,) when ``classes == ["target"]``,
         else (n, C). A row or class without a score is a DataError (``require``) or NaN."""

@@ -17,16 +17,14 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from dermstack.atomic import atomic_path, read_json
-from dermstack.features.transform import FeatureTransform
 from dermstack.errors import DermstackError
+from dermstack.features.transform import FeatureTransform
+from dermstack.outputs import REPEATS_FOLDER as FOLDER
+from dermstack.pipeline import Pipeline
 from dermstack.rundir import MARKER, RunPaths
-from dermstack.run import Run
 
 log = logging.getLogger(__name__)
-FOLDER = "repeats"
 STAGE = "repeats"
 
 
@@ -39,7 +37,7 @@ def link(src: Path, dst: Path) -> None:
             shutil.copy2(src, tmp)
 
 
-class RepeatRun(Run):
+class RepeatRun(Pipeline):
     """A run whose ingest, extract and features stages link the parent run's files."""
 
     def __init__(self, cfg, run_dir: Path, parent: RunPaths, table, store, features, unlabelled: list[str]):
@@ -50,7 +48,7 @@ class RepeatRun(Run):
 
     def _linked(self, name: str, keys: dict, names: list[str], depends_on: list[str]) -> None:
         srcs, dsts = [self.parent.root / n for n in names], [self.paths.root / n for n in names]
-        self._stage(name, keys, srcs, dsts, depends_on, lambda: [link(s, d) for s, d in zip(srcs, dsts)])
+        self.stage(name, keys, srcs, dsts, depends_on, lambda: [link(s, d) for s, d in zip(srcs, dsts)])
 
     def ingest(self):
         self._linked("ingest", self.keys("data"), [n.name for n in (self.parent.lesions, self.parent.ingest_report)], [])
@@ -68,7 +66,7 @@ class RepeatRun(Run):
         return self.feature_set
 
 
-def repeat_cv(parent: Run, table, store, features) -> list[dict]:
+def repeat_cv(parent: Pipeline, table, store, features) -> list[dict]:
     """Run repeats 1..N-1 (N = ``[cv] repeats``) as child runs and return their metrics; remove
     children a smaller N no longer makes."""
     n, root = parent.cfg.cv.repeats, parent.paths.root / FOLDER
@@ -100,25 +98,6 @@ def repeat_cv(parent: Run, table, store, features) -> list[dict]:
             child = RepeatRun(cfg, d, p, table, store, features, parent.unlabelled)
             results.append(child.execute())
 
-    if not parent._stage(STAGE, keys, inputs, outputs, ["ingest", "extract", "features"], work):
+    if not parent.stage(STAGE, keys, inputs, outputs, ["ingest", "extract", "features"], work):
         results = [read_json(o, "repeat metrics") for o in outputs]
     return results
-
-
-def summary(parent_metrics: dict, children: list[dict], seed: int) -> dict:
-    """``metrics.json`` ``repeats``: the primary metric of every model (and of each run's final
-    model, under ``final``) per repeat, the main run first, with mean and standard deviation."""
-    runs = [parent_metrics, *children]
-    primary = parent_metrics["primary_metric"]
-    names = list(dict.fromkeys(n for m in runs for n in m["models"]))
-    per_model = {n: [m["models"].get(n, {}).get(primary) for m in runs] for n in names}
-    per_model["final"] = [m["oof"].get(primary) for m in runs]
-    models = {}
-    for name, values in per_model.items():
-        v = np.array([np.nan if x is None else x for x in values], dtype=float)
-        ok = v[np.isfinite(v)]
-        models[name] = {"mean": float(ok.mean()) if len(ok) else float("nan"),
-                        "std": float(ok.std(ddof=1)) if len(ok) > 1 else float("nan"), "values": v.tolist()}
-    models["final"]["chosen"] = [m["oof_model"] for m in runs]
-    return {"n": len(runs), "metric": primary, "fold_seeds": [seed + r for r in range(len(runs))],
-            "dirs": [f"{FOLDER}/{r}" for r in range(1, len(runs))], "models": models}

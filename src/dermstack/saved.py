@@ -1,9 +1,9 @@
-"""The one registry of saved models.
+"""Saved models: one folder each, written and read the same way for every kind.
 
 Every model a run trains (a booster, a CNN, a booster stacked on a CNN's scores, a level-2 learner,
 a weighted mean) lives in ``models/<name>/``, written by :func:`write_model` alone: its OOF and test
 predictions, metrics, importance and, last, ``model.json``, whose presence marks a complete folder.
-``model.json`` states the ``kind`` (which loader reads the folder: :data:`LOADERS`) and what the
+``model.json`` states the ``kind`` (whose SavedModel class, in :mod:`dermstack.registry`, reads the folder) and what the
 model ``needs`` from other saved models (``members``: the models whose scores it combines;
 ``cnn_views``: the CNN whose nested pair models feed its ``cnn`` features). ``predict``, ``report``
 and ``submit`` load any folder through :func:`load`, and :func:`dependency_order` scores members
@@ -11,7 +11,6 @@ before the models that use them; nothing parses a model's name to find what it d
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -23,27 +22,13 @@ from dermstack.atomic import read_json, write_json
 from dermstack.errors import DataError
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.provenance import versions
+from dermstack.registry import saved_class, saved_kinds
 from dermstack.rundir import MODEL_FILES, claim_dir
 
 log = logging.getLogger(__name__)
 
 MODEL_JSON = "model.json"
 FORMAT_VERSION = 2
-#: kind -> "module:class" of its :class:`SavedModel` (imported on first use)
-LOADERS = {
-    "lightgbm": "dermstack.boosting.store:SavedBoosters",
-    "xgboost": "dermstack.boosting.store:SavedBoosters",
-    "catboost": "dermstack.boosting.store:SavedBoosters",
-    "cnn": "dermstack.ensembles.cnn:SavedCNN",
-    "stack": "dermstack.ensembles.stacking:SavedLevel2",
-    "rank": "dermstack.ensembles.stacking:SavedLevel2",
-    "greedy": "dermstack.ensembles.stacking:SavedLevel2",
-    "mean": "dermstack.ensembles.weighted:SavedWeighted",
-    "calibrated": "dermstack.calibration:SavedCalibrated",
-    "logistic": "dermstack.linear.probe:SavedLinear",
-}
-
-
 def model_spec(name: str, kind: str, task, needs: dict | None = None, **fields) -> dict:
     """The common part of every ``model.json``; ``fields`` add the kind's own."""
     return {"format_version": FORMAT_VERSION, "name": name, "kind": kind, "task": task.kind,
@@ -79,8 +64,8 @@ def read_spec(directory: str | Path) -> dict:
     if spec.get("format_version") != FORMAT_VERSION:
         raise DataError(f"model format version {spec.get('format_version')} is not {FORMAT_VERSION}: "
                         "re-run the run that made it (`dermstack run ... --force`)", file=str(path))
-    if spec.get("kind") not in LOADERS:
-        raise DataError(f"unknown model kind {spec.get('kind')!r}; known: {sorted(LOADERS)}", file=str(path))
+    if saved_class(spec.get("kind")) is None:
+        raise DataError(f"unknown model kind {spec.get('kind')!r}; known: {sorted(saved_kinds())}", file=str(path))
     return spec
 
 
@@ -131,8 +116,7 @@ class SavedModel(ABC):
 
 def load(directory: str | Path) -> SavedModel:
     spec = read_spec(directory)
-    module, cls = LOADERS[spec["kind"]].split(":")
-    return getattr(importlib.import_module(module), cls)(Path(directory), spec)
+    return saved_class(spec["kind"])(Path(directory), spec)
 
 
 def model_dirs(models_root: str | Path) -> dict[str, Path]:

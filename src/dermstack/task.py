@@ -1,4 +1,4 @@
-"""TaskSpec: what is predicted (binary / multiclass / multilabel) and the training labels."""
+"""TaskSpec: the training labels of a task (its kind: ``taskkind.TaskKind``)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,7 @@ import polars as pl
 from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError, DataError
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -23,89 +24,6 @@ def as_columns(values) -> np.ndarray:
 
 #: fewer (positive) training rows than this in a class and its metrics are noted as resting on too few
 MIN_POSITIVES = 5
-
-
-class TaskKind(str):
-    """``binary`` | ``multiclass`` | ``multilabel``, and what each kind decides, in one place: the
-    number of score columns, the link from model margins to scores, metrics, stratification.
-    A ``str``, so ``kind == "binary"`` and JSON keep working; other modules ask it, not the string."""
-
-    KINDS = ("binary", "multiclass", "multilabel")
-
-    def __new__(cls, value: str) -> "TaskKind":
-        if value not in cls.KINDS:
-            raise ConfigError(f"unknown task {value!r}; known: {list(cls.KINDS)}")
-        return super().__new__(cls, value)
-
-    @property
-    def binary(self) -> bool:
-        """One score per row (the positive class's probability), class name "target"."""
-        return self == "binary"
-
-    @property
-    def exclusive(self) -> bool:
-        """Exactly one class per row: softmax over the classes, labels are class indices."""
-        return self == "multiclass"
-
-    @property
-    def multilabel(self) -> bool:
-        """Independent 0/1 labels per class: one sigmoid (one binary model) per class."""
-        return self == "multilabel"
-
-    @property
-    def metrics(self) -> dict:
-        """metric name -> fn(y, scores)."""
-        return TASK_METRICS[self]
-
-    @property
-    def primary_metric(self) -> str:
-        return PRIMARY_METRIC[self]
-
-    def n_outputs(self, classes: list[str]) -> int:
-        return 1 if self.binary else len(classes)
-
-    def squeeze(self, scores: np.ndarray) -> np.ndarray:
-        """(n, 1) -> (n,) for a binary task; (n, C) unchanged otherwise."""
-        scores = np.asarray(scores)
-        return scores[:, 0] if self.binary and scores.ndim == 2 else scores
-
-    def link(self, margin: np.ndarray) -> np.ndarray:
-        """Raw model output (log-odds, per-class margins) -> scores: softmax over the classes when
-        they are exclusive, a sigmoid per output otherwise."""
-        margin = np.asarray(margin, dtype=np.float64)
-        if self.exclusive:
-            z = np.exp(margin - margin.max(axis=-1, keepdims=True))
-            return z / z.sum(axis=-1, keepdims=True)
-        return 1 / (1 + np.exp(-margin))
-
-    def stratum(self, y: np.ndarray) -> np.ndarray:
-        """The class a row is stratified on: its label, or a multi-label row's first positive class."""
-        y = np.asarray(y)
-        return y.argmax(axis=1) if self.multilabel else y
-
-    def positives(self, labels: np.ndarray, classes: list[str]) -> dict[str, int]:
-        """Rows per class (binary: the positive class ``classes[0]``; multi-label: positive rows)."""
-        if self.binary:
-            return {classes[0]: int((labels == 1).sum())}
-        if self.exclusive:
-            return {c: int((labels == i).sum()) for i, c in enumerate(classes)}
-        return {c: int(labels[:, j].sum()) for j, c in enumerate(classes)}
-
-    def single_class(self, labels: np.ndarray) -> bool:
-        """No class to tell apart: one label value (binary, multiclass), no class column with both
-        outcomes (multi-label)."""
-        labels = np.asarray(labels)
-        if self.multilabel:
-            return not (labels.min(axis=0) < labels.max(axis=0)).any() if len(labels) else True
-        return len(np.unique(labels)) < 2
-
-    def lacking_classes(self, labels: np.ndarray, classes: list[str]) -> list:
-        """Classes with no (positive) row among ``labels``."""
-        if self.binary:
-            return [c for c in (0, 1) if not (labels == c).any()]
-        if self.exclusive:
-            return [c for i, c in enumerate(classes) if not (labels == i).any()]
-        return [f"positive {c}" for j, c in enumerate(classes) if not labels[:, j].any()]
 
 
 @dataclass
@@ -131,11 +49,11 @@ class TaskSpec:
 
     @property
     def metrics(self) -> dict:
-        return self.kind.metrics
+        return TASK_METRICS[self.kind]
 
     @property
     def primary_metric(self) -> str:
-        return self.kind.primary_metric
+        return PRIMARY_METRIC[self.kind]
 
     def squeeze(self, scores: np.ndarray) -> np.ndarray:
         return self.kind.squeeze(scores)

@@ -11,7 +11,9 @@ from pathlib import Path
 import polars as pl
 from PIL import Image
 
-from dermstack.config import BOOSTER_KINDS, RunConfig
+from dermstack.config import RunConfig
+from dermstack.pipeline import resolve_data_path
+from dermstack.registry import model_kind
 
 REPO = Path(__file__).resolve().parents[2]
 #: files a dataset's readers read as text; every other file is an image (made small) or copied as is
@@ -98,8 +100,9 @@ def smoke_config(cfg: RunConfig, data_path: str | Path | None = None) -> RunConf
     data = dataclasses.replace(cfg.data, path=str(data_path) if data_path else cfg.data.path)
     if cfg.data.format == "synthetic-isic2024":
         data = dataclasses.replace(data, lesions=150, test_lesions=10, positive_rate=0.1, image_size=32)
-    models = [dataclasses.replace(m, **SMOKE_CNN, params={**m.params, **SMOKE_CNN_PARAMS}) if m.kind == "cnn"
-              else dataclasses.replace(m, params={**m.params, **SMOKE_BOOSTER_PARAMS}) if m.kind in BOOSTER_KINDS else m
+    models = [dataclasses.replace(m, **SMOKE_CNN, params={**m.params, **SMOKE_CNN_PARAMS}) if model_kind(m.kind).gives_cnn_feature
+              else dataclasses.replace(m, params={**m.params, **SMOKE_BOOSTER_PARAMS}) if model_kind(m.kind).takes_cnn_feature
+              else m
               for m in cfg.models]
     extract = dataclasses.replace(cfg.extract, image_size=SMOKE_EXTRACT_PX) if cfg.extract.backbones else cfg.extract
     report = dataclasses.replace(cfg.report, shap_sample=min(cfg.report.shap_sample, 200))
@@ -110,8 +113,6 @@ def smoke_config(cfg: RunConfig, data_path: str | Path | None = None) -> RunConf
 def smoke_dataset(cfg: RunConfig, work: str | Path, config_dir: Path | None = None) -> RunConfig:
     """:func:`smoke_config` of ``cfg`` on a :func:`tiny_copy` of its data in ``work`` (the config's own
     ``[data] path``, resolved as ``dermstack run`` resolves it)."""
-    from dermstack.run import resolve_data_path
-
     if not cfg.data.path:
         return smoke_config(cfg)
     src = resolve_data_path(cfg.data.path, config_dir)

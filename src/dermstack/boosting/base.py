@@ -22,8 +22,9 @@ import pandas as pd
 import polars as pl
 
 from dermstack.atomic import atomic_path, read_json, write_json
-from dermstack.config import GENERIC_PARAMS  # noqa: F401  (defined with the config schema; re-exported)
+from dermstack.boosting.params import GENERIC_PARAMS  # noqa: F401  (re-exported)
 from dermstack.errors import ConfigError, DataError
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +126,15 @@ class BoosterAdapter(ABC):
 
     def __init__(self, problem: str, n_classes: int, params: dict[str, Any], seed: int = 0,
                  categorical: list[str] | None = None, threads: int | None = None):
-        if problem not in ("binary", "multiclass"):
+        if problem not in (TaskKind.BINARY, TaskKind.MULTICLASS):
             raise ConfigError(f"{self.kind}: an adapter fits 'binary' or 'multiclass', got {problem!r}")
-        params = dict(params)
+        params, problem = dict(params), TaskKind(problem)
         self.problem, self.n_classes, self.seed = problem, n_classes, seed
         self.categorical = list(categorical or [])
         self.n_estimators = int(params.pop("n_estimators", 1000))
         self.early_stopping_rounds = int(params.pop("early_stopping_rounds", 100))
-        self.stopping_metric = params.pop("early_stopping_metric", "auc" if problem == "binary" else "logloss")
-        if self.stopping_metric not in STOPPING_METRICS or (problem == "multiclass" and self.stopping_metric == "auc"):
+        self.stopping_metric = params.pop("early_stopping_metric", "auc" if problem.binary else "logloss")
+        if self.stopping_metric not in STOPPING_METRICS or (problem.exclusive and self.stopping_metric == "auc"):
             raise ConfigError(f"{self.kind}: early_stopping_metric must be one of {STOPPING_METRICS} "
                               f"(logloss for multiclass), got {self.stopping_metric!r}")
         self.threads = int(params.pop("threads", None) or threads or default_threads())
@@ -237,7 +238,7 @@ class PerClassAdapter:
         obj = cls.__new__(cls)
         obj.classes = list(classes)
         obj.members = [ConstantMember.load(_class_stem(stem, c)) if ConstantMember.path(_class_stem(stem, c)).exists()
-                       else adapter_cls.load(_class_stem(stem, c), "binary", 1, categorical) for c in classes]
+                       else adapter_cls.load(_class_stem(stem, c), TaskKind.BINARY, 1, categorical) for c in classes]
         return obj
 
     def importance(self) -> dict[str, float]:

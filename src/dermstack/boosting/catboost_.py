@@ -24,7 +24,7 @@ class CatBoostAdapter(BoosterAdapter):
         if self.device == "gpu":
             p.setdefault("task_type", "GPU")
             log.info("catboost: training on GPU (results are not bit-reproducible across runs on GPU)")
-        if self.problem == "binary":
+        if self.problem.binary:
             p.setdefault("loss_function", "Logloss")
             p.setdefault("eval_metric", {"auc": "AUC", "logloss": "Logloss"}[self.stopping_metric])
         else:
@@ -47,7 +47,7 @@ class CatBoostAdapter(BoosterAdapter):
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         self._check_fitted()
         p = self.native.predict_proba(self.pool(X[self.feature_names]), thread_count=self.threads)
-        return np.asarray(p[:, 1] if self.problem == "binary" else p, dtype=np.float64)
+        return np.asarray(p[:, 1] if self.problem.binary else p, dtype=np.float64)
 
 
     @classmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dermstack.atomic import parquet_out
-from dermstack.config import BOOSTER_KINDS
+from dermstack.boosting.params import BOOSTER_KINDS
 
 log = logging.getLogger(__name__)
 

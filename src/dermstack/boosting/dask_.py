@@ -22,6 +22,7 @@ from dermstack.boosting.lightgbm_ import LightGBMAdapter
 from dermstack.boosting.xgboost_ import XGBoostAdapter
 from dermstack.crossfit import DASK_ADDRESS_ENV
 from dermstack.errors import ConfigError
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def best_iteration(booster: lgb.Booster, X: pd.DataFrame, y: np.ndarray, weight,
     raw = np.cumsum(np.stack(per_tree), axis=0)
     scores = []
     for r in raw:
-        if problem == "binary":
+        if TaskKind(problem).binary:
             p = 1.0 / (1.0 + np.exp(-r))
             scores.append(skm.roc_auc_score(y, p, sample_weight=weight) if metric == "auc"
                           else -skm.log_loss(y, p, sample_weight=weight, labels=[0, 1]))

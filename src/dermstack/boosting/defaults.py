@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from dermstack.config import BOOSTER_KINDS
+from dermstack.boosting.params import BOOSTER_KINDS
 from dermstack.errors import ConfigError, DataError
+from dermstack.taskkind import TaskKind
 
 KINDS = BOOSTER_KINDS
 log = logging.getLogger(__name__)
@@ -56,9 +57,9 @@ _ROUNDS = {
     # binary stops on AUC: with under-sampled training rows the validation logloss only gets worse (the
     # prior moved), so logloss stopping keeps 1 tree (measured at 401k rows). Multi-class/label: F1 at a
     # fixed threshold needs calibrated scores, so (class-weighted) logloss
-    "binary": {"n_estimators": 300, "early_stopping_rounds": 50, "early_stopping_metric": "auc"},
-    "multiclass": {"n_estimators": 2000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss", "class_weight": "sqrt"},
-    "multilabel": {"n_estimators": 1000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss", "class_weight": "balanced"},
+    TaskKind.BINARY: {"n_estimators": 300, "early_stopping_rounds": 50, "early_stopping_metric": "auc"},
+    TaskKind.MULTICLASS: {"n_estimators": 2000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss", "class_weight": "sqrt"},
+    TaskKind.MULTILABEL: {"n_estimators": 1000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss", "class_weight": "balanced"},
 }
 #: ISIC 2024 winners' resampling (binary only): see :mod:`dermstack.boosting.sampling`.
 DEFAULT_SAMPLING = {"negative_ratio": 0.01, "positive_oversample": 0.003}
@@ -68,9 +69,9 @@ def default_params(kind: str, task: str) -> dict[str, Any]:
     """Defaults for library ``kind`` on ``task``; user params are laid over these."""
     if kind not in KINDS:
         raise ConfigError(f"unknown boosting library {kind!r}; known: {list(KINDS)}")
-    if task not in _ROUNDS:
+    if task not in TaskKind.KINDS:
         raise ConfigError(f"unknown task {task!r}")
-    table = _BINARY if task == "binary" else _SMALL_TABLE
+    table = _BINARY if TaskKind(task).binary else _SMALL_TABLE
     return {**_ROUNDS[task], **table[kind]}
 
 
@@ -107,10 +108,10 @@ MIN_LEAF = 2
 def fold_size(task: str, y: np.ndarray) -> tuple[int, int]:
     """(rows, rows of the rarest class) of a fold's training labels: binary the rarer of positives and
     negatives, multiclass the smallest class present, multilabel the fewest positives of a class that has one."""
-    y = np.asarray(y)
-    if task == "multiclass":
+    y, task = np.asarray(y), TaskKind(task)
+    if task.exclusive:
         counts = np.bincount(y.astype(np.int64))
-    elif task == "multilabel":
+    elif task.multilabel:
         counts = y.sum(axis=0)
     else:
         counts = np.array([(y == 1).sum(), (y == 0).sum()])
@@ -134,7 +135,7 @@ def size_overrides(kind: str, task: str, rows: int, minority: int) -> dict[str, 
     # the rarest class bounds the leaf only for a binary target: a multi-class/label booster shares one
     # leaf size across classes, and sizing it for the rarest one overfits the others (MILK10k: -0.013
     # macro ROC-AUC); any leaf of rows / 20 still lets every class split
-    cap = minority * LEAF_MINORITY_FRACTION if task == "binary" else rows
+    cap = minority * LEAF_MINORITY_FRACTION if TaskKind(task).binary else rows
     leaf = int(min(max(MIN_LEAF, min(rows * LEAF_ROW_FRACTION, cap)), leaf_default))
     out: dict[str, Any] = {}
     if leaf < leaf_default:
@@ -146,7 +147,7 @@ def size_overrides(kind: str, task: str, rows: int, minority: int) -> dict[str, 
         elif kind == "catboost":
             out["min_data_in_leaf"] = leaf
             out["depth"] = int(min(defaults["depth"], max(2, np.floor(np.log2(max(rows, 2) / leaf)))))
-    if task == "binary" and minority < AUC_STOPPING_MIN_MINORITY:
+    if TaskKind(task).binary and minority < AUC_STOPPING_MIN_MINORITY:
         out["early_stopping_metric"] = "logloss"
         out["early_stopping_rounds"] = max(defaults["early_stopping_rounds"], 100)
     return {k: v for k, v in out.items() if defaults.get(k) != v}

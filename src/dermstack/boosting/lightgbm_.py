@@ -21,7 +21,7 @@ class LightGBMAdapter(BoosterAdapter):
         """Library parameters: deterministic, seeded, all threads."""
         p = {"verbosity": -1, "deterministic": True, "force_row_wise": True, **self.params,
              "seed": self.seed, "num_threads": self.threads}
-        if self.problem == "binary":
+        if self.problem.binary:
             p.setdefault("objective", "binary")
             p.setdefault("metric", {"auc": "auc", "logloss": "binary_logloss"}[self.stopping_metric])
         else:

@@ -10,7 +10,7 @@ import numpy as np
 from dermstack.boosting.base import BoosterAdapter, PerClassAdapter
 from dermstack.boosting.defaults import KINDS
 from dermstack.errors import ConfigError, reading
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 _LOCAL = {
     "lightgbm": "dermstack.boosting.lightgbm_:LightGBMAdapter",
@@ -42,7 +42,7 @@ def create_adapter(kind: str, task: str, classes: list[str], params: dict[str, A
     cls, task = adapter_class(kind, dask=client is not None), TaskKind(task)
     extra = {"client": client} if client is not None else {}
     if task.multilabel:
-        return PerClassAdapter(partial(cls, "binary", 1, params or {}, seed, categorical, threads, **extra), classes)
+        return PerClassAdapter(partial(cls, TaskKind.BINARY, 1, params or {}, seed, categorical, threads, **extra), classes)
     return cls(str(task), task.n_outputs(classes), params or {}, seed, categorical, threads, **extra)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from dermstack.boosting.base import FeatureMatrix
 from dermstack.boosting.registry import load_adapter
 from dermstack.calibration import undo_prior
+from dermstack.ensembles.cnnfeature import with_nested_cnn
 from dermstack.errors import DataError, reading
 from dermstack.features.featureset import FeatureSet
 from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, read_spec, write_model
@@ -88,7 +89,5 @@ class SavedBoosters(SavedModel):
         features = inputs.features
         cnn = self.spec["needs"].get("cnn_views")
         if cnn:
-            from dermstack.ensembles.stacking import with_nested_cnn
-
             features = with_nested_cnn(features, inputs, self.dir.parent / cnn)
         return predict_saved(self.dir, features)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from dermstack.errors import ConfigError
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 CHOICES = ("none", "balanced", "sqrt")
 

@@ -17,7 +17,7 @@ class XGBoostAdapter(BoosterAdapter):
     def train_params(self) -> dict:
         p = {"tree_method": "hist", "max_cat_to_onehot": 1, **self.params, "seed": self.seed, "nthread": self.threads,
              "device": "cuda" if self.device == "gpu" else "cpu", "verbosity": 0}
-        if self.problem == "binary":
+        if self.problem.binary:
             p.setdefault("objective", "binary:logistic")
             p.setdefault("eval_metric", self.stopping_metric)
         else:

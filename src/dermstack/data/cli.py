@@ -7,6 +7,7 @@ import click
 
 from dermstack.atomic import parquet_out
 from dermstack.config import MAX_SEED
+from dermstack.taskkind import TaskKind
 
 
 @click.group()
@@ -55,7 +56,7 @@ def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, p
 @click.option("--out", type=click.Path(path_type=Path), required=True, callback=parquet_out)
 @click.option("--n-splits", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=42, show_default=True)
-@click.option("--task", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
+@click.option("--task", type=click.Choice(TaskKind.KINDS), default="binary", show_default=True)
 @click.option("--from", "source", type=click.Path(path_type=Path), default=None,
               help="A published split (CSV/parquet: fold keyed by image_id, lesion_id or patient_id), as [cv] folds.")
 def folds_command(lesions: Path, out: Path, n_splits: int, seed: int, task: str, source: Path | None) -> None:

@@ -16,7 +16,7 @@ from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
 from dermstack.parquet_io import read_described, write_described
 from dermstack.provenance import file_digest
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 META_KEY = b"dermstack.fold_plan"
@@ -63,7 +63,7 @@ class FoldPlan:
     source: dict | None = None
 
     @classmethod
-    def make(cls, table: LesionTable, n_splits: int = 5, seed: int = 42, task: str = "binary") -> "FoldPlan":
+    def make(cls, table: LesionTable, n_splits: int = 5, seed: int = 42, task: str = TaskKind.BINARY) -> "FoldPlan":
         """StratifiedGroupKFold by patient (by lesion where no patient id, by image as the last resort)."""
         df = table.train
         if df.height == 0:

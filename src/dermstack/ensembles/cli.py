@@ -9,6 +9,7 @@ import click
 from dermstack.atomic import parquet_out, read_json, write_parquet
 from dermstack.config import MAX_SEED
 from dermstack.ensembles.submission import FORMATS
+from dermstack.taskkind import TaskKind
 
 _path = click.Path(path_type=Path)
 _existing = click.Path(exists=True, path_type=Path)
@@ -38,7 +39,7 @@ def _print_metrics(name: str, metrics: dict) -> None:
 @click.argument("lesions", type=_existing)
 @click.option("--folds", type=_existing, required=True, help="FoldPlan parquet (dermstack data folds).")
 @click.option("--out", type=_path, required=True, help="Models directory; the CNN goes to OUT/<name>/.")
-@click.option("--task", "task_kind", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
+@click.option("--task", "task_kind", type=click.Choice(TaskKind.KINDS), default="binary", show_default=True)
 @click.option("--target", default="malignant", show_default=True)
 @click.option("--name", default="cnn", show_default=True)
 @click.option("--backbone", default=None, help="timm model name (default efficientnet_lite0).")
@@ -87,7 +88,7 @@ def _params(items: tuple[str, ...]) -> dict:
 @click.argument("model_dirs", type=_existing, nargs=-1, required=True)
 @click.option("--lesions", type=_existing, required=True)
 @click.option("--folds", type=_existing, required=True)
-@click.option("--task", "task_kind", type=click.Choice(["binary", "multiclass", "multilabel"]), default="binary", show_default=True)
+@click.option("--task", "task_kind", type=click.Choice(TaskKind.KINDS), default="binary", show_default=True)
 @click.option("--target", default="malignant", show_default=True)
 @click.option("--method", type=click.Choice(["stack", "greedy", "rank", "mean"]), default="stack", show_default=True)
 @click.option("--out", type=_path, required=True, help="Models directory; the ensemble goes to OUT/<method>/.")

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import timm
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dermstack.atomic import atomic_path
 from dermstack.calibration import training_prior, undo_prior
 from dermstack.config import ModelConfig
 from dermstack.crossfit import FoldJob, Lazy, align_rows, cross_fit
@@ -34,54 +32,17 @@ from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, gather, process_group, sync_buffers, torchrun_world
 from dermstack.ensembles.augment import Augment, cache_size
 from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_device
+from dermstack.ensembles.cnnnet import NetTemplate, freeze_early, load_net, net_template, save_net
 from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
 from dermstack.errors import ConfigError, DataError, reading
+from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
 from dermstack.progress import progress_bar
 from dermstack.predictions import ModelResult
 from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, read_spec, write_model
-from dermstack.task import TaskKind, TaskSpec
+from dermstack.task import TaskSpec
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class NetTemplate:
-    """The backbone a CNN starts from: timm architecture, its preprocessing and where its weights came from."""
-
-    net: nn.Module
-    arch: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    weights: dict
-
-    def new(self, n_outputs: int, seed: int) -> nn.Module:
-        """A fresh trainable copy with a newly initialised ``n_outputs`` head."""
-        net = copy.deepcopy(self.net)
-        torch.manual_seed(seed)
-        net.reset_classifier(n_outputs)
-        return net.requires_grad_(True).train()
-
-
-def net_template(cfg: CNNConfig) -> NetTemplate:
-    """Backbone with offline-resolved weights (extract's ``create_backbone``) or random ones (``pretrained=false``)."""
-    if cfg.pretrained:
-        from dermstack.extract.registry import create_backbone
-
-        bb = create_backbone(cfg.backbone, cfg.weights, cfg.image_size)
-        return NetTemplate(bb.model, bb.timm_name, tuple(bb.data_config["mean"]), tuple(bb.data_config["std"]), asdict(bb.weights))
-    with torch.random.fork_rng():  # seeded, so that two runs of one config start from the same weights
-        torch.manual_seed(0)
-        net = timm.create_model(cfg.backbone, pretrained=False, num_classes=0)
-    data = timm.data.resolve_model_data_config(net)
-    return NetTemplate(net, cfg.backbone, tuple(data["mean"]), tuple(data["std"]), {"source": "random"})
-
-
-def freeze_early(net: nn.Module, fraction: float) -> None:
-    """Fix the first ``fraction`` of the backbone's parameter tensors (the head always trains)."""
-    head = {id(p) for p in net.get_classifier().parameters()}
-    body = [p for p in net.parameters() if id(p) not in head]
-    for p in body[: int(len(body) * fraction)]:
-        p.requires_grad_(False)
 
 
 def sampling_weights(task_kind: str, y: np.ndarray, balance: float) -> np.ndarray:
@@ -134,9 +95,9 @@ class CNNTrainer:
         self.cfg, self.task_kind, self.n_outputs, self.progress = cfg, TaskKind(task_kind), n_outputs, progress
         self.world = world  # torchrun: fits and scoring are shared by the ranks
         self.device = resolve_device(cfg.device)
-        self.stop_metric = cfg.stop_metric or self.task_kind.primary_metric
-        if self.stop_metric not in self.task_kind.metrics:
-            raise ConfigError(f"cnn stop_metric {self.stop_metric!r} is not a {task_kind} metric: {list(self.task_kind.metrics)}")
+        self.stop_metric = cfg.stop_metric or PRIMARY_METRIC[self.task_kind]
+        if self.stop_metric not in TASK_METRICS[self.task_kind]:
+            raise ConfigError(f"cnn stop_metric {self.stop_metric!r} is not a {task_kind} metric: {list(TASK_METRICS[self.task_kind])}")
         self.template = template or net_template(cfg)
         self.mean, self.std = self.template.mean, self.template.std
         self.augment = Augment(cfg.image_size, self.mean, self.std)
@@ -217,7 +178,7 @@ class CNNTrainer:
         sched = cosine_with_warmup(opt, cfg.epochs * len(loader), cfg.warmup)
         dtype = autocast_dtype(self.device, cfg.precision, training=True)
         scaler = torch.amp.GradScaler(self.device, enabled=dtype == torch.float16)
-        metric_fn = self.task_kind.metrics[self.stop_metric]
+        metric_fn = TASK_METRICS[self.task_kind][self.stop_metric]
         best = FoldModel(net, cfg.epochs - 1)
         best_value, stale, history = -math.inf, 0, []
         bar = progress_bar(total=cfg.epochs * len(loader), enabled=self.progress, desc=desc, unit="batch", leave=False)
@@ -262,26 +223,6 @@ def _safe_metric(fn, y, scores) -> float:
     except ValueError:
         return -math.inf
     return -math.inf if math.isnan(value) else value
-
-
-# -- saving ---------------------------------------------------------------------------
-def save_net(net: nn.Module, path: Path) -> Path:
-    """Tensors only (safetensors): no pickled object ever."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
-    return path
-
-
-def load_net(arch: str, n_outputs: int, path: Path) -> nn.Module:
-    from safetensors.torch import load_file
-
-    net = timm.create_model(arch, pretrained=False, num_classes=n_outputs)
-    with reading(path, "CNN checkpoint"):
-        net.load_state_dict(load_file(str(path)))
-    return net.eval()
 
 
 def cnn_spec(name: str, cfg: CNNConfig, task: TaskSpec, template: NetTemplate, models: list[dict], world_size: int = 1) -> dict:

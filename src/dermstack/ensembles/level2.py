@@ -15,7 +15,9 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from dermstack.errors import ConfigError
-from dermstack.task import TaskKind, as_columns
+from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
+from dermstack.task import as_columns
+from dermstack.taskkind import TaskKind
 
 EPS = 1e-6
 C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -36,7 +38,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 def task_score(task_kind: str, y: np.ndarray, s: np.ndarray, metric: str | None = None) -> float:
     """The task's metric (primary by default) of (n, C) scores; NaN counts as the worst."""
     kind = TaskKind(task_kind)
-    fn = kind.metrics[metric or kind.primary_metric]
+    fn = TASK_METRICS[kind][metric or PRIMARY_METRIC[kind]]
     try:
         v = fn(y, kind.squeeze(s))
     except ValueError:
@@ -172,7 +174,7 @@ class GreedyEnsemble(Level2):
     method = "greedy"
     rounds = 50
 
-    def _transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: np.ndarray) -> np.ndarray:
         return X
 
     def _combine(self, R: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -180,11 +182,11 @@ class GreedyEnsemble(Level2):
         return s / s.sum(axis=1, keepdims=True) if self.task_kind.exclusive else s
 
     def _prepare(self, X: np.ndarray) -> None:
-        """Fit what ``_transform`` needs (nothing for probabilities)."""
+        """Fit what ``transform`` needs (nothing for probabilities)."""
 
     def fit(self, X, y, groups):
         self._prepare(X)
-        R = self._transform(X)
+        R = self.transform(X)
         counts = np.zeros(X.shape[1])
         best, best_counts = -np.inf, None
         for _ in range(self.rounds):
@@ -198,7 +200,7 @@ class GreedyEnsemble(Level2):
         return self
 
     def predict(self, X):
-        return np.clip(self._combine(self._transform(X), self.w), 0, 1)
+        return np.clip(self._combine(self.transform(X), self.w), 0, 1)
 
     def params(self):
         return {"weights": self.w.tolist()}
@@ -221,7 +223,7 @@ class RankAverage(GreedyEnsemble):
         grid = np.linspace(0, 1, QUANTILES)
         self.quantiles = [[np.quantile(X[:, m, j], grid).tolist() for j in range(X.shape[2])] for m in range(X.shape[1])]
 
-    def _transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: np.ndarray) -> np.ndarray:
         if self.task_kind.exclusive:
             return X
         out = np.empty_like(X, dtype=float)

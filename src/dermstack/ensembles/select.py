@@ -16,16 +16,13 @@ from pathlib import Path
 
 from dermstack.atomic import write_json
 from dermstack.data.folds import FoldPlan
-from dermstack.ensembles.stacking import stack_models
-from dermstack.ensembles.weighted import weighted_mean
 from dermstack.metrics import evaluate
 from dermstack.predictions import ModelResult
+from dermstack.registry import auto_candidates, ensemble_methods
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
 
-#: the ensembles "auto" compares with the best member, simplest first
-CANDIDATES = ("mean", "greedy", "stack")
 CHOICE_FILE = "ensemble_choice.json"
 
 
@@ -39,9 +36,9 @@ def select_ensemble(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, out
     members = {o.name: primary_score(o, task) for o in outs}
     best = max(outs, key=lambda o: members[o.name])
     results = {best.name: best}
-    for method in CANDIDATES:
-        results[method] = weighted_mean(outs, task, plan, out_dir=out_dir) if method == "mean" else \
-            stack_models(outs, task, plan, method=method, out_dir=out_dir)
+    candidates, methods = auto_candidates(), ensemble_methods()
+    for method in candidates:
+        results[method] = methods[method].fit(outs, task, plan, out_dir=out_dir)
     scores = {name: members[name] if name in members else primary_score(r, task) for name, r in results.items()}
     chosen = max(results, key=lambda n: scores[n])  # dicts keep order: ties go to the simpler candidate
     record = {
@@ -49,7 +46,7 @@ def select_ensemble(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, out
         "candidates": {("best member: " + n if n == best.name else n): scores[n] for n in results},
         "members": members,
         "why": (f"highest nested-CV OOF {metric} ({scores[chosen]:.4f}) among the best member {best.name!r} "
-                f"({scores[best.name]:.4f}), " + ", ".join(f"{m} ({scores[m]:.4f})" for m in CANDIDATES)),
+                f"({scores[best.name]:.4f}), " + ", ".join(f"{m} ({scores[m]:.4f})" for m in candidates)),
     }
     log.info("ensemble: %s", record["why"])
     if out_dir:

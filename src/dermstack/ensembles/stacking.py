@@ -23,24 +23,25 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from dermstack.atomic import write_json, write_parquet
+from dermstack.atomic import write_json
 from dermstack.boosting.cv import cross_validate
 from dermstack.config import ModelConfig
-from dermstack.crossfit import check_plan, check_same_plan, fold_metrics
+from dermstack.crossfit import apply_by_fold, check_plan, check_same_plan, fit_other_folds, fold_metrics
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
+from dermstack.ensembles.cnn import CNNConfig, CNNTrainer, image_refs, save_net, training_frame
+from dermstack.ensembles.cnnfeature import CNNViews, cnn_feature_frame, patient_key
 from dermstack.ensembles.level2 import Level2, make_learner
-from dermstack.errors import DataError, reading
+from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import ModelResult, Predictions
-from dermstack.saved import Inputs, SavedModel, load, model_spec, write_model
-from dermstack.task import TaskSpec, as_columns
+from dermstack.saved import Inputs, SavedModel, model_spec, write_model
+from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -50,48 +51,6 @@ FitScore = Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]]
 
 
 # -- 1. nested CNN scores -------------------------------------------------------------------------
-@dataclass
-class CNNViews:
-    """``views[k]``: (n, C) scores booster k sees for the training rows; ``test``: (n_test, C)."""
-
-    name: str
-    classes: list[str]
-    image_ids: list[str]
-    views: np.ndarray
-    test_ids: list[str]
-    test: np.ndarray
-
-    def to_frame(self) -> pl.DataFrame:
-        """Long: image_id, view (-1 for test rows), class, score."""
-        parts = []
-        for j, c in enumerate(self.classes):
-            for k, v in enumerate(self.views):
-                parts.append(pl.DataFrame({"image_id": self.image_ids, "view": k, "class": c, "score": v[:, j]}))
-            parts.append(pl.DataFrame({"image_id": self.test_ids, "view": -1, "class": c, "score": self.test[:, j]},
-                                      schema={"image_id": pl.String, "view": pl.Int64, "class": pl.String, "score": pl.Float64}))
-        return pl.concat(parts, how="vertical_relaxed")
-
-    def write(self, path: Path) -> Path:
-        return write_parquet(path, self.to_frame())
-
-    @classmethod
-    def read(cls, path: Path, name: str) -> "CNNViews":
-        """The views written by :meth:`write` (rows and classes in their written order)."""
-        with reading(path, "nested CNN views"):
-            long = pl.read_parquet(path)
-        classes = long["class"].unique(maintain_order=True).to_list()
-
-        def block(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
-            wide = frame.pivot(on="class", index="image_id", values="score")
-            return wide["image_id"].to_list(), wide.select(classes).to_numpy()
-
-        train = long.filter(pl.col("view") >= 0)
-        n_views = int(train["view"].max()) + 1
-        blocks = [block(train.filter(pl.col("view") == k)) for k in range(n_views)]
-        test_ids, test = block(long.filter(pl.col("view") == -1)) if (long["view"] == -1).any() else ([], np.zeros((0, len(classes))))
-        return cls(name, classes, blocks[0][0], np.stack([b[1] for b in blocks]), test_ids, test)
-
-
 def nested_scores(fit_score: FitScore, fold_of: np.ndarray, n_splits: int, n_test: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """(views (K, n, C), test (n_test, C)) from one model per pair of folds, as described above."""
     n = len(fold_of)
@@ -118,8 +77,6 @@ def nested_cnn_views(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: 
                      out_dir: Path | None = None, progress: bool = True) -> CNNViews:
     """Train the pair CNNs of ``model`` (every seed) and return the booster views; the pair
     checkpoints go to ``out_dir/<name>/nested/`` (``predict`` scores new rows with all of them)."""
-    from dermstack.ensembles.cnn import CNNConfig, CNNTrainer, image_refs, save_net, training_frame
-
     cfg, name = CNNConfig.from_model(model), model.label
     train_df, test_df = training_frame(table, task), table.test
     trainer = CNNTrainer(cfg, task.kind, task.n_outputs, image_refs(train_df) + image_refs(test_df), progress)
@@ -150,43 +107,6 @@ def nested_cnn_views(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: 
     return views
 
 
-# -- CNN feature columns --------------------------------------------------------------------------
-def patient_key(table: LesionTable) -> pl.DataFrame:
-    """image_id, split, patient: patient_id, else lesion_id, else the image itself."""
-    return table.df.select("image_id", "split", pl.coalesce("patient_id", "lesion_id", "image_id").alias("patient"))
-
-
-def cnn_feature_frame(views: CNNViews, view: int, patients: pl.DataFrame) -> pl.DataFrame:
-    """image_id + the ``cnn`` group columns of booster ``view`` for training and test rows: the score,
-    its z-score within the patient (0 for a patient's only lesion) and its rank in [0, 1] within the
-    patient (0.5 alone)."""
-    ids = views.image_ids + views.test_ids
-    scores = np.concatenate([views.views[view], views.test])
-    cols = [f"{views.name}_score"] if views.classes == ["target"] else [f"{views.name}_{c}" for c in views.classes]
-    df = pl.DataFrame({"image_id": ids, **{c: scores[:, j] for j, c in enumerate(cols)}})
-    df = df.join(patients, on="image_id", how="left", maintain_order="left")
-    by = ["split", "patient"]
-    rel = []
-    for c in cols:
-        n = pl.len().over(by)
-        std = pl.col(c).std(ddof=0).over(by)
-        rel += [
-            pl.when(std > 0).then((pl.col(c) - pl.col(c).mean().over(by)) / std).otherwise(0.0).alias(f"{c}_pz"),
-            pl.when(n > 1).then((pl.col(c).rank("average").over(by) - 1) / (n - 1)).otherwise(0.5).alias(f"{c}_prank"),
-        ]
-    return df.with_columns(rel).drop(by)
-
-
-def oof_cnn_frame(views: CNNViews, fold_of: np.ndarray, patients: pl.DataFrame) -> pl.DataFrame:
-    """image_id + ``cnn`` columns as each row's own booster saw them: a training row of fold k from
-    view k (what booster k scored it with), a test row from the mean of every pair CNN."""
-    frames = [cnn_feature_frame(views, k, patients) for k in range(len(views.views))]
-    own = pl.DataFrame({"image_id": views.image_ids, "fold": np.asarray(fold_of, dtype=np.int64)})
-    parts = [f.join(own.filter(pl.col("fold") == k), on="image_id", how="semi") for k, f in enumerate(frames)]
-    parts.append(frames[0].filter(pl.col("image_id").is_in(views.test_ids)))
-    return pl.concat(parts)
-
-
 def _with_cnn(features: FeatureSet, views: CNNViews, view: int, patients: pl.DataFrame) -> FeatureSet:
     return features.add(cnn_feature_frame(views, view, patients), "cnn")
 
@@ -213,15 +133,6 @@ def cross_validate_stacked(features: FeatureSet, table: LesionTable, task: TaskS
                           fold_features=lambda k: first if k == 0 else _with_cnn(features, views, k, patients))
 
 
-def with_nested_cnn(features: FeatureSet, inputs: Inputs, cnn_dir: Path) -> FeatureSet:
-    """``features`` of new rows plus the ``cnn`` group from the saved CNN's pair models (their mean,
-    as the stacked booster's test rows had)."""
-    cnn = load(cnn_dir)
-    scores = as_columns(cnn.nested_mean(inputs))
-    views = CNNViews(cnn.name, list(inputs.classes), [], np.zeros((1, 0, scores.shape[1])), list(inputs.ids), scores)
-    return features.add(cnn_feature_frame(views, 0, patient_key(inputs.table)), "cnn")
-
-
 # -- 2. level-2 learner ---------------------------------------------------------------------------
 def score_tensor(preds: list[Predictions], names: list[str], ids: list[str], classes: list[str], source: str) -> np.ndarray:
     """(n, M, C) seed/fold-averaged scores of models ``names`` for rows ``ids``; a missing score is a DataError."""
@@ -244,9 +155,9 @@ def stack_models(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, method
     fold_of = plan.fold_of(task.image_ids)
     oof = np.full((len(y), len(task.classes)), np.nan)
     folds = check_plan(plan, task)
-    for k, tr, va in folds:
-        learner = make_learner(method, task.kind, names).fit(X[tr], y[tr], fold_of[tr])
-        oof[va] = learner.predict(X[va])
+    learners = fit_other_folds(fold_of, lambda tr: make_learner(method, task.kind, names).fit(X[tr], y[tr], fold_of[tr]),
+                               [k for k, _, _ in folds])
+    oof = apply_by_fold(fold_of, learners, lambda learner, rows: learner.predict(X[rows]), oof)
     final = make_learner(method, task.kind, names).fit(X, y, fold_of)
     test_ids = _common_test_ids(outs)
     test = final.predict(score_tensor([o.test for o in outs], names, test_ids, task.classes, "test")) if test_ids else np.zeros((0, len(task.classes)))

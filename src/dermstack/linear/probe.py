@@ -27,8 +27,11 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Ge, Gt
+from pydantic import BeforeValidator, Strict
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -37,10 +40,12 @@ from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
 from dermstack.atomic import atomic_path, read_json, write_json
+from dermstack.config.problems import fail, schema
+from dermstack.config.types import NonNegInt, PosInt, one_of
 from dermstack.errors import ConfigError, DataError, reading
 from dermstack.linear.design import Design, Rows, read_rows
 from dermstack.saved import Inputs, SavedModel
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -53,52 +58,34 @@ CLIP = 1e-6
 PATIENCE = 2
 
 
-@dataclass(frozen=True)
+def _c_grid(value: object) -> tuple[float, ...]:
+    grid = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not grid or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in grid):
+        raise fail("must be a positive number or a non-empty list of them")
+    return tuple(sorted(float(c) for c in grid))
+
+
+@schema("[[models]] params", frozen=True)
 class LinearParams:
     """The ``params`` a ``kind = "logistic"`` model accepts: ``C`` (a number: fixed; a list: the grid
     the inner CV chooses from), ``inner_splits``, ``max_iter``, ``tol``, ``class_weight`` (none | balanced),
     ``threads``, ``jobs``."""
 
-    C: tuple[float, ...] = DEFAULT_C
-    inner_splits: int = 5
-    max_iter: int = 1000
-    tol: float = 1e-4
-    class_weight: str = "none"
-    threads: int = 1
+    C: Annotated[tuple[float, ...], BeforeValidator(_c_grid)] = DEFAULT_C
+    inner_splits: Annotated[int, Strict(), Ge(2)] = 5
+    max_iter: PosInt = 1000
+    tol: Annotated[float, Strict(), Gt(0)] = 1e-4
+    class_weight: one_of("class_weight", ("none", "balanced")) = "none"
+    threads: PosInt = 1
     #: inner-CV fits run side by side; 0: one per CPU core
-    jobs: int = 0
+    jobs: NonNegInt = 0
 
     @classmethod
     def from_dict(cls, raw: dict | None, where: str = "[[models]] logistic") -> "LinearParams":
-        raw = dict(raw or {})
-        known = [f for f in cls.__dataclass_fields__]
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ConfigError(f"{where}: unknown params key(s) {unknown}; a logistic model accepts {known}")
-
-        def bad(key: str, what: str):
-            return ConfigError(f"{where}: params.{key} must be {what}, got {raw[key]!r}")
-
-        out = {}
-        if "C" in raw:
-            grid = raw["C"] if isinstance(raw["C"], list) else [raw["C"]]
-            if not grid or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in grid):
-                raise bad("C", "a positive number or a non-empty list of them")
-            out["C"] = tuple(sorted(float(c) for c in grid))
-        for key, low in (("inner_splits", 2), ("max_iter", 1), ("threads", 1), ("jobs", 0)):
-            if key in raw:
-                if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < low:
-                    raise bad(key, f"an integer of at least {low}")
-                out[key] = raw[key]
-        if "tol" in raw:
-            if not isinstance(raw["tol"], (int, float)) or isinstance(raw["tol"], bool) or raw["tol"] <= 0:
-                raise bad("tol", "a positive number")
-            out["tol"] = float(raw["tol"])
-        if "class_weight" in raw:
-            if raw["class_weight"] not in ("none", "balanced"):
-                raise bad("class_weight", '"none" or "balanced"')
-            out["class_weight"] = raw["class_weight"]
-        return cls(**out)
+        try:
+            return cls(**dict(raw or {}))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
     def to_dict(self) -> dict:
         return {"C": list(self.C), "inner_splits": self.inner_splits, "max_iter": self.max_iter, "tol": self.tol,
@@ -125,6 +112,11 @@ class Probe:
     coef: np.ndarray
     intercept: np.ndarray
     C: list[float] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict:
+        """What the fit chose (the metrics' and model.json's record of each fold and seed)."""
+        return {"C": self.C}
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """(n, K) log-odds (binary, multilabel) or softmax logits (multiclass)."""

@@ -146,13 +146,3 @@ def load_fold_boosters(model_dir: str | Path) -> list[FoldBooster]:
 def feature_groups(model_dir: str | Path) -> dict[str, str]:
     """Feature column -> group, as stored with the model."""
     return {c: g or "other" for c, g in read_spec(model_dir)["features"].get("groups", {}).items()}
-
-
-def is_booster_dir(model_dir: Path) -> bool:
-    """True for a model directory of LightGBM/XGBoost/CatBoost boosters."""
-    if not Path(model_dir).is_dir():
-        return False
-    try:
-        return read_spec(model_dir).get("kind") in ("lightgbm", "xgboost", "catboost")
-    except DataError:
-        return False

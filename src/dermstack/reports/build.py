@@ -20,7 +20,7 @@ from dermstack.reports.shap_ import ShapValues, explain_model, feature_importanc
 from dermstack.reports.subgroups import SubgroupSettings, subgroup_report
 from dermstack.reports.summary import headline, summary_section
 from dermstack.rundir import REPORT_FILES, claim_dir, is_report
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 

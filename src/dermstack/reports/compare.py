@@ -23,6 +23,7 @@ from dermstack.atomic import write_json
 from dermstack.clinical import paired_bootstrap
 from dermstack.clinical_report import N_BOOT, SEED, bootstrap_units, format_ci
 from dermstack.errors import DataError
+from dermstack.metrics import ROC_AUC_METRIC
 from dermstack.predictions import Predictions
 from dermstack.reports import plots
 from dermstack.reports.html import Section, figure, paragraph, table, write_page
@@ -32,7 +33,6 @@ from dermstack.reports.subgroups import MISSING, SubgroupSettings, group_order, 
 log = logging.getLogger(__name__)
 
 #: the second metric of every comparison, per task (the primary metric is the first)
-ROC_AUC = {"binary": "roc_auc", "multiclass": "macro_roc_auc", "multilabel": "macro_roc_auc"}
 
 
 @dataclass
@@ -127,7 +127,7 @@ def compare_runs(sides: list[Side], n_boot: int = N_BOOT, seed: int = SEED,
     scores = [s[idx] for s in scores]
     shared = [ids[i] for i in idx]
     units, unit = bootstrap_units(ref.run.table, shared)
-    metrics = [task.primary_metric, ROC_AUC[task.kind]]
+    metrics = [task.primary_metric, ROC_AUC_METRIC[task.kind]]
     groups = {a: g.gather(idx) for a, g in subgroup_columns(ref.run.train).items()}
     comparisons = []
     for side, s in zip(sides[1:], scores[1:]):

@@ -7,7 +7,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from dermstack import metrics
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 
 def class_views(task: str, classes: list[str], y: np.ndarray, score: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -54,10 +54,6 @@ class OperatingPoint:
     def confusion(self) -> np.ndarray:
         """[[tn, fp], [fn, tp]] as sklearn orders it."""
         return np.array([[self.tn, self.fp], [self.fn, self.tp]])
-
-
-def recall_at_specificity(y: np.ndarray, score: np.ndarray, specificity: float = 0.95) -> float:
-    return OperatingPoint.at(y, score, threshold_at_specificity(y, score, specificity)).recall
 
 
 @dataclass

@@ -44,10 +44,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from dermstack.calibration import Calibrator
-from dermstack.crossfit import align_rows
+from dermstack.crossfit import align_rows, fit_other_folds, plain
 from dermstack.ensembles.level2 import EPS, Level2, logit, make_learner
 from dermstack.errors import DataError
 from dermstack.predictions import Predictions
+from dermstack.registry import ensemble_methods, model_kinds
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues, explain_model
 from dermstack.saved import model_dirs, read_spec
@@ -235,28 +236,21 @@ class _Explainer:
 
     def per_fold(self, fit: Callable[[np.ndarray], object], saved: object) -> list[tuple[np.ndarray, object]]:
         """(rows of ``ids``, what scored them): per fold k, ``fit(training rows outside k)``; test rows, ``saved``."""
-        return [(self.folds == k, saved if k < 0 else fit(self.train_fold != k)) for k in np.unique(self.folds)]
+        fitted = fit_other_folds(self.train_fold, fit, [k for k in np.unique(self.folds) if k >= 0])
+        return [(self.folds == k, saved if k < 0 else fitted[plain(k)]) for k in np.unique(self.folds)]
 
     # -- explanation ---------------------------------------------------------------------------
     def explain(self, name: str) -> Attribution:
         if name in self._done:
             return self._done[name]
         spec = self._spec(name)
-        kind = spec["kind"]
-        members = spec["needs"].get("members", [])
-        if kind == "cnn":
-            att = self._cnn(name)
-        elif kind in ("lightgbm", "xgboost", "catboost", "logistic"):
-            att = self._fold_models(name)
-        elif kind == "mean":
-            w = np.asarray(spec["weights"], dtype=float)
-            att = combine([self.explain(m) for m in members], self._diagonal(w / w.sum()))
-        elif kind in ("greedy", "rank", "stack"):
-            att = self._level2(spec, [self.explain(m) for m in members])
-        elif kind == "calibrated":
-            att = self._calibrated(spec, self.explain(members[0]))
+        kind, method = model_kinds().get(spec["kind"]), ensemble_methods().get(spec["kind"])
+        if kind is not None:
+            att = self._fold_models(name, kind.explain) if kind.explain else self._score_term(name)
+        elif method is not None:
+            att = method.explain(self, spec, [self.explain(m) for m in spec["needs"].get("members", [])])
         else:
-            raise DataError(f"model {name!r}: no final-model SHAP for kind {kind!r}", file=str(self.dirs[name]))
+            raise DataError(f"model {name!r}: no final-model SHAP for kind {spec['kind']!r}", file=str(self.dirs[name]))
         stored = self.scores(name)
         gap = np.abs(att.total - stored)
         if not np.all(gap <= REPRODUCE_TOL):
@@ -275,9 +269,10 @@ class _Explainer:
         att = att.vector(softmax, softmax_jacobian) if self.kind.exclusive else att.each(sigmoid)
         return att.values.reshape(values.shape), att.base.reshape(base.shape)
 
-    def _fold_models(self, name: str) -> Attribution:
+    def _fold_models(self, name: str, explain: Callable) -> Attribution:
+        """A kind's fold x seed models (its ``explain`` hook), explained and averaged like its scores."""
         d = self.dirs[name]
-        models, groups = self.run.fold_models(d)
+        models, groups = explain(self.run, d)
         features = align_rows(self.run.features_for(d), self.ids, source=str(self.run.root / "features.parquet"))
         sv = explain_model(name, models, features, self.folds, self.run.task.classes, self.progress, link=self._link)
         for j, f in enumerate(sv.features):
@@ -286,69 +281,81 @@ class _Explainer:
         self.categories = sv.categories | self.categories
         return Attribution(sv.features, *_as3(sv.values, sv.base))
 
-    def _cnn(self, name: str) -> Attribution:
-        """One term: the CNN's score minus its mean OOF score (the base)."""
+    def _score_term(self, name: str) -> Attribution:
+        """One term (a CNN's image): the model's score minus its mean OOF score (the base)."""
         p = self.scores(name)
         base = np.broadcast_to(np.nanmean(self.oof_all(name), axis=0), p.shape).copy()
         self.data.setdefault(CNN_TERM, p[:, 0] if self.kind.binary else np.full(len(p), np.nan))
         self.groups[CNN_TERM] = "cnn"
         return Attribution([CNN_TERM], (p - base)[:, None, :], base)
 
-    def _diagonal(self, w: np.ndarray) -> np.ndarray:
+    def diagonal(self, w: np.ndarray) -> np.ndarray:
         """A (n, C, M, C) from weights (M,) or (n, M): each output the weighted sum of that output of the members."""
         w = np.broadcast_to(np.asarray(w, dtype=float), (len(self.ids), np.shape(w)[-1]))
         return w[:, None, :, None] * np.eye(self.n_out)[None, :, None, :]
 
-    def _level2(self, spec: dict, parts: list[Attribution]) -> Attribution:
-        saved = Level2.from_json(spec["learner"])
-        names, M = saved.models, len(saved.models)
-        X = np.stack([self.oof_all(m) for m in names], axis=1)
-        y = self.run.task.y
-        groups = self.per_fold(lambda tr: make_learner(spec["kind"], self.kind, names).fit(X[tr], y[tr], self.train_fold[tr]),
-                               saved)
-        n, C = len(self.ids), self.n_out
-        if spec["kind"] in ("greedy", "rank"):  # weighted mean (of ranks): clip / renormalising are no-ops
-            if spec["kind"] == "rank" and not self.kind.exclusive:
-                parts = [p.each(self._rank(groups, m, M)) for m, p in enumerate(parts)]
-            w = np.zeros((n, M))
-            for rows, learner in groups:
-                w[rows] = learner.w
-            return combine(parts, self._diagonal(w))
-        A, bias = np.zeros((n, C, M, C)), np.zeros((n, C))
-        if self.kind.exclusive:  # multinomial logistic regression on every member's log-probabilities, softmax
-            for rows, learner in groups:
-                coef, icpt = learner.fits[0]
-                A[rows] = np.asarray(coef).reshape(C, M, C)
-                bias[rows] = icpt
-            logs = [p.each(lambda u: np.log(np.clip(u, EPS, 1))) for p in parts]
-            return combine(logs, A, bias).vector(softmax, softmax_jacobian)
-        for rows, learner in groups:  # per output: logistic regression on the members' logits
-            for j, (coef, icpt) in enumerate(learner.fits):
-                A[rows, j, :, j] = np.asarray(coef)[0]
-                bias[rows, j] = np.asarray(icpt)[0]
-        return combine([p.each(logit) for p in parts], A, bias).each(sigmoid)
 
-    @staticmethod
-    def _rank(groups: list, m: int, M: int) -> Callable[[np.ndarray], np.ndarray]:
-        """Member ``m``'s rank transform, each row by the learner that scored it."""
-        def f(u: np.ndarray) -> np.ndarray:
-            out = np.empty_like(u)
-            for rows, learner in groups:
-                out[rows] = learner._transform(np.repeat(u[rows][:, None, :], M, axis=1))[:, m]
-            return out
-        return f
+def explain_level2(ex: _Explainer, spec: dict, parts: list[Attribution]) -> Attribution:
+    """greedy / rank (weighted means) and stack (logistic regression on logits, softmax), each row
+    through the learner that scored it."""
+    saved = Level2.from_json(spec["learner"])
+    names, M = saved.models, len(saved.models)
+    X = np.stack([ex.oof_all(m) for m in names], axis=1)
+    y = ex.run.task.y
+    groups = ex.per_fold(lambda tr: make_learner(spec["kind"], ex.kind, names).fit(X[tr], y[tr], ex.train_fold[tr]),
+                           saved)
+    n, C = len(ex.ids), ex.n_out
+    if spec["kind"] in ("greedy", "rank"):  # weighted mean (of ranks): clip / renormalising are no-ops
+        if spec["kind"] == "rank" and not ex.kind.exclusive:
+            parts = [p.each(_rank(groups, m, M)) for m, p in enumerate(parts)]
+        w = np.zeros((n, M))
+        for rows, learner in groups:
+            w[rows] = learner.w
+        return combine(parts, ex.diagonal(w))
+    A, bias = np.zeros((n, C, M, C)), np.zeros((n, C))
+    if ex.kind.exclusive:  # multinomial logistic regression on every member's log-probabilities, softmax
+        for rows, learner in groups:
+            coef, icpt = learner.fits[0]
+            A[rows] = np.asarray(coef).reshape(C, M, C)
+            bias[rows] = icpt
+        logs = [p.each(lambda u: np.log(np.clip(u, EPS, 1))) for p in parts]
+        return combine(logs, A, bias).vector(softmax, softmax_jacobian)
+    for rows, learner in groups:  # per output: logistic regression on the members' logits
+        for j, (coef, icpt) in enumerate(learner.fits):
+            A[rows, j, :, j] = np.asarray(coef)[0]
+            bias[rows, j] = np.asarray(icpt)[0]
+    return combine([p.each(logit) for p in parts], A, bias).each(sigmoid)
 
-    def _calibrated(self, spec: dict, part: Attribution) -> Attribution:
-        if self.kind.exclusive:
-            raise DataError("final-model SHAP does not explain a calibrated multiclass model (the run submits the "
-                            "final model's own scores; explain that)", file=str(self.dirs[spec["name"]]))
-        saved = Calibrator.from_json(spec["calibrator"])
-        S, y = self.oof_all(spec["needs"]["members"][0]), self.run.task.y
-        groups = self.per_fold(lambda tr: Calibrator(self.kind, saved.method).fit(y[tr], S[tr]), saved)
 
-        def f(u: np.ndarray) -> np.ndarray:
-            out = np.empty_like(u)
-            for rows, cal in groups:
-                out[rows] = np.reshape(cal.apply(u[rows]), out[rows].shape)
-            return out
-        return part.each(f)
+def _rank(groups: list, m: int, M: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Member ``m``'s rank transform, each row by the learner that scored it."""
+    def f(u: np.ndarray) -> np.ndarray:
+        out = np.empty_like(u)
+        for rows, learner in groups:
+            out[rows] = learner.transform(np.repeat(u[rows][:, None, :], M, axis=1))[:, m]
+        return out
+    return f
+
+
+def explain_calibrated(ex: _Explainer, spec: dict, parts: list[Attribution]) -> Attribution:
+    """The calibrator of each row's fold applied to its one member (the rescale rule)."""
+    part = parts[0]
+    if ex.kind.exclusive:
+        raise DataError("final-model SHAP does not explain a calibrated multiclass model (the run submits the "
+                        "final model's own scores; explain that)", file=str(ex.dirs[spec["name"]]))
+    saved = Calibrator.from_json(spec["calibrator"])
+    S, y = ex.oof_all(spec["needs"]["members"][0]), ex.run.task.y
+    groups = ex.per_fold(lambda tr: Calibrator(ex.kind, saved.method).fit(y[tr], S[tr]), saved)
+
+    def f(u: np.ndarray) -> np.ndarray:
+        out = np.empty_like(u)
+        for rows, cal in groups:
+            out[rows] = np.reshape(cal.apply(u[rows]), out[rows].shape)
+        return out
+    return part.each(f)
+
+
+def explain_mean(ex: _Explainer, spec: dict, parts: list[Attribution]) -> Attribution:
+    """The weighted mean: exact, each output the weighted sum of the members' contributions."""
+    w = np.asarray(spec["weights"], dtype=float)
+    return combine(parts, ex.diagonal(w / w.sum()))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dermstack.extract.store import EmbeddingStore
 from dermstack.linear.design import embedding_term, read_rows
 from dermstack.linear.probe import Probe, SavedLinear
 from dermstack.saved import load
@@ -58,7 +59,7 @@ class FoldProbe:
 
 
 def load_fold_probes(model_dir: str | Path, store) -> list[FoldProbe]:
-    """Every fold/seed probe of a ``kind = "logistic"`` folder; ``store``: the run's embeddings."""
+    """Every fold/seed model of a folder of a kind on a Design (logistic, mlp); ``store``: the run's embeddings."""
     model: SavedLinear = load(model_dir)
     return [FoldProbe(model.name, int(e["fold"]), int(e["seed"]), p, model.spec["inputs"], store, list(model.spec["classes"]))
             for e, p in zip(model.spec["models"], model.probes())]
@@ -68,3 +69,10 @@ def term_groups(model_dir: str | Path) -> dict[str, str]:
     """Term -> feature group: ``embedding`` for each backbone's term, the feature's own group otherwise."""
     inputs = load(model_dir).spec["inputs"]
     return {embedding_term(b): "embedding" for b in inputs["backbones"]} | {c: g or "other" for c, g in inputs["groups"].items()}
+
+
+def explain_design_model(run, model_dir: Path) -> tuple[list[FoldProbe], dict[str, str]]:
+    """A kind's ``explain`` hook for models on a Design (linear probe, MLP): the fold x seed models
+    with their exact or sampled contributions, and each term's group."""
+    h5 = run.root / "embeddings.h5"
+    return load_fold_probes(model_dir, EmbeddingStore(h5) if h5.exists() else None), term_groups(model_dir)

@@ -15,9 +15,12 @@ import polars as pl
 from dermstack.atomic import read_json
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
+from dermstack.ensembles.cnnfeature import CNNViews, oof_cnn_frame, patient_key
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import Predictions
+from dermstack.registry import model_kind, model_kinds
+from dermstack.saved import dependency_order, model_dirs, read_spec
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,6 @@ class RunData:
     @classmethod
     def load(cls, run_dir: str | Path) -> "RunData":
         from dermstack.rundir import check_current
-        from dermstack.saved import dependency_order, read_spec
 
         root = Path(run_dir)
         check_current(root)
@@ -115,14 +117,10 @@ class RunData:
     def features_for(self, model_dir: Path) -> pl.DataFrame:
         """The feature rows a model directory's boosters were trained on: ``features.parquet``, plus,
         for a ``<booster>+<cnn>`` model, the ``cnn`` columns each row's own fold booster saw."""
-        from dermstack.saved import read_spec
-
         df = self.features.df
         cnn = read_spec(model_dir)["needs"].get("cnn_views")
         if not cnn:
             return df
-        from dermstack.ensembles.stacking import CNNViews, oof_cnn_frame, patient_key
-
         views = CNNViews.read(self.models_dir / cnn / "nested" / "views.parquet", cnn)
         frame = oof_cnn_frame(views, self.folds.fold_of(views.image_ids), patient_key(self.table))
         return df.join(frame, on="image_id", how="left", maintain_order="left")
@@ -133,29 +131,11 @@ class RunData:
 
     @property
     def explained_dirs(self) -> list[Path]:
-        """The boosters' model directories (SHAP) and the linear probes' (exact linear contributions)."""
-        from dermstack.saved import model_dirs, read_spec
-
-        linear = [d for d in model_dirs(self.models_dir).values() if read_spec(d)["kind"] == "logistic"]
-        return self.booster_dirs + sorted(linear)
+        """The folders of the models whose kind explains itself feature by feature (boosters, linear probes)."""
+        kinds = model_kinds()
+        return [d for d in model_dirs(self.models_dir).values() if getattr(kinds.get(read_spec(d)["kind"]), "explain", None)]
 
     def fold_models(self, model_dir: Path) -> tuple[list, dict[str, str]]:
-        """(the per fold/seed models :func:`~dermstack.reports.shap_.explain_model` explains, feature -> group)."""
-        from dermstack.saved import read_spec
-
-        if read_spec(model_dir)["kind"] == "logistic":
-            from dermstack.extract.store import EmbeddingStore
-            from dermstack.reports.linear import load_fold_probes, term_groups
-
-            h5 = self.root / "embeddings.h5"
-            return load_fold_probes(model_dir, EmbeddingStore(h5) if h5.exists() else None), term_groups(model_dir)
-        from dermstack.reports.boosters import feature_groups, load_fold_boosters
-
-        return load_fold_boosters(model_dir), feature_groups(model_dir) or dict(self.features.groups)
-
-    @property
-    def booster_dirs(self) -> list[Path]:
-        """Model directories of LightGBM/XGBoost/CatBoost boosters (what SHAP explains)."""
-        from dermstack.reports.boosters import is_booster_dir
-
-        return sorted(p for p in self.models_dir.iterdir() if p.is_dir() and is_booster_dir(p)) if self.models_dir.is_dir() else []
+        """(the per fold/seed models :func:`~dermstack.reports.shap_.explain_model` explains, feature -> group),
+        from the kind's ``explain`` hook in the registry."""
+        return model_kind(read_spec(model_dir)["kind"]).explain(self, model_dir)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from dermstack.metrics import bootstrap_values, percentile_ci
+from dermstack.metrics import TASK_METRICS, bootstrap_values, percentile_ci
 from dermstack.progress import progress_bar
 from dermstack.reports.curves import OperatingPoint, threshold_at_specificity
-from dermstack.task import TaskKind
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def subgroup_columns(df: pl.DataFrame) -> dict[str, pl.Series]:
 
 def group_metrics(task: str, y: np.ndarray, threshold: float | None) -> dict[str, Callable]:
     """Metric functions of a subgroup: the task's metrics, plus recall/specificity at a fixed threshold."""
-    fns = dict(TaskKind(task).metrics)
+    fns = dict(TASK_METRICS[TaskKind(task)])
     if TaskKind(task).binary and threshold is not None:
         fns["recall_at_threshold"] = lambda y, s: _defined(OperatingPoint.at(y, s, threshold).recall)
         fns["specificity_at_threshold"] = lambda y, s: _defined(OperatingPoint.at(y, s, threshold).specificity)

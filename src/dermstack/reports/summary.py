@@ -13,6 +13,7 @@ import polars as pl
 
 from dermstack.clinical_report import format_ci as _ci
 from dermstack.reports.html import Section, esc, paragraph, table
+from dermstack.taskkind import TaskKind
 
 #: how many features the first screen lists as drivers of the final prediction
 TOP_DRIVERS = 8
@@ -130,7 +131,7 @@ def summary_section(h: dict) -> Section:
     """The first screen as a two-column grid: the model and its evidence left, decisions and fairness right."""
     left = [_render_dataset(h), _render_final(h), _render_primary(h), _render_calibration(h), _render_drivers(h)]
     right = [_render_operating(h), _render_below(h), _render_skin_tone(h)]
-    if not h["task"] == "binary":  # a per-class operating table fills the right column: fairness goes left
+    if not TaskKind(h["task"]).binary:  # a per-class operating table fills the right column: fairness goes left
         left, right = left + right[2:], right[:2]
         right.append(paragraph("Macro metrics within a subgroup average over the classes present in it, so small "
                                "groups read lower by construction: compare groups with each other, not with 'all'."))
@@ -174,7 +175,7 @@ def _render_drivers(h: dict) -> str:
     d = h["drivers"]
     if not d:
         return "<h3>Top drivers</h3><p>not computed (no booster or linear model explained)</p>"
-    shown = d["features"][:TOP_DRIVERS if h["task"] == "binary" else TOP_DRIVERS_MULTI]  # several classes: room for fairness
+    shown = d["features"][:TOP_DRIVERS if TaskKind(h["task"]).binary else TOP_DRIVERS_MULTI]  # several classes: room for fairness
     top = max((f["mean_abs_shap"] for f in shown), default=0) or 1
     items = "".join(f'<li><span class="bar" style="width:{80 * f["mean_abs_shap"] / top:.0f}px"></span>'
                     f'{esc(f["feature"])} <span class="note">({esc(f["group"])}, {f["mean_abs_shap"]:.3g})</span></li>'
@@ -190,7 +191,7 @@ def _render_operating(h: dict) -> str:
     thr = h.get("thresholds")
     thr_html = (f"<p>macro F1, tuned per-class thresholds (nested CV): {h['thresholds']['f1_before']:.3f} &rarr; "
                 f"{h['thresholds']['f1_after']:.3f}</p>" if thr and _finite(thr.get("f1_before")) and _finite(thr.get("f1_after")) else
-                ("" if h["task"] == "binary" else f"<p>tuned thresholds: {NOT_COMPUTED}</p>"))
+                ("" if TaskKind(h["task"]).binary else f"<p>tuned thresholds: {NOT_COMPUTED}</p>"))
     if not o["rows"]:
         return f"<h3>Operating points</h3><p>{NOT_COMPUTED}</p>{thr_html}"
     df = pl.DataFrame(o["rows"], infer_schema_length=None)

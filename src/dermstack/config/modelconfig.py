@@ -1,0 +1,78 @@
+"""``[[models]]``: one entry per model, its ``kind`` and ``params`` checked against the kind's own
+schema in the registry (:mod:`dermstack.registry`)."""
+from __future__ import annotations
+
+import math
+from dataclasses import field
+from typing import Annotated, Any
+
+from annotated_types import Ge
+from pydantic import Strict, ValidationInfo, field_validator, model_validator
+
+from dermstack.config.problems import problem, schema, validate
+from dermstack.config.sections import SamplingConfig
+from dermstack.config.types import FEATURE_GROUPS, Backbone, ModelName, PosInt, Seeds, Str, one_of
+from dermstack.registry import kind_names, model_kind, model_kinds
+
+CNNImageSize = Annotated[int, Strict(), Ge(16)]
+#: [[models]] keys that only some kinds read (``ModelKind.model_keys``)
+KIND_KEYS = ("backbone", "epochs", "image_size")
+
+
+@schema("[[models]]")
+class ModelConfig:
+    kind: one_of("model kind", kind_names) = "lightgbm"
+    name: ModelName | None = None
+    seeds: Seeds = field(default_factory=lambda: [0])
+    params: dict[Str, Any] = field(default_factory=dict)
+    features: list[one_of("feature group", FEATURE_GROUPS)] | None = None
+    sampling: dict[Str, Any] = field(default_factory=dict)
+    #: image kinds only (cnn)
+    backbone: Backbone | None = None
+    epochs: PosInt | None = None
+    image_size: CNNImageSize | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+    @field_validator("params")
+    @classmethod
+    def _params_known(cls, params: dict, info: ValidationInfo) -> dict:
+        items = param_problems(info.data["kind"], params) if "kind" in info.data else []  # (a bad kind is reported)
+        items += [(k, v, "must be a finite number") for k, v in params.items()
+                  if isinstance(v, float) and not math.isfinite(v) and k not in {i[0] for i in items}]
+        if items:
+            raise problem(items)
+        return params
+
+    @field_validator("sampling")
+    @classmethod
+    def _sampling_known(cls, sampling: dict) -> dict:
+        items = validate(SamplingConfig, sampling)[1]
+        if items:
+            raise problem(items)
+        return sampling
+
+    @model_validator(mode="after")
+    def _kind_keys(self):
+        kind = model_kind(self.kind)
+        takers = " or ".join(f'kind = "{k.name}"' for k in model_kinds().values() if k.model_keys)
+        items = [(k, getattr(self, k), f"only for {takers}") for k in KIND_KEYS
+                 if getattr(self, k) is not None and k not in kind.model_keys]
+        if items:
+            raise problem(items)
+        return self
+
+
+def param_problems(kind: str, params: dict) -> list[tuple[str, Any, str]]:
+    """``params`` checked by the kind's own hook, or against its params schema."""
+    k = model_kind(kind)
+    return k.check(params) if k.check else validate(k.params, params)[1]
+
+
+def default_models(n_train: int) -> list[ModelConfig]:
+    """What a config without ``[[models]]`` trains: each registered kind whose ``default`` accepts
+    ``n_train`` training rows (the boosters always; the linear probe on small data), in registry
+    order; the ensemble (``method = "auto"``) then keeps whichever combination scores best by nested CV."""
+    return [ModelConfig(kind=k.name) for k in model_kinds().values() if k.default(n_train)]

@@ -1,0 +1,144 @@
+"""RunConfig: every section, read from TOML and checked as a whole, and the checks across sections."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from dermstack.config.modelconfig import ModelConfig, default_models
+from dermstack.config.problems import lines, schema, show, unknown, validate
+from dermstack.config.sections import CVConfig, DataConfig, EnsembleConfig, ExtractConfig, FeaturesConfig, ReportConfig
+from dermstack.errors import ConfigError
+from dermstack.metrics import TASK_METRICS
+from dermstack.registry import ensemble_methods, model_kinds
+from dermstack.taskkind import TaskKind
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig, "cv": CVConfig, "extract": ExtractConfig, "features": FeaturesConfig,
+    "models": ModelConfig, "ensemble": EnsembleConfig, "report": ReportConfig,
+}
+
+
+@schema("config")
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    #: empty: the default set for the data's size (:func:`default_models`), resolved after ingest
+    models: list[ModelConfig] = field(default_factory=list)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":
+        """Validate every section of ``raw`` (a parsed TOML document); one ConfigError lists every problem."""
+        problems: list[str] = []
+        sections: dict[str, Any] = {}
+        for name, value in raw.items():
+            kind = _SECTIONS.get(name)
+            if kind is None:
+                problems.append(f"[{name}]: {unknown('section', name, _SECTIONS)}")
+            elif name != "models":
+                sections[name], items = validate(kind, value)
+                problems += lines(f"[{name}]", items)
+            elif not isinstance(value, list):
+                problems.append("models: must be an array of tables ([[models]]), got " + show(value))
+            else:
+                sections[name] = []
+                for i, entry in enumerate(value):
+                    model, items = validate(ModelConfig, entry)
+                    sections[name].append(model)
+                    label = (entry.get("name") or entry.get("kind", "lightgbm")) if isinstance(entry, dict) else "?"
+                    problems += lines(f"[[models]] #{i + 1} ({label})", items)
+        if not problems:
+            cfg = cls(**sections)
+            problems = cfg.problems()
+        if problems:
+            raise ConfigError(_summary(source, problems))
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        return cls.from_dict(raw, str(path))
+
+    def problems(self) -> list[str]:
+        """What is wrong across sections (each section is valid on its own)."""
+        out = []
+        where = {id(m): f"[[models]] #{i + 1} ({m.label})" for i, m in enumerate(self.models)}
+        names = [m.label for m in self.models or default_models(0)]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            out.append(f'[[models]] name = "{dup}": two [[models]] share this name; give each a distinct `name`')
+        for m in self.models:
+            if m.sampling and not TaskKind(self.data.task).binary:
+                out += lines(where[id(m)], [("sampling", m.sampling, f"resampling is for binary tasks only; this task is {self.data.task}")])
+        out += self._stop_metric_problems(where)
+        ens = self.ensemble
+        available = names + self.cnn_feature_models()
+        for n in ens.models or []:
+            if n not in available:
+                out.append(f'[ensemble] models = {show(ens.models)}: {unknown("model", n, available)} (no [[models]] has that name)')
+        chosen = [n for n in available if not ens.models or n in ens.models]
+        method = ensemble_methods().get(ens.method)
+        if method is not None and method.min_members > 1 and len(chosen) < method.min_members:
+            out.append(f'[ensemble] method = "{ens.method}": a level-2 {ens.method} needs at least two base models, '
+                       f'this config has {chosen}; use method = "auto" or add [[models]]')
+        return out
+
+    def cnn_feature_models(self) -> list[str]:
+        """With ``[ensemble] cnn_feature``, each booster is also trained on the first CNN's score
+        (leak-free, dermstack.ensembles.stacking): the names of those models, ``<booster>+<cnn>``."""
+        kinds = model_kinds()
+        cnns = [m.label for m in self.models if kinds[m.kind].gives_cnn_feature]
+        boosters = [m.label for m in self.models if kinds[m.kind].takes_cnn_feature]
+        method = ensemble_methods().get(self.ensemble.method)
+        uses = self.ensemble.method == "auto" or (method is not None and method.uses_cnn_feature)
+        if not (self.ensemble.cnn_feature and cnns and uses):
+            return []
+        return [f"{b}+{cnns[0]}" for b in boosters]
+
+    def _stop_metric_problems(self, where: dict[int, str]) -> list[str]:
+        models = [m for m in self.models if m.params.get("stop_metric") is not None]
+        metrics = list(TASK_METRICS[TaskKind(self.data.task)])
+        return [line for m in models if m.params["stop_metric"] not in metrics
+                for line in lines(where[id(m)], [("params.stop_metric", m.params["stop_metric"],
+                                                   unknown(f"{self.data.task} metric", m.params["stop_metric"], metrics))])]
+
+    def check(self, source: str = "config") -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(_summary(source, problems))
+
+    def to_dict(self) -> dict:
+        return _pruned(dataclasses.asdict(self))
+
+    def to_toml(self) -> str:
+        """The config as TOML (``from_toml`` reads it back equal)."""
+        return tomli_w.dumps(_pruned(dataclasses.asdict(self), empty_tables=True))
+
+
+def _summary(source: str, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems)
+
+
+def _pruned(x: Any, empty_tables: bool = False) -> Any:
+    """``x`` without None values (TOML has no null) and, with ``empty_tables``, without the empty
+    tables (params = {}, weights = {}: the defaults) that tomli-w would write as bare headers."""
+    if isinstance(x, dict):
+        return {k: _pruned(v, empty_tables) for k, v in x.items() if v is not None and not (empty_tables and v == {})}
+    if isinstance(x, list):
+        return [_pruned(v, empty_tables) for v in x]
+    return x

@@ -1,0 +1,151 @@
+"""The config sections other than ``[[models]]``: one pydantic dataclass each."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import field
+from pathlib import Path
+from typing import Annotated
+
+from annotated_types import Ge, Interval, Le
+from pydantic import Strict, model_validator
+
+from dermstack.config.problems import problem, schema
+from dermstack.config.types import (
+    DEVICES, FEATURE_GROUPS, SEGMENTATION_MODES, SYNTHETIC_FORMAT, TASKS, TTA_MODES, AutoBool, Backbone, Bool, Device,
+    MAX_REPEATS, Fraction, NonNegInt, PosInt, Precision, SchedulerAddress, Seed, Str, one_of, reader_formats,
+)
+from dermstack.errors import ConfigError
+from dermstack.registry import method_names
+from dermstack.taskkind import TaskKind
+
+# -- sections ---------------------------------------------------------------------------------------
+@schema("[data]")
+class DataConfig:
+    format: one_of("dataset format", reader_formats) = SYNTHETIC_FORMAT
+    path: Str | None = None
+    task: one_of("task", TASKS) = TaskKind.BINARY
+    #: binary: "malignant" or one diagnosis code vs the rest
+    target: Str = "malignant"
+    #: synthetic-isic2024 only
+    lesions: PosInt = 20_000
+    test_lesions: NonNegInt = 100
+    positive_rate: Fraction = 0.001
+    image_size: Annotated[int, Strict(), Ge(8)] = 64
+    seed: Seed = 0
+    strict: Bool = False
+    #: the metadata CSVs' text encoding when not UTF-8 (e.g. "cp1252"); unset: UTF-8, anything else an error
+    encoding: Str | None = None
+
+
+@schema("[cv]")
+class CVConfig:
+    n_splits: Annotated[int, Strict(), Ge(2)] = 5
+    seed: Seed = 42
+    #: the grouped CV N times, fold seeds seed, seed + 1, ...: every model refitted on each FoldPlan
+    #: (RUN_DIR/repeats/<r>/), metrics.json ``repeats`` = mean and std of each model's primary metric
+    repeats: Annotated[int, Strict(), Ge(1), Le(MAX_REPEATS)] = 1
+    #: Dask scheduler address: each fold x seed job of every model is a task on that cluster, its
+    #: workers reading the run directory (default: $DERMSTACK_DASK_ADDRESS, else in this process)
+    dask_address: SchedulerAddress | None = None
+    #: a published split: CSV or parquet with `fold` keyed by image_id, lesion_id or patient_id
+    #: (dermstack.data.folds.FoldPlan.from_file); n_splits and seed are then unused
+    folds: Str | None = None
+
+    @model_validator(mode="after")
+    def _fold_file(self):
+        items = []
+        if self.folds is not None and Path(self.folds).suffix.lower() not in (".csv", ".parquet"):
+            items.append(("folds", self.folds, "a fold file is a .csv or .parquet file"))
+        if self.folds is not None and self.repeats > 1:
+            items.append(("repeats", self.repeats, "repeats draw new fold seeds; a fold file fixes the folds"))
+        if items:
+            raise problem(items)
+        return self
+
+
+@schema("[extract]")
+class ExtractSettings:
+    """How to embed (``dermstack.extract``). ``image_size=None`` uses the model's default; ``weights``
+    maps backbone -> local file. ``None`` for batch_size, workers, streams and threads means "what is
+    fastest on the device" (dermstack.extract.settings.resolve_parallelism; benchmarks/extract_throughput.py)."""
+
+    image_size: Annotated[int, Strict(), Ge(8)] | None = None
+    #: images per forward pass (per stream); None: 8 on CPU, 64 on a GPU
+    batch_size: PosInt | None = None
+    #: DataLoader processes decoding images; None: 0 on CPU (each stream decodes its own batches), else up to 8
+    workers: NonNegInt | None = None
+    #: model replicas run side by side in threads, sharing the weights; None: one per core up to 4 on CPU, 1 on a GPU
+    streams: PosInt | None = None
+    #: torch threads per stream on CPU; None: cores / streams
+    threads: PosInt | None = None
+    device: Device = "auto"
+    precision: Precision = "auto"
+    tta: list[one_of("TTA mode", TTA_MODES)] = field(default_factory=list)
+    weights: dict[Str, Str] = field(default_factory=dict)
+    #: retry images recorded as failed by an earlier run
+    retry_failed: Bool = False
+
+    @classmethod
+    def from_config(cls, cfg: "ExtractSettings") -> "ExtractSettings":
+        """The settings part of an ``[extract]`` section (an ExtractConfig)."""
+        return cls(**{f.name: copy.copy(getattr(cfg, f.name)) for f in dataclasses.fields(cls)})
+
+
+@schema("[extract]")
+class ExtractConfig(ExtractSettings):
+    """``[extract]``: the backbones to embed with, how (ExtractSettings), and the PCA the run joins."""
+
+    backbones: list[Backbone] = field(default_factory=list)
+    pca_components: PosInt = 32
+
+
+@schema("[features]")
+class FeaturesConfig:
+    metadata: Bool = True
+    engineered: Bool = True
+    patient: Bool = True
+    #: "auto": on when the dataset ships lesion masks (features.build.image_enabled)
+    image: AutoBool = "auto"
+    embedding: Bool = True
+    segmentation: one_of("segmentation", SEGMENTATION_MODES) = "auto"
+    #: drop a metadata column whose missingness alone separates the classes (ROC-AUC of is-null)
+    missingness_leak_auc: Annotated[float, Strict(), Interval(ge=0.5, le=1)] = 0.65
+    workers: NonNegInt = 2
+
+
+@schema("[[models]] sampling", frozen=True)
+class SamplingConfig:
+    """Per-fold resampling of a binary task's training part (:mod:`dermstack.boosting.sampling`):
+    minority/majority ratios after over-sampling positives and under-sampling negatives; 0 turns a step off."""
+
+    negative_ratio: Fraction = 0.01
+    positive_oversample: Fraction = 0.003
+
+    @classmethod
+    def from_dict(cls, raw: dict | None, task: str) -> "SamplingConfig | None":
+        """``None`` for non-binary tasks (resampling is binary only) or when both steps are off."""
+        raw = dict(raw or {})
+        if not TaskKind(task).binary:
+            if raw:
+                raise ConfigError(f"[[models]] sampling is for binary tasks only; this task is {task}")
+            return None
+        cfg = cls(**raw)
+        return cfg if (cfg.negative_ratio or cfg.positive_oversample) else None
+
+
+
+@schema("[ensemble]")
+class EnsembleConfig:
+    method: one_of("ensemble method", method_names) = "auto"
+    models: list[Str] | None = None
+    #: with a CNN among the models: also train every booster with the CNN score as a feature group
+    #: (leak-free, via CNNs trained without each pair of folds) and add those as base models
+    cnn_feature: Bool = True
+
+
+@schema("[report]")
+class ReportConfig:
+    enabled: Bool = False
+    shap_sample: PosInt = 2000
+

@@ -1,0 +1,121 @@
+"""Strict scalar types and the vocabularies a config names (a TOML ``"false"`` is not a bool)."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
+
+import timm
+from annotated_types import Ge, Interval, Le, MinLen
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator, Strict
+
+from dermstack.config.problems import fail, unknown
+from dermstack.data.readers import READERS
+from dermstack.errors import ConfigError
+from dermstack.taskkind import TaskKind
+
+TASKS = TaskKind.KINDS
+#: feature groups a FeatureSet column belongs to (``[[models]] features`` picks among them)
+FEATURE_GROUPS = ("metadata", "engineered", "patient", "image", "embedding", "cnn")
+#: ``[features] segmentation``: auto (the given mask, else automatic) | mask | automatic
+SEGMENTATION_MODES = ("auto", "mask", "automatic")
+#: test-time augmentations an extraction may average over
+TTA_MODES = ("hflip", "vflip")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SYNTHETIC_FORMAT = "synthetic-isic2024"
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict(), AllowInfNan(False)]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+PosInt = Annotated[int, Strict(), Ge(1)]
+NonNegInt = Annotated[int, Strict(), Ge(0)]
+Fraction = Annotated[float, Strict(), AllowInfNan(False), Interval(ge=0, le=1)]
+#: seeds are stored as Int32 (Predictions) and given to numpy, which refuses negative ones
+MAX_SEED = 2**31 - 1
+Seed = Annotated[int, Strict(), Ge(0), Le(MAX_SEED)]
+#: ``[cv] repeats``: each repeat refits every model, so more than this is a typo, not a plan
+MAX_REPEATS = 100
+
+
+def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base: Callable[[str], str] = str) -> Any:
+    """A strict str that must be in ``known`` (a tuple, or a function returning the names: a lazy registry)."""
+    def check(value: str) -> str:
+        options = list(known() if callable(known) else known)
+        if base(value) not in options:
+            raise fail(unknown(what, value, options))
+        return value
+    return Annotated[str, Strict(), AfterValidator(check)]
+
+
+def _auto_bool(value: Any) -> bool | str:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise fail('expected true, false or "auto"')
+
+
+#: true, false or "auto" (decided from the data)
+AutoBool = Annotated[Any, AfterValidator(_auto_bool)]
+
+
+def reader_formats() -> list[str]:
+    return [*READERS, SYNTHETIC_FORMAT]
+
+
+def check_backbone(name: str) -> str:
+    """The timm architecture for ``name``, or a ConfigError naming close matches."""
+    base = name.split(".")[0]
+    if timm.is_model(name) or timm.is_model(base) or name.startswith("hf-hub:"):
+        return name
+    close = timm.list_models(f"*{base.split('_')[0]}*")[:8]
+    raise ConfigError(f"unknown backbone {name!r}: not a timm model name" + (f"; similar: {close}" if close else ""))
+
+
+def _known_backbone(name: str) -> str:
+    try:
+        check_backbone(name)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    return name
+
+
+Backbone = Annotated[str, Strict(), AfterValidator(_known_backbone)]
+Device = one_of("device (cuda:N allowed)", DEVICES, base=lambda d: d.split(":")[0])
+Precision = one_of("precision", PRECISIONS)
+
+
+def _directory_name(value: str) -> str:
+    # the first character keeps ".", "..", hidden and option-like names out of models/
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}", value):
+        raise fail("a model name is a directory name: letters, digits and _ . + - only, starting with a letter, "
+                   "digit or _ (at most 100 characters)")
+    return value
+
+
+ModelName = Annotated[str, Strict(), AfterValidator(_directory_name)]
+
+
+def _scheduler_address(value: str) -> str:
+    if not re.fullmatch(r"((tcp|tls|ucx|ws|wss)://)?[^\s/]+:\d+", value):
+        raise fail("a Dask scheduler address looks like tcp://host:8786")
+    return value
+
+
+SchedulerAddress = Annotated[str, Strict(), AfterValidator(_scheduler_address)]
+
+
+def _seed_list(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise fail(f"seeds is a list: use seeds = [{value}]")
+    return value
+
+
+def _distinct_seeds(value: list[int]) -> list[int]:
+    repeated = sorted({s for s in value if value.count(s) > 1})
+    if repeated:
+        raise fail(f"seed(s) {repeated} repeated: the same seed fits the same model twice")
+    return value
+
+
+Seeds = Annotated[list[Seed], BeforeValidator(_seed_list), MinLen(1), AfterValidator(_distinct_seeds)]

@@ -1,0 +1,31 @@
+"""``kind = "mlp"``: the small MLP of :mod:`dermstack.mlp.net` as a model kind of the registry,
+cross-validated like the linear probe on each fold's Design of full embeddings and table features."""
+from __future__ import annotations
+
+from dermstack.linear.cv import cross_validate_design
+from dermstack.linear.probe import SavedLinear
+from dermstack.mlp.net import FittedMLP, MLPParams, fit_mlp
+from dermstack.registry import FitInputs, ModelKind, register
+from dermstack.reports.linear import explain_design_model
+
+KIND = "mlp"
+
+
+def _cross_validate(inputs: FitInputs):
+    m = inputs.model
+    params = MLPParams(**m.params)
+    return cross_validate_design(inputs.features, inputs.store, inputs.task, inputs.plan, m, KIND, params, fit_mlp,
+                                 inputs.out_dir, executor=inputs.executor)
+
+
+class SavedMLP(SavedLinear):
+    """An ``mlp`` model folder: the networks of every fold and seed, averaged (inputs as the linear probe's)."""
+
+    def probes(self) -> list[FittedMLP]:
+        return [FittedMLP.load(self.dir / e["stem"], self.spec["task"]) for e in self.spec["models"]]
+
+
+register(ModelKind(
+    KIND, "an MLP (one or two hidden layers, dropout) on the standardised full embeddings plus table features, "
+    "class-weighted, early-stopped on an inner grouped split", MLPParams, _cross_validate, SavedMLP,
+    explain_design_model, reads=("ingest", "folds", "features", "extract"), config_keys=("extract.backbones",)))

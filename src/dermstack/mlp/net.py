@@ -1,0 +1,223 @@
+"""A small torch MLP on a fold's :class:`~dermstack.linear.design.Design` (standardised full
+embeddings plus table features): one or two hidden layers with dropout, class-weighted BCE
+(binary, multi-label) or cross-entropy (multiclass), early stopping on an inner patient-grouped
+split, seeded, saved as ``.npz`` + ``.json`` (no pickle). Its contributions are Shapley values of
+the margin per design term against the all-zero row (the training mean after standardisation):
+exact by enumerating subsets for few terms, else averaged over sampled permutations; either way
+they add up to the margin exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+from annotated_types import Ge, Gt, Lt, MaxLen, MinLen
+from pydantic import Strict
+from torch import nn
+
+from dermstack.atomic import atomic_path, write_json
+from dermstack.config.problems import schema
+from dermstack.config.types import NonNegInt, PosInt, one_of
+from dermstack.errors import DataError
+from dermstack.linear.design import Design
+from dermstack.linear.probe import inner_splits
+from dermstack.taskkind import TaskKind
+
+#: up to this many terms the contributions are exact (2^T subsets), above it sampled permutations
+EXACT_MAX_TERMS = 10
+
+
+@schema("[[models]] params", frozen=True)
+class MLPParams:
+    """``hidden``: units of each hidden layer (one or two); ``class_weight``: balanced (each class's
+    rows weigh as much in the loss) or none; ``patience``: epochs without a better inner-validation
+    loss before stopping; ``permutations``: sampled orderings per row for the contributions."""
+
+    hidden: Annotated[list[Annotated[int, Strict(), Ge(1)]], MinLen(1), MaxLen(2)] = (256,)
+    dropout: Annotated[float, Strict(), Ge(0), Lt(1)] = 0.3
+    lr: Annotated[float, Strict(), Gt(0)] = 1e-3
+    weight_decay: Annotated[float, Strict(), Ge(0)] = 1e-4
+    epochs: PosInt = 100
+    batch_size: PosInt = 128
+    patience: NonNegInt = 8
+    class_weight: one_of("class_weight", ("none", "balanced")) = "balanced"
+    inner_splits: Annotated[int, Strict(), Ge(2)] = 5
+    permutations: PosInt = 16
+    threads: PosInt = 1
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+
+def network(n_in: int, hidden: list[int], n_out: int, dropout: float) -> nn.Sequential:
+    layers, width = [], n_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, n_out))
+
+
+def _loss(kind: TaskKind, y: np.ndarray, n_out: int, class_weight: str) -> tuple[nn.Module, torch.Tensor]:
+    """The task's loss with balanced class weights, and the targets as a tensor."""
+    if kind.exclusive:
+        counts = np.bincount(y, minlength=n_out).astype(float)
+        w = np.where(counts > 0, len(y) / np.maximum(counts, 1) / n_out, 0.0) if class_weight == "balanced" else np.ones(n_out)
+        return nn.CrossEntropyLoss(weight=torch.tensor(w, dtype=torch.float32)), torch.tensor(y, dtype=torch.long)
+    Y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+    pos = Y.sum(0)
+    w = np.where(pos > 0, (len(Y) - pos) / np.maximum(pos, 1), 1.0) if class_weight == "balanced" else np.ones(Y.shape[1])
+    return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(w, dtype=torch.float32)), torch.tensor(Y)
+
+
+@dataclass
+class FittedMLP:
+    """The fitted network of one fold and seed over the columns of ``design`` (weights as arrays)."""
+
+    design: Design
+    kind: TaskKind
+    weights: list[np.ndarray]
+    epochs: int
+    permutations: int = 16
+    seed: int = 0
+
+    @property
+    def summary(self) -> dict:
+        return {"epochs": self.epochs}
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """(n, K) log-odds (binary, multi-label) or softmax logits (multiclass)."""
+        return self._head(np.asarray(X, dtype=np.float64) @ self.weights[0].T + self.weights[1])
+
+    def _head(self, pre: np.ndarray) -> np.ndarray:
+        """The network after its first linear layer, from that layer's output ``pre``."""
+        h = pre
+        for i in range(2, len(self.weights), 2):
+            h = np.maximum(h, 0.0) @ self.weights[i].T + self.weights[i + 1]
+        return h
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.kind.squeeze(self.kind.link(self.margin(X)))
+
+    def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shapley values of the margin per design term against the zero row: (values, base) with
+        values (n, T) binary or (n, T, K) and ``values.sum(1) + base == margin`` exactly. A coalition
+        keeps its terms' columns; the first layer is linear, so each term's share of it is computed once."""
+        X = np.asarray(X, dtype=np.float64)
+        T, index, (W, b) = len(self.design.terms), self.design.term_index, self.weights[:2]
+        Z = np.stack([X[:, index == t] @ W[:, index == t].T for t in range(T)], axis=1)  # (n, T, hidden)
+        base = np.broadcast_to(self._head(b[None, :]), (len(X), len(self.weights[-1]))).copy()
+        values = np.zeros((len(X), T, base.shape[1]))
+        if T <= EXACT_MAX_TERMS:
+            f = {m: self._head(b + (Z * np.array(m)[None, :, None]).sum(1))
+                 for m in itertools.product((0, 1), repeat=T)}
+            for m, fm in f.items():
+                k = sum(m)
+                for t in (t for t in range(T) if m[t]):
+                    w = math.factorial(k - 1) * math.factorial(T - k) / math.factorial(T)
+                    values[:, t] += w * (fm - f[m[:t] + (0,) + m[t + 1:]])
+        else:
+            rng = np.random.default_rng(self.seed)
+            for _ in range(self.permutations):
+                pre, prev = np.broadcast_to(b, Z[:, 0].shape), base
+                for t in rng.permutation(T):
+                    pre = pre + Z[:, t]
+                    cur = self._head(pre)
+                    values[:, t] += cur - prev
+                    prev = cur
+            values /= self.permutations
+        values += ((self.margin(X) - base) - values.sum(1))[:, None, :] / T  # float residual, shared evenly
+        return (values[:, :, 0], base[:, 0]) if self.kind.binary else (values, base)
+
+    def save(self, stem: Path) -> list[Path]:
+        npz, meta = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+        with atomic_path(npz) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{f"w{i}": w for i, w in enumerate(self.weights)}, **self.design.arrays())
+        write_json(meta, {"design": self.design.to_json(), "layers": len(self.weights), "epochs": self.epochs,
+                          "permutations": self.permutations, "seed": self.seed})
+        return [npz, meta]
+
+    @classmethod
+    def load(cls, stem: Path, kind: str) -> "FittedMLP":
+        npz, meta = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+        for p in (npz, meta):
+            if not p.exists():
+                raise DataError("mlp model file listed in model.json is missing", file=str(p))
+        try:
+            spec = json.loads(meta.read_text())
+            with np.load(npz, allow_pickle=False) as arrays:
+                design = Design.from_files(spec["design"], arrays)
+                weights = [np.array(arrays[f"w{i}"]) for i in range(spec["layers"])]
+        except (ValueError, KeyError, OSError) as e:
+            raise DataError(f"unreadable mlp model ({e})", file=str(npz)) from None
+        return cls(design, TaskKind(kind), weights, spec["epochs"], spec["permutations"], spec["seed"])
+
+
+def fit_mlp(design: Design, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: TaskKind, n_classes: int,
+            params: MLPParams, seed: int = 0) -> FittedMLP:
+    """Train on (X, y), stopping at the epoch with the lowest loss on one inner patient-grouped split
+    (all rows train when there are too few groups for one)."""
+    kind = TaskKind(kind)
+    n_out = kind.n_outputs(["_"] * n_classes)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    splits = inner_splits(kind.stratum(y), groups, params.inner_splits, seed)
+    tr, va = splits[0] if splits else (np.arange(len(y)), np.arange(0))
+    net = network(X.shape[1], list(params.hidden), n_out, params.dropout)
+    loss_fn, target = _loss(kind, y[tr], n_out, params.class_weight)
+    Xt = torch.tensor(X, dtype=torch.float32)
+    opt = torch.optim.AdamW(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    best, best_state, best_epoch, waited = math.inf, None, 0, 0
+    with torch.random.fork_rng(), _threads(params.threads):
+        torch.manual_seed(seed)
+        valid_loss = _loss(kind, y[va], n_out, params.class_weight) if len(va) else None
+        for epoch in range(1, params.epochs + 1):
+            net.train()
+            for b in np.array_split(rng.permutation(len(tr)), max(1, math.ceil(len(tr) / params.batch_size))):
+                opt.zero_grad()
+                loss_fn(_squeeze(net(Xt[tr[b]]), kind), target[b]).backward()
+                opt.step()
+            if valid_loss is None:
+                best_state, best_epoch = _state(net), epoch
+                continue
+            net.eval()
+            with torch.no_grad():
+                loss = float(valid_loss[0](_squeeze(net(Xt[va]), kind), valid_loss[1]))
+            if loss < best - 1e-6:
+                best, best_state, best_epoch, waited = loss, _state(net), epoch, 0
+            else:
+                waited += 1
+                if waited > params.patience:
+                    break
+    weights = best_state
+    if kind.binary and params.class_weight == "balanced":  # divide out the odds the positive weight put in
+        pos = float(np.mean(y[tr] == 1))
+        weights[-1] = weights[-1] - np.log((1 - pos) / max(pos, 1e-12))
+    return FittedMLP(design, kind, weights, best_epoch, params.permutations, seed)
+
+
+def _squeeze(out: torch.Tensor, kind: TaskKind) -> torch.Tensor:
+    return out if kind.exclusive else out.reshape(len(out), -1)
+
+
+def _state(net: nn.Sequential) -> list[np.ndarray]:
+    return [p.detach().numpy().astype(np.float64).copy() for p in net.parameters()]
+
+
+class _threads:
+    """torch's intra-op threads set for the fit, restored after."""
+
+    def __init__(self, n: int):
+        self.n, self.old = n, torch.get_num_threads()
+
+    def __enter__(self):
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)

@@ -1,0 +1,335 @@
+"""The pipeline of `dermstack run`: from one TOML config, stage by stage, through files in RUN_DIR.
+
+Each stage writes its outputs plus ``stages/<stage>.json`` (config, input digests, versions) and is
+skipped on a re-run when that fingerprint is unchanged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from dermstack.atomic import read_json, write_text
+
+from dermstack.config import ModelConfig, RunConfig, default_models
+from dermstack.crossfit import DaskJobs, LocalJobs, connect_jobs
+from dermstack.data.folds import FoldPlan
+from dermstack.data.table import LesionTable, split_key
+from dermstack.errors import ConfigError, DermstackError
+from dermstack.predictions import ModelResult
+from dermstack.provenance import Stage, file_digest, versions
+from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, model_kind
+from dermstack.outputs import write_outputs
+from dermstack.rundir import (
+    MODEL_FILES, RunLock, RunPaths, claim_run_dir, finish, flat_config, foreign_files, forget_overwritten, invalidate,
+    recorded_models, records_of,
+)
+from dermstack.task import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SelectedBackbones:
+    """The configured backbones (each of their views) of an EmbeddingStore that may hold others from earlier runs."""
+
+    store: object
+    names: list[str]
+
+    def backbones(self) -> list[str]:
+        return [b for b in self.store.backbones() if split_key(b)[0] in self.names]
+
+    def read(self, backbone: str, image_ids: list[str]) -> np.ndarray:
+        return self.store.read(backbone, image_ids)
+
+    def image_ids(self, backbone: str) -> list[str]:
+        return self.store.image_ids(backbone)
+
+
+class Pipeline:
+    """One pipeline run into ``run_dir``: stages in order, each skipped when its record is current,
+    each invalidating what depends on it before it re-runs (:mod:`dermstack.rundir`)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, force: bool = False, config_dir: Path | None = None):
+        self.cfg = cfg
+        if cfg.data.format != "synthetic-isic2024" and not cfg.data.path:
+            raise ConfigError(f"[data] path is required for format {cfg.data.format!r}")
+        if cfg.data.path:
+            cfg.data.path = str(resolve_data_path(cfg.data.path, config_dir))
+            if not Path(cfg.data.path).exists():  # before anything is written into the run directory
+                raise ConfigError(f"[data] path = {cfg.data.path!r}: no such file or folder")
+        if cfg.cv.folds:
+            cfg.cv.folds = str(resolve_data_path(cfg.cv.folds, config_dir))
+            if not Path(cfg.cv.folds).is_file():
+                raise ConfigError(f"[cv] folds = {cfg.cv.folds!r}: no such file")
+        self.paths = RunPaths(Path(run_dir))
+        self.force = force
+        self.flat = flat_config(cfg.to_dict())
+        self.stages: list[str] = []
+        self.unlabelled: list[str] = []
+        self.ensemble_choice: dict | None = None
+        self.jobs: LocalJobs | DaskJobs = LocalJobs()  # where the fold x seed jobs run ([cv] dask_address)
+        self.clinical = True  # metrics.json primary_ci, clinical / thresholds, comparison (dermstack.clinical_report)
+
+    def keys(self, *prefixes: str) -> dict:
+        """The config keys a stage reads: every ``section.key`` starting with one of ``prefixes``."""
+        return {k: v for k, v in self.flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
+
+    def stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn,
+               record: dict | None = None, resumable: bool = False) -> bool:
+        stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on, resumable)
+        self.stages.append(name)
+        stage.check_inside()
+        if not self.force and stage.done(f"remove it and re-run (stage {name} re-runs), or re-run with --force"):
+            log.info("stage %s: unchanged, skipped", name)
+            return False
+        dropped = invalidate(self.paths.root, name)
+        if dropped:
+            log.info("stage %s re-runs: invalidated %s", name, dropped)
+        t0 = time.perf_counter()
+        out = fn()
+        where = out.metrics.get("executor") if isinstance(out, ModelResult) else None  # the scheduler and workers of a model
+        stage.finish(time.perf_counter() - t0, **(record or {}), **({"executor": where} if where else {}))
+        forget_overwritten(self.paths.root, name)
+        log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
+        return True
+
+    # -- stages -----------------------------------------------------------------
+    def ingest(self) -> LesionTable:
+        d, p = self.cfg.data, self.paths
+
+        def work():
+            from dermstack.data.readers import ingest
+
+            if d.format == "synthetic-isic2024":
+                from dermstack.data.synth import synthesize_isic2024
+
+                synthesize_isic2024(p.synthetic, lesions=d.lesions, test_lesions=d.test_lesions, image_size=d.image_size,
+                                    seed=d.seed, positive_rate=d.positive_rate)
+                table, report = ingest("isic2024", p.synthetic, strict=d.strict)
+            else:
+                table, report = ingest(d.format, d.path, strict=d.strict, encoding=d.encoding)
+            table.write(p.lesions)
+            report.write_json(p.ingest_report)
+            click.echo(report.summary(), err=True)
+
+        inputs = [Path(d.path)] if d.path and d.format != "synthetic-isic2024" else []
+        outputs = [p.lesions, p.ingest_report] + ([p.synthetic] if d.format == "synthetic-isic2024" else [])
+        self.stage("ingest", self.keys("data"), inputs, outputs, [], work)
+        table, self.unlabelled = TaskSpec.labelled(LesionTable.read(p.lesions), d.task, d.target, d.strict)
+        if self.unlabelled:
+            log.warning("%d training rows have no label for this task and are left out of training, e.g. %s",
+                        len(self.unlabelled), self.unlabelled[:5])
+        return table
+
+    def folds(self, table: LesionTable) -> FoldPlan:
+        p, cv = self.paths, self.cfg.cv
+        if cv.folds:  # a published split: the file is an input, so a changed file re-runs this stage and all after it
+            source = Path(cv.folds)
+            keys, inputs = self.keys("cv.folds", "data.task", "data.target"), [p.lesions, source]
+            make, record = (lambda: FoldPlan.from_file(table, source)), {"fold_file": {"file": str(source), "sha256": file_digest(source)}}
+        else:
+            keys, inputs = self.keys("cv.n_splits", "cv.seed", "data.task", "data.target"), [p.lesions]
+            make, record = (lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task)), None
+        self.stage("folds", keys, inputs, [p.folds], ["ingest"], lambda: make().write(p.folds), record)
+        plan = FoldPlan.read(p.folds)
+        plan.check_matches(table)
+        return plan
+
+    def extract(self, table: LesionTable):
+        ex, p = self.cfg.extract, self.paths
+        if not ex.backbones:
+            return None
+        from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
+
+        settings = ExtractSettings.from_config(ex)
+
+        def work():
+            report = extract_embeddings(table, list(ex.backbones), p.embeddings, settings, strict=self.cfg.data.strict)
+            click.echo(report.summary(), err=True)
+
+        # The store is resumable on its own; the stage record only saves re-opening it.
+        keys = {k: v for k, v in self.keys("extract").items() if k != "extract.pca_components"}
+        self.stage("extract", keys, [p.lesions], [p.embeddings], ["ingest"], work, resumable=True)
+        return SelectedBackbones(EmbeddingStore(p.embeddings), list(ex.backbones))
+
+    def features(self, table: LesionTable, store) -> "FeatureSet":  # noqa: F821
+        from dermstack.features.build import build_features
+        from dermstack.features.featureset import FeatureSet
+        from dermstack.features.transform import FeatureTransform
+
+        p = self.paths
+        inputs = [p.lesions] + ([p.embeddings] if store is not None else [])
+
+        def work():
+            fs = build_features(table, self.cfg.features, store, pca_components=self.cfg.extract.pca_components)
+            fs.write(p.features)
+
+        self.stage("features", self.keys("features", "extract.pca_components", "extract.backbones", "data.task", "data.target"),
+                    inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work)
+        return FeatureSet.read(p.features)
+
+    def model_stage(self, name: str, keys: dict, depends_on: list[str], fit) -> ModelResult:
+        """Run ``fit() -> ModelResult`` (which writes ``models/<name>/``) unless that folder is current."""
+        p = self.paths
+        mdir = p.models / name
+        outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json", mdir]
+        inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else [])
+        self.stage(f"model-{name}", keys, inputs, outputs, depends_on, fit)
+        return ModelResult.read(mdir, name)
+
+    def _model_keys(self, *labels: str) -> dict:
+        return self.keys(*(f"models.{label}" for label in labels), "data.task", "data.target")
+
+    def model(self, m: ModelConfig, table: LesionTable, features, task: TaskSpec, plan: FoldPlan, store=None) -> ModelResult:
+        """Cross-validate one ``[[models]]`` entry through its kind in the registry."""
+        kind = model_kind(m.kind)
+        inputs = FitInputs(task, plan, m, self.paths.models, features=features, table=table, store=store, executor=self.jobs)
+        return self.model_stage(m.label, self._model_keys(m.label) | self.keys(*kind.config_keys), list(kind.reads),
+                                 lambda: kind.cross_validate(inputs))
+
+    def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
+        """Each booster again with the ``cnn`` feature group (ISIC 2024 style), leak-free through pair CNNs."""
+        if not self.cfg.cnn_feature_models():
+            return []
+        from dermstack.ensembles.cnnfeature import CNNViews
+        from dermstack.ensembles.stacking import cross_validate_stacked, nested_cnn_views
+
+        cnn = next(m for m in self.cfg.models if model_kind(m.kind).gives_cnn_feature)
+        views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
+        self.stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds],
+                    [views_file, views_file.parent], ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
+        views = CNNViews.read(views_file, cnn.label)
+        outs = []
+        for b in (m for m in self.cfg.models if f"{m.label}+{cnn.label}" in self.cfg.cnn_feature_models()):
+            outs.append(self.model_stage(
+                f"{b.label}+{cnn.label}", self._model_keys(b.label, cnn.label) | self.keys("ensemble.cnn_feature"),
+                ["ingest", "folds", "features", f"nested-{cnn.label}"],
+                lambda b=b: cross_validate_stacked(features, table, task, plan, b, views, self.paths.models)))
+        return outs
+
+    def expected_models(self) -> list[str]:
+        """Every model folder this config makes (base, stacked, ensemble)."""
+        names = [m.label for m in self.cfg.models] + self.cfg.cnn_feature_models()
+        method = self.ensemble_method(len(names))
+        if method == "auto":
+            return names + auto_candidates() + ["calibrated"]
+        return names + ([method] if method != "none" else []) + ["calibrated"]
+
+    def ensemble_method(self, n_models: int) -> str:
+        """The configured method, resolved: "none" (the first model is the final one) with one model."""
+        chosen = len(self.cfg.ensemble.models) if self.cfg.ensemble.models else n_models
+        return "none" if chosen < 2 else self.cfg.ensemble.method
+
+    def prune_models(self) -> None:
+        """Remove model folders (and their stage records) that this config does not make, so that no
+        reader mistakes another config's models for this run's."""
+        keep, ours = set(self.expected_models()), recorded_models(records_of(self.paths.root))
+        for d in sorted(p for p in self.paths.models.iterdir() if p.is_dir()) if self.paths.models.is_dir() else []:
+            if d.name not in keep:
+                foreign = foreign_files(d, MODEL_FILES)
+                if foreign or d.is_symlink() or d.name not in ours:
+                    why = (f"holds files dermstack did not write ({', '.join(foreign[:5])})" if foreign else
+                           "is a symbolic link" if d.is_symlink() else "was not written by this run")
+                    raise DermstackError(f"{d}: a model folder this config does not make {why}; move it out of "
+                                         f"{self.paths.models}")
+                log.info("removing model folder %s: not made by this config", d)
+                shutil.rmtree(d)
+                invalidate(self.paths.root, f"model-{d.name}")
+                self.paths.stage_record(f"model-{d.name}").unlink(missing_ok=True)
+
+    def ensemble(self, outs: list[ModelResult], task: TaskSpec, plan: FoldPlan) -> ModelResult:
+        """The run's final prediction: the only model, or an ensemble of them saved like any other model."""
+        chosen = [o for o in outs if not self.cfg.ensemble.models or o.name in self.cfg.ensemble.models]
+        method = self.ensemble_method(len(outs))
+        if method == "none":
+            return chosen[0]
+        keys, needs = self.keys("ensemble", "data.task", "data.target"), [f"model-{o.name}" for o in chosen] + ["folds"]
+        if method == "auto":
+            from dermstack.ensembles.select import CHOICE_FILE, select_ensemble
+
+            models = self.paths.models
+            self.stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in auto_candidates()]
+                        + [models / c for c in auto_candidates()],
+                        needs, lambda: select_ensemble(chosen, task, plan, models))
+            self.ensemble_choice = read_json(models / CHOICE_FILE, "ensemble choice")
+            name = self.ensemble_choice["chosen"]
+            return next((o for o in chosen if o.name == name), None) or ModelResult.read(models / name, name)
+
+        fit = ensemble_methods()[method].fit
+        return self.model_stage(method, keys, needs, lambda: fit(chosen, task, plan, out_dir=self.paths.models))
+
+    def calibrate(self, final: ModelResult, task: TaskSpec, plan: FoldPlan) -> ModelResult:
+        """The final model's probabilities calibrated on its OOF scores (dermstack.calibration)."""
+        from dermstack.calibration import calibrated_model
+
+        return self.model_stage("calibrated", self.keys("data.task", "data.target"),
+                                 [f"model-{final.name}", "ensemble-auto", "folds"],
+                                 lambda: calibrated_model(final, task, plan, self.paths.models))
+
+    # -- outputs --------------------------------------------------------------
+    def repeat(self, table: LesionTable, store, features) -> list[dict]:
+        """The metrics of ``[cv] repeats`` child runs (none here; :class:`dermstack.run.Run` makes them)."""
+        return []
+
+    def execute(self) -> dict:
+        t0 = time.perf_counter()
+        p = self.paths
+        from dermstack.boosting.registry import probe_models
+
+        probe_models(self.cfg.models, self.cfg.data.task)  # before anything is read or written
+        self.jobs = connect_jobs(self.cfg.cv.dask_address)  # before ingest: an unreachable scheduler is refused here
+        claim_run_dir(p.root)
+        with self.jobs, RunLock(p.root):
+            table = self.ingest()
+            task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
+            if not self.cfg.models:
+                self.cfg.models = default_models(len(task.image_ids))
+                self.flat = flat_config(self.cfg.to_dict())
+                log.info("no [[models]]: the default set for %d training rows: %s", len(task.image_ids),
+                         [m.label for m in self.cfg.models])
+            if not (p.config.exists() and _previous_config(p.config) == self.cfg.to_dict()):
+                invalidate(p.root, "config")  # a changed config: the old final outputs are not its outputs
+            write_text(p.config, self.cfg.to_toml())  # as run: with the models it resolved to
+            write_text(p.versions, json.dumps(versions(), indent=2))
+            plan = self.folds(table)
+            store = self.extract(table)
+            features = self.features(table, store)
+            self.prune_models()
+            outs = [self.model(m, table, features, task, plan, store) for m in self.cfg.models]
+            outs += self.cnn_feature_models(table, features, task, plan)
+            final = self.ensemble(outs, task, plan)
+            calibrated = self.calibrate(final, task, plan)
+            repeats = self.repeat(table, store, features)
+            metrics = write_outputs(self, table, task, outs, final, calibrated, plan, repeats)
+            finish(p.root, self.stages, final_model=final.name)
+            if self.cfg.report.enabled:
+                from dermstack.reports import build_report
+
+                build_report(p.root, p.report, shap_sample=self.cfg.report.shap_sample)
+        log.info("run finished in %.1f s: %s", time.perf_counter() - t0, p.root)
+        return metrics
+
+
+def _previous_config(path: Path) -> dict | None:
+    try:
+        return RunConfig.from_toml(path).to_dict()
+    except ConfigError:
+        return None
+
+
+def resolve_data_path(path: str, config_dir: Path | None) -> Path:
+    """A relative ``[data] path`` is taken from the working directory, else from the config's folder."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists() or config_dir is None:
+        return p.resolve() if p.exists() else p
+    alt = config_dir / p
+    return alt.resolve() if alt.exists() else p
+
+
