@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from dermstack.atomic import atomic_path, read_json, write_json
 from dermstack.crossfit import align_rows
-from dermstack.errors import DataError
+from dermstack.errors import DataError, reading
 from dermstack.features.embedding import read_embeddings
 
 log = logging.getLogger(__name__)
@@ -227,3 +229,28 @@ class Design:
         if len(design.mean) != len(design.columns) or len(design.scale) != len(design.columns):
             raise DataError(f"linear model: {len(design.mean)} standardisation values for {len(design.columns)} columns")
         return design
+
+
+# -- files of a model fitted on a Design ---------------------------------------------------------
+def save_design_model(stem: Path, design: Design, arrays: dict[str, np.ndarray], meta: dict) -> list[Path]:
+    """A model on a Design as two files: its arrays and the design's in ``stem.npz`` (no pickle), the
+    design's description and ``meta`` in ``stem.json``."""
+    npz, js = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+    with atomic_path(npz) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays, **design.arrays())
+    write_json(js, {"design": design.to_json(), **meta})
+    return [npz, js]
+
+
+def load_design_model(stem: Path, what: str) -> tuple[dict, Design, dict[str, np.ndarray]]:
+    """(meta, Design, arrays) from :func:`save_design_model`'s files; a missing, damaged or foreign
+    file is a DataError naming it."""
+    npz, js = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+    for p in (npz, js):
+        if not p.exists():
+            raise DataError(f"{what} file listed in model.json is missing", file=str(p))
+    meta = read_json(js, f"{what} description")
+    with reading(npz, what), np.load(npz, allow_pickle=False) as f:
+        design = Design.from_files(meta["design"], f)
+        arrays = {k: np.array(f[k]) for k in f.files}
+    return meta, design, arrays

@@ -39,11 +39,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
-from dermstack.atomic import atomic_path, read_json, write_json
 from dermstack.config.problems import fail, schema
 from dermstack.config.types import NonNegInt, PosInt, one_of
-from dermstack.errors import ConfigError, DataError, reading
-from dermstack.linear.design import Design, Rows, read_rows
+from dermstack.errors import ConfigError, DataError
+from dermstack.linear.design import Design, Rows, load_design_model, read_rows, save_design_model
 from dermstack.saved import Inputs, SavedModel
 from dermstack.taskkind import TaskKind
 
@@ -137,24 +136,15 @@ class Probe:
 
     # -- files ----------------------------------------------------------------------------
     def save(self, stem: Path) -> list[Path]:
-        npz, meta = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
-        with atomic_path(npz) as tmp, open(tmp, "wb") as f:
-            np.savez(f, coef=self.coef, intercept=self.intercept, **self.design.arrays())
-        write_json(meta, {"design": self.design.to_json(), "C": self.C})
-        return [npz, meta]
+        return save_design_model(stem, self.design, {"coef": self.coef, "intercept": self.intercept}, {"C": self.C})
 
     @classmethod
     def load(cls, stem: Path, kind: str) -> "Probe":
-        npz, meta = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
-        for p in (npz, meta):
-            if not p.exists():
-                raise DataError("linear model file listed in model.json is missing", file=str(p))
-        spec = read_json(meta, "linear model description")
-        with reading(npz, "linear model"), np.load(npz, allow_pickle=False) as arrays:
-            design = Design.from_files(spec["design"], arrays)
-            coef, intercept = np.array(arrays["coef"]), np.array(arrays["intercept"])
+        spec, design, arrays = load_design_model(stem, "linear model")
+        coef, intercept = arrays["coef"], arrays["intercept"]
         if coef.shape != (len(intercept), len(design.columns)):
-            raise DataError(f"coefficients of shape {coef.shape} do not fit {len(design.columns)} columns", file=str(npz))
+            raise DataError(f"coefficients of shape {coef.shape} do not fit {len(design.columns)} columns",
+                            file=str(stem.with_name(stem.name + ".npz")))
         return cls(design, TaskKind(kind), coef, intercept, list(spec.get("C", [])))
 
 

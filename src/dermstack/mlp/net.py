@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,10 @@ from annotated_types import Ge, Gt, Lt, MaxLen, MinLen
 from pydantic import Strict
 from torch import nn
 
-from dermstack.atomic import atomic_path, write_json
 from dermstack.config.problems import schema
 from dermstack.config.types import NonNegInt, PosInt, one_of
-from dermstack.errors import DataError
-from dermstack.linear.design import Design
+from dermstack.errors import reading
+from dermstack.linear.design import Design, load_design_model, save_design_model
 from dermstack.linear.probe import inner_splits
 from dermstack.taskkind import TaskKind
 
@@ -136,26 +134,15 @@ class FittedMLP:
         return (values[:, :, 0], base[:, 0]) if self.kind.binary else (values, base)
 
     def save(self, stem: Path) -> list[Path]:
-        npz, meta = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
-        with atomic_path(npz) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{f"w{i}": w for i, w in enumerate(self.weights)}, **self.design.arrays())
-        write_json(meta, {"design": self.design.to_json(), "layers": len(self.weights), "epochs": self.epochs,
-                          "permutations": self.permutations, "seed": self.seed})
-        return [npz, meta]
+        return save_design_model(stem, self.design, {f"w{i}": w for i, w in enumerate(self.weights)},
+                                 {"layers": len(self.weights), "epochs": self.epochs, "permutations": self.permutations,
+                                  "seed": self.seed})
 
     @classmethod
     def load(cls, stem: Path, kind: str) -> "FittedMLP":
-        npz, meta = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
-        for p in (npz, meta):
-            if not p.exists():
-                raise DataError("mlp model file listed in model.json is missing", file=str(p))
-        try:
-            spec = json.loads(meta.read_text())
-            with np.load(npz, allow_pickle=False) as arrays:
-                design = Design.from_files(spec["design"], arrays)
-                weights = [np.array(arrays[f"w{i}"]) for i in range(spec["layers"])]
-        except (ValueError, KeyError, OSError) as e:
-            raise DataError(f"unreadable mlp model ({e})", file=str(npz)) from None
+        spec, design, arrays = load_design_model(stem, "mlp model")
+        with reading(stem.with_name(stem.name + ".npz"), "mlp model"):
+            weights = [arrays[f"w{i}"] for i in range(spec["layers"])]
         return cls(design, TaskKind(kind), weights, spec["epochs"], spec["permutations"], spec["seed"])
 
 
