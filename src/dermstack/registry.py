@@ -157,5 +157,25 @@ def param_rows(schema: type) -> list[tuple[str, str, str]]:
     out = []
     for f in fields(schema):
         default = f.default_factory() if f.default_factory is not MISSING else f.default
-        out.append((f.name, re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", str(f.type)), repr(default)))
+        out.append((f.name, _readable_type(str(f.type)), repr(default)))
     return out
+
+
+def _readable_type(text: str) -> str:
+    """A field's annotation as a user reads it: ``one_of('w', ('a', 'b'))`` -> ``'a' | 'b'``, and
+    ``Annotated[T, validators...]`` -> ``T``."""
+    text = re.sub(r"one_of\('\w+', \(([^)]*)\)\)", lambda m: " | ".join(v.strip() for v in m.group(1).split(",") if v.strip()), text)
+    while (i := text.find("Annotated[")) >= 0:
+        depth, j = 0, i + len("Annotated[")
+        start, comma = j, None
+        for j in range(start, len(text)):
+            if text[j] in "[(":
+                depth += 1
+            elif text[j] in "])":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif text[j] == "," and depth == 0 and comma is None:
+                comma = j
+        text = text[:i] + text[start:comma if comma is not None else j] + text[j + 1:]
+    return text
