@@ -17,7 +17,7 @@ def markdown() -> str:
         out += [f"- **`{k.name}`**: {k.description}."]
     for k in model_kinds().values():
         out += ["", f"`kind = \"{k.name}\"` params:", "", "| param | type | default |", "|---|---|---|"]
-        out += [f"| `{n}` | `{t}` | `{d}` |" for n, t, d in param_rows(k.params)]
+        out += ["| " + " | ".join(f"`{v}`".replace("|", r"\|") for v in row) + " |" for row in param_rows(k.params)]
     out += ["", "Ensemble methods (`[ensemble] method`; `auto` picks the best of the best member and the "
             "methods marked *auto* by nested CV, `none` keeps the first model):", ""]
     methods = ensemble_methods()
