@@ -52,7 +52,7 @@ def child_cv(work: Path, kinds: list[str], address: str | None, params: dict) ->
     """One side of the comparison in its own process (its peak RSS is its own)."""
     from dermstack.boosting import cross_validate
     from dermstack.config import ModelConfig
-    from dermstack.crossfit import connect_jobs
+    from dermstack.jobs import connect_jobs
 
     t0 = time.perf_counter()
     features, task, plan = load(work)

@@ -14,8 +14,10 @@ stage, after checking that the two give the same numbers.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +36,37 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+SRC = Path(__file__).resolve().parents[1] / "src" / "dermstack"
+#: the generator's code: a synthetic layout is rebuilt when it changes
+SYNTH_CODE = ("data/synth.py", "data/synth_render.py", "data/synth_marginals.json")
+
+
+def code_key(*parts: str) -> str:
+    """A hash of dermstack's source files ``parts`` (every file without), for the cached inputs below."""
+    files = [SRC / p for p in parts] if parts else sorted(SRC.rglob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(SRC).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached(folder: Path, key: str) -> bool:
+    """True when ``folder`` holds inputs built by code with this ``key`` (:func:`stamp`); otherwise it is
+    emptied for a rebuild. Inputs cached by row count alone once outlived the code that built them:
+    a figure then measured old features with new models."""
+    stamp_file = folder / "built_by.txt"
+    if stamp_file.exists() and stamp_file.read_text() == key:
+        return True
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return False
+
+
+def stamp(folder: Path, key: str) -> None:
+    (folder / "built_by.txt").write_text(key)
+
+
 def prepare(layout: Path, rows: int, work: Path, **synth) -> Path:
     """The LesionTable parquet of a synthetic layout (made once, then reused); ``synth``: more
     arguments of ``synthesize_isic2024``."""
@@ -43,9 +76,11 @@ def prepare(layout: Path, rows: int, work: Path, **synth) -> Path:
     from dermstack.data.readers import ingest
     from dermstack.data.synth import synthesize_isic2024
 
-    if not (layout / "train-metadata.csv").exists():
+    key = code_key(*SYNTH_CODE) + json.dumps(synth, sort_keys=True)
+    if not cached(layout, key):
         t = time.perf_counter()
         synthesize_isic2024(layout, lesions=rows, test_lesions=0, image_size=8, workers=2, **synth)
+        stamp(layout, key)
         print(f"synthesised {rows} lesions in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     meta_only = work / "metadata-only"
     meta_only.mkdir(parents=True, exist_ok=True)

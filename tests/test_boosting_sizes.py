@@ -17,9 +17,17 @@ KINDS = ["lightgbm", "xgboost", "catboost"]
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
 def test_isic2024_scale_keeps_the_tuned_defaults(kind, task):
-    # a 401k-row ISIC 2024 fold after the winners' resampling: ~96k negatives, ~960 positives
-    assert size_overrides(kind, task, 97_000, 960) == {}
-    assert resolve_params(kind, task, None, 97_000, 960) == default_params(kind, task)
+    # a 401k-row ISIC 2024 fold after the winners' resampling: ~96k negatives, ~960 positives; CatBoost
+    # drops its CTRs of categorical combinations there (their cost grows with the rows)
+    single_ctr = {"max_ctr_complexity": 1} if kind == "catboost" else {}
+    assert size_overrides(kind, task, 97_000, 960) == single_ctr
+    assert resolve_params(kind, task, None, 97_000, 960) == default_params(kind, task) | single_ctr
+
+
+def test_catboost_combines_categoricals_below_isic2024_scale_unless_told():
+    assert "max_ctr_complexity" not in size_overrides("catboost", "binary", 7_500, 1_500)  # HAM10000-size
+    assert size_overrides("catboost", "binary", 50_000, 500)["max_ctr_complexity"] == 1
+    assert resolve_params("catboost", "binary", {"max_ctr_complexity": 3}, 97_000, 960)["max_ctr_complexity"] == 3
 
 
 def test_small_folds_scale_leaves_and_stopping():

@@ -20,7 +20,8 @@ from boosting_toy import toy
 from dermstack.boosting import cross_validate
 from dermstack.cli import cli
 from dermstack.config import ModelConfig, RunConfig
-from dermstack.crossfit import DaskJobs, connect_jobs, cross_fit
+from dermstack.crossfit import cross_fit
+from dermstack.jobs import DaskJobs, connect_jobs
 from dermstack.ensembles.cnn import cross_validate_cnn
 from dermstack.errors import ConfigError, DataError
 from dermstack.features.featureset import FeatureSet

@@ -3,32 +3,26 @@
 Boosters, linear probes, CNNs and stacked boosters differ only in what one fit does, so they hand
 :func:`cross_fit` a ``fit(job) -> (valid scores, test scores, record)`` callback; ``record`` (a dict:
 files written, chosen iteration, ...) is what the kind keeps of the fit, collected in ``records``
-in job order. The driver checks the plan, runs the fold x seed jobs through an executor (here, one
-after another; or each a task on a Dask cluster, :class:`DaskJobs`), collects OOF and test scores,
-and scores the result the same way for every kind (task metrics, per fold, per seed, bootstrap
-CIs). A fit that can go to a cluster reads its inputs through :class:`Lazy` values, which a worker
-builds again from the run directory's files. Also here, because every stage needs them: aligning
-rows to the task's order and checking a plan against a task.
+in job order. The driver checks the plan, runs the fold x seed jobs through an executor
+(:mod:`dermstack.jobs`: in this process, or each a task on a Dask cluster), collects OOF and test
+scores, and scores the result the same way for every kind (task metrics, per fold, per seed,
+bootstrap CIs). Also here, because every stage needs them: aligning rows to the task's order and
+checking a plan against a task.
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from concurrent.futures import CancelledError
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
-
 from typing import TypeVar
 
 import numpy as np
 import polars as pl
 
 from dermstack.data.folds import FoldPlan
-from dermstack.errors import ConfigError, DataError, DermstackError
+from dermstack.errors import DataError
+from dermstack.jobs import DaskJobs, FitFn, FoldJob, LocalJobs
 from dermstack.metrics import bootstrap_ci, evaluate
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.progress import progress_bar
@@ -124,163 +118,6 @@ def apply_by_fold(fold_of: np.ndarray, fitted: dict, apply: Callable[[M, np.ndar
 def plain(k):
     """A fold id as a plain Python value (a dict key that JSON and ``==`` treat alike)."""
     return k.item() if hasattr(k, "item") else k
-
-
-@dataclass(frozen=True)
-class FoldJob:
-    """One fit: fold ``fold``'s training rows ``train`` and validation rows ``valid`` (indices into the
-    task's rows), for seed ``seed`` (``seed_index`` in the model's seed list)."""
-
-    fold: int
-    seed: int
-    seed_index: int
-    train: np.ndarray
-    valid: np.ndarray
-
-
-#: fit(job) -> (scores of job.valid, scores of the test rows or None, record); scores (rows,) or (rows, C)
-FitFn = Callable[[FoldJob], tuple[np.ndarray, np.ndarray | None, dict]]
-
-
-class Lazy:
-    """A fit's input, built on first use by ``make()``. It pickles as ``make`` alone, so a Dask worker
-    builds it again from the files ``make`` reads (the run directory, on storage every worker
-    shares) instead of receiving the client's copy; ``key`` shares one build between the jobs a
-    worker process runs."""
-
-    _shared: OrderedDict = OrderedDict()  # key -> value, the last few in this process
-
-    def __init__(self, make: Callable[[], object], key: str | None = None, value=None):
-        self.make, self.key, self._value = make, key, value
-
-    def get(self):
-        if self._value is None:
-            if self.key is not None and self.key in Lazy._shared:
-                self._value = Lazy._shared[self.key]
-            else:
-                self._value = self.make()
-                if self.key is not None:
-                    Lazy._shared[self.key] = self._value
-                    while len(Lazy._shared) > 4:
-                        Lazy._shared.popitem(last=False)
-        return self._value
-
-    def __getstate__(self) -> dict:
-        return {"make": self.make, "key": self.key, "_value": None}
-
-
-def file_input(value, path: str | Path | None, read: Callable[[Path], object]) -> Lazy:
-    """``value`` in this process; on a Dask worker ``read(path)`` (shared by the worker's jobs while the
-    file is unchanged). Without a path the value itself travels with each job."""
-    if path is None:
-        return Lazy(partial(_itself, value), value=value)
-    path = Path(path).resolve()  # a worker's working directory is not this one's
-    stat = path.stat()
-    return Lazy(partial(read, path), key=f"{path}:{stat.st_mtime_ns}:{stat.st_size}", value=value)
-
-
-def _itself(value):
-    return value
-
-
-class LocalJobs:
-    """The fold x seed jobs one after another in this process."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def describe(self) -> dict:
-        return {"executor": "local"}
-
-    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, float, str]]:
-        for job in jobs:
-            yield job, *_timed(fit, job), "local"
-
-
-def _timed(fit: FitFn, job: FoldJob) -> tuple[tuple, float]:
-    t0 = time.perf_counter()
-    out = fit(job)
-    return out, time.perf_counter() - t0
-
-
-def _on_worker(job: FoldJob, fit: FitFn) -> tuple[tuple | DermstackError, float, str]:
-    """One job on a Dask worker; bad input is returned, not raised, as it fails alike on every retry."""
-    from distributed import get_worker
-
-    try:
-        return *_timed(fit, job), get_worker().address
-    except DermstackError as e:
-        return e, 0.0, get_worker().address
-
-
-@dataclass
-class DaskJobs:
-    """Each fold x seed job a task on the Dask cluster of ``client``. A job whose worker dies is run
-    again on another worker (Dask's ``allowed-failures``), one that raises is retried ``retries``
-    times (not for a DermstackError); a lost scheduler is a DataError naming its address."""
-
-    client: object
-    retries: int = 1
-    address: str = field(init=False)
-
-    def __post_init__(self):
-        self.address = self.client.scheduler.address
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.client.close()
-
-    def describe(self) -> dict:
-        return {"executor": "dask", "scheduler": self.address}
-
-    def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, float, str]]:
-        from distributed import as_completed
-        from distributed.scheduler import KilledWorker
-
-        futures = self.client.map(partial(_on_worker, fit=fit), jobs, retries=self.retries, pure=False)
-        job_of = {f.key: j for f, j in zip(futures, jobs)}
-        try:
-            with self.client.as_current():
-                done = as_completed(futures)
-            for future in done:
-                out, seconds, worker = future.result()
-                if isinstance(out, DermstackError):
-                    raise out
-                yield job_of[future.key], out, seconds, worker
-        except KilledWorker as e:
-            raise DataError(f"a fold x seed job killed every Dask worker it ran on ({e}): see the workers' logs") from None
-        except (OSError, TimeoutError, CancelledError) as e:
-            if self.client.status == "running" and not isinstance(e, CancelledError):
-                raise  # the job's own error
-            why = (str(e).splitlines() or [""])[0]
-            raise DataError(f"lost the Dask scheduler at {self.address} ({type(e).__name__}: {why}); "
-                            "the models finished so far are kept: run again to resume") from None
-        finally:
-            self.client.cancel(futures)
-
-
-#: Environment variable with the scheduler address (``tcp://host:8786``) used when none is configured.
-DASK_ADDRESS_ENV = "DERMSTACK_DASK_ADDRESS"
-
-
-def connect_jobs(address: str | None, timeout: str | None = None) -> "DaskJobs | LocalJobs":
-    """The executor for a scheduler ``address`` (else ``$DERMSTACK_DASK_ADDRESS``; neither: this process).
-    An address not reached within ``timeout`` (default: Dask's ``distributed.comm.timeouts.connect``)
-    is a ConfigError naming it."""
-    address = address or os.environ.get(DASK_ADDRESS_ENV)
-    if not address:
-        return LocalJobs()
-    from distributed import Client
-
-    try:
-        return DaskJobs(Client(address, set_as_default=False, **({"timeout": timeout} if timeout else {})))
-    except (OSError, TimeoutError) as e:
-        raise ConfigError(f"[cv] dask_address = {address!r}: cannot reach the Dask scheduler ({e})") from None
 
 
 @dataclass

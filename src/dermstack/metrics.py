@@ -10,46 +10,58 @@ from sklearn import metrics as skm
 from dermstack.taskkind import TaskKind
 
 
-def roc_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def roc_points(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None,
+               order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) vertices of the binary ROC curve, ties grouped, starting at (0, 0).
 
     Plain numpy (sklearn's input validation costs milliseconds per call, which dominates
     bootstrap intervals over many subgroups). A single class or NaN scores raise ValueError, as
-    sklearn does."""
+    sklearn does. ``weight``: integer row counts (a bootstrap draw; rows of count 0 are left out),
+    which give exactly the curve of the rows repeated that often; ``order``: the rows sorted by
+    descending score, when the caller already has it (one sort for every draw of a bootstrap)."""
     y = np.asarray(y).ravel()
     s = np.asarray(score, dtype=float).ravel()
     if y.shape != s.shape:
         raise ValueError(f"y and score differ in length: {y.shape} vs {s.shape}")
-    if np.isnan(s).any():
+    if order is None and np.isnan(s).any():
         raise ValueError("scores contain NaN")
+    if order is None:
+        order = np.argsort(-s, kind="mergesort")
     pos = y == 1
-    n_pos = int(pos.sum())
-    if n_pos == 0 or n_pos == len(y):
+    if weight is not None:
+        order = order[weight[order] > 0]
+        w = weight[order].astype(np.float64)
+        tp_w = np.where(pos[order], w, 0.0)
+        tps, fps = np.cumsum(tp_w), np.cumsum(w - tp_w)
+    else:
+        tps = np.cumsum(pos[order])
+        fps = np.arange(1, len(order) + 1) - tps
+    last = np.r_[np.flatnonzero(np.diff(s[order])), len(order) - 1]  # last row of each distinct score
+    n_pos, n_neg = (tps[-1], fps[-1]) if len(order) else (0, 0)
+    if n_pos == 0 or n_neg == 0:
         raise ValueError("only one class present in y; ROC is undefined")
-    order = np.argsort(-s, kind="mergesort")
-    last = np.r_[np.flatnonzero(np.diff(s[order])), len(s) - 1]  # last row of each distinct score
-    tps = np.cumsum(pos[order])[last]
-    fps = last + 1 - tps
-    return np.r_[0.0, fps / (len(y) - n_pos)], np.r_[0.0, tps / n_pos]
+    return np.r_[0.0, fps[last] / n_neg], np.r_[0.0, tps[last] / n_pos]
 
 
-def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Binary ROC-AUC (equal to sklearn's ``roc_auc_score``)."""
-    fpr, tpr = roc_points(y, score)
+def roc_auc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None, order: np.ndarray | None = None) -> float:
+    """Binary ROC-AUC (equal to sklearn's ``roc_auc_score``); ``weight``, ``order``: as :func:`roc_points`."""
+    fpr, tpr = roc_points(y, score, weight, order)
     return float(np.trapezoid(tpr, fpr))
 
 
-def partial_auc(y: np.ndarray, score: np.ndarray, min_tpr: float = 0.8) -> float:
+def partial_auc(y: np.ndarray, score: np.ndarray, min_tpr: float = 0.8, weight: np.ndarray | None = None,
+                order: np.ndarray | None = None) -> float:
     """Partial AUC above ``min_tpr`` exactly as the ISIC 2024 Kaggle metric (range 0 to 0.2 for 0.8).
 
     The published definition flips labels and scores so that the region TPR >= min_tpr becomes
     FPR <= 1 - min_tpr, then integrates the ROC curve up to that FPR with linear interpolation
-    at the cut.
+    at the cut. ``weight``, ``order``: as :func:`roc_points` (``order`` of the unflipped scores).
     """
     v_gt = np.abs(np.asarray(y, dtype=float) - 1)
     v_pred = 1.0 - np.asarray(score, dtype=float)
     max_fpr = abs(1 - min_tpr)
-    fpr, tpr = roc_points(v_gt, v_pred)
+    # 1 - s never increases where s does, so the reversed order sorts the flipped scores
+    fpr, tpr = roc_points(v_gt, v_pred, weight, None if order is None else order[::-1])
     if max_fpr == 1:
         return float(np.trapezoid(tpr, fpr))
     if not 0 < max_fpr < 1:
@@ -62,8 +74,12 @@ def partial_auc(y: np.ndarray, score: np.ndarray, min_tpr: float = 0.8) -> float
     return float(np.trapezoid(tpr, fpr))
 
 
-def pauc_tpr80(y: np.ndarray, score: np.ndarray) -> float:
-    return partial_auc(y, score, 0.8)
+def pauc_tpr80(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None, order: np.ndarray | None = None) -> float:
+    return partial_auc(y, score, 0.8, weight, order)
+
+
+#: Metrics that take a bootstrap draw as row counts over one sort of the scores (O(n) a draw, not O(n log n)).
+_COUNTED = (roc_auc, pauc_tpr80)
 
 
 def _as_2d(score: np.ndarray) -> np.ndarray:
@@ -154,14 +170,18 @@ def evaluate(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
 
 def bootstrap_values(fn: Callable, y: np.ndarray, score: np.ndarray, n: int = 200, seed=0) -> np.ndarray:
     """``fn`` on ``n`` row resamples (NaN where it is undefined on a resample), in draw order, so two
-    groups' draws can be combined (the CI of a difference between groups)."""
+    groups' draws can be combined (the CI of a difference between groups). The ROC metrics take each
+    draw as row counts over one sort of the scores: the same values as on the resampled rows, without
+    sorting 200 times (seconds per model at 400k rows)."""
     rng = np.random.default_rng(seed)
     y, score = np.asarray(y), np.asarray(score)
     vals = np.full(n, np.nan)
+    counted = fn in _COUNTED and y.ndim == 1 and score.ndim == 1 and len(y) and not np.isnan(score.astype(float)).any()
+    order = np.argsort(-score.astype(float), kind="mergesort") if counted else None
     for b in range(n):
         idx = rng.integers(0, len(y), len(y))
         try:
-            vals[b] = fn(y[idx], score[idx])
+            vals[b] = fn(y, score, weight=np.bincount(idx, minlength=len(y)), order=order) if counted else fn(y[idx], score[idx])
         except ValueError:
             continue
     return vals

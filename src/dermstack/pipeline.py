@@ -18,7 +18,7 @@ import numpy as np
 from dermstack.atomic import read_json, write_text
 
 from dermstack.config import ModelConfig, RunConfig, default_models
-from dermstack.crossfit import DaskJobs, LocalJobs, connect_jobs
+from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import ConfigError, DermstackError

@@ -25,6 +25,7 @@ from dermstack.atomic import atomic_path, read_json, write_json
 from dermstack.boosting.params import GENERIC_PARAMS  # noqa: F401  (re-exported)
 from dermstack.errors import ConfigError, DataError
 from dermstack.taskkind import TaskKind
+from dermstack.jobs import available_cores, job_threads
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,11 @@ MISSING_CODE = -1
 
 
 def default_threads() -> int:
-    """All cores this process may use; on a Dask worker, the threads it was started with (``dask worker
-    --nthreads``), as the other workers on its machine use the rest."""
+    """All cores this process may use; a fit running beside others in this process (crossfit.LocalJobs),
+    its share; on a Dask worker, the threads it was started with (``dask worker --nthreads``), as the
+    other workers on its machine use the rest."""
+    if job_threads():
+        return job_threads()
     if "distributed" in sys.modules:  # only a process that loaded Dask can be a worker
         from distributed import get_worker
 
@@ -43,10 +47,7 @@ def default_threads() -> int:
             return get_worker().state.nthreads
         except ValueError:  # not in a worker
             pass
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+    return available_cores()
 
 
 def gpu_available() -> bool:
@@ -138,7 +139,7 @@ class BoosterAdapter(ABC):
             raise ConfigError(f"{self.kind}: early_stopping_metric must be one of {STOPPING_METRICS} "
                               f"(logloss for multiclass), got {self.stopping_metric!r}")
         self.threads = int(params.pop("threads", None) or threads or default_threads())
-        self.device = _resolve_device(params.pop("device", "auto"))
+        self.device = resolve_device(params.pop("device", "auto"))
         params.pop("class_weight", None)
         self.params = params
         self.best_iteration: int | None = None
@@ -184,7 +185,8 @@ class BoosterAdapter(ABC):
             raise RuntimeError(f"{self.kind} adapter used before fit/load")
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """The device a booster trains on: "auto" is the GPU when one is visible."""
     if device not in ("auto", "cpu", "gpu"):
         raise ConfigError(f"model param device must be auto, cpu or gpu, got {device!r}")
     if device == "auto":

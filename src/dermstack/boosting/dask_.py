@@ -20,7 +20,7 @@ from sklearn import metrics as skm
 
 from dermstack.boosting.lightgbm_ import LightGBMAdapter
 from dermstack.boosting.xgboost_ import XGBoostAdapter
-from dermstack.crossfit import DASK_ADDRESS_ENV
+from dermstack.jobs import DASK_ADDRESS_ENV
 from dermstack.errors import ConfigError
 from dermstack.taskkind import TaskKind
 

@@ -8,6 +8,7 @@ import torch
 
 from dermstack.config import DEVICES, PRECISIONS, TTA_MODES, ExtractSettings  # noqa: F401  (re-exported)
 from dermstack.errors import ConfigError
+from dermstack.jobs import available_cores
 
 #: flip dims of an NCHW batch, one entry per dermstack.config.TTA_MODES
 TTA = {"hflip": (3,), "vflip": (2,)}
@@ -62,15 +63,6 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     if dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16():
         raise ConfigError("precision 'bf16' requested but this CPU has no native bf16 support; use fp32")
     return Precision(name, dtype, cl)
-
-
-def available_cores() -> int:
-    """Cores this process may use; under torchrun, its share of them (LOCAL_WORLD_SIZE processes per node)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import numpy as np
 import polars as pl
 
 from dermstack.config import ModelConfig
-from dermstack.crossfit import FoldJob, Lazy, align_rows, cross_fit, file_input
+from dermstack.crossfit import align_rows, cross_fit
+from dermstack.jobs import FoldJob, Lazy, file_input
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import split_key
 from dermstack.errors import ConfigError
