@@ -37,6 +37,7 @@ class BoosterParams:
     class_weight: Any = None
     #: auto | cpu | gpu
     device: Annotated[str, Strict()] | None = None
+    #: threads per fit; unset: the fits of a model run side by side on a CPU, the cores shared out
     threads: PosInt | None = None
 
 
