@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from features_scale import RandomStore, cached, code_key, peak_gib, prepare, stamp  # noqa: E402  (same cached synthetic layout)
+from features_scale import CACHE_ROOT, RandomStore, cached, code_key, peak_gib, prepare, stamp  # noqa: E402  (same cached synthetic layout)
 
 from dermstack.testing import SMOKE_HELP, smoke_work  # noqa: E402
 
@@ -44,7 +44,7 @@ def build_inputs(work: Path, rows: int, layout: Path | None = None) -> None:
     from dermstack.features.build import build_features
 
     # a smoke layout (given) needs positives in every fold at a thousand rows
-    lesions = prepare(layout, rows, work, positive_rate=0.03) if layout else prepare(Path(f"/tmp/dermstack-bench/isic2024-{rows}"), rows, work)
+    lesions = prepare(layout, rows, work, positive_rate=0.03) if layout else prepare(CACHE_ROOT / f"isic2024-{rows}", rows, work)
     table = LesionTable.read(lesions)
     t = time.perf_counter()
     build_features(table, FeaturesConfig(image=False), RandomStore(len(table))).write(work / "features.parquet")
@@ -134,7 +134,7 @@ def main() -> None:
     if args.smoke:
         args.rows, args.n_estimators = 600, 20
     capped = ("--n-estimators", str(args.n_estimators)) if args.n_estimators else ()
-    work = smoke_work("boosting") if args.smoke else Path(f"/tmp/dermstack-bench/boosting-{args.rows}")
+    work = smoke_work("boosting") if args.smoke else CACHE_ROOT / f"boosting-{args.rows}"
     work.mkdir(parents=True, exist_ok=True)
     build_inputs(work, args.rows, work / "layout" if args.smoke else None)
     cv = run_child("--child", "cv", "--work", str(work), "--kinds", args.kinds, *capped)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from boosting_scale import GROUPS, KINDS, build_inputs, load  # noqa: E402  (same cached synthetic inputs)
+from features_scale import CACHE_ROOT  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HAM = Path(os.environ.get("DERMSTACK_SHARED_DATA", REPO.parent / "shared" / "data")) / "ham10000-dev"
@@ -108,7 +109,7 @@ def lpt_makespan(seconds: list[float], workers: int) -> float:
 
 
 def boosters(rows: int, kinds: list[str], n_workers: int, params: dict) -> None:
-    work = Path(f"/tmp/dermstack-bench/boosting-{rows}")
+    work = CACHE_ROOT / f"boosting-{rows}"
     work.mkdir(parents=True, exist_ok=True)
     build_inputs(work, rows)
     extra = ["--params", json.dumps(params)]

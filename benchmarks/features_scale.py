@@ -50,16 +50,24 @@ def code_key(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
+#: where the benchmarks cache what they build; a folder in it without a stamp is an old cache
+CACHE_ROOT = Path("/tmp/dermstack-bench")
+
+
 def cached(folder: Path, key: str) -> bool:
     """True when ``folder`` holds inputs built by code with this ``key`` (:func:`stamp`); otherwise it is
     emptied for a rebuild. Inputs cached by row count alone once outlived the code that built them:
-    a figure then measured old features with new models."""
+    a figure then measured old features with new models. A folder of the user's (``--layout``) that
+    this benchmark did not stamp is read as it is, never removed."""
     stamp_file = folder / "built_by.txt"
     if stamp_file.exists() and stamp_file.read_text() == key:
         return True
-    if folder.exists():
+    if folder.is_dir() and any(folder.iterdir()):
+        if not stamp_file.exists() and CACHE_ROOT.resolve() not in folder.resolve().parents:
+            print(f"{folder}: not made by this benchmark (no built_by.txt): read as it is", file=sys.stderr)
+            return True
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     return False
 
 
@@ -188,10 +196,12 @@ def main() -> None:
         return
     if args.smoke:
         args.rows = 500
-    work = smoke_work("features") if args.smoke else Path(f"/tmp/dermstack-bench/features-{args.rows}")
-    layout = args.layout or (work / "layout" if args.smoke else Path(f"/tmp/dermstack-bench/isic2024-{args.rows}"))
-    work.mkdir(parents=True, exist_ok=True)
-    prepare(layout, args.rows, work)
+    work = smoke_work("features") if args.smoke else CACHE_ROOT / f"features-{args.rows}"
+    layout = args.layout or (work / "layout" if args.smoke else CACHE_ROOT / f"isic2024-{args.rows}")
+    key = code_key()
+    if not cached(work, key):
+        prepare(layout, args.rows, work)
+        stamp(work, key)
     pol = run_child("--child", "polars", "--work", str(work))
     pan = run_child("--child", "pandas", "--work", str(work))
     assert pan["same_nulls"] and pan["max_abs_diff"] < 1e-6, pan
