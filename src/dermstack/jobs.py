@@ -22,6 +22,7 @@ from dermstack.errors import ConfigError, DataError, DermstackError
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class FoldJob:
     """One fit: fold ``fold``'s training rows ``train`` and validation rows ``valid`` (indices into the

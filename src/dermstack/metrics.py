@@ -1,7 +1,6 @@
 """Metrics used by every stage: ISIC 2024 pAUC above 80% TPR, ROC-AUC, macro F1, balanced accuracy."""
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -176,8 +175,9 @@ def bootstrap_values(fn: Callable, y: np.ndarray, score: np.ndarray, n: int = 20
     rng = np.random.default_rng(seed)
     y, score = np.asarray(y), np.asarray(score)
     vals = np.full(n, np.nan)
-    counted = fn in _COUNTED and y.ndim == 1 and score.ndim == 1 and len(y) and not np.isnan(score.astype(float)).any()
-    order = np.argsort(-score.astype(float), kind="mergesort") if counted else None
+    s = score.astype(float)
+    counted = fn in _COUNTED and y.ndim == 1 and s.ndim == 1 and len(y) and not np.isnan(s).any()
+    order = np.argsort(-s, kind="mergesort") if counted else None
     for b in range(n):
         idx = rng.integers(0, len(y), len(y))
         try:

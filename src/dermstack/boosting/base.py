@@ -24,8 +24,8 @@ import polars as pl
 from dermstack.atomic import atomic_path, read_json, write_json
 from dermstack.boosting.params import GENERIC_PARAMS  # noqa: F401  (re-exported)
 from dermstack.errors import ConfigError, DataError
-from dermstack.taskkind import TaskKind
 from dermstack.jobs import available_cores, job_threads
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,12 @@ MISSING_CODE = -1
 
 
 def default_threads() -> int:
-    """All cores this process may use; a fit running beside others in this process (crossfit.LocalJobs),
+    """All cores this process may use; a fit running beside others in this process (jobs.LocalJobs),
     its share; on a Dask worker, the threads it was started with (``dask worker --nthreads``), as the
     other workers on its machine use the rest."""
-    if job_threads():
-        return job_threads()
+    share = job_threads()
+    if share:
+        return share
     if "distributed" in sys.modules:  # only a process that loaded Dask can be a worker
         from distributed import get_worker
 
