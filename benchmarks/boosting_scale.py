@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from features_scale import CACHE_ROOT, RandomStore, cached, code_key, peak_gib, prepare, stamp  # noqa: E402  (same cached synthetic layout)
-
 from dermstack.testing import SMOKE_HELP, smoke_work  # noqa: E402
+from features_scale import CACHE_ROOT, RandomStore, cached, code_key, peak_gib, prepare, stamp  # noqa: E402  (same cached synthetic layout)
 
 BUDGET_S, BUDGET_GIB = 300.0, 8.0
 GROUPS = ["metadata", "engineered", "patient", "embedding"]
@@ -86,10 +85,10 @@ def child_cv(work: Path, kinds: list[str], params: dict) -> dict:
 def child_rows(work: Path, kinds: list[str], params: dict) -> dict:
     """Fold 0 of each library: seconds with the default sampling and on every training row."""
     from dermstack.boosting.base import FeatureMatrix
-    from dermstack.crossfit import align_rows
     from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
     from dermstack.boosting.registry import create_adapter
     from dermstack.boosting.sampling import SamplingConfig, resample
+    from dermstack.crossfit import align_rows
     from dermstack.metrics import pauc_tpr80
 
     features, task, plan = load(work)
@@ -144,7 +143,8 @@ def main() -> None:
         print(f"  {kind:9s} {m['seconds']:6.1f} s  OOF pAUC {m['pauc']:.4f} (95% CI {m['ci95'][0]:.4f}-{m['ci95'][1]:.4f}), "
               f"ROC-AUC {m['roc_auc']:.4f}, {m['fit_rows']:,} rows per fit, best iterations {m['best_iteration']}")
     print(f"  total {cv['total_s']:.1f} s (reading inputs {cv['load_s']:.1f} s), peak RSS {cv['peak_gib']:.2f} GiB")
-    print(f"  ratio to budget: time {cv['total_s'] / BUDGET_S:.2f} of {BUDGET_S:.0f} s, memory {cv['peak_gib'] / BUDGET_GIB:.2f} of {BUDGET_GIB:.0f} GiB")
+    print(f"  ratio to budget: time {cv['total_s'] / BUDGET_S:.2f} of {BUDGET_S:.0f} s, "
+          f"memory {cv['peak_gib'] / BUDGET_GIB:.2f} of {BUDGET_GIB:.0f} GiB")
     if args.skip_rows:
         return
     rows = run_child("--child", "rows", "--work", str(work), "--kinds", args.kinds, *capped)

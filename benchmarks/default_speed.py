@@ -115,10 +115,12 @@ def main() -> None:
     for s, v in stages.items():
         print(f"  {s:24} {v:8.1f} s{'' if s in timed else '   (not in the budget)'}")
     print(f"features + models: {total:.1f} s = {total / BUDGET_S:.2f} of {BUDGET_S:.0f} s")
-    print(f"final {metrics['oof_model']}: {primary} {metrics['oof'][primary]:.4f}, ROC-AUC {metrics['oof'].get('roc_auc', float('nan')):.4f}; "
+    print(f"final {metrics['oof_model']}: {primary} {metrics['oof'][primary]:.4f}, "
+          f"ROC-AUC {metrics['oof'].get('roc_auc', float('nan')):.4f}; "
           + ", ".join(f"{m} {v[primary]:.4f}" for m, v in metrics["models"].items()))
     (args.out / "summary.json").write_text(json.dumps({"images": n, "stages": stages, "features_models_s": total,
-                                                       "budget_s": BUDGET_S, "wall_s": wall, "cpu_s": cpu, "oof": metrics["oof"]}, indent=2))
+                                                       "budget_s": BUDGET_S, "wall_s": wall, "cpu_s": cpu,
+                                                       "oof": metrics["oof"]}, indent=2))
 
 
 if __name__ == "__main__":

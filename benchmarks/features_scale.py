@@ -172,7 +172,8 @@ def child_pandas(work: Path) -> dict:
     cols = [c for c in ref.columns if c != "image_id"]
     diff = float(np.nanmax(np.abs(res[cols].to_numpy(float) - ref[cols].to_numpy(float))))
     same_nulls = bool((res[cols].isna().to_numpy() == ref[cols].isna().to_numpy()).all())
-    return {"groupby_pandas_s": seconds, "peak_gib": peak_gib(), "max_abs_diff": diff, "same_nulls": same_nulls, "checked_columns": len(cols)}
+    return {"groupby_pandas_s": seconds, "peak_gib": peak_gib(), "max_abs_diff": diff, "same_nulls": same_nulls,
+            "checked_columns": len(cols)}
 
 
 def run_child(*args: str) -> dict:
@@ -209,10 +210,12 @@ def main() -> None:
           f"{pol['features']} features {pol['groups']}")
     print(f"  build_features: {pol['build_s']:.1f} s (stages {pol['stage_s']}), peak RSS {pol['peak_gib']:.2f} GiB "
           f"(LesionTable.read {pol['read_s']:.1f} s not included)")
-    print(f"  ratio to budget: time {pol['build_s'] / BUDGET_S:.2f} of {BUDGET_S:.0f} s, memory {pol['peak_gib'] / BUDGET_GIB:.2f} of {BUDGET_GIB:.0f} GiB")
+    print(f"  ratio to budget: time {pol['build_s'] / BUDGET_S:.2f} of {BUDGET_S:.0f} s, "
+          f"memory {pol['peak_gib'] / BUDGET_GIB:.2f} of {BUDGET_GIB:.0f} GiB")
     print(f"  patient z-score/rank/count stage over {pol['numeric_inputs']} numeric columns: polars {pol['groupby_polars_s']:.2f} s, "
           f"pandas groupby {pan['groupby_pandas_s']:.2f} s (peak {pan['peak_gib']:.2f} GiB): pandas / polars = "
-          f"{pan['groupby_pandas_s'] / pol['groupby_polars_s']:.1f}x; max |difference| {pan['max_abs_diff']:.1e} over {pan['checked_columns']} columns")
+          f"{pan['groupby_pandas_s'] / pol['groupby_polars_s']:.1f}x; "
+          f"max |difference| {pan['max_abs_diff']:.1e} over {pan['checked_columns']} columns")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -70,15 +69,17 @@ def main() -> None:
             t = time.perf_counter()
             _, info = image_features(table.df, mode, args.workers)
             s = time.perf_counter() - t
-            print(f"{fmt}: {info['images']} images, {'shipped' if mode == 'mask' else mode} masks: {s:.1f} s ({info['images'] / s:.0f} images/s, "
-                  f"{args.workers} workers), empty masks {len(info.get('empty_mask', []))}")
+            print(f"{fmt}: {info['images']} images, {'shipped' if mode == 'mask' else mode} masks: {s:.1f} s "
+                  f"({info['images'] / s:.0f} images/s, {args.workers} workers), empty masks {len(info.get('empty_mask', []))}")
         d = automatic_dice(table)
         print(f"{fmt}: automatic vs shipped masks: Dice mean {d.mean():.3f}, median {np.median(d):.3f}, "
               f"{(d < 0.5).mean():.1%} below 0.5")
         if fmt == "ham10000":
             cfgs = {"metadata only": (FeaturesConfig(patient=False), ["metadata"]),
-                    "metadata + image (shipped masks)": (FeaturesConfig(patient=False, image=True, segmentation="mask"), ["metadata", "image"]),
-                    "metadata + image (automatic masks)": (FeaturesConfig(patient=False, image=True, segmentation="automatic"), ["metadata", "image"])}
+                    "metadata + image (shipped masks)": (FeaturesConfig(patient=False, image=True, segmentation="mask"),
+                                                         ["metadata", "image"]),
+                    "metadata + image (automatic masks)": (FeaturesConfig(patient=False, image=True, segmentation="automatic"),
+                                                           ["metadata", "image"])}
             for name, (cfg, groups) in cfgs.items():
                 cfg.workers = args.workers
                 fs = build_features(table, cfg)

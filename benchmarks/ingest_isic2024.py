@@ -30,7 +30,8 @@ def build_layout(out: Path, rows: int) -> None:
     """Kaggle-layout copy of the real sample, repeated to ``rows`` rows, with one tiny JPEG per row."""
     sample = pl.read_csv(shared_data_dir() / "isic2024-train-sample" / "train-metadata.csv", infer_schema=False)
     reps = -(-rows // sample.height)
-    df = pl.concat([sample] * reps).head(rows).with_columns(pl.format("ISIC_{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(7)).alias("isic_id"))
+    df = pl.concat([sample] * reps).head(rows).with_columns(
+        pl.format("ISIC_{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(7)).alias("isic_id"))
     df.write_csv(out / "train-metadata.csv")
     buf = io.BytesIO()
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(buf, "JPEG")

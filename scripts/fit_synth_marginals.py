@@ -123,8 +123,8 @@ def fit(train_csv: Path, test_csv: Path) -> dict:
         "location": frequencies(neg["tbp_lv_location"]),
         "location_positive": frequencies(df.loc[pos, "tbp_lv_location"]),
         "location_simple": dict(zip(locations["tbp_lv_location"], locations["tbp_lv_location_simple"])),
-        "location_site": {l: (s if isinstance(s, str) else None)
-                          for l, s in zip(locations["tbp_lv_location"], locations["anatom_site_general"])},
+        "location_site": {loc: (s if isinstance(s, str) else None)
+                          for loc, s in zip(locations["tbp_lv_location"], locations["anatom_site_general"])},
         "xyz_by_location": xyz,
         "shape": {
             "fill": [round(float(fill.mean()), 4), round(float(fill.std()), 4)],

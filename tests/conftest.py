@@ -7,7 +7,9 @@ import pytest
 
 from dermstack.testing import shared_data_dir
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# the embedding fixtures (images, table, test_weights) for every module that asks for them by name
+pytest_plugins = ["extract_fixtures"]
+
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from dermstack.boosting import cross_validate, predict_saved
@@ -36,7 +35,8 @@ def test_milk10k_multilabel_macro_f1(shared_data, tmp_path):
 
 def test_ham10000_multiclass_balanced_accuracy(shared_data):
     _, _, task, _, res = metadata_run(shared_data, "ham10000", "multiclass")
-    print(f"HAM10000 metadata-only LightGBM balanced accuracy {res.metrics['balanced_accuracy']:.4f}, macro F1 {res.metrics['macro_f1']:.4f}")
+    print(f"HAM10000 metadata-only LightGBM balanced accuracy {res.metrics['balanced_accuracy']:.4f}, "
+          f"macro F1 {res.metrics['macro_f1']:.4f}")
     assert len(task.classes) == 7
     assert res.metrics["balanced_accuracy"] > 1 / 7 + 0.05  # chance is 1/7
 
@@ -50,7 +50,8 @@ def test_cli_train_and_predict(shared_data, tmp_path):
     build_features(table, FeaturesConfig(patient=False, embedding=False)).write(tmp_path / "features.parquet")
     (tmp_path / "run.toml").write_text('[data]\nformat = "milk10k"\ntask = "multilabel"\n\n'
                                        '[[models]]\nkind = "lightgbm"\nparams = { n_estimators = 30 }\n\n'
-                                       '[[models]]\nkind = "lightgbm"\nname = "lgb_small"\nparams = { n_estimators = 20, num_leaves = 4 }\n')
+                                       '[[models]]\nkind = "lightgbm"\nname = "lgb_small"\n'
+                                       'params = { n_estimators = 20, num_leaves = 4 }\n')
     args = ["boosting", "train", str(tmp_path / "features.parquet"), "--folds", str(tmp_path / "folds.parquet"),
             "--lesions", str(tmp_path / "lesions.parquet"), "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "run")]
     r = CliRunner().invoke(cli, args)

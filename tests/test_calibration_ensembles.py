@@ -102,7 +102,7 @@ def _result(name, task, plan, scores):
 
 
 def test_auto_ensemble_never_scores_below_its_best_member(tmp_path):
-    from dermstack.ensembles.select import select_ensemble, primary_score
+    from dermstack.ensembles.select import primary_score, select_ensemble
 
     _, _, task, plan = toy("binary", n=1200, n_test=0, seed=8, positive_rate=0.1)
     rng = np.random.default_rng(5)

@@ -374,7 +374,7 @@ def test_vectorised_roc_areas_equal_the_metrics_on_repeated_rows(seed, chunk, mo
     s_b = np.round(np.random.default_rng(seed).random(len(y)), 2)
     for name, fn in metrics.TASK_METRICS["binary"].items():
         fast = clinical.paired_bootstrap(y, s, s_b, patient, name, n_boot=30, seed=seed)
-        slow = clinical.paired_bootstrap(y, s, s_b, patient, lambda yy, ss: fn(yy, ss), n_boot=30, seed=seed)
+        slow = clinical.paired_bootstrap(y, s, s_b, patient, lambda yy, ss, fn=fn: fn(yy, ss), n_boot=30, seed=seed)
         for key in ("value_a", "value_b", "mean_diff", "ci_low", "ci_high", "p_value", "n_valid"):
             assert fast[key] == pytest.approx(slow[key], abs=1e-12), (name, key)
     # resamples that lose every cancer are left out, not an error

@@ -12,7 +12,11 @@ import pytest
 from dermstack.boosting.defaults import default_params
 from dermstack.boosting.params import BOOSTER_KINDS, BOOSTER_PARAMS, GENERIC_PARAMS
 from dermstack.config import (
-    TASKS, ExtractSettings, FeaturesConfig, ModelConfig, RunConfig,
+    TASKS,
+    ExtractSettings,
+    FeaturesConfig,
+    ModelConfig,
+    RunConfig,
     SamplingConfig,
 )
 from dermstack.errors import ConfigError

@@ -390,7 +390,8 @@ def test_extraction_never_appends_to_a_file_it_did_not_write(tmp_path):
     (tmp_path / "notes.h5").write_text("not HDF5")
     with h5py.File(tmp_path / "mine.h5", "w") as f:
         f.create_dataset("my_data", data=np.arange(3))
-    for name, said in (("notes.h5", "cannot be read as an HDF5 EmbeddingStore"), ("mine.h5", r"entries dermstack did not write \(my_data\)")):
+    for name, said in (("notes.h5", "cannot be read as an HDF5 EmbeddingStore"),
+                       ("mine.h5", r"entries dermstack did not write \(my_data\)")):
         with pytest.raises(DataError, match=said) as e:
             writable_store(tmp_path / name)
         assert e.value.file == str(tmp_path / name)

@@ -21,14 +21,14 @@ from dermstack.boosting import cross_validate
 from dermstack.cli import cli
 from dermstack.config import ModelConfig, RunConfig
 from dermstack.crossfit import cross_fit
-from dermstack.jobs import DaskJobs, connect_jobs
 from dermstack.ensembles.cnn import cross_validate_cnn
 from dermstack.errors import ConfigError, DataError
 from dermstack.features.featureset import FeatureSet
+from dermstack.jobs import DaskJobs, connect_jobs
 from dermstack.linear import cross_validate_linear
 from dermstack.run import Run
 from ensembles_toy import setup, tiny_cnn
-from extract_fixtures import TEST_MODEL, test_weights  # noqa: F401
+from extract_fixtures import TEST_MODEL
 from test_run_predict import CONFIG
 
 distributed = pytest.importorskip("distributed")
@@ -127,7 +127,7 @@ def test_an_unreachable_scheduler_is_refused_before_ingest(tmp_path):
     assert not (tmp_path / "run" / "lesions.parquet").exists()
 
 
-def test_a_run_fits_its_models_on_the_cluster_and_records_where(jobs, tmp_path, test_weights):  # noqa: F811
+def test_a_run_fits_its_models_on_the_cluster_and_records_where(jobs, tmp_path, test_weights):
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights))
     out = tmp_path / "out"

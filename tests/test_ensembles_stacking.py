@@ -9,7 +9,9 @@ from boosting_toy import toy
 from dermstack.config import ModelConfig
 from dermstack.ensembles.cnnfeature import CNNViews, cnn_feature_frame, patient_key
 from dermstack.ensembles.stacking import (
-    cross_validate_stacked, nested_scores, score_tensor,
+    cross_validate_stacked,
+    nested_scores,
+    score_tensor,
     stack_models,
 )
 from dermstack.features.featureset import FeatureSet
@@ -29,7 +31,7 @@ def test_every_view_is_free_of_its_fold_and_of_in_sample_scores(n_splits):
     fold_of = rng.permutation(np.repeat(np.arange(n_splits), 8))
     n, n_test = len(fold_of), 4
     for w in range(n_splits):
-        def fit_score(train, score_sets):
+        def fit_score(train, score_sets, w=w):
             assert (train < n).all()  # test rows are never trained on
             saw_w = bool((fold_of[train] == w).any())
             seen = set(train.tolist())
@@ -54,7 +56,7 @@ def test_label_memorising_cnn_does_not_inflate_stacked_oof():
     booster given in-sample scores (what a leaky assembly would pass) scores ~1."""
     table, _, task, plan = toy("binary", n=900, n_test=30, seed=3, positive_rate=0.2)
     features = _noise_features(table)
-    n, y = len(task.image_ids), task.y.astype(float)
+    y = task.y.astype(float)
     rng = np.random.default_rng(1)
 
     def memoriser(train, score_sets):
@@ -83,7 +85,8 @@ def test_stacked_booster_uses_an_honest_cnn_signal(tmp_path):
     v = CNNViews("cnn", ["target"], task.image_ids, views, table.test["image_id"].to_list(), rng.random((20, 1)))
     res = cross_validate_stacked(features, table, task, plan, LGBM, v, tmp_path)
     assert res.metrics["roc_auc"] > 0.75
-    assert res.importance.filter(pl.col("group") == "cnn")["gain"].sum() > res.importance.filter(pl.col("group") == "metadata")["gain"].sum()
+    assert (res.importance.filter(pl.col("group") == "cnn")["gain"].sum()
+            > res.importance.filter(pl.col("group") == "metadata")["gain"].sum())
     assert (tmp_path / "lightgbm+cnn" / "model.json").exists()
     assert res.test.height == 20
 
@@ -155,7 +158,8 @@ def test_level2_multiclass_rows_sum_to_one():
     for name in ("a", "b"):
         p = np.eye(3)[task.y] * 2 + rng.random((len(task.y), 3)) * 3
         p /= p.sum(1, keepdims=True)
-        oof = pl.concat([pl.DataFrame({"image_id": task.image_ids, "model": name, "seed": 0, "fold": plan.fold_of(task.image_ids), "class": c, "score": p[:, j]})
+        oof = pl.concat([pl.DataFrame({"image_id": task.image_ids, "model": name, "seed": 0, "fold": plan.fold_of(task.image_ids),
+                                       "class": c, "score": p[:, j]})
                          for j, c in enumerate(task.classes)])
         outs.append(ModelResult(name, Predictions(oof), Predictions.empty()))
     for method in ("stack", "rank"):

@@ -27,7 +27,8 @@ def test_valid_isic2024_file_passes(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ("isic_id,target\nISIC_1,0.1\nISIC_2,0.2\n", "1 test id(s) missing from the submission: ['ISIC_3']"),
-    ("isic_id,target\nISIC_1,0.1\nISIC_2,0.2\nISIC_3,0.3\nISIC_2,0.4\n", "line 5, id 'ISIC_2', column 'isic_id': duplicate id (first on line 3)"),
+    ("isic_id,target\nISIC_1,0.1\nISIC_2,0.2\nISIC_3,0.3\nISIC_2,0.4\n",
+     "line 5, id 'ISIC_2', column 'isic_id': duplicate id (first on line 3)"),
     ("isic_id,target\nISIC_1,0.1\nISIC_2,NaN\nISIC_3,0.3\n", "line 3, id 'ISIC_2', column 'target': score is NaN"),
     ("isic_id,target\nISIC_1,0.1\nISIC_2,0.2\nISIC_3,1.5\n", "line 4, id 'ISIC_3', column 'target': score 1.5 is outside [0, 1]"),
     ("isic_id,score\nISIC_1,0.1\nISIC_2,0.2\nISIC_3,0.3\n", "missing column(s) ['target']"),

@@ -18,7 +18,7 @@ from dermstack.ensembles.predict import predict_run
 from dermstack.errors import DataError
 from dermstack.run import Run
 from ensembles_toy import image_table
-from extract_fixtures import TEST_MODEL, test_weights  # noqa: F401
+from extract_fixtures import TEST_MODEL
 
 TASKS = ["binary", "multiclass", "multilabel"]
 N_TRAIN, MAX_TEST = 30, 12
@@ -101,7 +101,7 @@ def run(root: Path, table: LesionTable, task: str, method: str, weights: Path) -
 
 @pytest.mark.parametrize("n_test", [0, 3, MAX_TEST])
 @pytest.mark.parametrize("task", TASKS)
-def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, images, test_weights, task, n_test):  # noqa: F811
+def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, images, test_weights, task, n_test):
     table = with_test_rows(images, n_test)
     n_classes = 1 if task == "binary" else 3
     out = tmp_path / "out"
@@ -156,23 +156,24 @@ def one_member(table: LesionTable) -> LesionTable:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_a_single_class_is_one_data_error_for_every_task(tmp_path, images, test_weights, task):  # noqa: F811
+def test_a_single_class_is_one_data_error_for_every_task(tmp_path, images, test_weights, task):
     with pytest.raises(DataError, match=f"{'binary target' if task == 'binary' else task + ' task'}.* has a single class"):
         run(tmp_path, one_class(with_test_rows(images, 0)), task, "auto", test_weights)
 
 
-def test_a_binary_class_with_one_member_is_a_fold_without_positives(tmp_path, images, test_weights, caplog):  # noqa: F811
+def test_a_binary_class_with_one_member_is_a_fold_without_positives(tmp_path, images, test_weights, caplog):
     with caplog.at_level(logging.WARNING), pytest.raises(DataError, match=r"fold \d: the training part has no \[1\] rows"):
         run(tmp_path, one_member(with_test_rows(images, 0)), "binary", "auto", test_weights)
     assert "fewer than the 3 folds" in caplog.text
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
-def test_a_class_with_one_member_is_a_warning_and_every_kind_still_runs(tmp_path, images, test_weights, caplog, task):  # noqa: F811
+def test_a_class_with_one_member_is_a_warning_and_every_kind_still_runs(tmp_path, images, test_weights, caplog, task):
     with caplog.at_level(logging.WARNING):
         m = run(tmp_path, one_member(with_test_rows(images, 0)), task, "auto", test_weights)
     assert list(m["models"]) == MODELS
     lacking = ("['B']", "['C']") if task == "multiclass" else ("['positive B']", "['positive C']")
     assert "rows per class" in caplog.text and "fewer than the 3 folds" in caplog.text
     fold_warnings = [r.getMessage() for r in caplog.records if "training part has no" in r.getMessage()]
-    assert fold_warnings and all(w.count("[") == 1 and any(c in w for c in lacking) and "from the other classes only" in w for w in fold_warnings)
+    assert fold_warnings and all(w.count("[") == 1 and any(c in w for c in lacking) and "from the other classes only" in w
+                                 for w in fold_warnings)

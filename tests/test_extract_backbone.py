@@ -19,7 +19,7 @@ from dermstack.extract.dataset import Geometry, decode
 from dermstack.extract.registry import PACKAGE_WEIGHTS
 from dermstack.extract.settings import ExtractSettings, Parallelism, parse_shard, resolve_parallelism
 from dermstack.extract.weights import load_by_order, read_state_dict
-from extract_fixtures import TEST_MODEL, lesion_like, test_weights  # noqa: F401
+from extract_fixtures import TEST_MODEL, lesion_like
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 

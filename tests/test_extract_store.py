@@ -16,7 +16,7 @@ from dermstack.data.images import load_image
 from dermstack.errors import DataError
 from dermstack.extract import EmbeddingStore, ExtractSettings, create_backbone, extract_embeddings, merge_stores
 from dermstack.extract.store import GroupWriter
-from extract_fixtures import TEST_MODEL, images, lesion_like, make_table, table, test_weights  # noqa: F401
+from extract_fixtures import TEST_MODEL, lesion_like, make_table
 
 SIZE = 64
 
@@ -226,7 +226,6 @@ def test_store_file_layout(tmp_path, table, test_weights):
 
 def _vit_weights(tmp_path):
     import timm
-    from safetensors.torch import save_file
 
     torch.manual_seed(1)
     p = tmp_path / "vit.pth"

@@ -40,7 +40,8 @@ def test_all_groups_and_roundtrip(tmp_path):
     emb2[-6:] *= 50
     fs2 = build_features(table, FeaturesConfig(patient=False), FakeStore(ids, {"timm/test_vit.r160_in1k": emb2}), pca_components=4)
     cols = fs.columns(["embedding"])
-    np.testing.assert_allclose(fs2.df.head(len(ids) - 6).select(cols).to_numpy(), fs.df.head(len(ids) - 6).select(cols).to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(fs2.df.head(len(ids) - 6).select(cols).to_numpy(), fs.df.head(len(ids) - 6).select(cols).to_numpy(),
+                               rtol=1e-5)
 
 
 def test_switched_off_groups_are_absent():

@@ -75,7 +75,8 @@ def test_other_patients_rows_do_not_change_a_patients_features():
     extra = df.filter(pl.col("patient_id") == "P3").head(1).with_columns(pl.lit("new").alias("image_id"), pl.lit(9.5).alias("tbp_lv_H"))
     changed = lesion_table(pl.concat([df, extra]).to_dict(as_series=False))
     keep = [i for i in table.df["image_id"].to_list() if i != "img0018"]
-    emb2 = {"tiny": np.concatenate([emb["tiny"][[table.df["image_id"].to_list().index(i) for i in keep]], rng.normal(size=(1, 16)).astype(np.float32)])}
+    emb2 = {"tiny": np.concatenate([emb["tiny"][[table.df["image_id"].to_list().index(i) for i in keep]],
+                                    rng.normal(size=(1, 16)).astype(np.float32)])}
     after = _features_of(changed, emb2)
 
     pcols = before.columns(["patient"])

@@ -11,16 +11,15 @@ import polars as pl
 import pytest
 
 from boosting_toy import toy
-from dermstack.config import ModelConfig, RunConfig
+from dermstack.config import ModelConfig, RunConfig, default_models
 from dermstack.crossfit import align_rows
 from dermstack.errors import ConfigError
 from dermstack.features.featureset import FeatureSet
-from dermstack.config import default_models
-from dermstack.linear.kind import LINEAR_PROBE_MAX_ROWS
 from dermstack.linear import LinearParams, SavedLinear, cross_validate_linear
 from dermstack.linear.design import Design, read_rows
+from dermstack.linear.kind import LINEAR_PROBE_MAX_ROWS
 from dermstack.saved import Inputs, load, predict_all
-from extract_fixtures import TEST_MODEL, test_weights  # noqa: F401
+from extract_fixtures import TEST_MODEL
 from test_run_predict import CONFIG
 
 FAST = {"C": [0.01, 0.1, 1.0, 10.0], "inner_splits": 3}
@@ -118,7 +117,7 @@ def test_saved_model_has_no_pickle_and_reproduces_oof_and_test_scores(tmp_path):
     for entry, probe in zip(spec_json["models"], model.probes()):
         va = np.flatnonzero(fold == entry["fold"])
         want = (oof.filter((pl.col("fold") == entry["fold"]) & (pl.col("seed") == entry["seed"]))
-                .pipe(lambda f: pl.DataFrame({"image_id": [spec.image_ids[i] for i in va]}).join(f, on="image_id", how="left",
+                .pipe(lambda f, va=va: pl.DataFrame({"image_id": [spec.image_ids[i] for i in va]}).join(f, on="image_id", how="left",
                                                                                               maintain_order="left"))["score"])
         np.testing.assert_allclose(probe.predict_proba(probe.design.matrix(rows.take(va))), want.to_numpy(), rtol=1e-12)
     # through the registry, the new rows get the run's test scores
@@ -207,9 +206,9 @@ method = "stack"
 """
 
 
-def test_run_stacks_the_probe_and_predict_reproduces_its_test_scores(tmp_path, test_weights):  # noqa: F811
-    from dermstack.ensembles.predict import predict_run
+def test_run_stacks_the_probe_and_predict_reproduces_its_test_scores(tmp_path, test_weights):
     from dermstack.data.table import LesionTable
+    from dermstack.ensembles.predict import predict_run
     from dermstack.run import Run
 
     (tmp_path / "run.toml").write_text(RUN.format(model=TEST_MODEL, weights=test_weights))

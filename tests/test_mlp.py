@@ -8,9 +8,9 @@ import pytest
 
 from dermstack.config import ModelConfig, RunConfig
 from dermstack.errors import ConfigError
+from dermstack.features.featureset import FeatureSet
 from dermstack.mlp.net import EXACT_MAX_TERMS, FittedMLP
 from dermstack.registry import FitInputs, model_kind
-from dermstack.features.featureset import FeatureSet
 from dermstack.saved import Inputs, load, predict_all
 from dermstack.taskkind import TaskKind
 from test_linear import toy_run

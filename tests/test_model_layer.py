@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -100,7 +99,8 @@ def test_second_run_into_a_held_directory_fails_naming_the_holder(tmp_path):
 
 
 def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
-    code = f"from dermstack.rundir import RunLock; import time; RunLock({str(tmp_path)!r}).__enter__(); print('held', flush=True); time.sleep(60)"
+    code = (f"from dermstack.rundir import RunLock; import time; RunLock({str(tmp_path)!r}).__enter__(); "
+            "print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     with pytest.raises(RunLockedError):
@@ -207,7 +207,8 @@ def test_readers_refuse_a_config_edited_after_the_run(finished_run):
 
 def test_second_live_run_into_the_same_directory_fails_at_once(finished_run):
     cfg, run = finished_run
-    code = f"from dermstack.rundir import RunLock; import time; RunLock({str(run)!r}).__enter__(); print('held', flush=True); time.sleep(60)"
+    code = (f"from dermstack.rundir import RunLock; import time; RunLock({str(run)!r}).__enter__(); "
+            "print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"

@@ -8,12 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dermstack import clinical, metrics as M
+from dermstack import clinical
+from dermstack import metrics as M
 from dermstack.config import RunConfig
 from dermstack.data.table import LesionTable
 from dermstack.predictions import Predictions
-from dermstack.rundir import check_current
 from dermstack.run import Run, print_metrics
+from dermstack.rundir import check_current
 from dermstack.task import TaskSpec
 
 RUN = """

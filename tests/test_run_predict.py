@@ -12,7 +12,7 @@ from dermstack.ensembles.predict import predict_run
 from dermstack.features.featureset import FeatureSet
 from dermstack.features.transform import FeatureTransform
 from dermstack.run import Run
-from extract_fixtures import TEST_MODEL, test_weights  # noqa: F401
+from extract_fixtures import TEST_MODEL
 from lesion_tables import assert_features_equal
 
 CONFIG = """
@@ -49,7 +49,7 @@ enabled = false
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, test_weights):  # noqa: F811
+def run_dir(tmp_path_factory, test_weights):
     root = tmp_path_factory.mktemp("run")
     (root / "config.toml").write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights))
     Run(RunConfig.from_toml(root / "config.toml"), root / "out").execute()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import runpy
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch

@@ -8,7 +8,7 @@ import polars as pl
 from click.testing import CliRunner
 
 from dermstack.cli import cli
-from extract_fixtures import TEST_MODEL, test_weights  # noqa: F401
+from extract_fixtures import TEST_MODEL
 
 SYNTH = {"lesions": 150, "test_lesions": 10, "image_size": 32, "seed": 0, "positive_rate": 0.1}
 
@@ -59,7 +59,7 @@ def invoke(*args) -> str:
     return r.output
 
 
-def test_stage_commands_chain_to_the_runs_submission(tmp_path, test_weights):  # noqa: F811
+def test_stage_commands_chain_to_the_runs_submission(tmp_path, test_weights):
     cfg = tmp_path / "run.toml"
     cfg.write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights, **SYNTH))
     invoke("run", cfg, "--out", tmp_path / "run")

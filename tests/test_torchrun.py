@@ -20,7 +20,7 @@ from dermstack.errors import ConfigError
 from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
 from dermstack.extract.runner import rank_path
 from ensembles_toy import setup, tiny_cnn
-from extract_fixtures import TEST_MODEL, images, make_table, test_weights  # noqa: F401
+from extract_fixtures import TEST_MODEL, make_table
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -19,7 +19,7 @@ from dermstack.features.build import build_features
 from dermstack.features.featureset import FeatureSet
 from dermstack.linear.design import read_rows
 from dermstack.run import Run
-from extract_fixtures import TEST_MODEL, lesion_like, test_weights  # noqa: F401
+from extract_fixtures import TEST_MODEL, lesion_like
 
 N_LESIONS, N_TEST = 36, 4
 #: lesions whose clinical close-up is absent (dermoscopic image only)
@@ -55,14 +55,14 @@ def settings(w) -> ExtractSettings:
 
 
 @pytest.fixture(scope="module")
-def embedded(milk, test_weights, tmp_path_factory):  # noqa: F811
+def embedded(milk, test_weights, tmp_path_factory):
     table, _ = ingest("milk10k", milk)
     out = tmp_path_factory.mktemp("emb") / "emb.h5"
     report = extract_embeddings(table, [TEST_MODEL], out, settings(test_weights))
     return table, out, report
 
 
-def test_the_reader_has_two_views_and_extraction_embeds_each(embedded, test_weights):  # noqa: F811
+def test_the_reader_has_two_views_and_extraction_embeds_each(embedded, test_weights):
     table, out, report = embedded
     assert image_views(table.df) == {"": "image_ref", "clinical": "image_ref_clinical"}
     n = table.df.height
@@ -109,7 +109,7 @@ def test_the_linear_probe_reads_each_view_in_full(embedded):
     assert not np.isnan(rows.embeddings[TEST_MODEL]).any()
 
 
-def test_a_view_column_without_images_gives_no_features_of_that_view(embedded, test_weights, tmp_path, caplog):  # noqa: F811
+def test_a_view_column_without_images_gives_no_features_of_that_view(embedded, test_weights, tmp_path, caplog):
     table, _, _ = embedded
     bare = LesionTable(table.df.with_columns(pl.lit(None, pl.String).alias("image_ref_clinical")), table.meta)
     extract_embeddings(bare, [TEST_MODEL], tmp_path / "e.h5", settings(test_weights))
@@ -153,7 +153,7 @@ method = "mean"
 """
 
 
-def test_a_run_and_predict_name_the_views(milk, test_weights, tmp_path):  # noqa: F811
+def test_a_run_and_predict_name_the_views(milk, test_weights, tmp_path):
     import json
 
     (tmp_path / "run.toml").write_text(RUN.format(data=milk, model=TEST_MODEL, weights=test_weights))

@@ -128,7 +128,7 @@ class Calibrator:
         self.kind, self.method = TaskKind(kind), method
         self.maps: list[dict] = []
 
-    def fit(self, y: np.ndarray, scores: np.ndarray) -> "Calibrator":
+    def fit(self, y: np.ndarray, scores: np.ndarray) -> Calibrator:
         S = as_columns(np.asarray(scores, dtype=np.float64))
         Y = _onehot(self.kind, y, S.shape[1])
         if self.method == "none":
@@ -182,7 +182,7 @@ class Calibrator:
         return {"task": str(self.kind), "method": self.method, "maps": self.maps}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Calibrator":
+    def from_json(cls, d: dict) -> Calibrator:
         obj = cls(d["task"], d["method"])
         obj.maps = d["maps"]
         return obj

@@ -227,7 +227,7 @@ class DaskJobs:
 DASK_ADDRESS_ENV = "DERMSTACK_DASK_ADDRESS"
 
 
-def connect_jobs(address: str | None, timeout: str | None = None) -> "DaskJobs | LocalJobs":
+def connect_jobs(address: str | None, timeout: str | None = None) -> DaskJobs | LocalJobs:
     """The executor for a scheduler ``address`` (else ``$DERMSTACK_DASK_ADDRESS``; neither: this process).
     An address not reached within ``timeout`` (default: Dask's ``distributed.comm.timeouts.connect``)
     is a ConfigError naming it."""

@@ -153,7 +153,8 @@ TASK_METRICS: dict[TaskKind, dict[str, Callable]] = {
 }
 PRIMARY_METRIC: dict[TaskKind, str] = {TaskKind.BINARY: "pauc_tpr80", TaskKind.MULTICLASS: "macro_f1", TaskKind.MULTILABEL: "macro_f1"}
 #: The ranking metric of each kind (ROC-AUC, macro over classes when there are several).
-ROC_AUC_METRIC: dict[TaskKind, str] = {TaskKind.BINARY: "roc_auc", TaskKind.MULTICLASS: "macro_roc_auc", TaskKind.MULTILABEL: "macro_roc_auc"}
+ROC_AUC_METRIC: dict[TaskKind, str] = {TaskKind.BINARY: "roc_auc", TaskKind.MULTICLASS: "macro_roc_auc",
+                                       TaskKind.MULTILABEL: "macro_roc_auc"}
 
 
 def evaluate(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:

@@ -10,7 +10,8 @@ from dermstack.calibration import calibration_metrics
 from dermstack.clinical_report import clinical_metrics
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.submission import submission_format, write_submission as write_submission_file
+from dermstack.ensembles.submission import submission_format
+from dermstack.ensembles.submission import write_submission as write_submission_file
 from dermstack.metrics import evaluate
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.task import TaskSpec

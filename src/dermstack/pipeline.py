@@ -16,19 +16,27 @@ import click
 import numpy as np
 
 from dermstack.atomic import read_json, write_text
-
 from dermstack.config import ModelConfig, RunConfig, default_models
-from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import ConfigError, DermstackError
+from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
+from dermstack.outputs import write_outputs
 from dermstack.predictions import ModelResult
 from dermstack.provenance import Stage, file_digest, versions
 from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, model_kind
-from dermstack.outputs import write_outputs
 from dermstack.rundir import (
-    MODEL_FILES, RunLock, RunPaths, claim_run_dir, finish, flat_config, foreign_files, forget_overwritten, invalidate,
-    recorded_models, records_of,
+    MODEL_FILES,
+    RunLock,
+    RunPaths,
+    claim_run_dir,
+    finish,
+    flat_config,
+    foreign_files,
+    forget_overwritten,
+    invalidate,
+    recorded_models,
+    records_of,
 )
 from dermstack.task import TaskSpec
 
@@ -159,7 +167,7 @@ class Pipeline:
         self.stage("extract", keys, [p.lesions], [p.embeddings], ["ingest"], work, resumable=True)
         return SelectedBackbones(EmbeddingStore(p.embeddings), list(ex.backbones))
 
-    def features(self, table: LesionTable, store) -> "FeatureSet":  # noqa: F821
+    def features(self, table: LesionTable, store) -> FeatureSet:  # noqa: F821
         from dermstack.features.build import build_features
         from dermstack.features.featureset import FeatureSet
         from dermstack.features.transform import FeatureTransform
@@ -204,7 +212,8 @@ class Pipeline:
         cnn = next(m for m in self.cfg.models if model_kind(m.kind).gives_cnn_feature)
         views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
         self.stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds],
-                    [views_file, views_file.parent], ["ingest", "folds"], lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
+                    [views_file, views_file.parent], ["ingest", "folds"],
+                    lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
         views = CNNViews.read(views_file, cnn.label)
         outs = []
         for b in (m for m in self.cfg.models if f"{m.label}+{cnn.label}" in self.cfg.cnn_feature_models()):

@@ -11,7 +11,6 @@ folder that holds it (``models/<name>/``, see :mod:`dermstack.saved`).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,16 +40,17 @@ class Predictions:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def empty(cls) -> "Predictions":
+    def empty(cls) -> Predictions:
         return cls(pl.DataFrame(schema=SCHEMA))
 
     @classmethod
     def from_scores(cls, model: str, ids: list[str], classes: list[str], scores: np.ndarray,
-                    seed: int | None = None, fold: np.ndarray | int | None = None) -> "Predictions":
+                    seed: int | None = None, fold: np.ndarray | int | None = None) -> Predictions:
         """``scores`` (n,) or (n, C) of one fitted model (or an average: seed/fold None)."""
         n = len(ids)
         scores = np.reshape(np.asarray(scores, dtype=np.float64), (n, len(classes)))
-        folds = pl.Series("fold", np.broadcast_to(fold, n), dtype=pl.Int32) if fold is not None else pl.repeat(None, n, dtype=pl.Int32, eager=True)
+        folds = (pl.Series("fold", np.broadcast_to(fold, n), dtype=pl.Int32) if fold is not None
+                 else pl.repeat(None, n, dtype=pl.Int32, eager=True))
         parts = [pl.DataFrame({
             "image_id": pl.Series(ids, dtype=pl.String), "model": pl.repeat(model, n, dtype=pl.String, eager=True),
             "seed": pl.repeat(seed, n, dtype=pl.Int32, eager=True), "fold": folds,
@@ -60,12 +60,12 @@ class Predictions:
 
     @classmethod
     def from_seeds(cls, model: str, ids: list[str], classes: list[str], seeds: list[int], oof: np.ndarray,
-                   fold_of: np.ndarray) -> "Predictions":
+                   fold_of: np.ndarray) -> Predictions:
         """OOF predictions from an (S, n, C) array: seed ``seeds[s]``, row i scored by fold ``fold_of[i]``."""
         return cls.concat([cls.from_scores(model, ids, classes, oof[si], seed, fold_of) for si, seed in enumerate(seeds)])
 
     @classmethod
-    def concat(cls, parts: list["Predictions"]) -> "Predictions":
+    def concat(cls, parts: list[Predictions]) -> Predictions:
         frames = [p.frame for p in parts if p.frame.height]
         return cls(pl.concat(frames)) if frames else cls.empty()
 
@@ -81,7 +81,7 @@ class Predictions:
     def image_ids(self) -> list[str]:
         return self.frame["image_id"].unique(maintain_order=True).to_list()
 
-    def for_model(self, name: str) -> "Predictions":
+    def for_model(self, name: str) -> Predictions:
         return Predictions(self.frame.filter(pl.col("model") == name))
 
     def matrix(self, ids: list[str], classes: list[str], require: bool = True, source: str = "predictions") -> np.ndarray:
@@ -106,7 +106,7 @@ class Predictions:
         return Path(path)
 
     @classmethod
-    def read(cls, path: str | Path) -> "Predictions":
+    def read(cls, path: str | Path) -> Predictions:
         path = Path(path)
         if not path.exists():
             raise DataError("no predictions file", file=str(path))
@@ -131,7 +131,7 @@ class ModelResult:
 
     FILES = ("oof.parquet", "test.parquet", "metrics.json")
 
-    def write(self, directory: str | Path) -> "ModelResult":
+    def write(self, directory: str | Path) -> ModelResult:
         """The predictions, metrics and importance in ``directory`` (the model.json is the registry's)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ class ModelResult:
         return self
 
     @classmethod
-    def read(cls, directory: str | Path, name: str | None = None) -> "ModelResult":
+    def read(cls, directory: str | Path, name: str | None = None) -> ModelResult:
         d = Path(directory)
         metrics = read_json(d / "metrics.json", "model metrics") if (d / "metrics.json").exists() else {}
         with reading(d / "importance.parquet", "feature importance"):

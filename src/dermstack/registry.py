@@ -29,8 +29,8 @@ PLUGINS = (
     "dermstack.ensembles.methods",
 )
 
-_KINDS: dict[str, "ModelKind"] = {}
-_METHODS: dict[str, "EnsembleMethod"] = {}
+_KINDS: dict[str, ModelKind] = {}
+_METHODS: dict[str, EnsembleMethod] = {}
 _loaded = False
 
 

@@ -74,7 +74,7 @@ class TaskSpec:
         return [f"class {c!r} has {n} (positive) training rows, fewer than {MIN_POSITIVES}: its ROC-AUC, pAUC, F1 and "
                 "their intervals rest on too few rows to mean much" for c, n in self.few_positives().items()]
 
-    def checked(self) -> "TaskSpec":
+    def checked(self) -> TaskSpec:
         """Itself, after the one check of its labels that every model kind relies on: a single class in
         the training rows is a DataError (no kind can learn from it); a class no training row has is
         a warning (every kind scores it, from the other classes alone). Classes too rare for every
@@ -106,7 +106,7 @@ class TaskSpec:
         return LesionTable(table.df.filter(~pl.col("image_id").is_in(unlabelled)), table.meta), unlabelled
 
     @classmethod
-    def from_table(cls, table: LesionTable, kind: str, target: str = "malignant") -> "TaskSpec":
+    def from_table(cls, table: LesionTable, kind: str, target: str = "malignant") -> TaskSpec:
         kind = TaskKind(kind)
         train = table.train
         ids = train["image_id"].to_list()
@@ -127,10 +127,10 @@ class TaskSpec:
             classes = table.meta.classes or sorted(train["label"].drop_nulls().unique().to_list())
             index = {c: i for i, c in enumerate(classes)}
             labels = train["label"].to_list()
-            bad = [(i, l) for i, l in zip(ids, labels) if l not in index]
+            bad = [(i, lab) for i, lab in zip(ids, labels) if lab not in index]
             if bad:
                 raise DataError(f"{len(bad)} training rows have a label outside {classes}, e.g. {bad[:3]}", column="label")
-            return cls(kind, list(classes), ids, np.array([index[l] for l in labels], dtype=np.int64), target).checked()
+            return cls(kind, list(classes), ids, np.array([index[lab] for lab in labels], dtype=np.int64), target).checked()
         cols = table.class_columns
         if not cols:
             raise ConfigError("multilabel task needs one-hot class columns (y_<CLASS>) in the LesionTable")

@@ -14,11 +14,11 @@ class TaskKind(str):
     instead of comparing strings. Metrics per kind: ``metrics.TASK_METRICS``, keyed by TaskKind."""
 
     KINDS = ("binary", "multiclass", "multilabel")
-    BINARY: "TaskKind"
-    MULTICLASS: "TaskKind"
-    MULTILABEL: "TaskKind"
+    BINARY: TaskKind
+    MULTICLASS: TaskKind
+    MULTILABEL: TaskKind
 
-    def __new__(cls, value: str) -> "TaskKind":
+    def __new__(cls, value: str) -> TaskKind:
         if isinstance(value, TaskKind):
             return value
         if value not in cls.KINDS:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from PIL import Image
 
 from dermstack.boosting.base import FeatureMatrix, category_codes
@@ -62,7 +61,7 @@ def make_features(df: pl.DataFrame, rng: np.random.Generator) -> FeatureSet:
     feats = df.select(
         "image_id", "split", "age_approx", "sex", "anatom_site_general", "clin_size_long_diam_mm", "color_contrast",
         (pl.col("clin_size_long_diam_mm") / pl.col("clin_size_long_diam_mm").mean()).alias("size_ratio"),
-        ((pl.col("clin_size_long_diam_mm") - pl.col("clin_size_long_diam_mm").mean().over("patient_id"))).alias("patient_size_z"),
+        (pl.col("clin_size_long_diam_mm") - pl.col("clin_size_long_diam_mm").mean().over("patient_id")).alias("patient_size_z"),
     ).with_columns([pl.Series(f"emb_{k}", rng.normal(0, 1, df.height)) for k in range(3)])
     return FeatureSet(feats, GROUPS, CATEGORICAL)
 

@@ -204,7 +204,8 @@ def multi_run(tmp_path_factory):
         if task not in built:
             root = tmp_path_factory.mktemp(f"final_shap_{task}")
             config = MULTI_CONFIG.format(task=task).replace('method = "mean"', 'method = "auto"')
-            config = config[:config.index('[[models]]\nkind = "catboost"')] + config[config.index("[ensemble]"):] + "\n[report]\nenabled = false\n"
+            config = (config[:config.index('[[models]]\nkind = "catboost"')] + config[config.index("[ensemble]"):]
+                      + "\n[report]\nenabled = false\n")
             (root / "run.toml").write_text(config)
             PreparedRun(RunConfig.from_toml(root / "run.toml"), root / "run", signal_table(task)).execute()
             built[task] = root / "run"

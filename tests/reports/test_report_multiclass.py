@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 from multiclass_run import CLASSES, LIBRARIES, RARE, SIGNAL, build_run
 
-from dermstack.crossfit import align_rows
 from dermstack.cli import cli
+from dermstack.crossfit import align_rows
 from dermstack.reports.boosters import load_fold_boosters
 from dermstack.reports.build import ReportSettings, build_report
 from dermstack.reports.rundata import RunData

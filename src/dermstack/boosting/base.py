@@ -7,7 +7,6 @@ Multi-label tasks use :class:`PerClassAdapter` (one binary booster per class).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -70,7 +69,7 @@ class FeatureMatrix:
     categories: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, df: pl.DataFrame, columns: list[str], categorical: list[str]) -> "FeatureMatrix":
+    def fit(cls, df: pl.DataFrame, columns: list[str], categorical: list[str]) -> FeatureMatrix:
         cats = {}
         for c in columns:
             if c in categorical or df.schema[c] in (pl.String, pl.Categorical, pl.Enum, pl.Boolean):
@@ -105,7 +104,7 @@ class FeatureMatrix:
         return {"columns": self.columns, "categories": self.categories}
 
     @classmethod
-    def from_json(cls, d: dict) -> "FeatureMatrix":
+    def from_json(cls, d: dict) -> FeatureMatrix:
         return cls(list(d["columns"]), {k: list(v) for k, v in d["categories"].items()})
 
 
@@ -149,7 +148,7 @@ class BoosterAdapter(ABC):
     # -- the interface ---------------------------------------------------------
     @abstractmethod
     def fit(self, X: pd.DataFrame, y: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray,
-            weight: np.ndarray | None = None, valid_weight: np.ndarray | None = None) -> "BoosterAdapter":
+            weight: np.ndarray | None = None, valid_weight: np.ndarray | None = None) -> BoosterAdapter:
         """Train on (X, y), stop early on (X_valid, y_valid) by ``early_stopping_metric``."""
 
     @abstractmethod
@@ -165,7 +164,7 @@ class BoosterAdapter(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, stem: Path, problem: str, n_classes: int, categorical: list[str] | None = None) -> "BoosterAdapter":
+    def load(cls, stem: Path, problem: str, n_classes: int, categorical: list[str] | None = None) -> BoosterAdapter:
         """Read a model written by :meth:`save`."""
 
     @abstractmethod
@@ -218,7 +217,7 @@ class PerClassAdapter:
         return [j for j, m in enumerate(self.members) if isinstance(m, ConstantMember)]
 
     def fit(self, X, Y, X_valid, Y_valid, weight: np.ndarray | None = None,
-            valid_weight: np.ndarray | None = None) -> "PerClassAdapter":
+            valid_weight: np.ndarray | None = None) -> PerClassAdapter:
         """``weight``, ``valid_weight``: (n, C), one weight vector per class."""
         for j, m in enumerate(self.members):
             if not Y[:, j].any():
@@ -237,7 +236,7 @@ class PerClassAdapter:
 
     @classmethod
     def load(cls, adapter_cls: type[BoosterAdapter], stem: Path, classes: list[str],
-             categorical: list[str] | None = None) -> "PerClassAdapter":
+             categorical: list[str] | None = None) -> PerClassAdapter:
         obj = cls.__new__(cls)
         obj.classes = list(classes)
         obj.members = [ConstantMember.load(_class_stem(stem, c)) if ConstantMember.path(_class_stem(stem, c)).exists()
@@ -276,7 +275,7 @@ class ConstantMember:
         return [write_json(self.path(stem), {"score": self.score, "reason": "no positive training row in this fold"})]
 
     @classmethod
-    def load(cls, stem: Path) -> "ConstantMember":
+    def load(cls, stem: Path) -> ConstantMember:
         return cls(read_json(cls.path(stem), "constant model")["score"])
 
 

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 class CatBoostAdapter(BoosterAdapter):
     kind = "catboost"
     ext = ".cbm"
-    native: "CatBoostClassifier | None"
+    native: CatBoostClassifier | None
 
     def train_params(self) -> dict:
         p = {**self.params, "iterations": self.n_estimators, "random_seed": self.seed, "thread_count": self.threads,
@@ -40,7 +40,8 @@ class CatBoostAdapter(BoosterAdapter):
     def fit(self, X, y, X_valid, y_valid, weight=None, valid_weight=None):
         self.feature_names = list(X.columns)
         self.native = CatBoostClassifier(**self.train_params())
-        self.native.fit(self.pool(X, y, weight), eval_set=self.pool(X_valid, y_valid, valid_weight), early_stopping_rounds=self.early_stopping_rounds)
+        self.native.fit(self.pool(X, y, weight), eval_set=self.pool(X_valid, y_valid, valid_weight),
+                        early_stopping_rounds=self.early_stopping_rounds)
         self.best_iteration = int(self.native.tree_count_)
         return self
 

@@ -18,10 +18,10 @@ from dermstack.boosting.weights import sample_weights
 from dermstack.calibration import training_prior, undo_prior
 from dermstack.config import ModelConfig
 from dermstack.crossfit import align_rows, cross_fit
-from dermstack.jobs import FoldJob, LocalJobs, SharedLock, available_cores, file_input
 from dermstack.data.folds import FoldPlan
 from dermstack.errors import ConfigError, DataError
 from dermstack.features.featureset import FeatureSet
+from dermstack.jobs import FoldJob, LocalJobs, SharedLock, available_cores, file_input
 from dermstack.predictions import ModelResult
 from dermstack.task import TaskSpec
 

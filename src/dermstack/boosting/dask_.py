@@ -20,8 +20,8 @@ from sklearn import metrics as skm
 
 from dermstack.boosting.lightgbm_ import LightGBMAdapter
 from dermstack.boosting.xgboost_ import XGBoostAdapter
-from dermstack.jobs import DASK_ADDRESS_ENV
 from dermstack.errors import ConfigError
+from dermstack.jobs import DASK_ADDRESS_ENV
 from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ multiclass class; ``device``: auto | cpu | gpu); every other key is the library'
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,8 @@ _ROUNDS = {
     # fixed threshold needs calibrated scores, so (class-weighted) logloss
     TaskKind.BINARY: {"n_estimators": 300, "early_stopping_rounds": 50, "early_stopping_metric": "auc"},
     TaskKind.MULTICLASS: {"n_estimators": 2000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss", "class_weight": "sqrt"},
-    TaskKind.MULTILABEL: {"n_estimators": 1000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss", "class_weight": "balanced"},
+    TaskKind.MULTILABEL: {"n_estimators": 1000, "early_stopping_rounds": 100, "early_stopping_metric": "logloss",
+                          "class_weight": "balanced"},
 }
 #: ISIC 2024 winners' resampling (binary only): see :mod:`dermstack.boosting.sampling`.
 DEFAULT_SAMPLING = {"negative_ratio": 0.01, "positive_oversample": 0.003}

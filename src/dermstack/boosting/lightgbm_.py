@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 class LightGBMAdapter(BoosterAdapter):
     kind = "lightgbm"
     ext = ".txt"
-    native: "lgb.Booster | None"
+    native: lgb.Booster | None
 
     def train_params(self) -> dict:
         """Library parameters: deterministic, seeded, all threads."""

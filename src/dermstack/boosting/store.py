@@ -32,7 +32,7 @@ class ModelStore:
 
     @classmethod
     def create(cls, directory: Path, name, model, task, matrix: FeatureMatrix, groups, params, sampling,
-               needs: dict | None = None) -> "ModelStore":
+               needs: dict | None = None) -> ModelStore:
         model_folder(directory)
         for old in directory.glob("fold*_seed*.*"):
             old.unlink()

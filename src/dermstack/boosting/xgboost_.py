@@ -1,7 +1,6 @@
 """XGBoost adapter: native JSON model files, pandas categories through ``enable_categorical``."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import xgboost as xgb
@@ -12,7 +11,7 @@ from dermstack.boosting.base import BoosterAdapter
 class XGBoostAdapter(BoosterAdapter):
     kind = "xgboost"
     ext = ".json"
-    native: "xgb.Booster | None"
+    native: xgb.Booster | None
 
     def train_params(self) -> dict:
         p = {"tree_method": "hist", "max_cat_to_onehot": 1, **self.params, "seed": self.seed, "nthread": self.threads,

@@ -19,7 +19,10 @@ Conventions shared by every function here:
 
 from dermstack.clinical.bootstrap import metric_bootstrap, operating_points, paired_bootstrap, patient_resamples
 from dermstack.clinical.operating import (
-    flagged_per_cancer, sensitivity_at_specificity, specificity_at_sensitivity, top_k_sensitivity,
+    flagged_per_cancer,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+    top_k_sensitivity,
 )
 from dermstack.clinical.thresholds import apply_thresholds, tune_thresholds
 

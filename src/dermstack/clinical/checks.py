@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
-
 TOL = 1e-12
 
 

@@ -18,10 +18,25 @@ from dermstack.config.modelconfig import ModelConfig, default_models
 from dermstack.config.problems import did_you_mean, schema, unknown
 from dermstack.config.runconfig import RunConfig
 from dermstack.config.sections import (
-    CVConfig, DataConfig, EnsembleConfig, ExtractConfig, ExtractSettings, FeaturesConfig, ReportConfig, SamplingConfig,
+    CVConfig,
+    DataConfig,
+    EnsembleConfig,
+    ExtractConfig,
+    ExtractSettings,
+    FeaturesConfig,
+    ReportConfig,
+    SamplingConfig,
 )
 from dermstack.config.types import (
-    DEVICES, FEATURE_GROUPS, MAX_REPEATS, MAX_SEED, PRECISIONS, SEGMENTATION_MODES, SYNTHETIC_FORMAT, TASKS, TTA_MODES,
+    DEVICES,
+    FEATURE_GROUPS,
+    MAX_REPEATS,
+    MAX_SEED,
+    PRECISIONS,
+    SEGMENTATION_MODES,
+    SYNTHETIC_FORMAT,
+    TASKS,
+    TTA_MODES,
 )
 
 __all__ = [

@@ -35,7 +35,7 @@ class RunConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":
+    def from_dict(cls, raw: dict, source: str = "config") -> RunConfig:
         """Validate every section of ``raw`` (a parsed TOML document); one ConfigError lists every problem."""
         problems: list[str] = []
         sections: dict[str, Any] = {}
@@ -63,7 +63,7 @@ class RunConfig:
         return cfg
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "RunConfig":
+    def from_toml(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         try:
             raw = tomllib.loads(path.read_text())
@@ -82,7 +82,8 @@ class RunConfig:
             out.append(f'[[models]] name = "{dup}": two [[models]] share this name; give each a distinct `name`')
         for m in self.models:
             if m.sampling and not TaskKind(self.data.task).binary:
-                out += lines(where[id(m)], [("sampling", m.sampling, f"resampling is for binary tasks only; this task is {self.data.task}")])
+                out += lines(where[id(m)],
+                             [("sampling", m.sampling, f"resampling is for binary tasks only; this task is {self.data.task}")])
         out += self._stop_metric_problems(where)
         ens = self.ensemble
         available = names + self.cnn_feature_models()

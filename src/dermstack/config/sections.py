@@ -12,12 +12,29 @@ from pydantic import Strict, model_validator
 
 from dermstack.config.problems import problem, schema
 from dermstack.config.types import (
-    DEVICES, FEATURE_GROUPS, SEGMENTATION_MODES, SYNTHETIC_FORMAT, TASKS, TTA_MODES, AutoBool, Backbone, Bool, Device,
-    MAX_REPEATS, Fraction, NonNegInt, PosInt, Precision, SchedulerAddress, Seed, Str, one_of, reader_formats,
+    MAX_REPEATS,
+    SEGMENTATION_MODES,
+    SYNTHETIC_FORMAT,
+    TASKS,
+    TTA_MODES,
+    AutoBool,
+    Backbone,
+    Bool,
+    Device,
+    Fraction,
+    NonNegInt,
+    PosInt,
+    Precision,
+    SchedulerAddress,
+    Seed,
+    Str,
+    one_of,
+    reader_formats,
 )
 from dermstack.errors import ConfigError
 from dermstack.registry import method_names
 from dermstack.taskkind import TaskKind
+
 
 # -- sections ---------------------------------------------------------------------------------------
 @schema("[data]")
@@ -87,7 +104,7 @@ class ExtractSettings:
     retry_failed: Bool = False
 
     @classmethod
-    def from_config(cls, cfg: "ExtractSettings") -> "ExtractSettings":
+    def from_config(cls, cfg: ExtractSettings) -> ExtractSettings:
         """The settings part of an ``[extract]`` section (an ExtractConfig)."""
         return cls(**{f.name: copy.copy(getattr(cfg, f.name)) for f in dataclasses.fields(cls)})
 
@@ -123,7 +140,7 @@ class SamplingConfig:
     positive_oversample: Fraction = 0.003
 
     @classmethod
-    def from_dict(cls, raw: dict | None, task: str) -> "SamplingConfig | None":
+    def from_dict(cls, raw: dict | None, task: str) -> SamplingConfig | None:
         """``None`` for non-binary tasks (resampling is binary only) or when both steps are off."""
         raw = dict(raw or {})
         if not TaskKind(task).binary:

@@ -63,7 +63,7 @@ class FoldPlan:
     source: dict | None = None
 
     @classmethod
-    def make(cls, table: LesionTable, n_splits: int = 5, seed: int = 42, task: str = TaskKind.BINARY) -> "FoldPlan":
+    def make(cls, table: LesionTable, n_splits: int = 5, seed: int = 42, task: str = TaskKind.BINARY) -> FoldPlan:
         """StratifiedGroupKFold by patient (by lesion where no patient id, by image as the last resort)."""
         df = table.train
         if df.height == 0:
@@ -90,7 +90,7 @@ class FoldPlan:
         return cls(folds, n_splits, seed, group_col)
 
     @classmethod
-    def from_file(cls, table: LesionTable, path: str | Path) -> "FoldPlan":
+    def from_file(cls, table: LesionTable, path: str | Path) -> FoldPlan:
         """Exactly the folds of a published or institutional split: a CSV or parquet file with a
         ``fold`` column keyed by ``image_id``, ``lesion_id`` or ``patient_id`` (the first present).
         Refused (DataError naming the id): a training row the file does not cover, an id with two
@@ -176,11 +176,11 @@ class FoldPlan:
         return write_described(self.folds, path, META_KEY, meta)
 
     @classmethod
-    def read(cls, path: str | Path) -> "FoldPlan":
+    def read(cls, path: str | Path) -> FoldPlan:
         folds, meta = read_described(path, META_KEY, "fold plan")
         return cls(folds, meta["n_splits"], meta["seed"], meta["group_column"], meta.get("source"))
 
-    def same_split(self, other: "FoldPlan") -> bool:
+    def same_split(self, other: FoldPlan) -> bool:
         """Whether two plans put the same rows in the same folds (what a paired comparison needs)."""
         a, b = (p.folds.select("image_id", "fold").sort("image_id") for p in (self, other))
         return a.equals(b)

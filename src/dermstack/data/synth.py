@@ -213,8 +213,8 @@ class _Generator:
         clin_mean, clin_sd = m["shape"]["clin_over_major"]
         dlb_mean, dlb_sd = m["shape"]["deltaLB_over_hypot"]
         xyz = m["xyz_by_location"]
-        mean = np.array([xyz[l]["mean"] for l in location])
-        sd = np.array([xyz[l]["sd"] for l in location])
+        mean = np.array([xyz[loc]["mean"] for loc in location])
+        sd = np.array([xyz[loc]["sd"] for loc in location])
         coords = mean + sd * rng.standard_normal(mean.shape)
         cols = {c: v[c] for c in self.columns}
         cols.update({
@@ -230,8 +230,8 @@ class _Generator:
             "tbp_lv_symm_2axis_angle": np.clip(np.round(v["tbp_lv_symm_2axis_angle"] / 5) * 5, 0, 175),
             "tbp_lv_x": coords[:, 0], "tbp_lv_y": coords[:, 1], "tbp_lv_z": coords[:, 2],
             "tbp_lv_location": location,
-            "tbp_lv_location_simple": np.array([m["location_simple"][l] for l in location], dtype=object),
-            "anatom_site_general": np.array([m["location_site"][l] for l in location], dtype=object),
+            "tbp_lv_location_simple": np.array([m["location_simple"][loc] for loc in location], dtype=object),
+            "anatom_site_general": np.array([m["location_site"][loc] for loc in location], dtype=object),
             "image_type": _choose(rng, m["image_type"], len(L)),
             "_major": major,
         })
@@ -251,7 +251,7 @@ class _Generator:
         m, n = self.m, len(positive)
         iddx = np.where(positive, _choose(rng, m["iddx_positive"], n), _choose(rng, m["iddx_negative"], n))
         levels = [s.split("::") for s in iddx]
-        cols = {f"iddx_{k}": np.array([l[k - 1] if len(l) >= k else None for l in levels], dtype=object)
+        cols = {f"iddx_{k}": np.array([lv[k - 1] if len(lv) >= k else None for lv in levels], dtype=object)
                 for k in range(1, 6)}
         cols["iddx_full"] = iddx
         mel_rate = np.array([m["mel_rate_given_iddx"].get(s, 0.0) for s in iddx])

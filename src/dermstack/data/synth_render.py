@@ -55,10 +55,10 @@ class LesionLooks:
     def __len__(self) -> int:
         return len(self.major_mm)
 
-    def slice(self, start: int, stop: int) -> "LesionLooks":
+    def slice(self, start: int, stop: int) -> LesionLooks:
         return LesionLooks(**{k: v[start:stop] for k, v in vars(self).items()})
 
-    def take(self, index: np.ndarray) -> "LesionLooks":
+    def take(self, index: np.ndarray) -> LesionLooks:
         return LesionLooks(**{k: v[index] for k, v in vars(self).items()})
 
 

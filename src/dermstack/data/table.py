@@ -163,7 +163,7 @@ class LesionTable:
         return write_described(self.df, path, META_KEY, asdict(self.meta))
 
     @classmethod
-    def read(cls, path: str | Path) -> "LesionTable":
+    def read(cls, path: str | Path) -> LesionTable:
         df, raw = read_described(path, META_KEY, "LesionTable")
         meta = TableMeta(**raw)
         if meta.schema_version != SCHEMA_VERSION:

@@ -159,8 +159,8 @@ def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, pred
     import polars as pl
 
     from dermstack.data.table import LesionTable
-    from dermstack.errors import DataError, reading
     from dermstack.ensembles.submission import check_run_format, write_submission
+    from dermstack.errors import DataError, reading
     from dermstack.rundir import check_current
     from dermstack.saved import load, model_dirs
 

@@ -27,7 +27,6 @@ from torch.nn.parallel import DistributedDataParallel
 from dermstack.calibration import training_prior, undo_prior
 from dermstack.config import ModelConfig
 from dermstack.crossfit import align_rows, cross_fit
-from dermstack.jobs import FoldJob, Lazy
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, gather, process_group, sync_buffers, torchrun_world
@@ -35,10 +34,11 @@ from dermstack.ensembles.augment import Augment, cache_size
 from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_device
 from dermstack.ensembles.cnnnet import NetTemplate, freeze_early, load_net, net_template, save_net
 from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
-from dermstack.errors import ConfigError, DataError, reading
+from dermstack.errors import ConfigError, DataError
+from dermstack.jobs import FoldJob, Lazy
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
-from dermstack.progress import progress_bar
 from dermstack.predictions import ModelResult
+from dermstack.progress import progress_bar
 from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, read_spec, write_model
 from dermstack.task import TaskSpec
 from dermstack.taskkind import TaskKind

@@ -50,7 +50,7 @@ class CNNConfig(CNNParams):
     validated there when the config is read) with defaults that depend on the device."""
 
     @classmethod
-    def defaults(cls, device: str) -> "CNNConfig":
+    def defaults(cls, device: str) -> CNNConfig:
         """CPU: small images, few epochs, capped epochs; GPU: bigger images and every row each epoch."""
         if device == "cuda":
             return cls(image_size=192, epochs=12, lr=3e-4, samples_per_epoch=None, patience=3, freeze_fraction=0.0,
@@ -58,7 +58,7 @@ class CNNConfig(CNNParams):
         return cls()
 
     @classmethod
-    def from_model(cls, model: ModelConfig) -> "CNNConfig":
+    def from_model(cls, model: ModelConfig) -> CNNConfig:
         """Defaults for the device, then ``backbone``/``epochs``/``image_size`` and ``params`` of the entry
         (a ModelConfig has checked its params against the schema when it was built)."""
         params = dict(model.params)

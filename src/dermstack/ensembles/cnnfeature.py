@@ -42,7 +42,7 @@ class CNNViews:
         return write_parquet(path, self.to_frame())
 
     @classmethod
-    def read(cls, path: Path, name: str) -> "CNNViews":
+    def read(cls, path: Path, name: str) -> CNNViews:
         """The views written by :meth:`write` (rows and classes in their written order)."""
         with reading(path, "nested CNN views"):
             long = pl.read_parquet(path)

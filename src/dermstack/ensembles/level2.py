@@ -53,7 +53,7 @@ class Level2(ABC):
         self.task_kind, self.models = TaskKind(task_kind), list(models)
 
     @abstractmethod
-    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> "Level2":
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Level2:
         """Fit on OOF scores; ``groups`` (the rows' folds) drive any inner cross-validation."""
 
     @abstractmethod
@@ -72,7 +72,7 @@ class Level2(ABC):
         return {"method": self.method, "task": self.task_kind, "models": self.models, **self.params()}
 
     @staticmethod
-    def from_json(d: dict) -> "Level2":
+    def from_json(d: dict) -> Level2:
         cls = LEARNERS[d["method"]]
         obj = cls(d["task"], d["models"])
         obj.load(d)

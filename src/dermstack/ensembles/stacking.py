@@ -89,7 +89,7 @@ def nested_cnn_views(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: 
     for seed in model.seeds:
         count = [0]
 
-        def fit_score(train: np.ndarray, score_sets: list[np.ndarray]) -> list[np.ndarray]:
+        def fit_score(train: np.ndarray, score_sets: list[np.ndarray], seed=seed, count=count) -> list[np.ndarray]:
             count[0] += 1
             fm = trainer.fit(train, task.y[train], None, None, seed * 1000 + 100 + count[0], desc=f"{name} pair {count[0]}")
             if ndir:
@@ -160,7 +160,8 @@ def stack_models(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, method
     oof = apply_by_fold(fold_of, learners, lambda learner, rows: learner.predict(X[rows]), oof)
     final = make_learner(method, task.kind, names).fit(X, y, fold_of)
     test_ids = _common_test_ids(outs)
-    test = final.predict(score_tensor([o.test for o in outs], names, test_ids, task.classes, "test")) if test_ids else np.zeros((0, len(task.classes)))
+    test = (final.predict(score_tensor([o.test for o in outs], names, test_ids, task.classes, "test")) if test_ids
+            else np.zeros((0, len(task.classes))))
     score = task.squeeze(oof)
     metrics = fold_metrics(task, score, [va for _, _, va in folds])
     metrics.update(base_models=names, weights=final.weights(), seconds=round(time.perf_counter() - t0, 2))

@@ -35,7 +35,8 @@ def weighted_mean(outs: list[ModelResult], task: TaskSpec, plan: FoldPlan, weigh
     fold_of = plan.fold_of(task.image_ids)
     oof = combine([o.oof.matrix(task.image_ids, task.classes, source=f"model {o.name!r} OOF") for o in outs], weights)
     test_ids = outs[0].test.image_ids()
-    test = combine([o.test.matrix(test_ids, task.classes, source=f"model {o.name!r} test") for o in outs], weights) if test_ids else np.zeros((0, len(task.classes)))
+    test = (combine([o.test.matrix(test_ids, task.classes, source=f"model {o.name!r} test") for o in outs], weights) if test_ids
+            else np.zeros((0, len(task.classes))))
     metrics = fold_metrics(task, oof, [np.flatnonzero(fold_of == k) for k in range(plan.n_splits)])
     metrics.update(base_models=names, weights=dict(zip(names, weights)))
     result = ModelResult(name, Predictions.from_scores(name, task.image_ids, task.classes, oof, fold=fold_of),

@@ -43,8 +43,8 @@ def extract() -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON report (default: OUT with .report.json).")
 def run_command(lesions: Path, backbones: tuple[str, ...], out: Path, image_size: int | None, batch_size: int | None,
-                streams: int | None, threads: int | None, workers: int | None, device: str, precision: str, tta: tuple[str, ...], weights: tuple[str, ...],
-                shard: str | None, strict: bool, retry_failed: bool, report_path: Path | None) -> None:
+                streams: int | None, threads: int | None, workers: int | None, device: str, precision: str, tta: tuple[str, ...],
+                weights: tuple[str, ...], shard: str | None, strict: bool, retry_failed: bool, report_path: Path | None) -> None:
     """Embed every image of the LesionTable LESIONS (parquet) into OUT; a rerun resumes."""
     from dermstack.data.table import LesionTable
     from dermstack.extract.runner import extract_embeddings

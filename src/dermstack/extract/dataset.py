@@ -36,7 +36,7 @@ class Geometry:
     interpolation: str
 
     @classmethod
-    def from_data_config(cls, cfg: dict) -> "Geometry":
+    def from_data_config(cls, cfg: dict) -> Geometry:
         h, w = cfg["input_size"][-2:]
         return cls(int(h), int(w), float(cfg.get("crop_pct") or 1.0), cfg.get("crop_mode") or "center",
                    cfg.get("interpolation") or "bilinear")

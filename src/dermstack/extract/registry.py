@@ -15,7 +15,6 @@ import torch
 from timm.data import resolve_data_config
 
 from dermstack.config.types import check_backbone
-from dermstack.errors import ConfigError
 from dermstack.extract import weights as W
 
 log = logging.getLogger(__name__)

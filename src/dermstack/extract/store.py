@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
@@ -43,7 +43,7 @@ def group_name(key: str) -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _strings(ds: h5py.Dataset, n: int | None = None) -> np.ndarray:
@@ -302,7 +302,8 @@ def merge_stores(shards: list[str | Path], out: str | Path) -> dict[str, int]:
                 with r.open_file() as src:
                     g = r.group(src, name)
                     if writer is None:
-                        attrs = {k: v for k, v in g.attrs.items() if k not in ("n_written", "complete", "shard", "created", "kind", "backbone", "view")}
+                        attrs = {k: v for k, v in g.attrs.items()
+                                 if k not in ("n_written", "complete", "shard", "created", "kind", "backbone", "view")}
                         writer = open_group(f, name, attrs, g["features"].shape[1])
                         writer.begin(shard="merged")
                     check_recipe(writer.g, g.attrs["recipe"], name, str(r.path))

@@ -188,7 +188,8 @@ def cached_hub_file(cfg: dict) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
     repo = hub_id.split("@")[0]
-    for fname in ([cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else []) + ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]:
+    for fname in (([cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else [])
+                  + ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]):
         p = try_to_load_from_cache(repo, fname)
         if isinstance(p, str):
             return Path(p)

@@ -21,10 +21,10 @@ from dermstack.features.embedding import (
 from dermstack.features.engineered import engineered_features
 from dermstack.features.featureset import ID_COLUMNS, FeatureSet
 from dermstack.features.image import image_features
-from dermstack.features.transform import FeatureTransform
 from dermstack.features.metadata import leaky_missingness, metadata_features
 from dermstack.features.patient import SITE_COLUMNS, PatientConfig, not_built_reason, patient_features
 from dermstack.features.pooling import lesion_groups, pool_array, pool_frame, pooling_info
+from dermstack.features.transform import FeatureTransform
 
 if TYPE_CHECKING:
     from dermstack.extract.store import EmbeddingStore
@@ -47,7 +47,7 @@ def _numeric(frame: pl.DataFrame) -> list[str]:
     return [c for c, t in frame.schema.items() if c != "image_id" and t.is_numeric()]
 
 
-def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: "EmbeddingStore | EmbeddingSource | None" = None,
+def build_features(table: LesionTable, cfg: FeaturesConfig, embeddings: EmbeddingStore | EmbeddingSource | None = None,
                    pca_components: int = 32, fitted: FeatureTransform | None = None) -> FeatureSet:
     """Build the enabled groups (``cfg``) into one FeatureSet with a row per table row.
 

@@ -61,7 +61,7 @@ class FeatureSet:
             raise ConfigError(f"feature group(s) {empty} have no columns in this feature table (built groups: {sorted(present)})")
         return [c for c in self.feature_columns if self.groups[c] in groups]
 
-    def add(self, other: pl.DataFrame, group: str, categorical: list[str] = ()) -> "FeatureSet":
+    def add(self, other: pl.DataFrame, group: str, categorical: list[str] = ()) -> FeatureSet:
         """Join ``other`` (image_id + features) into a new FeatureSet; losing a row is an error."""
         missing = self.df.join(other, on="image_id", how="anti")
         if missing.height:
@@ -80,7 +80,7 @@ class FeatureSet:
         return write_described(self.df, path, META_KEY, meta)
 
     @classmethod
-    def read(cls, path: str | Path) -> "FeatureSet":
+    def read(cls, path: str | Path) -> FeatureSet:
         df, meta = read_described(path, META_KEY, "feature table")
         sibling = FeatureTransform.path_for(path)
         transform = FeatureTransform.read(sibling) if sibling.exists() else None

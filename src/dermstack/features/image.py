@@ -210,7 +210,8 @@ def jobs_for(df: pl.DataFrame, segmentation: str) -> list[ImageJob]:
     if segmentation == "mask":
         no_mask = df.filter(pl.col("mask_ref").is_null() & pl.col("image_ref").is_not_null())["image_id"]
         if len(no_mask):
-            raise DataError(f"segmentation = 'mask' but {len(no_mask)} images have no mask, e.g. {no_mask.head(5).to_list()}", column="mask_ref")
+            raise DataError(f"segmentation = 'mask' but {len(no_mask)} images have no mask, e.g. {no_mask.head(5).to_list()}",
+                            column="mask_ref")
     rows = df.select("image_id", "image_ref", "mask_ref").iter_rows()
     return [ImageJob(i, r, m, segmentation) for i, r, m in rows]
 
@@ -237,11 +238,13 @@ def image_features(df: pl.DataFrame, segmentation: str = "auto", workers: int = 
     jobs = jobs_for(df, segmentation)
     results = list(run_jobs(jobs, workers))
     table = {f: [r.features[f] if r.features else None for r in results] for f in FEATURES}
-    frame = pl.DataFrame({"image_id": [r.image_id for r in results], **table}, schema={"image_id": pl.String, **{f: pl.Float64 for f in FEATURES}})
+    frame = pl.DataFrame({"image_id": [r.image_id for r in results], **table},
+                         schema={"image_id": pl.String, **{f: pl.Float64 for f in FEATURES}})
     info: dict = {"images": len(results), "auto_segmented": sum(r.auto_mask for r in results if r.status != "no_image")}
     for status in ("empty_mask", "no_image", "unreadable"):
         bad = [r for r in results if r.status == status]
         if bad:
             info[status] = [r.image_id for r in bad]
-            log.warning("%d images: %s, image features null, e.g. %s %s", len(bad), status.replace("_", " "), bad[0].image_id, bad[0].message)
+            log.warning("%d images: %s, image features null, e.g. %s %s", len(bad), status.replace("_", " "),
+                        bad[0].image_id, bad[0].message)
     return frame, info

@@ -75,7 +75,8 @@ def group_frame(df: pl.DataFrame) -> pl.DataFrame:
 
 def _zscores(df: pl.DataFrame, numeric: list[str], key: str, suffix: str) -> pl.DataFrame:
     """(x - group mean) / group std of each column: 0 when the std is 0, null for a lone or missing value."""
-    stats = df.group_by(key).agg([pl.col(c).mean().alias(f"{c}\0mean") for c in numeric] + [pl.col(c).std().alias(f"{c}\0std") for c in numeric])
+    stats = df.group_by(key).agg([pl.col(c).mean().alias(f"{c}\0mean") for c in numeric]
+                                 + [pl.col(c).std().alias(f"{c}\0std") for c in numeric])
     joined = df.select(key, *numeric).join(stats, on=key, how="left", maintain_order="left")
     exprs = []
     for c in numeric:

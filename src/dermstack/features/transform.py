@@ -52,7 +52,7 @@ class FeatureTransform:
         return path
 
     @classmethod
-    def read(cls, path: str | Path) -> "FeatureTransform":
+    def read(cls, path: str | Path) -> FeatureTransform:
         if not Path(path).exists():
             raise DataError("no fitted feature transform (re-run the features stage to write it)", file=str(path))
         with reading(path, "fitted feature transform"), np.load(path, allow_pickle=False) as z:

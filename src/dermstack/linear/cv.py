@@ -20,12 +20,12 @@ import polars as pl
 
 from dermstack.config import ModelConfig
 from dermstack.crossfit import align_rows, cross_fit
-from dermstack.jobs import FoldJob, Lazy, file_input
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import split_key
 from dermstack.errors import ConfigError
 from dermstack.extract.store import EmbeddingStore
 from dermstack.features.featureset import FeatureSet
+from dermstack.jobs import FoldJob, Lazy, file_input
 from dermstack.linear.design import Design, embedding_term, read_rows, split_columns
 from dermstack.linear.probe import LinearParams, fit_probe
 from dermstack.predictions import ModelResult

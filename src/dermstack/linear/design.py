@@ -5,7 +5,8 @@ feature is centred and scaled by the training mean and standard deviation; a mis
 image that failed to embed, a null or non-finite feature) becomes that mean (0 after scaling) and,
 when any training row lacked it, a 0/1 missing indicator says so; a categorical feature is one-hot
 over the categories seen in training (null or unseen: all zeros). A numeric column with fewer than
-``MIN_VALUES`` values in the training rows is left out, indicator and all: on an ISIC archive export a patient feature present on 3 of 80 rows
+``MIN_VALUES`` values in the training rows is left out, indicator and all: on an ISIC archive
+export a patient feature present on 3 of 80 rows
 got a training std so small that a validation row sat 300 standard deviations out and decided its
 score. Standardised values are clipped to +-``CLIP_Z`` for the same reason: a linear model should
 not extrapolate a value far outside the training range. Its *terms* are what an
@@ -49,7 +50,7 @@ class Rows:
     frame: pl.DataFrame
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def take(self, idx: np.ndarray) -> "Rows":
+    def take(self, idx: np.ndarray) -> Rows:
         return Rows([self.ids[i] for i in idx], self.frame[idx], {b: x[idx] for b, x in self.embeddings.items()})
 
 
@@ -123,7 +124,7 @@ class Design:
     terms: list[str]
 
     @classmethod
-    def fit(cls, rows: Rows, numeric: list[str], categorical: list[str]) -> "Design":
+    def fit(cls, rows: Rows, numeric: list[str], categorical: list[str]) -> Design:
         """Statistics of ``rows`` (a fold's training rows). A numeric column with fewer than ``MIN_VALUES``
         values in them, or a categorical one with none, is left out (logged; its term then contributes 0);
         a backbone with no embedding in them is a DataError."""
@@ -221,7 +222,7 @@ class Design:
         return {"mean": self.mean, "scale": self.scale}
 
     @classmethod
-    def from_files(cls, d: dict, arrays) -> "Design":
+    def from_files(cls, d: dict, arrays) -> Design:
         design = cls({b: int(n) for b, n in d["backbones"].items()}, list(d["numeric"]),
                      {c: list(v) for c, v in d["categories"].items()}, list(d["indicators"]),
                      np.asarray(arrays["mean"], dtype=np.float64), np.asarray(arrays["scale"], dtype=np.float64),

@@ -80,7 +80,7 @@ class LinearParams:
     jobs: NonNegInt = 0
 
     @classmethod
-    def from_dict(cls, raw: dict | None, where: str = "[[models]] logistic") -> "LinearParams":
+    def from_dict(cls, raw: dict | None, where: str = "[[models]] logistic") -> LinearParams:
         try:
             return cls(**dict(raw or {}))
         except ConfigError as e:
@@ -139,7 +139,7 @@ class Probe:
         return save_design_model(stem, self.design, {"coef": self.coef, "intercept": self.intercept}, {"C": self.C})
 
     @classmethod
-    def load(cls, stem: Path, kind: str) -> "Probe":
+    def load(cls, stem: Path, kind: str) -> Probe:
         spec, design, arrays = load_design_model(stem, "linear model")
         coef, intercept = arrays["coef"], arrays["intercept"]
         if coef.shape != (len(intercept), len(design.columns)):

@@ -139,7 +139,7 @@ class FittedMLP:
                                   "seed": self.seed})
 
     @classmethod
-    def load(cls, stem: Path, kind: str) -> "FittedMLP":
+    def load(cls, stem: Path, kind: str) -> FittedMLP:
         spec, design, arrays = load_design_model(stem, "mlp model")
         with reading(stem.with_name(stem.name + ".npz"), "mlp model"):
             weights = [arrays[f"w{i}"] for i in range(spec["layers"])]

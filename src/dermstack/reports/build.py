@@ -118,7 +118,8 @@ def _curves_section(run: RunData, curves: dict[str, dict[str, BinaryCurves]], se
         calib = {f"{final} (before)": curves[final][cls], "calibrated (after)": curves["calibrated"][cls]}
         note = (f"Calibration of the final model{'' if run.task.kind.binary else f', class {cls}'} before and after "
                 "(after: calibrated by nested CV, as submitted); equal-count bins of the OOF score.")
-    sec.add(figures(figure(plots.roc_figure(order), f"ROC; the shaded band is the ISIC 2024 pAUC region (TPR >= 0.8), filled under {next(iter(order))}."),
+    sec.add(figures(figure(plots.roc_figure(order),
+                           f"ROC; the shaded band is the ISIC 2024 pAUC region (TPR >= 0.8), filled under {next(iter(order))}."),
                     figure(plots.pr_figure(order), "Precision-recall."),
                     figure(plots.calibration_figure(calib), note)))
     ops = operating_points(curves)
@@ -165,7 +166,8 @@ def _shap_sections(run: RunData, shaps: dict[str, ModelShap], settings: ReportSe
     cls = run.explained_class
     for name, m in shaps.items():
         top_sec.add(f"<h3>{name}</h3>", figures(
-            figure(shap_plots.beeswarm_figure(m.values, cls, settings.top_features), f"{name}: SHAP per row" + (f" (class {cls})" if cls else "")),
+            figure(shap_plots.beeswarm_figure(m.values, cls, settings.top_features),
+                   f"{name}: SHAP per row" + (f" (class {cls})" if cls else "")),
             figure(shap_plots.bar_figure(m.importance, settings.top_features), f"{name}: mean |SHAP|, coloured by group")))
         if cls is not None:  # several outputs: the plots show one class, so list every class's drivers
             per_class = m.values.top_features_by_class(5).pivot(on="class", index="rank", values="feature")
@@ -206,7 +208,8 @@ def _subgroup_section(run: RunData, subgroups: pl.DataFrame, settings: ReportSet
     if not gaps.is_empty():
         sec.add("<h3>Best minus worst group</h3>", paragraph(
             "Per attribute, the best minus the worst group not flagged small (nor missing); the interval combines "
-            "independent bootstraps of the two groups."), table(gaps.select("attribute", "metric", "best", "worst", "value", "ci_low", "ci_high")))
+            "independent bootstraps of the two groups."),
+            table(gaps.select("attribute", "metric", "best", "worst", "value", "ci_low", "ci_high")))
     sec.add("<h3>Every group</h3>", table(groups.drop("model", "kind", "best", "worst"), max_rows=400, row_class="small"))
     return sec
 
@@ -312,7 +315,8 @@ def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, s
     if shaps:
         write_parquet(out_dir / "shap_groups.parquet", pl.concat([m.shares for m in shaps.values()]))
         write_parquet(out_dir / "shap_importance.parquet", pl.concat([m.importance for m in shaps.values()]))
-    sub_settings = SubgroupSettings(n_boot=settings.n_boot, min_n=settings.min_group_n, specificity=settings.specificity, seed=settings.seed)
+    sub_settings = SubgroupSettings(n_boot=settings.n_boot, min_n=settings.min_group_n, specificity=settings.specificity,
+                                    seed=settings.seed)
     # the final model's subgroups are what the report shows; every model's would multiply the bootstrap
     # cost by the number of models (minutes for an 11-class multi-label run)
     subgroups = subgroup_report(run, [run.final_model], sub_settings)

@@ -42,7 +42,7 @@ class OperatingPoint:
     tn: int
 
     @classmethod
-    def at(cls, y: np.ndarray, score: np.ndarray, threshold: float) -> "OperatingPoint":
+    def at(cls, y: np.ndarray, score: np.ndarray, threshold: float) -> OperatingPoint:
         y = np.asarray(y).astype(bool)
         call = np.asarray(score) >= threshold
         tp, fp = int((call & y).sum()), int((call & ~y).sum())
@@ -77,7 +77,7 @@ class BinaryCurves:
 
     @classmethod
     def compute(cls, name: str, y: np.ndarray, score: np.ndarray, specificities=(0.8, 0.9, 0.95),
-                threshold: float = 0.5, n_bins: int = 10, max_points: int = 400) -> "BinaryCurves":
+                threshold: float = 0.5, n_bins: int = 10, max_points: int = 400) -> BinaryCurves:
         y, score = np.asarray(y).astype(int), np.asarray(score, dtype=float)
         fpr, tpr, _ = skm.roc_curve(y, score)
         prec, rec, _ = skm.precision_recall_curve(y, score)

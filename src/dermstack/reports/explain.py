@@ -95,7 +95,7 @@ def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> P
     fold = run.folds.fold_of([image_id]) if row["split"] == "train" and run.folds is not None else np.array([-1])
     cls = run.explained_class
     shap_sec = Section("waterfall", "Why this score")
-    shap_sec.add(paragraph(("Out-of-fold: explained by the boosters of fold %d, averaged over seeds." % fold[0]) if fold[0] >= 0
+    shap_sec.add(paragraph((f"Out-of-fold: explained by the boosters of fold {fold[0]}, averaged over seeds.") if fold[0] >= 0
                            else "Test lesion: explained by every fold's boosters, averaged."))
     figs = [final_waterfall(run, image_id, fold, cls)]
     for model_dir in run.explained_dirs:

@@ -80,7 +80,7 @@ class Attribution:
     def total(self) -> np.ndarray:
         return self.base + self.values.sum(axis=1)
 
-    def each(self, f: Callable[[np.ndarray], np.ndarray]) -> "Attribution":
+    def each(self, f: Callable[[np.ndarray], np.ndarray]) -> Attribution:
         """Through ``f`` applied to each output on its own ((n, C) -> (n, C), rows may differ): every
         contribution scaled by the secant slope (its derivative where score and base meet)."""
         u0, u1 = self.base, self.total
@@ -90,7 +90,7 @@ class Attribution:
         slope = np.where(near, (f(u0 + h) - f(u0 - h)) / (2 * h), (f(u1) - f0) / np.where(near, 1.0, du))
         return Attribution(self.features, self.values * slope[:, None, :], f0)
 
-    def vector(self, f: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[np.ndarray], np.ndarray]) -> "Attribution":
+    def vector(self, f: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[np.ndarray], np.ndarray]) -> Attribution:
         """Through ``f`` mapping each row's outputs together: contributions through the Jacobian
         (n, O, I) averaged on the path from base to score, the residual shared (:func:`exact`)."""
         u0, du = self.base, self.total - self.base

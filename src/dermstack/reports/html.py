@@ -25,7 +25,8 @@ tr.small td{color:#999;font-style:italic}.note{font-size:13px;color:#444}.warn{c
 table.sortable th{cursor:pointer;user-select:none}table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}details>summary{cursor:pointer;font-size:13px;color:#243447;margin:6px 0}
 .summary{display:grid;grid-template-columns:1fr 1fr;gap:4px 24px}.summary h3{margin:8px 0 3px;font-size:14px}
-.summary table{font-size:11.5px;margin:2px 0}.summary p{margin:2px 0;font-size:12.5px}.summary ul{margin:2px 0;padding-left:18px;font-size:12.5px}
+.summary table{font-size:11.5px;margin:2px 0}.summary p{margin:2px 0;font-size:12.5px}\
+.summary ul{margin:2px 0;padding-left:18px;font-size:12.5px}
 .bar{display:inline-block;height:9px;background:#4a7aa8;vertical-align:middle;margin-right:6px}.bad{color:#b00020;font-weight:600}
 """
 
@@ -102,7 +103,7 @@ class Section:
     title: str
     parts: list[str] = field(default_factory=list)
 
-    def add(self, *parts: str) -> "Section":
+    def add(self, *parts: str) -> Section:
         self.parts.extend(parts)
         return self
 

@@ -38,7 +38,7 @@ class RunData:
     metrics: dict
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "RunData":
+    def load(cls, run_dir: str | Path) -> RunData:
         from dermstack.rundir import check_current
 
         root = Path(run_dir)

@@ -80,7 +80,7 @@ class ShapValues:
         return path
 
     @classmethod
-    def read(cls, path: str | Path) -> "ShapValues":
+    def read(cls, path: str | Path) -> ShapValues:
         with reading(path, "SHAP values"), np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             return cls(meta["model"], z["image_id"], z["fold"], z["feature"].tolist(), z["values"], z["base"],

@@ -32,7 +32,7 @@ AGE_EDGES = (30, 45, 60, 75)
 MISSING = "(missing)"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SubgroupSettings:
     n_boot: int = 200
     min_n: int = 30
@@ -138,7 +138,8 @@ def _group_rows(attribute, group, idx, y, score, fns, overall, settings: Subgrou
         lo, hi = percentile_ci(draws[name])
         rows.append({"kind": "overall" if attribute == "overall" else "group", "attribute": attribute, "group": str(group),
                      "n": n, "n_pos": n_pos, "metric": name, "value": value, "ci_low": lo, "ci_high": hi,
-                     "overall": overall[name], "gap": value - overall[name], "small": bool(notes), "note": "; ".join(notes), "best": None, "worst": None})
+                     "overall": overall[name], "gap": value - overall[name], "small": bool(notes), "note": "; ".join(notes),
+                     "best": None, "worst": None})
     return rows, draws
 
 

@@ -94,7 +94,8 @@ def _check_delimiter(df: pl.DataFrame, path: Path, separator: str) -> None:
     header = df.columns[0]
     for delimiter, name in OTHER_DELIMITERS.items():
         if delimiter != separator and delimiter in header:
-            raise DataError(f"the header is {name}-separated ({header!r}), dermstack reads {'comma' if separator == ',' else repr(separator)}"
+            raise DataError(f"the header is {name}-separated ({header!r}), "
+                            f"dermstack reads {'comma' if separator == ',' else repr(separator)}"
                             f"-separated CSV: save it with {separator!r} as the delimiter", file=str(path), row=1)
 
 

@@ -43,6 +43,7 @@ def read_ham10000(path: Path, report: IngestReport) -> LesionTable:
         pl.col("dx").alias("label"), pl.col("dx").is_in(MALIGNANT).cast(pl.Int8).alias("target"),
         pl.lit("train").alias("split"), pl.lit("dermoscopic").alias("image_type"),
     )
-    df = attach_files(df, csv.parent, problems, report, refs={"image_ref": ("image_id", ".jpg"), "mask_ref": ("image_id", "_segmentation.png")})
+    df = attach_files(df, csv.parent, problems, report,
+                      refs={"image_ref": ("image_id", ".jpg"), "mask_ref": ("image_id", "_segmentation.png")})
     meta = TableMeta(dataset="ham10000", classes=CLASSES, positive_classes=MALIGNANT)
     return finish(df, report, meta, known=KNOWN)

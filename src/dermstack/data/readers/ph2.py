@@ -41,7 +41,8 @@ def read_ph2(path: Path, report: IngestReport) -> LesionTable:
                         column="Name" if "image_id" not in df.columns else "Clinical Diagnosis")
     problems = RowProblems(label_file, report, "image_id")
     check_ids(df, "image_id", problems)
-    problems.add(df, ~pl.col("image_id").str.contains(CASE.pattern), "Name", pl.format("'{}' is not a PH2 case name (IMDnnn)", pl.col("image_id")))
+    problems.add(df, ~pl.col("image_id").str.contains(CASE.pattern), "Name",
+                 pl.format("'{}' is not a PH2 case name (IMDnnn)", pl.col("image_id")))
     code = pl.col("Clinical Diagnosis").cast(pl.Int64, strict=False)
     problems.add(df, ~code.is_in([0, 1, 2]), "Clinical Diagnosis", pl.format("'{}' is not 0, 1 or 2", pl.col("Clinical Diagnosis")))
     df = problems.apply(df).with_columns(

@@ -11,7 +11,6 @@ from isic_metadata.metadata import MetadataRow
 from dermstack.data.report import IngestReport
 
 
-
 def _literals(annotation) -> tuple[str, ...]:
     """String values of a (possibly optional) ``Literal`` annotation."""
     return tuple(v for a in typing.get_args(annotation) for v in (typing.get_args(a) or (a,)) if isinstance(v, str))
