@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ $(VENV)/.chromium: | $(PY)
 
 test: $(STAMP) $(VENV)/.chromium
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# House rules (pyproject.toml [tool.ruff]); tests/test_lint.py runs the same check.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 
 # Every benchmark at its full size (the README's figures; hours on 2 cores). Each also has a --smoke
 # size, which tests/test_shipped.py runs. vs_autogluon needs AutoGluon's own venv (its docstring).
