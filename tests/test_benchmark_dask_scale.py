@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the heavy tests: `make test` runs them, `make test-fast` does not
+
 REPO = Path(__file__).resolve().parents[1]
 
 

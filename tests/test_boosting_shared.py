@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from dermstack.boosting import cross_validate, predict_saved
@@ -23,6 +24,7 @@ def metadata_run(shared_data, fmt: str, task_kind: str, out=None):
     return table, fs, task, plan, cross_validate(fs, task, plan, ModelConfig(kind="lightgbm"), out, bootstrap=50)
 
 
+@pytest.mark.slow
 def test_milk10k_multilabel_macro_f1(shared_data, tmp_path):
     table, fs, task, plan, res = metadata_run(shared_data, "milk10k", "multilabel", tmp_path)
     print(f"MILK10k metadata-only LightGBM macro F1 {res.metrics['macro_f1']:.4f} CI {res.metrics['ci95']['macro_f1']}")
@@ -33,6 +35,7 @@ def test_milk10k_multilabel_macro_f1(shared_data, tmp_path):
     assert predict_saved(tmp_path / "lightgbm", fs).shape == (fs.df.height, 11)
 
 
+@pytest.mark.slow
 def test_ham10000_multiclass_balanced_accuracy(shared_data):
     _, _, task, _, res = metadata_run(shared_data, "ham10000", "multiclass")
     print(f"HAM10000 metadata-only LightGBM balanced accuracy {res.metrics['balanced_accuracy']:.4f}, "

@@ -220,6 +220,7 @@ def test_out_on_a_folder_of_the_users_files_is_refused_and_nothing_changes(finis
     assert all((home / n).read_bytes() == data for n, data in files.items())
 
 
+@pytest.mark.slow
 def test_a_rerun_removes_only_what_the_run_wrote(finished, tmp_path):
     cfg, original = finished
     run = tmp_path / "run"

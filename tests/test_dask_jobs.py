@@ -31,6 +31,8 @@ from ensembles_toy import setup, tiny_cnn
 from extract_fixtures import TEST_MODEL
 from test_run_predict import CONFIG
 
+pytestmark = pytest.mark.slow  # the heavy tests: `make test` runs them, `make test-fast` does not
+
 distributed = pytest.importorskip("distributed")
 
 

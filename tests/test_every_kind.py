@@ -99,6 +99,7 @@ def run(root: Path, table: LesionTable, task: str, method: str, weights: Path) -
     return Run(RunConfig.from_toml(root / "config.toml"), root / "out").execute()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_test", [0, 3, MAX_TEST])
 @pytest.mark.parametrize("task", TASKS)
 def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, images, test_weights, task, n_test):

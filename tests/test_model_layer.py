@@ -205,6 +205,7 @@ def test_readers_refuse_a_config_edited_after_the_run(finished_run):
         assert "stage 'model-lightgbm'" in r.output and "Traceback" not in r.output, r.output
 
 
+@pytest.mark.slow
 def test_second_live_run_into_the_same_directory_fails_at_once(finished_run):
     cfg, run = finished_run
     code = (f"from dermstack.rundir import RunLock; import time; RunLock({str(run)!r}).__enter__(); "

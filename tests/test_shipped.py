@@ -13,6 +13,8 @@ from dermstack.config import RunConfig
 from dermstack.run import PACKAGE_CONFIGS, Run
 from dermstack.testing import REPO, smoke_dataset
 
+pytestmark = pytest.mark.slow  # the heavy tests: `make test` runs them, `make test-fast` does not
+
 CONFIGS = sorted((REPO / "configs").glob("*.toml")) + [PACKAGE_CONFIGS / "demo.toml"]
 #: dask_scale has its own test (tests/test_benchmark_dask_scale.py), which also checks its scores agree
 BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if p.stem != "dask_scale")

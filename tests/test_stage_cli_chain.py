@@ -5,6 +5,7 @@ the calibrated stack)."""
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from dermstack.cli import cli
@@ -59,6 +60,7 @@ def invoke(*args) -> str:
     return r.output
 
 
+@pytest.mark.slow
 def test_stage_commands_chain_to_the_runs_submission(tmp_path, test_weights):
     cfg = tmp_path / "run.toml"
     cfg.write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights, **SYNTH))

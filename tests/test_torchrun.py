@@ -22,6 +22,8 @@ from dermstack.extract.runner import rank_path
 from ensembles_toy import setup, tiny_cnn
 from extract_fixtures import TEST_MODEL, make_table
 
+pytestmark = pytest.mark.slow  # the heavy tests: `make test` runs them, `make test-fast` does not
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 

@@ -183,6 +183,7 @@ def test_binary_final_models_add_up_on_training_and_test_rows(binary_run, model)
         assert "other" not in {fin.groups[f] for f in fin.values.features}
 
 
+@pytest.mark.slow
 def test_explain_page_shows_the_final_model_first(binary_run, tmp_path):
     run = RunData.load(binary_run)
     image_id = run.task.image_ids[int(np.argmax(run.task.y))]
@@ -214,6 +215,7 @@ def multi_run(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
 @pytest.mark.parametrize("model", [None, "mean", "greedy", "stack", "lightgbm"])
 def test_multi_output_final_models_add_up(multi_run, task, model):
