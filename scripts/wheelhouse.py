@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-#: what a notebook image with its own torch already has (names as pip normalises them)
-TORCH_STACK = re.compile(r"^(torch|torchvision|triton|nvidia-.*|cuda-.*)$")
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
+ROOT = Path(__file__).resolve().parents[1]
+#: what a notebook image with its own torch already has; the packages only these need are left out too
+TORCH_STACK = ("torch", "torchvision")
 
 def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", *args], check=True)
@@ -35,17 +36,36 @@ def build_wheel(out: Path) -> Path:
     return max(out.glob("dermstack-*.whl"), key=lambda p: p.stat().st_mtime)
 
 
-def resolve(wheel: Path, target: list[str]) -> dict[str, str]:
-    """Name -> version of every distribution installing ``wheel`` under the lock would bring, dermstack aside."""
+def resolve(wheel: Path, target: list[str]) -> dict[str, dict]:
+    """Name -> pip's install report item of every distribution installing ``wheel`` under the lock brings."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         where = ["--target", str(Path(tmp) / "t")] if target else []
         pip("install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
             "-c", str(ROOT / "constraints.txt"), *target, *where, str(wheel))
         items = json.loads(report.read_text())["install"]
-    found = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"] for i in items}
-    found.pop("dermstack", None)
-    return found
+    return {canonicalize_name(i["metadata"]["name"]): i for i in items}
+
+
+def needed(items: dict[str, dict], skip: tuple[str, ...]) -> set[str]:
+    """The distributions dermstack needs, following requirements (and the extras asked for) from
+    dermstack down, but not into ``skip``: what only the skipped packages need is left out."""
+    seen: set[tuple[str, frozenset]] = set()
+    todo = [("dermstack", frozenset())]
+    while todo:
+        name, extras = todo.pop()
+        for text in items[name]["metadata"].get("requires_dist", []):
+            req = Requirement(text)
+            dep = canonicalize_name(req.name)
+            if dep in skip or dep not in items:
+                continue
+            if req.marker and not any(req.marker.evaluate({"extra": e}) for e in extras or {""}):
+                continue
+            if (dep, frozenset(req.extras)) not in seen:
+                seen.add((dep, frozenset(req.extras)))
+                todo.append((dep, frozenset(req.extras)))
+    out = {name for name, _ in seen}
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,8 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     target = ["--only-binary=:all:"] * bool(args.platform or args.python_version)
     target += ["--platform", args.platform] * bool(args.platform) + ["--python-version", args.python_version] * bool(args.python_version)
     wheel = build_wheel(args.out)
-    wanted = {n: v for n, v in resolve(wheel, target).items() if args.with_torch or not TORCH_STACK.match(n)}
-    pins = [f"{n}=={v}" for n, v in sorted(wanted.items())]
+    items = resolve(wheel, target)
+    wanted = needed(items, () if args.with_torch else TORCH_STACK)
+    pins = [f"{n}=={items[n]['metadata']['version']}" for n in sorted(wanted)]
     if target:
         pip("download", "--no-deps", "--dest", str(args.out), *target, *pins)
     else:  # a package published only as an sdist gets built into a wheel here, so the notebook builds nothing

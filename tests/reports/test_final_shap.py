@@ -160,6 +160,7 @@ def binary_run(tmp_path_factory) -> Path:
 BINARY_MODELS = [None, "mean", "greedy", "rank", "stack", "lightgbm", "lightgbm+cnn", "logistic", "cnn"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", BINARY_MODELS)
 def test_binary_final_models_add_up_on_training_and_test_rows(binary_run, model):
     run = RunData.load(binary_run)
