@@ -7,6 +7,7 @@ The fresh environment shares the test environment's installed dependencies throu
 ``sys.path`` without running the ``.pth`` files inside it, so the editable install of this checkout
 stays inactive there, and the smoke run checks that no module came from the checkout.
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -155,3 +156,30 @@ def test_the_lock_pins_every_dependency_in_range():
         version = lock.get(req.name.lower())
         assert version is not None, f"{req.name} is not in constraints.txt"
         assert req.specifier.contains(version, prereleases=True), f"constraints.txt: {req.name}=={version} is outside {req}"
+
+
+def test_wheelhouse_leaves_out_only_what_the_users_torch_needs():
+    """scripts/wheelhouse.py walks dermstack's requirements from pip's report: torch, torchvision and
+    what only they need stay out of the folder; what dermstack needs too (xgboost's NCCL) stays in."""
+    spec = importlib.util.spec_from_file_location("wheelhouse", ROOT / "scripts" / "wheelhouse.py")
+    wheelhouse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheelhouse)
+
+    def dist(name: str, *requires: str) -> dict:
+        return {"metadata": {"name": name, "version": "1.0", "requires_dist": list(requires)}}
+
+    report = [
+        dist("dermstack", "torch>=2.13", "torchvision>=0.28", "xgboost>=2.1", "dask[distributed]>=2024.8",
+             "pytest>=8; extra == 'dev'"),
+        dist("torch", "filelock", "nvidia-cublas; platform_system == 'Linux'", "triton"),
+        dist("torchvision", "torch", "pillow"),
+        dist("xgboost", "numpy", "nvidia-nccl-cu12; platform_system == 'Linux'"),
+        dist("dask", "toolz", "distributed==1.0; extra == 'distributed'", "pandas; extra == 'dataframe'"),
+        dist("distributed", "dask==1.0", "tornado"),
+        *(dist(n) for n in ("filelock", "nvidia-cublas", "triton", "pillow", "numpy", "nvidia-nccl-cu12",
+                            "toolz", "tornado", "pandas", "pytest")),
+    ]
+    items = {d["metadata"]["name"]: d for d in report}
+    shared = {"xgboost", "numpy", "nvidia-nccl-cu12", "dask", "distributed", "toolz", "tornado"}
+    assert wheelhouse.needed(items, wheelhouse.TORCH_STACK) == shared
+    assert wheelhouse.needed(items, ()) == shared | {"torch", "torchvision", "filelock", "nvidia-cublas", "triton", "pillow"}
