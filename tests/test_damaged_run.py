@@ -27,8 +27,8 @@ from dermstack.config import RunConfig
 from dermstack.crossfit import check_same_plan
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.submission import write_submission
 from dermstack.errors import ConfigError, DataError
+from dermstack.outputs.submission import write_submission
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.reports.shap_ import ShapValues
 from dermstack.task import TaskSpec

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from boosting_toy import toy
 from dermstack.boosting import cross_validate
 from dermstack.cli import cli
+from dermstack.cnn.train import cross_validate_cnn
 from dermstack.config import ModelConfig, RunConfig
 from dermstack.crossfit import cross_fit
-from dermstack.ensembles.cnn import cross_validate_cnn
 from dermstack.errors import ConfigError, DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.jobs import DaskJobs, connect_jobs

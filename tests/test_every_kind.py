@@ -14,8 +14,8 @@ import torch
 from dermstack.config import RunConfig
 from dermstack.data import readers
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.predict import predict_run
 from dermstack.errors import DataError
+from dermstack.outputs.predict import predict_run
 from dermstack.run import Run
 from ensembles_toy import image_table
 from extract_fixtures import TEST_MODEL

@@ -208,7 +208,7 @@ method = "stack"
 
 def test_run_stacks_the_probe_and_predict_reproduces_its_test_scores(tmp_path, test_weights):
     from dermstack.data.table import LesionTable
-    from dermstack.ensembles.predict import predict_run
+    from dermstack.outputs.predict import predict_run
     from dermstack.run import Run
 
     (tmp_path / "run.toml").write_text(RUN.format(model=TEST_MODEL, weights=test_weights))

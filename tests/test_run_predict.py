@@ -8,9 +8,9 @@ import pytest
 
 from dermstack.config import RunConfig
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.predict import predict_run
 from dermstack.features.featureset import FeatureSet
 from dermstack.features.transform import FeatureTransform
+from dermstack.outputs.predict import predict_run
 from dermstack.run import Run
 from extract_fixtures import TEST_MODEL
 from lesion_tables import assert_features_equal
@@ -76,7 +76,7 @@ def test_predict_reproduces_the_runs_test_scores_from_new_rows_alone(run_dir):
 
 def test_new_rows_get_the_features_the_run_gave_its_test_rows(run_dir, tmp_path):
     """Same leaky-column decisions, same PCA (not refitted), same patient context (the new rows only)."""
-    from dermstack.ensembles.predict import _features, as_run_rows
+    from dermstack.outputs.predict import _features, as_run_rows
 
     table = LesionTable.read(run_dir / "lesions.parquet")
     cfg = RunConfig.from_toml(run_dir / "config.toml")

@@ -18,13 +18,14 @@ import importlib
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 #: the modules that register kinds and methods, in the order `dermstack kinds` and the default set list them
 PLUGINS = (
     "dermstack.boosting.kind",
     "dermstack.linear.kind",
-    "dermstack.ensembles.cnn_kind",
+    "dermstack.cnn.kind",
     "dermstack.mlp.kind",
     "dermstack.ensembles.methods",
 )
@@ -46,6 +47,28 @@ class FitInputs:
     table: Any = None
     store: Any = None
     executor: Any = None
+    #: ``k -> FeatureSet`` that fold k trains, is validated and scores test rows on, when a feature group
+    #: another kind gives differs by fold (:attr:`ModelKind.feature_group`); ``features`` is fold 0's
+    fold_features: Callable[[int], Any] | None = None
+    #: what the saved model needs from other saved models (``model.json`` ``needs``)
+    needs: dict | None = None
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    """A feature group that a kind's scores become for the kinds that take one: the CNN's scores as
+    the boosters' ``cnn`` group (``[ensemble] cnn_feature``), leak-free because each fold's model reads
+    scores of models that never saw that fold. The pipeline fits it and hands it over, so that the
+    taking kind never imports the giving one."""
+
+    #: its name in the FeatureSet's groups
+    name: str
+    #: ``fit(inputs)``: the fits whose scores make the group, written under ``inputs.out_dir / <model>``
+    fit: Callable[[FitInputs], Any]
+    #: ``files(model_dir)``: what ``fit`` writes there (its stage's outputs)
+    files: Callable[[Path], list[Path]]
+    #: ``fold_features(inputs, model_dir)``: ``k ->`` ``inputs.features`` plus the group as fold k's model sees it
+    fold_features: Callable[[FitInputs, Path], Callable[[int], Any]]
 
 
 @dataclass(frozen=True)
@@ -72,8 +95,8 @@ class ModelKind:
     model_keys: tuple[str, ...] = ()
     #: a booster: also trained on a CNN's score when the ensemble asks for it ([ensemble] cnn_feature)
     takes_cnn_feature: bool = False
-    #: a CNN: the model whose score the cnn_feature boosters read
-    gives_cnn_feature: bool = False
+    #: the feature group its scores become for the kinds that take one ([ensemble] cnn_feature)
+    feature_group: FeatureGroup | None = None
 
 
 @dataclass(frozen=True)

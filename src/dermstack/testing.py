@@ -100,7 +100,7 @@ def smoke_config(cfg: RunConfig, data_path: str | Path | None = None) -> RunConf
     data = dataclasses.replace(cfg.data, path=str(data_path) if data_path else cfg.data.path)
     if cfg.data.format == "synthetic-isic2024":
         data = dataclasses.replace(data, lesions=150, test_lesions=10, positive_rate=0.1, image_size=32)
-    models = [dataclasses.replace(m, **SMOKE_CNN, params={**m.params, **SMOKE_CNN_PARAMS}) if model_kind(m.kind).gives_cnn_feature
+    models = [dataclasses.replace(m, **SMOKE_CNN, params={**m.params, **SMOKE_CNN_PARAMS}) if model_kind(m.kind).feature_group
               else dataclasses.replace(m, params={**m.params, **SMOKE_BOOSTER_PARAMS}) if model_kind(m.kind).takes_cnn_feature
               else m
               for m in cfg.models]

@@ -4,10 +4,10 @@ from __future__ import annotations
 from functools import partial
 
 from dermstack.boosting.cv import cross_validate
+from dermstack.boosting.explain import feature_groups, load_fold_boosters
 from dermstack.boosting.params import BOOSTER_KINDS, BoosterParams, param_problems
 from dermstack.boosting.store import SavedBoosters
 from dermstack.registry import FitInputs, ModelKind, register
-from dermstack.reports.boosters import feature_groups, load_fold_boosters
 
 DESCRIPTIONS = {
     "lightgbm": "LightGBM gradient-boosted trees on the feature table (size-aware defaults); params: these and every LightGBM parameter",
@@ -17,7 +17,8 @@ DESCRIPTIONS = {
 
 
 def _cross_validate(inputs: FitInputs):
-    return cross_validate(inputs.features, inputs.task, inputs.plan, inputs.model, inputs.out_dir, executor=inputs.executor)
+    return cross_validate(inputs.features, inputs.task, inputs.plan, inputs.model, inputs.out_dir, executor=inputs.executor,
+                          fold_features=inputs.fold_features, needs=inputs.needs)
 
 
 def explain(run, model_dir):

@@ -3,10 +3,10 @@ cross-validated like the linear probe on each fold's Design of full embeddings a
 from __future__ import annotations
 
 from dermstack.linear.cv import cross_validate_design
+from dermstack.linear.explain import explain_design_model
 from dermstack.linear.probe import SavedLinear
 from dermstack.mlp.net import FittedMLP, MLPParams, fit_mlp
 from dermstack.registry import FitInputs, ModelKind, register
-from dermstack.reports.linear import explain_design_model
 
 KIND = "mlp"
 

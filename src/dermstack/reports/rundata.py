@@ -15,12 +15,11 @@ import polars as pl
 from dermstack.atomic import read_json
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.cnnfeature import CNNViews, oof_cnn_frame, patient_key
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import Predictions
 from dermstack.registry import model_kind, model_kinds
-from dermstack.saved import dependency_order, model_dirs, read_spec
+from dermstack.saved import dependency_order, group_source, load, model_dirs, read_spec
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -116,13 +115,13 @@ class RunData:
 
     def features_for(self, model_dir: Path) -> pl.DataFrame:
         """The feature rows a model directory's boosters were trained on: ``features.parquet``, plus,
-        for a ``<booster>+<cnn>`` model, the ``cnn`` columns each row's own fold booster saw."""
+        for a model that reads another's feature group (``<booster>+<cnn>``), that group's columns as
+        each row's own fold model saw them."""
         df = self.features.df
-        cnn = read_spec(model_dir)["needs"].get("cnn_views")
-        if not cnn:
+        source = group_source(load(model_dir))
+        if source is None:
             return df
-        views = CNNViews.read(self.models_dir / cnn / "nested" / "views.parquet", cnn)
-        frame = oof_cnn_frame(views, self.folds.fold_of(views.image_ids), patient_key(self.table))
+        frame = source.oof_feature_frame(self.table, self.folds)
         return df.join(frame, on="image_id", how="left", maintain_order="left")
 
     @property

@@ -16,10 +16,10 @@ import numpy as np
 import polars as pl
 
 from dermstack.atomic import atomic_path
+from dermstack.boosting.explain import FoldBooster
 from dermstack.errors import DataError, reading
 from dermstack.features.featureset import GROUPS
 from dermstack.progress import progress_bar
-from dermstack.reports.boosters import FoldBooster
 
 log = logging.getLogger(__name__)
 
