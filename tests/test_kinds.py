@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from dermstack.cli import cli
 from dermstack.config import RunConfig
 from dermstack.errors import ConfigError
-from dermstack.kinds import BEGIN, END, markdown
-from dermstack.registry import ensemble_methods, method_names, model_kinds, param_rows
+from dermstack.kinds import BEGIN, END, markdown, param_rows
+from dermstack.registry import ensemble_methods, method_names, model_kinds
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

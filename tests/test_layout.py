@@ -12,11 +12,23 @@ def sources() -> dict[str, str]:
     return {str(p.relative_to(SRC)): p.read_text() for p in sorted(SRC.rglob("*.py"))}
 
 
-def imported_modules(tree: ast.AST, module: str) -> set[str]:
-    """Every module an AST imports, at any depth (imports inside functions count), resolved to
-    dotted names (``from . import x`` relative to ``module``)."""
+def type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside ``if TYPE_CHECKING:`` blocks: type names for annotations, never imported
+    when the module runs, so they close no import cycle (the registry types its fields this way)."""
     out = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def imported_modules(tree: ast.AST, module: str) -> set[str]:
+    """Every module an AST imports, at any depth (imports inside functions count), resolved to
+    dotted names (``from . import x`` relative to ``module``); type-only imports (:func:`type_checking_only`) aside."""
+    out, skip = set(), type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):

@@ -2,12 +2,44 @@
 (like ``timm.list_models``); :func:`markdown` writes the same listing for the README."""
 from __future__ import annotations
 
+import re
+from dataclasses import MISSING, fields
+
 import click
 
-from dermstack.registry import ensemble_methods, method_names, model_kinds, param_rows
+from dermstack.registry import ensemble_methods, method_names, model_kinds
 
 #: the README's generated [[models]] reference lies between these lines (checked by tests/test_kinds.py)
 BEGIN, END = "<!-- dermstack kinds: begin -->", "<!-- dermstack kinds: end -->"
+
+
+def param_rows(schema: type) -> list[tuple[str, str, str]]:
+    """(name, type, default) of each field of a params schema, for `dermstack kinds` and the README."""
+    out = []
+    for f in fields(schema):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        out.append((f.name, _readable_type(str(f.type)), repr(default)))
+    return out
+
+
+def _readable_type(text: str) -> str:
+    """A field's annotation as a user reads it: ``one_of('w', ('a', 'b'))`` -> ``'a' | 'b'``, and
+    ``Annotated[T, validators...]`` -> ``T``."""
+    text = re.sub(r"one_of\('\w+', \(([^)]*)\)\)", lambda m: " | ".join(v.strip() for v in m.group(1).split(",") if v.strip()), text)
+    while (i := text.find("Annotated[")) >= 0:
+        depth, j = 0, i + len("Annotated[")
+        start, comma = j, None
+        for j in range(start, len(text)):
+            if text[j] in "[(":
+                depth += 1
+            elif text[j] in "])":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif text[j] == "," and depth == 0 and comma is None:
+                comma = j
+        text = text[:i] + text[start:comma if comma is not None else j] + text[j + 1:]
+    return text
 
 
 def markdown() -> str:

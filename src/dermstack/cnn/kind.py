@@ -8,7 +8,7 @@ from dermstack.cnn.feature import GROUP, CNNViews, views_file
 from dermstack.cnn.nested import fold_features, nested_cnn_views
 from dermstack.cnn.params import CNNParams
 from dermstack.cnn.train import SavedCNN, cross_validate_cnn
-from dermstack.registry import FeatureGroup, FitInputs, ModelKind, register
+from dermstack.registry import FeatureGroup, FitInputs, ModelKind, ScoreTerm, register
 
 
 def _cross_validate(inputs: FitInputs):
@@ -26,7 +26,10 @@ def _fold_features(inputs: FitInputs, model_dir: Path):
 
 #: the pair CNNs' views as the boosters' ``cnn`` features
 CNN_GROUP = FeatureGroup(GROUP, _fit_views, lambda d: [views_file(d), views_file(d).parent], _fold_features)
+#: one CNN epoch at 32 px on a few draws (smoke runs and tests)
+SMOKE = {"epochs": 1, "image_size": 32, "params": {"samples_per_epoch": 32, "batch_size": 16}}
 
 register(ModelKind(
     "cnn", "a timm backbone fine-tuned on the images (explained as one term, its score)", CNNParams, _cross_validate,
-    SavedCNN, None, reads=("ingest", "folds"), model_keys=("backbone", "epochs", "image_size"), feature_group=CNN_GROUP))
+    SavedCNN, ScoreTerm("image (CNN)", GROUP), reads=("ingest", "folds"), model_keys=("backbone", "epochs", "image_size"),
+    feature_group=CNN_GROUP, smoke=SMOKE))

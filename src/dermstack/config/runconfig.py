@@ -108,9 +108,9 @@ class RunConfig:
         of those models, ``<booster>+<cnn>``."""
         kinds = model_kinds()
         giver = self.group_giver()
-        boosters = [m.label for m in self.models if kinds[m.kind].takes_cnn_feature]
+        boosters = [m.label for m in self.models if kinds[m.kind].adapter is not None]
         method = ensemble_methods().get(self.ensemble.method)
-        uses = self.ensemble.method == "auto" or (method is not None and method.uses_cnn_feature)
+        uses = self.ensemble.method == "auto" or (method is not None and method.group_members)
         if not (self.ensemble.cnn_feature and giver and uses):
             return []
         return [f"{b}+{giver.label}" for b in boosters]

@@ -5,6 +5,7 @@ so a folder the stage-by-stage CLI wrote reports like a ``dermstack run`` direct
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +19,7 @@ from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import Predictions
-from dermstack.registry import model_kind, model_kinds
+from dermstack.registry import Explainer, FoldExplainer, ModelKind, model_kind, model_kinds
 from dermstack.saved import dependency_order, group_source, load, model_dirs, read_spec
 from dermstack.task import TaskSpec
 
@@ -128,13 +129,22 @@ class RunData:
     def models_dir(self) -> Path:
         return self.root / "models"
 
+    def _kinds_of_models(self) -> dict[Path, ModelKind | None]:
+        kinds = model_kinds()
+        return {d: kinds.get(read_spec(d)["kind"]) for d in model_dirs(self.models_dir).values()}
+
     @property
     def explained_dirs(self) -> list[Path]:
-        """The folders of the models whose kind explains itself feature by feature (boosters, linear probes)."""
-        kinds = model_kinds()
-        return [d for d in model_dirs(self.models_dir).values() if getattr(kinds.get(read_spec(d)["kind"]), "explain", None)]
+        """The folders of the models whose kind explains them feature by feature (an :class:`~dermstack.registry.Explainer`:
+        boosters, linear probes, MLPs)."""
+        return [d for d, k in self._kinds_of_models().items() if k is not None and isinstance(k.explainer, Explainer)]
 
-    def fold_models(self, model_dir: Path) -> tuple[list, dict[str, str]]:
+    @property
+    def unexplained(self) -> dict[str, str]:
+        """model -> kind of the saved models whose kind declares no explainer (ensembles have their own step)."""
+        return {d.name: k.name for d, k in self._kinds_of_models().items() if k is not None and k.explainer is None}
+
+    def fold_models(self, model_dir: Path) -> tuple[Sequence[FoldExplainer], dict[str, str]]:
         """(the per fold/seed models :func:`~dermstack.reports.shap_.explain_model` explains, feature -> group),
-        from the kind's ``explain`` hook in the registry."""
-        return model_kind(read_spec(model_dir)["kind"]).explain(self, model_dir)
+        from the kind's explainer in the registry."""
+        return model_kind(read_spec(model_dir)["kind"]).explainer(self, model_dir)
