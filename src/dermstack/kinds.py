@@ -7,7 +7,8 @@ from dataclasses import MISSING, fields
 
 import click
 
-from dermstack.registry import ensemble_methods, method_names, model_kinds
+from dermstack.errors import PluginError
+from dermstack.registry import PLUGINS, ensemble_methods, method_names, model_kinds, origin, plugin_problems
 
 #: the README's generated [[models]] reference lies between these lines (checked by tests/test_kinds.py)
 BEGIN, END = "<!-- dermstack kinds: begin -->", "<!-- dermstack kinds: end -->"
@@ -42,31 +43,42 @@ def _readable_type(text: str) -> str:
     return text
 
 
-def markdown() -> str:
-    """The model kinds and ensemble methods as README Markdown: one table of parameters per kind."""
+def markdown(plugins: bool = True) -> str:
+    """The model kinds and ensemble methods as README Markdown: one table of parameters per kind
+    (``plugins=False``: dermstack's own only, the README's listing)."""
+    kinds = [k for k in model_kinds().values() if plugins or origin(k.name) in PLUGINS]
     out = ["Model kinds (`[[models]] kind`):", ""]
-    for k in model_kinds().values():
+    for k in kinds:
         out += [f"- **`{k.name}`**: {k.description}."]
-    for k in model_kinds().values():
+    for k in kinds:
         out += ["", f"`kind = \"{k.name}\"` params:", "", "| param | type | default |", "|---|---|---|"]
         out += ["| " + " | ".join(f"`{v}`".replace("|", r"\|") for v in row) + " |" for row in param_rows(k.params)]
     out += ["", "Ensemble methods (`[ensemble] method`; `auto` picks the best of the best member and the "
             "methods marked *auto* by nested CV, `none` keeps the first model):", ""]
     methods = ensemble_methods()
     out += [f"- **`{m}`**: {methods[m].description}{' (*auto*)' if methods[m].auto_candidate else ''}."
-            for m in method_names() if m in methods]
+            for m in method_names() if m in methods and (plugins or origin(m) in PLUGINS)]
     return "\n".join(out) + "\n"
 
 
 @click.command("kinds")
 @click.option("--markdown", "as_markdown", is_flag=True, help="The README's Markdown listing.")
 def kinds_command(as_markdown: bool) -> None:
-    """List every registered model kind and ensemble method with its parameters and defaults."""
+    """List every registered model kind and ensemble method (installed plugins' too) with its parameters
+    and defaults; a plugin that could not be loaded is named after the listing (exit status 2)."""
     if as_markdown:
         click.echo(markdown(), nl=False)
-        return
+    else:
+        _listing()
+    broken = plugin_problems()
+    if broken:
+        raise PluginError(f"{len(broken)} plugin(s) left out:\n" + "\n".join(f"  {p}: {why}" for p, why in broken.items()))
+
+
+def _listing() -> None:
     for k in model_kinds().values():
-        click.echo(f"{k.name}: {k.description}")
+        where = "" if origin(k.name) in PLUGINS else f" [{origin(k.name)}]"
+        click.echo(f"{k.name}: {k.description}{where}")
         for name, kind, default in param_rows(k.params):
             click.echo(f"    {name} ({kind}) = {default}")
     click.echo("ensemble methods ([ensemble] method):")

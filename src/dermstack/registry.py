@@ -10,17 +10,25 @@ or none), and what it is: a booster (its :attr:`ModelKind.adapter`), a giver of 
 a kind's name. An :class:`EnsembleMethod` is the same for an ``[ensemble] method`` (and the
 ``calibrated`` step).
 
-Each kind registers itself from its own package (``register(ModelKind(...))``); :data:`PLUGINS`
-lists those modules, imported on the first lookup like entry points, so that this module and the
+Each built-in kind registers itself from its own package (``register(ModelKind(...))``);
+:data:`PLUGINS` lists those modules, imported on the first lookup, so that this module and the
 config that asks it stay at the bottom of the import graph (its imports of other dermstack modules
-are type names only).
+are type names only). Kinds and methods of other installed packages are found the way pytest and
+timm find plugins, through the entry-point group :data:`ENTRY_POINTS`: each entry point names a
+ModelKind, an EnsembleMethod, a list of them, or a module that calls :func:`register` when imported.
+A plugin that fails to load (an import error, a name registered twice, a bad params schema) is left
+out with everything it registered, and named in :func:`plugin_problems`; the other kinds stay usable.
 """
 from __future__ import annotations
 
 import importlib
+import logging
 import re
+import sys
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, is_dataclass
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -48,6 +56,8 @@ PLUGINS = (
     "dermstack.mlp.kind",
     "dermstack.ensembles.methods",
 )
+#: the entry-point group of other packages' kinds and methods (``[project.entry-points."dermstack.kinds"]``)
+ENTRY_POINTS = "dermstack.kinds"
 #: what a kind or method may be called: a model folder's name, and ``<booster>+<giver>``'s parts
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 #: ``[ensemble] method`` values that are not registered methods
@@ -57,13 +67,15 @@ _KINDS: dict[str, ModelKind] = {}
 _METHODS: dict[str, EnsembleMethod] = {}
 #: name -> the module that registered it (its rank in PLUGINS orders the listing)
 _ORIGIN: dict[str, str] = {}
+#: plugin (entry point) -> why it was left out
+_BROKEN: dict[str, str] = {}
 _loaded = False
+log = logging.getLogger(__name__)
 
 
 # -- what a kind reads ----------------------------------------------------------------------------
 class Embeddings(Protocol):
-    """The run's image embeddings as a kind reads them (an :class:`~dermstack.extract.store.EmbeddingStore`
-    or a view of one): one matrix per backbone and image view key."""
+    """The run's image embeddings as a kind reads them (an EmbeddingStore or a view of one), per backbone and view key."""
 
     def backbones(self) -> list[str]: ...
 
@@ -256,22 +268,18 @@ def register(entry: ModelKind | EnsembleMethod) -> ModelKind | EnsembleMethod:
             LinearParams, _cross_validate, SavedLinear, explain_design_model,
             reads=("ingest", "folds", "features", "extract"), config_keys=("extract.backbones",)))
     """
+    return _register(entry, sys._getframe(1).f_globals.get("__name__", "?"))
+
+
+def _register(entry: ModelKind | EnsembleMethod, origin: str) -> ModelKind | EnsembleMethod:
     problems = entry_problems(entry)
     if problems:
         raise TypeError(f"{type(entry).__name__} {getattr(entry, 'name', '?')!r}: " + "; ".join(problems))
     if entry.name in _KINDS or entry.name in _METHODS:
         raise ValueError(f"{entry.name!r} is registered twice (first by {_ORIGIN.get(entry.name, '?')})")
     (_KINDS if isinstance(entry, ModelKind) else _METHODS)[entry.name] = entry
-    _ORIGIN[entry.name] = _caller()
+    _ORIGIN[entry.name] = origin
     return entry
-
-
-def _caller() -> str:
-    """The module that called :func:`register`."""
-    import sys
-
-    frame = sys._getframe(2)
-    return frame.f_globals.get("__name__", "?")
 
 
 def entry_problems(entry: object) -> list[str]:
@@ -304,6 +312,38 @@ def _discover() -> None:
         _loaded = True
         for module in PLUGINS:
             importlib.import_module(module)
+        for ep in sorted(entry_points(group=ENTRY_POINTS), key=lambda e: (e.name, e.value)):
+            _load_plugin(ep)
+
+
+def _load_plugin(ep: EntryPoint) -> None:
+    """Register what entry point ``ep`` names; on any error, nothing of it (see the module docstring)."""
+    dist = f", package {ep.dist.name} {ep.dist.version}" if ep.dist else ""
+    where = f"plugin {ep.name!r} ({ep.group} entry point {ep.value!r}{dist})"
+    before = {*_KINDS, *_METHODS}
+    try:
+        loaded = ep.load()
+        entries = [] if isinstance(loaded, types.ModuleType) else list(loaded) if isinstance(loaded, (list, tuple)) else [loaded]
+        for entry in entries:
+            if _KINDS.get(getattr(entry, "name", None)) is not entry and _METHODS.get(getattr(entry, "name", None)) is not entry:
+                _register(entry, where)
+    except Exception as e:  # noqa: BLE001 - whatever a plugin raises, the other kinds stay usable
+        for name in {*_KINDS, *_METHODS} - before:
+            _KINDS.pop(name, None), _METHODS.pop(name, None), _ORIGIN.pop(name, None)
+        _BROKEN[where] = f"{type(e).__name__}: {e}"
+        log.warning("%s is left out: %s", where, _BROKEN[where])
+
+
+def plugin_problems() -> dict[str, str]:
+    """Each installed plugin that could not be loaded -> why (empty when every plugin loaded)."""
+    _discover()
+    return dict(_BROKEN)
+
+
+def origin(name: str) -> str:
+    """Where kind or method ``name`` comes from: the dermstack module, or the plugin, that registered it."""
+    _discover()
+    return _ORIGIN[name]
 
 
 def _rank(name: str) -> int:
