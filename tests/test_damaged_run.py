@@ -32,29 +32,7 @@ from dermstack.outputs.submission import write_submission
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.reports.shap_ import ShapValues
 from dermstack.task import TaskSpec
-
-CONFIG = """
-[data]
-format = "synthetic-isic2024"
-lesions = 150
-test_lesions = 10
-positive_rate = 0.1
-image_size = 16
-
-[cv]
-n_splits = 3
-
-[[models]]
-kind = "lightgbm"
-params = { n_estimators = 10, threads = 1 }
-
-[[models]]
-kind = "xgboost"
-params = { n_estimators = 10, threads = 1 }
-
-[ensemble]
-method = "mean"
-"""
+from tiny_runs import booster
 
 
 def invoke(*args):
@@ -62,13 +40,10 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, Path]:
-    """(config, run directory) of one small finished run; cases damage copies of it."""
-    root = tmp_path_factory.mktemp("damaged")
-    (root / "run.toml").write_text(CONFIG)
-    r = invoke("run", root / "run.toml", "--out", root / "run")
-    assert r.exit_code == 0, r.output
-    return root / "run.toml", root / "run"
+def finished(tiny) -> tuple[Path, Path]:
+    """(config, run directory) of one small finished run: two boosters and their mean; cases damage copies of it."""
+    run = tiny.run(models=[booster("lightgbm"), booster("xgboost")], ensemble={"method": "mean"})
+    return run.parent / "run.toml", run
 
 
 def truncate(path: Path) -> None:
@@ -220,6 +195,7 @@ def test_out_on_a_folder_of_the_users_files_is_refused_and_nothing_changes(finis
     assert all((home / n).read_bytes() == data for n, data in files.items())
 
 
+@pytest.mark.slow
 def test_a_rerun_removes_only_what_the_run_wrote(finished, tmp_path):
     cfg, original = finished
     run = tmp_path / "run"

@@ -206,6 +206,7 @@ method = "stack"
 """
 
 
+@pytest.mark.slow
 def test_run_stacks_the_probe_and_predict_reproduces_its_test_scores(tmp_path, test_weights):
     from dermstack.data.table import LesionTable
     from dermstack.outputs.predict import predict_run

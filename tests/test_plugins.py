@@ -45,6 +45,7 @@ def dermstack(plugin: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dermstack.cli", *map(str, args)], env=env, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_the_example_plugin_lists_runs_saves_predicts_and_is_noted_in_the_report(plugin, tmp_path):
     listed = dermstack(plugin, "kinds")
     assert listed.returncode == 0, listed.stderr

@@ -11,49 +11,16 @@ from dermstack.data.table import LesionTable
 from dermstack.features.featureset import FeatureSet
 from dermstack.features.transform import FeatureTransform
 from dermstack.outputs.predict import predict_run
-from dermstack.run import Run
-from extract_fixtures import TEST_MODEL
 from lesion_tables import assert_features_equal
-
-CONFIG = """
-[data]
-format = "synthetic-isic2024"
-lesions = 400
-test_lesions = 30
-positive_rate = 0.08
-image_size = 32
-
-[cv]
-n_splits = 3
-
-[extract]
-backbones = ["{model}"]
-image_size = 32
-pca_components = 4
-weights = {{ {model} = "{weights}" }}
-
-[features]
-metadata = true
-engineered = true
-patient = true
-embedding = true
-
-[[models]]
-kind = "lightgbm"
-seeds = [0]
-params = {{ n_estimators = 30, threads = 1 }}
-
-[report]
-enabled = false
-"""
+from tiny_runs import booster, embedded
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, test_weights):
-    root = tmp_path_factory.mktemp("run")
-    (root / "config.toml").write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights))
-    Run(RunConfig.from_toml(root / "config.toml"), root / "out").execute()
-    return root / "out"
+def run_dir(tiny, test_weights):
+    return tiny.run(data={"lesions": 400, "test_lesions": 30, "positive_rate": 0.08, "image_size": 32},
+                    extract=embedded(test_weights),
+                    features={"metadata": True, "engineered": True, "patient": True, "embedding": True},
+                    models=[booster("lightgbm", 30, seeds=[0])], report={"enabled": False})
 
 
 def test_run_writes_the_fitted_transform_beside_the_features(run_dir):

@@ -12,16 +12,23 @@ from pydantic import Strict, ValidationInfo, field_validator, model_validator
 from dermstack.config.problems import problem, schema, validate
 from dermstack.config.sections import SamplingConfig
 from dermstack.config.types import FEATURE_GROUPS, Backbone, ModelName, PosInt, Seeds, Str, one_of
-from dermstack.registry import kind_names, model_kind, model_kinds
+from dermstack.registry import kind_names, model_kind, model_kinds, plugin_problems
 
 CNNImageSize = Annotated[int, Strict(), Ge(16)]
 #: [[models]] keys that only some kinds read (``ModelKind.model_keys``)
 KIND_KEYS = ("backbone", "epochs", "image_size")
+#: the kind of a ``[[models]]`` entry that names none
+DEFAULT_KIND = "lightgbm"
+
+
+def _left_out() -> str:
+    """What an unknown kind's message adds: the installed plugins that could not be loaded, and why."""
+    return "".join(f"; {plugin} was left out: {why}" for plugin, why in plugin_problems().items())
 
 
 @schema("[[models]]")
 class ModelConfig:
-    kind: one_of("model kind", kind_names) = "lightgbm"
+    kind: one_of("model kind", kind_names, note=_left_out) = DEFAULT_KIND
     name: ModelName | None = None
     seeds: Seeds = field(default_factory=lambda: [0])
     params: dict[Str, Any] = field(default_factory=dict)

@@ -9,7 +9,7 @@ from typing import Any
 
 import tomli_w
 
-from dermstack.config.modelconfig import ModelConfig, default_models
+from dermstack.config.modelconfig import DEFAULT_KIND, ModelConfig, default_models
 from dermstack.config.problems import lines, schema, show, unknown, validate
 from dermstack.config.sections import CVConfig, DataConfig, EnsembleConfig, ExtractConfig, FeaturesConfig, ReportConfig
 from dermstack.errors import ConfigError
@@ -53,7 +53,7 @@ class RunConfig:
                 for i, entry in enumerate(value):
                     model, items = validate(ModelConfig, entry)
                     sections[name].append(model)
-                    label = (entry.get("name") or entry.get("kind", "lightgbm")) if isinstance(entry, dict) else "?"
+                    label = (entry.get("name") or entry.get("kind", DEFAULT_KIND)) if isinstance(entry, dict) else "?"
                     problems += lines(f"[[models]] #{i + 1} ({label})", items)
         if not problems:
             cfg = cls(**sections)
