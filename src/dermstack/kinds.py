@@ -1,5 +1,5 @@
 """`dermstack kinds`: every registered model kind and ensemble method, its parameters and defaults
-(like ``timm.list_models``); :func:`markdown` writes the same listing for the README."""
+(like ``timm.list_models``); :func:`markdown` writes the same listing for the docs site's model kinds page."""
 from __future__ import annotations
 
 import re
@@ -10,12 +10,9 @@ import click
 from dermstack.errors import PluginError
 from dermstack.registry import PLUGINS, ensemble_methods, method_names, model_kinds, origin, plugin_problems
 
-#: the README's generated [[models]] reference lies between these lines (checked by tests/test_kinds.py)
-BEGIN, END = "<!-- dermstack kinds: begin -->", "<!-- dermstack kinds: end -->"
-
 
 def param_rows(schema: type) -> list[tuple[str, str, str]]:
-    """(name, type, default) of each field of a params schema, for `dermstack kinds` and the README."""
+    """(name, type, default) of each field of a params schema, for `dermstack kinds` and the docs' model kinds page."""
     out = []
     for f in fields(schema):
         default = f.default_factory() if f.default_factory is not MISSING else f.default
@@ -43,10 +40,9 @@ def _readable_type(text: str) -> str:
     return text
 
 
-def markdown(plugins: bool = True) -> str:
-    """The model kinds and ensemble methods as README Markdown: one table of parameters per kind
-    (``plugins=False``: dermstack's own only, the README's listing)."""
-    kinds = [k for k in model_kinds().values() if plugins or origin(k.name) in PLUGINS]
+def markdown() -> str:
+    """The model kinds and ensemble methods (an installed plugin's too) as Markdown: one table of parameters per kind."""
+    kinds = list(model_kinds().values())
     out = ["Model kinds (`[[models]] kind`):", ""]
     for k in kinds:
         out += [f"- **`{k.name}`**: {k.description}."]
@@ -57,12 +53,12 @@ def markdown(plugins: bool = True) -> str:
             "methods marked *auto* by nested CV, `none` keeps the first model):", ""]
     methods = ensemble_methods()
     out += [f"- **`{m}`**: {methods[m].description}{' (*auto*)' if methods[m].auto_candidate else ''}."
-            for m in method_names() if m in methods and (plugins or origin(m) in PLUGINS)]
+            for m in method_names() if m in methods]
     return "\n".join(out) + "\n"
 
 
 @click.command("kinds")
-@click.option("--markdown", "as_markdown", is_flag=True, help="The README's Markdown listing.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="The listing as Markdown (the docs site's model kinds page).")
 def kinds_command(as_markdown: bool) -> None:
     """List every registered model kind and ensemble method (installed plugins' too) with its parameters
     and defaults; a plugin that could not be loaded is named after the listing (exit status 2)."""
