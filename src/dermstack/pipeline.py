@@ -39,6 +39,7 @@ from dermstack.rundir import (
     recorded_models,
     records_of,
 )
+from dermstack.saved import GROUP_SOURCE
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -332,8 +333,6 @@ def fit_with_group(model: ModelConfig, source: str, group: str, fold_features, t
     """``model`` again with the feature group ``group`` that the saved model ``source`` gives: named
     ``<model>+<source>``, cross-validated by its own kind, fold k trained, validated and scoring test
     rows on ``fold_features(k)`` (``needs`` names ``source``, whose saved model gives new rows the group)."""
-    from dermstack.saved import GROUP_SOURCE
-
     groups = None if model.features is None else list(model.features) + ([] if group in model.features else [group])
     named = dataclasses.replace(model, name=f"{model.label}+{source}", features=groups)
     # the fold feature sets are built here, not from the run directory's files: the fits run in this process
