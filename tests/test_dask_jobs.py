@@ -28,8 +28,8 @@ from dermstack.jobs import DaskJobs, connect_jobs
 from dermstack.linear import cross_validate_linear
 from dermstack.run import Run
 from ensembles_toy import setup, tiny_cnn
-from extract_fixtures import TEST_MODEL
-from test_run_predict import CONFIG
+from test_run_predict import whole_run
+from tiny_runs import TinyRuns
 
 distributed = pytest.importorskip("distributed")
 
@@ -130,8 +130,7 @@ def test_an_unreachable_scheduler_is_refused_before_ingest(tmp_path):
 
 
 def test_a_run_fits_its_models_on_the_cluster_and_records_where(jobs, tmp_path, test_weights):
-    config = tmp_path / "config.toml"
-    config.write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights))
+    config = TinyRuns.write(tmp_path / "config.toml", **whole_run(test_weights))
     out = tmp_path / "out"
     Run(RunConfig.from_toml(config), out).execute()
     local = pl.read_parquet(out / "models" / "lightgbm" / "oof.parquet")

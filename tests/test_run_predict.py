@@ -15,12 +15,16 @@ from lesion_tables import assert_features_equal
 from tiny_runs import booster, embedded
 
 
+def whole_run(weights) -> dict:
+    """400 synthetic lesions with embeddings of the test backbone, every feature group, one LightGBM."""
+    return {"data": {"lesions": 400, "test_lesions": 30, "positive_rate": 0.08, "image_size": 32}, "extract": embedded(weights),
+            "features": {"metadata": True, "engineered": True, "patient": True, "embedding": True},
+            "models": [booster("lightgbm", 30, seeds=[0])], "report": {"enabled": False}}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tiny, test_weights):
-    return tiny.run(data={"lesions": 400, "test_lesions": 30, "positive_rate": 0.08, "image_size": 32},
-                    extract=embedded(test_weights),
-                    features={"metadata": True, "engineered": True, "patient": True, "embedding": True},
-                    models=[booster("lightgbm", 30, seeds=[0])], report={"enabled": False})
+    return tiny.run(**whole_run(test_weights))
 
 
 def test_run_writes_the_fitted_transform_beside_the_features(run_dir):
