@@ -259,14 +259,11 @@ class EnsembleMethod:
 
 def register(entry: ModelKind | EnsembleMethod) -> ModelKind | EnsembleMethod:
     """Add a model kind or an ensemble method to the registry, after checking what it declares; a name
-    may be registered once. Kinds call it from their own module (listed in :data:`PLUGINS`).
+    may be registered once. Kinds call it from their own module (listed in :data:`PLUGINS`); e.g. the
+    linear probe (:mod:`dermstack.linear.kind`)::
 
-    Example (the linear probe, :mod:`dermstack.linear.kind`)::
-
-        register(ModelKind(
-            "logistic", "logistic regression on the standardised full embeddings plus table features",
-            LinearParams, _cross_validate, SavedLinear, explain_design_model,
-            reads=("ingest", "folds", "features", "extract"), config_keys=("extract.backbones",)))
+        register(ModelKind("logistic", "logistic regression on the full embeddings plus table features", LinearParams,
+                           _cross_validate, SavedLinear, explain_design_model, reads=("ingest", "folds", "features", "extract")))
     """
     return _register(entry, sys._getframe(1).f_globals.get("__name__", "?"))
 
