@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 from annotated_types import Ge, Interval, Le
-from pydantic import Strict, model_validator
+from pydantic import AllowInfNan, Strict, model_validator
 
+from dermstack.config.limits import Batch, Components, Folds, ImageSide, Lesions, Processes, SomeLesions, Threads
 from dermstack.config.problems import problem, schema
 from dermstack.config.types import (
     MAX_REPEATS,
@@ -22,7 +23,6 @@ from dermstack.config.types import (
     Bool,
     Device,
     Fraction,
-    NonNegInt,
     PosInt,
     Precision,
     SchedulerAddress,
@@ -45,10 +45,10 @@ class DataConfig:
     #: binary: "malignant" or one diagnosis code vs the rest
     target: Str = "malignant"
     #: synthetic-isic2024 only
-    lesions: PosInt = 20_000
-    test_lesions: NonNegInt = 100
+    lesions: Lesions = 20_000
+    test_lesions: SomeLesions = 100
     positive_rate: Fraction = 0.001
-    image_size: Annotated[int, Strict(), Ge(8)] = 64
+    image_size: ImageSide = 64
     seed: Seed = 0
     strict: Bool = False
     #: the metadata CSVs' text encoding when not UTF-8 (e.g. "cp1252"); unset: UTF-8, anything else an error
@@ -57,7 +57,7 @@ class DataConfig:
 
 @schema("[cv]")
 class CVConfig:
-    n_splits: Annotated[int, Strict(), Ge(2)] = 5
+    n_splits: Folds = 5
     seed: Seed = 42
     #: the grouped CV N times, fold seeds seed, seed + 1, ...: every model refitted on each FoldPlan
     #: (RUN_DIR/repeats/<r>/), metrics.json ``repeats`` = mean and std of each model's primary metric
@@ -65,6 +65,8 @@ class CVConfig:
     #: Dask scheduler address: each fold x seed job of every model is a task on that cluster, its
     #: workers reading the run directory (default: $DERMSTACK_DASK_ADDRESS, else in this process)
     dask_address: SchedulerAddress | None = None
+    #: seconds a Dask cluster without a worker is waited for (said at once), then an error naming the scheduler
+    dask_wait: Annotated[float, Strict(), AllowInfNan(False), Interval(ge=0, le=86_400)] = 120.0
     #: a published split: CSV or parquet with `fold` keyed by image_id, lesion_id or patient_id
     #: (dermstack.data.folds.FoldPlan.from_file); n_splits and seed are then unused
     folds: Str | None = None
@@ -87,15 +89,15 @@ class ExtractSettings:
     maps backbone -> local file. ``None`` for batch_size, workers, streams and threads means "what is
     fastest on the device" (dermstack.extract.settings.resolve_parallelism; benchmarks/extract_throughput.py)."""
 
-    image_size: Annotated[int, Strict(), Ge(8)] | None = None
+    image_size: ImageSide | None = None
     #: images per forward pass (per stream); None: 8 on CPU, 64 on a GPU
-    batch_size: PosInt | None = None
+    batch_size: Batch | None = None
     #: DataLoader processes decoding images; None: 0 on CPU (each stream decodes its own batches), else up to 8
-    workers: NonNegInt | None = None
+    workers: Processes | None = None
     #: model replicas run side by side in threads, sharing the weights; None: one per core up to 4 on CPU, 1 on a GPU
-    streams: PosInt | None = None
+    streams: Threads | None = None
     #: torch threads per stream on CPU; None: cores / streams
-    threads: PosInt | None = None
+    threads: Threads | None = None
     device: Device = "auto"
     precision: Precision = "auto"
     tta: list[one_of("TTA mode", TTA_MODES)] = field(default_factory=list)
@@ -114,7 +116,8 @@ class ExtractConfig(ExtractSettings):
     """``[extract]``: the backbones to embed with, how (ExtractSettings), and the PCA the run joins."""
 
     backbones: list[Backbone] = field(default_factory=list)
-    pca_components: PosInt = 32
+    #: at most this many per backbone (and view); fewer when the training rows or the embedding's dimensions are fewer
+    pca_components: Components = 32
 
 
 @schema("[features]")
@@ -128,7 +131,7 @@ class FeaturesConfig:
     segmentation: one_of("segmentation", SEGMENTATION_MODES) = "auto"
     #: drop a metadata column whose missingness alone separates the classes (ROC-AUC of is-null)
     missingness_leak_auc: Annotated[float, Strict(), Interval(ge=0.5, le=1)] = 0.65
-    workers: NonNegInt = 2
+    workers: Processes = 2
 
 
 @schema("[[models]] sampling", frozen=True)
