@@ -526,10 +526,10 @@ def test_a_changed_output_is_refused_unless_the_stage_resumes_it(tmp_path, case,
 
 
 # -- sizes only the data decides: said before the allocation ------------------------------------------
-def test_the_readme_lists_every_limit():
+def test_the_docs_list_every_limit():
     from dermstack.config.limits import LIMITS
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "bad-input.md").read_text()
     for limit in LIMITS.values():
         assert f"| {limit.most:,} {limit.counts} | {limit.keys} |" in text, limit
 

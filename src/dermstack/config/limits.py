@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from annotated_types import Ge
-from pydantic import AfterValidator, Strict
+from pydantic import Strict
 
 from dermstack.config.problems import fail
 from dermstack.errors import ConfigError
@@ -50,14 +50,26 @@ LIMITS: dict[str, Limit] = {
 }
 
 
-def _at_most(name: str):
-    limit = LIMITS[name]
+@dataclass(frozen=True)
+class AtMost:
+    """The upper bound of a bounded type: a pydantic validator whose message names the limit, and
+    metadata the configuration reference reads (``int ≥ 1, ≤ 100000``)."""
 
-    def check(value: int) -> int:
-        if value > limit.most:
-            raise fail(f"at most {limit.most:,} {limit.counts} (README: Limits)")
+    limit: str
+
+    @property
+    def most(self) -> int:
+        return LIMITS[self.limit].most
+
+    def check(self, value: int) -> int:
+        if value > self.most:
+            raise fail(f"at most {self.most:,} {LIMITS[self.limit].counts} (docs: Limits)")
         return value
-    return AfterValidator(check)
+
+    def __get_pydantic_core_schema__(self, source, handler):
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
 
 
 #: how `dermstack kinds` shows each bounded type (``Rounds`` -> ``int 1..100000``)
@@ -65,8 +77,8 @@ TYPE_TEXT: dict[str, str] = {}
 
 
 def _bounded(type_name: str, limit: str, low: int):
-    TYPE_TEXT[type_name] = f"int {low}..{LIMITS[limit].most}"
-    return Annotated[int, Strict(), Ge(low), _at_most(limit)]
+    TYPE_TEXT[type_name] = f"int ≥ {low}, ≤ {LIMITS[limit].most}"
+    return Annotated[int, Strict(), Ge(low), AtMost(limit)]
 
 
 ImageSide = _bounded("ImageSide", "ImageSide", 8)

@@ -67,7 +67,7 @@ class FoldPlan:
     def make(cls, table: LesionTable, n_splits: int = 5, seed: int = 42, task: str = TaskKind.BINARY) -> FoldPlan:
         """StratifiedGroupKFold by patient (by lesion where no patient id, by image as the last resort)."""
         if not 2 <= n_splits <= most("Folds"):
-            raise ConfigError(f"n_splits = {n_splits}: from 2 to {most('Folds')} folds (README: Limits)")
+            raise ConfigError(f"n_splits = {n_splits}: from 2 to {most('Folds')} folds (docs: Limits)")
         df = table.train
         if df.height == 0:
             raise DataError("no training rows to split")
@@ -122,7 +122,7 @@ class FoldPlan:
         labels = sorted(rows["fold"].unique().to_list())
         if len(labels) > most("Folds"):
             raise DataError(f"the fold file has {len(labels)} folds for {df.height} training rows; at most {most('Folds')} "
-                            "(README: Limits): each fold is a fit of every model and seed", file=str(path), column="fold")
+                            "(docs: Limits): each fold is a fit of every model and seed", file=str(path), column="fold")
         for col in ("patient_id", "lesion_id"):  # one patient's or lesion's images in one fold, or the folds leak
             split = (rows.filter(pl.col(col).is_not_null()).group_by(col).agg(pl.col("fold").unique().sort())
                      .filter(pl.col("fold").list.len() > 1).sort(col))

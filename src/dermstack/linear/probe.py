@@ -63,7 +63,7 @@ def _c_grid(value: object) -> tuple[float, ...]:
     if not grid or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in grid):
         raise fail("must be a positive number or a non-empty list of them")
     if len(grid) > most("Grid"):
-        raise fail(f"at most {most('Grid')} values in a grid (README: Limits): each value is a fit per inner fold")
+        raise fail(f"at most {most('Grid')} values in a grid (docs: Limits): each value is a fit per inner fold")
     return tuple(sorted(float(c) for c in grid))
 
 
