@@ -105,7 +105,8 @@ def sensitivity_threshold(y, s, target: float, delta: float) -> dict:
 
     >>> y = np.r_[np.ones(100), np.zeros(100)]; s = np.r_[np.linspace(0.5, 1, 100), np.linspace(0, 0.6, 100)]
     >>> r = sensitivity_threshold(y, s, 0.8, 0.05)
-    >>> r["sensitivity"], r["guaranteed"]["k"], r["guaranteed"]["sensitivity"]
+    >>> g = r["guaranteed"]
+    >>> r["sensitivity"], g["k"], g["sensitivity"]
     (0.8, 14, 0.87)
     """
     y, s = binary_inputs(y, s)

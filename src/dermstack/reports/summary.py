@@ -266,8 +266,9 @@ def _render_guarantee(h: dict) -> str:
     title = f"<h3>Sensitivity with a guarantee (probability &ge; {1 - g['delta']:g}, delta {g['delta']:g})</h3>"
     if "classes" in g:
         per = ", ".join(f"{r['with']} of {g['classes']} classes at sensitivity {r['target']:g}" for r in g["per_target"])
-        return (title + f"<p>one-vs-rest thresholds with the guarantee: {esc(per)} (the others have too few positives; "
-                "see Clinical operating points)</p>")
+        short = any(r["with"] < g["classes"] for r in g["per_target"])
+        return (title + f"<p>one-vs-rest thresholds with the guarantee: {esc(per)}"
+                f"{' (the others have too few positives)' if short else ''}; per class in Clinical operating points</p>")
 
     def num(v) -> str:
         return f"{v:.3f}" if _finite(v) else "n/a"
