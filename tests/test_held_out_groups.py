@@ -261,3 +261,18 @@ def test_a_run_holds_out_each_site_and_reports_it(tmp_path, capsys):
     h = json.loads((out / "metrics.json").read_text())["held_out_groups"]
     assert not h["leave_one_group_out"] and sorted(g["group"] for g in h["groups"]) == sites
     assert sorted({g["fold"] for g in h["groups"]}) == [0, 1]
+
+
+def test_many_groups_get_values_without_intervals(monkeypatch):
+    import dermstack.clinical_report as report
+
+    monkeypatch.setattr(report, "MAX_GROUP_INTERVALS", 3)
+    t = lesion_table(sites_table().to_dict(as_series=False))
+    task = TaskSpec.from_table(t, "binary")
+    s = task.y * 0.5 + np.random.default_rng(0).random(len(task.y))
+    h = clinical_metrics(t, task, {"a": s}, "a", FoldPlan.make(t, n_splits=2, group="site"), n_boot=30)["held_out_groups"]
+    assert h["n_boot"] == 0 and "4 groups: figures without intervals" in h["note"]
+    g = h["groups"][0]
+    rows = FoldPlan.make(t, n_splits=2, group="site").held_out_groups(task.image_ids) == g["group"]
+    assert g["models"]["a"]["roc_auc"] == {"value": pytest.approx(clinical.metric_bootstrap(
+        task.y[rows], s[rows], np.arange(rows.sum()), "roc_auc", 1, 0)["value"]), "ci95": [None, None]}

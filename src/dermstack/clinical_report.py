@@ -22,7 +22,7 @@ from dermstack.clinical.operating import rates, specificity_threshold
 from dermstack.data.folds import FoldPlan
 from dermstack.data.groups import SMALL_POSITIVES, SMALL_ROWS
 from dermstack.data.table import LesionTable
-from dermstack.metrics import ROC_AUC_METRIC
+from dermstack.metrics import ROC_AUC_METRIC, evaluate
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,10 @@ def held_out_groups(task: TaskSpec, scores: dict[str, np.ndarray], final: str, p
         entry["models"] = {}
         for name, s in scores.items():
             entry["models"][name] = {}
+            if not boot:  # too many groups for intervals: the values alone
+                values = evaluate(task.kind, y, s[rows])
+                entry["models"][name] = {m: {"value": values[m], "ci95": [None, None]} for m in metrics}
+                continue
             for m in metrics:
                 b = clinical.metric_bootstrap(y, s[rows], units[rows], m, boot, seed)
                 entry["models"][name][m] = {"value": b["value"], "ci95": [b["ci_low"], b["ci_high"]]}
