@@ -263,7 +263,8 @@ def _render_guarantee(h: dict) -> str:
     g = h.get("guarantee")
     if not g:
         return ""
-    title = f"<h3>Sensitivity with a guarantee (probability &ge; {1 - g['delta']:g}, delta {g['delta']:g})</h3>"
+    source = f", from {g['n_pos']} positives" if "n_pos" in g else ""
+    title = f"<h3>Sensitivity with a guarantee (probability &ge; {1 - g['delta']:g}, delta {g['delta']:g}{source})</h3>"
     if "classes" in g:
         per = ", ".join(f"{r['with']} of {g['classes']} classes at sensitivity {r['target']:g}" for r in g["per_target"])
         short = any(r["with"] < g["classes"] for r in g["per_target"])
@@ -277,8 +278,7 @@ def _render_guarantee(h: dict) -> str:
              "guaranteed threshold (OOF sens., spec.)": (f"{r['guaranteed']:.4g} ({num(r['sensitivity_g'])}, {num(r['specificity_g'])})"
                                                          if _finite(r["guaranteed"]) else "undefined: too few positives")}
             for r in g["rows"]]
-    note = f'<p class="note">binomial order statistic of the {g["n_pos"]} positives&rsquo; out-of-fold scores</p>'
-    return title + table(pl.DataFrame(rows), collapse=None) + note
+    return title + table(pl.DataFrame(rows), collapse=None)
 
 
 def _render_held_out(h: dict) -> str:
