@@ -250,7 +250,7 @@ def test_a_run_holds_out_each_site_and_reports_it(tmp_path, capsys):
     build_report(out, out / "report", shap_sample=50)
     page = (out / "report" / "index.html").read_text()
     assert 'id="held-out"' in page and "Held-out groups: attribution (4 groups, one held out per fold)" in page
-    assert "Sensitivity with a guarantee (probability &ge; 0.9, delta 0.1, from " in page
+    assert "Sensitivity with a guarantee (P &ge; 0.9, delta 0.1, " in page
 
     (tmp_path / "run.toml").write_text(RUN.format(data=tmp_path / "data", cv="n_splits = 2"))
     before = json.loads((out / "stages" / "model-lightgbm.json").read_text())["finished"]

@@ -263,8 +263,8 @@ def _render_guarantee(h: dict) -> str:
     g = h.get("guarantee")
     if not g:
         return ""
-    source = f", from {g['n_pos']} positives" if "n_pos" in g else ""
-    title = f"<h3>Sensitivity with a guarantee (probability &ge; {1 - g['delta']:g}, delta {g['delta']:g}{source})</h3>"
+    source = f", {g['n_pos']} positives" if "n_pos" in g else ""
+    title = f"<h3>Sensitivity with a guarantee (P &ge; {1 - g['delta']:g}, delta {g['delta']:g}{source})</h3>"
     if "classes" in g:
         per = ", ".join(f"{r['with']} of {g['classes']} classes at sensitivity {r['target']:g}" for r in g["per_target"])
         short = any(r["with"] < g["classes"] for r in g["per_target"])
