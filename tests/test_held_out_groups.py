@@ -252,7 +252,7 @@ def test_a_run_holds_out_each_site_and_reports_it(tmp_path, capsys):
     assert 'id="held-out"' in page and "Held-out groups: attribution (4 groups, one held out per fold)" in page
     assert "Sensitivity with a guarantee (P &ge; 0.9, delta 0.1, " in page
 
-    (tmp_path / "run.toml").write_text(RUN.format(data=tmp_path / "data", cv="n_splits = 2"))
+    (tmp_path / "run.toml").write_text(RUN.format(data=tmp_path / "data", cv="n_splits = 2\nrepeats = 2"))
     before = json.loads((out / "stages" / "model-lightgbm.json").read_text())["finished"]
     Run(RunConfig.from_toml(tmp_path / "run.toml"), out).execute()
     plan = FoldPlan.read(out / "folds.parquet")
@@ -261,6 +261,9 @@ def test_a_run_holds_out_each_site_and_reports_it(tmp_path, capsys):
     h = json.loads((out / "metrics.json").read_text())["held_out_groups"]
     assert not h["leave_one_group_out"] and sorted(g["group"] for g in h["groups"]) == sites
     assert sorted({g["fold"] for g in h["groups"]}) == [0, 1]
+    child = FoldPlan.read(out / "repeats" / "1" / "folds.parquet")  # a repeat: new fold seed, sites still whole
+    assert child.seed == plan.seed + 1 and child.grouping["column"] == "attribution"
+    assert (child.folds.group_by(CV_GROUP).agg(pl.col("fold").n_unique())["fold"] == 1).all()
 
 
 def test_many_groups_get_values_without_intervals(monkeypatch):
@@ -276,3 +279,17 @@ def test_many_groups_get_values_without_intervals(monkeypatch):
     rows = FoldPlan.make(t, n_splits=2, group="site").held_out_groups(task.image_ids) == g["group"]
     assert g["models"]["a"]["roc_auc"] == {"value": pytest.approx(clinical.metric_bootstrap(
         task.y[rows], s[rows], np.arange(rows.sum()), "roc_auc", 1, 0)["value"]), "ci95": [None, None]}
+
+
+def test_multiclass_held_out_groups_use_macro_metrics_and_class_counts():
+    df = sites_table().with_columns(label=pl.Series([["nv", "mel", "bcc"][i % 3] for i in range(72)]))
+    t = lesion_table(df.to_dict(as_series=False))
+    task = TaskSpec.from_table(t, "multiclass")
+    s = np.random.default_rng(2).dirichlet(np.ones(3), len(task.y)) + np.eye(3)[task.y] * 0.3
+    out = clinical_metrics(t, task, {"m": s}, "m", FoldPlan.make(t, task="multiclass", group="site",
+                                                                 leave_one_group_out=True), n_boot=20)
+    h = out["held_out_groups"]
+    assert h["metrics"] == ["macro_f1", "macro_roc_auc"] and len(h["groups"]) == 4
+    g = h["groups"][0]
+    assert g["n_positive"] is None and g["classes"] == {c: 6 for c in task.classes} and "at_thresholds" not in g
+    assert g["models"]["m"]["macro_f1"]["value"] is not None and len(g["models"]["m"]["macro_roc_auc"]["ci95"]) == 2
