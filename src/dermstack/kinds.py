@@ -2,9 +2,18 @@
 (like ``timm.list_models``); :func:`markdown` writes the same listing for the docs site's model kinds page."""
 from __future__ import annotations
 
+import re
+
 import click
 
+from dermstack.config.limits import TYPE_TEXT
 from dermstack.registry import ensemble_methods, method_names, model_kinds, param_rows
+
+
+def rows(schema: type) -> list[tuple[str, str, str]]:
+    """:func:`dermstack.registry.param_rows` with each bounded type shown as its range (``Rounds`` -> ``int 1..100000``)."""
+    names = re.compile(r"\b(" + "|".join(TYPE_TEXT) + r")\b")
+    return [(name, names.sub(lambda m: TYPE_TEXT[m.group(1)], kind), default) for name, kind, default in param_rows(schema)]
 
 
 def markdown() -> str:
@@ -14,7 +23,7 @@ def markdown() -> str:
         out += [f"- **`{k.name}`**: {k.description}."]
     for k in model_kinds().values():
         out += ["", f"`kind = \"{k.name}\"` params:", "", "| param | type | default |", "|---|---|---|"]
-        out += ["| " + " | ".join(f"`{v}`".replace("|", r"\|") for v in row) + " |" for row in param_rows(k.params)]
+        out += ["| " + " | ".join(f"`{v}`".replace("|", r"\|") for v in row) + " |" for row in rows(k.params)]
     out += ["", "Ensemble methods (`[ensemble] method`; `auto` picks the best of the best member and the "
             "methods marked *auto* by nested CV, `none` keeps the first model):", ""]
     methods = ensemble_methods()
@@ -32,7 +41,7 @@ def kinds_command(as_markdown: bool) -> None:
         return
     for k in model_kinds().values():
         click.echo(f"{k.name}: {k.description}")
-        for name, kind, default in param_rows(k.params):
+        for name, kind, default in rows(k.params):
             click.echo(f"    {name} ({kind}) = {default}")
     click.echo("ensemble methods ([ensemble] method):")
     methods = ensemble_methods()

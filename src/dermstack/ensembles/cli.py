@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from dermstack.atomic import parquet_out, read_json, write_parquet
+from dermstack.atomic import out_file, parquet_out, read_json, write_parquet
 from dermstack.config import MAX_SEED
+from dermstack.config.limits import option
 from dermstack.ensembles.submission import FORMATS
 from dermstack.taskkind import TaskKind
 
@@ -43,8 +44,8 @@ def _print_metrics(name: str, metrics: dict) -> None:
 @click.option("--target", default="malignant", show_default=True)
 @click.option("--name", default="cnn", show_default=True)
 @click.option("--backbone", default=None, help="timm model name (default efficientnet_lite0).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None)
-@click.option("--image-size", type=click.IntRange(min=16), default=None)
+@click.option("--epochs", type=option("Epochs"), default=None)
+@click.option("--image-size", type=option("ImageSide", 16), default=None)
 @click.option("--seed", "seeds", type=click.IntRange(0, MAX_SEED), multiple=True, default=(0,), show_default=True)
 @click.option("--param", "params", multiple=True, help="Extra CNN setting KEY=JSON_VALUE, e.g. lr=0.0003.")
 @click.option("--nested", is_flag=True, help="Also train the pair CNNs whose scores stacked boosters use.")
@@ -146,7 +147,7 @@ def predict_command(run_dir: Path, data: Path, out: Path, strict: bool, allow_mi
 @click.command("submit")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), required=True)
-@click.option("--out", type=_path, required=True, help="Submission CSV to write.")
+@click.option("--out", type=_path, required=True, callback=out_file, help="Submission CSV to write.")
 @click.option("--sample", type=_existing, default=None, help="The competition's sample submission to match.")
 @click.option("--predictions", type=_existing, default=None,
               help="Predictions parquet from `dermstack predict` (default: the saved model's test predictions).")
