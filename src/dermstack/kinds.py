@@ -7,6 +7,7 @@ from dataclasses import MISSING, fields
 
 import click
 
+from dermstack.config.limits import TYPE_TEXT
 from dermstack.errors import PluginError
 from dermstack.registry import PLUGINS, ensemble_methods, method_names, model_kinds, origin, plugin_problems
 
@@ -40,6 +41,12 @@ def _readable_type(text: str) -> str:
     return text
 
 
+def rows(schema: type) -> list[tuple[str, str, str]]:
+    """``param_rows`` with each bounded type shown as its range (``Rounds`` -> ``int 1..100000``)."""
+    names = re.compile(r"\b(" + "|".join(TYPE_TEXT) + r")\b")
+    return [(name, names.sub(lambda m: TYPE_TEXT[m.group(1)], kind), default) for name, kind, default in param_rows(schema)]
+
+
 def markdown() -> str:
     """The model kinds and ensemble methods (an installed plugin's too) as Markdown: one table of parameters per kind."""
     kinds = list(model_kinds().values())
@@ -48,7 +55,7 @@ def markdown() -> str:
         out += [f"- **`{k.name}`**: {k.description}."]
     for k in kinds:
         out += ["", f"`kind = \"{k.name}\"` params:", "", "| param | type | default |", "|---|---|---|"]
-        out += ["| " + " | ".join(f"`{v}`".replace("|", r"\|") for v in row) + " |" for row in param_rows(k.params)]
+        out += ["| " + " | ".join(f"`{v}`".replace("|", r"\|") for v in row) + " |" for row in rows(k.params)]
     out += ["", "Ensemble methods (`[ensemble] method`; `auto` picks the best of the best member and the "
             "methods marked *auto* by nested CV, `none` keeps the first model):", ""]
     methods = ensemble_methods()
@@ -75,7 +82,7 @@ def _listing() -> None:
     for k in model_kinds().values():
         where = "" if origin(k.name) in PLUGINS else f" [{origin(k.name)}]"
         click.echo(f"{k.name}: {k.description}{where}")
-        for name, kind, default in param_rows(k.params):
+        for name, kind, default in rows(k.params):
             click.echo(f"    {name} ({kind}) = {default}")
     click.echo("ensemble methods ([ensemble] method):")
     methods = ensemble_methods()

@@ -20,7 +20,7 @@ from dermstack.atomic import read_json, write_text
 from dermstack.config import ModelConfig, RunConfig, default_models
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
-from dermstack.errors import ConfigError, DermstackError
+from dermstack.errors import ConfigError, DermstackError, why_missing
 from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
 from dermstack.outputs.final import write_outputs
 from dermstack.predictions import ModelResult
@@ -72,12 +72,12 @@ class Pipeline:
             raise ConfigError(f"[data] path is required for format {cfg.data.format!r}")
         if cfg.data.path:
             cfg.data.path = str(resolve_data_path(cfg.data.path, config_dir))
-            if not Path(cfg.data.path).exists():  # before anything is written into the run directory
-                raise ConfigError(f"[data] path = {cfg.data.path!r}: no such file or folder")
+            if why := why_missing(cfg.data.path):  # before anything is written into the run directory
+                raise ConfigError(f"[data] path = {cfg.data.path!r}: {why}")
         if cfg.cv.folds:
             cfg.cv.folds = str(resolve_data_path(cfg.cv.folds, config_dir))
-            if not Path(cfg.cv.folds).is_file():
-                raise ConfigError(f"[cv] folds = {cfg.cv.folds!r}: no such file")
+            if why := why_missing(cfg.cv.folds) or (None if Path(cfg.cv.folds).is_file() else "a folder, not a file"):
+                raise ConfigError(f"[cv] folds = {cfg.cv.folds!r}: {why}")
         self.paths = RunPaths(Path(run_dir))
         self.force = force
         self.flat = flat_config(cfg.to_dict())
@@ -140,13 +140,17 @@ class Pipeline:
 
     def folds(self, table: LesionTable) -> FoldPlan:
         p, cv = self.paths, self.cfg.cv
+        grouping = ("cv.group", "cv.leave_one_group_out", "data.task", "data.target")
         if cv.folds:  # a published split: the file is an input, so a changed file re-runs this stage and all after it
             source = Path(cv.folds)
-            keys, inputs = self.keys("cv.folds", "data.task", "data.target"), [p.lesions, source]
-            make, record = (lambda: FoldPlan.from_file(table, source)), {"fold_file": {"file": str(source), "sha256": file_digest(source)}}
+            keys, inputs = self.keys("cv.folds", *grouping), [p.lesions, source]
+            make, record = ((lambda: FoldPlan.from_file(table, source, group=cv.group)),
+                            {"fold_file": {"file": str(source), "sha256": file_digest(source)}})
         else:
-            keys, inputs = self.keys("cv.n_splits", "cv.seed", "data.task", "data.target"), [p.lesions]
-            make, record = (lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task)), None
+            # leave-one-group-out folds use neither n_splits nor seed: changing them re-runs nothing
+            keys, inputs = self.keys(*(() if cv.leave_one_group_out else ("cv.n_splits", "cv.seed")), *grouping), [p.lesions]
+            make, record = (lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task, cv.group,
+                                                  cv.leave_one_group_out)), None
         self.stage("folds", keys, inputs, [p.folds], ["ingest"], lambda: make().write(p.folds), record)
         plan = FoldPlan.read(p.folds)
         plan.check_matches(table)
@@ -161,7 +165,10 @@ class Pipeline:
         settings = ExtractSettings.from_config(ex)
 
         def work():
-            report = extract_embeddings(table, list(ex.backbones), p.embeddings, settings, strict=self.cfg.data.strict)
+            hint = (f"stage extract of the run in {p.root}: remove it and run again (stage extract embeds every image "
+                    "again), or give the run another --out")
+            report = extract_embeddings(table, list(ex.backbones), p.embeddings, settings, strict=self.cfg.data.strict,
+                                        damaged_hint=hint)
             click.echo(report.summary(), err=True)
 
         # The store is resumable on its own; the stage record only saves re-opening it.
@@ -176,13 +183,18 @@ class Pipeline:
 
         p = self.paths
         inputs = [p.lesions] + ([p.embeddings] if store is not None else [])
+        record: dict = {}
 
         def work():
             fs = build_features(table, self.cfg.features, store, pca_components=self.cfg.extract.pca_components)
             fs.write(p.features)
+            capped = {k: v for k, v in fs.info.get("embedding", {}).items() if "requested" in v}
+            if capped:  # recorded beside features.transform.npz's own record of it
+                record["pca_capped"] = {k: {"components": v["components"], "requested": v["requested"], "by": v["capped_by"]}
+                                        for k, v in capped.items()}
 
         self.stage("features", self.keys("features", "extract.pca_components", "extract.backbones", "data.task", "data.target"),
-                    inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work)
+                    inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work, record)
         return FeatureSet.read(p.features)
 
     def model_stage(self, name: str, keys: dict, depends_on: list[str], fit) -> ModelResult:
@@ -295,7 +307,8 @@ class Pipeline:
         from dermstack.boosting.registry import probe_models
 
         probe_models(self.cfg.models, self.cfg.data.task)  # before anything is read or written
-        self.jobs = connect_jobs(self.cfg.cv.dask_address)  # before ingest: an unreachable scheduler is refused here
+        # before ingest: an unreachable scheduler, or one without workers for [cv] dask_wait, is refused here
+        self.jobs = connect_jobs(self.cfg.cv.dask_address, worker_wait=self.cfg.cv.dask_wait)
         claim_run_dir(p.root)
         with self.jobs, RunLock(p.root):
             table = self.ingest()

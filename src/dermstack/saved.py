@@ -23,7 +23,8 @@ import numpy as np
 import polars as pl
 
 from dermstack.atomic import read_json, write_json
-from dermstack.errors import DataError
+from dermstack.config.types import is_model_name
+from dermstack.errors import DataError, clip
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.provenance import versions
 from dermstack.registry import saved_class, saved_kinds
@@ -46,8 +47,10 @@ def model_spec(name: str, kind: str, task, needs: dict | None = None, **fields) 
 
 def model_folder(directory: str | Path) -> Path:
     """``directory`` made ready for a model's files: never a folder that holds files a model does not
-    write (:func:`dermstack.rundir.claim_dir`), so ``--out`` of a stage command cannot clobber the user's."""
-    d = claim_dir(directory, "model folder", owned=MODEL_FILES)
+    write (:func:`dermstack.rundir.claim_dir`), so ``--out`` of a stage command cannot clobber the user's.
+    That ``--out`` names the models folder above ``directory``: the advice proposes another one."""
+    directory = Path(directory)
+    d = claim_dir(directory, "model folder", owned=MODEL_FILES, suggest=directory.parent / "dermstack-models")
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -74,13 +77,18 @@ def read_spec(directory: str | Path) -> dict:
                         "re-run the run that made it (`dermstack run ... --force`)", file=str(path))
     if saved_class(spec.get("kind")) is None:
         raise DataError(f"unknown model kind {spec.get('kind')!r}; known: {sorted(saved_kinds())}", file=str(path))
+    names = [spec.get("name"), *needed(spec)] if isinstance(spec.get("needs", {}), dict) else [None]
+    if bad := [n for n in names if not is_model_name(n)]:  # names become folders of models/: data, never a path
+        raise DataError(f"model name {clip(str(bad[0]))!r} in model.json is not a model folder's name: damaged or not "
+                        "written by dermstack", file=str(path))
     return spec
 
 
 def needed(spec: dict) -> list[str]:
     """Names of the saved models ``spec``'s model reads scores or views of."""
     n = spec.get("needs", {})
-    return list(n.get("members", [])) + ([n[GROUP_SOURCE]] if n.get(GROUP_SOURCE) else [])
+    members = n.get("members", [])
+    return (list(members) if isinstance(members, list) else [members]) + ([n[GROUP_SOURCE]] if n.get(GROUP_SOURCE) else [])
 
 
 @dataclass

@@ -169,6 +169,12 @@ class BoosterAdapter(ABC):
         """Every parameter name (aliases included) the library accepts, read from the library itself."""
 
     @classmethod
+    def round_params(cls) -> frozenset[str]:
+        """The library's own names for the number of rounds and the early-stopping patience, bounded
+        like ``n_estimators`` (a library given 10^12 rounds overflows or runs for ever)."""
+        return frozenset()
+
+    @classmethod
     def synonyms(cls, name: str) -> set[str]:
         """``name`` and the other names the library accepts for the same parameter."""
         return set(next((group for group in cls.aliases if name in group), {name}))

@@ -48,6 +48,10 @@ class CatBoostAdapter(BoosterAdapter):
         return _catboost_params()
 
     @classmethod
+    def round_params(cls) -> frozenset[str]:
+        return frozenset({"iterations", "num_boost_round", "num_trees", "od_wait"})
+
+    @classmethod
     def leaf_params(cls, leaf, rows, minority, defaults):
         """``min_data_in_leaf``, and the symmetric ``depth`` limited to the levels whose leaves can still hold that many rows."""
         return {"min_data_in_leaf": leaf, "depth": int(min(defaults["depth"], max(2, np.floor(np.log2(max(rows, 2) / leaf)))))}

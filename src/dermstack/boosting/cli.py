@@ -68,7 +68,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     if not chosen:
         raise ConfigError(f"{config_path}: no booster [[models]] entry (kind one of {tuple(boosters)}) to train")
     claim_dir(out, "stage output folder", owned=STAGE_DIR_FILES)
-    client = connect(dask_address)
+    client = connect(dask_address, worker_wait=cfg.cv.dask_wait)
     out.mkdir(parents=True, exist_ok=True)
     results = [cross_validate(features, task, plan, m, out / "models", client=client) for m in chosen]
     primary = task.primary_metric

@@ -45,6 +45,10 @@ class LightGBMAdapter(BoosterAdapter):
         return _lightgbm_params()
 
     @classmethod
+    def round_params(cls) -> frozenset[str]:
+        return frozenset(_ConfigAliases.get("num_iterations", "early_stopping_round"))
+
+    @classmethod
     def synonyms(cls, name: str) -> set[str]:
         """LightGBM's own aliases of ``name``."""
         return set(_ConfigAliases.get(name)) | {name}

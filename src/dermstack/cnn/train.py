@@ -31,6 +31,7 @@ from dermstack.cnn.imagebank import BankDataset, ImageBank, image_refs
 from dermstack.cnn.net import NetTemplate, freeze_early, load_net, net_template, save_net
 from dermstack.cnn.params import CNNConfig, autocast_dtype, resolve_device
 from dermstack.config import ModelConfig
+from dermstack.config.limits import check_memory, image_batch_bytes
 from dermstack.crossfit import align_rows, cross_fit
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
@@ -103,6 +104,8 @@ class CNNTrainer:
         self.template = template or net_template(cfg)
         self.mean, self.std = self.template.mean, self.template.std
         self.augment = Augment(cfg.image_size, self.mean, self.std)
+        check_memory(image_batch_bytes(cfg.batch_size, cfg.image_size, training=True),
+                     f"cnn params.batch_size = {cfg.batch_size}, image_size = {cfg.image_size}", "a training batch", self.device)
         self.bank = ImageBank(refs, cache_size(cfg.image_size), progress=progress)
 
     # -- pieces ---------------------------------------------------------------------

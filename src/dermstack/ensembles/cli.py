@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dermstack.config import MAX_SEED
+from dermstack.config.limits import option
 from dermstack.outputs.submission import FORMATS
 from dermstack.taskkind import TaskKind
 
@@ -42,8 +43,8 @@ def _print_metrics(name: str, metrics: dict) -> None:
 @click.option("--target", default="malignant", show_default=True)
 @click.option("--name", default="cnn", show_default=True)
 @click.option("--backbone", default=None, help="timm model name (default efficientnet_lite0).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None)
-@click.option("--image-size", type=click.IntRange(min=16), default=None)
+@click.option("--epochs", type=option("Epochs"), default=None)
+@click.option("--image-size", type=option("ImageSide", 16), default=None)
 @click.option("--seed", "seeds", type=click.IntRange(0, MAX_SEED), multiple=True, default=(0,), show_default=True)
 @click.option("--param", "params", multiple=True, help="Extra CNN setting KEY=JSON_VALUE, e.g. lr=0.0003.")
 @click.option("--nested", is_flag=True, help="Also train the pair CNNs whose scores stacked boosters use.")

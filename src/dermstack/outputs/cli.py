@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dermstack.atomic import parquet_out, read_json, write_parquet
+from dermstack.atomic import out_file, parquet_out, read_json, write_parquet
 from dermstack.outputs.submission import FORMATS
 
 _path = click.Path(path_type=Path)
@@ -32,7 +32,7 @@ def predict_command(run_dir: Path, data: Path, out: Path, strict: bool, allow_mi
 @click.command("submit")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), required=True)
-@click.option("--out", type=_path, required=True, help="Submission CSV to write.")
+@click.option("--out", type=_path, required=True, callback=out_file, help="Submission CSV to write.")
 @click.option("--sample", type=_existing, default=None, help="The competition's sample submission to match.")
 @click.option("--predictions", type=_existing, default=None,
               help="Predictions parquet from `dermstack predict` (default: the saved model's test predictions).")
