@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from dermstack import registry
 from dermstack.cli import cli
 from dermstack.config import RunConfig
+from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError
 from tiny_runs import TinyRuns, booster
 
@@ -63,8 +64,8 @@ def test_the_example_plugin_lists_runs_saves_predicts_and_is_noted_in_the_report
     assert "Model random_forest (kind random_forest) has no explainer" in page
     assert "random_forest (score)" in page  # its one term in the final model's SHAP
 
-    lesions = pl.read_parquet(out / "lesions.parquet")
-    lesions.filter(pl.col("split") == "test").write_parquet(tmp_path / "new.parquet")
+    table = LesionTable.read(out / "lesions.parquet")
+    LesionTable(table.test, table.meta).write(tmp_path / "new.parquet")
     scored = dermstack(plugin, "predict", out, tmp_path / "new.parquet", "--out", tmp_path / "scores.parquet")
     assert scored.returncode == 0, scored.stderr[-3000:]
     got = pl.read_parquet(tmp_path / "scores.parquet").filter(pl.col("model") == "random_forest").sort("image_id")
