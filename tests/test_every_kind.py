@@ -102,14 +102,19 @@ def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, i
             assert scores.len() == n_test * n_classes and scores.is_between(0, 1).all(), name
     else:
         assert not (out / "test_predictions.parquet").exists()
-    # the saved models (prior factors, calibrator, pair CNNs) reproduce the run's test scores, on 3 rows at most
+    # the saved models (prior factors, calibrator, pair CNNs) reproduce the run's test scores, on the rows of
+    # two patients (whole patients: the patient-relative features of new rows are those of the rows given)
     few = with_test_rows(table, 3).test
+    if n_test:
+        patients = table.test["patient_id"].unique(maintain_order=True).head(2)
+        few = table.test.filter(pl.col("patient_id").is_in(patients.implode()))
     got = predict_run(out, LesionTable(few, table.meta))
     if n_test:
         want = pl.read_parquet(out / "test_predictions.parquet").filter(pl.col("image_id").is_in(few["image_id"].implode()))
         both = want.join(got, on=["image_id", "model", "class"], how="left", suffix="_again")
         assert both.height == few.height * n_classes * want["model"].n_unique() and both["score_again"].null_count() == 0
-        np.testing.assert_allclose(both["score_again"].to_numpy(), both["score"].to_numpy(), atol=1e-5)
+        for (name,), scores in both.group_by("model"):
+            np.testing.assert_allclose(scores["score_again"].to_numpy(), scores["score"].to_numpy(), atol=1e-5, err_msg=name)
     else:
         assert got.height == 0
     # every other method on the same models (their stages are current: only the ensemble is fitted)

@@ -75,7 +75,7 @@ def test_new_lesions_see_their_patients_run_lesions(run_dir, tmp_path):
 
 
 def test_predict_and_submit_commands(run_dir, tmp_path):
-    from dermstack.ensembles.cli import predict_command, submit_command
+    from dermstack.outputs.cli import predict_command, submit_command
 
     root, expected = run_dir
     out = tmp_path / "p.parquet"
