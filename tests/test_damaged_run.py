@@ -27,34 +27,12 @@ from dermstack.config import RunConfig
 from dermstack.crossfit import check_same_plan
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.submission import write_submission
 from dermstack.errors import ConfigError, DataError
+from dermstack.outputs.submission import write_submission
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.reports.shap_ import ShapValues
 from dermstack.task import TaskSpec
-
-CONFIG = """
-[data]
-format = "synthetic-isic2024"
-lesions = 150
-test_lesions = 10
-positive_rate = 0.1
-image_size = 16
-
-[cv]
-n_splits = 3
-
-[[models]]
-kind = "lightgbm"
-params = { n_estimators = 10, threads = 1 }
-
-[[models]]
-kind = "xgboost"
-params = { n_estimators = 10, threads = 1 }
-
-[ensemble]
-method = "mean"
-"""
+from tiny_runs import booster
 
 
 def invoke(*args):
@@ -62,13 +40,10 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, Path]:
-    """(config, run directory) of one small finished run; cases damage copies of it."""
-    root = tmp_path_factory.mktemp("damaged")
-    (root / "run.toml").write_text(CONFIG)
-    r = invoke("run", root / "run.toml", "--out", root / "run")
-    assert r.exit_code == 0, r.output
-    return root / "run.toml", root / "run"
+def finished(tiny) -> tuple[Path, Path]:
+    """(config, run directory) of one small finished run: two boosters and their mean; cases damage copies of it."""
+    run = tiny.run(models=[booster("lightgbm"), booster("xgboost")], ensemble={"method": "mean"})
+    return run.parent / "run.toml", run
 
 
 def truncate(path: Path) -> None:
@@ -246,6 +221,7 @@ def test_compare_never_writes_inside_a_run_directory(finished, tmp_path, where):
     assert r.exit_code == 0 and invoke("compare", original, original, "--out", tmp_path / "cmp", "--n-boot", 20).exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_rerun_removes_only_what_the_run_wrote(finished, tmp_path):
     cfg, original = finished
     run = tmp_path / "run"
@@ -574,18 +550,16 @@ def test_a_worker_that_cannot_see_the_run_directory_says_it_must_be_shared(tmp_p
 
 
 # -- Ctrl-C during a run --------------------------------------------------------------------------------
-SLOW = CONFIG.replace("params = { n_estimators = 10, threads = 1 }\n\n[[models]]\nkind = \"xgboost\"\nparams = { n_estimators = 10, "
-                      "threads = 1 }", "params = { n_estimators = 100000, early_stopping_rounds = 100000, learning_rate = 0.00001 }")
+SLOW = booster("lightgbm", params={"n_estimators": 100000, "early_stopping_rounds": 100000, "learning_rate": 0.00001})
 
 
-def test_ctrl_c_during_a_run_stops_within_seconds_with_exit_130_and_the_run_resumes(tmp_path):
+def test_ctrl_c_during_a_run_stops_within_seconds_with_exit_130_and_the_run_resumes(tiny, tmp_path):
     import signal
     import subprocess
     import sys
     import time
 
-    assert "100000" in SLOW
-    (tmp_path / "run.toml").write_text(SLOW)
+    tiny.write(tmp_path / "run.toml", [SLOW], ensemble={"method": "mean"})
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "dermstack.cli", "run", str(tmp_path / "run.toml"), "--out", str(run)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -604,8 +578,7 @@ def test_ctrl_c_during_a_run_stops_within_seconds_with_exit_130_and_the_run_resu
     assert "Interrupted (Ctrl-C): stopped" in err and "Traceback" not in err
     done = {p.stem for p in (run / "stages").glob("*.json")}
     assert {"ingest", "folds", "features"} <= done and "model-lightgbm" not in done
-    quick = tmp_path / "quick.toml"
-    quick.write_text(CONFIG)
+    quick = tiny.write(tmp_path / "quick.toml", [booster("lightgbm"), booster("xgboost")], ensemble={"method": "mean"})
     r = invoke("-v", "run", quick, "--out", run)  # the lock is free and the finished stages are kept
     assert r.exit_code == 0, r.output
 

@@ -25,8 +25,8 @@ COMMANDS = {
     "report": "dermstack.reports.cli:report",
     "run": "dermstack.run:run_command",
     "demo": "dermstack.run:demo_command",
-    "predict": "dermstack.ensembles.cli:predict_command",
-    "submit": "dermstack.ensembles.cli:submit_command",
+    "predict": "dermstack.outputs.cli:predict_command",
+    "submit": "dermstack.outputs.cli:submit_command",
     "compare": "dermstack.reports.compare:compare_command",
     "kinds": "dermstack.kinds:kinds_command",
 }

@@ -42,6 +42,10 @@ class ConfigError(DermstackError):
     """Bad configuration (unknown key, wrong type, unknown feature group ...)."""
 
 
+class PluginError(ConfigError):
+    """An installed plugin (entry-point group ``dermstack.kinds``) that could not be loaded; names the plugin."""
+
+
 @contextmanager
 def reading(path, what: str) -> Iterator[None]:
     """Read one file that dermstack wrote (parquet, JSON, npz, a booster's or CNN's native file): the

@@ -5,6 +5,7 @@ skipped on a re-run when that fingerprint is unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -21,7 +22,7 @@ from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import ConfigError, DermstackError, why_missing
 from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
-from dermstack.outputs import write_outputs
+from dermstack.outputs.final import write_outputs
 from dermstack.predictions import ModelResult
 from dermstack.provenance import Stage, file_digest, versions
 from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, model_kind
@@ -38,6 +39,7 @@ from dermstack.rundir import (
     recorded_models,
     records_of,
 )
+from dermstack.saved import GROUP_SOURCE
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -214,30 +216,30 @@ class Pipeline:
         return self.model_stage(m.label, self._model_keys(m.label) | self.keys(*kind.config_keys), list(kind.reads),
                                  lambda: kind.cross_validate(inputs))
 
-    def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
-        """Each booster again with the ``cnn`` feature group (ISIC 2024 style), leak-free through pair CNNs."""
-        if not self.cfg.cnn_feature_models():
+    def feature_group_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
+        """Each booster again with the feature group another kind gives (the CNN's scores, ISIC 2024
+        style), leak-free through that kind's nested fits (:class:`~dermstack.registry.FeatureGroup`)."""
+        names = self.cfg.feature_group_models()
+        if not names:
             return []
-        from dermstack.ensembles.cnnfeature import CNNViews
-        from dermstack.ensembles.stacking import cross_validate_stacked, nested_cnn_views
-
-        cnn = next(m for m in self.cfg.models if model_kind(m.kind).gives_cnn_feature)
-        views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
-        self.stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds],
-                    [views_file, views_file.parent], ["ingest", "folds"],
-                    lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
-        views = CNNViews.read(views_file, cnn.label)
+        giver = self.cfg.group_giver()
+        group, gdir = model_kind(giver.kind).feature_group, self.paths.models / giver.label
+        self.stage(f"nested-{giver.label}", self._model_keys(giver.label), [self.paths.lesions, self.paths.folds],
+                    group.files(gdir), ["ingest", "folds"],
+                    lambda: group.fit(FitInputs(task, plan, giver, self.paths.models, table=table)))
+        inputs = FitInputs(task, plan, giver, self.paths.models, features=features, table=table)
         outs = []
-        for b in (m for m in self.cfg.models if f"{m.label}+{cnn.label}" in self.cfg.cnn_feature_models()):
+        for b in (m for m in self.cfg.models if f"{m.label}+{giver.label}" in names):
             outs.append(self.model_stage(
-                f"{b.label}+{cnn.label}", self._model_keys(b.label, cnn.label) | self.keys("ensemble.cnn_feature"),
-                ["ingest", "folds", "features", f"nested-{cnn.label}"],
-                lambda b=b: cross_validate_stacked(features, table, task, plan, b, views, self.paths.models)))
+                f"{b.label}+{giver.label}", self._model_keys(b.label, giver.label) | self.keys("ensemble.cnn_feature"),
+                ["ingest", "folds", "features", f"nested-{giver.label}"],
+                lambda b=b: fit_with_group(b, giver.label, group.name, group.fold_features(inputs, gdir), task, plan,
+                                           self.paths.models, table)))
         return outs
 
     def expected_models(self) -> list[str]:
         """Every model folder this config makes (base, stacked, ensemble)."""
-        names = [m.label for m in self.cfg.models] + self.cfg.cnn_feature_models()
+        names = [m.label for m in self.cfg.models] + self.cfg.feature_group_models()
         method = self.ensemble_method(len(names))
         if method == "auto":
             return names + auto_candidates() + ["calibrated"]
@@ -325,7 +327,7 @@ class Pipeline:
             features = self.features(table, store)
             self.prune_models()
             outs = [self.model(m, table, features, task, plan, store) for m in self.cfg.models]
-            outs += self.cnn_feature_models(table, features, task, plan)
+            outs += self.feature_group_models(table, features, task, plan)
             final = self.ensemble(outs, task, plan)
             calibrated = self.calibrate(final, task, plan)
             repeats = self.repeat(table, store, features)
@@ -337,6 +339,19 @@ class Pipeline:
                 build_report(p.root, p.report, shap_sample=self.cfg.report.shap_sample)
         log.info("run finished in %.1f s: %s", time.perf_counter() - t0, p.root)
         return metrics
+
+
+def fit_with_group(model: ModelConfig, source: str, group: str, fold_features, task: TaskSpec, plan: FoldPlan,
+                   out_dir: Path | None = None, table: LesionTable | None = None) -> ModelResult:
+    """``model`` again with the feature group ``group`` that the saved model ``source`` gives: named
+    ``<model>+<source>``, cross-validated by its own kind, fold k trained, validated and scoring test
+    rows on ``fold_features(k)`` (``needs`` names ``source``, whose saved model gives new rows the group)."""
+    groups = None if model.features is None else list(model.features) + ([] if group in model.features else [group])
+    named = dataclasses.replace(model, name=f"{model.label}+{source}", features=groups)
+    # the fold feature sets are built here, not from the run directory's files: the fits run in this process
+    inputs = FitInputs(task, plan, named, out_dir, features=fold_features(0), table=table, fold_features=fold_features,
+                       needs={GROUP_SOURCE: source})
+    return model_kind(model.kind).cross_validate(inputs)
 
 
 def _previous_config(path: Path) -> dict | None:

@@ -51,12 +51,14 @@ class Choices:
         return list(self.values() if callable(self.values) else self.values)
 
 
-def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base: Callable[[str], str] = str) -> Any:
-    """A strict str that must be in ``known`` (a tuple, or a function returning the names: a lazy registry)."""
+def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base: Callable[[str], str] = str,
+           note: Callable[[], str] | None = None) -> Any:
+    """A strict str that must be in ``known`` (a tuple, or a function returning the names: a lazy registry);
+    ``note()`` is added to the message of an unknown value (the registry's plugins that were left out)."""
     def check(value: str) -> str:
         options = list(known() if callable(known) else known)
         if base(value) not in options:
-            raise fail(unknown(what, value, options))
+            raise fail(unknown(what, value, options) + (note() if note else ""))
         return value
     return Annotated[str, Strict(), AfterValidator(check), Choices(known)]
 

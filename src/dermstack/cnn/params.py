@@ -16,7 +16,7 @@ from dermstack.config.types import Backbone, Bool, Device, Fraction, NonNegInt, 
 
 @schema("[[models]] params")
 class CNNParams:
-    """How a CNN is fine-tuned (``[[models]] kind = "cnn"`` params; ``dermstack.ensembles.cnnconfig.CNNConfig``
+    """How a CNN is fine-tuned (``[[models]] kind = "cnn"`` params; ``dermstack.cnn.params.CNNConfig``
     adds the device defaults). ``balance``: sampling weight of a row is (its class's count)^-balance,
     so 1 draws every class equally often and 0 keeps the data's frequencies. ``samples_per_epoch``
     caps the rows drawn per epoch (None: as many as training rows). ``freeze_fraction``: the first
