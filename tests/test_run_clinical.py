@@ -11,43 +11,22 @@ import pytest
 from dermstack import clinical
 from dermstack import metrics as M
 from dermstack.config import RunConfig
+from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.predictions import Predictions
 from dermstack.run import Run, print_metrics
 from dermstack.rundir import check_current
 from dermstack.task import TaskSpec
+from tiny_runs import TinyRuns, booster
 
-RUN = """
-[data]
-format = "synthetic-isic2024"
-lesions = 300
-test_lesions = 10
-positive_rate = 0.12
-image_size = 16
-
-[cv]
-n_splits = 3
-repeats = {repeats}
-
-[features]
-embedding = false
-
-[[models]]
-kind = "lightgbm"
-params = {{ n_estimators = 15, threads = 1 }}
-
-[[models]]
-kind = "xgboost"
-params = {{ n_estimators = 15, threads = 1 }}
-
-[ensemble]
-method = "mean"
-"""
+#: lightgbm and xgboost, their mean, on 300 synthetic lesions without embeddings
+RUN = {"data": {"lesions": 300, "positive_rate": 0.12}, "features": {"embedding": False},
+       "models": [booster("lightgbm", 15), booster("xgboost", 15)], "ensemble": {"method": "mean"}}
 
 
 def run_into(root, repeats: int):
-    (root / "run.toml").write_text(RUN.format(repeats=repeats))
-    return Run(RunConfig.from_toml(root / "run.toml"), root / "out").execute()
+    config = TinyRuns.write(root / "run.toml", **RUN, cv={"repeats": repeats})
+    return Run(RunConfig.from_toml(config), root / "out").execute()
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +202,7 @@ def test_top_15_needs_real_patient_ids():
         table = lesion_table(cols)
         task = TaskSpec.from_table(table, "binary")
         s = np.clip(task.y * 0.3 + rng.random(n) * 0.7, 0, 1)
-        out = clinical_metrics(table, task, {"m": s}, "m", np.arange(n) % 5, n_boot=20)
+        out = clinical_metrics(table, task, {"m": s}, "m", FoldPlan.make(table, 4), n_boot=20)
         top = out["clinical"]["top_15_sensitivity"]
         if with_patients:
             assert out["clinical"]["bootstrap"]["unit"] == "patient_id" and top["value"] == pytest.approx(

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dermstack import distributed
-from dermstack.ensembles.cnn import cross_validate_cnn
+from dermstack.cnn.train import cross_validate_cnn
 from dermstack.errors import ConfigError
 from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
 from dermstack.extract.runner import rank_path
