@@ -89,6 +89,7 @@ def test_a_model_whose_files_changed_is_refused(run_dir, tmp_path):
         explain_final(run, list(run.task.image_ids), run.folds.fold_of(run.task.image_ids), progress=False)
 
 
+@pytest.mark.slow
 def test_report_puts_the_final_model_first(report_dir, run_dir):
     summary = json.loads((report_dir / "summary.json").read_text())
     assert list(summary["shap_rows"])[0] == "final (ensemble)"
