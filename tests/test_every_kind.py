@@ -11,11 +11,16 @@ import polars as pl
 import pytest
 import torch
 
+from dermstack.calibration import calibrated_model
+from dermstack.clinical.operating import top_k_sensitivity
 from dermstack.config import RunConfig
 from dermstack.data import readers
 from dermstack.data.table import LesionTable
 from dermstack.ensembles.predict import predict_run
 from dermstack.errors import DataError
+from dermstack.metrics import evaluate
+from dermstack.predictions import ModelResult
+from dermstack.reports.rundata import RunData
 from dermstack.run import Run
 from ensembles_toy import image_table
 from extract_fixtures import TEST_MODEL
@@ -116,6 +121,8 @@ def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, i
             assert scores.len() == n_test * n_classes and scores.is_between(0, 1).all(), name
     else:
         assert not (out / "test_predictions.parquet").exists()
+    if n_test == 3:  # calibration never costs ranking, whichever ensemble is calibrated
+        assert_calibration_keeps_ranking(out, ["mean", "greedy", "stack"])
     if n_test in (0, 3):  # the saved models (prior factors, calibrator, pair CNNs) reproduce the run's test scores
         got = predict_run(out, LesionTable(table.test, table.meta))
         if n_test:
@@ -130,6 +137,34 @@ def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, i
         if n_test:
             test = pl.read_parquet(out / "test_predictions.parquet")
             assert test.filter(pl.col("model") == final).height == n_test * n_classes
+        if n_test == 3:
+            assert_calibration_keeps_ranking(out, [final])
+
+
+def ranking(run: RunData, scores: np.ndarray) -> dict:
+    """What calibration must not move: binary ROC-AUC, pAUC and top-15 per patient; multi-label every
+    class's order (macro ROC-AUC); multiclass each row's argmax (macro F1, balanced accuracy), which
+    temperature scaling keeps (a class's one-vs-rest order it need not keep: dermstack.calibration)."""
+    kind, y = run.task.kind, run.task.y
+    got = evaluate(kind, y, scores)
+    if kind == "binary":
+        patients = run.train["patient_id"].to_numpy()
+        return {**got, "top_15": top_k_sensitivity(y, scores, patients), "order": np.argsort(scores, kind="stable").tolist()}
+    if kind == "multilabel":
+        return {**got, "order": np.argsort(scores, axis=0, kind="stable").tolist()}
+    return {k: got[k] for k in ("macro_f1", "balanced_accuracy")} | {"argmax": scores.argmax(1).tolist()}
+
+
+def assert_calibration_keeps_ranking(out: Path, methods: list[str]) -> None:
+    """The run's calibrated model ranks as its final model, and so does every ``methods`` ensemble's
+    model of ``out`` through its own calibrator."""
+    run = RunData.load(out)
+    assert ranking(run, run.scores("calibrated")) == ranking(run, run.scores(run.final_model))
+    for name in methods:
+        result = ModelResult.read(out / "models" / name, name)
+        cal = calibrated_model(result, run.task, run.folds)
+        scores = cal.oof.matrix(run.task.image_ids, run.task.classes)
+        assert ranking(run, scores) == ranking(run, run.scores(name)), name
 
 
 # -- degenerate labels: the same error or warning, raised before any model kind is fitted ------------

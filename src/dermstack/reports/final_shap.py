@@ -29,8 +29,9 @@ step of the ensemble is applied to the contributions:
   quadrature residual is shared by |contribution|.
 
 Features of different members are merged by name (the same feature in two boosters sums). OOF
-rows of ``greedy``, ``rank``, ``stack`` and ``calibrated`` were scored by the learner or calibrator
-fitted on the other folds (nested CV), so those are refitted the same way here, and every
+rows of ``greedy``, ``rank`` and ``stack`` were scored by the learner fitted on the other folds
+(nested CV), so those are refitted the same way here (``calibrated`` OOF rows went through the
+calibrator fitted on every row, the one test rows get), and every
 member's composed score is checked against its stored score: a difference above
 :data:`REPRODUCE_TOL` (the saved models no longer give the stored scores) is a DataError naming
 the model; below it, the float residual is shared among features by |contribution|.
@@ -338,14 +339,17 @@ def _rank(groups: list, m: int, M: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def explain_calibrated(ex: _Explainer, spec: dict, parts: list[Attribution]) -> Attribution:
-    """The calibrator of each row's fold applied to its one member (the rescale rule)."""
+    """The saved calibrator applied to its one member (the rescale rule): on every row, as its OOF
+    scores were made (:func:`dermstack.calibration.calibrated_model`); in a run saved before that, the
+    calibrator of each training row's fold, as they were made then."""
     part = parts[0]
     if ex.kind.exclusive:
         raise DataError("final-model SHAP does not explain a calibrated multiclass model (the run submits the "
                         "final model's own scores; explain that)", file=str(ex.dirs[spec["name"]]))
     saved = Calibrator.from_json(spec["calibrator"])
     S, y = ex.oof_all(spec["needs"]["members"][0]), ex.run.task.y
-    groups = ex.per_fold(lambda tr: Calibrator(ex.kind, saved.method).fit(y[tr], S[tr]), saved)
+    groups = ([(np.ones(len(ex.ids), bool), saved)] if spec.get("oof_scores") == "calibrator" else
+              ex.per_fold(lambda tr: Calibrator(ex.kind, saved.method).fit(y[tr], S[tr]), saved))
 
     def f(u: np.ndarray) -> np.ndarray:
         out = np.empty_like(u)
