@@ -201,7 +201,8 @@ def _probe(design: Design, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kin
            params: MLPParams, seed: int) -> list[np.ndarray]:
     """(coef, intercept) of the linear probe on these rows, with the MLP's class weights."""
     probe = fit_probe(design, X, y, groups, kind, n_classes,
-                      LinearParams(class_weight=params.class_weight, threads=params.threads), seed)
+                      LinearParams(class_weight=params.class_weight, threads=params.threads,
+                                   inner_splits=params.inner_splits), seed)
     return [probe.coef.astype(np.float64), probe.intercept.astype(np.float64)]
 
 
