@@ -95,7 +95,7 @@ def test_the_probe_start_is_the_linear_probe_plus_a_residual_that_starts_at_zero
     groups = np.arange(n) // 2
     params = MLPParams(hidden=[8], epochs=30, patience=3, inner_splits=3)
     skip = _probe(Layout(), X, y, groups, TaskKind.BINARY, 1, params, 0)
-    probe = fit_probe(Layout(), X, y, groups, TaskKind.BINARY, 1, LinearParams(class_weight="balanced"), 0)
+    probe = fit_probe(Layout(), X, y, groups, TaskKind.BINARY, 1, LinearParams(class_weight="balanced", inner_splits=3), 0)
     weights, epochs = _train(X, y, np.arange(n), np.arange(0), skip, TaskKind.BINARY, 1, params, 0, epochs=0)
     zero = FittedMLP(Layout(), TaskKind.BINARY, weights, epochs, skip=skip)
     assert epochs == 0
