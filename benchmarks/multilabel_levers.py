@@ -92,7 +92,8 @@ def main() -> None:
             done = subprocess.run([sys.executable, "-m", "dermstack.cli", "run", str(d / "config.toml"), "--out", str(d / "run")],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if done.returncode:  # a variant that cannot fit this data is a finding, not the end of the benchmark
-                error = next((line for line in done.stderr.splitlines() if line.startswith("Error")), done.stderr[-300:])
+                said = [line[line.index("Error:"):] for line in done.stderr.replace("\r", "\n").splitlines() if "Error:" in line]
+                error = said[0] if said else done.stderr[-300:]
                 rows.append({"seed": seed, "variant": name, "error": error})
                 print(json.dumps(rows[-1]), flush=True)
                 continue
