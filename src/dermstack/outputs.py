@@ -54,7 +54,7 @@ def write_outputs(run, table: LesionTable, task: TaskSpec, outs: list[ModelResul
     }
     if run.clinical:
         compared = {n: scores[n] for n in [*metrics["models"], calibrated.name, final.name]}
-        metrics |= clinical_metrics(table, task, compared, final.name, plan.fold_of(task.image_ids))
+        metrics |= clinical_metrics(table, task, compared, final.name, plan, delta=run.cfg.clinical.delta)
     if task.few_positives():
         metrics["notes"] = task.few_positive_notes()
         for note in metrics["notes"]:
