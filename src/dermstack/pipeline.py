@@ -197,12 +197,12 @@ class Pipeline:
                     inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work, record)
         return FeatureSet.read(p.features)
 
-    def model_stage(self, name: str, keys: dict, depends_on: list[str], fit) -> ModelResult:
+    def model_stage(self, name: str, keys: dict, depends_on: list[str], fit, more_inputs: list[Path] = ()) -> ModelResult:
         """Run ``fit() -> ModelResult`` (which writes ``models/<name>/``) unless that folder is current."""
         p = self.paths
         mdir = p.models / name
         outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json", mdir]
-        inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else [])
+        inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else []) + list(more_inputs)
         self.stage(f"model-{name}", keys, inputs, outputs, depends_on, fit)
         return ModelResult.read(mdir, name)
 
@@ -292,9 +292,12 @@ class Pipeline:
         """The final model's probabilities calibrated on its OOF scores (dermstack.calibration)."""
         from dermstack.calibration import calibrated_model
 
+        # the final model's scores are inputs: another [ensemble] method on the same run directory makes
+        # another final model, and a calibrator of the previous one would be stale
+        scored = [self.paths.models / final.name / f for f in ("oof.parquet", "test.parquet")]
         return self.model_stage("calibrated", self.keys("data.task", "data.target"),
                                  [f"model-{final.name}", "ensemble-auto", "folds"],
-                                 lambda: calibrated_model(final, task, plan, self.paths.models))
+                                 lambda: calibrated_model(final, task, plan, self.paths.models), scored)
 
     # -- outputs --------------------------------------------------------------
     def repeat(self, table: LesionTable, store, features) -> list[dict]:
