@@ -7,8 +7,9 @@ import pytest
 
 from dermstack.testing import shared_data_dir
 
-# the embedding fixtures (images, table, test_weights) for every module that asks for them by name
-pytest_plugins = ["extract_fixtures"]
+# the embedding fixtures (images, table, test_weights) and the external-validation run and data
+# (ham_run, archive) for every module that asks for them by name
+pytest_plugins = ["extract_fixtures", "external_fixtures"]
 
 
 

@@ -23,6 +23,7 @@ COMMANDS = {
     "predict": "dermstack.ensembles.cli:predict_command",
     "submit": "dermstack.ensembles.cli:submit_command",
     "compare": "dermstack.reports.compare:compare_command",
+    "evaluate": "dermstack.external.cli:evaluate_command",
     "kinds": "dermstack.kinds:kinds_command",
 }
 

@@ -138,6 +138,14 @@ def claim_dir(folder: str | Path, what: str, owned: tuple[str, ...] = (), marker
     return folder
 
 
+def enclosing_run(folder: str | Path) -> Path | None:
+    """The run directory ``folder`` is, or lies inside (a folder with ``stages/`` and ``config.toml``), or None."""
+    for d in (Path(folder).resolve(), *Path(folder).resolve().parents):
+        if (d / MARKER).is_dir() and (d / LAYOUT["config"]).is_file():
+            return d
+    return None
+
+
 def claim_run_dir(root: str | Path) -> RunPaths:
     """A run directory ready to be written: ``root`` claimed (:func:`claim_dir`) and marked as a run."""
     root = claim_dir(root, "run directory", marker=MARKER)

@@ -17,7 +17,7 @@ Conventions shared by every function here:
   A resample is a count per patient; a lesion's weight is its patient's count.
 """
 
-from dermstack.clinical.bootstrap import metric_bootstrap, operating_points, paired_bootstrap, patient_resamples
+from dermstack.clinical.bootstrap import metric_bootstrap, metric_draws, operating_points, paired_bootstrap, patient_resamples
 from dermstack.clinical.operating import (
     flagged_per_cancer,
     sensitivity_at_specificity,
@@ -26,6 +26,6 @@ from dermstack.clinical.operating import (
 )
 from dermstack.clinical.thresholds import apply_thresholds, tune_thresholds
 
-__all__ = ["apply_thresholds", "flagged_per_cancer", "metric_bootstrap", "operating_points", "paired_bootstrap",
+__all__ = ["apply_thresholds", "flagged_per_cancer", "metric_bootstrap", "metric_draws", "operating_points", "paired_bootstrap",
            "patient_resamples", "sensitivity_at_specificity", "specificity_at_sensitivity", "top_k_sensitivity",
            "tune_thresholds"]

@@ -1,0 +1,184 @@
+"""`dermstack evaluate`: a finished run on another labelled dataset, with the overlap audit first;
+`dermstack compare` of two evaluations; `dermstack run`'s warning about duplicates across folds."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from dermstack.cli import cli
+from dermstack.data.readers import ingest
+from dermstack.data.table import LesionTable
+from dermstack.errors import DataError, DermstackError
+from dermstack.external import evaluate_run
+from dermstack.reports import browser
+from external_fixtures import DUPLICATED, write_archive
+
+#: the test model's random weights make distinct synthetic images look alike; near-duplicates are
+#: tested on real images with a real backbone (test_external_audit.py)
+NEAR = 0.999
+
+
+@pytest.fixture(scope="module")
+def evaluation(ham_run, archive, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "ev"
+    e = evaluate_run(ham_run, archive[0], out, allow_missing_features=True, near_threshold=NEAR)
+    return out, e
+
+
+def test_evaluation_contract(evaluation, archive):
+    out, e = evaluation
+    on_disk = json.loads((out / "evaluation.json").read_text())
+    assert on_disk["final"] == e["final"] == "mean"
+    for name in ("lightgbm", "xgboost", "mean", "calibrated"):
+        m = on_disk["models"][name]
+        for metric in ("roc_auc", "pauc_tpr80"):
+            assert set(m[metric]) >= {"value", "ci95"} and len(m[metric]["ci95"]) == 2
+            lo, hi = m[metric]["ci95"]
+            assert lo <= m[metric]["value"] <= hi
+            assert m["gap"][metric]["value"] == pytest.approx(m[metric]["value"] - m["oof"][metric]["value"])
+        assert m["gap"]["value"] == m["gap"]["pauc_tpr80"]["value"]
+    # the planted copies: identical bytes under a new id, a new image under a training image's id
+    _, copies = archive
+    found = {o["image_id"]: o for o in on_disk["overlap"]}
+    assert set(found) == set(copies)
+    assert found["ISIC_9000001"]["how"] == "hash" and found["ISIC_9000001"]["train_image_id"] == copies["ISIC_9000001"]
+    assert found["ISIC_0000005"]["how"] == "id"
+    assert all(set(o) >= {"image_id", "train_image_id", "how", "similarity"} for o in on_disk["overlap"])
+    rows = on_disk["rows"]
+    assert rows["read"] == 26 and rows["excluded_overlap"] == 2 and rows["scored"] == 24 == on_disk["n"]
+    ops = on_disk["operating_points"]
+    assert {op["name"] for op in ops} >= {"specificity_at_sensitivity_80", "sensitivity_at_specificity_95"}
+    assert all("value" in op["sensitivity"] and op["threshold"] is not None for op in ops)
+    assert set(on_disk["calibration"]["without"]) == {"ece", "brier"} and on_disk["calibration"]["with"]
+    assert "sex" in on_disk["subgroups"]["attributes"] and "attribution" in on_disk["subgroups"]["attributes"]
+    assert on_disk["missing_features"] == {"localization": ["calibrated", "lightgbm", "mean", "xgboost"]}
+    preds = pl.read_parquet(out / "predictions.parquet")
+    assert preds.columns[:2] == ["image_id", "label"] and preds.height == 24
+    assert set(on_disk["models"]) <= set(preds.columns)
+    assert all(preds.schema[m] == pl.Float64 for m in on_disk["models"])
+    assert not set(preds["image_id"]) & set(copies)  # left out of every figure
+    assert sorted(preds["label"].unique().to_list()) == [0, 1]
+
+
+def test_missing_feature_columns_are_named_with_their_models_and_exit_2(ham_run, archive, tmp_path):
+    res = CliRunner().invoke(cli, ["evaluate", str(ham_run), str(archive[0]), "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 2
+    assert "localization" in res.output and "lightgbm" in res.output and "--allow-missing-features" in res.output
+    assert not (tmp_path / "ev" / "evaluation.json").exists()
+
+
+def test_keep_overlap_scores_and_flags_them(ham_run, archive, tmp_path):
+    e = evaluate_run(ham_run, archive[0], tmp_path / "ev", allow_missing_features=True, keep_overlap=True, near_threshold=NEAR)
+    preds = pl.read_parquet(tmp_path / "ev" / "predictions.parquet")
+    assert preds.height == 26 and e["rows"]["flagged_overlap"] == 2 and e["rows"]["excluded_overlap"] == 0
+    flagged = dict(preds.filter(pl.col("overlap").is_not_null()).select("image_id", "overlap").iter_rows())
+    assert flagged == {"ISIC_9000001": "hash", "ISIC_0000005": "id"}
+    assert preds.filter(pl.col("image_id") == "ISIC_0000005")["mean"].is_finite().all()  # scored under its own id
+
+
+def test_data_without_positives_is_exit_2_and_says_so(ham_run, tmp_path):
+    export = tmp_path / "negatives"
+    write_archive(export, ham_run.parent / "ham", planted={}, same_id=None, positives=False)
+    res = CliRunner().invoke(cli, ["evaluate", str(ham_run), str(export), "--out", str(tmp_path / "ev"), "--allow-missing-features"])
+    assert res.exit_code == 2 and "no positives" in res.output
+
+
+def test_one_patient_has_no_intervals_and_says_so(ham_run, archive, tmp_path):
+    table, _ = ingest("isic-archive", archive[0])
+    one = LesionTable(table.df.with_columns(pl.lit("P1").alias("patient_id")), table.meta)
+    e = evaluate_run(ham_run, one, tmp_path / "ev", allow_missing_features=True, near_threshold=NEAR)
+    assert e["n_units"] == 1 and any("one patient" in n for n in e["notes"])
+    assert e["models"]["mean"]["roc_auc"]["ci95"] == [None, None]
+    assert e["models"]["mean"]["roc_auc"]["value"] is not None
+
+
+def test_labels_and_vocabulary_of_a_lesion_table(ham_run, archive, tmp_path):
+    """A LesionTable in HAM10000's own vocabulary: diagnoses as labels, site values written another way."""
+    table, _ = ingest("isic-archive", archive[0])
+    df = table.df.with_columns(pl.lit("lower_extremity").alias("localization"),
+                               pl.when(pl.col("target") == 1).then(pl.lit("Melanoma in situ")).otherwise(pl.lit("verruca")).alias("label"))
+    path = tmp_path / "new.parquet"
+    LesionTable(df, table.meta).write(path)
+    e = evaluate_run(ham_run, path, tmp_path / "ev", near_threshold=NEAR)
+    assert e["vocabulary"]["localization"]["mapped"] == {"lower_extremity": "lower extremity"}
+    assert not e["missing_features"] and e["labels"]["skipped"] == {}  # binary malignant: the target column
+
+
+def test_out_is_never_a_run_directory_or_a_folder_of_the_users(ham_run, archive, tmp_path):
+    with pytest.raises(DermstackError, match="inside the run directory"):
+        evaluate_run(ham_run, archive[0], ham_run / "evaluation", allow_missing_features=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(DermstackError, match="not empty"):
+        evaluate_run(ham_run, archive[0], mine, allow_missing_features=True)
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_unknown_layout_asks_for_the_format(ham_run, tmp_path):
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "labels.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="--format"):
+        evaluate_run(ham_run, tmp_path / "odd", tmp_path / "ev")
+
+
+#: run after the page's own script: where the summary ends
+PROBE = """<script>
+var s = document.getElementById("summary").getBoundingClientRect();
+document.body.dataset.summaryBottom = s.bottom;
+</script></body>"""
+
+
+def test_page_summary_first_and_self_contained_in_chromium(evaluation, tmp_path):
+    out, e = evaluation
+    page = (out / "evaluation.html").read_text()
+    assert page.index('id="summary"') < page.index('id="models"') < page.index('id="overlap"')
+    assert re.findall(r"<script[^>]*>", page) == ["<script>"] and "http://" not in page and "https://" not in page
+    summary = page[page.index('id="summary"'):page.index('id="models"')]
+    for words in ("2 rows are the run", "Gap", "out of fold", "realised sens.", "Worst subgroup"):
+        assert words in summary
+    exe = browser.find_chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    probe = tmp_path / "evaluation.html"
+    probe.write_text(page.replace("</body>", PROBE))
+    dom = browser.dump_dom(probe, exe=exe)
+    assert dom.console == [], dom.console
+    bottom = float(re.search(r'data-summary-bottom="([^"]*)"', dom.dom).group(1))
+    assert 0 < bottom <= browser.SCREEN[1]  # the first screen holds the summary
+
+
+def test_compare_pairs_two_evaluations_on_the_same_rows(ham_run, archive, evaluation, tmp_path):
+    out, e = evaluation
+    other = tmp_path / "ev-lightgbm"
+    shutil.copytree(out, other)
+    res = CliRunner().invoke(cli, ["compare", str(out), str(other), "--model", "mean", "--model", "lightgbm",
+                                   "--out", str(tmp_path / "cmp")])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert result["n_rows"] == 24 and "external" in result
+    c = result["comparisons"][0]["metrics"]["pauc_tpr80"]
+    assert c["difference"] == pytest.approx(e["models"]["lightgbm"]["pauc_tpr80"]["value"] - e["models"]["mean"]["pauc_tpr80"]["value"])
+    res = CliRunner().invoke(cli, ["compare", str(out), str(ham_run), "--out", str(tmp_path / "cmp2")])
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_run_records_and_warns_about_duplicates_across_folds(ham_run):
+    audit = json.loads((ham_run / "metrics.json").read_text())["audit"]
+    folds = pl.read_parquet(ham_run / "folds.parquet").select("image_id", "fold")
+    rows = pl.read_parquet(ham_run / "lesions.parquet").join(folds, on="image_id").select("image_id", "lesion_id", "image_sha256", "fold")
+    pairs = rows.join(rows, on="image_sha256").filter((pl.col("image_id") < pl.col("image_id_right"))
+                                                      & (pl.col("fold") != pl.col("fold_right")))
+    assert set(pairs["lesion_id"].to_list()) | set(pairs["lesion_id_right"].to_list()) <= {
+        f"HAM_{k:07d}" for k in [*DUPLICATED, *DUPLICATED.values()]}  # the planted repeats, nothing else
+    assert audit["checked"]["hash"] is True and audit["checked"]["near"] is True
+    assert 0 < pairs.height == audit["counts"]["hash"] == sum(x["how"] == "hash" for x in audit["examples"])
+    shown = {frozenset((x["image_id"], x["other_image_id"])) for x in audit["examples"]}
+    assert {frozenset(p) for p in pairs.select("image_id", "image_id_right").iter_rows()} <= shown
+    assert np.isfinite([x["similarity"] for x in audit["examples"]]).all()
