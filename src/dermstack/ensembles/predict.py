@@ -9,6 +9,7 @@ stacked boosters with their nested CNNs' mean score); then the run's ensemble.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
@@ -143,14 +144,18 @@ def embed_rows(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[
 def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[str], work: Path, store=None):
     """Features of the rows ``new_ids`` of ``table`` (see ``as_run_rows``), built as the run built its
     own: its fitted transform (leaky columns, embedding PCA), the new images embedded by its backbones
-    (``store``; made by :func:`embed_rows` when not given)."""
-    from dermstack.features.build import build_features
+    (``store``; made by :func:`embed_rows` when not given), the mask image features when the run
+    built them (``image = "auto"`` decided on the run's lesions; a new image without a mask is
+    segmented automatically)."""
+    from dermstack.features.build import build_features, image_enabled
     from dermstack.features.featureset import FeatureSet
     from dermstack.features.transform import FeatureTransform
 
     fitted = FeatureTransform.read(FeatureTransform.path_for(run_dir / "features.parquet"))
     store = store or embed_rows(cfg, run_dir, table, new_ids, work)
-    fs = build_features(table, cfg.features, store, pca_components=cfg.extract.pca_components, fitted=fitted)
+    masks = pl.read_parquet(run_dir / "lesions.parquet", columns=["mask_ref"])
+    features = dataclasses.replace(cfg.features, image=image_enabled(cfg.features.image, masks))
+    fs = build_features(table, features, store, pca_components=cfg.extract.pca_components, fitted=fitted)
     order = pl.DataFrame({"image_id": new_ids})
     return FeatureSet(order.join(fs.df, on="image_id", how="left", maintain_order="left"), fs.groups, fs.categorical,
                       fs.info, fs.transform)

@@ -26,13 +26,14 @@ from dermstack.atomic import read_json, write_json, write_parquet
 from dermstack.clinical_report import N_BOOT, SEED, bootstrap_units
 from dermstack.config import RunConfig
 from dermstack.data.audit import NEAR_THRESHOLD, AuditRows, find_pairs, read_embeddings, strongest
+from dermstack.data.readers.content import with_digests
 from dermstack.data.report import IngestReport
 from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import DataError, DermstackError
 from dermstack.external.figures import Sample, calibration_figures, model_figures, operating_figures, subgroup_figures
 from dermstack.external.inputs import map_vocabulary, missing_features
 from dermstack.external.labels import MappedLabels, label_frame, map_labels
-from dermstack.rundir import check_current, claim_dir, enclosing_run
+from dermstack.rundir import claim_dir, enclosing_run
 from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def _run_embeddings(cfg: RunConfig, run_dir: Path, ids: list[str]) -> tuple[np.n
 def audit_overlap(cfg: RunConfig, run_dir: Path, run_table: LesionTable, new: LesionTable, new_emb: np.ndarray | None,
                   dataset: str, threshold: float) -> tuple[pl.DataFrame, dict]:
     """One row per new row found in the run's training rows: (row, image_id, train_image_id, how, also, similarity)."""
-    train = run_table.train
+    train = with_digests(run_table.train)  # a run ingested before digests were recorded: its images hashed now
     run_emb, backbone = _run_embeddings(cfg, run_dir, train["image_id"].to_list())
     run_space = "synthetic-isic2024" if cfg.data.format == "synthetic-isic2024" else run_table.meta.dataset
     a = AuditRows.from_table(new.df, dataset, "new data", new_emb)
@@ -132,8 +133,7 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    check_current(run_dir)
-    run = RunData.load(run_dir)
+    run = RunData.load(run_dir)  # checked current first: a damaged or changed run is refused
     for need in ("config.toml", "metrics.json"):
         if not (run_dir / need).exists():
             raise DataError(f"not a finished dermstack run directory (no {need})", file=str(run_dir))
@@ -185,7 +185,7 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
     oof_units, _ = bootstrap_units(run.table, task.image_ids)
     oof_sample = Sample(task.kind, task.y, {n: run.scores(n) for n in matrices if n in run.model_names}, oof_units, n_boot, seed)
     calibrated = "calibrated" if "calibrated" in matrices and final != "calibrated" else None
-    notes = _notes(new_sample, missing, vocabulary)
+    notes = _notes(new_sample, missing, vocabulary, _segmented(cfg, run_table, rows_df))
     evaluation = {
         "run": str(run_dir), "data": ext.source, "format": ext.format, "dataset": new.meta.dataset,
         "task": str(task.kind), "target": task.target_name if task.kind.binary else None, "classes": task.classes,
@@ -219,8 +219,20 @@ def _finite(v) -> float | None:
     return float(v) if v is not None and np.isfinite(v) else None
 
 
-def _notes(new: Sample, missing: dict, vocabulary: dict) -> list[str]:
+def _segmented(cfg: RunConfig, run_table: LesionTable, rows: pl.DataFrame) -> int:
+    """How many of ``rows`` get the run's mask image features from an automatic segmentation (no mask given)."""
+    from dermstack.features.build import image_enabled
+
+    if not image_enabled(cfg.features.image, run_table.df) or cfg.features.segmentation == "automatic":
+        return 0
+    return rows.filter(pl.col("image_ref").is_not_null() & pl.col("mask_ref").is_null()).height
+
+
+def _notes(new: Sample, missing: dict, vocabulary: dict, segmented: int) -> list[str]:
     notes = []
+    if segmented:
+        notes.append(f"{segmented} images have no lesion mask: their mask image features (the run's came from given masks) "
+                     "were measured on an automatic segmentation")
     if new.n_units < 2:
         notes.append("the rows evaluated come from one patient (or one lesion): no bootstrap interval can be estimated")
     if missing:

@@ -37,7 +37,7 @@ def finish(df: pl.DataFrame, report: IngestReport, meta: TableMeta, known: Itera
     df = df.drop([c for c in df.columns if c.startswith("__")])
     df = finalize_frame(df)
     df = df.with_columns(pl.coalesce("lesion_id", "image_id").alias("lesion_id"))
-    unknown = [c for c in df.columns if known is not None and c not in known and c not in CORE_COLUMNS]
+    unknown = [c for c in df.columns if known is not None and c not in known and c not in CORE_COLUMNS and not is_admin(c)]
     df = with_digests(df)
     report.unknown_columns.extend(unknown)
     if unknown:

@@ -3,25 +3,22 @@ whatever they are called (the overlap audit, :mod:`dermstack.data.audit`).
 
 The hex digest equals ``sha256sum FILE`` of the file (or of the JPEG bytes stored under an HDF5 key),
 so a user can check a match by hand. HDF5 datasets stored contiguously are hashed straight from a
-memory map of the file (the ISIC 2024 layout: 401,059 crops), others are read through h5py; files
-are read whole. ``hashlib`` leaves the GIL while it hashes, so the files are hashed by a few threads.
+memory map of the file (the ISIC 2024 layout: 401,059 crops; the reader gets them in the pass that
+checks the images, :func:`~dermstack.data.readers.imagecheck.hdf5_problems`), others are read
+through h5py; files are read whole. ``hashlib`` leaves the GIL while it hashes, so a few threads hash.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-import h5py
-import numpy as np
 import polars as pl
 
-from dermstack.data.readers.imagecheck import H5_ERRORS
+from dermstack.data.readers.imagecheck import HASH_THREADS, hdf5_digests
 from dermstack.data.table import hash_column, image_views, parse_image_ref
-
-#: threads hashing image files (reads of many small files overlap; hashing itself leaves the GIL)
-THREADS = 4
+from dermstack.errors import DataError
 
 
 def _file_digest(path: str) -> str | None:
@@ -30,28 +27,6 @@ def _file_digest(path: str) -> str | None:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None
-
-
-def _hdf5_digests(path: str, keys: list[str]) -> list[str | None]:
-    """Digests of the bytes under ``keys`` of one HDF5 file (None where a key is absent or unreadable)."""
-    out: list[str | None] = [None] * len(keys)
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        return out
-    with f:
-        mm = np.memmap(path, dtype=np.uint8, mode="r") if os.path.getsize(path) else None
-        for n, key in enumerate(keys):
-            try:
-                ds = h5py.h5d.open(f.id, key.encode())
-                offset, size = ds.get_offset(), ds.get_storage_size()
-                if offset is not None and mm is not None and offset + size <= mm.size:
-                    out[n] = hashlib.sha256(mm[offset:offset + size]).hexdigest()
-                else:
-                    out[n] = hashlib.sha256(np.asarray(f[key][()]).tobytes()).hexdigest()
-            except H5_ERRORS:
-                continue
-    return out
 
 
 def image_digests(refs: list[str | None]) -> list[str | None]:
@@ -67,19 +42,24 @@ def image_digests(refs: list[str | None]) -> list[str | None]:
             else:
                 h5[path].append((i, key))
     if files:
-        with ThreadPoolExecutor(THREADS) as pool:
+        with ThreadPoolExecutor(HASH_THREADS) as pool:
             for (i, _), digest in zip(files, pool.map(_file_digest, [p for _, p in files])):
                 out[i] = digest
     for path, items in h5.items():
-        for (i, _), digest in zip(items, _hdf5_digests(path, [k for _, k in items])):
-            out[i] = digest
+        try:
+            found = hdf5_digests(Path(path), [k for _, k in items])
+        except DataError:  # not an HDF5 file (any more): those images have no digest
+            found = {}
+        for i, key in items:
+            out[i] = found.get(key)
     return out
 
 
 def with_digests(df: pl.DataFrame) -> pl.DataFrame:
-    """``df`` with the digest column of every image column (:func:`dermstack.data.table.image_views`)."""
+    """``df`` with the digest column of every image column (:func:`dermstack.data.table.image_views`)
+    that a reader has not filled already."""
     return df.with_columns(pl.Series(hash_column(view), image_digests(df[ref].to_list()), pl.String)
-                           for view, ref in image_views(df).items() if ref in df.columns)
+                           for view, ref in image_views(df).items() if ref in df.columns and hash_column(view) not in df.columns)
 
 
 def hashed_views(df: pl.DataFrame) -> dict[str, str]:
