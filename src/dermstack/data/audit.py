@@ -29,9 +29,12 @@ log = logging.getLogger(__name__)
 
 #: evidence of overlap, strongest first
 KINDS = ("id", "hash", "near", "lesion", "patient")
-#: cosine similarity (centred embeddings) at or above which two images are the same picture; measured
-#: on the HAM10000 dev images with efficientnet_lite0 (benchmarks/near_duplicates.py, README "Overlap audit")
-NEAR_THRESHOLD = 0.90
+#: cosine similarity (centred embeddings) at or above which two images are the same picture, measured
+#: with efficientnet_lite0 on the HAM10000 dev images (benchmarks/near_duplicates.py): copies re-encoded
+#: at JPEG 70, resized by 0.9 or cropped by 5 % are found 98.8 % of the time (crops 96.8 %), 1 of 698
+#: images of other lesions is flagged (precision 0.999), and 30 of 612 other photographs of a
+#: training lesion (HAM10000 repeats a lesion's picture), which only a lesion id could otherwise catch
+NEAR_THRESHOLD = 0.86
 #: neighbours kept per row of the first dataset (the most similar first)
 NEAR_NEIGHBOURS = 5
 #: rows scored against the reference at once (a block of the similarity matrix)
