@@ -27,7 +27,7 @@ def evaluate_command(run_dir: Path, data: Path, out: Path, fmt: str | None, keep
     each model beside its out-of-fold figure, calibration, the run's operating points, subgroups,
     after an audit that leaves the run's own training images out."""
     from dermstack.external.evaluate import evaluate_run
-    from dermstack.external.page import gap_sentence, overlap_sentence
+    from dermstack.external.page import ci_text, gap_sentence, num_text, overlap_sentence
 
     e = evaluate_run(run_dir, data, out, fmt=fmt, keep_overlap=keep_overlap, allow_missing_features=allow_missing_features,
                      near_threshold=near_threshold, strict=strict)
@@ -38,9 +38,9 @@ def evaluate_command(run_dir: Path, data: Path, out: Path, fmt: str | None, keep
     click.echo(f"final model {e['final']}: {gap_sentence(e)}")
     for op in e["operating_points"]:
         if "sensitivity" in op:
-            click.echo(f"  {op['rule']}: sensitivity {op['sensitivity']['value']:.3f} here "
-                       f"(out of fold {op['promised']['sensitivity']:.3f}), specificity {op['specificity']['value']:.3f}"
-                       if op["sensitivity"]["value"] is not None else f"  {op['rule']}: sensitivity undefined here")
+            click.echo(f"  {op['rule']} (threshold {op['threshold']:.4g}): sensitivity {ci_text(op['sensitivity'])} here, "
+                       f"promised {num_text(op['promised'].get('sensitivity', op['target'].get('sensitivity')))}; specificity "
+                       f"{ci_text(op['specificity'])}, promised {num_text(op['promised'].get('specificity'))}")
     for note in e["notes"]:
         click.echo(f"note: {note}")
     click.echo(f"evaluation: {Path(out) / 'evaluation.json'}, {Path(out) / 'evaluation.html'}")

@@ -104,7 +104,8 @@ def operating_figures(run_metrics: dict, oof_y: np.ndarray, oof_final: np.ndarra
                  "macro_f1_default_rule": {"value": _macro_f1_of(y, apply_thresholds(s, np.ones(n) if kind.exclusive
                                                                                      else np.full(n, 0.5), kind), kind, n)}}]
     out = []
-    for name, point in chosen_thresholds(oof_y, oof_final).items():
+    scored = np.isfinite(oof_final)
+    for name, point in chosen_thresholds(oof_y[scored], oof_final[scored]).items():
         got = realised(y, s, new.units, point["threshold"], new.n_boot, new.seed)
         target = point["target"]
         which, q = next(iter(target.items()))

@@ -13,14 +13,15 @@ from dermstack.reports.html import Section, esc, paragraph, table
 from dermstack.reports.html import write_page as _write_page
 
 
-def _ci(d: dict | None, fmt: str = ".3f") -> str:
+def ci_text(d: dict | None, fmt: str = ".3f") -> str:
+    """``0.912 [0.880, 0.940]`` of a ``{"value", "ci95"}`` figure."""
     if not d:
         return "n/a"
     lo, hi = d.get("ci95") or (None, None)
     return format_ci(d.get("value"), lo, hi, fmt)
 
 
-def _pct(v) -> str:
+def num_text(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
@@ -43,23 +44,23 @@ def gap_sentence(e: dict) -> str:
     m = e["models"][e["final"]]
     p = e["primary_metric"]
     if not m.get("gap"):
-        return f"{p} {_ci(m[p])} (no out-of-fold figure to compare with)."
-    return (f"{p} {_ci(m[p])} here against {_ci(m['oof'][p])} out of fold: gap {_ci(m['gap'][p], '+.3f')}; "
-            f"ROC-AUC {_ci(m['roc_auc'])} against {_ci(m['oof']['roc_auc'])} (gap {_ci(m['gap']['roc_auc'], '+.3f')}).")
+        return f"{p} {ci_text(m[p])} (no out-of-fold figure to compare with)."
+    return (f"{p} {ci_text(m[p])} here against {ci_text(m['oof'][p])} out of fold: gap {ci_text(m['gap'][p], '+.3f')}; "
+            f"ROC-AUC {ci_text(m['roc_auc'])} against {ci_text(m['oof']['roc_auc'])} (gap {ci_text(m['gap']['roc_auc'], '+.3f')}).")
 
 
 def operating_frame(e: dict) -> pl.DataFrame:
     rows = []
     for op in e["operating_points"]:
         if "sensitivity" not in op:
-            rows.append({"operating point": op["name"], "promised macro F1": _pct(op["promised"]["macro_f1"]),
-                         "realised macro F1": _pct(op["macro_f1"]["value"])})
+            rows.append({"operating point": op["name"], "promised macro F1": num_text(op["promised"]["macro_f1"]),
+                         "realised macro F1": num_text(op["macro_f1"]["value"])})
             continue
         promised = op["promised"]
         rows.append({"operating point": op["rule"], "threshold": f"{op['threshold']:.4g}",
-                     "promised sens.": _pct(promised.get("sensitivity", op["target"].get("sensitivity"))),
-                     "realised sens.": _ci(op["sensitivity"]),
-                     "promised spec.": _pct(promised.get("specificity")), "realised spec.": _ci(op["specificity"]),
+                     "promised sens.": num_text(promised.get("sensitivity", op["target"].get("sensitivity"))),
+                     "realised sens.": ci_text(op["sensitivity"]),
+                     "promised spec.": num_text(promised.get("specificity")), "realised spec.": ci_text(op["specificity"]),
                      "held": "yes" if op["held"] else "no"})
     return pl.DataFrame(rows)
 
@@ -71,7 +72,7 @@ def worst_sentence(e: dict) -> str:
             "The data has no subgroup column (skin tone, sex, age, site, attribution)."
     overall = e["models"][e["final"]][w["metric"]]
     return (f"{w['attribute']} = {w['group']} (n = {w['n']}{', ' + str(w['n_pos']) + ' positives' if w['n_pos'] is not None else ''}): "
-            f"{w['metric']} {_ci(w)} against {_ci(overall)} overall.")
+            f"{w['metric']} {ci_text(w)} against {ci_text(overall)} overall.")
 
 
 def summary(e: dict) -> Section:
@@ -94,10 +95,10 @@ def summary(e: dict) -> Section:
 
 def models_frame(e: dict) -> pl.DataFrame:
     p = e["primary_metric"]
-    return pl.DataFrame([{"model": name, "ROC-AUC": _ci(m["roc_auc"]), f"{p}": _ci(m[p]),
-                          "OOF ROC-AUC": _ci((m.get("oof") or {}).get("roc_auc")), f"OOF {p}": _ci((m.get("oof") or {}).get(p)),
-                          "gap ROC-AUC": _ci((m.get("gap") or {}).get("roc_auc"), "+.3f"),
-                          f"gap {p}": _ci((m.get("gap") or {}).get(p), "+.3f")}
+    return pl.DataFrame([{"model": name, "ROC-AUC": ci_text(m["roc_auc"]), f"{p}": ci_text(m[p]),
+                          "OOF ROC-AUC": ci_text((m.get("oof") or {}).get("roc_auc")), f"OOF {p}": ci_text((m.get("oof") or {}).get(p)),
+                          "gap ROC-AUC": ci_text((m.get("gap") or {}).get("roc_auc"), "+.3f"),
+                          f"gap {p}": ci_text((m.get("gap") or {}).get(p), "+.3f")}
                          for name, m in e["models"].items()])
 
 
@@ -120,7 +121,7 @@ def sections(e: dict) -> list[Section]:
         sec.add(paragraph("No subgroup column in this data."))
     else:
         gaps = pl.DataFrame([{"attribute": g["attribute"], "metric": g["metric"], "worst": g["worst"], "best": g["best"],
-                              "worst minus best": _ci(g["worst_minus_best"], "+.3f")} for g in sub["gaps"]])
+                              "worst minus best": ci_text(g["worst_minus_best"], "+.3f")} for g in sub["gaps"]])
         sec.add(table(gaps) if gaps.height else paragraph("No attribute has two groups large enough for a gap."),
                 table(groups.with_columns(pl.col("ci95").list.eval(pl.element().round(4)).cast(pl.List(pl.String))
                                           .list.join(", ")), row_class="small"))
