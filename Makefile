@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test test-fast lint install bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(PY):
 
 # Re-install only when the project metadata changes (idempotent, fast on a second run).
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,9 +28,13 @@ $(VENV)/.chromium: | $(PY)
 test: $(STAMP) $(VENV)/.chromium
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-# House rules (pyproject.toml [tool.ruff]); tests/test_lint.py runs the same check.
+# The edit-test loop: everything but the tests marked slow (under 3 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 -m "not slow"
+
+# House rules (pyproject.toml [tool.ruff]) over every Python file of the tree; tests/test_lint.py runs the same check.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff check
 
 # Every benchmark at its full size (the README's figures; hours on 2 cores). Each also has a --smoke
 # size, which tests/test_shipped.py runs. vs_autogluon needs AutoGluon's own venv (its docstring).

@@ -1,22 +1,12 @@
-"""The registry of model kinds: `dermstack kinds`, the README's listing, dispatch by kind."""
+"""The registry of model kinds: `dermstack kinds`, dispatch by kind (the docs' listing: tests/test_docs.py)."""
 import re
-from pathlib import Path
 
 from click.testing import CliRunner
 
 from dermstack.cli import cli
 from dermstack.config import RunConfig
 from dermstack.errors import ConfigError
-from dermstack.kinds import BEGIN, END, markdown
 from dermstack.registry import ensemble_methods, method_names, model_kinds, param_rows
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def test_readme_lists_the_registry():
-    text = README.read_text()
-    block = text[text.index(BEGIN) + len(BEGIN) + 1:text.index(END)]
-    assert block == markdown(), "README out of date: paste `dermstack kinds --markdown` between the markers"
 
 
 def test_kinds_command_lists_every_kind_method_and_param():

@@ -1,17 +1,14 @@
 """`dermstack kinds`: every registered model kind and ensemble method, its parameters and defaults
-(like ``timm.list_models``); :func:`markdown` writes the same listing for the README."""
+(like ``timm.list_models``); :func:`markdown` writes the same listing for the docs site's model kinds page."""
 from __future__ import annotations
 
 import click
 
 from dermstack.registry import ensemble_methods, method_names, model_kinds, param_rows
 
-#: the README's generated [[models]] reference lies between these lines (checked by tests/test_kinds.py)
-BEGIN, END = "<!-- dermstack kinds: begin -->", "<!-- dermstack kinds: end -->"
-
 
 def markdown() -> str:
-    """The model kinds and ensemble methods as README Markdown: one table of parameters per kind."""
+    """The model kinds and ensemble methods as Markdown: one table of parameters per kind."""
     out = ["Model kinds (`[[models]] kind`):", ""]
     for k in model_kinds().values():
         out += [f"- **`{k.name}`**: {k.description}."]
@@ -27,7 +24,7 @@ def markdown() -> str:
 
 
 @click.command("kinds")
-@click.option("--markdown", "as_markdown", is_flag=True, help="The README's Markdown listing.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="The listing as Markdown (the docs site's model kinds page).")
 def kinds_command(as_markdown: bool) -> None:
     """List every registered model kind and ensemble method with its parameters and defaults."""
     if as_markdown:

@@ -21,15 +21,25 @@ KIND_KEYS = ("backbone", "epochs", "image_size")
 
 @schema("[[models]]")
 class ModelConfig:
+    """``[[models]]``: one entry per model; without any, the default set for the data's size."""
+
+    #: a registered model kind (`dermstack kinds`)
     kind: one_of("model kind", kind_names) = "lightgbm"
+    #: the model's folder name under models/ and its name in metrics.json; unset: the kind
     name: ModelName | None = None
+    #: one fit per seed and fold; the seeds' scores are averaged
     seeds: Seeds = field(default_factory=lambda: [0])
+    #: the kind's own parameters (docs: Model kinds); boosters also take every parameter of their library
     params: dict[Str, Any] = field(default_factory=dict)
+    #: the feature groups this model reads; unset: every group the features stage built
     features: list[one_of("feature group", FEATURE_GROUPS)] | None = None
+    #: binary tasks: per-fold resampling of the training part ([[models]] sampling below)
     sampling: dict[Str, Any] = field(default_factory=dict)
-    #: image kinds only (cnn)
+    #: image kinds only (cnn): the timm backbone to fine-tune
     backbone: Backbone | None = None
+    #: image kinds only (cnn): training epochs
     epochs: PosInt | None = None
+    #: image kinds only (cnn): the side images are resized to, in pixels
     image_size: CNNImageSize | None = None
 
     @property

@@ -39,17 +39,27 @@ from dermstack.taskkind import TaskKind
 # -- sections ---------------------------------------------------------------------------------------
 @schema("[data]")
 class DataConfig:
+    """``[data]``: the dataset, in the layout it is published in, and what to predict."""
+
+    #: the layout of ``path`` (docs: Data formats), or "synthetic-isic2024" to generate one
     format: one_of("dataset format", reader_formats) = SYNTHETIC_FORMAT
+    #: the dataset folder as published (required unless the format is synthetic)
     path: Str | None = None
+    #: binary (one target vs the rest), multiclass (one label per image) or multilabel
     task: one_of("task", TASKS) = TaskKind.BINARY
     #: binary: "malignant" or one diagnosis code vs the rest
     target: Str = "malignant"
-    #: synthetic-isic2024 only
+    #: synthetic-isic2024 only: training lesions to generate
     lesions: PosInt = 20_000
+    #: synthetic-isic2024 only: test lesions (no labels) to generate
     test_lesions: NonNegInt = 100
+    #: synthetic-isic2024 only: the share of malignant lesions
     positive_rate: Fraction = 0.001
+    #: synthetic-isic2024 only: the side of the generated JPEG crops, in pixels
     image_size: Annotated[int, Strict(), Ge(8)] = 64
+    #: synthetic-isic2024 only: the generator's seed
     seed: Seed = 0
+    #: make every row the reader skips, and every note it makes about the data, an error
     strict: Bool = False
     #: the metadata CSVs' text encoding when not UTF-8 (e.g. "cp1252"); unset: UTF-8, anything else an error
     encoding: Str | None = None
@@ -57,13 +67,17 @@ class DataConfig:
 
 @schema("[cv]")
 class CVConfig:
+    """``[cv]``: the one FoldPlan every model is cross-validated on (grouped by patient, stratified)."""
+
+    #: folds of the patient-grouped, stratified split
     n_splits: Annotated[int, Strict(), Ge(2)] = 5
+    #: the split's seed
     seed: Seed = 42
     #: the grouped CV N times, fold seeds seed, seed + 1, ...: every model refitted on each FoldPlan
     #: (RUN_DIR/repeats/<r>/), metrics.json ``repeats`` = mean and std of each model's primary metric
     repeats: Annotated[int, Strict(), Ge(1), Le(MAX_REPEATS)] = 1
     #: Dask scheduler address: each fold x seed job of every model is a task on that cluster, its
-    #: workers reading the run directory (default: $DERMSTACK_DASK_ADDRESS, else in this process)
+    #: workers reading the run directory (unset: $DERMSTACK_DASK_ADDRESS, else in this process)
     dask_address: SchedulerAddress | None = None
     #: a published split: CSV or parquet with `fold` keyed by image_id, lesion_id or patient_id
     #: (dermstack.data.folds.FoldPlan.from_file); n_splits and seed are then unused
@@ -87,18 +101,23 @@ class ExtractSettings:
     maps backbone -> local file. ``None`` for batch_size, workers, streams and threads means "what is
     fastest on the device" (dermstack.extract.settings.resolve_parallelism; benchmarks/extract_throughput.py)."""
 
+    #: the side images are resized to, in pixels; unset: each backbone's own input size
     image_size: Annotated[int, Strict(), Ge(8)] | None = None
-    #: images per forward pass (per stream); None: 8 on CPU, 64 on a GPU
+    #: images per forward pass (per stream); unset: 8 on CPU, 64 on a GPU
     batch_size: PosInt | None = None
-    #: DataLoader processes decoding images; None: 0 on CPU (each stream decodes its own batches), else up to 8
+    #: DataLoader processes decoding images; unset: 0 on CPU (each stream decodes its own batches), else up to 8
     workers: NonNegInt | None = None
-    #: model replicas run side by side in threads, sharing the weights; None: one per core up to 4 on CPU, 1 on a GPU
+    #: model replicas run side by side in threads, sharing the weights; unset: one per core up to 4 on CPU, 1 on a GPU
     streams: PosInt | None = None
-    #: torch threads per stream on CPU; None: cores / streams
+    #: torch threads per stream on CPU; unset: cores / streams
     threads: PosInt | None = None
+    #: auto (a GPU when there is one), cpu, cuda, cuda:N or mps
     device: Device = "auto"
+    #: auto: bf16 on a CPU with native bf16 (else fp32), fp16 on a GPU (bf16 where CUDA supports it)
     precision: Precision = "auto"
+    #: test-time flips averaged into each embedding
     tta: list[one_of("TTA mode", TTA_MODES)] = field(default_factory=list)
+    #: backbone -> a local weights file (safetensors or a state dict) instead of the packaged or hub weights
     weights: dict[Str, Str] = field(default_factory=dict)
     #: retry images recorded as failed by an earlier run
     retry_failed: Bool = False
@@ -113,21 +132,31 @@ class ExtractSettings:
 class ExtractConfig(ExtractSettings):
     """``[extract]``: the backbones to embed with, how (ExtractSettings), and the PCA the run joins."""
 
+    #: timm backbones to embed every image with; [] is a metadata-only run
     backbones: list[Backbone] = field(default_factory=list)
+    #: PCA components per backbone and view that the boosters get (the linear probe reads the full embeddings)
     pca_components: PosInt = 32
 
 
 @schema("[features]")
 class FeaturesConfig:
+    """``[features]``: the feature groups the features stage builds (each model may pick among them)."""
+
+    #: the dataset's own metadata columns (age, sex, site, ISIC 2024 TBP measurements ...)
     metadata: Bool = True
+    #: engineered lesion features from the TBP measurements (ratios, contrasts, colour and shape indices)
     engineered: Bool = True
+    #: each lesion relative to the patient's other lesions ("ugly duckling"); needs a real patient_id
     patient: Bool = True
     #: "auto": on when the dataset ships lesion masks (features.build.image_enabled)
     image: AutoBool = "auto"
+    #: the PCA of each backbone's embeddings ([extract] backbones)
     embedding: Bool = True
+    #: image features from the dataset's masks, from automatic segmentation, or auto (the mask when there is one)
     segmentation: one_of("segmentation", SEGMENTATION_MODES) = "auto"
     #: drop a metadata column whose missingness alone separates the classes (ROC-AUC of is-null)
     missingness_leak_auc: Annotated[float, Strict(), Interval(ge=0.5, le=1)] = 0.65
+    #: processes computing the image features
     workers: NonNegInt = 2
 
 
@@ -136,7 +165,9 @@ class SamplingConfig:
     """Per-fold resampling of a binary task's training part (:mod:`dermstack.boosting.sampling`):
     minority/majority ratios after over-sampling positives and under-sampling negatives; 0 turns a step off."""
 
+    #: then negatives are under-sampled until positives/negatives reaches this; 0: keep every negative
     negative_ratio: Fraction = 0.01
+    #: positives are first repeated until positives/negatives reaches this; 0: no over-sampling
     positive_oversample: Fraction = 0.003
 
     @classmethod
@@ -154,7 +185,11 @@ class SamplingConfig:
 
 @schema("[ensemble]")
 class EnsembleConfig:
+    """``[ensemble]``: how the models become the final model (docs: Configuration)."""
+
+    #: auto: the best of the best member and each auto method by nested CV; none: the first model alone
     method: one_of("ensemble method", method_names) = "auto"
+    #: the [[models]] names to ensemble; unset: every model
     models: list[Str] | None = None
     #: with a CNN among the models: also train every booster with the CNN score as a feature group
     #: (leak-free, via CNNs trained without each pair of folds) and add those as base models
@@ -163,6 +198,10 @@ class EnsembleConfig:
 
 @schema("[report]")
 class ReportConfig:
+    """``[report]``: the self-contained HTML report (``dermstack report`` writes it for a finished run)."""
+
+    #: write RUN_DIR/report/index.html at the end of the run
     enabled: Bool = False
+    #: training rows explained by SHAP (all positives, then fold-stratified negatives)
     shap_sample: PosInt = 2000
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import timm
@@ -39,6 +40,17 @@ Seed = Annotated[int, Strict(), Ge(0), Le(MAX_SEED)]
 MAX_REPEATS = 100
 
 
+@dataclass(frozen=True)
+class Choices:
+    """The values a setting takes, kept on its type (``Annotated`` metadata, which pydantic ignores)
+    so that the configuration reference lists them (:mod:`dermstack.config.reference`)."""
+
+    values: tuple | Callable[[], Iterable]
+
+    def listed(self) -> list:
+        return list(self.values() if callable(self.values) else self.values)
+
+
 def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base: Callable[[str], str] = str) -> Any:
     """A strict str that must be in ``known`` (a tuple, or a function returning the names: a lazy registry)."""
     def check(value: str) -> str:
@@ -46,7 +58,7 @@ def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base
         if base(value) not in options:
             raise fail(unknown(what, value, options))
         return value
-    return Annotated[str, Strict(), AfterValidator(check)]
+    return Annotated[str, Strict(), AfterValidator(check), Choices(known)]
 
 
 def _auto_bool(value: Any) -> bool | str:
@@ -56,7 +68,7 @@ def _auto_bool(value: Any) -> bool | str:
 
 
 #: true, false or "auto" (decided from the data)
-AutoBool = Annotated[Any, AfterValidator(_auto_bool)]
+AutoBool = Annotated[Any, AfterValidator(_auto_bool), Choices((True, False, "auto"))]
 
 
 def reader_formats() -> list[str]:
