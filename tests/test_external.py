@@ -182,3 +182,37 @@ def test_run_records_and_warns_about_duplicates_across_folds(ham_run):
     shown = {frozenset((x["image_id"], x["other_image_id"])) for x in audit["examples"]}
     assert {frozenset(p) for p in pairs.select("image_id", "image_id_right").iter_rows()} <= shown
     assert np.isfinite([x["similarity"] for x in audit["examples"]]).all()
+
+
+def test_operating_points_read_the_runs_thresholds_and_say_whether_the_guarantee_held():
+    """metrics.json ``clinical`` entries with their empirical and guaranteed thresholds (and, for
+    several classes, ``thresholds.one_vs_rest``), each applied unchanged to the new data."""
+    from dermstack.external.figures import Sample, operating_figures
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(300) < 0.3).astype(np.int8)
+    s = np.clip(0.3 * y + rng.random(300) * 0.7, 0, 1)
+    entry = {"value": 0.5, "target_sensitivity": 0.8, "threshold": 0.45, "sensitivity": 0.81, "specificity": 0.5,
+             "guaranteed": {"threshold": 0.35, "delta": 0.05, "sensitivity": 0.9, "specificity": 0.4, "confidence": 0.97}}
+    metrics = {"task": "binary", "clinical": {"specificity_at_sensitivity_80": entry,
+                                              "flagged_per_cancer_at_sensitivity_80": entry,  # the same thresholds
+                                              "sensitivity_at_specificity_90": {"target_specificity": 0.9, "threshold": 0.9,
+                                                                                "sensitivity": 0.3, "specificity": 0.9}}}
+    new = Sample("binary", y, {"final": s}, np.arange(300), 50, 0)
+    ops = operating_figures(metrics, y, s, new, "final", ["target"])
+    assert [(op["kind"], op["threshold"]) for op in ops] == [("empirical", 0.45), ("guaranteed", 0.35), ("empirical", 0.9)]
+    for op in ops:
+        realised = float(((s >= op["threshold"]) & (y == 1)).sum() / y.sum())
+        assert op["sensitivity"]["value"] == pytest.approx(realised)
+        which, q = next(iter(op["target"].items()))
+        assert op["held"] == (op[which]["value"] >= q)
+    assert ops[1]["delta"] == 0.05 and "probability >= 0.95" in ops[1]["rule"]
+    # several classes: one vs the rest per class, and the macro-F1 rule
+    labels = rng.integers(0, 3, 300)
+    scores = rng.dirichlet(np.ones(3), 300)
+    multi = {"task": "multiclass", "thresholds": {"rule": "argmax(score * weight)", "thresholds": [1.0, 1.0, 1.0], "f1_after": 0.3,
+                                                  "one_vs_rest": {"b": {"specificity_at_sensitivity_80": entry}}}}
+    ops = operating_figures(multi, labels, scores, Sample("multiclass", labels, {"final": scores}, np.arange(300), 50, 0), "final",
+                            ["a", "b", "c"])
+    assert [op.get("class") for op in ops] == ["b", "b", None] and "macro_f1" in ops[-1]
+    assert ops[0]["sensitivity"]["value"] == pytest.approx(((scores[:, 1] >= 0.45) & (labels == 1)).sum() / (labels == 1).sum())

@@ -195,7 +195,7 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
         "models": model_figures(task.kind, new_sample, oof_sample),
         "calibration": calibration_figures(task.kind, y, matrices[final], matrices.get(calibrated) if calibrated else None,
                                            run_metrics.get("calibration")) | {"model": final, "calibrated_model": calibrated},
-        "operating_points": operating_figures(run_metrics, task.y, run.scores(final), new_sample, final),
+        "operating_points": operating_figures(run_metrics, task.y, run.scores(final), new_sample, final, task.classes),
         "subgroups": subgroup_figures(task.kind, rows_df, y, matrices[final], n_boot, seed, final),
         "overlap": [{"image_id": r["image_id"], "train_image_id": r["train_image_id"], "how": r["how"],
                      "similarity": _finite(r["similarity"]), "also": r["also"]} for r in overlap.iter_rows(named=True)],

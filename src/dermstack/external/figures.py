@@ -86,54 +86,69 @@ def calibration_figures(kind: TaskKind, y: np.ndarray, final: np.ndarray, calibr
     return out
 
 
-def operating_figures(run_metrics: dict, oof_y: np.ndarray, oof_final: np.ndarray, new: Sample, final: str) -> list[dict]:
-    """Each operating point the run chose: its threshold on the final model's scores, what it gave
-    out of fold (``promised``), and the sensitivity and specificity it realises on the new data with
-    CIs; a guaranteed threshold (``metrics.json`` ``clinical`` entries with a ``delta``) says whether
-    its promise held. Multiclass / multi-label: the run's macro-F1 rule, promised and realised."""
+def run_thresholds(run_metrics: dict, oof_y: np.ndarray, oof_final: np.ndarray) -> list[dict]:
+    """Each threshold the run chose: ``{name, class, kind, target, threshold, promised, delta}``.
+    ``metrics.json`` ``clinical`` entries (and, for several classes, ``thresholds.one_vs_rest``) carry
+    their empirical ``threshold`` and a ``guaranteed`` one with its ``delta``; a run written before
+    they did gets the empirical thresholds again from its final model's OOF scores, by the same rule."""
+    kind = TaskKind(run_metrics["task"])
+    blocks = ({None: run_metrics.get("clinical") or {}} if kind.binary
+              else ((run_metrics.get("thresholds") or {}).get("one_vs_rest") or {}))
+    points, seen = [], set()
+    for cls, entries in blocks.items():
+        for name, e in entries.items():
+            if not isinstance(e, dict) or not ("target_sensitivity" in e or "target_specificity" in e):
+                continue
+            which = "sensitivity" if "target_sensitivity" in e else "specificity"
+            target = {which: e[f"target_{which}"]}
+            g = e.get("guaranteed") or {}
+            for k, t, promised, delta in (("empirical", e.get("threshold"), e, None),
+                                          ("guaranteed", g.get("threshold"), g, g.get("delta"))):
+                if t is None or (cls, k, t, which) in seen:
+                    continue
+                seen.add((cls, k, t, which))
+                points.append({"name": name, "class": cls, "kind": k, "target": target, "threshold": float(t), "delta": delta,
+                               "promised": {m: promised.get(m) for m in ("sensitivity", "specificity", "confidence", "n_pos")
+                                            if m in promised}})
+    if not points and kind.binary:
+        scored = np.isfinite(oof_final)
+        points = [{"name": name, "class": None, "kind": "empirical", "target": p["target"], "threshold": p["threshold"],
+                   "delta": None, "promised": {"sensitivity": p["sensitivity"], "specificity": p["specificity"]}}
+                  for name, p in chosen_thresholds(oof_y[scored], oof_final[scored]).items()]
+    return points
+
+
+def operating_figures(run_metrics: dict, oof_y: np.ndarray, oof_final: np.ndarray, new: Sample, final: str,
+                      classes: list[str]) -> list[dict]:
+    """Each threshold the run chose (:func:`run_thresholds`) applied unchanged to the new data: the
+    sensitivity, specificity and lesions flagged per cancer it realises there, with CIs, and whether
+    its target ``held`` (for a guaranteed threshold: whether the promise held). Several classes: one
+    vs the rest per class, and the run's macro-F1 rule."""
     kind = TaskKind(run_metrics["task"])
     y, s = new.y, new.scores[final]
-    if not kind.binary:
-        th = run_metrics.get("thresholds")
-        if not th:
-            return []
-        n = s.shape[1]
-        decided = apply_thresholds(s, th["thresholds"], kind)
-        return [{"name": "macro_f1_rule", "rule": th["rule"], "thresholds": th["thresholds"],
-                 "promised": {"macro_f1": th["f1_after"]}, "macro_f1": {"value": _macro_f1_of(y, decided, kind, n)},
-                 "macro_f1_default_rule": {"value": _macro_f1_of(y, apply_thresholds(s, np.ones(n) if kind.exclusive
-                                                                                     else np.full(n, 0.5), kind), kind, n)}}]
     out = []
-    scored = np.isfinite(oof_final)
-    for name, point in chosen_thresholds(oof_y[scored], oof_final[scored]).items():
-        got = realised(y, s, new.units, point["threshold"], new.n_boot, new.seed)
-        target = point["target"]
-        which, q = next(iter(target.items()))
-        held = got[which]["value"] is not None and got[which]["value"] >= q - 1e-12
-        out.append({"name": name, "kind": "empirical", "model": final, "threshold": point["threshold"],
-                    "rule": f"{which} >= {q:g} out of fold", "target": target,
-                    "promised": {"sensitivity": point["sensitivity"], "specificity": point["specificity"]},
+    for p in run_thresholds(run_metrics, oof_y, oof_final):
+        if p["class"] is None:
+            yc, sc = y, s
+        else:
+            k = classes.index(p["class"])
+            yc, sc = (y[:, k] if y.ndim == 2 else (y == k).astype(np.int8)), s[:, k]
+        if yc.min() == yc.max():
+            continue  # the class absent (or alone) here: nothing to realise
+        got = realised(yc, sc, new.units, p["threshold"], new.n_boot, new.seed)
+        which, q = next(iter(p["target"].items()))
+        value = got[which]["value"]
+        rule = f"{which} >= {q:g}" + (f" with probability >= {1 - p['delta']:g}" if p["delta"] is not None else " out of fold")
+        out.append({**p, "model": final, "rule": (f"{p['class']}: " if p["class"] else "") + rule,
                     "sensitivity": got["sensitivity"], "specificity": got["specificity"],
-                    "flagged_per_cancer": got["flagged_per_cancer"], "held": bool(held)})
-    out += _guaranteed(run_metrics.get("clinical") or {}, new, final)
-    return out
-
-
-def _guaranteed(block: dict, new: Sample, final: str) -> list[dict]:
-    """Thresholds with a finite-sample guarantee (``metrics.json`` ``clinical``: any entry with a
-    ``threshold`` and a ``delta``), and whether sensitivity >= target held on the new data."""
-    out = []
-    for name, entry in block.items():
-        if not (isinstance(entry, dict) and "delta" in entry and entry.get("threshold") is not None):
-            continue
-        target = entry.get("target_sensitivity", entry.get("target"))
-        got = realised(new.y, new.scores[final], new.units, float(entry["threshold"]), new.n_boot, new.seed)
-        held = target is not None and got["sensitivity"]["value"] is not None and got["sensitivity"]["value"] >= target
-        out.append({"name": name, "kind": "guaranteed", "model": final, "threshold": float(entry["threshold"]),
-                    "rule": f"sensitivity >= {target} with probability >= 1 - {entry['delta']}", "delta": entry["delta"],
-                    "target": {"sensitivity": target}, "promised": {k: v for k, v in entry.items() if k != "threshold"},
-                    "sensitivity": got["sensitivity"], "specificity": got["specificity"],
-                    "flagged_per_cancer": got["flagged_per_cancer"], "held": bool(held)})
+                    "flagged_per_cancer": got["flagged_per_cancer"], "held": value is not None and value >= q - 1e-12})
+    if not kind.binary and run_metrics.get("thresholds"):
+        th, n = run_metrics["thresholds"], s.shape[1]
+        default = np.ones(n) if kind.exclusive else np.full(n, 0.5)
+        out.append({"name": "macro_f1_rule", "rule": th["rule"], "thresholds": th["thresholds"],
+                    "promised": {"macro_f1": th["f1_after"]},
+                    "macro_f1": {"value": _macro_f1_of(y, apply_thresholds(s, th["thresholds"], kind), kind, n)},
+                    "macro_f1_default_rule": {"value": _macro_f1_of(y, apply_thresholds(s, default, kind), kind, n)}})
     return out
 
 

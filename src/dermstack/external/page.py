@@ -12,6 +12,9 @@ from dermstack.clinical_report import format_ci
 from dermstack.reports.html import Section, esc, paragraph, table
 from dermstack.reports.html import write_page as _write_page
 
+#: operating points on the first screen (the rest in their section)
+SUMMARY_POINTS = 6
+
 
 def ci_text(d: dict | None, fmt: str = ".3f") -> str:
     """``0.912 [0.880, 0.940]`` of a ``{"value", "ci95"}`` figure."""
@@ -49,20 +52,34 @@ def gap_sentence(e: dict) -> str:
             f"ROC-AUC {ci_text(m['roc_auc'])} against {ci_text(m['oof']['roc_auc'])} (gap {ci_text(m['gap']['roc_auc'], '+.3f')}).")
 
 
-def operating_frame(e: dict) -> pl.DataFrame:
+def operating_frame(e: dict, limit: int | None = None) -> pl.DataFrame:
+    """One row per threshold the run chose: promised out of fold, realised here (the first ``limit``)."""
     rows = []
-    for op in e["operating_points"]:
-        if "sensitivity" not in op:
-            rows.append({"operating point": op["name"], "promised macro F1": num_text(op["promised"]["macro_f1"]),
-                         "realised macro F1": num_text(op["macro_f1"]["value"])})
-            continue
+    for op in [op for op in e["operating_points"] if "threshold" in op][:limit]:
         promised = op["promised"]
-        rows.append({"operating point": op["rule"], "threshold": f"{op['threshold']:.4g}",
+        rows.append({"operating point": op["rule"], "kind": op["kind"], "threshold": f"{op['threshold']:.4g}",
                      "promised sens.": num_text(promised.get("sensitivity", op["target"].get("sensitivity"))),
                      "realised sens.": ci_text(op["sensitivity"]),
                      "promised spec.": num_text(promised.get("specificity")), "realised spec.": ci_text(op["specificity"]),
                      "held": "yes" if op["held"] else "no"})
     return pl.DataFrame(rows)
+
+
+def rule_frame(e: dict) -> pl.DataFrame:
+    """The run's macro-F1 decision rule (several classes): promised by nested CV, realised here."""
+    return pl.DataFrame([{"rule": op["rule"], "promised macro F1": num_text(op["promised"]["macro_f1"]),
+                          "realised macro F1": num_text(op["macro_f1"]["value"]),
+                          "argmax / 0.5 here": num_text(op["macro_f1_default_rule"]["value"])}
+                         for op in e["operating_points"] if "macro_f1" in op])
+
+
+def operating_tables(e: dict, limit: int | None = None) -> str:
+    ops = operating_frame(e, limit)
+    more = sum("threshold" in op for op in e["operating_points"]) - ops.height
+    parts = [table(t, collapse=None if limit else 15) for t in (rule_frame(e), ops) if t.height]
+    if more > 0:
+        parts.append(paragraph(f"{more} more (one vs rest per class) under Operating points."))
+    return "".join(parts) or "<p>no operating point the run chose</p>"
 
 
 def worst_sentence(e: dict) -> str:
@@ -86,8 +103,7 @@ def summary(e: dict) -> Section:
              f"<h3>Overlap with the training data</h3><p class=\"{'bad' if e['overlap'] else ''}\">{esc(overlap_sentence(e))}</p>"
              + (paragraph(_not_checked(e)) if _not_checked(e) else ""),
              f"<h3>Gap: final model {esc(e['final'])}, here minus out of fold</h3><p><b>{esc(gap_sentence(e))}</b></p>",
-             "<h3>Sensitivity promised and realised</h3>"
-             + (table(operating_frame(e), collapse=None) if e["operating_points"] else "<p>no operating point</p>"),
+             "<h3>Sensitivity promised and realised</h3>" + operating_tables(e, SUMMARY_POINTS),
              f"<h3>Worst subgroup</h3><p>{esc(worst_sentence(e))}</p>"]
     parts += [paragraph(n, "note warn") for n in e["notes"]]
     return Section("summary", "Summary").add(*parts)
@@ -112,8 +128,9 @@ def sections(e: dict) -> list[Section]:
     out.append(Section("calibration", "Calibration").add(paragraph(f"ECE ({c['bins']}) and Brier score on this data; out "
                                                                    f"of fold the run measured {c.get('oof')}."), table(cal)))
     out.append(Section("operating", "Operating points").add(
-        paragraph("Each threshold the run chose on its out-of-fold scores, applied unchanged to this data."),
-        table(operating_frame(e), collapse=None)))
+        paragraph("Each threshold the run chose on its out-of-fold scores, applied unchanged to this data: empirical "
+                  "(what the run measured out of fold) and guaranteed (sensitivity >= the target with probability "
+                  ">= 1 - delta on exchangeable data; 'held' says whether it did here)."), operating_tables(e)))
     sub = e["subgroups"]
     groups = pl.DataFrame(sub["groups"], infer_schema_length=None) if sub["groups"] else pl.DataFrame()
     sec = Section("subgroups", "Subgroups (final model)")
