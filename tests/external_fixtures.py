@@ -22,6 +22,12 @@ from extract_fixtures import TEST_MODEL, save_test_weights
 HAM_CLASSES = ["nv", "bkl", "mel", "bcc"]
 MALIGNANT = {"mel", "bcc"}
 SIZE = (96, 72)
+#: the [extract] of the run on synthetic images: timm's test model with seeded weights, small inputs
+TEST_EXTRACT = """backbones = ["{model}"]
+image_size = 48
+pca_components = 4
+weights = {{ {model} = "{weights}" }}"""
+
 #: the planted copies of training images: external id -> how it copies a training image
 PLANTED = {"ISIC_9000001": "hash"}
 #: the near-duplicate copies (of real images; see the module docstring)
@@ -36,10 +42,7 @@ path = "{data}"
 n_splits = 3
 
 [extract]
-backbones = ["{model}"]
-image_size = 48
-pca_components = 4
-weights = {{ {model} = "{weights}" }}
+{extract}
 
 [features]
 image = false
@@ -157,7 +160,8 @@ def ham_run(tmp_path_factory, test_weights_session) -> Path:
     """A finished run on a tiny HAM10000-format dataset (the test model's embeddings, LightGBM, XGBoost, mean)."""
     root = tmp_path_factory.mktemp("ham_run")
     data = write_ham(root / "ham")
-    (root / "run.toml").write_text(RUN_CONFIG.format(data=data, model=TEST_MODEL, weights=test_weights_session))
+    extract = TEST_EXTRACT.format(model=TEST_MODEL, weights=test_weights_session)
+    (root / "run.toml").write_text(RUN_CONFIG.format(data=data, extract=extract))
     Run(RunConfig.from_toml(root / "run.toml"), root / "run").execute()
     return root / "run"
 

@@ -21,7 +21,7 @@ from dermstack.data.readers.content import image_digests
 from dermstack.external import evaluate_run
 from dermstack.run import Run
 from dermstack.testing import tiny_copy
-from external_fixtures import NEAR_COPIES, plant
+from external_fixtures import NEAR_COPIES, RUN_CONFIG, plant
 
 
 def rows(**columns) -> pl.DataFrame:
@@ -96,30 +96,6 @@ def test_data_audit_command_names_both_ids(ham_run, archive, tmp_path):
 
 # -- planted near-duplicates of real images --------------------------------------------------------
 
-REAL_RUN = """
-[data]
-format = "ham10000"
-path = "{data}"
-
-[cv]
-n_splits = 3
-
-[extract]
-backbones = ["efficientnet_lite0"]
-
-[features]
-image = false
-
-[[models]]
-kind = "lightgbm"
-seeds = [0]
-params = {{ n_estimators = 20, threads = 1, verbose = -1 }}
-
-[report]
-enabled = false
-"""
-
-
 @pytest.fixture(scope="module")
 def real(shared_data, tmp_path_factory):
     """A run (default backbone) on a few real HAM10000 lesions, one image of a two-image lesion held
@@ -136,7 +112,7 @@ def real(shared_data, tmp_path_factory):
     shutil.move(next((ham / "images").glob(f"{held}.*")), export / f"{held}.jpg")
     for mask in (ham / "masks").glob(f"{held}_*"):
         mask.unlink()
-    (root / "run.toml").write_text(REAL_RUN.format(data=ham))
+    (root / "run.toml").write_text(RUN_CONFIG.format(data=ham, extract='backbones = ["efficientnet_lite0"]'))
     Run(RunConfig.from_toml(root / "run.toml"), root / "run").execute()
     train = sorted(meta.filter(pl.col("image_id") != held)["image_id"].to_list())
     copies, prng = {}, random.Random(0)
