@@ -37,8 +37,9 @@ KINDS = ("id", "hash", "near", "lesion", "patient")
 NEAR_THRESHOLD = 0.86
 #: neighbours kept per row of the first dataset (the most similar first)
 NEAR_NEIGHBOURS = 5
-#: rows scored against the reference at once (a block of the similarity matrix)
+#: rows scored against the reference at once (a block of the similarity matrix), and the most cells a block has
 BLOCK = 1024
+BLOCK_CELLS = 1 << 27
 
 #: dataset -> id column kind -> id space. Two datasets share a kind of id only when both name the same
 #: space; a dataset not listed has its own space, shared only with itself.
@@ -123,8 +124,9 @@ def _near(a: np.ndarray, b: np.ndarray, threshold: float, within: bool, k: int =
     ok_b = np.flatnonzero(np.isfinite(b).all(axis=1))
     bb = np.ascontiguousarray(b[ok_b])
     rows, cols, sims = [], [], []
-    for start in range(0, len(a), BLOCK):
-        block = a[start:start + BLOCK]
+    step = max(1, min(BLOCK, BLOCK_CELLS // max(len(bb), 1)))  # a block of similarities stays ~512 MB
+    for start in range(0, len(a), step):
+        block = a[start:start + step]
         ok = np.isfinite(block).all(axis=1)
         s = block @ bb.T if len(bb) else np.zeros((len(block), 0), np.float32)
         s[~ok] = -np.inf
@@ -173,10 +175,11 @@ def find_pairs(a: AuditRows, b: AuditRows | None = None, threshold: float = NEAR
         frames.append(_equal(a.digests(), b.digests(), "hash", within))
     else:
         checked["hash"] = "no image digests (no images, or a table written before digests were recorded)"
-    center = None
+    ua = ub = None
     if a.embeddings is not None and b.embeddings is not None:
         center = np.nanmean(np.asarray(b.embeddings, dtype=np.float32), axis=0)
-        ua, ub = a.unit_vectors(center), b.unit_vectors(center)
+        ua = a.unit_vectors(center)
+        ub = ua if within else b.unit_vectors(center)
         near = _near(ua, ub, threshold, within)
         checked["near"] = True
         frames.append(near.select("a", "b", pl.lit("near").alias("how")))
@@ -188,16 +191,15 @@ def find_pairs(a: AuditRows, b: AuditRows | None = None, threshold: float = NEAR
     found = (found.with_columns(pl.col("how").replace_strict(rank, return_dtype=pl.Int8).alias("rank")).sort("rank")
              .group_by("a", "b", maintain_order=True).agg(pl.col("how").first(), pl.col("how").slice(1).alias("also"))
              .sort("a", "b"))
-    found = found.with_columns(pl.Series("similarity", _pair_similarity(a, b, found, center), pl.Float64),
+    found = found.with_columns(pl.Series("similarity", _pair_similarity(ua, ub, found), pl.Float64),
                                _same(a, b, found, "lesion_id"), _same(a, b, found, "patient_id"))
     return found, checked
 
 
-def _pair_similarity(a: AuditRows, b: AuditRows, pairs: pl.DataFrame, center) -> np.ndarray:
-    """Cosine similarity of each pair's embeddings (NaN where either row has none)."""
-    if center is None or pairs.is_empty():
+def _pair_similarity(ua: np.ndarray | None, ub: np.ndarray | None, pairs: pl.DataFrame) -> np.ndarray:
+    """Cosine similarity of each pair's unit vectors (NaN where either row has none)."""
+    if ua is None or ub is None or pairs.is_empty():
         return np.full(pairs.height, np.nan)
-    ua, ub = a.unit_vectors(center), b.unit_vectors(center)
     ia, ib = pairs["a"].to_numpy(), pairs["b"].to_numpy()
     return np.einsum("ij,ij->i", ua[ia], ub[ib]).astype(np.float64)
 
