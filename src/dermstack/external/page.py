@@ -57,7 +57,9 @@ def operating_frame(e: dict, limit: int | None = None) -> pl.DataFrame:
     rows = []
     for op in [op for op in e["operating_points"] if "threshold" in op][:limit]:
         promised = op["promised"]
-        rows.append({"operating point": op["rule"], "kind": op["kind"], "threshold": f"{op['threshold']:.4g}",
+        which, q = next(iter(op["target"].items()))
+        point = (f"{op['class']}: " if op.get("class") else "") + f"{which} ≥ {q:g}"
+        rows.append({"operating point": point, "kind": op["kind"], "threshold": f"{op['threshold']:.4g}",
                      "promised sens.": num_text(promised.get("sensitivity", op["target"].get("sensitivity"))),
                      "realised sens.": ci_text(op["sensitivity"]),
                      "promised spec.": num_text(promised.get("specificity")), "realised spec.": ci_text(op["specificity"]),
@@ -99,14 +101,14 @@ def summary(e: dict) -> Section:
             f"evaluated</b>{esc(pos)}, {r['excluded_overlap']} left out as overlap, {r['skipped']} skipped "
             f"(no label in the run's task, or unreadable). Intervals: 95 %, {e['bootstrap']['n_boot']} resamples of "
             f"{esc(e['unit'])}.")
-    parts = [f"<h3>Data</h3><p>{data}</p>",
-             f"<h3>Overlap with the training data</h3><p class=\"{'bad' if e['overlap'] else ''}\">{esc(overlap_sentence(e))}</p>"
-             + (paragraph(_not_checked(e)) if _not_checked(e) else ""),
-             f"<h3>Gap: final model {esc(e['final'])}, here minus out of fold</h3><p><b>{esc(gap_sentence(e))}</b></p>",
-             "<h3>Sensitivity promised and realised</h3>" + operating_tables(e, SUMMARY_POINTS),
-             f"<h3>Worst subgroup</h3><p>{esc(worst_sentence(e))}</p>"]
-    parts += [paragraph(n, "note warn") for n in e["notes"]]
-    return Section("summary", "Summary").add(*parts)
+    left = [f"<h3>Data</h3><p>{data}</p>",
+            f"<h3>Overlap with the training data</h3><p class=\"{'bad' if e['overlap'] else ''}\">{esc(overlap_sentence(e))}</p>"
+            + (paragraph(_not_checked(e)) if _not_checked(e) else ""),
+            f"<h3>Gap: final model {esc(e['final'])}, here minus out of fold</h3><p><b>{esc(gap_sentence(e))}</b></p>",
+            f"<h3>Worst subgroup</h3><p>{esc(worst_sentence(e))}</p>"]
+    right = ["<h3>Sensitivity promised and realised</h3>" + operating_tables(e, SUMMARY_POINTS),
+             *[paragraph(n, "note warn") for n in e["notes"]]]
+    return Section("summary", "Summary").add(f'<div class="summary"><div>{"".join(left)}</div><div>{"".join(right)}</div></div>')
 
 
 def models_frame(e: dict) -> pl.DataFrame:
