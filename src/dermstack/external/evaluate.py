@@ -93,8 +93,8 @@ def _checked_labels(labels: MappedLabels, kind: TaskKind, source: str) -> None:
     if not labels.keep.any():
         raise DataError(f"no row has a label in the run's task: {labels.skipped}", file=source)
     if kind.binary and (labels.y.min() == labels.y.max()):
-        which = "positives" if labels.y.max() == 0 else "negatives"
-        raise DataError(f"the {what} have no {which}: sensitivity, ROC-AUC and pAUC are undefined without both classes",
+        which, undefined = ("positives", "sensitivity") if labels.y.max() == 0 else ("negatives", "specificity")
+        raise DataError(f"the {what} have no {which}: {undefined}, ROC-AUC and pAUC are undefined without both classes",
                         file=source, column="target")
 
 

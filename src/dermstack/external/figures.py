@@ -169,6 +169,7 @@ def subgroup_figures(kind: TaskKind, rows: pl.DataFrame, y: np.ndarray, s: np.nd
     primary = PRIMARY_METRIC[kind]
     ok = group_rows.filter((pl.col("metric") == primary) & ~pl.col("small") & (pl.col("group") != MISSING)
                            & pl.col("value").is_not_nan())
+    ok = ok.filter(pl.len().over("attribute") > 1)  # a group that is the whole data is no subgroup
     worst = ok.sort("value").row(0, named=True) if ok.height else None
     return {"attributes": list(groups), "groups": [_group(r) for r in group_rows.iter_rows(named=True)], "gaps": gaps,
             "worst": _group(worst) if worst else None, "settings": {"n_boot": n_boot, "min_n": SubgroupSettings.min_n,

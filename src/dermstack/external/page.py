@@ -87,7 +87,7 @@ def operating_tables(e: dict, limit: int | None = None) -> str:
 def worst_sentence(e: dict) -> str:
     w = e["subgroups"]["worst"]
     if not w:
-        return "No subgroup column with a group large enough (see Subgroups)." if e["subgroups"]["attributes"] else \
+        return "No subgroup column with two groups large enough (see Subgroups)." if e["subgroups"]["attributes"] else \
             "The data has no subgroup column (skin tone, sex, age, site, attribution)."
     overall = e["models"][e["final"]][w["metric"]]
     return (f"{w['attribute']} = {w['group']} (n = {w['n']}{', ' + str(w['n_pos']) + ' positives' if w['n_pos'] is not None else ''}): "
