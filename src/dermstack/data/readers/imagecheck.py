@@ -149,17 +149,20 @@ def _mapped_digests(path: Path, keys: list[str], offsets: np.ndarray, sizes: np.
     """SHA-256 of contiguous datasets straight from the file bytes: slices of one memoryview of a
     memory map (a numpy memmap slice costs twice as much; threads do not help small images, whose
     hashing keeps the GIL)."""
-    size = os.path.getsize(path)
-    todo = [(keys[i], int(offsets[i]), int(offsets[i] + sizes[i])) for i in np.flatnonzero(offsets >= 0)
-            if keys[i] not in skip and offsets[i] + sizes[i] <= size]
-    if not todo:
+    ends = offsets + sizes
+    rows = np.flatnonzero((offsets >= 0) & (ends <= os.path.getsize(path)))
+    if skip:
+        rows = np.array([i for i in rows if keys[i] not in skip], dtype=np.int64)
+    if not len(rows):
         return {}
+    sha256 = hashlib.sha256
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         view = memoryview(mm)
         try:
-            return {key: hashlib.sha256(view[a:b]).hexdigest() for key, a, b in todo}
+            digests = [sha256(view[a:b]).hexdigest() for a, b in zip(offsets[rows].tolist(), ends[rows].tolist())]
         finally:
             view.release()
+    return dict(zip([keys[i] for i in rows.tolist()], digests))
 
 
 def _mapped_problems(path: Path, keys: list[str], offsets: np.ndarray, sizes: np.ndarray) -> dict[str, str]:
