@@ -11,6 +11,7 @@ import pytest
 from dermstack import clinical
 from dermstack import metrics as M
 from dermstack.config import RunConfig
+from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.predictions import Predictions
 from dermstack.run import Run, print_metrics
@@ -222,7 +223,7 @@ def test_top_15_needs_real_patient_ids():
         table = lesion_table(cols)
         task = TaskSpec.from_table(table, "binary")
         s = np.clip(task.y * 0.3 + rng.random(n) * 0.7, 0, 1)
-        out = clinical_metrics(table, task, {"m": s}, "m", np.arange(n) % 5, n_boot=20)
+        out = clinical_metrics(table, task, {"m": s}, "m", FoldPlan.make(table, 4), n_boot=20)
         top = out["clinical"]["top_15_sensitivity"]
         if with_patients:
             assert out["clinical"]["bootstrap"]["unit"] == "patient_id" and top["value"] == pytest.approx(

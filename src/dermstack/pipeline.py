@@ -140,13 +140,17 @@ class Pipeline:
 
     def folds(self, table: LesionTable) -> FoldPlan:
         p, cv = self.paths, self.cfg.cv
+        grouping = ("cv.group", "cv.leave_one_group_out", "data.task", "data.target")
         if cv.folds:  # a published split: the file is an input, so a changed file re-runs this stage and all after it
             source = Path(cv.folds)
-            keys, inputs = self.keys("cv.folds", "data.task", "data.target"), [p.lesions, source]
-            make, record = (lambda: FoldPlan.from_file(table, source)), {"fold_file": {"file": str(source), "sha256": file_digest(source)}}
+            keys, inputs = self.keys("cv.folds", *grouping), [p.lesions, source]
+            make, record = ((lambda: FoldPlan.from_file(table, source, group=cv.group)),
+                            {"fold_file": {"file": str(source), "sha256": file_digest(source)}})
         else:
-            keys, inputs = self.keys("cv.n_splits", "cv.seed", "data.task", "data.target"), [p.lesions]
-            make, record = (lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task)), None
+            # leave-one-group-out folds use neither n_splits nor seed: changing them re-runs nothing
+            keys, inputs = self.keys(*(() if cv.leave_one_group_out else ("cv.n_splits", "cv.seed")), *grouping), [p.lesions]
+            make, record = (lambda: FoldPlan.make(table, cv.n_splits, cv.seed, self.cfg.data.task, cv.group,
+                                                  cv.leave_one_group_out)), None
         self.stage("folds", keys, inputs, [p.folds], ["ingest"], lambda: make().write(p.folds), record)
         plan = FoldPlan.read(p.folds)
         plan.check_matches(table)

@@ -1,4 +1,5 @@
-"""Clinical operating metrics, the patient bootstrap and honest model comparison, per-class thresholds.
+"""Clinical operating metrics, the patient bootstrap and honest model comparison, per-class thresholds,
+thresholds with a guaranteed sensitivity.
 
 Pure functions on arrays (scores follow the conventions in docs/ARCHITECTURE.md: ``(n,)`` binary,
 ``(n, C)`` otherwise); the caller puts their results in ``metrics.json`` and the report.
@@ -18,14 +19,17 @@ Conventions shared by every function here:
 """
 
 from dermstack.clinical.bootstrap import metric_bootstrap, metric_draws, operating_points, paired_bootstrap, patient_resamples
+from dermstack.clinical.guarantee import guaranteed_rank, sensitivity_threshold
 from dermstack.clinical.operating import (
     flagged_per_cancer,
     sensitivity_at_specificity,
     specificity_at_sensitivity,
+    specificity_threshold,
     top_k_sensitivity,
 )
 from dermstack.clinical.thresholds import apply_thresholds, tune_thresholds
 
-__all__ = ["apply_thresholds", "flagged_per_cancer", "metric_bootstrap", "metric_draws", "operating_points", "paired_bootstrap",
-           "patient_resamples", "sensitivity_at_specificity", "specificity_at_sensitivity", "top_k_sensitivity",
+__all__ = ["apply_thresholds", "flagged_per_cancer", "guaranteed_rank", "metric_bootstrap", "metric_draws",
+           "operating_points", "paired_bootstrap", "patient_resamples", "sensitivity_at_specificity",
+           "sensitivity_threshold", "specificity_at_sensitivity", "specificity_threshold", "top_k_sensitivity",
            "tune_thresholds"]

@@ -82,6 +82,32 @@ def sensitivity_at_specificity(y, s, specificity: float) -> float:
     return point_values(y, s, specificities=(specificity,))[f"sensitivity_at_specificity_{_pct(specificity)}"]
 
 
+def rates(y: np.ndarray, s: np.ndarray, t: float) -> tuple[float, float]:
+    """(sensitivity, specificity) of flagging ``s >= t`` (boolean ``y``); NaN for an absent class."""
+    flagged = s >= t
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    sens = float((flagged & y).sum() / n_pos) if n_pos else float("nan")
+    spec = float((~flagged & ~y).sum() / n_neg) if n_neg else float("nan")
+    return sens, spec
+
+
+def specificity_threshold(y, s, specificity: float) -> dict:
+    """The threshold of :func:`sensitivity_at_specificity`: the lowest score ``t`` whose flagging
+    ``score >= t`` keeps ``specificity`` (None when even the highest score breaks it, or a class is
+    absent), with the sensitivity and specificity it has on these rows."""
+    y, s = binary_inputs(y, s)
+    out = {"target_specificity": specificity, "threshold": None, "sensitivity": float("nan"), "specificity": float("nan")}
+    neg = np.sort(s[~y])
+    if not y.any() or not len(neg):
+        return out
+    distinct = np.unique(s)
+    kept = np.searchsorted(neg, distinct, "left") / len(neg) >= specificity - TOL  # negatives below each candidate
+    if kept.any():
+        out["threshold"] = float(distinct[np.argmax(kept)])
+        out["sensitivity"], out["specificity"] = rates(y, s, out["threshold"])
+    return out
+
+
 def specificity_at_sensitivity(y, s, sensitivity: float) -> float:
     """Specificity at the first ROC vertex (``sklearn.metrics.roc_curve``, highest threshold) whose
     sensitivity reaches ``sensitivity``; a tie group is flagged whole, never split. NaN when a class

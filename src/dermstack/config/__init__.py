@@ -10,7 +10,7 @@ work on them. Model kinds, their params schemas and the ensemble methods come fr
 
 - :mod:`~dermstack.config.problems`: how problems are reported; the ``schema`` decorator.
 - :mod:`~dermstack.config.types`: strict scalar types and vocabularies.
-- :mod:`~dermstack.config.sections`: ``[data]``, ``[cv]``, ``[extract]``, ``[features]``, ``[ensemble]``, ``[report]``.
+- :mod:`~dermstack.config.sections`: ``[data]``, ``[cv]``, ``[extract]``, ``[features]``, ``[ensemble]``, ``[clinical]``, ``[report]``.
 - :mod:`~dermstack.config.modelconfig`: ``[[models]]`` and the default model set.
 - :mod:`~dermstack.config.runconfig`: RunConfig and the checks across sections.
 """
@@ -18,6 +18,7 @@ from dermstack.config.modelconfig import ModelConfig, default_models
 from dermstack.config.problems import did_you_mean, schema, unknown
 from dermstack.config.runconfig import RunConfig
 from dermstack.config.sections import (
+    ClinicalConfig,
     CVConfig,
     DataConfig,
     EnsembleConfig,
@@ -40,7 +41,7 @@ from dermstack.config.types import (
 )
 
 __all__ = [
-    "CVConfig", "DataConfig", "EnsembleConfig", "ExtractConfig", "ExtractSettings", "FeaturesConfig", "ModelConfig",
+    "ClinicalConfig", "CVConfig", "DataConfig", "EnsembleConfig", "ExtractConfig", "ExtractSettings", "FeaturesConfig", "ModelConfig",
     "ReportConfig", "RunConfig", "SamplingConfig", "default_models", "did_you_mean", "schema", "unknown",
     "DEVICES", "FEATURE_GROUPS", "MAX_REPEATS", "MAX_SEED", "PRECISIONS", "SEGMENTATION_MODES", "SYNTHETIC_FORMAT", "TASKS", "TTA_MODES",
 ]

@@ -11,7 +11,15 @@ import tomli_w
 
 from dermstack.config.modelconfig import ModelConfig, default_models
 from dermstack.config.problems import lines, schema, show, unknown, validate
-from dermstack.config.sections import CVConfig, DataConfig, EnsembleConfig, ExtractConfig, FeaturesConfig, ReportConfig
+from dermstack.config.sections import (
+    ClinicalConfig,
+    CVConfig,
+    DataConfig,
+    EnsembleConfig,
+    ExtractConfig,
+    FeaturesConfig,
+    ReportConfig,
+)
 from dermstack.errors import ConfigError
 from dermstack.metrics import TASK_METRICS
 from dermstack.registry import ensemble_methods, model_kinds
@@ -19,7 +27,7 @@ from dermstack.taskkind import TaskKind
 
 _SECTIONS: dict[str, type] = {
     "data": DataConfig, "cv": CVConfig, "extract": ExtractConfig, "features": FeaturesConfig,
-    "models": ModelConfig, "ensemble": EnsembleConfig, "report": ReportConfig,
+    "models": ModelConfig, "ensemble": EnsembleConfig, "clinical": ClinicalConfig, "report": ReportConfig,
 }
 
 
@@ -32,6 +40,7 @@ class RunConfig:
     #: empty: the default set for the data's size (:func:`default_models`), resolved after ingest
     models: list[ModelConfig] = field(default_factory=list)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    clinical: ClinicalConfig = field(default_factory=ClinicalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     @classmethod

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 from annotated_types import Ge, Interval, Le
-from pydantic import Strict, model_validator
+from pydantic import AllowInfNan, Strict, model_validator
 
 from dermstack.config.problems import problem, schema
 from dermstack.config.types import (
@@ -82,6 +82,13 @@ class CVConfig:
     #: a published split: CSV or parquet with `fold` keyed by image_id, lesion_id or patient_id
     #: (dermstack.data.folds.FoldPlan.from_file); n_splits and seed are then unused
     folds: Str | None = None
+    #: a column whose every value (HAM10000 `dataset`, ISIC `attribution`: a site, a clinic) is kept in
+    #: one fold as well as every patient (values a patient spans are merged); metrics.json
+    #: ``held_out_groups`` gives each group's figures (dermstack.data.groups)
+    group: Str | None = None
+    #: one fold per held-out group of `group` (at most 20 groups, each with both classes when binary);
+    #: n_splits and seed are then unused
+    leave_one_group_out: Bool = False
 
     @model_validator(mode="after")
     def _fold_file(self):
@@ -90,6 +97,13 @@ class CVConfig:
             items.append(("folds", self.folds, "a fold file is a .csv or .parquet file"))
         if self.folds is not None and self.repeats > 1:
             items.append(("repeats", self.repeats, "repeats draw new fold seeds; a fold file fixes the folds"))
+        if self.leave_one_group_out and self.group is None:
+            items.append(("leave_one_group_out", True, "needs [cv] group, the column whose groups are held out"))
+        if self.leave_one_group_out and self.folds is not None:
+            items.append(("leave_one_group_out", True, "a fold file fixes the folds; use one or the other"))
+        if self.leave_one_group_out and self.repeats > 1:
+            items.append(("repeats", self.repeats, "repeats draw new fold seeds; leave-one-group-out folds have none "
+                          "(every repeat would be the same)"))
         if items:
             raise problem(items)
         return self
@@ -194,6 +208,15 @@ class EnsembleConfig:
     #: with a CNN among the models: also train every booster with the CNN score as a feature group
     #: (leak-free, via CNNs trained without each pair of folds) and add those as base models
     cnn_feature: Bool = True
+
+
+@schema("[clinical]")
+class ClinicalConfig:
+    """``[clinical]``: the operating points of metrics.json ``clinical`` (binary) and ``thresholds`` (one-vs-rest per class)."""
+
+    #: each target sensitivity also gets a threshold whose sensitivity on new data reaches the target with
+    #: probability >= 1 - delta (dermstack.clinical.guarantee); 0.05 matches the 95 % intervals beside it
+    delta: Annotated[float, Strict(), AllowInfNan(False), Interval(gt=0, le=0.5)] = 0.05
 
 
 @schema("[report]")

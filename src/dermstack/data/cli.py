@@ -60,16 +60,25 @@ def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, p
 @click.option("--task", type=click.Choice(TaskKind.KINDS), default="binary", show_default=True)
 @click.option("--from", "source", type=click.Path(path_type=Path), default=None,
               help="A published split (CSV/parquet: fold keyed by image_id, lesion_id or patient_id), as [cv] folds.")
-def folds_command(lesions: Path, out: Path, n_splits: int, seed: int, task: str, source: Path | None) -> None:
+@click.option("--group", default=None, metavar="COLUMN",
+              help="Keep every value of COLUMN (a site: attribution, dataset) in one fold too, as [cv] group.")
+@click.option("--leave-one-group-out", is_flag=True, help="One fold per --group value, as [cv] leave_one_group_out.")
+def folds_command(lesions: Path, out: Path, n_splits: int, seed: int, task: str, source: Path | None, group: str | None,
+                  leave_one_group_out: bool) -> None:
     """Make the patient-grouped stratified FoldPlan every model of a run shares (or read it --from a file)."""
     from dermstack.data.folds import FoldPlan
     from dermstack.data.table import LesionTable
 
+    if leave_one_group_out and (not group or source):
+        raise click.UsageError("--leave-one-group-out needs --group and makes its own folds (not with --from)")
     table = LesionTable.read(lesions)
-    plan = FoldPlan.from_file(table, source) if source else FoldPlan.make(table, n_splits=n_splits, seed=seed, task=task)
+    plan = (FoldPlan.from_file(table, source, group=group) if source else
+            FoldPlan.make(table, n_splits=n_splits, seed=seed, task=task, group=group, leave_one_group_out=leave_one_group_out))
     plan.write(out)
     origin = f" from {source}" if source else ""
-    click.echo(f"{plan.folds.height} training rows in {plan.n_splits} folds{origin} grouped by {plan.group_column}: {out}")
+    by = plan.group_column + (f" and {group} ({plan.grouping['groups']} groups"
+                              + (", one held out per fold)" if leave_one_group_out else ")") if group else "")
+    click.echo(f"{plan.folds.height} training rows in {plan.n_splits} folds{origin} grouped by {by}: {out}")
 
 
 #: what `data audit` writes into its --out folder

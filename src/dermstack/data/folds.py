@@ -1,4 +1,5 @@
-"""FoldPlan: one patient-grouped, stratified K-fold assignment shared by every model of a run."""
+"""FoldPlan: one patient-grouped, stratified K-fold assignment shared by every model of a run,
+optionally grouped by a column as well (``[cv] group``: :mod:`dermstack.data.groups`)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +13,7 @@ import numpy as np
 import polars as pl
 from sklearn.model_selection import StratifiedGroupKFold
 
+from dermstack.data.groups import HeldOutGroups
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
 from dermstack.parquet_io import read_described, write_described
@@ -51,28 +53,53 @@ def _group_of(df: pl.DataFrame) -> tuple[str, np.ndarray]:
     return group_col, df.select(pl.coalesce(group_col, "lesion_id", "image_id")).to_series().to_numpy()
 
 
+#: folds.parquet's column of each row's held-out group, when the plan is grouped by a column too
+CV_GROUP = "cv_group"
+
+
 @dataclass
 class FoldPlan:
-    """``folds``: image_id, group, fold (0..n_splits-1) for every training row. ``source``: the
-    fold file a published split came from (``file``, ``sha256``, ``key``), None when made here."""
+    """``folds``: image_id, group, fold (0..n_splits-1) for every training row, and ``cv_group`` (its
+    held-out group) when grouped by a column. ``source``: the fold file a published split came from
+    (``file``, ``sha256``, ``key``), None when made here. ``grouping``: the ``[cv] group`` column,
+    ``leave_one_group_out``, the number of groups, the groups a patient ``merged`` and the rows with a
+    ``missing`` value (:meth:`HeldOutGroups.describe`), None when grouped by patient alone."""
 
     folds: pl.DataFrame
     n_splits: int
     seed: int | None
     group_column: str
     source: dict | None = None
+    grouping: dict | None = None
 
     @classmethod
-    def make(cls, table: LesionTable, n_splits: int = 5, seed: int = 42, task: str = TaskKind.BINARY) -> FoldPlan:
-        """StratifiedGroupKFold by patient (by lesion where no patient id, by image as the last resort)."""
+    def make(cls, table: LesionTable, n_splits: int = 5, seed: int = 42, task: str = TaskKind.BINARY,
+             group: str | None = None, leave_one_group_out: bool = False) -> FoldPlan:
+        """StratifiedGroupKFold by patient (by lesion where no patient id, by image as the last resort).
+
+        ``group``: a column whose every value (a site, a clinic) is kept in one fold too, its values
+        merged where a patient spans several (:class:`~dermstack.data.groups.HeldOutGroups`).
+        ``leave_one_group_out``: one fold per held-out group (``n_splits`` and ``seed`` unused),
+        for few groups (at most ``groups.MAX_HELD_OUT_GROUPS``), each with both classes when binary."""
         df = table.train
         if df.height == 0:
             raise DataError("no training rows to split")
+        if leave_one_group_out and not group:
+            raise DataError("leave_one_group_out needs a column to group by ([cv] group)")
         group_col, groups = _group_of(df)
         y = stratum(table, task)
-        n_groups = len(np.unique(groups))
+        held = HeldOutGroups.of(df, group, group_col, groups) if group else None
+        if held is not None and leave_one_group_out:
+            fold = held.leave_one_out(y, TaskKind(task).binary)
+            folds = pl.DataFrame({"image_id": df["image_id"], "group": groups.astype(str), "fold": fold,
+                                  CV_GROUP: held.names})
+            return cls(folds, int(fold.max()) + 1, None, group_col, grouping=held.describe(True))
+        split_by = held.names if held is not None else groups
+        n_groups = len(np.unique(split_by))
         if n_groups < n_splits:
-            raise DataError(f"{n_groups} groups ({group_col}) cannot make {n_splits} folds")
+            what = f"held-out groups ([cv] group = {group!r}, merged through {group_col})" if held is not None else group_col
+            hint = "; with few groups, set [cv] leave_one_group_out = true" if held is not None else ""
+            raise DataError(f"{n_groups} groups ({what}) cannot make {n_splits} folds{hint}")
         values, counts = np.unique(y, return_counts=True)
         names = [c[2:] for c in table.class_columns] if TaskKind(task).multilabel and table.class_columns else None
         rare = {names[v] if names else str(v): int(c) for v, c in zip(values, counts) if c < n_splits}
@@ -84,18 +111,22 @@ class FoldPlan:
         fold = np.full(df.height, -1, dtype=np.int8)
         with warnings.catch_warnings():  # said above, in dermstack's words
             warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-            for k, (_, valid) in enumerate(skf.split(np.zeros(df.height), y, groups)):
+            for k, (_, valid) in enumerate(skf.split(np.zeros(df.height), y, split_by)):
                 fold[valid] = k
         folds = pl.DataFrame({"image_id": df["image_id"], "group": groups.astype(str), "fold": fold})
-        return cls(folds, n_splits, seed, group_col)
+        if held is None:
+            return cls(folds, n_splits, seed, group_col)
+        return cls(folds.with_columns(pl.Series(CV_GROUP, held.names)), n_splits, seed, group_col,
+                   grouping=held.describe(False))
 
     @classmethod
-    def from_file(cls, table: LesionTable, path: str | Path) -> FoldPlan:
+    def from_file(cls, table: LesionTable, path: str | Path, group: str | None = None) -> FoldPlan:
         """Exactly the folds of a published or institutional split: a CSV or parquet file with a
         ``fold`` column keyed by ``image_id``, ``lesion_id`` or ``patient_id`` (the first present).
         Refused (DataError naming the id): a training row the file does not cover, an id with two
         folds, a patient or lesion whose images the file puts in different folds, fewer than 2 folds.
-        Fold labels are numbered 0..K-1 in sorted order; ids the table lacks (e.g. test rows) are ignored."""
+        Fold labels are numbered 0..K-1 in sorted order; ids the table lacks (e.g. test rows) are ignored.
+        ``group``: a column whose held-out groups the file must keep whole too (checked, then recorded)."""
         path = Path(path)
         src = _read_fold_file(path)
         key = next((c for c in FOLD_KEYS if c in src.columns), None)
@@ -140,7 +171,18 @@ class FoldPlan:
         fold = rows["fold"].replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int8)
         group_col, groups = _group_of(df)
         folds = pl.DataFrame({"image_id": df["image_id"], "group": groups.astype(str), "fold": fold})
-        return cls(folds, len(labels), None, group_col, {"file": str(path), "sha256": file_digest(path), "key": key})
+        source = {"file": str(path), "sha256": file_digest(path), "key": key}
+        if not group:
+            return cls(folds, len(labels), None, group_col, source)
+        held = HeldOutGroups.of(df, group, group_col, groups)
+        folds = folds.with_columns(pl.Series(CV_GROUP, held.names))
+        split = (folds.group_by(CV_GROUP).agg(pl.col("fold").unique().sort()).filter(pl.col("fold").list.len() > 1)
+                 .sort(CV_GROUP))
+        if split.height:
+            raise DataError(f"the fold file splits the held-out group {split[CV_GROUP][0]!r} ([cv] group = {group!r}) "
+                            f"across folds {split['fold'][0].to_list()} ({split.height} groups split): a site-held-out "
+                            "CV needs each group in one fold", file=str(path), column=group)
+        return cls(folds, len(labels), None, group_col, source, held.describe(False))
 
     # -- use ------------------------------------------------------------------
     def fold_of(self, image_ids: pl.Series | list[str]) -> np.ndarray:
@@ -172,13 +214,22 @@ class FoldPlan:
     # -- io ---------------------------------------------------------------------
     def write(self, path: str | Path) -> Path:
         meta = {"n_splits": self.n_splits, "seed": self.seed, "group_column": self.group_column,
-                "ids": ids_digest(self.folds["image_id"].to_list()), "source": self.source}
+                "ids": ids_digest(self.folds["image_id"].to_list()), "source": self.source, "grouping": self.grouping}
         return write_described(self.folds, path, META_KEY, meta)
 
     @classmethod
     def read(cls, path: str | Path) -> FoldPlan:
         folds, meta = read_described(path, META_KEY, "fold plan")
-        return cls(folds, meta["n_splits"], meta["seed"], meta["group_column"], meta.get("source"))
+        return cls(folds, meta["n_splits"], meta["seed"], meta["group_column"], meta.get("source"), meta.get("grouping"))
+
+    def held_out_groups(self, image_ids: pl.Series | list[str]) -> np.ndarray | None:
+        """Each row's held-out group (``[cv] group``) in the given order; None when the plan is
+        grouped by patient alone."""
+        if CV_GROUP not in self.folds.columns:
+            return None
+        ids = pl.DataFrame({"image_id": pl.Series(list(image_ids), dtype=pl.String)})
+        return ids.join(self.folds.select("image_id", CV_GROUP), on="image_id", how="left",
+                        maintain_order="left")[CV_GROUP].to_numpy()
 
     def same_split(self, other: FoldPlan) -> bool:
         """Whether two plans put the same rows in the same folds (what a paired comparison needs)."""

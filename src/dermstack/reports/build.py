@@ -14,6 +14,7 @@ from dermstack.crossfit import align_rows
 from dermstack.metrics import bootstrap_ci, evaluate
 from dermstack.reports import plots, shap_plots
 from dermstack.reports.curves import BinaryCurves, class_views
+from dermstack.reports.heldout import held_out_section
 from dermstack.reports.html import Section, figure, figures, paragraph, table, write_page
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues, explain_model, feature_importance, group_contributions, sample_rows
@@ -246,7 +247,8 @@ def _clinical_section(run: RunData) -> Section:
     if not block:
         return sec.add(paragraph(_NO_BLOCK.format(key=key), "warn"))
     if key == "clinical":
-        rows = [{"metric": name, **{k: v.get(k) for k in ("value", "ci_low", "ci_high", "n_valid")}, "note": v.get("note", "")}
+        rows = [{"metric": name, **{k: v.get(k) for k in ("value", "ci_low", "ci_high", "n_valid", "threshold")},
+                 **_guaranteed_cells(v.get("guaranteed")), "note": v.get("note", "")}
                 for name, v in block.items() if isinstance(v, dict) and "value" in v]
         boot = block.get("bootstrap", {})
         sec.add(paragraph(f"Model {block.get('model', run.final_model)}, out-of-fold scores. A lesion is flagged when its score "
@@ -254,9 +256,10 @@ def _clinical_section(run: RunData) -> Section:
                           "lesions flagged for each cancer found (the ISIC 2024 challenge paper reports 51.57 for its best "
                           "model on the 370k-lesion private set). Top-15 sensitivity: share of cancers among their "
                           f"patient's 15 highest-scored lesions, pooled. 95% CIs: {boot.get('n_boot')} resamples of "
-                          f"{boot.get('unit')}; n_valid = resamples where the value is defined."),
-                table(pl.DataFrame(rows)))
-        return sec
+                          f"{boot.get('unit')}; n_valid = resamples where the value is defined. threshold: the score "
+                          "at which the point is reached out of fold."),
+                table(pl.DataFrame(rows, infer_schema_length=None)))
+        return sec.add(_guarantee_paragraph(block.get("guarantee")))
     classes = block.get("classes") or run.task.classes
     sec.add(paragraph(f"Model {block.get('model', run.final_model)}: per-class rule {block['rule']} that maximises macro F1, "
                       f"chosen by nested CV (each fold's rule fitted on the other folds). Macro F1 "
@@ -265,7 +268,34 @@ def _clinical_section(run: RunData) -> Section:
                       "what to apply to them."))
     cols = {"class": classes, "all rows": block["thresholds"]}
     cols |= {f"fold {k}": v for k, v in block.get("fold_thresholds", {}).items()}
-    return sec.add(table(pl.DataFrame(cols)))
+    sec.add(table(pl.DataFrame(cols)))
+    ovr = block.get("one_vs_rest")
+    if ovr:
+        rows = [{"class": c, "positives": v["n_pos"], "metric": k, **{f: p.get(f) for f in ("value", "ci_low", "ci_high", "threshold")},
+                 **_guaranteed_cells(p.get("guaranteed"))}
+                for c, v in ovr.items() for k, p in v.items() if isinstance(p, dict)]
+        sec.add("<h3>One-vs-rest operating points per class</h3>",
+                paragraph("Each class's score against the other classes, out of fold: specificity at a target sensitivity "
+                          "with its 95% CI, the threshold that reaches it, and the threshold with a guarantee."),
+                table(pl.DataFrame(rows, infer_schema_length=None)), _guarantee_paragraph(block.get("guarantee")))
+    return sec
+
+
+def _guaranteed_cells(g: dict | None) -> dict:
+    """The guaranteed threshold of an operating point as table cells (none for points without a target sensitivity)."""
+    if not g:
+        return {"guaranteed threshold": None, "its OOF sensitivity": None, "its OOF specificity": None}
+    return {"guaranteed threshold": g["threshold"], "its OOF sensitivity": g["sensitivity"],
+            "its OOF specificity": g["specificity"]}
+
+
+def _guarantee_paragraph(g: dict | None) -> str:
+    if not g:
+        return ""
+    return paragraph(f"Guaranteed threshold: sensitivity at least the target with probability at least {1 - g['delta']:g} "
+                     f"(delta {g['delta']:g}) on new data exchangeable with these rows: {g['method']} (exact for continuous "
+                     f"scores; dermstack.clinical.guarantee). It assumes {g['assumes']}; with too few positives it is "
+                     "undefined (blank), never made up. `dermstack evaluate` measures the realised sensitivity on new data.")
 
 
 def _comparison_section(run: RunData) -> Section:
@@ -323,9 +353,10 @@ def build_report(run_dir: Path, out_dir: Path, shap_sample: int | None = 2000, s
     write_parquet(out_dir / "subgroups.parquet", subgroups)
     head = headline(run, metrics, operating_points(curves), shaps, subgroups, settings.n_boot)
     sections = [summary_section(head), _overview_section(run, metrics, shaps),
-                _clinical_section(run), _comparison_section(run),  # from metrics.json (dermstack.clinical_report)
+                _clinical_section(run), held_out_section(run), _comparison_section(run),  # from metrics.json
                 _curves_section(run, curves, settings), *_shap_sections(run, shaps, settings, metrics),
                 _subgroup_section(run, subgroups, settings)]
+    sections = [sec for sec in sections if sec is not None]  # Held-out groups: only with [cv] group
     write_json(out_dir / "summary.json", {
         "run_dir": str(run_dir.resolve()), "task": run.task.kind, "final_model": run.final_model,
         "settings": asdict(settings), "shap_rows": {m: len(s.values) for m, s in shaps.items()},

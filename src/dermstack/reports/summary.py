@@ -40,7 +40,7 @@ def headline(run, metrics: pl.DataFrame, operating_points: pl.DataFrame, shaps: 
     out = {"dataset": run.table.meta.dataset, "task": str(t.kind), "target": t.target_name if t.kind.binary else None,
            "classes": list(t.classes), "rows": len(t.image_ids), "positives": int(t.y.sum()) if t.kind.binary else None,
            "folds": run.folds.n_splits if run.folds is not None else None,
-           "fold_groups": run.folds.group_column if run.folds is not None else None, "final_model": final,
+           "fold_groups": _fold_groups(run.folds), "final_model": final,
            "submitted": m.get("submission_model"), "primary_metric": primary}
     ens = m.get("ensemble") or {}
     out["chosen"] = {"method": ens.get("method"), "why": ens.get("why")} if ens else None
@@ -53,11 +53,20 @@ def headline(run, metrics: pl.DataFrame, operating_points: pl.DataFrame, shaps: 
     out["drivers"] = _drivers(shaps, final)
     out["operating_points"] = _operating_points(m, operating_points, final, t.kind.binary)
     out["thresholds"] = ({k: m["thresholds"].get(k) for k in ("f1_before", "f1_after")} if m.get("thresholds") else None)
+    out["guarantee"] = _guarantee(m)
+    out["held_out"] = _held_out(m.get("held_out_groups"), final)
     mine = subgroups.filter(pl.col("model") == final) if not subgroups.is_empty() else subgroups
     out["below_overall"] = _below_overall(mine, primary)
     metrics_shown = [primary] + (["roc_auc"] if t.kind.binary and primary != "roc_auc" else [])
     out["skin_tone"] = _skin_tone(mine, metrics_shown)
     return out
+
+
+def _fold_groups(plan) -> str | None:
+    """What the folds keep whole: the patient (else lesion, image) column, and the ``[cv] group`` column."""
+    if plan is None:
+        return None
+    return plan.group_column + (f" and {plan.grouping['column']}" if plan.grouping else "")
 
 
 def _primary(stored: dict | None, row: pl.DataFrame, primary: str, n_boot: int) -> dict:
@@ -98,6 +107,50 @@ def _operating_points(m: dict, ops: pl.DataFrame, final: str, binary: bool) -> d
             "rows": wide.select("class", *[c for c in wide.columns if c.startswith("specificity")]).to_dicts()}
 
 
+def _guarantee(m: dict) -> dict | None:
+    """Per target sensitivity: the empirical threshold and the guaranteed one (binary), or how many
+    classes have a guaranteed one-vs-rest threshold (several classes); None when metrics.json lacks them."""
+    clinical, th = m.get("clinical") or {}, m.get("thresholds") or {}
+    points = {k: v for k, v in clinical.items() if isinstance(v, dict) and v.get("guaranteed")
+              and k.startswith("specificity_at_sensitivity")}
+    if points:
+        g = next(iter(points.values()))["guaranteed"]
+        return {"delta": g["delta"], "n_pos": g["n_pos"],
+                "rows": [{"target": v["target_sensitivity"], "threshold": v["threshold"], "specificity": v["specificity"],
+                          "guaranteed": v["guaranteed"]["threshold"], "sensitivity_g": v["guaranteed"]["sensitivity"],
+                          "specificity_g": v["guaranteed"]["specificity"], "note": v["guaranteed"]["note"]}
+                         for v in points.values()]}
+    ovr = th.get("one_vs_rest")
+    if ovr:
+        keys = [k for k in next(iter(ovr.values())) if k.startswith("specificity_at_sensitivity")]
+        return {"delta": (th.get("guarantee") or {}).get("delta"), "classes": len(ovr),
+                "per_target": [{"target": next(iter(ovr.values()))[k]["target_sensitivity"],
+                                "with": sum(v[k]["guaranteed"]["threshold"] is not None for v in ovr.values())} for k in keys]}
+    return None
+
+
+#: held-out groups listed on the first screen, worst first (all are in the Held-out groups section)
+HELD_OUT_SHOWN = 4
+
+
+def _held_out(h: dict | None, final: str) -> dict | None:
+    """The final model's primary metric and ROC-AUC on each held-out group (``[cv] group``), worst first."""
+    if not h:
+        return None
+    model = final if h["groups"] and final in h["groups"][0]["models"] else h.get("final")
+    primary, auc = h["metrics"]
+    rows = []
+    for g in h["groups"]:
+        fig = g["models"].get(model) or {}
+        p, a = fig.get(primary) or {}, fig.get(auc) or {}
+        rows.append({"group": g["group"], "fold": g["fold"], "n": g["n"], "n_positive": g["n_positive"], "small": g["small"],
+                     "note": g["note"], "value": p.get("value"), "ci": p.get("ci95") or [None, None],
+                     "auc": a.get("value"), "auc_ci": a.get("ci95") or [None, None]})
+    rows.sort(key=lambda r: r["value"] if _finite(r["value"]) else math.inf)
+    return {"column": h["column"], "leave_one_group_out": h["leave_one_group_out"], "n_groups": h["n_groups"],
+            "merged": [m["group"] for m in h.get("merged") or []], "model": model, "metrics": [primary, auc], "rows": rows}
+
+
 def _below_overall(mine: pl.DataFrame, primary: str) -> list[dict] | None:
     """Groups whose primary-metric CI lies wholly below the overall value (None: no subgroup columns)."""
     if mine.is_empty() or "kind" not in mine.columns or mine.filter(pl.col("kind") == "group").is_empty():
@@ -129,10 +182,11 @@ def _skin_tone(mine: pl.DataFrame, metrics: list[str]) -> list[dict]:
 
 def summary_section(h: dict) -> Section:
     """The first screen as a two-column grid: the model and its evidence left, decisions and fairness right."""
-    left = [_render_dataset(h), _render_final(h), _render_primary(h), _render_calibration(h), _render_drivers(h)]
-    right = [_render_operating(h), _render_below(h), _render_skin_tone(h)]
+    left = [_render_dataset(h), _render_final(h), _render_primary(h), _render_held_out(h), _render_calibration(h),
+            _render_drivers(h)]
+    right = [_render_operating(h), _render_guarantee(h), _render_below(h), _render_skin_tone(h)]
     if not TaskKind(h["task"]).binary:  # a per-class operating table fills the right column: fairness goes left
-        left, right = left + right[2:], right[:2]
+        left, right = left + right[3:], right[:3]
         right.append(paragraph("Macro metrics within a subgroup average over the classes present in it, so small "
                                "groups read lower by construction: compare groups with each other, not with 'all'."))
     return Section("summary", "Summary").add(f'<div class="summary"><div>{"".join(left)}</div><div>{"".join(right)}</div></div>')
@@ -141,7 +195,8 @@ def summary_section(h: dict) -> Section:
 def _render_dataset(h: dict) -> str:
     what = f"{h['task']}" + (f" ({h['target']} vs rest)" if h["target"] else f", {len(h['classes'])} classes")
     rows = f"{h['rows']} training rows" + (f", {h['positives']} positives" if h["positives"] is not None else "")
-    folds = f"; {h['folds']}-fold CV grouped by {h['fold_groups']}, out-of-fold scores" if h["folds"] else ""
+    how = "leave-one-group-out CV" if (h.get("held_out") or {}).get("leave_one_group_out") else f"{h['folds']}-fold CV"
+    folds = f"; {how} grouped by {h['fold_groups']}, out-of-fold scores" if h["folds"] else ""
     return f"<h3>Data</h3><p><b>{esc(h['dataset'])}</b> · {esc(what)} · {esc(rows)}{esc(folds)}</p>"
 
 
@@ -175,7 +230,8 @@ def _render_drivers(h: dict) -> str:
     d = h["drivers"]
     if not d:
         return "<h3>Top drivers</h3><p>not computed (no booster or linear model explained)</p>"
-    shown = d["features"][:TOP_DRIVERS if TaskKind(h["task"]).binary else TOP_DRIVERS_MULTI]  # several classes: room for fairness
+    few = h.get("held_out") or not TaskKind(h["task"]).binary  # room for the held-out groups, or for fairness
+    shown = d["features"][:TOP_DRIVERS_MULTI if few else TOP_DRIVERS]
     top = max((f["mean_abs_shap"] for f in shown), default=0) or 1
     items = "".join(f'<li><span class="bar" style="width:{80 * f["mean_abs_shap"] / top:.0f}px"></span>'
                     f'{esc(f["feature"])} <span class="note">({esc(f["group"])}, {f["mean_abs_shap"]:.3g})</span></li>'
@@ -201,6 +257,54 @@ def _render_operating(h: dict) -> str:
                                               for r in df.select("value", "ci_low", "ci_high", "note").iter_rows()],
                            "n_valid": df["n_valid"]})
     return f"<h3>Operating points</h3>{paragraph(o['source'])}{table(df, collapse=None)}{thr_html}"
+
+
+def _render_guarantee(h: dict) -> str:
+    g = h.get("guarantee")
+    if not g:
+        return ""
+    source = f", {g['n_pos']} positives" if "n_pos" in g else ""
+    title = f"<h3>Sensitivity with a guarantee (P &ge; {1 - g['delta']:g}, delta {g['delta']:g}{source})</h3>"
+    if "classes" in g:
+        per = ", ".join(f"{r['with']} of {g['classes']} classes at sensitivity {r['target']:g}" for r in g["per_target"])
+        short = any(r["with"] < g["classes"] for r in g["per_target"])
+        return (title + f"<p>one-vs-rest thresholds with the guarantee: {esc(per)}"
+                f"{' (the others have too few positives)' if short else ''}; per class in Clinical operating points</p>")
+
+    def num(v) -> str:
+        return f"{v:.3f}" if _finite(v) else "n/a"
+    rows = [{"target sensitivity": f"{r['target']:g}", "threshold (OOF spec.)": f"{r['threshold']:.4g} ({num(r['specificity'])})"
+             if _finite(r["threshold"]) else "n/a",
+             "guaranteed threshold (OOF sens., spec.)": (f"{r['guaranteed']:.4g} ({num(r['sensitivity_g'])}, {num(r['specificity_g'])})"
+                                                         if _finite(r["guaranteed"]) else "undefined: too few positives")}
+            for r in g["rows"]]
+    return title + table(pl.DataFrame(rows), collapse=None)
+
+
+def _render_held_out(h: dict) -> str:
+    o = h.get("held_out")
+    if not o:
+        return ""
+    how = "one held out per fold" if o["leave_one_group_out"] else "each kept in one fold"
+    title = f"<h3>Held-out groups: {esc(o['column'])} ({o['n_groups']} groups, {how})</h3>"
+    primary, auc = o["metrics"]
+    rows = [{"group": _short(r["group"]) + (" *" if r["small"] else ""),
+             "n": f"{r['n']}" + (f" ({r['n_positive']})" if r["n_positive"] is not None else ""),
+             f"{primary} [95% CI]": _ci(r["value"], *r["ci"]), auc: _ci(r["auc"], None, None)}
+            for r in o["rows"][:HELD_OUT_SHOWN]]
+    more = len(o["rows"]) - HELD_OUT_SHOWN
+    merged = f"; merged by a patient: {', '.join(o['merged'])}" if o["merged"] else ""
+    note = (f"{esc(o['model'])} on each group&rsquo;s out-of-fold rows, worst first; n (positives); * small"
+            f"{esc(merged)}" + (f"; {more} more in Held-out groups" if more > 0 else ""))
+    return title + table(pl.DataFrame(rows), collapse=None) + f'<p class="note">{note}</p>'
+
+
+#: characters of a group name on the first screen (ISIC attributions run to 140)
+SHORT_NAME = 38
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= SHORT_NAME else name[:SHORT_NAME - 1] + "\u2026"
 
 
 def _render_below(h: dict) -> str:
