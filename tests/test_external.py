@@ -55,6 +55,8 @@ def test_evaluation_contract(evaluation, archive):
     ops = on_disk["operating_points"]
     assert {op["name"] for op in ops} >= {"specificity_at_sensitivity_80", "sensitivity_at_specificity_95"}
     assert all("value" in op["sensitivity"] and op["threshold"] is not None for op in ops)
+    guaranteed = [op for op in ops if op["kind"] == "guaranteed"]  # metrics.json clinical: whether the promise held
+    assert guaranteed and all(op["delta"] == 0.05 and isinstance(op["held"], bool) for op in guaranteed)
     assert set(on_disk["calibration"]["without"]) == {"ece", "brier"} and on_disk["calibration"]["with"]
     assert "sex" in on_disk["subgroups"]["attributes"] and "attribution" in on_disk["subgroups"]["attributes"]
     assert on_disk["missing_features"] == {"localization": ["calibrated", "lightgbm", "mean", "xgboost"]}
@@ -141,7 +143,7 @@ def test_page_summary_first_and_self_contained_in_chromium(evaluation, tmp_path)
     assert page.index('id="summary"') < page.index('id="models"') < page.index('id="overlap"')
     assert re.findall(r"<script[^>]*>", page) == ["<script>"] and "http://" not in page and "https://" not in page
     summary = page[page.index('id="summary"'):page.index('id="models"')]
-    for words in ("2 rows are the run", "Gap", "out of fold", "realised sens.", "Worst subgroup"):
+    for words in ("2 rows are the run", "Gap", "out of fold", "realised sens.", "guaranteed", "Worst subgroup"):
         assert words in summary
     exe = browser.find_chromium()
     if exe is None:

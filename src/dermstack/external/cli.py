@@ -38,9 +38,9 @@ def evaluate_command(run_dir: Path, data: Path, out: Path, fmt: str | None, keep
     click.echo(f"final model {e['final']}: {gap_sentence(e)}")
     for op in e["operating_points"]:
         if "sensitivity" in op:
-            click.echo(f"  {op['rule']} (threshold {op['threshold']:.4g}): sensitivity {ci_text(op['sensitivity'])} here, "
-                       f"promised {num_text(op['promised'].get('sensitivity', op['target'].get('sensitivity')))}; specificity "
-                       f"{ci_text(op['specificity'])}, promised {num_text(op['promised'].get('specificity'))}")
+            click.echo(f"  {op['rule']} (threshold {op['threshold']:.4g}; {'held' if op['held'] else 'did not hold'} here): "
+                       f"sensitivity {ci_text(op['sensitivity'])} here, {num_text(op['promised'].get('sensitivity'))} out of "
+                       f"fold; specificity {ci_text(op['specificity'])} here, {num_text(op['promised'].get('specificity'))} out of fold")
     for note in e["notes"]:
         click.echo(f"note: {note}")
     click.echo(f"evaluation: {Path(out) / 'evaluation.json'}, {Path(out) / 'evaluation.html'}")

@@ -30,7 +30,14 @@ from dermstack.data.readers.content import with_digests
 from dermstack.data.report import IngestReport
 from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import DataError, DermstackError
-from dermstack.external.figures import Sample, calibration_figures, model_figures, operating_figures, subgroup_figures
+from dermstack.external.figures import (
+    Sample,
+    calibration_figures,
+    model_figures,
+    operating_figures,
+    subgroup_figures,
+    unguaranteed,
+)
 from dermstack.external.inputs import map_vocabulary, missing_features
 from dermstack.external.labels import MappedLabels, label_frame, map_labels
 from dermstack.rundir import claim_dir, enclosing_run
@@ -185,7 +192,7 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
     oof_units, _ = bootstrap_units(run.table, task.image_ids)
     oof_sample = Sample(task.kind, task.y, {n: run.scores(n) for n in matrices if n in run.model_names}, oof_units, n_boot, seed)
     calibrated = "calibrated" if "calibrated" in matrices and final != "calibrated" else None
-    notes = _notes(new_sample, missing, vocabulary, _segmented(cfg, run_table, rows_df))
+    notes = _notes(new_sample, missing, vocabulary, _segmented(cfg, run_table, rows_df)) + unguaranteed(run_metrics)
     evaluation = {
         "run": str(run_dir), "data": ext.source, "format": ext.format, "dataset": new.meta.dataset,
         "task": str(task.kind), "target": task.target_name if task.kind.binary else None, "classes": task.classes,

@@ -110,12 +110,29 @@ def run_thresholds(run_metrics: dict, oof_y: np.ndarray, oof_final: np.ndarray) 
                 points.append({"name": name, "class": cls, "kind": k, "target": target, "threshold": float(t), "delta": delta,
                                "promised": {m: promised.get(m) for m in ("sensitivity", "specificity", "confidence", "n_pos")
                                             if m in promised}})
+    # sensitivity targets first (empirical, then guaranteed), then specificity targets, per class
+    points.sort(key=lambda p: (str(p["class"]), "specificity" in p["target"], *p["target"].values(), p["kind"]))
     if not points and kind.binary:
         scored = np.isfinite(oof_final)
         points = [{"name": name, "class": None, "kind": "empirical", "target": p["target"], "threshold": p["threshold"],
                    "delta": None, "promised": {"sensitivity": p["sensitivity"], "specificity": p["specificity"]}}
                   for name, p in chosen_thresholds(oof_y[scored], oof_final[scored]).items()]
     return points
+
+
+def unguaranteed(run_metrics: dict) -> list[str]:
+    """Why a target sensitivity has no guaranteed threshold in the run (too few positives, say)."""
+    kind = TaskKind(run_metrics["task"])
+    blocks = ({"": run_metrics.get("clinical") or {}} if kind.binary
+              else ((run_metrics.get("thresholds") or {}).get("one_vs_rest") or {}))
+    out = []
+    for cls, entries in blocks.items():
+        for name, e in entries.items():
+            g = e.get("guaranteed") if isinstance(e, dict) else None
+            if g and g.get("threshold") is None and name.startswith("specificity_at_sensitivity"):
+                out.append(f"{cls + ': ' if cls else ''}no guaranteed threshold for sensitivity {e.get('target_sensitivity')} in "
+                           f"the run: {g.get('note') or 'not computed'}")
+    return out
 
 
 def operating_figures(run_metrics: dict, oof_y: np.ndarray, oof_final: np.ndarray, new: Sample, final: str,

@@ -59,10 +59,10 @@ def operating_frame(e: dict, limit: int | None = None) -> pl.DataFrame:
         promised = op["promised"]
         which, q = next(iter(op["target"].items()))
         point = (f"{op['class']}: " if op.get("class") else "") + f"{which} ≥ {q:g}"
-        rows.append({"operating point": point, "kind": op["kind"], "threshold": f"{op['threshold']:.4g}",
-                     "promised sens.": num_text(promised.get("sensitivity", op["target"].get("sensitivity"))),
-                     "realised sens.": ci_text(op["sensitivity"]),
-                     "promised spec.": num_text(promised.get("specificity")), "realised spec.": ci_text(op["specificity"]),
+        kind = op["kind"] if op.get("delta") is None else f"guaranteed, δ = {op['delta']:g}"
+        rows.append({"promise": point, "threshold": f"{op['threshold']:.4g}", "kind": kind,
+                     "OOF sens.": num_text(promised.get("sensitivity")), "realised sens.": ci_text(op["sensitivity"]),
+                     "OOF spec.": num_text(promised.get("specificity")), "realised spec.": ci_text(op["specificity"]),
                      "held": "yes" if op["held"] else "no"})
     return pl.DataFrame(rows)
 
