@@ -29,10 +29,10 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
 
+    from dermstack.cnn.train import CNNConfig, CNNTrainer, image_refs, training_frame
     from dermstack.config import ModelConfig
     from dermstack.data.folds import FoldPlan
     from dermstack.data.readers import ingest
-    from dermstack.ensembles.cnn import CNNConfig, CNNTrainer, image_refs, training_frame
     from dermstack.metrics import roc_auc
     from dermstack.task import TaskSpec
 

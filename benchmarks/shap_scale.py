@@ -15,7 +15,7 @@ import pandas as pd
 import polars as pl
 
 from dermstack.boosting.base import FeatureMatrix, category_codes
-from dermstack.reports.boosters import make_explainer
+from dermstack.boosting.explain import make_explainer
 from dermstack.reports.shap_ import sample_rows
 from dermstack.testing import SMOKE_HELP
 

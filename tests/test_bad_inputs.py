@@ -1,6 +1,12 @@
 """Bad inputs give a DataError naming file/row/column, the report accounts for every row, --strict raises."""
 from __future__ import annotations
 
+import logging
+import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -10,6 +16,7 @@ import pytest
 
 from dermstack.data.readers import ingest
 from dermstack.errors import DataError
+from extract_fixtures import lesion_like
 
 N = 6  # training rows in the small layouts
 
@@ -456,3 +463,336 @@ def test_validate_accepts_trailing_blank_lines_and_says_ids_unchecked_without_sa
     assert checked.exit_code == 0 and "every id of sample.csv exactly once" in checked.output
     (tmp_path / "s.csv").write_text("isic_id,target\nISIC_1,0.1\n,\nISIC_2,0.9" + ending)  # an empty row inside is a problem
     assert CliRunner().invoke(ensembles, ["validate", str(tmp_path / "s.csv"), "--format", "isic2024"]).exit_code == 1
+
+
+# -- images, masks, views: what cannot be used is named and left out, never allocated or resized ---------
+def png_header(width: int, height: int) -> bytes:
+    """A PNG of a header only: what Pillow reads to learn the size an image claims."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def test_an_image_claiming_900_million_pixels_is_refused_by_pillows_guard(tmp_path):
+    from PIL import Image
+
+    from dermstack.data.images import decode_image
+
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's guard, never switched off
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(30_000, 30_000))
+    with pytest.raises(DataError, match="900000000 pixels.*decompression bomb") as e:
+        decode_image(bomb.read_bytes(), str(bomb))
+    assert e.value.file == str(bomb)
+    array, reason = _decode_one(bomb)  # extraction lists it as a failure, with the reason
+    assert array is None and "decompression bomb" in reason
+
+
+def test_a_transposed_mask_is_named_and_not_used(tmp_path, caplog):
+    from PIL import Image
+
+    from dermstack.features.image import image_features
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(lesion_like(rng, 60, 40)).save(tmp_path / "a.png")
+    Image.fromarray(np.full((60, 40), 255, np.uint8)).save(tmp_path / "a_mask.png")  # 40 wide, 60 high: transposed
+    Image.fromarray(np.full((80, 120), 255, np.uint8)).save(tmp_path / "b_mask.png")  # twice the size: fine
+    df = pl.DataFrame({"image_id": ["a", "b"], "image_ref": [str(tmp_path / "a.png")] * 2,
+                       "mask_ref": [str(tmp_path / "a_mask.png"), str(tmp_path / "b_mask.png")]})
+    with caplog.at_level(logging.WARNING):
+        frame, info = image_features(df, workers=1)
+    assert info["mask_mismatch"] == ["a"] and frame["img_area_fraction"].to_list()[0] is None
+    assert frame["img_area_fraction"].to_list()[1] == pytest.approx(1.0)
+    assert "mask mismatch" in caplog.text and "mask is 40x60 pixels, its image 60x40 (transposed)" in caplog.text
+
+
+def test_a_pca_capped_by_the_data_is_said_and_recorded(tmp_path, caplog):
+    from dermstack.features.embedding import pca_features
+    from dermstack.features.transform import FeatureTransform
+
+    x = np.random.default_rng(0).normal(size=(12, 16)).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        frame, info, params = pca_features({"emb_b": x}, [f"i{k}" for k in range(12)], np.arange(12) < 10, 100)
+    assert info["emb_b"] | {"explained_variance": None} == {"dim": 16, "components": 10, "requested": 100, "non_finite_rows": 0,
+                                                             "capped_by": "the 10 training rows with an embedding",
+                                                             "explained_variance": None}
+    assert "pca_components = 100 capped at 10, the 10 training rows with an embedding" in caplog.text
+    FeatureTransform([], params).write(tmp_path / "t.npz")
+    assert FeatureTransform.read(tmp_path / "t.npz").pca["emb_b"].requested == 100
+
+
+def milk_layout(shared_data: Path, root: Path, n: int = 3) -> list[str]:
+    """The first ``n`` MILK10k training lesions with a small JPEG for each of their two images; the lesion ids."""
+    from PIL import Image
+
+    src = shared_data / "milk10k-dev"
+    meta = pl.read_csv(src / "MILK10k_Training_Metadata.csv", infer_schema_length=None)
+    lesions = meta["lesion_id"].unique(maintain_order=True).head(n)
+    meta = meta.filter(pl.col("lesion_id").is_in(lesions.implode()))
+    meta.write_csv(root / "MILK10k_Training_Metadata.csv")
+    pl.read_csv(src / "MILK10k_Training_GroundTruth.csv").filter(pl.col("lesion_id").is_in(lesions.implode())).write_csv(
+        root / "MILK10k_Training_GroundTruth.csv")
+    rng = np.random.default_rng(0)
+    for isic in meta["isic_id"]:
+        Image.fromarray(lesion_like(rng, 48, 40)).save(root / f"{isic}.jpg", quality=85)
+    return lesions.to_list()
+
+
+def test_a_corrupt_clinical_image_keeps_the_lesion_without_that_view(shared_data, tmp_path):
+    lesions = milk_layout(shared_data, tmp_path)
+    meta = pl.read_csv(tmp_path / "MILK10k_Training_Metadata.csv", infer_schema_length=None)
+    clinical = meta.filter((pl.col("lesion_id") == lesions[1]) & pl.col("image_type").str.starts_with("clinical"))["isic_id"][0]
+    jpeg = tmp_path / f"{clinical}.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:200])  # truncated: no end marker
+    table, report = ingest("milk10k", tmp_path)
+    assert table.df["image_id"].to_list() == lesions and not report.skipped and accounted(report)
+    assert table.df["image_ref_clinical"].is_null().to_list() == [False, True, False]
+    assert table.df["image_ref"].null_count() == 0
+    (note,) = [n for n in report.notes if n.startswith("image_ref_clinical: 1 unusable")]
+    assert lesions[1] in note and "truncated JPEG" in note
+    with pytest.raises(DataError, match="truncated JPEG") as e:
+        ingest("milk10k", tmp_path, strict=True)
+    assert e.value.column == "image_ref_clinical" and e.value.row is not None
+
+
+@pytest.mark.parametrize("column", ["image_ref_", "image_ref_../x", "image_ref_a/b", "image_ref_/etc", "image_ref_\x00x",
+                                    "image_ref_" + "v" * 300])
+def test_an_image_column_with_no_plain_view_name_is_refused(tmp_path, column):
+    small_isic(tmp_path, "ISIC_1,0,IP_1,50,x,y\nISIC_2,1,IP_2,60,x,z\n", header=HEADER.rstrip("\n") + f",{column}\n")
+    with pytest.raises(DataError, match="is not a view name") as e:
+        ingest("isic2024", tmp_path)
+    assert e.value.file == str(tmp_path.resolve()) and e.value.column.startswith(column[:30])
+
+
+def test_a_10_mb_metadata_cell_is_cut_in_messages_and_the_report(tmp_path):
+    csv = small_isic(tmp_path, "ISIC_1,0,IP_1,50,x\nISIC_2,1,IP_2," + "9x" * 5_000_000 + ",x\n")
+    table, report = ingest("isic2024", tmp_path)
+    (skip,) = report.skipped
+    assert (skip.row, skip.column) == (3, "age_approx") and len(skip.reason) < 600
+    assert re.search(r"\.\.\. \(10,000,0\d\d characters\)", skip.reason)
+    report.write_json(tmp_path / "report.json")
+    assert (tmp_path / "report.json").stat().st_size < 10_000 and len(report.summary()) < 2_000
+    with pytest.raises(DataError) as e:
+        ingest("isic2024", tmp_path, strict=True)
+    assert len(str(e.value)) < 2_000 and e.value.file == str(csv)
+
+
+# -- fold files: every problem names the file and the row -----------------------------------------------
+def one_patient_per_image(n: int = 120):
+    from lesion_tables import lesion_table
+
+    return lesion_table({"image_id": [f"img{i:03d}" for i in range(n)], "patient_id": [f"P{i:03d}" for i in range(n)],
+                         "target": [i % 3 == 0 for i in range(n)]})
+
+
+#: (case, fold file text, what is said, row named)
+FOLD_FILES = [
+    ("header only", "image_id,fold\n", "the fold file has a header but no rows", None),
+    ("a blank fold cell", "image_id,fold\n" + "".join(f"img{i:03d},{'' if i == 7 else i % 5}\n" for i in range(120)),
+     "image_id 'img007': no fold (a blank cell)", 9),
+    ("a word for a fold", "image_id,fold\nimg000,one\n", "fold 'one' is not a whole number", 2),
+    ("a fold per image (120 folds)", "image_id,fold\n" + "".join(f"img{i:03d},{i}\n" for i in range(120)),
+     "the fold file has 120 folds for 120 training rows; at most 100", None),
+]
+
+
+@pytest.mark.parametrize("case,text,said,row", FOLD_FILES, ids=[c[0] for c in FOLD_FILES])
+def test_a_bad_fold_file_names_the_file_and_row(tmp_path, monkeypatch, capsys, case, text, said, row):
+    from dermstack.data.folds import FoldPlan
+
+    table = one_patient_per_image()
+    (tmp_path / "folds.csv").write_text(text)
+    with pytest.raises(DataError, match=re.escape(said)) as e:
+        FoldPlan.from_file(table, tmp_path / "folds.csv")
+    assert e.value.file == str(tmp_path / "folds.csv") and e.value.row == row
+    table.write(tmp_path / "lesions.parquet")
+    code, err = run_cli(monkeypatch, capsys, "data", "folds", str(tmp_path / "lesions.parquet"), "--from",
+                        str(tmp_path / "folds.csv"), "--out", str(tmp_path / "plan.parquet"))
+    assert code == 2 and said in err and "Traceback" not in err
+
+
+def test_a_run_with_a_fold_per_lesion_is_exit_2_naming_the_file(tmp_path):
+    from click.testing import CliRunner
+
+    from dermstack.cli import cli
+    from dermstack.data.synth import synthesize_isic2024
+
+    synthesize_isic2024(tmp_path / "data", lesions=150, test_lesions=0, image_size=16)
+    ids = pl.read_csv(tmp_path / "data" / "train-metadata.csv", columns=["isic_id"])["isic_id"]
+    (tmp_path / "folds.csv").write_text("image_id,fold\n" + "".join(f"{i},{k}\n" for k, i in enumerate(ids)))
+    (tmp_path / "run.toml").write_text(f'[data]\nformat = "isic2024"\npath = "{tmp_path / "data"}"\n'
+                                       f'[cv]\nfolds = "{tmp_path / "folds.csv"}"\n[[models]]\nkind = "lightgbm"\n')
+    r = CliRunner().invoke(cli, ["run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and f"{tmp_path / 'folds.csv'}, column 'fold': the fold file has" in r.output, r.output
+    assert "at most 100" in r.output and "Traceback" not in r.output
+
+
+# -- inputs that are not what they say ---------------------------------------------------------------
+def test_a_data_path_that_is_a_link_loop_is_named(tmp_path):
+    from dermstack.config import RunConfig
+    from dermstack.errors import ConfigError
+    from dermstack.run import Run
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(ConfigError, match=r"\[data\] path = .*loop'?: a symbolic link loop"):
+        Run(RunConfig.from_dict({"data": {"format": "ham10000", "path": str(tmp_path / "loop")}}), tmp_path / "run")
+    with pytest.raises(DataError, match="a symbolic link loop") as e:
+        ingest("ham10000", tmp_path / "loop")
+    assert e.value.file == str(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(DataError, match=f"a dangling symbolic link to {tmp_path / 'gone'}"):
+        ingest("ham10000", tmp_path / "dangling")
+
+
+@pytest.mark.parametrize("args,said", [
+    (["data", "ingest", "isic2024", "{empty}", "--out", "{fifo}"], "is a FIFO"),
+    (["data", "ingest", "isic2024", "{empty}", "--out", "x.parquet", "--report", "{fifo}"], "is a FIFO"),
+    (["predict", "{empty}", "{empty}", "--out", "-"], "does not write to standard output"),
+    (["extract", "run", "{lesions}", "--out", "{fifo}"], "is a FIFO"),
+])
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch, capsys, args, said):
+    import os
+
+    (tmp_path / "empty").mkdir()  # as DATA it would fail later, with another message
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "lesions.parquet").write_text("not parquet")
+    names = {"empty": tmp_path / "empty", "fifo": tmp_path / "fifo", "lesions": tmp_path / "lesions.parquet"}
+    code, err = run_cli(monkeypatch, capsys, *[a.format(**names) for a in args])
+    assert code == 2 and said in err and "Traceback" not in err, err
+    assert (tmp_path / "fifo").is_fifo() and not Path("-").exists()
+
+
+# -- a Dask address that is not a usable cluster: exit 2 within seconds, naming it ----------------------
+@contextmanager
+def http_server():
+    """A tiny HTTP server on 127.0.0.1, stopped on exit: it accepts a connection and waits for a request."""
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    yield f"tcp://127.0.0.1:{port}"
+
+
+@contextmanager
+def scheduler_without_workers():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+#: (case, the server, what is said, the most seconds it may take) for `run --dask ADDRESS` with [cv] dask_wait = 1
+SCHEDULERS = [
+    ("an HTTP server", http_server, "connected, but no Dask handshake came within 2 s: not a Dask scheduler", 8),
+    ("a closed port", closed_port, "cannot connect (Connection refused)", 3),
+    ("a scheduler without workers", scheduler_without_workers, "has no workers; none joined within 1 s ([cv] dask_wait)", 8),
+]
+
+
+@pytest.mark.parametrize("case,serve,said,seconds", SCHEDULERS, ids=[c[0] for c in SCHEDULERS])
+def test_a_dask_address_that_is_no_usable_cluster_is_exit_2_within_seconds(tmp_path, monkeypatch, capsys, caplog, case, serve,
+                                                                           said, seconds):
+    monkeypatch.setattr("dermstack.cluster.CONNECT_TIMEOUT", 2.0)  # 5 s by default
+    (tmp_path / "run.toml").write_text('[data]\nformat = "synthetic-isic2024"\nlesions = 50\n[cv]\ndask_wait = 1\n')
+    with serve() as address, caplog.at_level(logging.WARNING):
+        t0 = time.perf_counter()
+        code, err = run_cli(monkeypatch, capsys, "run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "run"), "--dask", address)
+        took = time.perf_counter() - t0
+    assert code == 2 and address in err and said in err and "Traceback" not in err, err
+    assert took < seconds and not (tmp_path / "run" / "lesions.parquet").exists()
+    if case == "a scheduler without workers":  # said at once, before the wait
+        assert f"the Dask scheduler at {address} has no workers: waiting up to 1 s" in caplog.text
+
+
+def _half(job):
+    return np.full(len(job.valid), 0.5), None, {}
+
+
+def test_a_cluster_without_workers_while_jobs_wait_is_said_then_exit_2(caplog):
+    distributed = pytest.importorskip("distributed")
+    from dermstack.jobs import DaskJobs, FoldJob
+
+    with scheduler_without_workers() as address, distributed.Client(address, set_as_default=False) as client:
+        jobs = DaskJobs(client, worker_wait=1)
+        with caplog.at_level(logging.WARNING), pytest.raises(DataError, match=re.escape(
+                f"the Dask scheduler at {address} has had no workers for 1 s ([cv] dask_wait)") + ".*finished so far are kept"):
+            list(jobs.run(_half, [FoldJob(0, 0, 0, np.arange(3), np.arange(3, 6))]))
+    assert f"the Dask scheduler at {address} has no workers now" in caplog.text
+
+
+# -- ids from the data never become a path outside the data folder or the run directory ------------------
+#: ids a careless or hostile export may hold: a parent, a subfolder, an absolute path, NUL, a very long name
+HOSTILE_IDS = ["../outside", "a/b", "/etc/hostname", "nul\x00byte", "x" * 300]
+
+
+@pytest.mark.parametrize("fmt", ["ham10000", "ddi"])
+def test_image_and_mask_ids_never_reach_outside_the_data_folder(shared_data, tmp_path, fmt):
+    """An image (and mask) is found by its file name in the data folder, so no id reads a file elsewhere."""
+    from PIL import Image
+
+    jpeg = real_jpeg(shared_data)
+    data = tmp_path / "data"
+    (data / "images" / "a").mkdir(parents=True)
+    (tmp_path / "outside.jpg").write_bytes(jpeg)  # what "../outside" would reach
+    (tmp_path / "outside_segmentation.png").write_bytes(b"")
+    Image.new("L", (32, 32), 255).save(tmp_path / "outside_segmentation.png")
+    if fmt == "ham10000":
+        ids = HOSTILE_IDS + ["ISIC_1"]
+        (data / "images" / "ISIC_1.jpg").write_bytes(jpeg)
+        rows = "".join(f'HAM_{k},"{i}",nv,histo,50.0,male,back\n' for k, i in enumerate(ids))
+        (data / "HAM10000_metadata.csv").write_text("lesion_id,image_id,dx,dx_type,age,sex,localization\n" + rows)
+    else:
+        ids = [i + ".png" for i in HOSTILE_IDS] + ["000001.png"]
+        Image.fromarray(lesion_like(np.random.default_rng(0), 40, 40)).save(data / "images" / "000001.png")
+        rows = "".join(f'{k},"{i}",{k % 2 == 0},melanoma,12\n' for k, i in enumerate(ids))
+        (data / "ddi_metadata.csv").write_text("DDI_ID,DDI_file,malignant,disease,skin_tone\n" + rows)
+    table, report = ingest(fmt, data)
+    refs = [r for c in ("image_ref", "mask_ref") for r in table.df[c].drop_nulls().to_list()]
+    assert refs and all(Path(r).is_relative_to(data.resolve()) for r in refs), refs
+    assert table.df.filter(pl.col("image_ref").is_not_null()).height == 1
+
+
+def test_hdf5_image_keys_are_the_files_own_names_never_paths(shared_data, tmp_path):
+    ids = isic2024_layout(shared_data, tmp_path)
+    with h5py.File(tmp_path / "train-image.hdf5", "a") as f:
+        f.create_dataset("a/b", data=np.bytes_(real_jpeg(shared_data)))  # a nested key: "a/b" is not an image of the file
+    csv = tmp_path / "train-metadata.csv"
+    edit_cell(csv, simple_line(csv), "isic_id", "a/b")
+    table, report = ingest("isic2024", tmp_path)
+    assert "a/b" in report.missing_images and table.df.filter(pl.col("image_id") == "a/b")["image_ref"].item() is None
+    assert table.df["image_ref"].drop_nulls().str.starts_with(str((tmp_path / "train-image.hdf5").resolve())).all()
+    assert len(ids) == N
+
+
+def test_report_explain_file_names_stay_one_plain_name():
+    from dermstack.reports.explain import explain_file_name
+
+    names = [explain_file_name(i) for i in HOSTILE_IDS + ["y" * 300, "ISIC_0000001"]]
+    assert all(re.fullmatch(r"explain_[A-Za-z0-9_.-]{1,100}\.html", n) for n in names), names
+    assert len(set(names)) == len(names) and names[-1] == "explain_ISIC_0000001.html"
+
+
+def test_fold_file_ids_are_only_matched_never_opened(tmp_path):
+    from dermstack.data.folds import FoldPlan
+
+    table = one_patient_per_image(6)
+    ids = table.df["image_id"].to_list() + HOSTILE_IDS
+    pl.DataFrame({"image_id": ids, "fold": [k % 2 for k in range(len(ids))]}).write_csv(tmp_path / "folds.csv")
+    plan = FoldPlan.from_file(table, tmp_path / "folds.csv")
+    assert plan.n_splits == 2 and plan.folds["image_id"].to_list() == table.df["image_id"].to_list()

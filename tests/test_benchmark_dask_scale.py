@@ -12,6 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_dask_scale_smoke(shared_data):
     env = os.environ | {"PYTHONPATH": str(REPO / "src"), "DERMSTACK_SHARED_DATA": str(shared_data)}
     if not Path(sys.executable).with_name("dask").exists():

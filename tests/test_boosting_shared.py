@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from dermstack.boosting import cross_validate, predict_saved
@@ -33,6 +34,7 @@ def test_milk10k_multilabel_macro_f1(shared_data, tmp_path):
     assert predict_saved(tmp_path / "lightgbm", fs).shape == (fs.df.height, 11)
 
 
+@pytest.mark.slow
 def test_ham10000_multiclass_balanced_accuracy(shared_data):
     _, _, task, _, res = metadata_run(shared_data, "ham10000", "multiclass")
     print(f"HAM10000 metadata-only LightGBM balanced accuracy {res.metrics['balanced_accuracy']:.4f}, "

@@ -13,49 +13,27 @@ from dermstack.config import RunConfig
 from dermstack.data.table import LesionTable
 from dermstack.predictions import Predictions
 from dermstack.reports.compare import compare_runs, holm, load_sides
-from dermstack.run import Run
 from dermstack.task import TaskSpec
 from reports.multiclass_run import CONFIG as SIGNAL_CONFIG
 from reports.multiclass_run import PreparedRun, signal_table
 from test_bad_inputs import run_cli
+from tiny_runs import booster
 
-BINARY = """
-[data]
-format = "{format}"
-{data}
-
-[cv]
-n_splits = {n_splits}
-seed = 42
-
-[features]
-embedding = false
-image = false
-engineered = {engineered}
-
-[[models]]
-kind = "{kind}"
-params = {{ n_estimators = 15, threads = 1 }}
-"""
-SYNTH = "lesions = 300\ntest_lesions = 5\npositive_rate = 0.15\nimage_size = 8"
+SYNTH = {"lesions": 300, "test_lesions": 5, "positive_rate": 0.15, "image_size": 8}
 
 
-def binary_run(root, name: str, data: str, fmt: str = "isic2024", n_splits: int = 3, engineered: bool = False,
-               kind: str = "lightgbm"):
-    (root / f"{name}.toml").write_text(BINARY.format(format=fmt, data=data, n_splits=n_splits, engineered=str(engineered).lower(),
-                                                     kind=kind))
-    Run(RunConfig.from_toml(root / f"{name}.toml"), root / name).execute()
-    return root / name
+def binary_run(tiny, data: dict, n_splits: int = 3, engineered: bool = False, kind: str = "lightgbm"):
+    return tiny.run(data=data, cv={"n_splits": n_splits, "seed": 42}, models=[booster(kind, 15)],
+                    features={"embedding": False, "image": False, "engineered": engineered})
 
 
 @pytest.fixture(scope="module")
-def binary_runs(tmp_path_factory):
+def binary_runs(tiny):
     """meta: metadata only; eng: + engineered features; xgb: XGBoost; other_folds: 4 folds, not 3."""
-    root = tmp_path_factory.mktemp("compare")
-    meta = binary_run(root, "meta", SYNTH, fmt="synthetic-isic2024")
-    data = f'path = "{meta / "data"}"'
-    return {"meta": meta, "eng": binary_run(root, "eng", data, engineered=True),
-            "xgb": binary_run(root, "xgb", data, kind="xgboost"), "other_folds": binary_run(root, "other_folds", data, n_splits=4)}
+    meta = binary_run(tiny, SYNTH)
+    data = {"format": "isic2024", "path": str(meta / "data")}
+    return {"meta": meta, "eng": binary_run(tiny, data, engineered=True),
+            "xgb": binary_run(tiny, data, kind="xgboost"), "other_folds": binary_run(tiny, data, n_splits=4)}
 
 
 def oof(run_dir, model, ids, classes):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from dermstack.boosting.base import adapter_class, booster_kinds
 from dermstack.boosting.defaults import default_params
-from dermstack.boosting.params import BOOSTER_KINDS, BOOSTER_PARAMS, GENERIC_PARAMS
+from dermstack.boosting.params import GENERIC_PARAMS
 from dermstack.config import (
     TASKS,
     ExtractSettings,
@@ -142,7 +143,7 @@ def test_ints_are_fine_floats():
 
 
 def test_booster_parameter_names_come_from_the_libraries():
-    lightgbm, xgboost, catboost = (BOOSTER_PARAMS[k]() for k in ("lightgbm", "xgboost", "catboost"))
+    lightgbm, xgboost, catboost = (adapter_class(k).library_params() for k in ("lightgbm", "xgboost", "catboost"))
     assert {"min_child_samples", "min_data_in_leaf", "colsample_bytree", "feature_fraction", "verbosity"} <= lightgbm
     assert {"eta", "learning_rate", "lambda", "reg_lambda", "max_cat_to_onehot", "eval_metric", "rate_drop"} <= xgboost
     assert {"depth", "max_depth", "l2_leaf_reg", "bootstrap_type", "thread_count"} <= catboost
@@ -150,7 +151,7 @@ def test_booster_parameter_names_come_from_the_libraries():
     assert "name" not in xgboost  # the objective's own name in the saved config, not a parameter
 
 
-@pytest.mark.parametrize("kind", BOOSTER_KINDS)
+@pytest.mark.parametrize("kind", booster_kinds())
 @pytest.mark.parametrize("task", TASKS)
 def test_dermstack_default_params_pass_the_check(kind, task):
     params = default_params(kind, task)

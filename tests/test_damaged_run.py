@@ -27,34 +27,12 @@ from dermstack.config import RunConfig
 from dermstack.crossfit import check_same_plan
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.submission import write_submission
 from dermstack.errors import ConfigError, DataError
+from dermstack.outputs.submission import write_submission
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.reports.shap_ import ShapValues
 from dermstack.task import TaskSpec
-
-CONFIG = """
-[data]
-format = "synthetic-isic2024"
-lesions = 150
-test_lesions = 10
-positive_rate = 0.1
-image_size = 16
-
-[cv]
-n_splits = 3
-
-[[models]]
-kind = "lightgbm"
-params = { n_estimators = 10, threads = 1 }
-
-[[models]]
-kind = "xgboost"
-params = { n_estimators = 10, threads = 1 }
-
-[ensemble]
-method = "mean"
-"""
+from tiny_runs import booster
 
 
 def invoke(*args):
@@ -62,13 +40,10 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, Path]:
-    """(config, run directory) of one small finished run; cases damage copies of it."""
-    root = tmp_path_factory.mktemp("damaged")
-    (root / "run.toml").write_text(CONFIG)
-    r = invoke("run", root / "run.toml", "--out", root / "run")
-    assert r.exit_code == 0, r.output
-    return root / "run.toml", root / "run"
+def finished(tiny) -> tuple[Path, Path]:
+    """(config, run directory) of one small finished run: two boosters and their mean; cases damage copies of it."""
+    run = tiny.run(models=[booster("lightgbm"), booster("xgboost")], ensemble={"method": "mean"})
+    return run.parent / "run.toml", run
 
 
 def truncate(path: Path) -> None:
@@ -199,6 +174,9 @@ OUT_COMMANDS = [
     ("ensembles stack", lambda cfg, run, out: ["ensembles", "stack", run / "models/lightgbm", run / "models/xgboost",
                                                "--lesions", run / "lesions.parquet", "--folds", run / "folds.parquet",
                                                "--method", "mean", "--out", out / "models" / "x" / ".."]),
+    ("ensembles cnn", lambda cfg, run, out: ["ensembles", "cnn", run / "lesions.parquet", "--folds", run / "folds.parquet",
+                                             "--backbone", "test_efficientnet", "--param", "pretrained=false", "--out", out]),
+    ("compare", lambda cfg, run, out: ["compare", run, run, "--out", out]),
 ]
 
 
@@ -212,14 +190,38 @@ def test_out_on_a_folder_of_the_users_files_is_refused_and_nothing_changes(finis
         (home / "models" / "mean").mkdir()
         (home / "models" / "mean" / "my.txt").write_text("mine")
         files["models/mean/my.txt"] = b"mine"
+    if name == "ensembles cnn":  # --out is the models folder: the CNN goes to OUT/cnn/
+        (home / "cnn").mkdir()
+        (home / "cnn" / "my.txt").write_text("mine")
+        files["cnn/my.txt"] = b"mine"
+    if name == "compare":  # the user's own files of compare's names are never taken for a comparison
+        (home / "compare.html").write_text("<p>my comparison</p>")
+        files["compare.html"] = b"<p>my comparison</p>"
     before = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
     r = invoke(*args(cfg, run, home))
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output and "never deletes or overwrites" in r.output and "new or empty folder" in r.output
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == before
     assert all((home / n).read_bytes() == data for n, data in files.items())
+    if name == "ensembles cnn":  # the advice is another models folder, not one inside OUT/cnn/
+        assert f"--out {home / 'dermstack-models'})" in r.output and "cnn/dermstack" not in r.output
 
 
+@pytest.mark.parametrize("where", ["the run directory", "models/lightgbm", "a new folder inside the run"])
+def test_compare_never_writes_inside_a_run_directory(finished, tmp_path, where):
+    _, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    out = {"the run directory": run, "models/lightgbm": run / "models" / "lightgbm", "a new folder inside the run": run / "cmp"}[where]
+    before = sorted(str(p) for p in run.rglob("*"))
+    r = invoke("compare", original, original, "--out", out)
+    assert r.exit_code == 2 and f"inside the run directory {run}" in r.output and "Traceback" not in r.output, r.output
+    assert sorted(str(p) for p in run.rglob("*")) == before
+    r = invoke("compare", original, original, "--out", tmp_path / "cmp", "--n-boot", 20)  # beside it: fine, and again
+    assert r.exit_code == 0 and invoke("compare", original, original, "--out", tmp_path / "cmp", "--n-boot", 20).exit_code == 0
+
+
+@pytest.mark.slow
 def test_a_rerun_removes_only_what_the_run_wrote(finished, tmp_path):
     cfg, original = finished
     run = tmp_path / "run"
@@ -236,6 +238,17 @@ def test_a_rerun_removes_only_what_the_run_wrote(finished, tmp_path):
     assert (run / "report" / "index.html").exists()
 
 
+@pytest.mark.parametrize("args", [["report", "{run}", "--out", "{run}/models/my-report"],
+                                  ["data", "synth", "--lesions", 20, "--out", "{run}/stages/x"]], ids=["report", "data synth"])
+def test_no_output_folder_goes_where_a_run_keeps_its_own(finished, tmp_path, args):
+    _, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    r = invoke(*[str(a).format(run=run) for a in args])
+    assert r.exit_code == 2 and "which holds only what the run's stages write" in r.output, r.output
+    assert not (run / "models" / "my-report").exists() and not (run / "stages" / "x").exists()
+
+
 # -- values that would crash or hang later ------------------------------------------------------------
 BAD_CONFIG = [
     ("negative seed", {"models": [{"kind": "lightgbm", "seeds": [-1]}]}, "seeds[0] = -1"),
@@ -247,9 +260,29 @@ BAD_CONFIG = [
     ("negative fold seed", {"cv": {"seed": -1}}, "[cv] seed = -1"),
     ("no lesions", {"data": {"lesions": 0}}, "[data] lesions = 0"),
     ("negative threads", {"models": [{"kind": "xgboost", "params": {"threads": -1}}]},
-     "params.threads = -1: must be a whole number of at least 1"),
+     "params.threads = -1: Input should be greater than or equal to 1"),
     ("zero early stopping", {"models": [{"kind": "lightgbm", "params": {"early_stopping_rounds": 0}}]},
-     "params.early_stopping_rounds = 0"),
+     "params.early_stopping_rounds = 0: Input should be greater than or equal to 1"),
+    ("huge image size", {"extract": {"image_size": 99999}}, "[extract] image_size = 99999: at most 2,048 pixels a side"),
+    ("huge CNN image size", {"models": [{"kind": "cnn", "image_size": 99999}]}, "image_size = 99999: at most 2,048"),
+    ("huge batch", {"extract": {"batch_size": 10**9}}, "[extract] batch_size = 1000000000: at most 8,192"),
+    ("huge CNN batch", {"models": [{"kind": "cnn", "params": {"batch_size": 10**6}}]}, "params.batch_size = 1000000: at most 8,192"),
+    ("huge MLP layer", {"models": [{"kind": "mlp", "params": {"hidden": [10**7]}}]}, "params.hidden[0] = 10000000: at most 8,192"),
+    ("huge PCA", {"extract": {"pca_components": 100000}}, "[extract] pca_components = 100000: at most 4,096"),
+    ("10^12 trees", {"models": [{"kind": "lightgbm", "params": {"n_estimators": 10**12}}]},
+     "params.n_estimators = 1000000000000: at most 100,000 boosting rounds"),
+    ("10^12 trees by LightGBM's name", {"models": [{"kind": "lightgbm", "params": {"num_iterations": 10**12}}]},
+     "params.num_iterations = 1000000000000: at most 100,000"),
+    ("10^7 trees by CatBoost's name", {"models": [{"kind": "catboost", "params": {"iterations": 10**7}}]},
+     "params.iterations = 10000000: at most 100,000"),
+    ("a fold per lesion", {"cv": {"n_splits": 221}}, "[cv] n_splits = 221: at most 100 folds"),
+    ("a million DataLoader workers", {"extract": {"workers": 10**6}}, "[extract] workers = 1000000: at most 256"),
+    ("a million streams", {"extract": {"streams": 10**6}}, "[extract] streams = 1000000: at most 1,024"),
+    ("10^9 synthetic lesions", {"data": {"lesions": 10**9}}, "[data] lesions = 1000000000: at most 1,000,000"),
+    ("10^12 CNN samples", {"models": [{"kind": "cnn", "params": {"samples_per_epoch": 10**12}}]}, "at most 10,000,000"),
+    ("a 1000-value C grid", {"models": [{"kind": "logistic", "params": {"C": [0.1 + i for i in range(1000)]}}]},
+     "at most 100 values in a grid"),
+    ("a negative Dask wait", {"cv": {"dask_wait": -1}}, "[cv] dask_wait = -1"),
     ("model named ..", {"models": [{"kind": "lightgbm", "name": ".."}]}, 'name = "..": a model name is a directory name'),
     ("model named with a slash", {"models": [{"kind": "lightgbm", "name": "a/b"}]}, 'name = "a/b"'),
     ("hidden model name", {"models": [{"kind": "lightgbm", "name": ".x"}]}, 'name = ".x"'),
@@ -270,13 +303,25 @@ BAD_OPTIONS = [
     ("report --n-boot 0", ["report", "{run}", "--n-boot", 0], "--n-boot"),
     ("predict --out x.csv (parquet a spreadsheet would misread)", ["predict", "{run}", "{lesions}", "--out", "x.csv"],
      "give it a .parquet name"),
+    ("extract run --image-size 99999", ["extract", "run", "{lesions}", "--image-size", 99999, "--out", "x"], "--image-size"),
+    ("extract run --batch-size 10^9", ["extract", "run", "{lesions}", "--batch-size", 10**9, "--out", "x"], "--batch-size"),
+    ("data synth --lesions 10^9", ["data", "synth", "--lesions", 10**9, "--out", "x"], "--lesions"),
+    ("data folds --n-splits 221", ["data", "folds", "{lesions}", "--n-splits", 221, "--out", "x"], "--n-splits"),
+    ("features build --pca-components 10^5", ["features", "build", "{lesions}", "--pca-components", 10**5, "--out", "x"],
+     "--pca-components"),
+    ("compare --n-boot 0", ["compare", "{run}", "{run}", "--n-boot", 0, "--out", "x"], "--n-boot"),
+    ("compare --n-boot 10^9", ["compare", "{run}", "{run}", "--n-boot", 10**9, "--out", "x"], "--n-boot"),
+    ("ensembles cnn --epochs 10^9", ["ensembles", "cnn", "{lesions}", "--folds", "{folds}", "--epochs", 10**9, "--out", "x"],
+     "--epochs"),
+    ("ensembles cnn --name ../x", ["ensembles", "cnn", "{lesions}", "--folds", "{folds}", "--name", "../x", "--out", "x"],
+     'name = "../x": a model name is a directory name'),
 ]
 
 
 @pytest.mark.parametrize("case,args,named", BAD_OPTIONS, ids=[c[0] for c in BAD_OPTIONS])
 def test_out_of_range_options_are_refused(finished, tmp_path, case, args, named):
     _, run = finished
-    args = [str(a).format(lesions=run / "lesions.parquet", run=run) for a in args]
+    args = [str(a).format(lesions=run / "lesions.parquet", run=run, folds=run / "folds.parquet") for a in args]
     r = CliRunner().invoke(cli, args[:-1] + [str(tmp_path / args[-1])] if args[-2] == "--out" else args)
     assert r.exit_code == 2 and named in r.output, r.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.csv").exists()
@@ -454,3 +499,144 @@ def test_a_changed_output_is_refused_unless_the_stage_resumes_it(tmp_path, case,
         assert not stage.done()
     out.unlink()
     assert not stage.done()  # a missing output: the stage runs again
+
+
+# -- sizes only the data decides: said before the allocation ------------------------------------------
+def test_the_docs_list_every_limit():
+    from dermstack.config.limits import LIMITS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "bad-input.md").read_text()
+    for limit in LIMITS.values():
+        assert f"| {limit.most:,} {limit.counts} | {limit.keys} |" in text, limit
+
+
+def test_an_image_batch_that_cannot_fit_is_named_before_it_is_allocated(tmp_path, test_weights):
+    from dermstack.extract import ExtractSettings, extract_embeddings
+    from extract_fixtures import TEST_MODEL, make_table
+
+    table = make_table(["a"], [str(tmp_path / "a.jpg")])
+    settings = ExtractSettings(image_size=2048, batch_size=8192, streams=2, weights={TEST_MODEL: str(test_weights)})
+    with pytest.raises(ConfigError, match=r"\[extract\] batch_size = 8192, image_size = 2048, streams = 2: embedding with "
+                                          r"test_efficientnet would need at least [\d,.]+ GiB, more than the"):
+        extract_embeddings(table, [TEST_MODEL], tmp_path / "e.h5", settings)
+    assert not (tmp_path / "e.h5").exists()
+
+
+def test_an_mlp_that_cannot_fit_is_named_before_it_is_allocated(monkeypatch):
+    from dermstack.linear.design import Design
+    from dermstack.mlp.net import MLPParams, fit_mlp
+    from dermstack.taskkind import TaskKind
+
+    monkeypatch.setattr("dermstack.config.limits.free_memory", lambda device="cpu": 2**30)
+    X = np.zeros((40, 5000), np.float32)
+    with pytest.raises(ConfigError, match=r"mlp params.hidden = \[8192, 8192\]: an MLP on 5000 inputs would need at least "
+                                          r"[\d.]+ GiB, more than the 1.0 GiB free"):
+        fit_mlp(Design({}, [], {}, [], np.zeros(0), np.zeros(0), []), X, np.arange(40) % 2, np.arange(40), TaskKind.BINARY, 2,
+                MLPParams(hidden=[8192, 8192]))
+
+
+# -- a Dask worker that cannot see the run directory ---------------------------------------------------
+def test_a_worker_that_cannot_see_the_run_directory_says_it_must_be_shared(tmp_path):
+    import pickle
+
+    from dermstack.jobs import file_input
+
+    (tmp_path / "features.parquet").write_text("x")
+    lazy = file_input("the client's copy", tmp_path / "features.parquet", Path.read_text)
+    (tmp_path / "features.parquet").unlink()  # what a worker without the run directory sees
+    with pytest.raises(DataError, match="must be on storage every Dask worker shares, at the same path") as e:
+        pickle.loads(pickle.dumps(lazy)).get()
+    assert e.value.file == str(tmp_path / "features.parquet")
+
+
+# -- Ctrl-C during a run --------------------------------------------------------------------------------
+SLOW = booster("lightgbm", params={"n_estimators": 100000, "early_stopping_rounds": 100000, "learning_rate": 0.00001})
+
+
+def test_ctrl_c_during_a_run_stops_within_seconds_with_exit_130_and_the_run_resumes(tiny, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tiny.write(tmp_path / "run.toml", [SLOW], ensemble={"method": "mean"})
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dermstack.cli", "run", str(tmp_path / "run.toml"), "--out", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "stages" / "features.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # into the boosters' fits
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and took < 3, (proc.returncode, took, err[-2000:])
+    assert "Interrupted (Ctrl-C): stopped" in err and "Traceback" not in err
+    done = {p.stem for p in (run / "stages").glob("*.json")}
+    assert {"ingest", "folds", "features"} <= done and "model-lightgbm" not in done
+    quick = tiny.write(tmp_path / "quick.toml", [booster("lightgbm"), booster("xgboost")], ensemble={"method": "mean"})
+    r = invoke("-v", "run", quick, "--out", run)  # the lock is free and the finished stages are kept
+    assert r.exit_code == 0, r.output
+
+
+# -- a damaged store on a rerun --------------------------------------------------------------------------
+def test_a_damaged_embedding_store_on_a_rerun_names_the_stage_and_the_runs_remedy(tmp_path, test_weights):
+    from dermstack.run import Run
+    from extract_fixtures import TEST_MODEL
+
+    cfg = RunConfig.from_dict({"data": {"format": "synthetic-isic2024", "lesions": 30, "test_lesions": 0, "image_size": 16},
+                               "extract": {"backbones": [TEST_MODEL], "image_size": 32, "weights": {TEST_MODEL: str(test_weights)},
+                                           "pca_components": 100}})
+    run = Run(cfg, tmp_path / "run")
+    table = run.ingest()
+    run.features(table, run.extract(table))  # the PCA capped by the 30 rows: recorded in the stage record too
+    capped = json.loads((tmp_path / "run" / "stages" / "features.json").read_text())["pca_capped"]
+    assert capped == {"emb_test_efficientnet": {"components": 30, "requested": 100, "by": "the 30 training rows with an embedding"}}
+    truncate(tmp_path / "run" / "embeddings.h5")
+    with pytest.raises(DataError) as e:
+        Run(cfg, tmp_path / "run").extract(table)
+    said = str(e.value)
+    assert e.value.file == str(tmp_path / "run" / "embeddings.h5") and "stage extract of the run in" in said
+    assert "remove it and run again" in said and "extract run" not in said
+
+
+# -- records and model.json are data: a name in them never becomes a path out of the run ------------------
+def test_a_record_naming_a_file_outside_the_run_never_removes_or_reads_it(finished, tmp_path):
+    cfg, original = finished
+    run = tmp_path / "box" / "run"
+    shutil.copytree(original, run)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    (tmp_path / "evil.json").write_text("{not json")
+    record = json.loads((run / "stages" / "run.json").read_text())
+    record["artifacts"]["../../precious.txt"] = {"bytes": 4, "sha256": "0" * 64}
+    record["unverified"].append(str(precious))
+    record["stages"]["../../evil"] = "fingerprint"
+    (run / "stages" / "run.json").write_text(json.dumps(record))
+    r = invoke("submit", run, "--format", "isic2024", "--out", tmp_path / "s.csv")
+    assert r.exit_code == 2 and "evil" in r.output and str(tmp_path / "evil.json") not in r.output, r.output
+    assert invoke("run", cfg, "--out", run, "--force").exit_code == 0  # a rerun removes what run.json lists: not this
+    assert precious.read_text() == "mine"
+
+
+@pytest.mark.parametrize("field,value", [("name", "../lightgbm"), ("members", ["../../x"]), ("cnn_views", "/etc"),
+                                         ("name", "a\x00b"), ("members", ["y" * 300])])
+def test_a_model_json_naming_a_path_is_refused(finished, tmp_path, field, value):
+    from dermstack.saved import read_spec
+
+    _, original = finished
+    d = tmp_path / "mean"
+    shutil.copytree(original / "models" / "mean", d)
+    spec = json.loads((d / "model.json").read_text())
+    if field == "name":
+        spec["name"] = value
+    else:
+        spec["needs"][field] = value
+    (d / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(DataError, match="is not a model folder's name") as e:
+        read_spec(d)
+    assert e.value.file == str(d / "model.json")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from dermstack.config import reference
-from dermstack.registry import ensemble_methods, method_names, model_kinds, param_rows
+from dermstack.kinds import rows as param_rows
+from dermstack.registry import ensemble_methods, method_names, model_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,7 @@ def test_every_config_key_has_a_doc_comment():
 
 def test_reference_types_read_as_toml():
     rows = {header: {key: (kind, default) for key, kind, default, _ in reference.rows(cls)} for header, cls in reference.sections()}
-    assert rows["[cv]"]["n_splits"] == ("int ≥ 2", "5")
+    assert rows["[cv]"]["n_splits"] == ("int ≥ 2, ≤ 100", "5")
     assert rows["[data]"]["path"] == ("string", "unset")
     assert rows["[features]"]["image"] == ('true | false | "auto"', '"auto"')
     assert rows["[[models]]"]["seeds"] == ("non-empty list of int ≥ 0, ≤ 2147483647", "[0]")

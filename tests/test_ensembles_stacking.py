@@ -1,4 +1,4 @@
-"""Stacking: the nested CNN feature never leaks the evaluated fold; level-2 learners by nested CV."""
+"""The nested CNN feature group never leaks the evaluated fold; level-2 learners by nested CV."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,21 +6,23 @@ import polars as pl
 import pytest
 
 from boosting_toy import toy
+from dermstack.cnn.feature import CNNViews, cnn_feature_frame, patient_key
+from dermstack.cnn.nested import fold_features, nested_scores
 from dermstack.config import ModelConfig
-from dermstack.ensembles.cnnfeature import CNNViews, cnn_feature_frame, patient_key
-from dermstack.ensembles.stacking import (
-    cross_validate_stacked,
-    nested_scores,
-    score_tensor,
-    stack_models,
-)
+from dermstack.ensembles.stacking import score_tensor, stack_models
 from dermstack.features.featureset import FeatureSet
 from dermstack.metrics import roc_auc
+from dermstack.pipeline import fit_with_group
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.saved import load
 
 LGBM = ModelConfig(kind="lightgbm", params={"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 7, "verbose": -1},
                    sampling={})
+
+
+def cross_validate_stacked(features, table, task, plan, model, views, out_dir=None):
+    """``model`` with the ``cnn`` group of ``views``, handed over as the pipeline hands it."""
+    return fit_with_group(model, views.name, "cnn", fold_features(features, table, task, views), task, plan, out_dir, table)
 
 
 @pytest.mark.parametrize("n_splits", [3, 5])
@@ -171,7 +173,7 @@ def test_level2_multiclass_rows_sum_to_one():
 def test_cnn_views_roundtrip(tmp_path):
     import numpy as np
 
-    from dermstack.ensembles.cnnfeature import CNNViews
+    from dermstack.cnn.feature import CNNViews
 
     rng = np.random.default_rng(0)
     v = CNNViews("cnn", ["a", "b"], ["i1", "i2", "i3"], rng.random((4, 3, 2)), ["t1", "t2"], rng.random((2, 2)))
@@ -185,7 +187,7 @@ def test_oof_cnn_frame_takes_each_row_from_its_own_fold_view():
     import numpy as np
     import polars as pl
 
-    from dermstack.ensembles.cnnfeature import CNNViews, oof_cnn_frame
+    from dermstack.cnn.feature import CNNViews, oof_cnn_frame
 
     ids = [f"i{j}" for j in range(6)]
     views = np.stack([np.full((6, 1), float(k)) for k in range(3)])  # view k scores every row k

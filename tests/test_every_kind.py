@@ -1,6 +1,7 @@
-"""Every model kind under every task and ensemble method, through ``dermstack run``, on data with no
-test rows, a few and many (tiny images, timm's test backbone, one epoch); degenerate labels get one
-clear error or warning whatever the kind."""
+"""Every registered model kind (plugins included) under every task and every registered ensemble
+method, through ``dermstack run``, with the smoke parameters each kind declares (tiny images, timm's
+test backbone); empty, few and many test rows; degenerate labels get one clear error or warning
+whatever the kind."""
 from __future__ import annotations
 
 import logging
@@ -14,60 +15,45 @@ import torch
 from dermstack.config import RunConfig
 from dermstack.data import readers
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.predict import predict_run
 from dermstack.errors import DataError
+from dermstack.outputs.predict import predict_run
+from dermstack.registry import auto_candidates, method_names, model_kinds
 from dermstack.run import Run
+from dermstack.testing import smoke_model
 from ensembles_toy import image_table
 from extract_fixtures import TEST_MODEL
+from tiny_runs import TinyRuns, embedded
 
 TASKS = ["binary", "multiclass", "multilabel"]
 N_TRAIN, MAX_TEST = 30, 12
-CONFIG = """
-[data]
-format = "lesion-table"
-path = "{path}"
-task = "{task}"
+#: (task, test rows): each task once and each count once. The degenerate-label runs below add empty test
+#: sets of the multi-output tasks; the binary task with test rows runs in many other modules.
+CASES = [("binary", 0), ("multiclass", 3), ("multilabel", MAX_TEST)]
 
-[cv]
-n_splits = 3
 
-[extract]
-backbones = ["{model}"]
-image_size = 32
-pca_components = 4
-weights = {{ {model} = "{weights}" }}
+def every_kind() -> list[dict]:
+    """A ``[[models]]`` entry of each registered kind, made cheap by its own smoke keys; an image kind
+    (one with a ``backbone`` key) on timm's test backbone, not pretrained."""
+    entries = []
+    for kind in model_kinds().values():
+        m = smoke_model(RunConfig.from_dict({"models": [{"kind": kind.name}]}).models[0])
+        entry = {"kind": m.kind, "params": dict(m.params), **{k: getattr(m, k) for k in kind.model_keys if getattr(m, k) is not None}}
+        if "backbone" in kind.model_keys:
+            entry["backbone"] = TEST_MODEL
+            entry["params"] |= {"pretrained": False} if "pretrained" in {f for f in kind.params.__dataclass_fields__} else {}
+        entries.append(entry)
+    return entries
 
-[[models]]
-kind = "lightgbm"
-params = {{ n_estimators = 20, threads = 1 }}
 
-[[models]]
-kind = "xgboost"
-params = {{ n_estimators = 20, threads = 1 }}
+def config(path: Path, task: str, method: str, weights: Path) -> dict:
+    return {"data": {"format": "lesion-table", "path": str(path), "task": task},
+            "extract": embedded(weights), "models": every_kind(), "ensemble": {"method": method}}
 
-[[models]]
-kind = "catboost"
-params = {{ n_estimators = 20, threads = 1 }}
 
-[[models]]
-kind = "logistic"
-
-[[models]]
-kind = "mlp"
-params = {{ hidden = [8], epochs = 5, inner_splits = 2 }}
-
-[[models]]
-kind = "cnn"
-backbone = "{model}"
-image_size = 32
-epochs = 1
-params = {{ pretrained = false, samples_per_epoch = 32, batch_size = 16 }}
-
-[ensemble]
-method = "{method}"
-"""
-#: the base models of CONFIG: every kind, and the boosters again with the CNN feature
-MODELS = ["lightgbm", "xgboost", "catboost", "logistic", "mlp", "cnn", "lightgbm+cnn", "xgboost+cnn", "catboost+cnn"]
+def expected_models(cfg: dict) -> list[str]:
+    """The base models of a config: every kind, and the boosters again with the feature group a kind gives."""
+    run_cfg = RunConfig.from_dict(TinyRuns.raw(**cfg))
+    return [m.label for m in run_cfg.models] + run_cfg.feature_group_models()
 
 
 @pytest.fixture(autouse=True)
@@ -94,38 +80,47 @@ def with_test_rows(table: LesionTable, n_test: int) -> LesionTable:
 def run(root: Path, table: LesionTable, task: str, method: str, weights: Path) -> dict:
     root.mkdir(exist_ok=True)
     table.write(root / "lesions.parquet")
-    (root / "config.toml").write_text(CONFIG.format(path=root / "lesions.parquet", task=task, method=method,
-                                                    model=TEST_MODEL, weights=weights))
-    return Run(RunConfig.from_toml(root / "config.toml"), root / "out").execute()
+    path = TinyRuns.write(root / "config.toml", **config(root / "lesions.parquet", task, method, weights))
+    return Run(RunConfig.from_toml(path), root / "out").execute()
 
 
-@pytest.mark.parametrize("n_test", [0, 3, MAX_TEST])
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.slow
+@pytest.mark.parametrize("task,n_test", CASES)
 def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, images, test_weights, task, n_test):
     table = with_test_rows(images, n_test)
     n_classes = 1 if task == "binary" else 3
     out = tmp_path / "out"
-    # auto: the best member, mean, greedy and stack, each saved; then rank and none on the same models
+    models = expected_models(config(tmp_path / "lesions.parquet", task, "auto", test_weights))
+    # auto: the best member and every auto candidate, each saved
     m = run(tmp_path, table, task, "auto", test_weights)
-    assert (m["n_train"], m["n_test"]) == (N_TRAIN, n_test) and list(m["models"]) == MODELS
-    assert set(m["ensemble"]["candidates"]) == {f"best member: {m['ensemble']['best_member']}", "mean", "greedy", "stack"}
+    assert (m["n_train"], m["n_test"]) == (N_TRAIN, n_test) and list(m["models"]) == models
+    assert set(m["ensemble"]["candidates"]) == {f"best member: {m['ensemble']['best_member']}", *auto_candidates()}
     if n_test:
         test = pl.read_parquet(out / "test_predictions.parquet")
-        for name in [*MODELS, m["oof_model"], "calibrated"]:
+        for name in [*models, m["oof_model"], "calibrated"]:
             scores = test.filter(pl.col("model") == name)["score"]
             assert scores.len() == n_test * n_classes and scores.is_between(0, 1).all(), name
     else:
         assert not (out / "test_predictions.parquet").exists()
-    if n_test in (0, 3):  # the saved models (prior factors, calibrator, pair CNNs) reproduce the run's test scores
-        got = predict_run(out, LesionTable(table.test, table.meta))
-        if n_test:
-            want = pl.read_parquet(out / "test_predictions.parquet")
-            both = want.join(got, on=["image_id", "model", "class"], how="left", suffix="_again")
-            np.testing.assert_allclose(both["score_again"].to_numpy(), both["score"].to_numpy(), atol=1e-5)
-        else:
-            assert got.height == 0
-    for method, final in (("rank", "rank"), ("none", "lightgbm")):
+    # the saved models (prior factors, calibrator, pair CNNs) reproduce the run's test scores, on the rows of
+    # two patients (whole patients: the patient-relative features of new rows are those of the rows given)
+    few = with_test_rows(table, 3).test
+    if n_test:
+        patients = table.test["patient_id"].unique(maintain_order=True).head(2)
+        few = table.test.filter(pl.col("patient_id").is_in(patients.implode()))
+    got = predict_run(out, LesionTable(few, table.meta))
+    if n_test:
+        want = pl.read_parquet(out / "test_predictions.parquet").filter(pl.col("image_id").is_in(few["image_id"].implode()))
+        both = want.join(got, on=["image_id", "model", "class"], how="left", suffix="_again")
+        assert both.height == few.height * n_classes * want["model"].n_unique() and both["score_again"].null_count() == 0
+        for (name,), scores in both.group_by("model"):
+            np.testing.assert_allclose(scores["score_again"].to_numpy(), scores["score"].to_numpy(), atol=1e-5, err_msg=name)
+    else:
+        assert got.height == 0
+    # every other method on the same models (their stages are current: only the ensemble is fitted)
+    for method in [x for x in method_names() if x != "auto" and x not in auto_candidates()]:
         m = run(tmp_path, table, task, method, test_weights)
+        final = models[0] if method == "none" else method
         assert m["oof_model"] == final and m["n_test"] == n_test
         if n_test:
             test = pl.read_parquet(out / "test_predictions.parquet")
@@ -171,7 +166,7 @@ def test_a_binary_class_with_one_member_is_a_fold_without_positives(tmp_path, im
 def test_a_class_with_one_member_is_a_warning_and_every_kind_still_runs(tmp_path, images, test_weights, caplog, task):
     with caplog.at_level(logging.WARNING):
         m = run(tmp_path, one_member(with_test_rows(images, 0)), task, "auto", test_weights)
-    assert list(m["models"]) == MODELS
+    assert list(m["models"]) == expected_models(config(tmp_path / "lesions.parquet", task, "auto", test_weights))
     lacking = ("['B']", "['C']") if task == "multiclass" else ("['positive B']", "['positive C']")
     assert "rows per class" in caplog.text and "fewer than the 3 folds" in caplog.text
     fold_warnings = [r.getMessage() for r in caplog.records if "training part has no" in r.getMessage()]

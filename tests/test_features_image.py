@@ -98,6 +98,7 @@ def _ham_rows(shared_data, n: int) -> pl.DataFrame:
     }))
 
 
+@pytest.mark.slow
 def test_ham10000_masks_vs_automatic_in_parallel(shared_data):
     df = _ham_rows(shared_data, 64)
     given, info = image_features(df, "mask", workers=2)

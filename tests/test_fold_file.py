@@ -55,7 +55,7 @@ def test_the_file_is_used_exactly(tmp_path, key, suffix):
      "splits patient_id 'P1'"),
     (pl.concat([by_patient([0, 1, 0, 1, 0, 1]), by_patient([1, 1, 0, 1, 0, 1])]), "patient_id 'P0' is listed in folds [0, 1]"),
     (pl.DataFrame({"patient": ["P0"], "fold": [0]}), "needs a `fold` column"),
-    (pl.DataFrame({"patient_id": [f"P{p}" for p in range(6)], "fold": ["a", "b"] * 3}), "`fold` must hold integers"),
+    (pl.DataFrame({"patient_id": [f"P{p}" for p in range(6)], "fold": ["a", "b"] * 3}), "fold 'a' is not a whole number"),
 ])
 def test_a_leaking_or_partial_file_is_refused_naming_the_id(tmp_path, frame, says):
     path = tmp_path / "folds.parquet"

@@ -6,7 +6,8 @@ from click.testing import CliRunner
 from dermstack.cli import cli
 from dermstack.config import RunConfig
 from dermstack.errors import ConfigError
-from dermstack.registry import ensemble_methods, method_names, model_kinds, param_rows
+from dermstack.kinds import param_rows
+from dermstack.registry import ensemble_methods, method_names, model_kinds
 
 
 def test_kinds_command_lists_every_kind_method_and_param():

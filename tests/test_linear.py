@@ -20,7 +20,8 @@ from dermstack.linear.design import Design, read_rows
 from dermstack.linear.kind import LINEAR_PROBE_MAX_ROWS
 from dermstack.saved import Inputs, load, predict_all
 from extract_fixtures import TEST_MODEL
-from test_run_predict import CONFIG
+from test_run_predict import whole_run
+from tiny_runs import TinyRuns
 
 FAST = {"C": [0.01, 0.1, 1.0, 10.0], "inner_splits": 3}
 
@@ -196,24 +197,21 @@ def test_default_models_add_the_probe_on_small_data():
     assert [m.kind for m in default_models(LINEAR_PROBE_MAX_ROWS + 1)] == ["lightgbm", "xgboost", "catboost"]
 
 
-RUN = CONFIG + """
-[[models]]
-kind = "logistic"
-params = {{ C = [0.01, 1.0], inner_splits = 2 }}
-
-[ensemble]
-method = "stack"
-"""
+def probe_run(weights) -> dict:
+    """test_run_predict's run with the linear probe beside LightGBM, stacked."""
+    run = whole_run(weights)
+    return run | {"models": [*run["models"], {"kind": "logistic", "params": {"C": [0.01, 1.0], "inner_splits": 2}}],
+                  "ensemble": {"method": "stack"}}
 
 
+@pytest.mark.slow
 def test_run_stacks_the_probe_and_predict_reproduces_its_test_scores(tmp_path, test_weights):
     from dermstack.data.table import LesionTable
-    from dermstack.ensembles.predict import predict_run
+    from dermstack.outputs.predict import predict_run
     from dermstack.run import Run
 
-    (tmp_path / "run.toml").write_text(RUN.format(model=TEST_MODEL, weights=test_weights))
     out = tmp_path / "out"
-    metrics = Run(RunConfig.from_toml(tmp_path / "run.toml"), out).execute()
+    metrics = Run(RunConfig.from_toml(TinyRuns.write(tmp_path / "run.toml", **probe_run(test_weights))), out).execute()
     assert set(metrics["models"]) == {"lightgbm", "logistic"} and metrics["oof_model"] == "stack"
     spec = json.loads((out / "models" / "logistic" / "model.json").read_text())
     assert spec["inputs"]["backbones"] == [TEST_MODEL]

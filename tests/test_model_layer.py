@@ -19,6 +19,7 @@ from dermstack.errors import DataError, DermstackError
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.rundir import RunLock, RunLockedError, check_current, finish, invalidate
 from dermstack.saved import Inputs, dependency_order, load, predict_all
+from tiny_runs import TinyRuns, booster
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dermstack"
 
@@ -132,35 +133,15 @@ def test_invalidate_removes_downstream_records_and_final_outputs(tmp_path):
     assert (tmp_path / "oof.parquet").exists()
 
 
-METADATA_RUN = """
-[data]
-format = "synthetic-isic2024"
-lesions = 300
-test_lesions = 12
-positive_rate = 0.1
-image_size = 16
-
-[cv]
-n_splits = 3
-
-[features]
-embedding = false
-
-[[models]]
-kind = "lightgbm"
-params = {{ n_estimators = {rounds}, threads = 1 }}
-"""
+def metadata_run(rounds: int) -> dict:
+    """One booster on 300 synthetic lesions without embeddings."""
+    return {"data": {"lesions": 300, "test_lesions": 12}, "features": {"embedding": False}, "models": [booster("lightgbm", rounds)]}
 
 
 @pytest.fixture()
-def finished_run(tmp_path):
-    from dermstack.cli import cli
-
-    cfg = tmp_path / "run.toml"
-    cfg.write_text(METADATA_RUN.format(rounds=20))
-    r = CliRunner().invoke(cli, ["run", str(cfg), "--out", str(tmp_path / "run")])
-    assert r.exit_code == 0, r.output
-    return cfg, tmp_path / "run"
+def finished_run(tiny, tmp_path):
+    """(its config, a copy of the shared run directory) to change."""
+    return tiny.write(tmp_path / "run.toml", **metadata_run(20)), tiny.copy(tiny.run(**metadata_run(20)), tmp_path / "run")
 
 
 def test_interrupted_rerun_leaves_nothing_that_looks_current(finished_run, monkeypatch):
@@ -173,7 +154,7 @@ def test_interrupted_rerun_leaves_nothing_that_looks_current(finished_run, monke
     cfg, run = finished_run
     check_current(run)
     assert (run / "submission.csv").exists()
-    cfg.write_text(METADATA_RUN.format(rounds=25))
+    TinyRuns.write(cfg, **metadata_run(25))
 
     def killed(*a, **k):
         raise KeyboardInterrupt
@@ -205,6 +186,7 @@ def test_readers_refuse_a_config_edited_after_the_run(finished_run):
         assert "stage 'model-lightgbm'" in r.output and "Traceback" not in r.output, r.output
 
 
+@pytest.mark.slow
 def test_second_live_run_into_the_same_directory_fails_at_once(finished_run):
     cfg, run = finished_run
     code = (f"from dermstack.rundir import RunLock; import time; RunLock({str(run)!r}).__enter__(); "

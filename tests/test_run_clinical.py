@@ -17,38 +17,16 @@ from dermstack.predictions import Predictions
 from dermstack.run import Run, print_metrics
 from dermstack.rundir import check_current
 from dermstack.task import TaskSpec
+from tiny_runs import TinyRuns, booster
 
-RUN = """
-[data]
-format = "synthetic-isic2024"
-lesions = 300
-test_lesions = 10
-positive_rate = 0.12
-image_size = 16
-
-[cv]
-n_splits = 3
-repeats = {repeats}
-
-[features]
-embedding = false
-
-[[models]]
-kind = "lightgbm"
-params = {{ n_estimators = 15, threads = 1 }}
-
-[[models]]
-kind = "xgboost"
-params = {{ n_estimators = 15, threads = 1 }}
-
-[ensemble]
-method = "mean"
-"""
+#: lightgbm and xgboost, their mean, on 300 synthetic lesions without embeddings
+RUN = {"data": {"lesions": 300, "positive_rate": 0.12}, "features": {"embedding": False},
+       "models": [booster("lightgbm", 15), booster("xgboost", 15)], "ensemble": {"method": "mean"}}
 
 
 def run_into(root, repeats: int):
-    (root / "run.toml").write_text(RUN.format(repeats=repeats))
-    return Run(RunConfig.from_toml(root / "run.toml"), root / "out").execute()
+    config = TinyRuns.write(root / "run.toml", **RUN, cv={"repeats": repeats})
+    return Run(RunConfig.from_toml(config), root / "out").execute()
 
 
 @pytest.fixture(scope="module")

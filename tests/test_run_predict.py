@@ -8,52 +8,23 @@ import pytest
 
 from dermstack.config import RunConfig
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.predict import predict_run
 from dermstack.features.featureset import FeatureSet
 from dermstack.features.transform import FeatureTransform
-from dermstack.run import Run
-from extract_fixtures import TEST_MODEL
+from dermstack.outputs.predict import predict_run
 from lesion_tables import assert_features_equal
+from tiny_runs import booster, embedded
 
-CONFIG = """
-[data]
-format = "synthetic-isic2024"
-lesions = 400
-test_lesions = 30
-positive_rate = 0.08
-image_size = 32
 
-[cv]
-n_splits = 3
-
-[extract]
-backbones = ["{model}"]
-image_size = 32
-pca_components = 4
-weights = {{ {model} = "{weights}" }}
-
-[features]
-metadata = true
-engineered = true
-patient = true
-embedding = true
-
-[[models]]
-kind = "lightgbm"
-seeds = [0]
-params = {{ n_estimators = 30, threads = 1 }}
-
-[report]
-enabled = false
-"""
+def whole_run(weights) -> dict:
+    """400 synthetic lesions with embeddings of the test backbone, every feature group, one LightGBM."""
+    return {"data": {"lesions": 400, "test_lesions": 30, "positive_rate": 0.08, "image_size": 32}, "extract": embedded(weights),
+            "features": {"metadata": True, "engineered": True, "patient": True, "embedding": True},
+            "models": [booster("lightgbm", 30, seeds=[0])], "report": {"enabled": False}}
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, test_weights):
-    root = tmp_path_factory.mktemp("run")
-    (root / "config.toml").write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights))
-    Run(RunConfig.from_toml(root / "config.toml"), root / "out").execute()
-    return root / "out"
+def run_dir(tiny, test_weights):
+    return tiny.run(**whole_run(test_weights))
 
 
 def test_run_writes_the_fitted_transform_beside_the_features(run_dir):
@@ -76,7 +47,7 @@ def test_predict_reproduces_the_runs_test_scores_from_new_rows_alone(run_dir):
 
 def test_new_rows_get_the_features_the_run_gave_its_test_rows(run_dir, tmp_path):
     """Same leaky-column decisions, same PCA (not refitted), same patient context (the new rows only)."""
-    from dermstack.ensembles.predict import _features, as_run_rows
+    from dermstack.outputs.predict import _features, as_run_rows
 
     table = LesionTable.read(run_dir / "lesions.parquet")
     cfg = RunConfig.from_toml(run_dir / "config.toml")

@@ -30,6 +30,7 @@ def _small(monkeypatch, tmp_path):
     torch.set_num_threads(n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_runs_end_to_end_on_a_tiny_copy_of_its_data(path, tmp_path, shared_data):
     cfg = smoke_dataset(RunConfig.from_toml(path), tmp_path / "data", path.parent)
@@ -38,6 +39,7 @@ def test_config_runs_end_to_end_on_a_tiny_copy_of_its_data(path, tmp_path, share
     assert (tmp_path / "run" / "report" / "index.html").exists() == cfg.report.enabled
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
 def test_benchmark_runs_at_its_smoke_size(script, monkeypatch, capsys, shared_data):
     monkeypatch.setattr(sys, "argv", [str(script), "--smoke", *SMOKE_ARGS.get(script.stem, [])])

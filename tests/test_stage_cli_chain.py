@@ -5,53 +5,14 @@ the calibrated stack)."""
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from dermstack.cli import cli
 from extract_fixtures import TEST_MODEL
+from tiny_runs import TinyRuns, booster, embedded, test_cnn
 
 SYNTH = {"lesions": 150, "test_lesions": 10, "image_size": 32, "seed": 0, "positive_rate": 0.1}
-
-CONFIG = """
-[data]
-format = "synthetic-isic2024"
-lesions = {lesions}
-test_lesions = {test_lesions}
-image_size = {image_size}
-seed = {seed}
-positive_rate = {positive_rate}
-
-[cv]
-n_splits = 3
-seed = 42
-
-[extract]
-backbones = ["{model}"]
-image_size = 32
-precision = "fp32"
-pca_components = 4
-weights = {{ {model} = "{weights}" }}
-
-[[models]]
-kind = "lightgbm"
-params = {{ n_estimators = 30, threads = 1 }}
-
-[[models]]
-kind = "cnn"
-name = "cnn"
-backbone = "{model}"
-epochs = 2
-image_size = 32
-params = {{ pretrained = false, samples_per_epoch = 96, batch_size = 32, lr = 0.003, freeze_fraction = 0.0 }}
-
-[ensemble]
-method = "stack"
-cnn_feature = false
-
-[report]
-enabled = false
-"""
-
 
 def invoke(*args) -> str:
     r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
@@ -59,9 +20,11 @@ def invoke(*args) -> str:
     return r.output
 
 
+@pytest.mark.slow
 def test_stage_commands_chain_to_the_runs_submission(tmp_path, test_weights):
-    cfg = tmp_path / "run.toml"
-    cfg.write_text(CONFIG.format(model=TEST_MODEL, weights=test_weights, **SYNTH))
+    cfg = TinyRuns.write(tmp_path / "run.toml", data=SYNTH, cv={"seed": 42}, extract=embedded(test_weights, precision="fp32"),
+                         models=[booster("lightgbm", 30), test_cnn(epochs=2, samples_per_epoch=96)],
+                         ensemble={"method": "stack", "cnn_feature": False}, report={"enabled": False})
     invoke("run", cfg, "--out", tmp_path / "run")
 
     data, c = tmp_path / "data", tmp_path / "chain"

@@ -13,11 +13,11 @@ from PIL import Image
 from dermstack.config import FeaturesConfig, RunConfig
 from dermstack.data.readers import ingest
 from dermstack.data.table import LesionTable, image_views
-from dermstack.ensembles.predict import predict_run
 from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
 from dermstack.features.build import build_features
 from dermstack.features.featureset import FeatureSet
 from dermstack.linear.design import read_rows
+from dermstack.outputs.predict import predict_run
 from dermstack.run import Run
 from extract_fixtures import TEST_MODEL, lesion_like
 

@@ -105,10 +105,27 @@ def read_json(path: str | Path, what: str = "JSON file"):
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json")
 
 
+def out_file(ctx, param, path: Path | None) -> Path | None:
+    """Click callback of every option that names a file to write: what the path is (``-``, a FIFO, a
+    device, a folder: :func:`writable_target`) is refused when the command line is read, before any
+    work, not when the result is written."""
+    if path is not None:
+        import click
+
+        try:
+            writable_target(path)
+        except DermstackError as e:
+            raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+        except OSError as e:
+            raise click.BadParameter(f"{e.filename}: {e.strerror}", ctx=ctx, param=param) from None
+    return path
+
+
 def parquet_out(ctx, param, path: Path | None) -> Path | None:
-    """Click callback of an ``--out`` that is written as parquet: a text name (``predictions.csv``) is
-    refused rather than filled with parquet bytes a spreadsheet or ``read_csv`` would misread."""
-    if path is not None and path.suffix.lower() in TEXT_SUFFIXES:
+    """Click callback of an ``--out`` that is written as parquet (:func:`out_file`): a text name
+    (``predictions.csv``) is refused rather than filled with parquet bytes a spreadsheet or
+    ``read_csv`` would misread."""
+    if out_file(ctx, param, path) is not None and path.suffix.lower() in TEXT_SUFFIXES:
         import click
 
         raise click.BadParameter(f"{path}: this output is a parquet file; give it a .parquet name (not {path.suffix})",

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
+import socket
 import sys
+import threading
+import time
 
 import click
 
@@ -20,8 +25,8 @@ COMMANDS = {
     "report": "dermstack.reports.cli:report",
     "run": "dermstack.run:run_command",
     "demo": "dermstack.run:demo_command",
-    "predict": "dermstack.ensembles.cli:predict_command",
-    "submit": "dermstack.ensembles.cli:submit_command",
+    "predict": "dermstack.outputs.cli:predict_command",
+    "submit": "dermstack.outputs.cli:submit_command",
     "compare": "dermstack.reports.compare:compare_command",
     "evaluate": "dermstack.external.cli:evaluate_command",
     "kinds": "dermstack.kinds:kinds_command",
@@ -61,10 +66,56 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+#: exit status after Ctrl-C (SIGINT): the shell's convention, 128 + 2
+INTERRUPTED = 130
+#: seconds the main thread has after Ctrl-C to clean up (a temporary file, the run's lock) before the
+#: process ends anyway: a fit inside a library call or in a worker thread is not waited for
+GRACE_SECONDS = 1.0
+_interrupt = threading.Event()
+_said = threading.Lock()
+_wakeup: list[socket.socket] = []
+
+
+def _interrupted() -> None:
+    """Say what Ctrl-C left and end the process now, with :data:`INTERRUPTED` (threads still fitting are not waited for)."""
+    if _said.acquire(blocking=False):
+        click.secho("Interrupted (Ctrl-C): stopped. Every file dermstack writes is written whole or not at all, and a run "
+                    "directory keeps its finished stages: the same command again resumes.", fg="red", err=True)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
+    time.sleep(GRACE_SECONDS)  # the other thread is saying it and ending the process
+
+
+def _stop_on_interrupt() -> None:
+    """End the process within :data:`GRACE_SECONDS` of Ctrl-C even while the main thread is inside a
+    library call (Python runs its SIGINT handler only between bytecodes): the C-level handler writes
+    the signal's number to a socket at once (``signal.set_wakeup_fd``), which a watching thread reads."""
+    receive, send = _wakeup[:] = socket.socketpair()  # kept referenced: a collected socket closes its fd
+    send.setblocking(False)
+    try:
+        signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread
+        return
+
+    def watch() -> None:
+        while data := receive.recv(64):
+            if signal.SIGINT in data:
+                _interrupt.set()
+                time.sleep(GRACE_SECONDS)
+                _interrupted()
+
+    threading.Thread(target=watch, name="dermstack-interrupt", daemon=True).start()
+
+
 def main() -> None:
+    _stop_on_interrupt()
     try:
         cli(standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt) or _interrupt.is_set():
+            _interrupted()
         click.echo("Aborted.", err=True)
         sys.exit(1)
     except click.ClickException as e:
@@ -74,10 +125,16 @@ def main() -> None:
         click.secho(f"Error: {e}", fg="red", err=True)
         sys.exit(2)
     except OSError as e:  # permissions, not-a-directory, disk full ...: the path and the reason, no traceback
+        if _interrupt.is_set():
+            _interrupted()
         where = f"{e.filename}: " if e.filename else ""
         also = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
         click.secho(f"Error: {where}{e.strerror or e}{also}", fg="red", err=True)
         sys.exit(2)
+    except BaseException:
+        if _interrupt.is_set():  # a worker process that Ctrl-C stopped too, say: not the error to show
+            _interrupted()
+        raise
 
 
 if __name__ == "__main__":

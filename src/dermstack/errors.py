@@ -1,8 +1,21 @@
 """Errors that tell the user exactly where the problem is."""
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+#: the most characters of one value from the data that a message, log line or report shows
+SHOWN = 200
+
+
+def clip(text, most: int = SHOWN):
+    """``text`` as a message shows it: a value longer than ``most`` characters (a 10 MB metadata cell)
+    cut, with its length said; anything else as it is."""
+    if not isinstance(text, str) or len(text) <= most:
+        return text
+    return f"{text[:most]}... ({len(text):,} characters)"
 
 
 class DermstackError(Exception):
@@ -13,6 +26,7 @@ class DataError(DermstackError):
     """Bad input data: names the file, and where known the row (1-based, as in an editor) and column."""
 
     def __init__(self, message: str, file: str | None = None, row: int | None = None, column: str | None = None):
+        message, column = clip(message, 10 * SHOWN), clip(column)
         self.file, self.row, self.column, self.reason = file, row, column, message
         where = []
         if file is not None:
@@ -26,6 +40,10 @@ class DataError(DermstackError):
 
 class ConfigError(DermstackError):
     """Bad configuration (unknown key, wrong type, unknown feature group ...)."""
+
+
+class PluginError(ConfigError):
+    """An installed plugin (entry-point group ``dermstack.kinds``) that could not be loaded; names the plugin."""
 
 
 @contextmanager
@@ -42,3 +60,17 @@ def reading(path, what: str) -> Iterator[None]:
     except Exception as e:  # noqa: BLE001  each library raises its own types; the file is what matters
         raise DataError(f"unreadable {what} ({type(e).__name__}: {str(e).strip()[:200]}): damaged, truncated or "
                         "not written by dermstack", file=str(path)) from None
+
+
+def why_missing(path) -> str | None:
+    """Why an input path cannot be read as a file or folder (a symbolic link loop, a dangling link, nothing
+    there), or None when it can."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop (a link that leads back to itself)"
+        if os.path.islink(path):
+            return f"a dangling symbolic link to {os.readlink(path)}"
+        return "no such file or folder" if e.errno == errno.ENOENT else (e.strerror or str(e))
+    return None

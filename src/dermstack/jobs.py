@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dermstack.errors import ConfigError, DataError, DermstackError
+from dermstack.cluster import WORKER_WAIT, dask_client, quiet_distributed
+from dermstack.errors import DataError, DermstackError
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,21 @@ def file_input(value, path: str | Path | None, read: Callable[[Path], object]) -
         return Lazy(partial(_itself, value), value=value)
     path = Path(path).resolve()  # a worker's working directory is not this one's
     stat = path.stat()
-    return Lazy(partial(read, path), key=f"{path}:{stat.st_mtime_ns}:{stat.st_size}", value=value)
+    return Lazy(partial(_read_shared, read, path), key=f"{path}:{stat.st_mtime_ns}:{stat.st_size}", value=value)
+
+
+def _read_shared(read: Callable[[Path], object], path: Path):
+    """``read(path)`` on a worker, which must see the client's file at the same path."""
+    if not path.exists():
+        try:
+            from distributed import get_worker
+
+            where = f"the Dask worker {get_worker().address}"
+        except (ImportError, ValueError):
+            where = "this process"
+        raise DataError(f"not found on {where}, although the client read it there: the run directory must be on "
+                        "storage every Dask worker shares, at the same path", file=str(path))
+    return read(path)
 
 
 def _itself(value):
@@ -142,12 +157,16 @@ class LocalJobs:
                 del _fit_thread.threads
 
         pool = ThreadPoolExecutor(min(self.parallel, len(jobs)), thread_name_prefix="dermstack-fit")
+        interrupted = False
         try:
             futures = {pool.submit(one, job): job for job in jobs}
             for done in as_completed(futures):
                 yield futures[done], *done.result(), "local"
-        finally:  # on an error the jobs not started are dropped; a running fit ends first
-            pool.shutdown(wait=True, cancel_futures=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:  # on an error the jobs not started are dropped; a running fit ends first, unless on Ctrl-C
+            pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
 def available_cores() -> int:
@@ -179,10 +198,12 @@ def _on_worker(job: FoldJob, fit: FitFn) -> tuple[tuple | DermstackError, float,
 class DaskJobs:
     """Each fold x seed job a task on the Dask cluster of ``client``. A job whose worker dies is run
     again on another worker (Dask's ``allowed-failures``), one that raises is retried ``retries``
-    times (not for a DermstackError); a lost scheduler is a DataError naming its address."""
+    times (not for a DermstackError); a lost scheduler is a DataError naming its address, and so is a
+    cluster left without a worker for ``worker_wait`` seconds (said as soon as it is seen)."""
 
     client: object
     retries: int = 1
+    worker_wait: float = 120.0
     address: str = field(init=False)
 
     def __post_init__(self):
@@ -192,25 +213,36 @@ class DaskJobs:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.client.close()
+        with quiet_distributed():
+            self.client.close()
 
     def describe(self) -> dict:
         return {"executor": "dask", "scheduler": self.address}
 
     def run(self, fit: FitFn, jobs: list[FoldJob]) -> Iterator[tuple[FoldJob, tuple, float, str]]:
-        from distributed import as_completed
+        from distributed import wait
         from distributed.scheduler import KilledWorker
 
         futures = self.client.map(partial(_on_worker, fit=fit), jobs, retries=self.retries, pure=False)
         job_of = {f.key: j for f, j in zip(futures, jobs)}
+        pending, idle_since = list(futures), None
         try:
-            with self.client.as_current():
-                done = as_completed(futures)
-            for future in done:
-                out, seconds, worker = future.result()
-                if isinstance(out, DermstackError):
-                    raise out
-                yield job_of[future.key], out, seconds, worker
+            with quiet_distributed():
+                while pending:
+                    try:
+                        with self.client.as_current():
+                            finished, not_done = wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+                    except TimeoutError:
+                        if self.client.status != "running":
+                            raise
+                        idle_since = self._without_workers(idle_since)
+                        continue
+                    idle_since, pending = None, list(not_done)
+                    for future in finished:
+                        out, seconds, worker = future.result()
+                        if isinstance(out, DermstackError):
+                            raise out
+                        yield job_of[future.key], out, seconds, worker
         except KilledWorker as e:
             raise DataError(f"a fold x seed job killed every Dask worker it ran on ({e}): see the workers' logs") from None
         except (OSError, TimeoutError, CancelledError) as e:
@@ -218,25 +250,39 @@ class DaskJobs:
                 raise  # the job's own error
             why = (str(e).splitlines() or [""])[0]
             raise DataError(f"lost the Dask scheduler at {self.address} ({type(e).__name__}: {why}); "
-                            "the models finished so far are kept: run again to resume") from None
+                            f"{KEPT}") from None
         finally:
-            self.client.cancel(futures)
+            with quiet_distributed():
+                self.client.cancel(futures)
+
+    def _without_workers(self, since: float | None) -> float | None:
+        """None while the cluster has a worker; else since when it has had none (said the first time),
+        and a DataError once that is longer than ``worker_wait``."""
+        if self.client.nthreads():
+            return None
+        now = time.monotonic()
+        if since is None:
+            log.warning("the Dask scheduler at %s has no workers now: the jobs wait for one, up to %g s ([cv] dask_wait)",
+                        self.address, self.worker_wait)
+            return now
+        if now - since > self.worker_wait:
+            raise DataError(f"the Dask scheduler at {self.address} has had no workers for {self.worker_wait:g} s "
+                            f"([cv] dask_wait); start workers (`dask worker {self.address}`), then run again: {KEPT}")
+        return since
 
 
+#: how often a job loop looks at the cluster while no job finishes
+POLL_SECONDS = 1.0
+#: what a run keeps when the cluster goes
+KEPT = "the models finished so far are kept: run again to resume"
 #: Environment variable with the scheduler address (``tcp://host:8786``) used when none is configured.
 DASK_ADDRESS_ENV = "DERMSTACK_DASK_ADDRESS"
 
 
-def connect_jobs(address: str | None, timeout: str | None = None) -> DaskJobs | LocalJobs:
-    """The executor for a scheduler ``address`` (else ``$DERMSTACK_DASK_ADDRESS``; neither: this process).
-    An address not reached within ``timeout`` (default: Dask's ``distributed.comm.timeouts.connect``)
-    is a ConfigError naming it."""
+def connect_jobs(address: str | None, timeout: str | None = None, worker_wait: float = WORKER_WAIT) -> DaskJobs | LocalJobs:
+    """The executor for a scheduler ``address`` (else ``$DERMSTACK_DASK_ADDRESS``; neither: this process),
+    connected by :func:`dask_client`."""
     address = address or os.environ.get(DASK_ADDRESS_ENV)
     if not address:
         return LocalJobs()
-    from distributed import Client
-
-    try:
-        return DaskJobs(Client(address, set_as_default=False, **({"timeout": timeout} if timeout else {})))
-    except (OSError, TimeoutError) as e:
-        raise ConfigError(f"[cv] dask_address = {address!r}: cannot reach the Dask scheduler ({e})") from None
+    return DaskJobs(dask_client(address, timeout, worker_wait), worker_wait=worker_wait)

@@ -5,6 +5,7 @@ skipped on a re-run when that fingerprint is unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -20,9 +21,9 @@ from dermstack.atomic import read_json, write_text
 from dermstack.config import ModelConfig, RunConfig, default_models
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
-from dermstack.errors import ConfigError, DermstackError
+from dermstack.errors import ConfigError, DermstackError, why_missing
 from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
-from dermstack.outputs import write_outputs
+from dermstack.outputs.final import write_outputs
 from dermstack.predictions import ModelResult
 from dermstack.provenance import Stage, file_digest, versions
 from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, model_kind
@@ -39,6 +40,7 @@ from dermstack.rundir import (
     recorded_models,
     records_of,
 )
+from dermstack.saved import GROUP_SOURCE
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -71,12 +73,12 @@ class Pipeline:
             raise ConfigError(f"[data] path is required for format {cfg.data.format!r}")
         if cfg.data.path:
             cfg.data.path = str(resolve_data_path(cfg.data.path, config_dir))
-            if not Path(cfg.data.path).exists():  # before anything is written into the run directory
-                raise ConfigError(f"[data] path = {cfg.data.path!r}: no such file or folder")
+            if why := why_missing(cfg.data.path):  # before anything is written into the run directory
+                raise ConfigError(f"[data] path = {cfg.data.path!r}: {why}")
         if cfg.cv.folds:
             cfg.cv.folds = str(resolve_data_path(cfg.cv.folds, config_dir))
-            if not Path(cfg.cv.folds).is_file():
-                raise ConfigError(f"[cv] folds = {cfg.cv.folds!r}: no such file")
+            if why := why_missing(cfg.cv.folds) or (None if Path(cfg.cv.folds).is_file() else "a folder, not a file"):
+                raise ConfigError(f"[cv] folds = {cfg.cv.folds!r}: {why}")
         self.paths = RunPaths(Path(run_dir))
         self.force = force
         self.flat = flat_config(cfg.to_dict())
@@ -165,7 +167,10 @@ class Pipeline:
         settings = ExtractSettings.from_config(ex)
 
         def work():
-            report = extract_embeddings(table, list(ex.backbones), p.embeddings, settings, strict=self.cfg.data.strict)
+            hint = (f"stage extract of the run in {p.root}: remove it and run again (stage extract embeds every image "
+                    "again), or give the run another --out")
+            report = extract_embeddings(table, list(ex.backbones), p.embeddings, settings, strict=self.cfg.data.strict,
+                                        damaged_hint=hint)
             click.echo(report.summary(), err=True)
 
         # The store is resumable on its own; the stage record only saves re-opening it.
@@ -180,13 +185,18 @@ class Pipeline:
 
         p = self.paths
         inputs = [p.lesions] + ([p.embeddings] if store is not None else [])
+        record: dict = {}
 
         def work():
             fs = build_features(table, self.cfg.features, store, pca_components=self.cfg.extract.pca_components)
             fs.write(p.features)
+            capped = {k: v for k, v in fs.info.get("embedding", {}).items() if "requested" in v}
+            if capped:  # recorded beside features.transform.npz's own record of it
+                record["pca_capped"] = {k: {"components": v["components"], "requested": v["requested"], "by": v["capped_by"]}
+                                        for k, v in capped.items()}
 
         self.stage("features", self.keys("features", "extract.pca_components", "extract.backbones", "data.task", "data.target"),
-                    inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work)
+                    inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work, record)
         return FeatureSet.read(p.features)
 
     def audit_folds(self, table: LesionTable, plan: FoldPlan, store) -> dict:
@@ -229,30 +239,30 @@ class Pipeline:
         return self.model_stage(m.label, self._model_keys(m.label) | self.keys(*kind.config_keys), list(kind.reads),
                                  lambda: kind.cross_validate(inputs))
 
-    def cnn_feature_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
-        """Each booster again with the ``cnn`` feature group (ISIC 2024 style), leak-free through pair CNNs."""
-        if not self.cfg.cnn_feature_models():
+    def feature_group_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
+        """Each booster again with the feature group another kind gives (the CNN's scores, ISIC 2024
+        style), leak-free through that kind's nested fits (:class:`~dermstack.registry.FeatureGroup`)."""
+        names = self.cfg.feature_group_models()
+        if not names:
             return []
-        from dermstack.ensembles.cnnfeature import CNNViews
-        from dermstack.ensembles.stacking import cross_validate_stacked, nested_cnn_views
-
-        cnn = next(m for m in self.cfg.models if model_kind(m.kind).gives_cnn_feature)
-        views_file = self.paths.models / cnn.label / "nested" / "views.parquet"
-        self.stage(f"nested-{cnn.label}", self._model_keys(cnn.label), [self.paths.lesions, self.paths.folds],
-                    [views_file, views_file.parent], ["ingest", "folds"],
-                    lambda: nested_cnn_views(table, task, plan, cnn, self.paths.models))
-        views = CNNViews.read(views_file, cnn.label)
+        giver = self.cfg.group_giver()
+        group, gdir = model_kind(giver.kind).feature_group, self.paths.models / giver.label
+        self.stage(f"nested-{giver.label}", self._model_keys(giver.label), [self.paths.lesions, self.paths.folds],
+                    group.files(gdir), ["ingest", "folds"],
+                    lambda: group.fit(FitInputs(task, plan, giver, self.paths.models, table=table)))
+        inputs = FitInputs(task, plan, giver, self.paths.models, features=features, table=table)
         outs = []
-        for b in (m for m in self.cfg.models if f"{m.label}+{cnn.label}" in self.cfg.cnn_feature_models()):
+        for b in (m for m in self.cfg.models if f"{m.label}+{giver.label}" in names):
             outs.append(self.model_stage(
-                f"{b.label}+{cnn.label}", self._model_keys(b.label, cnn.label) | self.keys("ensemble.cnn_feature"),
-                ["ingest", "folds", "features", f"nested-{cnn.label}"],
-                lambda b=b: cross_validate_stacked(features, table, task, plan, b, views, self.paths.models)))
+                f"{b.label}+{giver.label}", self._model_keys(b.label, giver.label) | self.keys("ensemble.cnn_feature"),
+                ["ingest", "folds", "features", f"nested-{giver.label}"],
+                lambda b=b: fit_with_group(b, giver.label, group.name, group.fold_features(inputs, gdir), task, plan,
+                                           self.paths.models, table)))
         return outs
 
     def expected_models(self) -> list[str]:
         """Every model folder this config makes (base, stacked, ensemble)."""
-        names = [m.label for m in self.cfg.models] + self.cfg.cnn_feature_models()
+        names = [m.label for m in self.cfg.models] + self.cfg.feature_group_models()
         method = self.ensemble_method(len(names))
         if method == "auto":
             return names + auto_candidates() + ["calibrated"]
@@ -320,7 +330,8 @@ class Pipeline:
         from dermstack.boosting.registry import probe_models
 
         probe_models(self.cfg.models, self.cfg.data.task)  # before anything is read or written
-        self.jobs = connect_jobs(self.cfg.cv.dask_address)  # before ingest: an unreachable scheduler is refused here
+        # before ingest: an unreachable scheduler, or one without workers for [cv] dask_wait, is refused here
+        self.jobs = connect_jobs(self.cfg.cv.dask_address, worker_wait=self.cfg.cv.dask_wait)
         claim_run_dir(p.root)
         with self.jobs, RunLock(p.root):
             table = self.ingest()
@@ -340,7 +351,7 @@ class Pipeline:
             self.audit = self.audit_folds(table, plan, store)
             self.prune_models()
             outs = [self.model(m, table, features, task, plan, store) for m in self.cfg.models]
-            outs += self.cnn_feature_models(table, features, task, plan)
+            outs += self.feature_group_models(table, features, task, plan)
             final = self.ensemble(outs, task, plan)
             calibrated = self.calibrate(final, task, plan)
             repeats = self.repeat(table, store, features)
@@ -352,6 +363,19 @@ class Pipeline:
                 build_report(p.root, p.report, shap_sample=self.cfg.report.shap_sample)
         log.info("run finished in %.1f s: %s", time.perf_counter() - t0, p.root)
         return metrics
+
+
+def fit_with_group(model: ModelConfig, source: str, group: str, fold_features, task: TaskSpec, plan: FoldPlan,
+                   out_dir: Path | None = None, table: LesionTable | None = None) -> ModelResult:
+    """``model`` again with the feature group ``group`` that the saved model ``source`` gives: named
+    ``<model>+<source>``, cross-validated by its own kind, fold k trained, validated and scoring test
+    rows on ``fold_features(k)`` (``needs`` names ``source``, whose saved model gives new rows the group)."""
+    groups = None if model.features is None else list(model.features) + ([] if group in model.features else [group])
+    named = dataclasses.replace(model, name=f"{model.label}+{source}", features=groups)
+    # the fold feature sets are built here, not from the run directory's files: the fits run in this process
+    inputs = FitInputs(task, plan, named, out_dir, features=fold_features(0), table=table, fold_features=fold_features,
+                       needs={GROUP_SOURCE: source})
+    return model_kind(model.kind).cross_validate(inputs)
 
 
 def _previous_config(path: Path) -> dict | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from dermstack.atomic import atomic_path, read_json
 from dermstack.errors import DermstackError
 from dermstack.features.transform import FeatureTransform
-from dermstack.outputs import REPEATS_FOLDER as FOLDER
+from dermstack.outputs.final import REPEATS_FOLDER as FOLDER
 from dermstack.pipeline import Pipeline
 from dermstack.rundir import MARKER, RunPaths
 

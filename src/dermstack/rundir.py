@@ -102,6 +102,12 @@ def is_report(folder: Path) -> bool:
     return isinstance(summary, dict) and {"run_dir", "sections", "first_screen"} <= summary.keys()
 
 
+def enclosing_run_dir(folder: str | Path) -> Path | None:
+    """The run directory ``folder`` is (or lies inside), following links; None when there is none."""
+    folder = Path(folder).resolve()
+    return next((d for d in (folder, *folder.parents) if (d / MARKER).is_dir()), None)
+
+
 def foreign_files(folder: Path, owned: tuple[str, ...] = (), marker: str | Callable[[Path], bool] | None = None) -> list[str]:
     """Entries of ``folder`` (relative names, nested ones too) that dermstack did not write there:
     none when ``marker`` (a name, or a test of the folder) says the folder is dermstack's, else every
@@ -121,29 +127,28 @@ def foreign_files(folder: Path, owned: tuple[str, ...] = (), marker: str | Calla
     return out
 
 
-def claim_dir(folder: str | Path, what: str, owned: tuple[str, ...] = (), marker: str | Callable[[Path], bool] | None = None) -> Path:
+def claim_dir(folder: str | Path, what: str, owned: tuple[str, ...] = (), marker: str | Callable[[Path], bool] | None = None,
+              suggest: Path | None = None) -> Path:
     """Refuse to write into ``folder`` when it holds files dermstack did not write (the user's home
     folder given as ``--out``, say): a DermstackError naming the folder, a few of those files and
-    what to do. A missing or empty folder, or one of dermstack's own, is fine."""
+    what to do (``suggest``: the ``--out`` to propose, when ``--out`` is not ``folder`` itself). A
+    missing or empty folder, or one of dermstack's own, is fine."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DermstackError(f"{folder}: is a file, not a folder; give a folder for the {what}")
+    run = enclosing_run_dir(folder) if what != "run directory" else None
+    inner = folder.resolve().relative_to(run).parts[:1] if run is not None else ()
+    if inner in ((MARKER,), (LAYOUT["models"],)) and not (what == "model folder" and inner == (LAYOUT["models"],)):
+        raise DermstackError(f"{folder}: inside {run / inner[0]}, which holds only what the run's stages write (a rerun "
+                             f"would refuse or remove a {what} there); give a folder outside it")
     foreign = foreign_files(folder, owned, marker)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         where = folder if folder.is_absolute() else f"{folder} ({folder.resolve()})"
         raise DermstackError(f"{where}: not empty and not a {what} dermstack wrote (it holds {shown}); dermstack never "
                              f"deletes or overwrites files it did not write: give a new or empty folder "
-                             f"(e.g. --out {folder / ('dermstack-' + what.split()[0])}) or move those files away")
+                             f"(e.g. --out {suggest or folder / ('dermstack-' + what.split()[0])}) or move those files away")
     return folder
-
-
-def enclosing_run(folder: str | Path) -> Path | None:
-    """The run directory ``folder`` is, or lies inside (a folder with ``stages/`` and ``config.toml``), or None."""
-    for d in (Path(folder).resolve(), *Path(folder).resolve().parents):
-        if (d / MARKER).is_dir() and (d / LAYOUT["config"]).is_file():
-            return d
-    return None
 
 
 def claim_run_dir(root: str | Path) -> RunPaths:
@@ -231,8 +236,10 @@ def remove_final_outputs(paths: RunPaths) -> None:
     files; nothing else (a file the user put into ``report/`` stays)."""
     final = records_of(paths.root).get(FINAL, {})
     for rel in [*final.get("artifacts", {}), *final.get("unverified", [])]:
-        if (paths.root / rel).is_file() and not (paths.root / rel).is_symlink():
-            (paths.root / rel).unlink()
+        path = paths.root / rel
+        # a record is a file anyone can edit: only a file of this run's own is ever removed
+        if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(paths.root.resolve()):
+            path.unlink()
     paths.stage_record(FINAL).unlink(missing_ok=True)
     report = paths.report
     if report.is_dir() and not report.is_symlink():
@@ -291,8 +298,8 @@ def check_current(root: str | Path) -> None:
     if not paths.stage_record(FINAL).exists():
         raise DermstackError(f"{paths.root}: the run did not finish (or a rerun was interrupted): {rerun}")
     final = read_json(paths.stage_record(FINAL), "stage record")
-    records = {name: read_json(paths.stage_record(name), "stage record") for name in final.get("stages", {})
-               if paths.stage_record(name).exists()}
+    listed = {f.stem for f in (paths.root / MARKER).glob("*.json")}  # names from run.json are data, not paths
+    records = {name: read_json(paths.stage_record(name), "stage record") for name in final.get("stages", {}) if name in listed}
     for name, fp in final.get("stages", {}).items():
         if records.get(name, {}).get("fingerprint") != fp:
             raise DermstackError(f"{paths.root}: stage {name!r} changed after the run finished; {rerun}")

@@ -5,21 +5,26 @@ a weighted mean) lives in ``models/<name>/``, written by :func:`write_model` alo
 predictions, metrics, importance and, last, ``model.json``, whose presence marks a complete folder.
 ``model.json`` states the ``kind`` (whose SavedModel class, in :mod:`dermstack.registry`, reads the folder) and what the
 model ``needs`` from other saved models (``members``: the models whose scores it combines;
-``cnn_views``: the CNN whose nested pair models feed its ``cnn`` features). ``predict``, ``report``
+``cnn_views``: the model whose feature group it also reads, the CNN's ``cnn`` scores from its
+nested pair models). ``predict``, ``report``
 and ``submit`` load any folder through :func:`load`, and :func:`dependency_order` scores members
 before the models that use them; nothing parses a model's name to find what it depends on.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+import polars as pl
 
 from dermstack.atomic import read_json, write_json
-from dermstack.errors import DataError
+from dermstack.config.types import is_model_name
+from dermstack.errors import DataError, clip
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.provenance import versions
 from dermstack.registry import saved_class, saved_kinds
@@ -29,6 +34,10 @@ log = logging.getLogger(__name__)
 
 MODEL_JSON = "model.json"
 FORMAT_VERSION = 2
+#: the ``needs`` key naming the saved model whose feature group (:attr:`SavedModel.feature_group`) a model also reads
+GROUP_SOURCE = "cnn_views"
+
+
 def model_spec(name: str, kind: str, task, needs: dict | None = None, **fields) -> dict:
     """The common part of every ``model.json``; ``fields`` add the kind's own."""
     return {"format_version": FORMAT_VERSION, "name": name, "kind": kind, "task": task.kind,
@@ -38,8 +47,10 @@ def model_spec(name: str, kind: str, task, needs: dict | None = None, **fields) 
 
 def model_folder(directory: str | Path) -> Path:
     """``directory`` made ready for a model's files: never a folder that holds files a model does not
-    write (:func:`dermstack.rundir.claim_dir`), so ``--out`` of a stage command cannot clobber the user's."""
-    d = claim_dir(directory, "model folder", owned=MODEL_FILES)
+    write (:func:`dermstack.rundir.claim_dir`), so ``--out`` of a stage command cannot clobber the user's.
+    That ``--out`` names the models folder above ``directory``: the advice proposes another one."""
+    directory = Path(directory)
+    d = claim_dir(directory, "model folder", owned=MODEL_FILES, suggest=directory.parent / "dermstack-models")
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -66,13 +77,18 @@ def read_spec(directory: str | Path) -> dict:
                         "re-run the run that made it (`dermstack run ... --force`)", file=str(path))
     if saved_class(spec.get("kind")) is None:
         raise DataError(f"unknown model kind {spec.get('kind')!r}; known: {sorted(saved_kinds())}", file=str(path))
+    names = [spec.get("name"), *needed(spec)] if isinstance(spec.get("needs", {}), dict) else [None]
+    if bad := [n for n in names if not is_model_name(n)]:  # names become folders of models/: data, never a path
+        raise DataError(f"model name {clip(str(bad[0]))!r} in model.json is not a model folder's name: damaged or not "
+                        "written by dermstack", file=str(path))
     return spec
 
 
 def needed(spec: dict) -> list[str]:
     """Names of the saved models ``spec``'s model reads scores or views of."""
     n = spec.get("needs", {})
-    return list(n.get("members", [])) + ([n["cnn_views"]] if n.get("cnn_views") else [])
+    members = n.get("members", [])
+    return (list(members) if isinstance(members, list) else [members]) + ([n[GROUP_SOURCE]] if n.get(GROUP_SOURCE) else [])
 
 
 @dataclass
@@ -97,7 +113,14 @@ class Inputs:
 
 
 class SavedModel(ABC):
-    """A model folder, loaded: its spec and how it scores new rows."""
+    """A model folder, loaded: its spec and how it scores new rows.
+
+    A model whose scores are also a feature group of other models (the CNN's ``cnn``) names the
+    group in :attr:`feature_group` and gives its columns: :meth:`feature_frame` for new rows,
+    :meth:`oof_feature_frame` for the run's own rows as each fold's model saw them."""
+
+    #: the FeatureSet group this model's scores become for the models that read it (None: none)
+    feature_group: ClassVar[str | None] = None
 
     def __init__(self, directory: Path, spec: dict):
         self.dir, self.spec = Path(directory), spec
@@ -112,6 +135,29 @@ class SavedModel(ABC):
 
     def result(self) -> ModelResult:
         return ModelResult.read(self.dir, self.name)
+
+    def feature_frame(self, inputs: Inputs) -> pl.DataFrame:
+        """image_id + the :attr:`feature_group` columns of ``inputs.ids``."""
+        raise DataError(f"model {self.name!r} gives no feature group", file=str(self.dir))
+
+    def oof_feature_frame(self, table, plan) -> pl.DataFrame:
+        """image_id + the :attr:`feature_group` columns of the run's rows (``table``, a LesionTable; ``plan``,
+        its FoldPlan), each training row as the model of its own fold saw it."""
+        raise DataError(f"model {self.name!r} gives no feature group", file=str(self.dir))
+
+
+def group_source(model: SavedModel) -> SavedModel | None:
+    """The saved model whose feature group ``model`` also reads (``needs`` :data:`GROUP_SOURCE`), or None."""
+    source = model.spec["needs"].get(GROUP_SOURCE)
+    return load(model.dir.parent / source) if source else None
+
+
+def inputs_for(model: SavedModel, inputs: Inputs) -> Inputs:
+    """``inputs`` as ``model`` reads them: its features with the group of its :func:`group_source` added."""
+    source = group_source(model)
+    if source is None:
+        return inputs
+    return dataclasses.replace(inputs, features=inputs.features.add(source.feature_frame(inputs), source.feature_group))
 
 
 def load(directory: str | Path) -> SavedModel:
@@ -156,6 +202,6 @@ def predict_all(models_root: str | Path, inputs: Inputs, wanted: list[str] | Non
     for d in dependency_order(models_root, wanted):
         model = load(d)
         if model.name not in inputs.scores:
-            scores = model.predict(inputs)
+            scores = model.predict(inputs_for(model, inputs))
             inputs.scores[model.name] = Predictions.from_scores(model.name, inputs.ids, inputs.classes, scores)
     return inputs.scores

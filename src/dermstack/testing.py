@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 from PIL import Image
 
-from dermstack.config import RunConfig
+from dermstack.config import ModelConfig, RunConfig
 from dermstack.pipeline import resolve_data_path
 from dermstack.registry import model_kind
 
@@ -86,24 +86,26 @@ def tiny_copy(fmt: str, src: str | Path, dst: str | Path, task: str = "binary", 
     return dst
 
 
-#: what a smoke run changes in a shipped config besides its data: one epoch of a small CNN, small
-#: extraction inputs, 40 boosting rounds, no repeats (the model kinds, feature groups and ensemble stay as shipped)
-SMOKE_CNN = {"epochs": 1, "image_size": 32}
-SMOKE_CNN_PARAMS = {"samples_per_epoch": 32, "batch_size": 16}
-SMOKE_BOOSTER_PARAMS = {"n_estimators": 40, "early_stopping_rounds": 10}
+#: what a smoke run changes in a shipped config besides its data and each model's own ``smoke`` keys
+#: (:attr:`dermstack.registry.ModelKind.smoke`: one CNN epoch at 32 px, 40 boosting rounds, ...): small
+#: extraction inputs, no repeats (the model kinds, feature groups and ensemble stay as shipped)
 SMOKE_EXTRACT_PX = 64
 
 
+def smoke_model(model: ModelConfig) -> ModelConfig:
+    """``model`` made cheap by the ``smoke`` keys its kind declares (their ``params`` laid over the entry's)."""
+    smoke = dict(model_kind(model.kind).smoke)
+    params = {**model.params, **smoke.pop("params", {})}
+    return dataclasses.replace(model, **smoke, params=params)
+
+
 def smoke_config(cfg: RunConfig, data_path: str | Path | None = None) -> RunConfig:
-    """``cfg`` made cheap: its data at ``data_path`` (a :func:`tiny_copy`), one CNN epoch at 32 px,
-    extraction at 64 px, at most 40 boosting rounds, one repeat, a small synthetic dataset where it synthesises one."""
+    """``cfg`` made cheap: its data at ``data_path`` (a :func:`tiny_copy`), every model by :func:`smoke_model`,
+    extraction at 64 px, one repeat, a small synthetic dataset where it synthesises one."""
     data = dataclasses.replace(cfg.data, path=str(data_path) if data_path else cfg.data.path)
     if cfg.data.format == "synthetic-isic2024":
         data = dataclasses.replace(data, lesions=150, test_lesions=10, positive_rate=0.1, image_size=32)
-    models = [dataclasses.replace(m, **SMOKE_CNN, params={**m.params, **SMOKE_CNN_PARAMS}) if model_kind(m.kind).gives_cnn_feature
-              else dataclasses.replace(m, params={**m.params, **SMOKE_BOOSTER_PARAMS}) if model_kind(m.kind).takes_cnn_feature
-              else m
-              for m in cfg.models]
+    models = [smoke_model(m) for m in cfg.models]
     extract = dataclasses.replace(cfg.extract, image_size=SMOKE_EXTRACT_PX) if cfg.extract.backbones else cfg.extract
     report = dataclasses.replace(cfg.report, shap_sample=min(cfg.report.shap_sample, 200))
     return dataclasses.replace(cfg, data=data, models=models, extract=extract, report=report,

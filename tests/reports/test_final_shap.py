@@ -24,47 +24,12 @@ from dermstack.predictions import ModelResult, Predictions
 from dermstack.reports.final_shap import explain_final, explained_model
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues
-from dermstack.run import Run
+from tiny_runs import booster, embedded, test_cnn
 
-BINARY_CONFIG = """
-[data]
-format = "synthetic-isic2024"
-lesions = 150
-test_lesions = 6
-positive_rate = 0.15
-image_size = 32
-
-[cv]
-n_splits = 3
-
-[extract]
-backbones = ["test_efficientnet"]
-image_size = 32
-precision = "fp32"
-pca_components = 4
-weights = {{ test_efficientnet = "{weights}" }}
-
-[[models]]
-kind = "lightgbm"
-seeds = [0, 1]
-params = {{ n_estimators = 30, threads = 1 }}
-sampling = {{ negative_ratio = 0.5, positive_oversample = 0 }}
-
-[[models]]
-kind = "logistic"
-params = {{ C = [0.1] }}
-
-[[models]]
-kind = "cnn"
-name = "cnn"
-backbone = "test_efficientnet"
-epochs = 1
-image_size = 32
-params = {{ pretrained = false, samples_per_epoch = 64, batch_size = 32, lr = 0.003, freeze_fraction = 0.0 }}
-
-[report]
-enabled = false
-"""
+#: LightGBM (2 seeds, resampled), the linear probe and a CNN on 150 synthetic lesions with embeddings; "auto" ensemble
+BINARY = {"data": {"test_lesions": 6, "positive_rate": 0.15, "image_size": 32}, "report": {"enabled": False},
+          "models": [booster("lightgbm", 30, seeds=[0, 1], sampling={"negative_ratio": 0.5, "positive_oversample": 0}),
+                     {"kind": "logistic", "params": {"C": [0.1]}}, test_cnn()]}
 
 
 def stored(run_dir: Path, model: str, ids: list[str], folds: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -136,20 +101,12 @@ def test_report_puts_the_final_model_first(report_dir, run_dir):
 
 # -- binary: every member kind and every ensemble a run makes -----------------------------------------
 @pytest.fixture(scope="module")
-def binary_run(tmp_path_factory) -> Path:
+def binary_run(tiny, test_weights, tmp_path_factory) -> Path:
     """A run with LightGBM (2 seeds, resampled: prior undone), the linear probe, a CNN and LightGBM on the
     CNN's nested scores; "auto" saves mean, greedy and stack, the final one is calibrated; plus a rank
     ensemble of the same members."""
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
     root = tmp_path_factory.mktemp("final_shap_binary")
-    torch.manual_seed(0)
-    weights = root / "test_efficientnet.safetensors"
-    save_file({k: v.contiguous() for k, v in timm.create_model("test_efficientnet").state_dict().items()}, str(weights))
-    (root / "run.toml").write_text(BINARY_CONFIG.format(weights=weights))
-    Run(RunConfig.from_toml(root / "run.toml"), root / "run").execute()
+    tiny.copy(tiny.run(**BINARY, extract=embedded(test_weights, precision="fp32")), root / "run")
     run = RunData.load(root / "run")
     members = json.loads((root / "run" / "models" / "stack" / "model.json").read_text())["needs"]["members"]
     stack_models([ModelResult.read(run.models_dir / m, m) for m in members], run.task, run.folds, method="rank",

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from multiclass_run import CLASSES, LIBRARIES, RARE, SIGNAL, build_run
 
+from dermstack.boosting.explain import load_fold_boosters
 from dermstack.cli import cli
 from dermstack.crossfit import align_rows
-from dermstack.reports.boosters import load_fold_boosters
 from dermstack.reports.build import ReportSettings, build_report
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues, explain_model

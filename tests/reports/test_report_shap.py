@@ -3,8 +3,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from dermstack.boosting.explain import load_fold_boosters
 from dermstack.crossfit import align_rows
-from dermstack.reports.boosters import load_fold_boosters
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues, explain_model, group_contributions, sample_rows
 

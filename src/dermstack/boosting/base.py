@@ -4,6 +4,13 @@ An adapter wraps one booster of one library for one problem (``binary`` or ``mul
 fit on a fold's training part with early stopping on its validation part, predict
 probabilities, save and load in the library's native format, report gain importance.
 Multi-label tasks use :class:`PerClassAdapter` (one binary booster per class).
+
+An adapter class also describes its library to the rest of dermstack: its kind name, default
+parameters, parameter names and synonyms, which parameters size a leaf or block a split, and its
+Dask adapter. Everything that differs between LightGBM, XGBoost and CatBoost lives on these classes
+(:mod:`~dermstack.boosting.lightgbm_`, :mod:`~dermstack.boosting.xgboost_`,
+:mod:`~dermstack.boosting.catboost_`); a registry kind that declares an adapter
+(:attr:`dermstack.registry.ModelKind.adapter`) is a booster.
 """
 from __future__ import annotations
 
@@ -21,9 +28,9 @@ import pandas as pd
 import polars as pl
 
 from dermstack.atomic import atomic_path, read_json, write_json
-from dermstack.boosting.params import GENERIC_PARAMS  # noqa: F401  (re-exported)
 from dermstack.errors import ConfigError, DataError
 from dermstack.jobs import available_cores, job_threads
+from dermstack.registry import model_kinds
 from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
@@ -118,12 +125,70 @@ def category_codes(X: pd.DataFrame) -> pd.DataFrame:
 
 
 class BoosterAdapter(ABC):
-    """One booster of one library for a ``binary`` (scores (n,)) or ``multiclass`` (scores (n, C)) problem."""
+    """One booster of one library for a ``binary`` (scores (n,)) or ``multiclass`` (scores (n, C)) problem.
 
+    The class attributes describe the library; :func:`dermstack.boosting.kind.booster_kind` makes a
+    registry kind of a subclass. Example (a plugin's own library)::
+
+        class MyAdapter(BoosterAdapter):
+            kind, ext = "mytrees", ".json"
+            description = "my gradient-boosted trees"
+            binary_defaults = {"learning_rate": 0.05}
+            small_table_defaults = {"learning_rate": 0.03}
+            ...  # fit, predict_proba, load, importance, raw_margin, library_params
+
+        register(booster_kind(MyAdapter))
+    """
+
+    #: the ``[[models]] kind`` (and ``model.json`` kind) of this library
     kind: ClassVar[str]
+    #: what ``dermstack kinds`` says of it
+    description: ClassVar[str]
+    #: the native model file's extension
     ext: ClassVar[str]
+    #: binary defaults (the tuned ISIC 2024 values; :mod:`dermstack.boosting.defaults`)
+    binary_defaults: ClassVar[dict[str, Any]]
+    #: multi-class and multi-label defaults (small metadata tables)
+    small_table_defaults: ClassVar[dict[str, Any]]
+    #: the parameter that is its minimum leaf size in rows (None: it has none; its leaves are sized in hessian units)
+    leaf_key: ClassVar[str | None] = None
+    #: groups of names the library accepts for one parameter (:meth:`synonyms`)
+    aliases: ClassVar[tuple[frozenset[str], ...]] = ()
+    #: the parameters that stop a tree from splitting: name -> what it bounds in a child ("rows": a count of
+    #: training rows, "hessian": a sum of hessians, "gain": a loss reduction)
+    split_limits: ClassVar[dict[str, str]] = {}
+    #: ``"module:Class"`` of its Dask adapter (:mod:`dermstack.boosting.dask_`); None: no Dask training path
+    dask_adapter: ClassVar[str | None] = None
     #: the library's own model object (lgb.Booster, xgb.Booster, CatBoostClassifier); None until fit or load
     native: Any = None
+
+    # -- the library, described ------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def library_params(cls) -> frozenset[str]:
+        """Every parameter name (aliases included) the library accepts, read from the library itself."""
+
+    @classmethod
+    def round_params(cls) -> frozenset[str]:
+        """The library's own names for the number of rounds and the early-stopping patience, bounded
+        like ``n_estimators`` (a library given 10^12 rounds overflows or runs for ever)."""
+        return frozenset()
+
+    @classmethod
+    def synonyms(cls, name: str) -> set[str]:
+        """``name`` and the other names the library accepts for the same parameter."""
+        return set(next((group for group in cls.aliases if name in group), {name}))
+
+    @classmethod
+    def leaf_params(cls, leaf: int, rows: int, minority: int, defaults: dict[str, Any]) -> dict[str, Any]:
+        """The parameters that make a leaf hold at least ``leaf`` of a fit's ``rows`` training rows
+        (``minority`` of them in the rarest class), given the library's ``defaults``."""
+        return {cls.leaf_key: leaf} if cls.leaf_key else {}
+
+    @classmethod
+    def row_params(cls, rows: int) -> dict[str, Any]:
+        """Parameters that depend on a fit's row count alone (none by default)."""
+        return {}
 
     def __init__(self, problem: str, n_classes: int, params: dict[str, Any], seed: int = 0,
                  categorical: list[str] | None = None, threads: int | None = None):
@@ -183,6 +248,21 @@ class BoosterAdapter(ABC):
     def _check_fitted(self) -> None:
         if not self.feature_names:
             raise RuntimeError(f"{self.kind} adapter used before fit/load")
+
+
+def adapter_class(kind: str | type[BoosterAdapter]) -> type[BoosterAdapter]:
+    """The adapter class of booster kind ``kind`` (a registry kind that declares one); a class is returned as is."""
+    if isinstance(kind, type) and issubclass(kind, BoosterAdapter):
+        return kind
+    entry = model_kinds().get(kind)
+    if entry is None or entry.adapter is None:
+        raise ConfigError(f"unknown boosting library {kind!r}; known: {booster_kinds()}")
+    return entry.adapter
+
+
+def booster_kinds() -> list[str]:
+    """The registered kinds that train a booster (declare a BoosterAdapter), in registry order."""
+    return [k.name for k in model_kinds().values() if k.adapter is not None]
 
 
 def resolve_device(device: str) -> str:

@@ -1,4 +1,4 @@
-"""`dermstack boosting`: cross-validated LightGBM / XGBoost / CatBoost on a feature table and a fold plan."""
+"""`dermstack boosting`: cross-validated boosters (LightGBM, XGBoost, CatBoost, a plugin's) on a feature table and a fold plan."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from dermstack.atomic import parquet_out
-from dermstack.boosting.params import BOOSTER_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     metrics.json, importance.parquet: what `ensembles stack`, `submit` and `report` read) and a
     summary OUT/boosting_metrics.json."""
     from dermstack.atomic import write_json
+    from dermstack.boosting.base import booster_kinds
     from dermstack.boosting.cv import cross_validate
     from dermstack.boosting.dask_ import connect
     from dermstack.boosting.registry import probe_models
@@ -60,15 +60,15 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     unknown = sorted(set(only) - {m.label for m in cfg.models})
     if unknown:
         raise ConfigError(f"--model {unknown}: no such [[models]] name in {config_path}")
-    chosen = [m for m in cfg.models if not only or m.label in only]
+    chosen, boosters = [m for m in cfg.models if not only or m.label in only], booster_kinds()
     for m in chosen:
-        if m.kind not in BOOSTER_KINDS:
+        if m.kind not in boosters:
             log.warning("[[models]] %s is a %s model, trained by its own stage, not by `boosting train`", m.label, m.kind)
-    chosen = [m for m in chosen if m.kind in BOOSTER_KINDS]
+    chosen = [m for m in chosen if m.kind in boosters]
     if not chosen:
-        raise ConfigError(f"{config_path}: no booster [[models]] entry (kind one of {BOOSTER_KINDS}) to train")
+        raise ConfigError(f"{config_path}: no booster [[models]] entry (kind one of {tuple(boosters)}) to train")
     claim_dir(out, "stage output folder", owned=STAGE_DIR_FILES)
-    client = connect(dask_address)
+    client = connect(dask_address, worker_wait=cfg.cv.dask_wait)
     out.mkdir(parents=True, exist_ok=True)
     results = [cross_validate(features, task, plan, m, out / "models", client=client) for m in chosen]
     primary = task.primary_metric

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from dermstack.boosting.base import FeatureMatrix, resolve_device
+from dermstack.boosting.base import FeatureMatrix, adapter_class, resolve_device
 from dermstack.boosting.defaults import DEFAULT_SAMPLING, check_scores_vary, fold_size, resolve_params, size_overrides
 from dermstack.boosting.registry import create_adapter
 from dermstack.boosting.sampling import SamplingConfig, resample
@@ -75,8 +75,8 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
     ``needs`` says which saved model those values come from."""
     if client is not None and executor is not None and not isinstance(executor, LocalJobs):
         raise ConfigError("a booster trains either each fit over the Dask cluster (client) or each job on a worker, not both")
-    name = model.label
-    params = resolve_params(model.kind, task.kind, model.params)
+    name, adapter_cls = model.label, adapter_class(model.kind)  # the class travels with the fits (a Dask worker too)
+    params = resolve_params(adapter_cls, task.kind, model.params)
     sampling = SamplingConfig.from_dict(model.sampling or (DEFAULT_SAMPLING if task.kind.binary else {}), task.kind)
     train_df = align_rows(features.df, task.image_ids)
     columns = usable_columns(train_df, features.columns(model.features))
@@ -105,21 +105,21 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
         X, X_test = design(job.fold)
         fit_idx = resample(job.train, y, sampling, seed=job.seed * 1000 + job.fold)
         rows, minority = fold_size(task.kind, y[fit_idx])  # the defaults scale with what this fit sees
-        fit_params = resolve_params(model.kind, task.kind, model.params, rows, minority)
-        adapter = create_adapter(model.kind, task.kind, task.classes, fit_params, job.seed, matrix.categorical, client=client)
+        fit_params = resolve_params(adapter_cls, task.kind, model.params, rows, minority)
+        adapter = create_adapter(adapter_cls, task.kind, task.classes, fit_params, job.seed, matrix.categorical, client=client)
         how = fit_params.get("class_weight")
         weight = sample_weights(task.kind, y[fit_idx], how, len(task.classes))
         valid_weight = sample_weights(task.kind, y[job.valid], how, len(task.classes))
         adapter.fit(X.iloc[fit_idx], y[fit_idx], X.iloc[job.valid], y[job.valid], weight, valid_weight)
         valid_raw = adapter.predict_proba(X.iloc[job.valid])
-        check_scores_vary(model.kind, name, job.fold, valid_raw, lambda: adapter.predict_proba(X.iloc[fit_idx]), fit_params,
+        check_scores_vary(adapter_cls, name, job.fold, valid_raw, lambda: adapter.predict_proba(X.iloc[fit_idx]), fit_params,
                           rows, minority, per_output=task.kind.multilabel, skip=getattr(adapter, "constant_outputs", ()),
                           best_iteration=adapter.best_iteration)
         # the odds the resampling and weights put into the model, taken out again (dermstack.calibration)
         factor = training_prior(task.kind, y[job.train], np.searchsorted(job.train, fit_idx), weight,
                                 float(fit_params.get("scale_pos_weight", 1.0)))
         record = {"gain": adapter.importance(), "best_iteration": adapter.best_iteration, "fit_rows": len(fit_idx),
-                  "size_overrides": size_overrides(model.kind, task.kind, rows, minority),
+                  "size_overrides": size_overrides(adapter_cls, task.kind, rows, minority),
                   "file": store.save(adapter, job.fold, job.seed, factor) if store else None}
         valid = undo_prior(task.kind, valid_raw, factor)
         return valid, (undo_prior(task.kind, adapter.predict_proba(X_test), factor) if X_test is not None else None), record

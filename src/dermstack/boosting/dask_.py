@@ -20,6 +20,7 @@ from sklearn import metrics as skm
 
 from dermstack.boosting.lightgbm_ import LightGBMAdapter
 from dermstack.boosting.xgboost_ import XGBoostAdapter
+from dermstack.cluster import WORKER_WAIT, dask_client
 from dermstack.errors import ConfigError
 from dermstack.jobs import DASK_ADDRESS_ENV
 from dermstack.taskkind import TaskKind
@@ -28,17 +29,11 @@ log = logging.getLogger(__name__)
 
 
 
-def connect(address: str | None = None, timeout: str = "20s"):
-    """A ``distributed.Client`` for ``address`` (or ``$DERMSTACK_DASK_ADDRESS``); None when neither is set."""
+def connect(address: str | None = None, timeout: str | None = None, worker_wait: float = WORKER_WAIT):
+    """A ``distributed.Client`` for ``address`` (or ``$DERMSTACK_DASK_ADDRESS``), checked and connected by
+    :func:`dermstack.cluster.dask_client`; None when neither is set."""
     address = address or os.environ.get(DASK_ADDRESS_ENV)
-    if not address:
-        return None
-    from distributed import Client
-
-    try:
-        return Client(address, timeout=timeout)
-    except OSError as e:
-        raise ConfigError(f"cannot reach the Dask scheduler at {address}: {e}") from None
+    return dask_client(address, timeout, worker_wait) if address else None
 
 
 def _partitions(client) -> int:

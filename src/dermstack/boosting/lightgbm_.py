@@ -1,21 +1,62 @@
 """LightGBM adapter: native text model files (``.txt``), pandas categories as categorical features."""
 from __future__ import annotations
 
+import functools
 import logging
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from lightgbm.basic import _ConfigAliases
 
 from dermstack.boosting.base import BoosterAdapter
 
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def _lightgbm_params() -> frozenset[str]:
+    """Every LightGBM parameter and alias, from LightGBM itself (LGBM_DumpParamAliases)."""
+    aliases = _ConfigAliases._get_all_param_aliases()
+    return frozenset(aliases) | {a for names in aliases.values() for a in names}
+
+
 class LightGBMAdapter(BoosterAdapter):
     kind = "lightgbm"
+    description = "LightGBM gradient-boosted trees on the feature table (size-aware defaults); params: these and every LightGBM parameter"
     ext = ".txt"
+    binary_defaults = {
+        "learning_rate": 0.032, "max_depth": 4, "num_leaves": 103, "lambda_l1": 0.088, "lambda_l2": 0.004,
+        "colsample_bytree": 0.83, "colsample_bynode": 0.40, "bagging_fraction": 0.77, "bagging_freq": 4,
+        "min_data_in_leaf": 85, "scale_pos_weight": 2.8,
+    }
+    small_table_defaults = {
+        "learning_rate": 0.03, "num_leaves": 15, "max_depth": 5, "min_data_in_leaf": 20, "lambda_l2": 1.0,
+        "feature_fraction": 0.7, "bagging_fraction": 0.8, "bagging_freq": 1,
+    }
+    leaf_key = "min_data_in_leaf"
+    split_limits = {"min_data_in_leaf": "rows", "min_sum_hessian_in_leaf": "hessian", "min_gain_to_split": "gain",
+                    "min_data_per_group": "rows"}
+    dask_adapter = "dermstack.boosting.dask_:DaskLightGBMAdapter"
     native: lgb.Booster | None
+
+    @classmethod
+    def library_params(cls) -> frozenset[str]:
+        return _lightgbm_params()
+
+    @classmethod
+    def round_params(cls) -> frozenset[str]:
+        return frozenset(_ConfigAliases.get("num_iterations", "early_stopping_round"))
+
+    @classmethod
+    def synonyms(cls, name: str) -> set[str]:
+        """LightGBM's own aliases of ``name``."""
+        return set(_ConfigAliases.get(name)) | {name}
+
+    @classmethod
+    def leaf_params(cls, leaf, rows, minority, defaults):
+        """``min_data_in_leaf``, and ``min_data_per_group`` (its categorical-split minimum, 100) with it."""
+        return {"min_data_in_leaf": leaf, "min_data_per_group": leaf}
 
     def train_params(self) -> dict:
         """Library parameters: deterministic, seeded, all threads."""

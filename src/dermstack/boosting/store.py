@@ -16,7 +16,6 @@ import numpy as np
 from dermstack.boosting.base import FeatureMatrix
 from dermstack.boosting.registry import load_adapter
 from dermstack.calibration import undo_prior
-from dermstack.ensembles.cnnfeature import with_nested_cnn
 from dermstack.errors import DataError, reading
 from dermstack.features.featureset import FeatureSet
 from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, read_spec, write_model
@@ -82,12 +81,8 @@ def predict_saved(model_dir: str | Path, features: FeatureSet) -> np.ndarray:
 
 
 class SavedBoosters(SavedModel):
-    """LightGBM / XGBoost / CatBoost folds and seeds, averaged. A booster that ``needs`` a CNN's views
-    reads its ``cnn`` features from that CNN's pair models (their mean, as its test rows did)."""
+    """A booster's folds and seeds, averaged. A booster trained with another model's feature group
+    gets it in ``inputs.features`` (:func:`dermstack.saved.inputs_for`)."""
 
     def predict(self, inputs: Inputs) -> np.ndarray:
-        features = inputs.features
-        cnn = self.spec["needs"].get("cnn_views")
-        if cnn:
-            features = with_nested_cnn(features, inputs, self.dir.parent / cnn)
-        return predict_saved(self.dir, features)
+        return predict_saved(self.dir, inputs.features)

@@ -1,17 +1,80 @@
 """XGBoost adapter: native JSON model files, pandas categories through ``enable_categorical``."""
 from __future__ import annotations
 
+import functools
+import json
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
 from dermstack.boosting.base import BoosterAdapter
 
+#: XGBoost boosters whose saved configuration lists the parameters of each booster, tree method and objective
+_XGB_PROBES = (
+    {"objective": "binary:logistic"}, {"objective": "multi:softprob", "num_class": 2}, {"booster": "dart"},
+    {"booster": "gblinear"}, {"booster": "gblinear", "updater": "coord_descent"}, {"tree_method": "approx"},
+    {"tree_method": "exact"}, {"objective": "reg:tweedie"}, {"objective": "reg:pseudohubererror"},
+    {"objective": "reg:quantileerror", "quantile_alpha": 0.5}, {"objective": "rank:ndcg"}, {"objective": "survival:aft"},
+)
+
+
+@functools.cache
+def _xgboost_params() -> frozenset[str]:
+    """XGBoost's parameter names, from XGBoost itself: every leaf key of ``Booster.save_config()`` (which
+    lists each parameter, aliases such as learning_rate/reg_lambda included) of one-round boosters of
+    each kind and objective, plus those the sklearn wrapper passes to ``xgboost.train``."""
+    names = set(xgb.XGBModel().get_xgb_params())
+    X, y = np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([0.0, 1.0])
+    for probe in _XGB_PROBES:
+        data = xgb.DMatrix(X, label=y)
+        if probe.get("objective") == "rank:ndcg":
+            data.set_group([2])
+        if probe.get("objective") == "survival:aft":
+            data.set_float_info("label_lower_bound", y + 1)
+            data.set_float_info("label_upper_bound", y + 2)
+        _leaf_keys(json.loads(xgb.train({**probe, "nthread": 1}, data, 1).save_config()), names)
+    return frozenset(names - {"name"})  # "name" is the objective's / updater's own name, not a parameter
+
+
+def _leaf_keys(node: Any, out: set[str]) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _leaf_keys(v, out) if isinstance(v, (dict, list)) else out.add(k)
+    elif isinstance(node, list):
+        for v in node:
+            _leaf_keys(v, out)
+
+
 
 class XGBoostAdapter(BoosterAdapter):
     kind = "xgboost"
+    description = "XGBoost gradient-boosted trees on the feature table (size-aware defaults); params: these and every XGBoost parameter"
     ext = ".json"
+    binary_defaults = {
+        "learning_rate": 0.085, "lambda": 8.88, "alpha": 0.68, "max_depth": 6, "subsample": 0.60,
+        "colsample_bytree": 0.84, "colsample_bylevel": 0.55, "colsample_bynode": 0.99, "scale_pos_weight": 3.3,
+    }
+    small_table_defaults = {
+        "learning_rate": 0.03, "max_depth": 4, "min_child_weight": 2, "lambda": 1.0, "subsample": 0.8,
+        "colsample_bytree": 0.7,
+    }
+    aliases = (frozenset({"learning_rate", "eta"}), frozenset({"lambda", "reg_lambda"}), frozenset({"alpha", "reg_alpha"}),
+               frozenset({"min_split_loss", "gamma"}), frozenset({"seed", "random_state"}))
+    split_limits = {"min_child_weight": "hessian", "min_split_loss": "gain"}
+    dask_adapter = "dermstack.boosting.dask_:DaskXGBoostAdapter"
     native: xgb.Booster | None
+
+    @classmethod
+    def library_params(cls) -> frozenset[str]:
+        return _xgboost_params()
+
+    @classmethod
+    def leaf_params(cls, leaf, rows, minority, defaults):
+        """``min_child_weight``: the leaf size in hessian units (rows x p(1 - p))."""
+        p = minority / max(rows, 1)
+        return {"min_child_weight": round(min(float(defaults.get("min_child_weight", 1.0)), leaf * p * (1 - p)), 4)}
 
     def train_params(self) -> dict:
         p = {"tree_method": "hist", "max_cat_to_onehot": 1, **self.params, "seed": self.seed, "nthread": self.threads,

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import field
-from typing import Annotated, Any
+from typing import Any
 
-from annotated_types import Ge
-from pydantic import Strict, ValidationInfo, field_validator, model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 
+from dermstack.config.limits import CNNImageSide, Epochs
 from dermstack.config.problems import problem, schema, validate
 from dermstack.config.sections import SamplingConfig
-from dermstack.config.types import FEATURE_GROUPS, Backbone, ModelName, PosInt, Seeds, Str, one_of
-from dermstack.registry import kind_names, model_kind, model_kinds
+from dermstack.config.types import FEATURE_GROUPS, Backbone, ModelName, Seeds, Str, one_of
+from dermstack.registry import kind_names, model_kind, model_kinds, plugin_problems
 
-CNNImageSize = Annotated[int, Strict(), Ge(16)]
 #: [[models]] keys that only some kinds read (``ModelKind.model_keys``)
 KIND_KEYS = ("backbone", "epochs", "image_size")
+#: the kind of a ``[[models]]`` entry that names none
+DEFAULT_KIND = "lightgbm"
+
+
+def _left_out() -> str:
+    """What an unknown kind's message adds: the installed plugins that could not be loaded, and why."""
+    return "".join(f"; {plugin} was left out: {why}" for plugin, why in plugin_problems().items())
 
 
 @schema("[[models]]")
@@ -24,7 +30,7 @@ class ModelConfig:
     """``[[models]]``: one entry per model; without any, the default set for the data's size."""
 
     #: a registered model kind (`dermstack kinds`)
-    kind: one_of("model kind", kind_names) = "lightgbm"
+    kind: one_of("model kind", kind_names, note=_left_out) = DEFAULT_KIND
     #: the model's folder name under models/ and its name in metrics.json; unset: the kind
     name: ModelName | None = None
     #: one fit per seed and fold; the seeds' scores are averaged
@@ -38,9 +44,9 @@ class ModelConfig:
     #: image kinds only (cnn): the timm backbone to fine-tune
     backbone: Backbone | None = None
     #: image kinds only (cnn): training epochs
-    epochs: PosInt | None = None
+    epochs: Epochs | None = None
     #: image kinds only (cnn): the side images are resized to, in pixels
-    image_size: CNNImageSize | None = None
+    image_size: CNNImageSide | None = None
 
     @property
     def label(self) -> str:

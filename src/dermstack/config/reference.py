@@ -17,6 +17,7 @@ from typing import Any
 import annotated_types as at
 import tomli_w
 
+from dermstack.config.limits import AtMost
 from dermstack.config.modelconfig import ModelConfig
 from dermstack.config.runconfig import _SECTIONS
 from dermstack.config.sections import SamplingConfig
@@ -65,6 +66,7 @@ def type_text(tp: Any) -> str:
         bounds = [f"{sign} {getattr(m, attr)}" for m in meta for kind, attr, sign in _BOUNDS if isinstance(m, kind)]
         bounds += [f"{sign} {getattr(m, attr)}" for m in meta if isinstance(m, at.Interval)
                    for _, attr, sign in _BOUNDS if getattr(m, attr) is not None]
+        bounds += [f"≤ {m.most}" for m in meta if isinstance(m, AtMost)]
         text = " ".join([type_text(base), ", ".join(bounds)]).strip()
         return "non-empty " + text if any(isinstance(m, at.MinLen) and m.min_length == 1 for m in meta) else text
     if origin in (typing.Union, types.UnionType):

@@ -9,7 +9,7 @@ from typing import Any
 
 import tomli_w
 
-from dermstack.config.modelconfig import ModelConfig, default_models
+from dermstack.config.modelconfig import DEFAULT_KIND, ModelConfig, default_models
 from dermstack.config.problems import lines, schema, show, unknown, validate
 from dermstack.config.sections import (
     ClinicalConfig,
@@ -62,7 +62,7 @@ class RunConfig:
                 for i, entry in enumerate(value):
                     model, items = validate(ModelConfig, entry)
                     sections[name].append(model)
-                    label = (entry.get("name") or entry.get("kind", "lightgbm")) if isinstance(entry, dict) else "?"
+                    label = (entry.get("name") or entry.get("kind", DEFAULT_KIND)) if isinstance(entry, dict) else "?"
                     problems += lines(f"[[models]] #{i + 1} ({label})", items)
         if not problems:
             cfg = cls(**sections)
@@ -95,7 +95,7 @@ class RunConfig:
                              [("sampling", m.sampling, f"resampling is for binary tasks only; this task is {self.data.task}")])
         out += self._stop_metric_problems(where)
         ens = self.ensemble
-        available = names + self.cnn_feature_models()
+        available = names + self.feature_group_models()
         for n in ens.models or []:
             if n not in available:
                 out.append(f'[ensemble] models = {show(ens.models)}: {unknown("model", n, available)} (no [[models]] has that name)')
@@ -106,17 +106,23 @@ class RunConfig:
                        f'this config has {chosen}; use method = "auto" or add [[models]]')
         return out
 
-    def cnn_feature_models(self) -> list[str]:
-        """With ``[ensemble] cnn_feature``, each booster is also trained on the first CNN's score
-        (leak-free, dermstack.ensembles.stacking): the names of those models, ``<booster>+<cnn>``."""
+    def group_giver(self) -> ModelConfig | None:
+        """The first ``[[models]]`` entry whose kind gives a feature group (the CNN), or None."""
         kinds = model_kinds()
-        cnns = [m.label for m in self.models if kinds[m.kind].gives_cnn_feature]
-        boosters = [m.label for m in self.models if kinds[m.kind].takes_cnn_feature]
+        return next((m for m in self.models if kinds[m.kind].feature_group is not None), None)
+
+    def feature_group_models(self) -> list[str]:
+        """With ``[ensemble] cnn_feature``, each booster is also trained on the feature group the
+        :meth:`group_giver` gives (the first CNN's scores, leak-free: dermstack.cnn.nested): the names
+        of those models, ``<booster>+<cnn>``."""
+        kinds = model_kinds()
+        giver = self.group_giver()
+        boosters = [m.label for m in self.models if kinds[m.kind].adapter is not None]
         method = ensemble_methods().get(self.ensemble.method)
-        uses = self.ensemble.method == "auto" or (method is not None and method.uses_cnn_feature)
-        if not (self.ensemble.cnn_feature and cnns and uses):
+        uses = self.ensemble.method == "auto" or (method is not None and method.group_members)
+        if not (self.ensemble.cnn_feature and giver and uses):
             return []
-        return [f"{b}+{cnns[0]}" for b in boosters]
+        return [f"{b}+{giver.label}" for b in boosters]
 
     def _stop_metric_problems(self, where: dict[int, str]) -> list[str]:
         models = [m for m in self.models if m.params.get("stop_metric") is not None]

@@ -10,6 +10,7 @@ from typing import Annotated
 from annotated_types import Ge, Interval, Le
 from pydantic import AllowInfNan, Strict, model_validator
 
+from dermstack.config.limits import Batch, Components, Folds, ImageSide, Lesions, Processes, SomeLesions, Threads
 from dermstack.config.problems import problem, schema
 from dermstack.config.types import (
     MAX_REPEATS,
@@ -22,7 +23,6 @@ from dermstack.config.types import (
     Bool,
     Device,
     Fraction,
-    NonNegInt,
     PosInt,
     Precision,
     SchedulerAddress,
@@ -50,13 +50,13 @@ class DataConfig:
     #: binary: "malignant" or one diagnosis code vs the rest
     target: Str = "malignant"
     #: synthetic-isic2024 only: training lesions to generate
-    lesions: PosInt = 20_000
+    lesions: Lesions = 20_000
     #: synthetic-isic2024 only: test lesions (no labels) to generate
-    test_lesions: NonNegInt = 100
+    test_lesions: SomeLesions = 100
     #: synthetic-isic2024 only: the share of malignant lesions
     positive_rate: Fraction = 0.001
     #: synthetic-isic2024 only: the side of the generated JPEG crops, in pixels
-    image_size: Annotated[int, Strict(), Ge(8)] = 64
+    image_size: ImageSide = 64
     #: synthetic-isic2024 only: the generator's seed
     seed: Seed = 0
     #: make every row the reader skips, and every note it makes about the data, an error
@@ -70,7 +70,7 @@ class CVConfig:
     """``[cv]``: the one FoldPlan every model is cross-validated on (grouped by patient, stratified)."""
 
     #: folds of the patient-grouped, stratified split
-    n_splits: Annotated[int, Strict(), Ge(2)] = 5
+    n_splits: Folds = 5
     #: the split's seed
     seed: Seed = 42
     #: the grouped CV N times, fold seeds seed, seed + 1, ...: every model refitted on each FoldPlan
@@ -79,6 +79,8 @@ class CVConfig:
     #: Dask scheduler address: each fold x seed job of every model is a task on that cluster, its
     #: workers reading the run directory (unset: $DERMSTACK_DASK_ADDRESS, else in this process)
     dask_address: SchedulerAddress | None = None
+    #: seconds a Dask cluster without a worker is waited for (said at once), then an error naming the scheduler
+    dask_wait: Annotated[float, Strict(), AllowInfNan(False), Interval(ge=0, le=86_400)] = 120.0
     #: a published split: CSV or parquet with `fold` keyed by image_id, lesion_id or patient_id
     #: (dermstack.data.folds.FoldPlan.from_file); n_splits and seed are then unused
     folds: Str | None = None
@@ -116,15 +118,15 @@ class ExtractSettings:
     fastest on the device" (dermstack.extract.settings.resolve_parallelism; benchmarks/extract_throughput.py)."""
 
     #: the side images are resized to, in pixels; unset: each backbone's own input size
-    image_size: Annotated[int, Strict(), Ge(8)] | None = None
+    image_size: ImageSide | None = None
     #: images per forward pass (per stream); unset: 8 on CPU, 64 on a GPU
-    batch_size: PosInt | None = None
+    batch_size: Batch | None = None
     #: DataLoader processes decoding images; unset: 0 on CPU (each stream decodes its own batches), else up to 8
-    workers: NonNegInt | None = None
+    workers: Processes | None = None
     #: model replicas run side by side in threads, sharing the weights; unset: one per core up to 4 on CPU, 1 on a GPU
-    streams: PosInt | None = None
+    streams: Threads | None = None
     #: torch threads per stream on CPU; unset: cores / streams
-    threads: PosInt | None = None
+    threads: Threads | None = None
     #: auto (a GPU when there is one), cpu, cuda, cuda:N or mps
     device: Device = "auto"
     #: auto: bf16 on a CPU with native bf16 (else fp32), fp16 on a GPU (bf16 where CUDA supports it)
@@ -149,7 +151,7 @@ class ExtractConfig(ExtractSettings):
     #: timm backbones to embed every image with; [] is a metadata-only run
     backbones: list[Backbone] = field(default_factory=list)
     #: PCA components per backbone and view that the boosters get (the linear probe reads the full embeddings)
-    pca_components: PosInt = 32
+    pca_components: Components = 32
 
 
 @schema("[features]")
@@ -171,7 +173,7 @@ class FeaturesConfig:
     #: drop a metadata column whose missingness alone separates the classes (ROC-AUC of is-null)
     missingness_leak_auc: Annotated[float, Strict(), Interval(ge=0.5, le=1)] = 0.65
     #: processes computing the image features
-    workers: NonNegInt = 2
+    workers: Processes = 2
 
 
 @schema("[[models]] sampling", frozen=True)

@@ -51,12 +51,14 @@ class Choices:
         return list(self.values() if callable(self.values) else self.values)
 
 
-def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base: Callable[[str], str] = str) -> Any:
-    """A strict str that must be in ``known`` (a tuple, or a function returning the names: a lazy registry)."""
+def one_of(what: str, known: tuple[str, ...] | Callable[[], Iterable[str]], base: Callable[[str], str] = str,
+           note: Callable[[], str] | None = None) -> Any:
+    """A strict str that must be in ``known`` (a tuple, or a function returning the names: a lazy registry);
+    ``note()`` is added to the message of an unknown value (the registry's plugins that were left out)."""
     def check(value: str) -> str:
         options = list(known() if callable(known) else known)
         if base(value) not in options:
-            raise fail(unknown(what, value, options))
+            raise fail(unknown(what, value, options) + (note() if note else ""))
         return value
     return Annotated[str, Strict(), AfterValidator(check), Choices(known)]
 
@@ -97,9 +99,19 @@ Device = one_of("device (cuda:N allowed)", DEVICES, base=lambda d: d.split(":")[
 Precision = one_of("precision", PRECISIONS)
 
 
+#: a model's name is the name of its folder in models/: the first character keeps ".", "..", hidden
+#: and option-like names out; "/", NUL and anything longer than a file name can be are never in one
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+
+
+def is_model_name(value: object) -> bool:
+    """Whether ``value`` may name a model (and so a folder of models/): in a config, a stage command's
+    ``--name`` and every ``model.json`` read back."""
+    return isinstance(value, str) and MODEL_NAME.fullmatch(value) is not None
+
+
 def _directory_name(value: str) -> str:
-    # the first character keeps ".", "..", hidden and option-like names out of models/
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}", value):
+    if not is_model_name(value):
         raise fail("a model name is a directory name: letters, digits and _ . + - only, starting with a letter, "
                    "digit or _ (at most 100 characters)")
     return value

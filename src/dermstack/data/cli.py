@@ -6,8 +6,9 @@ from pathlib import Path
 import click
 import polars as pl
 
-from dermstack.atomic import parquet_out
+from dermstack.atomic import out_file, parquet_out
 from dermstack.config import MAX_SEED
+from dermstack.config.limits import option
 from dermstack.taskkind import TaskKind
 
 
@@ -21,7 +22,7 @@ def data() -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, callback=parquet_out, help="LesionTable parquet to write.")
 @click.option("--strict", is_flag=True, help="Turn every skipped row or missing image into an error.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the ingest report as JSON here.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), callback=out_file, help="Write the ingest report as JSON here.")
 @click.option("--encoding", default=None, help="Encoding of the CSV files when not UTF-8, e.g. cp1252 or latin-1.")
 def ingest_command(format: str, path: Path, out: Path, strict: bool, report_path: Path | None, encoding: str | None) -> None:
     """Read FORMAT data at PATH into a LesionTable and print what was read, kept and skipped."""
@@ -35,12 +36,12 @@ def ingest_command(format: str, path: Path, out: Path, strict: bool, report_path
 
 
 @data.command("synth")
-@click.option("--lesions", type=click.IntRange(min=1), default=20_000, show_default=True, help="Training lesions.")
-@click.option("--test-lesions", type=click.IntRange(min=0), default=100, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True, help="Side of the square JPEG crops.")
+@click.option("--lesions", type=option("Lesions"), default=20_000, show_default=True, help="Training lesions.")
+@click.option("--test-lesions", type=option("Lesions", 0), default=100, show_default=True)
+@click.option("--image-size", type=option("ImageSide", 8), default=64, show_default=True, help="Side of the square JPEG crops.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--positive-rate", type=click.FloatRange(0, 1), default=0.001, show_default=True, help="Share of malignant lesions.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Image rendering processes (default: all cores).")
+@click.option("--workers", type=option("Processes"), default=None, help="Image rendering processes (default: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the Kaggle layout.")
 def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, positive_rate: float,
                   workers: int | None, out: Path) -> None:
@@ -55,7 +56,7 @@ def synth_command(lesions: int, test_lesions: int, image_size: int, seed: int, p
 @data.command("folds")
 @click.argument("lesions", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, callback=parquet_out)
-@click.option("--n-splits", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option("--n-splits", type=option("Folds", 2), default=5, show_default=True)
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=42, show_default=True)
 @click.option("--task", type=click.Choice(TaskKind.KINDS), default="binary", show_default=True)
 @click.option("--from", "source", type=click.Path(path_type=Path), default=None,

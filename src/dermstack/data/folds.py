@@ -13,9 +13,10 @@ import numpy as np
 import polars as pl
 from sklearn.model_selection import StratifiedGroupKFold
 
+from dermstack.config.limits import most
 from dermstack.data.groups import HeldOutGroups
 from dermstack.data.table import LesionTable
-from dermstack.errors import DataError
+from dermstack.errors import ConfigError, DataError
 from dermstack.parquet_io import read_described, write_described
 from dermstack.provenance import file_digest
 from dermstack.taskkind import TaskKind
@@ -81,6 +82,8 @@ class FoldPlan:
         merged where a patient spans several (:class:`~dermstack.data.groups.HeldOutGroups`).
         ``leave_one_group_out``: one fold per held-out group (``n_splits`` and ``seed`` unused),
         for few groups (at most ``groups.MAX_HELD_OUT_GROUPS``), each with both classes when binary."""
+        if not leave_one_group_out and not 2 <= n_splits <= most("Folds"):
+            raise ConfigError(f"n_splits = {n_splits}: from 2 to {most('Folds')} folds (docs: Limits)")
         df = table.train
         if df.height == 0:
             raise DataError("no training rows to split")
@@ -133,12 +136,7 @@ class FoldPlan:
         if key is None or "fold" not in src.columns:
             raise DataError(f"a fold file needs a `fold` column and one of {list(FOLD_KEYS)}; it has {src.columns}",
                             file=str(path))
-        src = src.select(pl.col(key).cast(pl.String), pl.col("fold")).filter(pl.col(key).is_not_null())
-        if not src["fold"].dtype.is_integer():
-            raise DataError(f"`fold` must hold integers, not {src['fold'].dtype}", file=str(path), column="fold")
-        if src["fold"].null_count():
-            bad = src.filter(pl.col("fold").is_null())[key][0]
-            raise DataError(f"{key} {bad!r} has no fold", file=str(path), column="fold")
+        src = _fold_numbers(src.filter(pl.col(key).is_not_null()), key, path)
         clash = src.group_by(key).agg(pl.col("fold").unique().sort()).filter(pl.col("fold").list.len() > 1)
         if clash.height:
             raise DataError(f"{key} {clash[key][0]!r} is listed in folds {clash['fold'][0].to_list()}",
@@ -152,6 +150,10 @@ class FoldPlan:
         if missing.height:
             raise DataError(f"{missing.height} training rows have no fold in the file, e.g. image_id "
                             f"{missing['image_id'][0]!r} ({key} {missing[key][0]!r})", file=str(path), column=key)
+        labels = sorted(rows["fold"].unique().to_list())
+        if len(labels) > most("Folds"):
+            raise DataError(f"the fold file has {len(labels)} folds for {df.height} training rows; at most {most('Folds')} "
+                            "(docs: Limits): each fold is a fit of every model and seed", file=str(path), column="fold")
         for col in ("patient_id", "lesion_id"):  # one patient's or lesion's images in one fold, or the folds leak
             split = (rows.filter(pl.col(col).is_not_null()).group_by(col).agg(pl.col("fold").unique().sort())
                      .filter(pl.col("fold").list.len() > 1).sort(col))
@@ -159,7 +161,6 @@ class FoldPlan:
                 raise DataError(f"the fold file splits {col} {split[col][0]!r} across folds {split['fold'][0].to_list()} "
                                 f"({split.height} {col}s split): a paired CV needs each {col} in one fold",
                                 file=str(path), column=key)
-        labels = sorted(rows["fold"].unique().to_list())
         if len(labels) < 2:
             raise DataError(f"the fold file puts every training row in fold {labels[0]}: cross-validation needs "
                             "at least 2 folds", file=str(path), column="fold")
@@ -237,14 +238,37 @@ class FoldPlan:
         return a.equals(b)
 
 
+#: the row number of each fold-file row as the user finds it: a CSV's editor line (header = 1), a parquet row from 1
+_ROW = "__row"
+
+
 def _read_fold_file(path: Path) -> pl.DataFrame:
+    """The rows of a fold file (a CSV's cells as text) with their row numbers (``_ROW``)."""
     if not path.is_file():
         raise DataError("no such fold file", file=str(path))
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() == ".parquet":
-            return pl.read_parquet(path)
-        if path.suffix.lower() == ".csv":
-            return pl.read_csv(path, infer_schema_length=None, schema_overrides={c: pl.String for c in FOLD_KEYS})
+        if suffix == ".parquet":
+            df, first = pl.read_parquet(path), 1
+        elif suffix == ".csv":
+            df, first = pl.read_csv(path, infer_schema=False), 2
+        else:
+            raise DataError("a fold file is a .csv or .parquet file", file=str(path))
     except (pl.exceptions.PolarsError, OSError) as e:
         raise DataError(f"cannot read fold file: {e}", file=str(path)) from None
-    raise DataError("a fold file is a .csv or .parquet file", file=str(path))
+    if df.height == 0:
+        raise DataError("the fold file has a header but no rows", file=str(path))
+    return df.with_row_index(_ROW, offset=first)
+
+
+def _fold_numbers(src: pl.DataFrame, key: str, path: Path) -> pl.DataFrame:
+    """(key as text, fold as an integer); a blank or non-integer fold is a DataError naming its row."""
+    text = pl.col("fold").cast(pl.String).str.strip_chars()
+    number = text.cast(pl.Float64, strict=False)
+    src = src.with_columns(text.alias("text"), number.alias("number"))
+    bad = src.filter(pl.col("number").is_null() | (pl.col("number") != pl.col("number").round()) | pl.col("number").is_infinite())
+    if bad.height:
+        row = bad.row(0, named=True)
+        what = "no fold (a blank cell)" if not row["text"] else f"fold {row['text']!r} is not a whole number"
+        raise DataError(f"{key} {row[key]!r}: {what}", file=str(path), row=row[_ROW], column="fold")
+    return src.select(pl.col(key).cast(pl.String), pl.col("number").cast(pl.Int64).alias("fold"))

@@ -5,7 +5,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from dermstack.atomic import write_json
-from dermstack.errors import DataError
+from dermstack.errors import SHOWN, DataError, clip
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class IngestReport:
     notes: list[str] = field(default_factory=list)
 
     def skip(self, reason: str, file: str, row: int | None = None, column: str | None = None, id: str | None = None) -> None:
-        """Record a skipped row; raise instead when strict."""
+        """Record a skipped row; raise instead when strict. Values from the data are clipped (:func:`clip`)."""
+        reason, id = clip(reason, 2 * SHOWN), clip(id)
         if self.strict:
             raise DataError(reason + (f" [{id}]" if id else "") + " (--strict)", file, row, column)
         self.skipped.append(Skip(str(file), row, column, reason, id))
@@ -49,18 +50,21 @@ class IngestReport:
 
     def missing_image(self, id: str, file: str, row: int | None = None) -> None:
         """A labelled case whose image could not be found (kept as metadata-only unless strict)."""
+        id = clip(id)
         if self.strict:
             raise DataError(f"image for {id} not found (--strict)", file, row)
         self.missing_images.append(id)
 
     def nulled(self, file: str, column: str, reason: str, rows: list[int], ids: list[str | None], values: list) -> None:
         """Values read as missing because they cannot be right (out of range, not finite); raise when strict."""
+        values, ids = [clip(v) for v in values], [clip(i) for i in ids]
         if self.strict:
             raise DataError(f"{values[0]!r} is {reason}" + (f" [{ids[0]}]" if ids[0] else "") + " (--strict)", file, rows[0], column)
         shown = ", ".join(f"{i or '?'} (row {r}: {v!r})" for i, r, v in list(zip(ids, rows, values))[:5])
         self.note(f"{column}: {len(rows)} value(s) {reason} read as missing in {file}, e.g. {shown}")
 
     def note(self, message: str) -> None:
+        message = clip(message, 5 * SHOWN)
         self.notes.append(message)
         log.info("%s", message)
 

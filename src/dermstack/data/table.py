@@ -54,10 +54,20 @@ ADMIN_COLUMNS = {
 VIEW_PREFIX = "image_ref_"
 
 
-def image_views(df: pl.DataFrame) -> dict[str, str]:
+#: a view's name becomes part of an embedding's key, an HDF5 group and feature names: a plain word
+VIEW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+
+
+def image_views(df: pl.DataFrame, source: str | None = None) -> dict[str, str]:
     """View -> image column of every image of a row: ``""`` -> ``image_ref``, then ``<view>`` ->
-    ``image_ref_<view>`` for each further image column."""
+    ``image_ref_<view>`` for each further image column. A view name that is not a plain word (empty,
+    as in a column ``image_ref_``, or with ``/``, ``.`` ...) is a DataError naming the column."""
     extra = {c[len(VIEW_PREFIX):]: c for c in df.columns if c.startswith(VIEW_PREFIX) and df.schema[c] == pl.String}
+    for view, column in extra.items():
+        if not VIEW_NAME.fullmatch(view):
+            raise DataError(f"an image column names its view after {VIEW_PREFIX!r} (image_ref_clinical: the clinical "
+                            f"close-up); {view!r} is not a view name (letters, digits, _ and -, at most 40): rename "
+                            "or drop the column", file=source, column=column)
     return {"": "image_ref", **extra}
 
 
@@ -170,6 +180,7 @@ class LesionTable:
         absent = [c for c in self.meta.feature_columns + self.meta.categorical_columns if c not in df.columns]
         if absent:
             raise DataError(f"feature columns not in the table: {absent}")
+        image_views(df, self.meta.source or None)
 
     # -- io ---------------------------------------------------------------------
     def write(self, path: str | Path) -> Path:

@@ -1,15 +1,15 @@
-"""dermstack.ensembles: a fine-tuned CNN per fold, stacking, predictions on new data, submissions.
+"""dermstack.ensembles: ensemble methods and level-2 learners over saved models' OOF scores.
 
-Public API (import from the submodules; this package imports nothing heavy)::
+Every ensemble is a saved model evaluated by nested CV on the run's FoldPlan; the methods register
+themselves in :mod:`dermstack.registry` (:mod:`~dermstack.ensembles.methods`). Public API (import
+from the submodules; this package imports nothing heavy)::
 
-    cnn.cross_validate_cnn(table, task, plan, model, out_dir=None) -> ModelResult
-    cnn.predict_cnn_saved(model_dir, table) -> np.ndarray
-    stacking.nested_cnn_views(table, task, plan, model, out_dir=None) -> CNNViews
-    stacking.cross_validate_stacked(features, table, task, plan, booster, views, out_dir=None) -> ModelResult
     weighted.weighted_mean(outs, task, plan, weights=None, out_dir=None) -> ModelResult
-    stacking.stack_models(outs, task, plan, method="stack"|"rank", out_dir=None) -> ModelResult
+    stacking.stack_models(outs, task, plan, method="stack"|"greedy"|"rank", out_dir=None) -> ModelResult
     stacking.comparison(results, task) -> pl.DataFrame
-    predict.predict_run(run_dir, data) -> pl.DataFrame
-    submission.write_submission(test_predictions, format, out, sample=None, ids=None, classes=None, model=None)
-    submission.validate_submission(path, sample_or_ids, format) -> list[Problem]
+    select.select_ensemble(outs, task, plan, out_dir) -> ModelResult     # method = "auto"
+    level2.make_learner(method, task_kind, names) -> Level2
+    explain: how each method's step composes its members' SHAP (the final-model explanation)
+
+The CNN is :mod:`dermstack.cnn`; predictions on new data and submissions are :mod:`dermstack.outputs`.
 """

@@ -1,139 +1,28 @@
-"""Stacking, both evaluated on the run's FoldPlan.
-
-1. **CNN scores as a booster feature group** (``cnn``) without leakage. Plain OOF CNN scores are not
-   enough: the training rows of booster k (folds j != k) would carry scores of CNN_j, which was
-   trained on fold k, the rows booster k is evaluated on. Instead, for each pair of folds {j, k} a
-   CNN is trained without both (``pair models``). The view of booster k is:
-
-   - a training row in fold j: the pair model {j, k};
-   - a validation row in fold k: the mean of the pair models {j, k} over j != k;
-   - a test row: the mean of every pair model (the same for all views).
-
-   So nothing booster k sees was trained on fold k, on the row itself, or selected with fold k's
-   labels (pair models train the fixed schedule, no early stopping). K(K-1)/2 extra CNNs (10 for 5
-   folds). Patient-relative versions (z-score and rank of the score within the patient) are
-   computed inside each view, where a patient's rows all come from one source.
-2. **Level-2 learner** on the OOF scores of all base models (:mod:`dermstack.ensembles.level2`),
-   evaluated by nested cross-validation: the learner of fold k is fitted (and its own
-   hyper-parameters chosen) on the other folds' OOF rows only.
+"""Level-2 learners on the OOF scores of all base models (:mod:`dermstack.ensembles.level2`),
+evaluated by nested cross-validation: the learner of fold k is fitted (and its own
+hyper-parameters chosen) on the other folds' OOF rows only.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from dermstack.atomic import write_json
-from dermstack.boosting.cv import cross_validate
-from dermstack.config import ModelConfig
 from dermstack.crossfit import apply_by_fold, check_plan, check_same_plan, fit_other_folds, fold_metrics
 from dermstack.data.folds import FoldPlan
-from dermstack.data.table import LesionTable
-from dermstack.ensembles.cnn import CNNConfig, CNNTrainer, image_refs, save_net, training_frame
-from dermstack.ensembles.cnnfeature import CNNViews, cnn_feature_frame, patient_key
 from dermstack.ensembles.level2 import Level2, make_learner
 from dermstack.errors import DataError
-from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.saved import Inputs, SavedModel, model_spec, write_model
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
 
-#: fit_score(train_rows, [rows_a, rows_b, ...]) -> [scores_a, scores_b, ...], rows index training rows
-#: 0..n-1 then test rows n..n+n_test-1; scores (len(rows), C).
-FitScore = Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]]
 
-
-# -- 1. nested CNN scores -------------------------------------------------------------------------
-def nested_scores(fit_score: FitScore, fold_of: np.ndarray, n_splits: int, n_test: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """(views (K, n, C), test (n_test, C)) from one model per pair of folds, as described above."""
-    n = len(fold_of)
-    views = np.full((n_splits, n, n_out), np.nan)
-    valid_sum = np.zeros((n, n_out))
-    test_sum = np.zeros((n_test, n_out))
-    rows_of = [np.flatnonzero(fold_of == k) for k in range(n_splits)]
-    test_rows = np.arange(n, n + n_test)
-    pairs = [(j, k) for j in range(n_splits) for k in range(j + 1, n_splits)]
-    for j, k in pairs:
-        train = np.flatnonzero((fold_of != j) & (fold_of != k))
-        sj, sk, st = fit_score(train, [rows_of[j], rows_of[k], test_rows])
-        views[k, rows_of[j]] = np.reshape(sj, (-1, n_out))
-        views[j, rows_of[k]] = np.reshape(sk, (-1, n_out))
-        valid_sum[rows_of[j]] += np.reshape(sj, (-1, n_out))
-        valid_sum[rows_of[k]] += np.reshape(sk, (-1, n_out))
-        test_sum += np.reshape(st, (-1, n_out))
-    for k in range(n_splits):
-        views[k, rows_of[k]] = valid_sum[rows_of[k]] / (n_splits - 1)
-    return views, test_sum / len(pairs)
-
-
-def nested_cnn_views(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
-                     out_dir: Path | None = None, progress: bool = True) -> CNNViews:
-    """Train the pair CNNs of ``model`` (every seed) and return the booster views; the pair
-    checkpoints go to ``out_dir/<name>/nested/`` (``predict`` scores new rows with all of them)."""
-    cfg, name = CNNConfig.from_model(model), model.label
-    train_df, test_df = training_frame(table, task), table.test
-    trainer = CNNTrainer(cfg, task.kind, task.n_outputs, image_refs(train_df) + image_refs(test_df), progress)
-    fold_of = plan.fold_of(task.image_ids)
-    check_plan(plan, task)
-    ndir = Path(out_dir) / name / "nested" if out_dir else None
-    if ndir:
-        ndir.mkdir(parents=True, exist_ok=True)
-    acc = []
-    for seed in model.seeds:
-        count = [0]
-
-        def fit_score(train: np.ndarray, score_sets: list[np.ndarray], seed=seed, count=count) -> list[np.ndarray]:
-            count[0] += 1
-            fm = trainer.fit(train, task.y[train], None, None, seed * 1000 + 100 + count[0], desc=f"{name} pair {count[0]}")
-            if ndir:
-                left = sorted(set(range(plan.n_splits)) - set(np.unique(fold_of[train]).tolist()))
-                save_net(fm.net, ndir / f"without{left[0]}-{left[1]}_seed{seed}.safetensors")
-            return [trainer.score(fm.net, rows) for rows in score_sets]
-
-        acc.append(nested_scores(fit_score, fold_of, plan.n_splits, test_df.height, task.n_outputs))
-    views = CNNViews(name, list(task.classes), list(task.image_ids), np.mean([a[0] for a in acc], axis=0),
-                     test_df["image_id"].to_list(), np.mean([a[1] for a in acc], axis=0))
-    if ndir:
-        views.write(ndir / "views.parquet")
-        write_json(ndir / "nested.json", {"name": name, "arch": trainer.template.arch, "task": task.kind,
-                                          "classes": list(task.classes), "n_splits": plan.n_splits, "seeds": list(model.seeds)})
-    return views
-
-
-def _with_cnn(features: FeatureSet, views: CNNViews, view: int, patients: pl.DataFrame) -> FeatureSet:
-    return features.add(cnn_feature_frame(views, view, patients), "cnn")
-
-
-def _groups_with_cnn(model: ModelConfig) -> list[str] | None:
-    if model.features is None:
-        return None
-    return list(model.features) + ([] if "cnn" in model.features else ["cnn"])
-
-
-def cross_validate_stacked(features: FeatureSet, table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
-                           views: CNNViews, out_dir: Path | None = None) -> ModelResult:
-    """Booster ``model`` with the ``cnn`` feature group: fold k trains and is evaluated on view k only.
-
-    Named ``<booster>+<cnn>``; native model files etc. in ``out_dir/<name>/`` (boosting's layout,
-    ``needs.cnn_views`` naming the CNN), the test rows carry the mean of every pair CNN (what
-    ``predict`` computes for new rows)."""
-    if views.image_ids != list(task.image_ids):
-        raise DataError(f"CNN views {views.name!r} were computed for other training rows than this task's")
-    patients = patient_key(table)
-    first = _with_cnn(features, views, 0, patients)
-    cfg = dataclasses.replace(model, name=f"{model.label}+{views.name}", features=_groups_with_cnn(model))
-    return cross_validate(first, task, plan, cfg, out_dir, needs={"cnn_views": views.name},
-                          fold_features=lambda k: first if k == 0 else _with_cnn(features, views, k, patients))
-
-
-# -- 2. level-2 learner ---------------------------------------------------------------------------
+# -- level-2 learner ------------------------------------------------------------------------------
 def score_tensor(preds: list[Predictions], names: list[str], ids: list[str], classes: list[str], source: str) -> np.ndarray:
     """(n, M, C) seed/fold-averaged scores of models ``names`` for rows ``ids``; a missing score is a DataError."""
     return np.stack([np.reshape(p.matrix(ids, classes, source=f"model {n!r} {source}"), (len(ids), len(classes)))

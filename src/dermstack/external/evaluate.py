@@ -40,7 +40,7 @@ from dermstack.external.figures import (
 )
 from dermstack.external.inputs import map_vocabulary, missing_features
 from dermstack.external.labels import MappedLabels, label_frame, map_labels
-from dermstack.rundir import claim_dir, enclosing_run
+from dermstack.rundir import claim_dir, enclosing_run_dir
 from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def read_external(data, fmt: str | None, cfg: RunConfig, strict: bool = False) -
 def evaluation_folder(out: str | Path) -> Path:
     """``out`` claimed for the evaluation's files: never a folder holding files dermstack did not
     write, never inside a run directory (whose files its stage records list)."""
-    run = enclosing_run(out)
+    run = enclosing_run_dir(out)
     if run is not None:
         raise DermstackError(f"{out}: inside the run directory {run}; give --out a folder outside it "
                              f"(e.g. {run.parent / (run.name + '-evaluation')})")
@@ -134,8 +134,8 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
                  n_boot: int = N_BOOT, seed: int = SEED) -> dict:
     """Score ``data`` (labelled) with the run's saved models and measure them there (the module
     docstring); returns ``evaluation.json`` as a dict. ``out`` receives the files."""
-    from dermstack.ensembles.predict import as_run_rows, embed_rows, score_rows
     from dermstack.external.page import write_page
+    from dermstack.outputs.predict import as_run_rows, embed_rows, score_rows
     from dermstack.reports.rundata import RunData
 
     t0 = time.perf_counter()

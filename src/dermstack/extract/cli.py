@@ -5,6 +5,9 @@ from pathlib import Path
 
 import click
 
+from dermstack.atomic import out_file
+from dermstack.config.limits import option
+
 
 def _weights(pairs: tuple[str, ...]) -> dict[str, str]:
     out = {}
@@ -25,13 +28,14 @@ def extract() -> None:
 @click.argument("lesions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--backbone", "backbones", multiple=True, default=["efficientnet_lite0"], show_default=True,
               help="timm model name (repeat for several).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="EmbeddingStore (.h5) to write or resume.")
-@click.option("--image-size", type=click.IntRange(min=8), default=None, help="Input side in pixels (default: the model's own).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per forward pass (default: 8 on CPU, 64 on a GPU).")
-@click.option("--streams", type=click.IntRange(min=1), default=None,
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=out_file,
+              help="EmbeddingStore (.h5) to write or resume.")
+@click.option("--image-size", type=option("ImageSide", 8), default=None, help="Input side in pixels (default: the model's own).")
+@click.option("--batch-size", type=option("Batch"), default=None, help="Images per forward pass (default: 8 on CPU, 64 on a GPU).")
+@click.option("--streams", type=option("Threads"), default=None,
               help="Model replicas running side by side in threads (default: one per core up to 4 on CPU, 1 on a GPU).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads per stream on CPU (default: cores / streams).")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
+@click.option("--threads", type=option("Threads"), default=None, help="torch threads per stream on CPU (default: cores / streams).")
+@click.option("--workers", type=option("Processes", 0), default=None,
               help="DataLoader processes decoding images (default: 0 on CPU, where the streams decode, else up to 8).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] | mps")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
@@ -40,7 +44,7 @@ def extract() -> None:
 @click.option("--shard", default=None, metavar="I/N", help="Embed every N-th image starting at the I-th (0-based).")
 @click.option("--strict", is_flag=True, help="Stop at the first missing or corrupt image instead of recording it.")
 @click.option("--retry-failed", is_flag=True, help="Try again the images an earlier run recorded as failed.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None, callback=out_file,
               help="JSON report (default: OUT with .report.json).")
 def run_command(lesions: Path, backbones: tuple[str, ...], out: Path, image_size: int | None, batch_size: int | None,
                 streams: int | None, threads: int | None, workers: int | None, device: str, precision: str, tta: tuple[str, ...],

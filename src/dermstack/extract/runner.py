@@ -15,6 +15,7 @@ import torch
 
 from dermstack import __version__
 from dermstack.atomic import write_json
+from dermstack.config.limits import check_memory, image_batch_bytes
 from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, all_or_none, barrier, process_group, torchrun_world
 from dermstack.errors import ConfigError, DataError
@@ -145,10 +146,12 @@ def rank_path(out: Path, shard: tuple[int, int]) -> Path:
 
 
 def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path, settings: ExtractSettings | None = None,
-                       shard: tuple[int, int] | None = None, strict: bool = False) -> ExtractReport:
+                       shard: tuple[int, int] | None = None, strict: bool = False, damaged_hint: str | None = None) -> ExtractReport:
     """Embed every image of ``table`` (every n-th from the i-th with ``shard=(i, n)``) with each backbone
     into the EmbeddingStore ``out``. Resumes where an earlier run stopped; bad images are recorded
-    (``strict=True`` raises instead). Under torchrun each rank takes its shard and rank 0 merges."""
+    (``strict=True`` raises instead). Under torchrun each rank takes its shard and rank 0 merges.
+    ``damaged_hint``: what to do about an ``out`` that is not a store dermstack can append to (the
+    caller's words: a run names its stage)."""
     settings = settings or ExtractSettings()
     out = Path(out)
     if len(table) == 0:
@@ -158,7 +161,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     world = torchrun_world() if shard is None else None
     if world is not None:
         shard = (world.rank, world.size)
-    path = writable_store(rank_path(out, shard) if world else out)
+    path = writable_store(rank_path(out, shard) if world else out, damaged_hint)
     views = view_images(table, shard)
     every = view_images(table)
     job = {"images": hashlib.sha256(json.dumps([[v.view, v.ids, v.refs] for v in every]).encode()).hexdigest()[:16],
@@ -173,6 +176,10 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     def embed_all() -> None:
         for name in backbones:
             bb = create_backbone(name, settings.weights.get(name), settings.image_size)
+            side = max(bb.image_size)
+            check_memory(image_batch_bytes(par.batch_size, side, par.streams),
+                         f"[extract] batch_size = {par.batch_size}, image_size = {side}, streams = {par.streams}",
+                         f"embedding with {name}", device)
             for v in views:
                 report.backbones.append(_extract_one(bb, v.key(name), v.ids, v.refs, path, settings, device, precision,
                                                      par, shard_text, strict))

@@ -228,10 +228,11 @@ class GroupWriter:
         self.f.flush()
 
 
-def writable_store(path: str | Path) -> Path:
+def writable_store(path: str | Path, hint: str | None = None) -> Path:
     """The file an extraction appends to: a new one, or an EmbeddingStore dermstack wrote (a link is
     followed; a FIFO or device refused, :func:`dermstack.atomic.writable_target`). Any other file,
-    HDF5 or not, is a DataError: appending would change a file dermstack did not write."""
+    HDF5 or not, is a DataError ending in ``hint`` (default: the advice to ``extract run``):
+    appending would change a file dermstack did not write."""
     path = writable_target(path)
     if not path.exists():
         return path
@@ -240,10 +241,11 @@ def writable_store(path: str | Path) -> Path:
             foreign = [k for k in f if f[k].attrs.get("kind") != KIND]
     except OSError as e:
         raise DataError(f"exists and cannot be read as an HDF5 EmbeddingStore ({e}); extraction appends only to its own "
-                        "store: give another --out (a store a kill damaged: remove it to start over)", file=str(path)) from None
+                        f"store: {hint or 'give another --out (a store a kill damaged: remove it to start over)'}",
+                        file=str(path)) from None
     if foreign:
         raise DataError(f"an HDF5 file with entries dermstack did not write ({', '.join(foreign[:5])}); extraction "
-                        "appends only to its own store: give another --out", file=str(path))
+                        f"appends only to its own store: {hint or 'give another --out'}", file=str(path))
     return path
 
 

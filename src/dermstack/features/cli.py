@@ -7,6 +7,7 @@ import click
 
 from dermstack.atomic import parquet_out
 from dermstack.config import SEGMENTATION_MODES, FeaturesConfig
+from dermstack.config.limits import option
 
 _DEFAULTS = FeaturesConfig()
 
@@ -35,8 +36,8 @@ def features() -> None:
               help="auto: the given mask, else an automatic one; mask: given masks only; automatic: always automatic.")
 @click.option("--missingness-leak-auc", type=click.FloatRange(0.5, 1), default=_DEFAULTS.missingness_leak_auc, show_default=True,
               help="Drop a metadata column whose blankness alone has this ROC-AUC for the label.")
-@click.option("--pca-components", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=_DEFAULTS.workers, show_default=True,
+@click.option("--pca-components", type=option("Components"), default=32, show_default=True)
+@click.option("--workers", type=option("Processes", 0), default=_DEFAULTS.workers, show_default=True,
               help="Processes for the image features.")
 @click.option("--fitted", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A features.transform.npz to apply instead of fitting on LESIONS' training rows (features of new data).")

@@ -94,9 +94,13 @@ def pca_features(embeddings: dict[str, np.ndarray], image_ids: list[str], is_tra
                 raise DataError(f"{prefix}: fewer than two training rows with a finite embedding to fit the PCA on")
             k = int(min(n_components, x.shape[1], fit_rows.sum()))
             fit = PCA(n_components=k, random_state=seed, svd_solver="auto").fit(x[fit_rows])
-            pca = params[prefix] = PCAParams(fit.mean_.astype(np.float64), fit.components_.astype(np.float64))
+            pca = params[prefix] = PCAParams(fit.mean_.astype(np.float64), fit.components_.astype(np.float64),
+                                             n_components if k < n_components else None)
             info[prefix] = {"dim": int(x.shape[1]), "components": k,
                             "explained_variance": round(float(fit.explained_variance_ratio_.sum()), 4)}
+            if k < n_components:
+                info[prefix] |= {"requested": n_components, "capped_by": cap_reason(x.shape[1], int(fit_rows.sum()))}
+                log.warning("%s: pca_components = %d capped at %d, %s", prefix, n_components, k, info[prefix]["capped_by"])
         k = pca.components.shape[0]
         z = np.full((len(x), k), np.nan, dtype=np.float32)
         z[ok] = pca.apply(x[ok])
@@ -107,6 +111,11 @@ def pca_features(embeddings: dict[str, np.ndarray], image_ids: list[str], is_tra
             log.warning("%s: %d rows have non-finite embeddings; their PCA features are null", prefix, int((~ok).sum()))
     frame = pl.DataFrame({"image_id": image_ids, **columns}).fill_nan(None)
     return frame, info, params
+
+
+def cap_reason(dims: int, rows: int) -> str:
+    """Why a PCA keeps fewer components than asked: the embedding's dimensions or the training rows."""
+    return f"the embedding's {dims} dimensions" if dims <= rows else f"the {rows} training rows with an embedding"
 
 
 def usable_views(embeddings: dict[str, np.ndarray], keys: list[str], is_train: np.ndarray,

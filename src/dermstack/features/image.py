@@ -171,14 +171,20 @@ class ImageJob:
 class ImageResult:
     image_id: str
     features: dict[str, float] | None
-    status: str  # ok | empty_mask | no_image | unreadable
+    status: str  # ok | empty_mask | no_image | unreadable | mask_mismatch
     auto_mask: bool = False
     message: str = ""
 
 
+#: a given mask may be saved at another resolution than its image, not with another shape
+MASK_ASPECT_TOLERANCE = 0.02
+
+
 def load_pair(image_ref: str, mask_ref: str | None, auto: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The RGB image (at most MAX_SIDE) and its mask: the given one resized to it, or an automatic one."""
+    """The RGB image (at most MAX_SIDE) and its mask: the given one resized to it, or an automatic one.
+    A given mask whose shape is not its image's (a transposed one, say) is a DataError on ``mask_ref``."""
     img = load_image(image_ref)
+    width, height = img.size
     scale = MAX_SIDE / max(img.size)
     if scale < 1:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
@@ -186,6 +192,10 @@ def load_pair(image_ref: str, mask_ref: str | None, auto: bool) -> tuple[np.ndar
     if auto:
         return rgb, auto_segment(rgb)
     mask = load_mask(mask_ref)
+    if abs(mask.shape[1] / mask.shape[0] - width / height) > MASK_ASPECT_TOLERANCE * width / height:
+        raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]} pixels, its image {width}x{height}"
+                        + (" (transposed)" if mask.shape == (width, height) else "") + ": not used",
+                        file=mask_ref, column="mask_ref")
     if mask.shape != rgb.shape[:2]:
         mask = np.asarray(Image.fromarray(mask).resize((rgb.shape[1], rgb.shape[0]), Image.NEAREST))
     return rgb, mask
@@ -198,7 +208,7 @@ def measure_image(job: ImageJob) -> ImageResult:
     try:
         rgb, mask = load_pair(job.image_ref, job.mask_ref, auto)
     except DataError as e:
-        return ImageResult(job.image_id, None, "unreadable", auto, str(e))
+        return ImageResult(job.image_id, None, "mask_mismatch" if e.column == "mask_ref" else "unreadable", auto, str(e))
     feats = lesion_features(rgb, mask)
     return ImageResult(job.image_id, feats, "ok" if feats else "empty_mask", auto)
 
@@ -233,15 +243,15 @@ def run_jobs(jobs: list[ImageJob], workers: int) -> Iterable[ImageResult]:
 def image_features(df: pl.DataFrame, segmentation: str = "auto", workers: int = 2) -> tuple[pl.DataFrame, dict]:
     """``image_id`` + ``img_*`` features for each row of ``df`` (image_id, image_ref, mask_ref).
 
-    Returns (frame, info); info counts automatic masks and lists empty masks, rows without an image
-    and unreadable images (their features are null)."""
+    Returns (frame, info); info counts automatic masks and lists empty masks, rows without an image,
+    unreadable images and masks whose shape is not their image's (their features are null)."""
     jobs = jobs_for(df, segmentation)
     results = list(run_jobs(jobs, workers))
     table = {f: [r.features[f] if r.features else None for r in results] for f in FEATURES}
     frame = pl.DataFrame({"image_id": [r.image_id for r in results], **table},
                          schema={"image_id": pl.String, **{f: pl.Float64 for f in FEATURES}})
     info: dict = {"images": len(results), "auto_segmented": sum(r.auto_mask for r in results if r.status != "no_image")}
-    for status in ("empty_mask", "no_image", "unreadable"):
+    for status in ("empty_mask", "no_image", "unreadable", "mask_mismatch"):
         bad = [r for r in results if r.status == status]
         if bad:
             info[status] = [r.image_id for r in bad]

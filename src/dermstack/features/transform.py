@@ -17,10 +17,12 @@ from dermstack.errors import DataError, reading
 
 @dataclass(frozen=True)
 class PCAParams:
-    """``z = (x - mean) @ components.T`` (sklearn's PCA.transform without whitening)."""
+    """``z = (x - mean) @ components.T`` (sklearn's PCA.transform without whitening). ``requested``:
+    the ``pca_components`` asked for, when more than the k the training rows and dimensions allow."""
 
     mean: np.ndarray  # (D,)
     components: np.ndarray  # (k, D)
+    requested: int | None = None
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         if x.shape[1] != self.mean.shape[0]:
@@ -46,6 +48,8 @@ class FeatureTransform:
         for prefix, p in self.pca.items():
             arrays[f"pca/{prefix}/mean"] = p.mean
             arrays[f"pca/{prefix}/components"] = p.components
+            if p.requested is not None:
+                arrays[f"pca/{prefix}/requested"] = np.array(p.requested)
         path = Path(path)
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
@@ -58,4 +62,6 @@ class FeatureTransform:
         with reading(path, "fitted feature transform"), np.load(path, allow_pickle=False) as z:
             prefixes = sorted({k.split("/")[1] for k in z.files if k.startswith("pca/")})
             return cls([str(c) for c in z["dropped"]],
-                       {p: PCAParams(z[f"pca/{p}/mean"], z[f"pca/{p}/components"]) for p in prefixes})
+                       {p: PCAParams(z[f"pca/{p}/mean"], z[f"pca/{p}/components"],
+                                     int(z[f"pca/{p}/requested"]) if f"pca/{p}/requested" in z.files else None)
+                        for p in prefixes})

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from dermstack.linear.cv import cross_validate_linear
+from dermstack.linear.explain import explain_design_model
 from dermstack.linear.probe import LinearParams, SavedLinear
 from dermstack.registry import FitInputs, ModelKind, register
-from dermstack.reports.linear import explain_design_model
 
 #: training rows up to which the default model set includes the linear probe (cheap and strong on few rows)
 LINEAR_PROBE_MAX_ROWS = 12_000

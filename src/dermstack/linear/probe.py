@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from annotated_types import Ge, Gt
+from annotated_types import Gt
 from pydantic import BeforeValidator, Strict
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -39,8 +39,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
+from dermstack.config.limits import Folds, Iterations, Threads, ThreadsOrAuto, most
 from dermstack.config.problems import fail, schema
-from dermstack.config.types import NonNegInt, PosInt, one_of
+from dermstack.config.types import one_of
 from dermstack.errors import ConfigError, DataError
 from dermstack.linear.design import Design, Rows, load_design_model, read_rows, save_design_model
 from dermstack.saved import Inputs, SavedModel
@@ -61,6 +62,8 @@ def _c_grid(value: object) -> tuple[float, ...]:
     grid = list(value) if isinstance(value, (list, tuple)) else [value]
     if not grid or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in grid):
         raise fail("must be a positive number or a non-empty list of them")
+    if len(grid) > most("Grid"):
+        raise fail(f"at most {most('Grid')} values in a grid (docs: Limits): each value is a fit per inner fold")
     return tuple(sorted(float(c) for c in grid))
 
 
@@ -71,13 +74,13 @@ class LinearParams:
     ``threads``, ``jobs``."""
 
     C: Annotated[tuple[float, ...], BeforeValidator(_c_grid)] = DEFAULT_C
-    inner_splits: Annotated[int, Strict(), Ge(2)] = 5
-    max_iter: PosInt = 1000
+    inner_splits: Folds = 5
+    max_iter: Iterations = 1000
     tol: Annotated[float, Strict(), Gt(0)] = 1e-4
     class_weight: one_of("class_weight", ("none", "balanced")) = "none"
-    threads: PosInt = 1
+    threads: Threads = 1
     #: inner-CV fits run side by side; 0: one per CPU core
-    jobs: NonNegInt = 0
+    jobs: ThreadsOrAuto = 0
 
     @classmethod
     def from_dict(cls, raw: dict | None, where: str = "[[models]] logistic") -> LinearParams:

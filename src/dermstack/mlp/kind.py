@@ -3,10 +3,10 @@ cross-validated like the linear probe on each fold's Design of full embeddings a
 from __future__ import annotations
 
 from dermstack.linear.cv import cross_validate_design
+from dermstack.linear.explain import explain_design_model
 from dermstack.linear.probe import SavedLinear
 from dermstack.mlp.net import FittedMLP, MLPParams, fit_mlp
 from dermstack.registry import FitInputs, ModelKind, register
-from dermstack.reports.linear import explain_design_model
 
 KIND = "mlp"
 
@@ -28,4 +28,5 @@ class SavedMLP(SavedLinear):
 register(ModelKind(
     KIND, "an MLP (one or two hidden layers, dropout) on the standardised full embeddings plus table features, "
     "class-weighted, early-stopped on an inner grouped split", MLPParams, _cross_validate, SavedMLP,
-    explain_design_model, reads=("ingest", "folds", "features", "extract"), config_keys=("extract.backbones",)))
+    explain_design_model, reads=("ingest", "folds", "features", "extract"), config_keys=("extract.backbones",),
+    smoke={"params": {"hidden": [8], "epochs": 5, "inner_splits": 2}}))

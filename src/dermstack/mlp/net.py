@@ -21,8 +21,9 @@ from annotated_types import Ge, Gt, Lt, MaxLen, MinLen
 from pydantic import Strict
 from torch import nn
 
+from dermstack.config.limits import Batch, Epochs, Folds, Hidden, Resamples, Threads, check_memory
 from dermstack.config.problems import schema
-from dermstack.config.types import NonNegInt, PosInt, one_of
+from dermstack.config.types import NonNegInt, one_of
 from dermstack.errors import reading
 from dermstack.linear.design import Design, load_design_model, save_design_model
 from dermstack.linear.probe import inner_splits
@@ -38,17 +39,17 @@ class MLPParams:
     rows weigh as much in the loss) or none; ``patience``: epochs without a better inner-validation
     loss before stopping; ``permutations``: sampled orderings per row for the contributions."""
 
-    hidden: Annotated[list[Annotated[int, Strict(), Ge(1)]], MinLen(1), MaxLen(2)] = (256,)
+    hidden: Annotated[list[Hidden], MinLen(1), MaxLen(2)] = (256,)
     dropout: Annotated[float, Strict(), Ge(0), Lt(1)] = 0.3
     lr: Annotated[float, Strict(), Gt(0)] = 1e-3
     weight_decay: Annotated[float, Strict(), Ge(0)] = 1e-4
-    epochs: PosInt = 100
-    batch_size: PosInt = 128
+    epochs: Epochs = 100
+    batch_size: Batch = 128
     patience: NonNegInt = 8
     class_weight: one_of("class_weight", ("none", "balanced")) = "balanced"
-    inner_splits: Annotated[int, Strict(), Ge(2)] = 5
-    permutations: PosInt = 16
-    threads: PosInt = 1
+    inner_splits: Folds = 5
+    permutations: Resamples = 16
+    threads: Threads = 1
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
@@ -156,6 +157,8 @@ def fit_mlp(design: Design, X: np.ndarray, y: np.ndarray, groups: np.ndarray, ki
     rng = np.random.default_rng(seed)
     splits = inner_splits(kind.stratum(y), groups, params.inner_splits, seed)
     tr, va = splits[0] if splits else (np.arange(len(y)), np.arange(0))
+    check_memory(mlp_bytes(X.shape, list(params.hidden), n_out, max(min(params.batch_size, len(tr)), len(va))),
+                 f"mlp params.hidden = {list(params.hidden)}", f"an MLP on {X.shape[1]} inputs")
     net = network(X.shape[1], list(params.hidden), n_out, params.dropout)
     loss_fn, target = _loss(kind, y[tr], n_out, params.class_weight)
     Xt = torch.tensor(X, dtype=torch.float32)
@@ -187,6 +190,15 @@ def fit_mlp(design: Design, X: np.ndarray, y: np.ndarray, groups: np.ndarray, ki
         pos = float(np.mean(y[tr] == 1))
         weights[-1] = weights[-1] - np.log((1 - pos) / max(pos, 1e-12))
     return FittedMLP(design, kind, weights, best_epoch, params.permutations, seed)
+
+
+def mlp_bytes(shape: tuple[int, int], hidden: list[int], n_out: int, rows: int) -> int:
+    """The least memory :func:`fit_mlp` takes: 32 bytes a parameter (weights, gradients, AdamW's two
+    moments, two float64 copies of the best state), three float32 copies of the activations of the
+    largest batch, and the float32 copy of the rows."""
+    widths = [shape[1], *hidden, n_out]
+    parameters = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    return 32 * parameters + 12 * rows * sum(hidden) + 4 * shape[0] * shape[1]
 
 
 def _squeeze(out: torch.Tensor, kind: TaskKind) -> torch.Tensor:

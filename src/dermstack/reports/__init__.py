@@ -1,4 +1,6 @@
-"""dermstack.reports: SHAP and subgroup-fairness reports of a finished run, as self-contained HTML.
+"""dermstack.reports: SHAP and subgroup-fairness reports of a finished run, as self-contained HTML,
+and ``dermstack compare``. The reports read the model kinds only through the registry (each kind's
+explainer); no model package imports this one.
 
 Public API::
 

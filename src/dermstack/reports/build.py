@@ -149,9 +149,13 @@ def _shap_sections(run: RunData, shaps: dict[str, ModelShap], settings: ReportSe
     groups_sec = Section("shap-groups", "SHAP by feature group")
     top_sec = Section("top-features", "Top features")
     dep_sec = Section("dependence", "Metadata dependence")
+    no_explainer = [paragraph(f"Model {name} (kind {kind}) has no explainer: no SHAP of its own; the final model's SHAP "
+                              f"takes it as one term, its score ('{name} (score)').", "warn")
+                    for name, kind in run.unexplained.items()]
     if not shaps:
-        msg = paragraph("No SHAP values: the run has no LightGBM/XGBoost/CatBoost model directories (or lacks folds/features).", "warn")
-        return [groups_sec.add(msg), top_sec.add(msg), dep_sec.add(msg)]
+        msg = paragraph("No SHAP values: the run has no model whose kind explains it feature by feature (booster, linear probe, "
+                        "MLP), or lacks folds/features.", "warn")
+        return [groups_sec.add(msg, *no_explainer), top_sec.add(msg), dep_sec.add(msg)]
     first = next(iter(shaps.values())).values
     n_pos = int(_positive_rows(run.task.kind, run.task.y).sum()) if run.task.kind.binary else None
     groups_sec.add(paragraph(
@@ -159,7 +163,7 @@ def _shap_sections(run: RunData, shaps: dict[str, ModelShap], settings: ReportSe
         + (f" (every positive of {n_pos}, plus negatives sampled per fold)" if len(first) < len(run.task.image_ids) and n_pos else "")
         + "; each row is explained by the boosters of its own fold (out-of-fold), averaged over seeds. "
           "Shares are of the mean |SHAP| in raw-score (log-odds) units."))
-    groups_sec.add(*[paragraph(f"The final model comes first. {m.caption}") for m in shaps.values() if m.caption])
+    groups_sec.add(*[paragraph(f"The final model comes first. {m.caption}") for m in shaps.values() if m.caption], *no_explainer)
     shares = pl.concat([m.shares for m in shaps.values()])
     groups_sec.add(figure(shap_plots.group_share_figure(shares), "Share of |SHAP| per feature group"),
                    table(shares.with_columns(pl.col("share").round(4))))

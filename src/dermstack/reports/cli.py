@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from dermstack.config.limits import option
+
 
 class ReportGroup(click.Group):
     """``report RUN_DIR ...`` runs the ``build`` subcommand; ``report explain ...`` (or ``build``) as named."""
@@ -26,7 +28,7 @@ def report() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report directory [default: RUN_DIR/report].")
 @click.option("--shap-sample", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Rows explained per model: all positives plus a fold-stratified sample of negatives (0: every row).")
-@click.option("--n-boot", type=click.IntRange(1, 100_000), default=200, show_default=True,
+@click.option("--n-boot", type=option("Resamples"), default=200, show_default=True,
               help="Bootstrap resamples for confidence intervals.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Threshold of the first confusion matrix.")
 @click.option("--specificity", type=click.FloatRange(0, 1), default=0.95, show_default=True,

@@ -26,6 +26,7 @@ import polars as pl
 from dermstack.atomic import read_json, write_json
 from dermstack.clinical import paired_bootstrap
 from dermstack.clinical_report import N_BOOT, SEED, bootstrap_units, format_ci
+from dermstack.config.limits import option
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError, reading
 from dermstack.metrics import PRIMARY_METRIC, ROC_AUC_METRIC
@@ -317,11 +318,37 @@ def _subgroup_frame(c: dict) -> pl.DataFrame:
                         infer_schema_length=None)
 
 
+#: what compare writes into its folder
+COMPARE_FILES = ("compare.json", "compare.html")
+
+
+def is_compare(folder: Path) -> bool:
+    """``folder`` holds a comparison dermstack wrote (its ``compare.json``); compare writes only its own
+    two file names, so files of the user's beside them stay."""
+    try:
+        result = read_json(folder / COMPARE_FILES[0])
+    except (OSError, DataError):
+        return False
+    return isinstance(result, dict) and {"reference", "comparisons", "primary_metric"} <= result.keys()
+
+
+def claim_compare_dir(out: str | Path) -> Path:
+    """``out`` ready for a comparison: never a folder of the user's files (:func:`dermstack.rundir.claim_dir`)
+    nor a place inside a run directory, which a rerun of that run would refuse or remove."""
+    from dermstack.rundir import claim_dir, enclosing_run_dir
+
+    run = enclosing_run_dir(out)
+    if run is not None:
+        raise DataError(f"inside the run directory {run}: a comparison is not part of any one run (a rerun would "
+                        "refuse or remove it); give a folder outside every run directory", file=str(out))
+    return claim_dir(out, "compare folder", marker=is_compare)
+
+
 def write_compare(result: dict, out: str | Path) -> Path:
-    """``compare.json`` and the self-contained ``compare.html`` (summary first) in ``out``."""
-    out = Path(out)
+    """``compare.json`` and the self-contained ``compare.html`` (summary first) in ``out`` (:func:`claim_compare_dir`)."""
+    out = claim_compare_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "compare.json", result)
+    write_json(out / COMPARE_FILES[0], result)
     ref, primary = result["reference"]["label"], result["primary_metric"]
     positives = f" ({result['n_positive']} positives)" if result["n_positive"] is not None else ""
     if "folds" in result:
@@ -350,7 +377,7 @@ def write_compare(result: dict, out: str | Path) -> Path:
                     table(sub, row_class="small"))
         sections.append(sec)
     subtitle = f"{result['task']} · reference {ref} · " + ", ".join(c["label"] for c in result["comparisons"])
-    return write_page(out / "compare.html", "dermstack compare", subtitle, sections)
+    return write_page(out / COMPARE_FILES[1], "dermstack compare", subtitle, sections)
 
 
 @click.command("compare")
@@ -359,14 +386,14 @@ def write_compare(result: dict, out: str | Path) -> Path:
               help="Directory for compare.json and compare.html.")
 @click.option("--model", "models", multiple=True,
               help="Model to compare instead of the final one: once (every run) or once per run, in order.")
-@click.option("--n-boot", type=int, default=N_BOOT, show_default=True, help="Patient resamples of the paired bootstrap.")
+@click.option("--n-boot", type=option("Resamples"), default=N_BOOT, show_default=True, help="Patient resamples of the paired bootstrap.")
 def compare_command(runs: tuple[Path, ...], out: Path, models: tuple[str, ...], n_boot: int) -> None:
     """Pair the final models of RUNS (the first is the reference) on the same rows and folds: differences
     in the primary metric and ROC-AUC with 95% CIs and p-values, overall and per subgroup. RUNS may
     instead be `dermstack evaluate` folders of the same external data: paired on the rows all scored."""
+    claim_compare_dir(out)  # before any work
     sides = load_sides(list(runs), list(models))
-    compare = compare_evaluations if isinstance(sides[0], EvaluationSide) else compare_runs
-    result = compare(sides, n_boot=n_boot)
+    result = (compare_evaluations if isinstance(sides[0], EvaluationSide) else compare_runs)(sides, n_boot=n_boot)
     page = write_compare(result, out)
     for c in result["comparisons"]:
         click.echo(_sentence(c, result))

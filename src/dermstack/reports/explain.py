@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 import re
@@ -82,6 +83,16 @@ def final_waterfall(run: RunData, image_id: str, fold: np.ndarray, cls: str | No
     return figure(shap_plots.waterfall_figure(fin.values, 0, cls), fin.caption + (f" Class {cls}." if cls else ""))
 
 
+def explain_file_name(image_id: str) -> str:
+    """``explain_<id>.html``: an id is data, so only letters, digits, ``_ . -`` of it make the name (a
+    ``/`` or NUL in one never puts the page outside the report folder) and a long one is cut, with a
+    digest of the whole id so that two long ids keep two pages."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", image_id)
+    if len(safe) > 100:
+        safe = f"{safe[:80]}_{hashlib.sha256(image_id.encode()).hexdigest()[:12]}"
+    return f"explain_{safe}.html"
+
+
 def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> Path:
     """Write ``out_dir/explain_<image_id>.html``: the final model's waterfall, then (raw score) every booster / linear model's."""
     claim_dir(out_dir, "report folder", owned=REPORT_FILES, marker=is_report)
@@ -112,6 +123,5 @@ def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> P
     patient_sec.add(paragraph(f"The patient's lesions scored by {run.final_model}: a lesion that stands out among the "
                               "patient's own lesions (the 'ugly duckling') is the context a dermatologist uses."),
                     table(context, row_class=None) if context.height else paragraph("No patient id.", "warn"))
-    # an id is data: a "/" in one must not put the page outside the report folder
-    out = Path(out_dir) / f"explain_{re.sub(r'[^A-Za-z0-9_.-]', '_', image_id)}.html"
+    out = Path(out_dir) / explain_file_name(image_id)
     return write_page(out, f"dermstack: {image_id}", str(Path(run_dir).resolve()), [lesion_sec, shap_sec, patient_sec])

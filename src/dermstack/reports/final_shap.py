@@ -14,8 +14,10 @@ contributions of one feature sum to 0 over the classes). Per row and output,
 **How the members' explanations are combined.** Each member is first explained in probability
 space, averaged over its own seeds (and, for a test row, folds) the way its scores are averaged:
 a booster's or linear probe's raw-score SHAP values (log-odds, softmax logits) go through the
-link, a CNN member is one feature ``image (CNN)`` (its score minus its mean OOF score). Then each
-step of the ensemble is applied to the contributions:
+link (its kind's :class:`~dermstack.registry.Explainer`), a CNN member is one feature ``image (CNN)``
+(its kind's :class:`~dermstack.registry.ScoreTerm`: its score minus its mean OOF score), a member
+whose kind has no explainer one feature ``<model> (score)``. Then each step of the ensemble is
+applied to the contributions (its method's ``explain``, :mod:`dermstack.ensembles.explain`):
 
 - a linear step (the weighted mean of ``mean`` and ``greedy``, the stack's logistic regression on
   member logits, Platt scaling on log-odds) is applied exactly to every contribution;
@@ -43,101 +45,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dermstack.calibration import Calibrator
 from dermstack.crossfit import align_rows, fit_other_folds, plain
-from dermstack.ensembles.level2 import EPS, Level2, logit, make_learner
+from dermstack.ensembles.explain import Attribution, as_3d, exact, sigmoid, softmax, softmax_jacobian
 from dermstack.errors import DataError
 from dermstack.predictions import Predictions
-from dermstack.registry import ensemble_methods, model_kinds
+from dermstack.registry import NO_EXPLAINER_GROUP, Explainer, ScoreTerm, ensemble_methods, model_kinds
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues, explain_model
 from dermstack.saved import model_dirs, read_spec
 
 log = logging.getLogger(__name__)
 
-CNN_TERM = "image (CNN)"
 #: |composed score - stored score| (probability) above which a model is reported as not reproduced
 REPRODUCE_TOL = 1e-4
 #: clip of the final score before its log-odds
 FINAL_CLIP = 1e-12
-_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(48)
-_NODES, _WEIGHTS = (_NODES + 1) / 2, _WEIGHTS / 2
 RULE = ("Each member is explained in probability space (boosters and linear probes through their link, a CNN as one "
         "term 'image (CNN)'), linear ensemble steps apply exactly, each one-output nonlinear step (sigmoid, logit, rank, "
         "isotonic, the final log-odds) rescales every contribution by the step's secant slope (the 'rescale' rule), "
         "the softmax by its path-averaged Jacobian; features of different members are merged by name.")
-
-
-@dataclass
-class Attribution:
-    """``base`` (n, C) plus ``values`` (n, F, C) summed over features: the explained quantity per row and output."""
-
-    features: list[str]
-    values: np.ndarray
-    base: np.ndarray
-
-    @property
-    def total(self) -> np.ndarray:
-        return self.base + self.values.sum(axis=1)
-
-    def each(self, f: Callable[[np.ndarray], np.ndarray]) -> Attribution:
-        """Through ``f`` applied to each output on its own ((n, C) -> (n, C), rows may differ): every
-        contribution scaled by the secant slope (its derivative where score and base meet)."""
-        u0, u1 = self.base, self.total
-        f0, du = f(u0), u1 - u0
-        near = np.abs(du) < 1e-9
-        h = 1e-6
-        slope = np.where(near, (f(u0 + h) - f(u0 - h)) / (2 * h), (f(u1) - f0) / np.where(near, 1.0, du))
-        return Attribution(self.features, self.values * slope[:, None, :], f0)
-
-    def vector(self, f: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[np.ndarray], np.ndarray]) -> Attribution:
-        """Through ``f`` mapping each row's outputs together: contributions through the Jacobian
-        (n, O, I) averaged on the path from base to score, the residual shared (:func:`exact`)."""
-        u0, du = self.base, self.total - self.base
-        J = sum(w * jacobian(u0 + t * du) for t, w in zip(_NODES, _WEIGHTS))
-        out = Attribution(self.features, np.einsum("noi,nfi->nfo", J, self.values), f(u0))
-        return exact(out, f(u0 + du))
-
-
-def exact(att: Attribution, target: np.ndarray) -> Attribution:
-    """``att`` with the residual ``target - att.total`` shared among features by |contribution| (into
-    the base where no feature contributes), so that it adds up to ``target``."""
-    resid = target - att.total
-    mag = np.abs(att.values)
-    tot = mag.sum(axis=1)
-    share = np.divide(mag, tot[:, None, :], out=np.zeros_like(mag), where=tot[:, None, :] > 0)
-    return Attribution(att.features, att.values + resid[:, None, :] * share, att.base + np.where(tot > 0, 0.0, resid))
-
-
-def combine(parts: list[Attribution], A: np.ndarray, bias: np.ndarray | None = None) -> Attribution:
-    """``bias + sum_m A[:, :, m] @ part_m`` per row (``A``: rows x outputs x members x inputs), features merged by name."""
-    features = list(dict.fromkeys(f for p in parts for f in p.features))
-    index = {f: j for j, f in enumerate(features)}
-    n, n_out = A.shape[:2]
-    values = np.zeros((n, len(features), n_out))
-    base = np.zeros((n, n_out)) if bias is None else np.array(bias, dtype=float)
-    for m, p in enumerate(parts):
-        values[:, [index[f] for f in p.features]] += np.einsum("noi,nfi->nfo", A[:, :, m], p.values)
-        base += np.einsum("noi,ni->no", A[:, :, m], p.base)
-    return Attribution(features, values, base)
-
-
-def sigmoid(u: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-u))
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_jacobian(z: np.ndarray) -> np.ndarray:
-    p = softmax(z)
-    return p[:, :, None] * (np.eye(p.shape[1])[None] - p[:, None, :])
-
-
-def _as3(values: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return (values[:, :, None], base[:, None]) if values.ndim == 2 else (values, base)
 
 
 @dataclass
@@ -246,7 +172,9 @@ class _Explainer:
         spec = self._spec(name)
         kind, method = model_kinds().get(spec["kind"]), ensemble_methods().get(spec["kind"])
         if kind is not None:
-            att = self._fold_models(name, kind.explain) if kind.explain else self._score_term(name)
+            how = kind.explainer
+            att = (self._fold_models(name, how) if isinstance(how, Explainer) else
+                   self._score_term(name, how or ScoreTerm(f"{name} (score)", NO_EXPLAINER_GROUP)))
         elif method is not None:
             att = method.explain(self, spec, [self.explain(m) for m in spec["needs"].get("members", [])])
         else:
@@ -265,97 +193,31 @@ class _Explainer:
 
     def _link(self, values: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One booster's raw-score explanation -> probability space (sigmoid per output, or softmax)."""
-        att = Attribution([], *_as3(values, base))
+        att = Attribution([], *as_3d(values, base))
         att = att.vector(softmax, softmax_jacobian) if self.kind.exclusive else att.each(sigmoid)
         return att.values.reshape(values.shape), att.base.reshape(base.shape)
 
-    def _fold_models(self, name: str, explain: Callable) -> Attribution:
-        """A kind's fold x seed models (its ``explain`` hook), explained and averaged like its scores."""
+    def _fold_models(self, name: str, explainer: Explainer) -> Attribution:
+        """A kind's fold x seed models (its explainer), explained and averaged like its scores."""
         d = self.dirs[name]
-        models, groups = explain(self.run, d)
+        models, groups = explainer(self.run, d)
         features = align_rows(self.run.features_for(d), self.ids, source=str(self.run.root / "features.parquet"))
         sv = explain_model(name, models, features, self.folds, self.run.task.classes, self.progress, link=self._link)
         for j, f in enumerate(sv.features):
             self.data.setdefault(f, sv.data[:, j])
             self.groups.setdefault(f, groups.get(f, "other"))
         self.categories = sv.categories | self.categories
-        return Attribution(sv.features, *_as3(sv.values, sv.base))
+        return Attribution(sv.features, *as_3d(sv.values, sv.base))
 
-    def _score_term(self, name: str) -> Attribution:
-        """One term (a CNN's image): the model's score minus its mean OOF score (the base)."""
+    def _score_term(self, name: str, term: ScoreTerm) -> Attribution:
+        """One term (a CNN's image, a kind without an explainer): the model's score minus its mean OOF score (the base)."""
         p = self.scores(name)
         base = np.broadcast_to(np.nanmean(self.oof_all(name), axis=0), p.shape).copy()
-        self.data.setdefault(CNN_TERM, p[:, 0] if self.kind.binary else np.full(len(p), np.nan))
-        self.groups[CNN_TERM] = "cnn"
-        return Attribution([CNN_TERM], (p - base)[:, None, :], base)
+        self.data.setdefault(term.label, p[:, 0] if self.kind.binary else np.full(len(p), np.nan))
+        self.groups[term.label] = term.group
+        return Attribution([term.label], (p - base)[:, None, :], base)
 
     def diagonal(self, w: np.ndarray) -> np.ndarray:
         """A (n, C, M, C) from weights (M,) or (n, M): each output the weighted sum of that output of the members."""
         w = np.broadcast_to(np.asarray(w, dtype=float), (len(self.ids), np.shape(w)[-1]))
         return w[:, None, :, None] * np.eye(self.n_out)[None, :, None, :]
-
-
-def explain_level2(ex: _Explainer, spec: dict, parts: list[Attribution]) -> Attribution:
-    """greedy / rank (weighted means) and stack (logistic regression on logits, softmax), each row
-    through the learner that scored it."""
-    saved = Level2.from_json(spec["learner"])
-    names, M = saved.models, len(saved.models)
-    X = np.stack([ex.oof_all(m) for m in names], axis=1)
-    y = ex.run.task.y
-    groups = ex.per_fold(lambda tr: make_learner(spec["kind"], ex.kind, names).fit(X[tr], y[tr], ex.train_fold[tr]),
-                           saved)
-    n, C = len(ex.ids), ex.n_out
-    if spec["kind"] in ("greedy", "rank"):  # weighted mean (of ranks): clip / renormalising are no-ops
-        if spec["kind"] == "rank" and not ex.kind.exclusive:
-            parts = [p.each(_rank(groups, m, M)) for m, p in enumerate(parts)]
-        w = np.zeros((n, M))
-        for rows, learner in groups:
-            w[rows] = learner.w
-        return combine(parts, ex.diagonal(w))
-    A, bias = np.zeros((n, C, M, C)), np.zeros((n, C))
-    if ex.kind.exclusive:  # multinomial logistic regression on every member's log-probabilities, softmax
-        for rows, learner in groups:
-            coef, icpt = learner.fits[0]
-            A[rows] = np.asarray(coef).reshape(C, M, C)
-            bias[rows] = icpt
-        logs = [p.each(lambda u: np.log(np.clip(u, EPS, 1))) for p in parts]
-        return combine(logs, A, bias).vector(softmax, softmax_jacobian)
-    for rows, learner in groups:  # per output: logistic regression on the members' logits
-        for j, (coef, icpt) in enumerate(learner.fits):
-            A[rows, j, :, j] = np.asarray(coef)[0]
-            bias[rows, j] = np.asarray(icpt)[0]
-    return combine([p.each(logit) for p in parts], A, bias).each(sigmoid)
-
-
-def _rank(groups: list, m: int, M: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Member ``m``'s rank transform, each row by the learner that scored it."""
-    def f(u: np.ndarray) -> np.ndarray:
-        out = np.empty_like(u)
-        for rows, learner in groups:
-            out[rows] = learner.transform(np.repeat(u[rows][:, None, :], M, axis=1))[:, m]
-        return out
-    return f
-
-
-def explain_calibrated(ex: _Explainer, spec: dict, parts: list[Attribution]) -> Attribution:
-    """The calibrator of each row's fold applied to its one member (the rescale rule)."""
-    part = parts[0]
-    if ex.kind.exclusive:
-        raise DataError("final-model SHAP does not explain a calibrated multiclass model (the run submits the "
-                        "final model's own scores; explain that)", file=str(ex.dirs[spec["name"]]))
-    saved = Calibrator.from_json(spec["calibrator"])
-    S, y = ex.oof_all(spec["needs"]["members"][0]), ex.run.task.y
-    groups = ex.per_fold(lambda tr: Calibrator(ex.kind, saved.method).fit(y[tr], S[tr]), saved)
-
-    def f(u: np.ndarray) -> np.ndarray:
-        out = np.empty_like(u)
-        for rows, cal in groups:
-            out[rows] = np.reshape(cal.apply(u[rows]), out[rows].shape)
-        return out
-    return part.each(f)
-
-
-def explain_mean(ex: _Explainer, spec: dict, parts: list[Attribution]) -> Attribution:
-    """The weighted mean: exact, each output the weighted sum of the members' contributions."""
-    w = np.asarray(spec["weights"], dtype=float)
-    return combine(parts, ex.diagonal(w / w.sum()))

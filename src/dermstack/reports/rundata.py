@@ -5,6 +5,7 @@ so a folder the stage-by-stage CLI wrote reports like a ``dermstack run`` direct
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,12 +16,11 @@ import polars as pl
 from dermstack.atomic import read_json
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.cnnfeature import CNNViews, oof_cnn_frame, patient_key
 from dermstack.errors import DataError
 from dermstack.features.featureset import FeatureSet
 from dermstack.predictions import Predictions
-from dermstack.registry import model_kind, model_kinds
-from dermstack.saved import dependency_order, model_dirs, read_spec
+from dermstack.registry import Explainer, FoldExplainer, ModelKind, model_kind, model_kinds
+from dermstack.saved import dependency_order, group_source, load, model_dirs, read_spec
 from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -116,26 +116,35 @@ class RunData:
 
     def features_for(self, model_dir: Path) -> pl.DataFrame:
         """The feature rows a model directory's boosters were trained on: ``features.parquet``, plus,
-        for a ``<booster>+<cnn>`` model, the ``cnn`` columns each row's own fold booster saw."""
+        for a model that reads another's feature group (``<booster>+<cnn>``), that group's columns as
+        each row's own fold model saw them."""
         df = self.features.df
-        cnn = read_spec(model_dir)["needs"].get("cnn_views")
-        if not cnn:
+        source = group_source(load(model_dir))
+        if source is None:
             return df
-        views = CNNViews.read(self.models_dir / cnn / "nested" / "views.parquet", cnn)
-        frame = oof_cnn_frame(views, self.folds.fold_of(views.image_ids), patient_key(self.table))
+        frame = source.oof_feature_frame(self.table, self.folds)
         return df.join(frame, on="image_id", how="left", maintain_order="left")
 
     @property
     def models_dir(self) -> Path:
         return self.root / "models"
 
+    def _kinds_of_models(self) -> dict[Path, ModelKind | None]:
+        kinds = model_kinds()
+        return {d: kinds.get(read_spec(d)["kind"]) for d in model_dirs(self.models_dir).values()}
+
     @property
     def explained_dirs(self) -> list[Path]:
-        """The folders of the models whose kind explains itself feature by feature (boosters, linear probes)."""
-        kinds = model_kinds()
-        return [d for d in model_dirs(self.models_dir).values() if getattr(kinds.get(read_spec(d)["kind"]), "explain", None)]
+        """The folders of the models whose kind explains them feature by feature (an :class:`~dermstack.registry.Explainer`:
+        boosters, linear probes, MLPs)."""
+        return [d for d, k in self._kinds_of_models().items() if k is not None and isinstance(k.explainer, Explainer)]
 
-    def fold_models(self, model_dir: Path) -> tuple[list, dict[str, str]]:
+    @property
+    def unexplained(self) -> dict[str, str]:
+        """model -> kind of the saved models whose kind declares no explainer (ensembles have their own step)."""
+        return {d.name: k.name for d, k in self._kinds_of_models().items() if k is not None and k.explainer is None}
+
+    def fold_models(self, model_dir: Path) -> tuple[Sequence[FoldExplainer], dict[str, str]]:
         """(the per fold/seed models :func:`~dermstack.reports.shap_.explain_model` explains, feature -> group),
-        from the kind's ``explain`` hook in the registry."""
-        return model_kind(read_spec(model_dir)["kind"]).explain(self, model_dir)
+        from the kind's explainer in the registry."""
+        return model_kind(read_spec(model_dir)["kind"]).explainer(self, model_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from dermstack.atomic import atomic_path
 from dermstack.errors import DataError, reading
 from dermstack.features.featureset import GROUPS
 from dermstack.progress import progress_bar
-from dermstack.reports.boosters import FoldBooster
+from dermstack.registry import FoldExplainer
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,11 @@ def sample_rows(y: np.ndarray, folds: np.ndarray, size: int | None, seed: int = 
 
 
 # -- computing -----------------------------------------------------------------
-def explain_model(model: str, boosters: list[FoldBooster], features: pl.DataFrame, folds: np.ndarray,
+def explain_model(model: str, boosters: Sequence[FoldExplainer], features: pl.DataFrame, folds: np.ndarray,
                   classes: list[str], progress: bool = True, link=None) -> ShapValues:
-    """SHAP values of ``features`` rows (image_id + feature columns), each row explained by the
-    boosters of its own fold (``folds``), averaged over seeds. Fold -1 (a test row) is explained
+    """SHAP values of ``features`` rows (image_id + feature columns), each row explained by the fold
+    models of its own fold (``folds``; ``boosters``: what a kind's explainer gives, boosters or
+    probes), averaged over seeds. Fold -1 (a test row) is explained
     by every booster, averaged, as the run predicts it. ``link(values, base) -> (values, base)``
     maps each booster's raw-score explanation to another space before the average (the final
     model's explanation averages in probability space, as the stored scores are averaged)."""
@@ -130,7 +132,7 @@ def explain_model(model: str, boosters: list[FoldBooster], features: pl.DataFram
     values = np.zeros((n, F, boosters[0].n_outputs) if multi else (n, F))
     base = np.zeros((n, boosters[0].n_outputs) if multi else n)
     seeds = np.zeros(n)
-    by_fold: dict[int, list[FoldBooster]] = {}
+    by_fold: dict[int, list[FoldExplainer]] = {}
     for b in boosters:
         by_fold.setdefault(b.fold, []).append(b)
     jobs = [(b, np.flatnonzero((folds == b.fold) | (folds == -1))) for b in boosters]

@@ -15,7 +15,7 @@ from dermstack.data.readers.milk10k import read_milk10k
 from dermstack.data.readers.ph2 import read_ph2
 from dermstack.data.report import IngestReport
 from dermstack.data.table import LesionTable
-from dermstack.errors import DataError
+from dermstack.errors import DataError, why_missing
 
 Reader = Callable[[Path, IngestReport], LesionTable]
 
@@ -55,8 +55,8 @@ def ingest(format: str, path: str | Path, strict: bool = False, encoding: str | 
     if format not in READERS:
         raise DataError(f"unknown dataset format {format!r}; known: {', '.join(READERS)}")
     path = Path(path)
-    if not path.exists():
-        raise DataError("no such file or directory" + (" (dangling symbolic link)" if path.is_symlink() else ""), file=str(path))
+    if why := why_missing(path):
+        raise DataError(why, file=str(path))
     report = IngestReport(dataset=format, source=str(path.resolve()), strict=strict, encoding=encoding)
     table = READERS[format](path, report)
     return table, report

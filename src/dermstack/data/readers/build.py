@@ -9,6 +9,7 @@ from dermstack.data.readers.content import with_digests
 from dermstack.data.readers.csvio import ROW, RowProblems
 from dermstack.data.report import IngestReport
 from dermstack.data.table import CORE_COLUMNS, LesionTable, TableMeta, default_feature_columns, finalize_frame, is_admin
+from dermstack.errors import clip
 
 #: Helper column: why the image of a row is unusable (null when fine or absent).
 IMAGE_PROBLEM = "__image_problem"
@@ -39,7 +40,7 @@ def finish(df: pl.DataFrame, report: IngestReport, meta: TableMeta, known: Itera
     df = df.with_columns(pl.coalesce("lesion_id", "image_id").alias("lesion_id"))
     unknown = [c for c in df.columns if known is not None and c not in known and c not in CORE_COLUMNS and not is_admin(c)]
     df = with_digests(df)
-    report.unknown_columns.extend(unknown)
+    report.unknown_columns.extend(clip(c) for c in unknown)
     if unknown:
         report.note(f"unknown columns kept in the table but not used as features: {', '.join(unknown)}")
     train = df.filter(pl.col("split") == "train")

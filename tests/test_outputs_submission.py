@@ -4,8 +4,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from dermstack.ensembles.submission import check_submission, get_format, validate_submission, write_submission
 from dermstack.errors import DataError
+from dermstack.outputs.submission import check_submission, get_format, validate_submission, write_submission
 
 IDS = ["ISIC_1", "ISIC_2", "ISIC_3"]
 
@@ -98,7 +98,7 @@ def test_check_accepts_numeric_frames():
 
 
 def test_format_follows_the_data(tmp_path):
-    from dermstack.ensembles.submission import submission_format
+    from dermstack.outputs.submission import submission_format
     from dermstack.task import TaskSpec
     from lesion_tables import lesion_table
 

@@ -1,4 +1,5 @@
-"""A saved linear probe of one fold and seed, shaped like a :class:`~dermstack.reports.boosters.FoldBooster`
+"""How the reports explain a linear probe or MLP (:class:`dermstack.registry.Explainer`): a saved model of
+one fold and seed (:class:`FoldProbe`, a :class:`~dermstack.registry.FoldExplainer` like the boosters'),
 so that :func:`~dermstack.reports.shap_.explain_model` explains it the same way: out of fold, seeds
 averaged. Its "SHAP values" are the exact linear contributions (coefficient x standardised value,
 one ``embedding:<key>`` term per backbone and view), in log-odds / softmax-logit units like the boosters'."""

@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 import torch
 
+from dermstack.cnn.augment import Augment, cache_size
+from dermstack.cnn.params import CNNConfig
+from dermstack.cnn.train import cross_validate_cnn, predict_cnn_saved, sampling_weights
 from dermstack.config import ModelConfig
-from dermstack.ensembles.augment import Augment, cache_size
-from dermstack.ensembles.cnn import cross_validate_cnn, predict_cnn_saved, sampling_weights
-from dermstack.ensembles.cnnconfig import CNNConfig
 from dermstack.errors import ConfigError
 from ensembles_toy import setup, tiny_cnn
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dermstack.atomic import atomic_path
-from dermstack.ensembles.cnnconfig import CNNConfig
+from dermstack.cnn.params import CNNConfig
 from dermstack.errors import reading
 from dermstack.extract.registry import create_backbone
 

@@ -9,27 +9,27 @@ from annotated_types import Ge, Interval, Lt
 from pydantic import AllowInfNan, Strict
 
 from dermstack.config import ModelConfig
-from dermstack.config.modelconfig import CNNImageSize
+from dermstack.config.limits import Batch, CNNImageSide, Epochs, Processes, Samples
 from dermstack.config.problems import schema
-from dermstack.config.types import Backbone, Bool, Device, Fraction, NonNegInt, PosInt, Precision, Str
+from dermstack.config.types import Backbone, Bool, Device, Fraction, NonNegInt, Precision, Str
 
 
 @schema("[[models]] params")
 class CNNParams:
-    """How a CNN is fine-tuned (``[[models]] kind = "cnn"`` params; ``dermstack.ensembles.cnnconfig.CNNConfig``
+    """How a CNN is fine-tuned (``[[models]] kind = "cnn"`` params; ``dermstack.cnn.params.CNNConfig``
     adds the device defaults). ``balance``: sampling weight of a row is (its class's count)^-balance,
     so 1 draws every class equally often and 0 keeps the data's frequencies. ``samples_per_epoch``
     caps the rows drawn per epoch (None: as many as training rows). ``freeze_fraction``: the first
     share of the backbone's parameter tensors (stem, early blocks) stays fixed."""
 
     backbone: Backbone = "efficientnet_lite0"
-    image_size: CNNImageSize = 64
-    epochs: PosInt = 3
-    batch_size: PosInt = 64
+    image_size: CNNImageSide = 64
+    epochs: Epochs = 3
+    batch_size: Batch = 64
     lr: Annotated[float, Strict(), AllowInfNan(False), Interval(gt=0)] = 1e-3
     weight_decay: Annotated[float, Strict(), AllowInfNan(False), Ge(0)] = 0.01
     warmup: Fraction = 0.1
-    samples_per_epoch: PosInt | None = 2048
+    samples_per_epoch: Samples | None = 2048
     balance: Annotated[float, Strict(), AllowInfNan(False), Ge(0)] = 0.5
     patience: NonNegInt = 2
     freeze_fraction: Annotated[float, Strict(), Ge(0), Lt(1)] = 0.25
@@ -38,7 +38,7 @@ class CNNParams:
     device: Device = "auto"
     precision: Precision = "auto"
     tta: Bool = True
-    workers: NonNegInt = 0
+    workers: Processes = 0
     #: early-stopping metric (a metric of the task; default its primary metric)
     stop_metric: Str | None = None
 

@@ -1,5 +1,5 @@
 """CNN scores as the ``cnn`` feature group of a booster: the per-booster views of the pair CNNs
-(:class:`CNNViews`, made by :func:`dermstack.ensembles.stacking.nested_cnn_views`) and the columns
+(:class:`CNNViews`, made by :func:`dermstack.cnn.nested.nested_cnn_views`) and the columns
 built from them (the score, its z-score and rank within the patient)."""
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ import polars as pl
 from dermstack.atomic import write_parquet
 from dermstack.data.table import LesionTable
 from dermstack.errors import reading
-from dermstack.features.featureset import FeatureSet
-from dermstack.saved import Inputs, load
 from dermstack.task import as_columns
+
+#: the FeatureSet group a CNN's scores become for the boosters that read them
+GROUP = "cnn"
+
+
+def views_file(model_dir: Path) -> Path:
+    """Where the views of the CNN saved in ``model_dir`` are (:func:`dermstack.cnn.nested.nested_cnn_views`)."""
+    return Path(model_dir) / "nested" / "views.parquet"
 
 
 @dataclass
@@ -95,10 +101,9 @@ def oof_cnn_frame(views: CNNViews, fold_of: np.ndarray, patients: pl.DataFrame) 
     return pl.concat(parts)
 
 
-def with_nested_cnn(features: FeatureSet, inputs: Inputs, cnn_dir: Path) -> FeatureSet:
-    """``features`` of new rows plus the ``cnn`` group from the saved CNN's pair models (their mean,
-    as the stacked booster's test rows had)."""
-    cnn = load(cnn_dir)
-    scores = as_columns(cnn.nested_mean(inputs))
-    views = CNNViews(cnn.name, list(inputs.classes), [], np.zeros((1, 0, scores.shape[1])), list(inputs.ids), scores)
-    return features.add(cnn_feature_frame(views, 0, patient_key(inputs.table)), "cnn")
+def new_rows_frame(name: str, classes: list[str], ids: list[str], table: LesionTable, nested_mean: np.ndarray) -> pl.DataFrame:
+    """image_id + the ``cnn`` group columns of new rows ``ids`` (``table``: their LesionTable rows) from
+    the mean score of the CNN's pair models, as the stacked booster's test rows had them."""
+    scores = as_columns(nested_mean)
+    views = CNNViews(name, list(classes), [], np.zeros((1, 0, scores.shape[1])), list(ids), scores)
+    return cnn_feature_frame(views, 0, patient_key(table))

@@ -1,5 +1,6 @@
-"""A saved booster of one fold and seed, with what SHAP needs: the library's own model object, the
-input it reads, its raw (margin) output and a TreeExplainer (GPU when present)."""
+"""How the reports explain a booster (:class:`dermstack.registry.Explainer`): a saved booster of one fold
+and seed (:class:`FoldBooster`) with what SHAP needs: the library's own model object, the input it
+reads, its raw (margin) output and a TreeExplainer (GPU when present)."""
 from __future__ import annotations
 
 import logging
@@ -146,3 +147,8 @@ def load_fold_boosters(model_dir: str | Path) -> list[FoldBooster]:
 def feature_groups(model_dir: str | Path) -> dict[str, str]:
     """Feature column -> group, as stored with the model."""
     return {c: g or "other" for c, g in read_spec(model_dir)["features"].get("groups", {}).items()}
+
+
+def explain_boosters(run, model_dir: Path) -> tuple[list[FoldBooster], dict[str, str]]:
+    """The boosters' explainer: the fold x seed boosters (TreeSHAP) and each feature's group."""
+    return load_fold_boosters(model_dir), feature_groups(model_dir) or dict(run.features.groups)

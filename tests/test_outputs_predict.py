@@ -11,13 +11,15 @@ import torch
 from click.testing import CliRunner
 
 from dermstack.boosting import cross_validate
+from dermstack.cnn.nested import fold_features, nested_cnn_views
+from dermstack.cnn.train import cross_validate_cnn
 from dermstack.config import FeaturesConfig, ModelConfig, RunConfig
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.cnn import cross_validate_cnn
-from dermstack.ensembles.predict import predict_run
-from dermstack.ensembles.stacking import cross_validate_stacked, nested_cnn_views, stack_models
+from dermstack.ensembles.stacking import stack_models
 from dermstack.errors import DataError
 from dermstack.features.build import build_features
+from dermstack.outputs.predict import predict_run
+from dermstack.pipeline import fit_with_group
 from ensembles_toy import setup, tiny_cnn
 from lesion_tables import FakeStore, assert_features_equal
 
@@ -40,7 +42,7 @@ def run_dir(tmp_path_factory):
     lgbm = cross_validate(fs, task, plan, cfg.models[0], models)
     cnn = cross_validate_cnn(table, task, plan, cfg.models[1], models, progress=False)
     views = nested_cnn_views(table, task, plan, cfg.models[1], models, progress=False)
-    stacked = cross_validate_stacked(fs, table, task, plan, cfg.models[0], views, models)
+    stacked = fit_with_group(cfg.models[0], "cnn", "cnn", fold_features(fs, table, task, views), task, plan, models, table)
     stack = stack_models([lgbm, cnn, stacked], task, plan, "stack", models)
     (root / "metrics.json").write_text(json.dumps({"classes": task.classes, "oof_model": "stack"}))
     new = LesionTable(table.test, table.meta)
@@ -62,7 +64,7 @@ def test_predict_reproduces_the_runs_test_scores(run_dir):
 
 def test_new_lesions_see_their_patients_run_lesions(run_dir, tmp_path):
     """Patient features of a new lesion are computed next to the run's lesions of its patient."""
-    from dermstack.ensembles.predict import _features, as_run_rows
+    from dermstack.outputs.predict import _features, as_run_rows
 
     root, _ = run_dir
     table = LesionTable.read(root / "lesions.parquet")
@@ -73,7 +75,7 @@ def test_new_lesions_see_their_patients_run_lesions(run_dir, tmp_path):
 
 
 def test_predict_and_submit_commands(run_dir, tmp_path):
-    from dermstack.ensembles.cli import predict_command, submit_command
+    from dermstack.outputs.cli import predict_command, submit_command
 
     root, expected = run_dir
     out = tmp_path / "p.parquet"
@@ -93,7 +95,7 @@ def test_predict_and_submit_commands(run_dir, tmp_path):
 
 def test_isic2024_format_needs_a_binary_run():
     """A MILK10k multi-label run's lesion ids in the ISIC 2024 layout would pass every column check."""
-    from dermstack.ensembles.submission import MILK10K_CLASSES, check_run_format
+    from dermstack.outputs.submission import MILK10K_CLASSES, check_run_format
 
     with pytest.raises(DataError, match="--format isic2024 needs a binary task; this run is multilabel over 11 classes"):
         check_run_format("isic2024", "multilabel", MILK10K_CLASSES, "run")
@@ -123,7 +125,7 @@ def test_predict_leaves_out_training_ids(run_dir, caplog):
 
 def test_new_and_run_stores_read_as_one():
     """predict reads new images from its own store and the patients' run lesions from the run's."""
-    from dermstack.ensembles.predict import _Stores
+    from dermstack.outputs.predict import _Stores
 
     class Listed(FakeStore):
         def image_ids(self, backbone):

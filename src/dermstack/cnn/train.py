@@ -25,15 +25,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dermstack.calibration import training_prior, undo_prior
+from dermstack.cnn.augment import Augment, cache_size
+from dermstack.cnn.feature import GROUP, CNNViews, new_rows_frame, oof_cnn_frame, patient_key, views_file
+from dermstack.cnn.imagebank import BankDataset, ImageBank, image_refs
+from dermstack.cnn.net import NetTemplate, freeze_early, load_net, net_template, save_net
+from dermstack.cnn.params import CNNConfig, autocast_dtype, resolve_device
 from dermstack.config import ModelConfig
+from dermstack.config.limits import check_memory, image_batch_bytes
 from dermstack.crossfit import align_rows, cross_fit
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, gather, process_group, sync_buffers, torchrun_world
-from dermstack.ensembles.augment import Augment, cache_size
-from dermstack.ensembles.cnnconfig import CNNConfig, autocast_dtype, resolve_device
-from dermstack.ensembles.cnnnet import NetTemplate, freeze_early, load_net, net_template, save_net
-from dermstack.ensembles.imagebank import BankDataset, ImageBank, image_refs
 from dermstack.errors import ConfigError, DataError
 from dermstack.jobs import FoldJob, Lazy
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
@@ -102,6 +104,8 @@ class CNNTrainer:
         self.template = template or net_template(cfg)
         self.mean, self.std = self.template.mean, self.template.std
         self.augment = Augment(cfg.image_size, self.mean, self.std)
+        check_memory(image_batch_bytes(cfg.batch_size, cfg.image_size, training=True),
+                     f"cnn params.batch_size = {cfg.batch_size}, image_size = {cfg.image_size}", "a training batch", self.device)
         self.bank = ImageBank(refs, cache_size(cfg.image_size), progress=progress)
 
     # -- pieces ---------------------------------------------------------------------
@@ -295,7 +299,10 @@ def _cross_validate(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: M
 
 # -- inference with saved models ------------------------------------------------------------
 class SavedCNN(SavedModel):
-    """A CNN's fold/seed checkpoints (and, when trained, its pair models under ``nested/``)."""
+    """A CNN's fold/seed checkpoints (and, when trained, its pair models under ``nested/``, whose
+    scores are the ``cnn`` feature group of the boosters stacked on it)."""
+
+    feature_group = GROUP
 
     @property
     def n_outputs(self) -> int:
@@ -330,6 +337,15 @@ class SavedCNN(SavedModel):
                                 file=str(self.dir / "nested"))
             inputs.cache[key] = self._score(files, _rows(inputs))
         return inputs.cache[key]
+
+    def feature_frame(self, inputs: Inputs) -> pl.DataFrame:
+        """The ``cnn`` group of new rows: from the mean of the pair models, as the stacked booster's test rows had it."""
+        return new_rows_frame(self.name, inputs.classes, inputs.ids, inputs.table, self.nested_mean(inputs))
+
+    def oof_feature_frame(self, table: LesionTable, plan: FoldPlan) -> pl.DataFrame:
+        """The ``cnn`` group of the run's rows, each training row as its own fold's booster saw it."""
+        views = CNNViews.read(views_file(self.dir), self.name)
+        return oof_cnn_frame(views, plan.fold_of(views.image_ids), patient_key(table))
 
 
 def _rows(inputs: Inputs) -> LesionTable:

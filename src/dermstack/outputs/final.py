@@ -10,9 +10,8 @@ from dermstack.calibration import calibration_metrics
 from dermstack.clinical_report import clinical_metrics
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
-from dermstack.ensembles.submission import submission_format
-from dermstack.ensembles.submission import write_submission as write_submission_file
 from dermstack.metrics import evaluate
+from dermstack.outputs.submission import submission_format, write_submission
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.task import TaskSpec
 
@@ -63,19 +62,13 @@ def write_outputs(run, table: LesionTable, task: TaskSpec, outs: list[ModelResul
         metrics["repeats"] = repeats_summary(metrics, list(repeats), run.cfg.cv.seed)
     write_json(p.metrics, metrics)
     if table.test.height and submitted.test.height:
-        write_submission(run, table, task, submitted)
+        fmt = submission_format(table, task)
+        if fmt is None:
+            log.info("no Kaggle-style submission format for %s / %s", table.meta.dataset, task.kind)
+        else:
+            write_submission(submitted.test.frame, fmt, p.submission, ids=table.test["image_id"].to_list(), classes=task.classes)
+            log.info("wrote %s", p.submission)
     return metrics
-
-def write_submission(run, table: LesionTable, task: TaskSpec, final: ModelResult) -> None:
-    fmt = submission_format(table, task)
-    if fmt is None:
-        log.info("no Kaggle-style submission format for %s / %s", table.meta.dataset, task.kind)
-        return
-    ids = table.test["image_id"].to_list()
-    write_submission_file(final.test.frame, fmt, run.paths.submission, ids=ids, classes=task.classes)
-    log.info("wrote %s", run.paths.submission)
-
-# -- all --------------------------------------------------------------------
 
 
 def repeats_summary(parent_metrics: dict, children: list[dict], seed: int) -> dict:

@@ -1,0 +1,35 @@
+"""The fine-tuned CNN as a model kind of the registry (:mod:`dermstack.registry`), and its scores as
+the ``cnn`` feature group of the boosters (:mod:`dermstack.cnn.nested`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dermstack.cnn.feature import GROUP, CNNViews, views_file
+from dermstack.cnn.nested import fold_features, nested_cnn_views
+from dermstack.cnn.params import CNNParams
+from dermstack.cnn.train import SavedCNN, cross_validate_cnn
+from dermstack.registry import FeatureGroup, FitInputs, ModelKind, ScoreTerm, register
+
+
+def _cross_validate(inputs: FitInputs):
+    return cross_validate_cnn(inputs.table, inputs.task, inputs.plan, inputs.model, inputs.out_dir, executor=inputs.executor)
+
+
+def _fit_views(inputs: FitInputs):
+    return nested_cnn_views(inputs.table, inputs.task, inputs.plan, inputs.model, inputs.out_dir)
+
+
+def _fold_features(inputs: FitInputs, model_dir: Path):
+    views = CNNViews.read(views_file(model_dir), model_dir.name)
+    return fold_features(inputs.features, inputs.table, inputs.task, views)
+
+
+#: the pair CNNs' views as the boosters' ``cnn`` features
+CNN_GROUP = FeatureGroup(GROUP, _fit_views, lambda d: [views_file(d), views_file(d).parent], _fold_features)
+#: one CNN epoch at 32 px on a few draws (smoke runs and tests)
+SMOKE = {"epochs": 1, "image_size": 32, "params": {"samples_per_epoch": 32, "batch_size": 16}}
+
+register(ModelKind(
+    "cnn", "a timm backbone fine-tuned on the images (explained as one term, its score)", CNNParams, _cross_validate,
+    SavedCNN, ScoreTerm("image (CNN)", GROUP), reads=("ingest", "folds"), model_keys=("backbone", "epochs", "image_size"),
+    feature_group=CNN_GROUP, smoke=SMOKE))
