@@ -1,7 +1,7 @@
 """Shared fixtures of the external-validation tests: a tiny HAM10000-format dataset of synthetic
 lesion JPEGs, a run trained on it (timm's test model, LightGBM and XGBoost, their mean), and an
 ISIC-archive export holding planted copies of its training images (identical bytes, the same id)
-among distinct images. :func:`plant` also makes the near-duplicates (JPEG quality 70, resized by
+among distinct images; the run is one of ``tiny``'s. :func:`plant` also makes the near-duplicates (JPEG quality 70, resized by
 0.9, cropped by 5 %) that ``test_external_audit`` plants among real HAM10000 images: the test
 model's random weights do not tell such copies from distinct images, a real backbone does."""
 from __future__ import annotations
@@ -15,54 +15,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermstack.config import RunConfig
-from dermstack.run import Run
-from extract_fixtures import TEST_MODEL, save_test_weights
+from extract_fixtures import save_test_weights
+from tiny_runs import booster, embedded
 
 HAM_CLASSES = ["nv", "bkl", "mel", "bcc"]
 MALIGNANT = {"mel", "bcc"}
 SIZE = (96, 72)
-#: the [extract] of the run on synthetic images: timm's test model with seeded weights, small inputs
-TEST_EXTRACT = """backbones = ["{model}"]
-image_size = 48
-pca_components = 4
-weights = {{ {model} = "{weights}" }}"""
-
 #: the planted copies of training images: external id -> how it copies a training image
 PLANTED = {"ISIC_9000001": "hash"}
 #: the near-duplicate copies (of real images; see the module docstring)
 NEAR_COPIES = {"ISIC_9000002": "jpeg70", "ISIC_9000003": "resize0.9", "ISIC_9000004": "crop5%"}
 
-RUN_CONFIG = """
-[data]
-format = "ham10000"
-path = "{data}"
+#: the run's models: LightGBM and XGBoost, their mean
+MODELS = [booster("lightgbm", 20, seeds=[0], params={"verbose": -1}), booster("xgboost", 20, seeds=[0])]
 
-[cv]
-n_splits = 3
 
-[extract]
-{extract}
-
-[features]
-image = false
-
-[[models]]
-kind = "lightgbm"
-seeds = [0]
-params = {{ n_estimators = 20, threads = 1, verbose = -1 }}
-
-[[models]]
-kind = "xgboost"
-seeds = [0]
-params = {{ n_estimators = 20, threads = 1 }}
-
-[ensemble]
-method = "mean"
-
-[report]
-enabled = false
-"""
+def ham_sections(data: Path, extract: dict) -> dict:
+    """The ``tiny.run`` sections of a run on the HAM10000-format folder ``data`` (no image features, no report)."""
+    return {"data": {"format": "ham10000", "path": str(data)}, "extract": extract, "features": {"image": False},
+            "ensemble": {"method": "mean"}, "report": {"enabled": False}}
 
 
 def lesion_image(rng: np.random.Generator, malignant: bool, w: int = SIZE[0], h: int = SIZE[1]) -> np.ndarray:
@@ -156,21 +127,22 @@ def write_archive(root: Path, ham: Path, n_distinct: int = 24, seed: int = 1, pl
 
 
 @pytest.fixture(scope="session")
-def ham_run(tmp_path_factory, test_weights_session) -> Path:
-    """A finished run on a tiny HAM10000-format dataset (the test model's embeddings, LightGBM, XGBoost, mean)."""
-    root = tmp_path_factory.mktemp("ham_run")
-    data = write_ham(root / "ham")
-    extract = TEST_EXTRACT.format(model=TEST_MODEL, weights=test_weights_session)
-    (root / "run.toml").write_text(RUN_CONFIG.format(data=data, extract=extract))
-    Run(RunConfig.from_toml(root / "run.toml"), root / "run").execute()
-    return root / "run"
+def ham_data(tmp_path_factory) -> Path:
+    """The tiny HAM10000-format dataset (:func:`write_ham`)."""
+    return write_ham(tmp_path_factory.mktemp("ham") / "ham")
 
 
 @pytest.fixture(scope="session")
-def archive(ham_run, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+def ham_run(tiny, ham_data, test_weights_session) -> Path:
+    """A finished run on :func:`ham_data` (the test model's embeddings at 48 px, LightGBM, XGBoost, mean)."""
+    return tiny.run(MODELS, **ham_sections(ham_data, embedded(test_weights_session, image_size=48)))
+
+
+@pytest.fixture(scope="session")
+def archive(ham_data, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """An ISIC-archive export with the planted copies of ``ham_run``'s training images."""
     root = tmp_path_factory.mktemp("archive")
-    copies = write_archive(root / "export", ham_run.parent / "ham")
+    copies = write_archive(root / "export", ham_data)
     return root / "export", copies
 
 

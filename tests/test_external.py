@@ -84,9 +84,9 @@ def test_keep_overlap_scores_and_flags_them(ham_run, archive, tmp_path):
     assert preds.filter(pl.col("image_id") == "ISIC_0000005")["mean"].is_finite().all()  # scored under its own id
 
 
-def test_data_without_positives_is_exit_2_and_says_so(ham_run, tmp_path):
+def test_data_without_positives_is_exit_2_and_says_so(ham_run, ham_data, tmp_path):
     export = tmp_path / "negatives"
-    write_archive(export, ham_run.parent / "ham", planted={}, same_id=None, positives=False)
+    write_archive(export, ham_data, planted={}, same_id=None, positives=False)
     res = CliRunner().invoke(cli, ["evaluate", str(ham_run), str(export), "--out", str(tmp_path / "ev"), "--allow-missing-features"])
     assert res.exit_code == 2 and "no positives" in res.output
 

@@ -15,13 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from dermstack.cli import cli
-from dermstack.config import RunConfig
 from dermstack.data.audit import AuditRows, audit_datasets, find_pairs, strongest
 from dermstack.data.readers.content import image_digests
 from dermstack.external import evaluate_run
-from dermstack.run import Run
 from dermstack.testing import tiny_copy
-from external_fixtures import NEAR_COPIES, RUN_CONFIG, plant
+from external_fixtures import MODELS, NEAR_COPIES, ham_sections, plant
 
 
 def rows(**columns) -> pl.DataFrame:
@@ -80,8 +78,8 @@ def test_within_one_dataset_identical_files_and_near_duplicates_under_other_lesi
     assert summary["within"]["one"]["near_same_lesion_or_patient"] == 1
 
 
-def test_data_audit_command_names_both_ids(ham_run, archive, tmp_path):
-    res = CliRunner().invoke(cli, ["data", "audit", str(ham_run.parent / "ham"), str(archive[0]), "--backbone", "none",
+def test_data_audit_command_names_both_ids(ham_data, archive, tmp_path):
+    res = CliRunner().invoke(cli, ["data", "audit", str(ham_data), str(archive[0]), "--backbone", "none",
                                    "--out", str(tmp_path / "audit")])
     assert res.exit_code == 0, res.output
     pairs = pl.read_parquet(tmp_path / "audit" / "audit.parquet")
@@ -97,7 +95,7 @@ def test_data_audit_command_names_both_ids(ham_run, archive, tmp_path):
 # -- planted near-duplicates of real images --------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def real(shared_data, tmp_path_factory):
+def real(shared_data, tiny, tmp_path_factory):
     """A run (default backbone) on a few real HAM10000 lesions, one image of a two-image lesion held
     back; an ISIC-archive export of planted copies of its training images, the held-back image and
     real images of other lesions."""
@@ -112,8 +110,7 @@ def real(shared_data, tmp_path_factory):
     shutil.move(next((ham / "images").glob(f"{held}.*")), export / f"{held}.jpg")
     for mask in (ham / "masks").glob(f"{held}_*"):
         mask.unlink()
-    (root / "run.toml").write_text(RUN_CONFIG.format(data=ham, extract='backbones = ["efficientnet_lite0"]'))
-    Run(RunConfig.from_toml(root / "run.toml"), root / "run").execute()
+    run = tiny.run(MODELS, **ham_sections(ham, {"backbones": ["efficientnet_lite0"]}))
     train = sorted(meta.filter(pl.col("image_id") != held)["image_id"].to_list())
     copies, prng = {}, random.Random(0)
     for k, (image_id, kind) in enumerate({"ISIC_9000001": "hash", **NEAR_COPIES}.items()):
@@ -130,7 +127,7 @@ def real(shared_data, tmp_path_factory):
         w.writerow(["isic_id", "diagnosis_1", "diagnosis_3"])
         for k, image_id in enumerate([*copies, held, *others]):
             w.writerow([image_id, *(("Malignant", "Melanoma, NOS") if k % 3 == 0 else ("Benign", "Nevus"))])
-    return root / "run", export, copies, held
+    return run, export, copies, held
 
 
 def test_planted_copies_of_real_images_are_found_and_distinct_images_are_not(real, tmp_path):
