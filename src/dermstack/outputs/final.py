@@ -54,6 +54,8 @@ def write_outputs(run, table: LesionTable, task: TaskSpec, outs: list[ModelResul
     if run.clinical:
         compared = {n: scores[n] for n in [*metrics["models"], calibrated.name, final.name]}
         metrics |= clinical_metrics(table, task, compared, final.name, plan, delta=run.cfg.clinical.delta)
+    if getattr(run, "audit", None) is not None:
+        metrics["audit"] = run.audit
     if task.few_positives():
         metrics["notes"] = task.few_positive_notes()
         for note in metrics["notes"]:
