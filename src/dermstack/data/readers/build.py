@@ -39,7 +39,8 @@ def finish(df: pl.DataFrame, report: IngestReport, meta: TableMeta, known: Itera
     df = finalize_frame(df)
     df = df.with_columns(pl.coalesce("lesion_id", "image_id").alias("lesion_id"))
     unknown = [c for c in df.columns if known is not None and c not in known and c not in CORE_COLUMNS and not is_admin(c)]
-    df = with_digests(df)
+    meta.source = meta.source or report.source
+    df = with_digests(df, meta.source or None)
     report.unknown_columns.extend(clip(c) for c in unknown)
     if unknown:
         report.note(f"unknown columns kept in the table but not used as features: {', '.join(unknown)}")
@@ -50,6 +51,5 @@ def finish(df: pl.DataFrame, report: IngestReport, meta: TableMeta, known: Itera
         report.note(f"columns with no value in any training row (e.g. only in the test file) are not features: {', '.join(untrained)}")
     meta.feature_columns, meta.categorical_columns = default_feature_columns(
         df, exclude=set(not_features) | set(unknown) | set(untrained))
-    meta.source = meta.source or report.source
     report.rows_kept = df.height
     return LesionTable(df, meta)

@@ -55,11 +55,11 @@ def image_digests(refs: list[str | None]) -> list[str | None]:
     return out
 
 
-def with_digests(df: pl.DataFrame) -> pl.DataFrame:
-    """``df`` with the digest column of every image column (:func:`dermstack.data.table.image_views`)
-    that a reader has not filled already."""
+def with_digests(df: pl.DataFrame, source: str | None = None) -> pl.DataFrame:
+    """``df`` with the digest column of every image column (:func:`dermstack.data.table.image_views`;
+    ``source``: the file or folder its errors name) that a reader has not filled already."""
     return df.with_columns(pl.Series(hash_column(view), image_digests(df[ref].to_list()), pl.String)
-                           for view, ref in image_views(df).items() if ref in df.columns and hash_column(view) not in df.columns)
+                           for view, ref in image_views(df, source).items() if ref in df.columns and hash_column(view) not in df.columns)
 
 
 def hashed_views(df: pl.DataFrame) -> dict[str, str]:
