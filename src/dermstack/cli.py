@@ -28,6 +28,7 @@ COMMANDS = {
     "predict": "dermstack.outputs.cli:predict_command",
     "submit": "dermstack.outputs.cli:submit_command",
     "compare": "dermstack.reports.compare:compare_command",
+    "evaluate": "dermstack.external.cli:evaluate_command",
     "kinds": "dermstack.kinds:kinds_command",
 }
 
