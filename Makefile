@@ -3,16 +3,19 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The exact versions the suite is tested with (the lock), and every dependency at its lower bound.
+LOCK   := constraints.txt
+LOWER  := constraints-lower.txt
 
-.PHONY: demo test test-fast lint install bench clean
+.PHONY: demo test test-fast test-lower lint install lock wheelhouse bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Re-install only when the project metadata changes (idempotent, fast on a second run).
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev,docs]'
+# Re-install only when the project metadata or the lock changes (idempotent, fast on a second run).
+$(STAMP): pyproject.toml $(LOCK) | $(PY)
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[dev,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +35,22 @@ test: $(STAMP) $(VENV)/.chromium
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 -m "not slow"
 
+# The fast tests with every dependency at the lower bound pyproject.toml declares, in their own venv.
+test-lower:
+	test -x .venv-lower/bin/python || $(PYTHON) -m venv .venv-lower
+	.venv-lower/bin/python -m pip install --quiet --upgrade pip
+	.venv-lower/bin/python -m pip install --quiet --only-binary=:all: -c $(LOWER) -e '.[dev,docs]'
+	.venv-lower/bin/python -m pytest -q -p no:cacheprovider --timeout=900 -m "not slow"
+
+# Write the lock from the venv the suite passed in (after changing a dependency: re-create .venv, make test, make lock).
+lock: $(STAMP)
+	(echo "# The lock: the exact versions the test suite passes with (make lock writes it; make install uses it)."; \
+	 $(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==') > $(LOCK)
+
+# Wheels for an offline install (a Kaggle notebook without internet): docs/install.md.
+wheelhouse: $(STAMP)
+	$(PY) scripts/wheelhouse.py --out wheelhouse
+
 # House rules (pyproject.toml [tool.ruff]) over every Python file of the tree; tests/test_lint.py runs the same check.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check
@@ -45,4 +64,4 @@ bench: $(STAMP)
 	  $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-lower runs .pytest_cache wheelhouse site

@@ -705,6 +705,7 @@ SCHEDULERS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,serve,said,seconds", SCHEDULERS, ids=[c[0] for c in SCHEDULERS])
 def test_a_dask_address_that_is_no_usable_cluster_is_exit_2_within_seconds(tmp_path, monkeypatch, capsys, caplog, case, serve,
                                                                            said, seconds):
@@ -724,6 +725,7 @@ def _half(job):
     return np.full(len(job.valid), 0.5), None, {}
 
 
+@pytest.mark.slow
 def test_a_cluster_without_workers_while_jobs_wait_is_said_then_exit_2(caplog):
     distributed = pytest.importorskip("distributed")
     from dermstack.jobs import DaskJobs, FoldJob

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the heavy tests: `make test` runs them, `make test-fast` does not
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
 def test_dask_scale_smoke(shared_data):
     env = os.environ | {"PYTHONPATH": str(REPO / "src"), "DERMSTACK_SHARED_DATA": str(shared_data)}
     if not Path(sys.executable).with_name("dask").exists():

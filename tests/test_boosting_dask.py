@@ -10,6 +10,8 @@ from dermstack.boosting.dask_ import connect
 from dermstack.config import ModelConfig
 from dermstack.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # the heavy tests: `make test` runs them, `make test-fast` does not
+
 distributed = pytest.importorskip("distributed")
 
 

@@ -24,6 +24,7 @@ def metadata_run(shared_data, fmt: str, task_kind: str, out=None):
     return table, fs, task, plan, cross_validate(fs, task, plan, ModelConfig(kind="lightgbm"), out, bootstrap=50)
 
 
+@pytest.mark.slow
 def test_milk10k_multilabel_macro_f1(shared_data, tmp_path):
     table, fs, task, plan, res = metadata_run(shared_data, "milk10k", "multilabel", tmp_path)
     print(f"MILK10k metadata-only LightGBM macro F1 {res.metrics['macro_f1']:.4f} CI {res.metrics['ci95']['macro_f1']}")

@@ -123,6 +123,7 @@ def prepared(root, name: str, task: str, leaves: int = 7, drop: int = 0):
     return root / name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
 def test_multiclass_and_multilabel_runs_compare_and_other_rows_are_refused(task, tmp_path, monkeypatch, capsys):
     a, b = prepared(tmp_path, "a", task), prepared(tmp_path, "b", task, leaves=3)

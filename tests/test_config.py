@@ -171,6 +171,7 @@ def test_built_in_python_the_sections_raise_config_errors():
     assert SamplingConfig.from_dict({"negative_ratio": 0, "positive_oversample": 0}, "binary") is None
 
 
+@pytest.mark.slow
 def test_cli_run_with_a_bad_config_exits_2_before_writing_anything(tmp_path):
     bad = write(tmp_path, '[features]\npatient = "false"\n[[models]]\nkind = "lightgbn"\n')
     out = tmp_path / "D"
@@ -198,6 +199,7 @@ def test_booster_parameter_values_are_checked_before_ingest(kind, params, says, 
     probe_params(kind, task, {"learning_rate": 0.1}, "[[models]] x:")  # a good value passes
 
 
+@pytest.mark.slow
 def test_cli_run_with_a_bad_parameter_value_exits_2_before_ingest(tmp_path):
     bad = write(tmp_path, '[data]\nformat = "synthetic-isic2024"\n[[models]]\nkind = "lightgbm"\nparams = { num_leaves = -3 }\n')
     out = tmp_path / "D"

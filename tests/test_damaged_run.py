@@ -553,6 +553,7 @@ def test_a_worker_that_cannot_see_the_run_directory_says_it_must_be_shared(tmp_p
 SLOW = booster("lightgbm", params={"n_estimators": 100000, "early_stopping_rounds": 100000, "learning_rate": 0.00001})
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_run_stops_within_seconds_with_exit_130_and_the_run_resumes(tiny, tmp_path):
     import signal
     import subprocess

@@ -32,6 +32,8 @@ from ensembles_toy import setup, tiny_cnn
 from test_run_predict import whole_run
 from tiny_runs import TinyRuns
 
+pytestmark = pytest.mark.slow  # the heavy tests: `make test` runs them, `make test-fast` does not
+
 distributed = pytest.importorskip("distributed")
 
 
@@ -55,7 +57,6 @@ def _same(a, b, name, atol=1e-9):
                                err_msg=name)
 
 
-@pytest.mark.slow
 def test_every_kind_on_the_cluster_equals_the_local_run(jobs, tmp_path):
     _, fs, spec, plan = toy("binary", n=400, n_test=20, positive_rate=0.2)
     fs = FeatureSet.read(fs.write(tmp_path / "features.parquet"))  # workers read it by path
@@ -82,7 +83,6 @@ def test_every_kind_on_the_cluster_equals_the_local_run(jobs, tmp_path):
           cross_validate_cnn(table, task, plan, cnn, None, progress=False), "cnn", atol=1e-3)  # float32 sums over other thread counts
 
 
-@pytest.mark.slow
 def test_a_worker_dying_mid_fold_is_survived_and_a_lost_scheduler_named(tmp_path, caplog):
     _, fs, spec, plan = toy("binary", n=120, n_test=0, positive_rate=0.3)
     marker = tmp_path / "died-once"

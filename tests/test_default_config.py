@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from dermstack.cli import cli
@@ -43,6 +44,7 @@ def run(tmp_path, shared_data, strict: bool):
     return CliRunner().invoke(cli, ["run", str(cfg), "--out", str(tmp_path / "run")])
 
 
+@pytest.mark.slow
 def test_default_config_on_an_export_with_unlabelled_rows(tmp_path, shared_data):
     r = run(tmp_path, shared_data, strict=False)
     assert r.exit_code == 0, r.output

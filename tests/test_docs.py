@@ -42,11 +42,13 @@ def table_rows(site: Path, page: str) -> list[tuple[str, ...]]:
             for row in re.findall(r"<tr>(.*?)</tr>", source, re.S)]
 
 
+@pytest.mark.slow
 def test_site_builds_strict(site):
     for page in ("getting-started", "install", "reference/config", "reference/kinds", "reference/api", "results"):
         assert (site / page / "index.html").is_file(), page
 
 
+@pytest.mark.slow
 def test_kinds_page_lists_the_registry(site):
     text, rows = page_text(site, "reference/kinds"), table_rows(site, "reference/kinds")
     assert "generated:" not in text
@@ -60,6 +62,7 @@ def test_kinds_page_lists_the_registry(site):
             assert f"{name}: {methods[name].description}" in text
 
 
+@pytest.mark.slow
 def test_config_page_lists_every_section_and_key(site):
     text, rows = page_text(site, "reference/config"), table_rows(site, "reference/config")
     for header, cls in reference.sections():

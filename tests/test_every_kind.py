@@ -204,6 +204,7 @@ def test_a_binary_class_with_one_member_is_a_fold_without_positives(tmp_path, im
     assert "fewer than the 3 folds" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
 def test_a_class_with_one_member_is_a_warning_and_every_kind_still_runs(tmp_path, images, test_weights, caplog, task):
     with caplog.at_level(logging.WARNING):

@@ -68,6 +68,7 @@ def test_larger_efficientnet_lite_package_weights_classify_real_photos(name, n_t
     assert int(top["coffee.png"].argmax()) in (967, 968)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 def test_package_backbones_recognise_the_same_lesion_in_real_dermoscopy(shared_data, name):
     """On real HAM10000 JPEGs (8 lesions photographed twice), the nearest neighbour of an image by

@@ -217,6 +217,7 @@ delta = 0.1
 """
 
 
+@pytest.mark.slow
 def test_a_run_holds_out_each_site_and_reports_it(tmp_path, capsys):
     """`dermstack run` with `[cv] group = "attribution"`: leave-one-group-out folds shared by every model,
     metrics.json `held_out_groups` naming each site with every model's figures, the printout and the

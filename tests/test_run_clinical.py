@@ -156,6 +156,7 @@ def test_multiclass_run_reports_nested_thresholds(multiclass_run):
     assert M.macro_f1(task.y, s) == pytest.approx(m["primary_ci"]["value"])
 
 
+@pytest.mark.slow
 def test_report_shows_the_clinical_and_comparison_blocks(binary_run, tmp_path):
     from dermstack.reports.build import ReportSettings, _clinical_section, _comparison_section, build_report
     from dermstack.reports.rundata import RunData

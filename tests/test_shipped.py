@@ -13,6 +13,8 @@ from dermstack.config import RunConfig
 from dermstack.run import PACKAGE_CONFIGS, Run
 from dermstack.testing import REPO, smoke_dataset
 
+pytestmark = pytest.mark.slow  # the heavy tests: `make test` runs them, `make test-fast` does not
+
 CONFIGS = sorted((REPO / "configs").glob("*.toml")) + [PACKAGE_CONFIGS / "demo.toml"]
 #: dask_scale has its own test (tests/test_benchmark_dask_scale.py), which also checks its scores agree
 BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if p.stem != "dask_scale")
@@ -30,7 +32,6 @@ def _small(monkeypatch, tmp_path):
     torch.set_num_threads(n)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_runs_end_to_end_on_a_tiny_copy_of_its_data(path, tmp_path, shared_data):
     cfg = smoke_dataset(RunConfig.from_toml(path), tmp_path / "data", path.parent)
@@ -39,7 +40,6 @@ def test_config_runs_end_to_end_on_a_tiny_copy_of_its_data(path, tmp_path, share
     assert (tmp_path / "run" / "report" / "index.html").exists() == cfg.report.enabled
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
 def test_benchmark_runs_at_its_smoke_size(script, monkeypatch, capsys, shared_data):
     monkeypatch.setattr(sys, "argv", [str(script), "--smoke", *SMOKE_ARGS.get(script.stem, [])])

@@ -22,6 +22,8 @@ from dermstack.extract.runner import rank_path
 from ensembles_toy import setup, tiny_cnn
 from extract_fixtures import TEST_MODEL, make_table
 
+pytestmark = pytest.mark.slow  # the heavy tests: `make test` runs them, `make test-fast` does not
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -35,7 +37,6 @@ def torchrun(args: list[str], nproc: int = 2, timeout: float = 180) -> subproces
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow
 def test_torchrun_extraction_equals_one_process_and_a_failed_rank_is_named(tmp_path, images, test_weights):
     ids, refs = images
     late = tmp_path / "late.jpg"  # the 4th image (rank 1's 2nd) is not there yet: rank 1 fails under --strict
@@ -72,7 +73,6 @@ def test_ranks_that_disagree_are_refused(monkeypatch):
         distributed.agree(world, "the job", {"out": "a.h5", "backbones": ["x"]})
 
 
-@pytest.mark.slow
 def test_torchrun_cnn_trains_one_model_across_two_ranks(tmp_path):
     torch.set_num_threads(1)
     table, task, plan = setup(tmp_path / "img", "binary", n=90)

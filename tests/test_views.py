@@ -153,6 +153,7 @@ method = "mean"
 """
 
 
+@pytest.mark.slow
 def test_a_run_and_predict_name_the_views(milk, test_weights, tmp_path):
     import json
 

@@ -89,6 +89,7 @@ def test_a_model_whose_files_changed_is_refused(run_dir, tmp_path):
         explain_final(run, list(run.task.image_ids), run.folds.fold_of(run.task.image_ids), progress=False)
 
 
+@pytest.mark.slow
 def test_report_puts_the_final_model_first(report_dir, run_dir):
     summary = json.loads((report_dir / "summary.json").read_text())
     assert list(summary["shap_rows"])[0] == "final (ensemble)"
@@ -117,6 +118,7 @@ def binary_run(tiny, test_weights, tmp_path_factory) -> Path:
 BINARY_MODELS = [None, "mean", "greedy", "rank", "stack", "lightgbm", "lightgbm+cnn", "logistic", "cnn"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", BINARY_MODELS)
 def test_binary_final_models_add_up_on_training_and_test_rows(binary_run, model):
     run = RunData.load(binary_run)
@@ -140,6 +142,7 @@ def test_binary_final_models_add_up_on_training_and_test_rows(binary_run, model)
         assert "other" not in {fin.groups[f] for f in fin.values.features}
 
 
+@pytest.mark.slow
 def test_explain_page_shows_the_final_model_first(binary_run, tmp_path):
     run = RunData.load(binary_run)
     image_id = run.task.image_ids[int(np.argmax(run.task.y))]
@@ -171,6 +174,7 @@ def multi_run(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
 @pytest.mark.parametrize("model", [None, "mean", "greedy", "stack", "lightgbm"])
 def test_multi_output_final_models_add_up(multi_run, task, model):

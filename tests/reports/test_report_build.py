@@ -103,6 +103,7 @@ def test_summary_reads_newer_metrics_keys(report_dir, run_dir):
     assert "Top drivers</h3><p>not computed" in html
 
 
+@pytest.mark.slow
 def test_cli_report_and_explain(run_dir, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["report", str(run_dir), "--out", str(tmp_path / "r"), "--shap-sample", "60", "--n-boot", "5"])
@@ -140,6 +141,7 @@ b.dataset.before = column(); heads[col].click(); b.dataset.asc = column(); heads
 </script></body>"""
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     exe = chromium()
     page = (report_dir / "index.html").read_text()

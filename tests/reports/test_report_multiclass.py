@@ -61,6 +61,7 @@ def link(task: str, raw: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-raw))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("task", TASKS)
 def test_shap_slices_add_up_to_each_class_margin(case, task, library):
@@ -184,6 +185,7 @@ def test_report_html_for_several_classes(case, task):
         assert all(curves[model][cls]["roc_auc"] > 0.8 for cls in SIGNAL)  # the planted signal, one-vs-rest
 
 
+@pytest.mark.slow
 def test_cli_explain_one_multiclass_lesion(case, tmp_path):
     c = case("multiclass")
     lesions = pl.read_parquet(c.run_dir / "lesions.parquet")
