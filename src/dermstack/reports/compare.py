@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,6 +265,16 @@ def write_compare(result: dict, out: str | Path) -> Path:
     return write_page(out / COMPARE_FILES[1], "dermstack compare", subtitle, sections)
 
 
+def compare(run_dirs: Sequence[str | Path], out: str | Path, models: Sequence[str] = (), n_boot: int = N_BOOT) -> dict:
+    """Compare the runs (the first is the reference) and write ``compare.json`` and ``compare.html``
+    into ``out`` (claimed before any work); returns what ``compare.json`` holds. ``models``: the
+    model compared instead of each run's final one, once for every run or once per run."""
+    claim_compare_dir(out)
+    result = compare_runs(load_sides([Path(d) for d in run_dirs], list(models)), n_boot=n_boot)
+    write_compare(result, out)
+    return result
+
+
 @click.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -274,9 +285,7 @@ def write_compare(result: dict, out: str | Path) -> Path:
 def compare_command(runs: tuple[Path, ...], out: Path, models: tuple[str, ...], n_boot: int) -> None:
     """Pair the final models of RUNS (the first is the reference) on the same rows and folds: differences
     in the primary metric and ROC-AUC with 95% CIs and p-values, overall and per subgroup."""
-    claim_compare_dir(out)  # before any work
-    result = compare_runs(load_sides(list(runs), list(models)), n_boot=n_boot)
-    page = write_compare(result, out)
+    result = compare(list(runs), out, list(models), n_boot)
     for c in result["comparisons"]:
         click.echo(_sentence(c, result))
-    click.echo(f"compare: {out / 'compare.json'}, {page}")
+    click.echo(f"compare: {out / COMPARE_FILES[0]}, {out / COMPARE_FILES[1]}")
