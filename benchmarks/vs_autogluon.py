@@ -14,6 +14,9 @@ AutoGluon is never a dependency of dermstack: it lives in its own virtual enviro
   python3 -m venv .venv-autogluon
   .venv-autogluon/bin/pip install "autogluon.tabular[lightgbm,catboost,xgboost]==1.6.3"
   .venv/bin/python benchmarks/vs_autogluon.py [--data ../shared/data/ham10000-dev] [--ag-python .venv-autogluon/bin/python] [--smoke]
+
+``--no-image-features``: both without the mask features (``[features] image = false``), which
+AutoGluon cannot make itself: embeddings + age, sex and site only, the equal-inputs comparison.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ task = "binary"
 
 [extract]
 backbones = ["efficientnet_lite0"]
-"""
+{features}"""
 
 AG_SCRIPT = textwrap.dedent('''
     import json, sys, time
@@ -123,6 +126,8 @@ def main() -> None:
                     help="Fit AutoGluon on the first N outer folds only and compare both on those folds' rows "
                          "(dermstack's fit time scaled by N / n_splits).")
     ap.add_argument("--bag-folds", type=int, default=8, help="AutoGluon's num_bag_folds (its best_quality default: 8).")
+    ap.add_argument("--no-image-features", action="store_true",
+                    help="[features] image = false: no mask features for either (the equal-inputs comparison).")
     ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
     from dermstack.metrics import pauc_tpr80, roc_auc
@@ -138,7 +143,8 @@ def main() -> None:
     cpu = None
     if args.reuse is None:
         cfg = args.out / "default.toml"
-        cfg.write_text(CONFIG.format(data=args.data.resolve()))
+        cfg.write_text(CONFIG.format(data=args.data.resolve(),
+                                     features="\n[features]\nimage = false\n" if args.no_image_features else ""))
         shutil.rmtree(run_dir, ignore_errors=True)  # timed from scratch, not resumed
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([sys.executable, "-m", "dermstack.cli", "run", str(cfg), "--out", str(run_dir)], check=True)

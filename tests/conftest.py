@@ -7,9 +7,9 @@ import pytest
 
 from dermstack.testing import shared_data_dir
 
-# the embedding fixtures (images, table, test_weights) and the tiny configs and runs (tiny) for every
-# module that asks for them by name
-pytest_plugins = ["extract_fixtures", "tiny_runs"]
+# the embedding fixtures (images, table, test_weights), the tiny configs and runs (tiny) and the
+# external-validation run and data (ham_run, archive) for every module that asks for them by name
+pytest_plugins = ["extract_fixtures", "tiny_runs", "external_fixtures"]
 
 
 

@@ -58,13 +58,17 @@ def table(images) -> LesionTable:
     return make_table(*images)
 
 
-@pytest.fixture(scope="module")
-def test_weights(tmp_path_factory) -> Path:
+def save_test_weights(folder: Path) -> Path:
     """Seeded random weights of timm's tiny test model, saved as a local .safetensors file."""
     import torch
 
     torch.manual_seed(0)
     m = timm.create_model(TEST_MODEL)
-    p = tmp_path_factory.mktemp("w") / f"{TEST_MODEL}.safetensors"
+    p = folder / f"{TEST_MODEL}.safetensors"
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(p))
     return p
+
+
+@pytest.fixture(scope="module")
+def test_weights(tmp_path_factory) -> Path:
+    return save_test_weights(tmp_path_factory.mktemp("w"))

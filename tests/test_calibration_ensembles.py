@@ -55,7 +55,7 @@ def test_multiclass_prior_and_temperature_keep_rows_summing_to_one_and_the_argma
     np.testing.assert_allclose(again, r)
 
 
-@pytest.mark.parametrize("method", ["platt", "isotonic"])
+@pytest.mark.parametrize("method", ["platt", "beta", "isotonic"])
 def test_nested_calibration_of_fold_k_never_sees_fold_k_labels(method):
     rng = np.random.default_rng(2)
     n = 900
@@ -69,13 +69,76 @@ def test_nested_calibration_of_fold_k_never_sees_fold_k_labels(method):
     assert not np.allclose(a[fold != 0], b[fold != 0])
 
 
+@pytest.mark.parametrize("kind", ["binary", "multilabel"])
+@pytest.mark.parametrize("method", ["none", "platt", "beta", "isotonic"])
+def test_every_calibrator_is_strictly_increasing_so_no_score_is_tied_or_reordered(kind, method):
+    """Scores near 0 and 1, beyond the fitted range and between isotonic blocks all keep their order."""
+    rng = np.random.default_rng(7)
+    n = 2000
+    s = np.clip(rng.beta(0.5, 3, size=(n, 2)), 1e-12, 1 - 1e-9)
+    y = (rng.random((n, 2)) < s ** 2).astype(int)
+    y[:, 1] = 1 - y[:, 1]  # a column the score ranks backwards: a logistic slope held at its floor
+    cal = Calibrator(kind, method).fit(y[:, 0] if kind == "binary" else y, s[:, 0] if kind == "binary" else s)
+    grid = np.r_[1e-14, 1e-12, np.sort(rng.random(5000)), 1 - 1e-9, 1 - 1e-12]
+    out = cal.apply(grid if kind == "binary" else np.stack([grid, grid], axis=1))
+    assert np.all(np.diff(out, axis=0) > 0)
+    again = Calibrator.from_json(cal.to_json()).apply(grid if kind == "binary" else np.stack([grid, grid], axis=1))
+    np.testing.assert_array_equal(again, out)
+
+
+def test_isotonic_interpolates_between_block_centres_instead_of_steps():
+    rng = np.random.default_rng(8)
+    s = rng.random(3000)
+    y = (rng.random(3000) < s).astype(int)
+    cal = Calibrator("binary", "isotonic").fit(y, s)
+    steps = len(cal.maps[0]["centres"])
+    assert 3 < steps < 300 and len(np.unique(cal.apply(s))) == len(np.unique(s))
+    assert calibration_metrics("binary", y, cal.apply(s))["ece"] < 0.03
+
+
+def test_multiclass_is_calibrated_only_by_maps_that_keep_the_argmax():
+    with pytest.raises(ValueError, match="multiclass task must be one of"):
+        Calibrator("multiclass", "isotonic")
+    rng = np.random.default_rng(9)
+    p = rng.dirichlet(np.ones(3), size=400)
+    y = np.array([rng.choice(3, p=r) for r in p])
+    _, nested, record = calibrate("multiclass", y, p, np.arange(400) % 4)
+    assert set(record["candidates"]) == {"none", "platt"}
+
+
+def test_the_calibrated_model_ranks_as_the_final_model_and_its_brier_is_of_nested_scores(tmp_path):
+    """A score that over-states every probability, per fold differently (so that per-fold maps would
+    reorder the pooled rows): the saved OOF and test scores keep the final model's order, the Brier
+    score and ECE are of the nested scores saved beside them."""
+    from dermstack.calibration import NESTED_OOF, calibrated_model
+    from dermstack.metrics import evaluate
+
+    table, _, task, plan = toy("binary", n=1500, n_test=40, seed=10, positive_rate=0.15)
+    rng = np.random.default_rng(11)
+    fold_of = plan.fold_of(task.image_ids)
+    raw = 1 / (1 + np.exp(-(task.y * 2 + rng.normal(0, 1, len(task.y)) + fold_of * 0.4 - 1)))
+    test_ids = table.test["image_id"].to_list()
+    final = ModelResult("final", Predictions.from_scores("final", task.image_ids, ["target"], raw, fold=fold_of),
+                        Predictions.from_scores("final", test_ids, ["target"], rng.random(len(test_ids))))
+    cal = calibrated_model(final, task, plan, tmp_path)
+    oof = cal.oof.matrix(task.image_ids, ["target"])
+    assert evaluate("binary", task.y, oof) == evaluate("binary", task.y, raw)
+    assert (np.argsort(oof, kind="stable") == np.argsort(raw, kind="stable")).all()
+    test_raw, test_cal = final.test.matrix(test_ids, ["target"]), cal.test.matrix(test_ids, ["target"])
+    assert (np.argsort(test_cal, kind="stable") == np.argsort(test_raw, kind="stable")).all()
+    nested = Predictions.read(tmp_path / "calibrated" / NESTED_OOF).matrix(task.image_ids, ["target"])
+    record = cal.metrics["calibration"]
+    assert record["method"] != "none" and calibration_metrics("binary", task.y, nested) == record["after"]
+    assert evaluate("binary", task.y, nested)["roc_auc"] != evaluate("binary", task.y, raw)["roc_auc"]  # why two sets
+
+
 def test_calibrate_chooses_by_nested_brier_and_improves_a_miscalibrated_score():
     rng = np.random.default_rng(3)
     n = 3000
     s = rng.random(n)
     y = (rng.random(n) < s ** 3).astype(int)  # the score over-states every probability
     cal, nested, record = calibrate("binary", y, s, np.arange(n) % 5)
-    assert record["method"] in ("platt", "isotonic")
+    assert record["method"] in ("platt", "beta", "isotonic")
     assert record["after"]["brier"] == min(c["brier"] for c in record["candidates"].values())
     assert record["after"]["ece"] < record["before"]["ece"] / 3
     assert calibration_metrics("binary", y, nested) == record["after"]

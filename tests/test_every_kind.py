@@ -12,12 +12,17 @@ import polars as pl
 import pytest
 import torch
 
+from dermstack.calibration import calibrated_model
+from dermstack.clinical.operating import top_k_sensitivity
 from dermstack.config import RunConfig
 from dermstack.data import readers
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError
+from dermstack.metrics import evaluate
 from dermstack.outputs.predict import predict_run
+from dermstack.predictions import ModelResult
 from dermstack.registry import auto_candidates, method_names, model_kinds
+from dermstack.reports.rundata import RunData
 from dermstack.run import Run
 from dermstack.testing import smoke_model
 from ensembles_toy import image_table
@@ -102,6 +107,8 @@ def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, i
             assert scores.len() == n_test * n_classes and scores.is_between(0, 1).all(), name
     else:
         assert not (out / "test_predictions.parquet").exists()
+    # calibration never costs ranking, whichever ensemble is calibrated
+    assert_calibration_keeps_ranking(out, auto_candidates())
     # the saved models (prior factors, calibrator, pair CNNs) reproduce the run's test scores, on the rows of
     # two patients (whole patients: the patient-relative features of new rows are those of the rows given)
     few = with_test_rows(table, 3).test
@@ -125,6 +132,41 @@ def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, i
         if n_test:
             test = pl.read_parquet(out / "test_predictions.parquet")
             assert test.filter(pl.col("model") == final).height == n_test * n_classes
+        assert_calibration_keeps_ranking(out, [final])
+
+
+def ranking(run: RunData, scores: np.ndarray) -> dict:
+    """What calibration must not move: binary ROC-AUC, pAUC and top-15 per patient; multi-label every
+    class's macro ROC-AUC; multiclass each row's argmax (macro F1, balanced accuracy), which
+    temperature scaling keeps (a class's one-vs-rest order it need not keep: dermstack.calibration)."""
+    kind, y = run.task.kind, run.task.y
+    got = evaluate(kind, y, scores)
+    if kind == "binary":
+        return {**got, "top_15": top_k_sensitivity(y, scores, run.train["patient_id"].to_numpy())}
+    if kind == "multilabel":  # its macro F1 is of the 0.5 threshold, which calibration moves (it submits raw scores)
+        return {"macro_roc_auc": got["macro_roc_auc"]}
+    return {k: got[k] for k in ("macro_f1", "balanced_accuracy")} | {"argmax": scores.argmax(1).tolist()}
+
+
+def assert_same_ranking(run: RunData, calibrated: np.ndarray, raw: np.ndarray, name: str) -> None:
+    """Every column of ``calibrated`` in the order of ``raw`` (binary, multi-label; ties only where two
+    scores within float resolution of 1 meet) and the ranking metrics equal up to float summation."""
+    if run.task.kind != "multiclass":
+        c, r = calibrated.reshape(len(raw), -1), raw.reshape(len(raw), -1)
+        for j in range(r.shape[1]):
+            assert np.all(np.diff(c[np.argsort(r[:, j], kind="stable"), j]) >= 0), (name, j)
+    got, want = ranking(run, calibrated), ranking(run, raw)
+    assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k], abs=1e-12) for k in want), (name, got, want)
+
+
+def assert_calibration_keeps_ranking(out: Path, methods: list[str]) -> None:
+    """The run's calibrated model ranks as its final model, and so does every ``methods`` ensemble's
+    model of ``out`` through its own calibrator."""
+    run = RunData.load(out)
+    assert_same_ranking(run, run.scores("calibrated"), run.scores(run.final_model), "calibrated")
+    for name in methods:
+        cal = calibrated_model(ModelResult.read(out / "models" / name, name), run.task, run.folds)
+        assert_same_ranking(run, cal.oof.matrix(run.task.image_ids, run.task.classes), run.scores(name), name)
 
 
 # -- degenerate labels: the same error or warning, raised before any model kind is fitted ------------

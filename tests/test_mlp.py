@@ -75,3 +75,33 @@ def test_params_are_checked_by_the_kinds_schema():
         RunConfig.from_dict({"models": [{"kind": "mlp", "params": {"hidden": [8, 8, 8]}}]})
     with pytest.raises(ConfigError, match="dropout"):
         RunConfig.from_dict({"models": [{"kind": "mlp", "params": {"dropout": 1.5}}]})
+
+
+def test_the_probe_start_is_the_linear_probe_plus_a_residual_that_starts_at_zero():
+    """Epoch 0 of ``start = "probe"`` scores exactly as the probe fitted with the same class weights;
+    the residual's epochs are chosen on the inner split, then everything is refitted on every row."""
+    from dermstack.linear.probe import LinearParams, fit_probe
+    from dermstack.mlp.net import MLPParams, _probe, _train, fit_mlp
+
+    rng = np.random.default_rng(1)
+    n, T = 240, 6
+
+    class Layout:
+        terms = [f"t{i}" for i in range(T)]
+        term_index = np.arange(T)
+
+    X = rng.normal(size=(n, T))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] + rng.normal(size=n) > 0.5).astype(int)
+    groups = np.arange(n) // 2
+    params = MLPParams(hidden=[8], epochs=30, patience=3, inner_splits=3)
+    skip = _probe(Layout(), X, y, groups, TaskKind.BINARY, 1, params, 0)
+    probe = fit_probe(Layout(), X, y, groups, TaskKind.BINARY, 1, LinearParams(class_weight="balanced", inner_splits=3), 0)
+    weights, epochs = _train(X, y, np.arange(n), np.arange(0), skip, TaskKind.BINARY, 1, params, 0, epochs=0)
+    zero = FittedMLP(Layout(), TaskKind.BINARY, weights, epochs, skip=skip)
+    assert epochs == 0
+    np.testing.assert_allclose(zero.margin(X), probe.margin(X), atol=1e-9)
+    net = fit_mlp(Layout(), X, y, groups, TaskKind.BINARY, 1, params, 0)
+    values, base = net.contributions(X)
+    np.testing.assert_allclose(values.sum(1) + base, net.margin(X)[:, 0], atol=1e-8)
+    plain = fit_mlp(Layout(), X, y, groups, TaskKind.BINARY, 1, MLPParams(hidden=[8], epochs=30, start="random"), 0)
+    assert plain.skip is None and net.skip is not None

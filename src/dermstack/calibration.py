@@ -10,13 +10,15 @@ Two steps, because the scores boosters and CNNs produce are not probabilities of
    unchanged. Multiclass and multi-label models keep their class weights: there they are the
    decision rule (argmax, the 0.5 threshold) that macro F1, those tasks' metric, is scored on, and
    undoing them costs most of it (HAM10000 7-class balanced accuracy 0.50 -> 0.17, measured).
-2. **Calibrate on OOF scores** (:func:`calibrate`): Platt scaling (a logistic regression on the
-   logit; temperature scaling for multiclass, which keeps the argmax) or isotonic regression,
-   chosen by nested cross-validation on the run's folds by Brier score, against leaving the scores
-   as they are ("none": calibration must earn its place). Isotonic is a candidate only with at
-   least :data:`ISOTONIC_MIN_CLASS_ROWS` rows of each class, and is made strictly increasing (a
-   1e-6 tilt by the score), so that calibration never ties scores apart and ranking metrics are
-   unchanged. The calibrator fitted on every OOF row is what test rows and new data get.
+2. **Calibrate on OOF scores** (:func:`calibrate`), with a map that is strictly increasing in the
+   score, so that calibration never costs ranking: Platt scaling (a logistic regression on the
+   logit; temperature scaling for multiclass, which keeps each row's argmax), beta calibration or
+   isotonic regression interpolated between its blocks' centres (:class:`Calibrator`), chosen by
+   nested cross-validation on the run's folds by Brier score, against leaving the scores as they
+   are ("none": calibration must earn its place). Isotonic is a candidate only with at least
+   :data:`ISOTONIC_MIN_CLASS_ROWS` rows of each class. The calibrator fitted on every OOF row is
+   what test rows and new data get; :func:`calibrated_model` says which OOF scores each metric of
+   the calibrated model is measured on.
 
 Calibration is reported as the Brier score and the expected calibration error over 10 equal-count
 bins of the score (multiclass and multi-label: the mean over classes of each class's one-vs-rest
@@ -27,9 +29,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 from dermstack.crossfit import apply_by_fold, fit_other_folds
 from dermstack.predictions import ModelResult, Predictions
@@ -38,7 +39,13 @@ from dermstack.task import as_columns
 from dermstack.taskkind import TaskKind
 
 EPS = 1e-6
-METHODS = ("none", "platt", "isotonic")
+#: where a calibrator's inputs are clipped: far enough out that distinct scores keep distinct logits
+TINY = 1e-15
+#: the least slope of a logistic calibrator (per unit of the score's log-odds): strictly increasing
+MIN_SLOPE = 1e-3
+METHODS = ("none", "platt", "beta", "isotonic")
+#: multiclass: the maps that keep each row's argmax (what its macro F1 and submission score)
+EXCLUSIVE_METHODS = ("none", "platt")
 #: isotonic regression needs this many rows of each class per output, or it memorises a few
 #: positives into 0/1 steps (PH2: 5 melanomas)
 ISOTONIC_MIN_CLASS_ROWS = 30
@@ -119,13 +126,87 @@ def calibration_metrics(kind: str, y: np.ndarray, scores: np.ndarray, bins: int 
 
 
 # -- 2. calibrators -------------------------------------------------------------------------
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def _log_features(x: np.ndarray, method: str) -> np.ndarray:
+    """The inputs of a logistic calibrator: Platt the score's logit, beta (ln s, -ln(1 - s)). Clipped
+    at :data:`TINY`, not :data:`EPS`, so that distinct scores near 0 or 1 stay distinct."""
+    x = np.clip(x, TINY, 1 - TINY)
+    if method == "platt":
+        return (np.log(x) - np.log1p(-x))[:, None]
+    return np.stack([np.log(x), -np.log1p(-x)], axis=1)
+
+
+def _fit_logistic(F: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(slopes..., intercept) of a logistic regression of ``t`` on ``F`` with every slope at least
+    :data:`MIN_SLOPE`, so that the map is strictly increasing in the score (a slope sklearn would fit
+    negative, a score that ranks backwards, is held at the floor); the same weak L2 as sklearn's C=1e4."""
+    n, k = F.shape
+    ridge = 1.0 / (1e4 * n)
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = F @ w[:k] + w[k]
+        p = _sigmoid(z)
+        value = float(np.mean(np.logaddexp(0.0, z) - t * z) + 0.5 * ridge * w[:k] @ w[:k])
+        g = p - t
+        return value, np.r_[F.T @ g / n + ridge * w[:k], g.mean()]
+
+    start = np.r_[np.ones(k) / k, 0.0]
+    bounds = [(MIN_SLOPE, None)] * k + [(None, None)]
+    return minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
+
+
+def _centred_isotonic(x: np.ndarray, t: np.ndarray) -> dict:
+    """Isotonic regression of ``t`` on the score's logit, kept as its blocks' centres (the mean logit
+    of each block's rows) and values (clipped to [EPS, 1 - EPS]): what :func:`_apply_isotonic`
+    interpolates. PAVA's block values strictly increase, so the interpolation does too."""
+    u = _log_features(x, "platt")[:, 0]
+    order = np.argsort(u, kind="stable")
+    fitted = IsotonicRegression(y_min=0.0, y_max=1.0).fit_transform(u[order], t[order])
+    starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0])
+    centres = np.add.reduceat(u[order], starts) / np.diff(np.r_[starts, len(u)])
+    values = np.clip(fitted[starts], EPS, 1 - EPS)
+    keep = np.r_[True, np.diff(values) > 0]  # clipping could merge two blocks at the ends
+    return {"centres": centres[keep].tolist(), "values": values[keep].tolist()}
+
+
+def _apply_isotonic(x: np.ndarray, m: dict) -> np.ndarray:
+    """Linear in the score's logit between block centres; beyond the first and last centre the
+    log-odds move one for one with the score's, so no two scores are ever tied."""
+    u = _log_features(x, "platt")[:, 0]
+    c, v = np.asarray(m["centres"]), np.asarray(m["values"])
+    out = np.interp(u, c, v)
+    lo, hi = u < c[0], u > c[-1]
+    out[lo] = _sigmoid(_logit(v[:1]) + (u[lo] - c[0]))
+    out[hi] = _sigmoid(_logit(v[-1:]) + (u[hi] - c[-1]))
+    return out
+
+
 class Calibrator:
-    """Platt (temperature for multiclass) or isotonic, one map per output; plain numbers, saved as JSON."""
+    """One strictly increasing map per output (multiclass: one temperature for every class), chosen
+    among :data:`METHODS`; plain numbers, saved as JSON.
+
+    ``platt``: a logistic regression on the score's logit (multiclass: temperature scaling, which
+    keeps every row's argmax); ``beta``: beta calibration (Kull et al. 2017), a logistic regression on
+    ln s and -ln(1 - s) with both slopes positive, which bends where Platt cannot; ``isotonic``:
+    isotonic regression interpolated between its blocks' centres (not its steps, which tie scores).
+
+    >>> import numpy as np
+    >>> s = np.linspace(0.01, 0.99, 200)
+    >>> y = (np.random.default_rng(0).random(200) < s ** 2).astype(int)
+    >>> cal = Calibrator("binary", "isotonic").fit(y, s)
+    >>> bool(np.all(np.diff(cal.apply(s)) > 0))
+    True
+    """
 
     def __init__(self, kind: str, method: str):
-        if method not in METHODS:
-            raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
-        self.kind, self.method = TaskKind(kind), method
+        kind = TaskKind(kind)
+        allowed = EXCLUSIVE_METHODS if kind.exclusive else METHODS
+        if method not in allowed:
+            raise ValueError(f"calibration method for a {kind} task must be one of {allowed}, got {method!r}")
+        self.kind, self.method = kind, method
         self.maps: list[dict] = []
 
     def fit(self, y: np.ndarray, scores: np.ndarray) -> Calibrator:
@@ -134,7 +215,7 @@ class Calibrator:
         if self.method == "none":
             self.maps = [{"identity": True}] * S.shape[1]
             return self
-        if self.method == "platt" and self.kind.exclusive:
+        if self.kind.exclusive:  # temperature: a positive power of every probability keeps the argmax
             logp = np.log(np.clip(S, EPS, 1))
 
             def nll(t: float) -> float:
@@ -149,12 +230,11 @@ class Calibrator:
             x, t = S[:, j], Y[:, j]
             if t.min() == t.max():  # a class with no positive (or no negative) row: leave it as it is
                 self.maps.append({"identity": True})
-            elif self.method == "platt":
-                f = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(x)[:, None], t)
-                self.maps.append({"a": float(f.coef_[0, 0]), "b": float(f.intercept_[0])})
+            elif self.method == "isotonic":
+                self.maps.append(_centred_isotonic(x, t))
             else:
-                iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, t)
-                self.maps.append({"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+                w = _fit_logistic(_log_features(x, self.method), t).tolist()
+                self.maps.append({"a": w[0], "b": w[1]} if self.method == "platt" else {"beta": w})
         return self
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
@@ -170,10 +250,14 @@ class Calibrator:
             if m.get("identity"):
                 out[:, j] = x
             elif "a" in m:
-                out[:, j] = 1 / (1 + np.exp(-(m["a"] * _logit(x) + m["b"])))
-            else:  # tilted by the score so that it stays strictly increasing: no new ties
+                out[:, j] = _sigmoid(m["a"] * _log_features(x, "platt")[:, 0] + m["b"])
+            elif "beta" in m:
+                out[:, j] = _sigmoid(_log_features(x, "beta") @ np.asarray(m["beta"][:2]) + m["beta"][2])
+            elif "centres" in m:
+                out[:, j] = _apply_isotonic(x, m)
+            else:  # a run saved before isotonic was interpolated: its steps, tilted by the score
                 out[:, j] = np.interp(x, m["x"], m["y"]) * (1 - 2 * EPS) + EPS * (1 + np.clip(x, 0, 1))
-        if self.kind.exclusive:
+        if self.kind.exclusive:  # a multiclass "none", or a run saved when multiclass had isotonic
             out = np.clip(out, EPS, None)
             out /= out.sum(axis=1, keepdims=True)
         return out.reshape(s.shape)
@@ -183,8 +267,8 @@ class Calibrator:
 
     @classmethod
     def from_json(cls, d: dict) -> Calibrator:
-        obj = cls(d["task"], d["method"])
-        obj.maps = d["maps"]
+        obj = cls.__new__(cls)  # a saved calibrator is read as it was written (older runs' methods too)
+        obj.kind, obj.method, obj.maps = TaskKind(d["task"]), d["method"], d["maps"]
         return obj
 
 
@@ -198,9 +282,11 @@ def nested_calibration(kind: str, y: np.ndarray, scores: np.ndarray, fold_of: np
 def calibrate(kind: str, y: np.ndarray, scores: np.ndarray, fold_of: np.ndarray) -> tuple[Calibrator, np.ndarray, dict]:
     """(the calibrator chosen by nested-CV Brier score and fitted on every row, the nested-calibrated
     OOF scores, a record: each method's nested Brier/ECE, before and after)."""
-    Y = _onehot(TaskKind(kind), y, as_columns(scores).shape[1])
+    kind = TaskKind(kind)
+    Y = _onehot(kind, y, as_columns(scores).shape[1])
     enough = min(Y.sum(0).min(), (1 - Y).sum(0).min()) >= ISOTONIC_MIN_CLASS_ROWS
-    nested = {m: nested_calibration(kind, y, scores, fold_of, m) for m in METHODS if m != "isotonic" or enough}
+    methods = [m for m in (EXCLUSIVE_METHODS if kind.exclusive else METHODS) if m != "isotonic" or enough]
+    nested = {m: nested_calibration(kind, y, scores, fold_of, m) for m in methods}
     scored = {m: calibration_metrics(kind, y, s) for m, s in nested.items()}
     chosen = min(nested, key=lambda m: scored[m]["brier"])  # ties: the simpler method, "none" first
     record = {"method": chosen, "chosen_by": "nested-CV Brier score", "bins": "10 equal-count bins",
@@ -208,22 +294,37 @@ def calibrate(kind: str, y: np.ndarray, scores: np.ndarray, fold_of: np.ndarray)
     return Calibrator(kind, chosen).fit(y, scores), nested[chosen], record
 
 
-# -- the calibrated final model, a saved model ------------------------------------------------
+#: where a calibrated model keeps its nested-CV calibrated OOF scores (what its Brier and ECE are of)
+NESTED_OOF = "nested/oof.parquet"
+
+
 def calibrated_model(final: ModelResult, task, plan, out_dir: Path | None = None, name: str = "calibrated") -> ModelResult:
     """The run's final model calibrated as described above, saved in ``out_dir/<name>/`` (kind
-    "calibrated", ``needs`` the final model): OOF scores calibrated by nested CV (what its Brier
-    score and ECE are measured on), test scores by the calibrator fitted on every OOF row."""
+    "calibrated", ``needs`` the final model).
+
+    Two sets of OOF scores, because they answer two questions. ``oof.parquet``: the calibrator
+    fitted on every OOF row applied to every OOF row, the one strictly increasing map that test rows
+    and ``predict`` get, so its ranking metrics (ROC-AUC, pAUC, top-15 per patient) are exactly the
+    final model's: calibration never costs ranking. ``nested/oof.parquet``: each fold's rows through
+    the calibrator fitted on the other folds, what the Brier score and ECE (``metrics.json``
+    ``calibration``, and this model's own ``brier``/``ece``) are measured on, since a map judged on
+    the rows it was fitted to looks better calibrated than it is. The nested scores are not a
+    ranking: five maps, one per fold, put the pooled rows in another order than any one map does
+    (the demo's isotonic XGBoost lost 0.011 pAUC that way), an artefact of the evaluation that no
+    submitted score has."""
     fold_of = plan.fold_of(task.image_ids)
     scores = final.oof.matrix(task.image_ids, task.classes)
     calibrator, nested, record = calibrate(task.kind, task.y, scores, fold_of)
     test_ids = final.test.image_ids()
     test = calibrator.apply(final.test.matrix(test_ids, task.classes))
-    record |= {"of": final.name}
-    result = ModelResult(name, Predictions.from_scores(name, task.image_ids, task.classes, nested, fold=fold_of),
+    record |= {"of": final.name, "oof_scores": "the calibrator fitted on every OOF row (the final model's ranking); "
+               f"Brier and ECE of the nested-CV calibrated scores ({NESTED_OOF})"}
+    result = ModelResult(name, Predictions.from_scores(name, task.image_ids, task.classes, calibrator.apply(scores), fold=fold_of),
                          Predictions.from_scores(name, test_ids, task.classes, test), {"calibration": record})
     if out_dir is not None:
         write_model(Path(out_dir) / name, model_spec(name, "calibrated", task, {"members": [final.name]},
-                                                     calibrator=calibrator.to_json()), result)
+                                                     calibrator=calibrator.to_json(), oof_scores="calibrator"), result,
+                    extra={NESTED_OOF: Predictions.from_scores(name, task.image_ids, task.classes, nested, fold=fold_of)})
     return result
 
 

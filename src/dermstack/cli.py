@@ -27,7 +27,8 @@ COMMANDS = {
     "demo": "dermstack.run:demo_command",
     "predict": "dermstack.outputs.cli:predict_command",
     "submit": "dermstack.outputs.cli:submit_command",
-    "compare": "dermstack.reports.compare:compare_command",
+    "compare": "dermstack.reports.cli:compare_command",
+    "evaluate": "dermstack.external.cli:evaluate_command",
     "kinds": "dermstack.catalogue:kinds_command",
 }
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import polars as pl
 
 from dermstack.atomic import read_json, write_text
 from dermstack.config import ModelConfig, RunConfig, default_models
@@ -87,6 +88,7 @@ class Pipeline:
         self.ensemble_choice: dict | None = None
         self.jobs: LocalJobs | DaskJobs = LocalJobs()  # where the fold x seed jobs run ([cv] dask_address)
         self.clinical = True  # metrics.json primary_ci, clinical / thresholds, comparison (dermstack.clinical_report)
+        self.audit: dict | None = None  # metrics.json audit: duplicates across folds (dermstack.data.audit)
 
     def keys(self, *prefixes: str) -> dict:
         """The config keys a stage reads: every ``section.key`` starting with one of ``prefixes``."""
@@ -198,12 +200,33 @@ class Pipeline:
                     inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work, record)
         return FeatureSet.read(p.features)
 
-    def model_stage(self, name: str, keys: dict, depends_on: list[str], fit) -> ModelResult:
+    def audit_folds(self, table: LesionTable, plan: FoldPlan, store) -> dict:
+        """The overlap audit of the training rows where it is cheap (:func:`dermstack.data.audit.cross_fold_duplicates`:
+        identical files always, near-duplicates from the run's embeddings up to ``RUN_NEAR_MAX_ROWS``
+        rows); a warning names the pairs that sit in different folds (metrics.json ``audit``)."""
+        from dermstack.data.audit import RUN_NEAR_MAX_ROWS, cross_fold_duplicates, read_embeddings
+
+        fold_of = dict(zip(plan.folds["image_id"].to_list(), plan.folds["fold"].to_list()))
+        ids = table.train.filter(pl.col("image_id").is_in(list(fold_of)))["image_id"].to_list()
+        key = next((b for b in store.backbones() if not split_key(b)[1]), None) if store is not None else None
+        emb = read_embeddings(store, key, ids) if key and len(ids) <= RUN_NEAR_MAX_ROWS else None
+        dataset = "synthetic-isic2024" if self.cfg.data.format == "synthetic-isic2024" else table.meta.dataset
+        found, summary = cross_fold_duplicates(table, fold_of, emb, dataset)
+        if key and len(ids) > RUN_NEAR_MAX_ROWS:
+            summary["checked"]["near"] = f"{len(ids)} training rows, more than {RUN_NEAR_MAX_ROWS}: `dermstack data audit` checks them"
+        if found.height:
+            log.warning("overlap audit: %d pairs of training rows in different folds are the same image (%s), e.g. %s: "
+                        "they leak across folds (metrics.json audit; `dermstack data audit` lists every pair)", found.height,
+                        ", ".join(f"{n} by {k}" for k, n in summary["counts"].items()),
+                        "; ".join(f"{r['image_id']} ~ {r['other_image_id']}" for r in summary["examples"][:3]))
+        return summary
+
+    def model_stage(self, name: str, keys: dict, depends_on: list[str], fit, more_inputs: list[Path] = ()) -> ModelResult:
         """Run ``fit() -> ModelResult`` (which writes ``models/<name>/``) unless that folder is current."""
         p = self.paths
         mdir = p.models / name
         outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json", mdir]
-        inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else [])
+        inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else []) + list(more_inputs)
         self.stage(f"model-{name}", keys, inputs, outputs, depends_on, fit)
         return ModelResult.read(mdir, name)
 
@@ -293,9 +316,12 @@ class Pipeline:
         """The final model's probabilities calibrated on its OOF scores (dermstack.calibration)."""
         from dermstack.calibration import calibrated_model
 
+        # the final model's scores are inputs: another [ensemble] method on the same run directory makes
+        # another final model, and a calibrator of the previous one would be stale
+        scored = [self.paths.models / final.name / f for f in ("oof.parquet", "test.parquet")]
         return self.model_stage("calibrated", self.keys("data.task", "data.target"),
                                  [f"model-{final.name}", "ensemble-auto", "folds"],
-                                 lambda: calibrated_model(final, task, plan, self.paths.models))
+                                 lambda: calibrated_model(final, task, plan, self.paths.models), scored)
 
     # -- outputs --------------------------------------------------------------
     def repeat(self, table: LesionTable, store, features) -> list[dict]:
@@ -326,6 +352,7 @@ class Pipeline:
             plan = self.folds(table)
             store = self.extract(table)
             features = self.features(table, store)
+            self.audit = self.audit_folds(table, plan, store)
             self.prune_models()
             outs = [self.model(m, table, features, task, plan, store) for m in self.cfg.models]
             outs += self.feature_group_models(table, features, task, plan)

@@ -55,12 +55,17 @@ def model_folder(directory: str | Path) -> Path:
     return d
 
 
-def write_model(directory: str | Path, spec: dict, result: ModelResult) -> ModelResult:
-    """Write ``result`` and ``spec`` into ``directory``. ``model.json`` goes first out and last in, so
-    an interrupted write never leaves a folder that looks complete."""
+def write_model(directory: str | Path, spec: dict, result: ModelResult,
+                extra: dict[str, Predictions] | None = None) -> ModelResult:
+    """Write ``result``, ``extra`` (more predictions, by path under ``nested/``) and ``spec`` into
+    ``directory``. ``model.json`` goes first out and last in, so an interrupted write never leaves a
+    folder that looks complete."""
     d = model_folder(directory)
     (d / MODEL_JSON).unlink(missing_ok=True)
     result.write(d)
+    for rel, preds in (extra or {}).items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        preds.write(d / rel)
     write_json(d / MODEL_JSON, spec)
     return result
 

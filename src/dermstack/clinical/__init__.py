@@ -18,7 +18,7 @@ Conventions shared by every function here:
   A resample is a count per patient; a lesion's weight is its patient's count.
 """
 
-from dermstack.clinical.bootstrap import metric_bootstrap, operating_points, paired_bootstrap, patient_resamples
+from dermstack.clinical.bootstrap import metric_bootstrap, metric_draws, operating_points, paired_bootstrap, patient_resamples
 from dermstack.clinical.guarantee import guaranteed_rank, sensitivity_threshold
 from dermstack.clinical.operating import (
     flagged_per_cancer,
@@ -29,6 +29,7 @@ from dermstack.clinical.operating import (
 )
 from dermstack.clinical.thresholds import apply_thresholds, tune_thresholds
 
-__all__ = ["apply_thresholds", "flagged_per_cancer", "guaranteed_rank", "metric_bootstrap", "operating_points",
-           "paired_bootstrap", "patient_resamples", "sensitivity_at_specificity", "sensitivity_threshold",
-           "specificity_at_sensitivity", "specificity_threshold", "top_k_sensitivity", "tune_thresholds"]
+__all__ = ["apply_thresholds", "flagged_per_cancer", "guaranteed_rank", "metric_bootstrap", "metric_draws",
+           "operating_points", "paired_bootstrap", "patient_resamples", "sensitivity_at_specificity",
+           "sensitivity_threshold", "specificity_at_sensitivity", "specificity_threshold", "top_k_sensitivity",
+           "tune_thresholds"]

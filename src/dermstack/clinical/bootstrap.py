@@ -168,6 +168,14 @@ def _prepared(y, s, patient, metric, n_boot: int, seed: int):
     return fn, y, codes, n_pat, patient_resamples(n_pat, n_boot, seed)
 
 
+def metric_draws(y, s, patient, metric: str | Callable, n_boot: int = 200, seed: int = 0) -> np.ndarray:
+    """``metric`` on each patient resample, in draw order (NaN where undefined): the draws behind
+    :func:`metric_bootstrap`'s interval, for intervals of differences between independent data sets."""
+    s = finite_scores(s)
+    fn, y, codes, n_pat, counts = _prepared(y, s, patient, metric, n_boot, seed)
+    return _resampled_values(fn, y, s, codes, n_pat, counts)
+
+
 def metric_bootstrap(y, s, patient, metric: str | Callable, n_boot: int = 200, seed: int = 0,
                      alpha: float = 0.05) -> dict:
     """One model's ``metric`` with a patient-level bootstrap (1 - alpha) percentile interval, on the

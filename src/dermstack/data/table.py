@@ -80,10 +80,24 @@ def view_key(backbone: str, view: str = "") -> str:
     return f"{backbone}{VIEW_SEP}{view}" if view else backbone
 
 
+#: the SHA-256 of a row's primary image bytes, recorded at ingest (dermstack.data.readers.content)
+HASH_COLUMN = "image_sha256"
+
+
+def hash_column(view: str = "") -> str:
+    """The digest column of a view's image: ``image_sha256`` for ``image_ref``, ``image_sha256_<view>`` else."""
+    return f"{HASH_COLUMN}_{view}" if view else HASH_COLUMN
+
+
 def split_key(key: str) -> tuple[str, str]:
     """(backbone, view) of an embedding key."""
     backbone, _, view = key.partition(VIEW_SEP)
     return backbone, view
+
+
+def is_admin(column: str) -> bool:
+    """True for identifiers and bookkeeping: ids, file references, image digests (never features)."""
+    return column in ADMIN_COLUMNS or column.startswith((VIEW_PREFIX, HASH_COLUMN))
 
 
 def is_label_provenance(column: str) -> bool:
@@ -170,7 +184,7 @@ class LesionTable:
         bad = set(df["split"].unique().to_list()) - set(SPLITS)
         if bad:
             raise DataError(f"unknown split values {sorted(map(str, bad))}", column="split")
-        leaky = [c for c in self.meta.feature_columns if is_label_provenance(c) or c in ADMIN_COLUMNS]
+        leaky = [c for c in self.meta.feature_columns if is_label_provenance(c) or is_admin(c)]
         if leaky:
             raise DataError(f"label-provenance or id columns listed as features: {leaky}")
         absent = [c for c in self.meta.feature_columns + self.meta.categorical_columns if c not in df.columns]
@@ -226,7 +240,7 @@ def default_feature_columns(df: pl.DataFrame, exclude: set[str] = frozenset()) -
     """
     feats, cats = [], []
     for c, t in df.schema.items():
-        if c in CORE_COLUMNS or c in ADMIN_COLUMNS or c.startswith(VIEW_PREFIX) or c in exclude or is_label_provenance(c):
+        if c in CORE_COLUMNS or is_admin(c) or c in exclude or is_label_provenance(c):
             continue
         if df[c].null_count() == df.height:
             continue

@@ -170,14 +170,17 @@ def _rank(groups: list, m: int, M: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def explain_calibrated(ex: Composer, spec: dict, parts: list[Attribution]) -> Attribution:
-    """The calibrator of each row's fold applied to its one member (the rescale rule)."""
+    """The saved calibrator applied to its one member (the rescale rule): on every row, as its OOF
+    scores were made (:func:`dermstack.calibration.calibrated_model`); in a run saved before that, the
+    calibrator of each training row's fold, as they were made then."""
     part = parts[0]
     if ex.kind.exclusive:
         raise DataError("final-model SHAP does not explain a calibrated multiclass model (the run submits the "
                         "final model's own scores; explain that)", file=str(ex.dirs[spec["name"]]))
     saved = Calibrator.from_json(spec["calibrator"])
     S, y = ex.oof_all(spec["needs"]["members"][0]), ex.run.task.y
-    groups = ex.per_fold(lambda tr: Calibrator(ex.kind, saved.method).fit(y[tr], S[tr]), saved)
+    groups = ([(np.ones(len(ex.ids), bool), saved)] if spec.get("oof_scores") == "calibrator" else
+              ex.per_fold(lambda tr: Calibrator(ex.kind, saved.method).fit(y[tr], S[tr]), saved))
 
     def f(u: np.ndarray) -> np.ndarray:
         out = np.empty_like(u)

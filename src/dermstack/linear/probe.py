@@ -155,7 +155,8 @@ class Probe:
 def inner_splits(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Patient-grouped stratified splits of the given rows whose training part has two classes or more;
     none (the caller then cannot choose C) when fewer than two such splits exist."""
-    k = min(n_splits, len(np.unique(groups)))
+    # no more splits than groups, nor than the rows of the largest class (sklearn refuses that)
+    k = min(n_splits, len(np.unique(groups)), int(np.unique(y, return_counts=True)[1].max(initial=0)))
     if k < 2:
         return []
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)

@@ -26,7 +26,7 @@ class SavedMLP(SavedLinear):
 
 
 register(ModelKind(
-    KIND, "an MLP (one or two hidden layers, dropout) on the standardised full embeddings plus table features, "
-    "class-weighted, early-stopped on an inner grouped split", MLPParams, _cross_validate, SavedMLP,
-    explain_design_model, reads=("ingest", "folds", "features", "extract"), config_keys=("extract.backbones",),
-    smoke={"params": {"hidden": [8], "epochs": 5, "inner_splits": 2}}))
+    KIND, "an MLP on the standardised full embeddings plus table features: the linear probe plus a residual of one "
+    "or two hidden layers (dropout) starting at zero, class-weighted, its epochs chosen on an inner grouped split",
+    MLPParams, _cross_validate, SavedMLP, explain_design_model, reads=("ingest", "folds", "features", "extract"),
+    config_keys=("extract.backbones",), smoke={"params": {"hidden": [8], "epochs": 5, "inner_splits": 2}}))

@@ -29,7 +29,9 @@ def write_outputs(run, table: LesionTable, task: TaskSpec, outs: list[ModelResul
     for o in models:  # every model scored the same way, on the run's labels
         scores[o.name] = s = o.oof.matrix(task.image_ids, task.classes, source=o.name)
         base[o.name] = {k: v for k, v in o.metrics.items() if isinstance(v, (int, float))}
-        base[o.name].update(evaluate(task.kind, task.y, s) | calibration_metrics(task.kind, task.y, s))
+        # a calibrated model's Brier and ECE are of its nested-CV scores (dermstack.calibration.calibrated_model)
+        cal = o.metrics.get("calibration", {}).get("after") or calibration_metrics(task.kind, task.y, s)
+        base[o.name].update(evaluate(task.kind, task.y, s) | cal)
     Predictions.concat([o.oof for o in models]).write(p.oof)
     if any(o.test.height for o in models):
         Predictions.concat([o.test for o in models]).write(p.test_predictions)
@@ -52,6 +54,8 @@ def write_outputs(run, table: LesionTable, task: TaskSpec, outs: list[ModelResul
     if run.clinical:
         compared = {n: scores[n] for n in [*metrics["models"], calibrated.name, final.name]}
         metrics |= clinical_metrics(table, task, compared, final.name, plan, delta=run.cfg.clinical.delta)
+    if getattr(run, "audit", None) is not None:
+        metrics["audit"] = run.audit
     if task.few_positives():
         metrics["notes"] = task.few_positive_notes()
         for note in metrics["notes"]:

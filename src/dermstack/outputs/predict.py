@@ -9,6 +9,7 @@ stacked boosters with their nested CNNs' mean score); then the run's ensemble.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -128,9 +129,9 @@ class _Stores:
         return out
 
 
-def _embeddings(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[str], work: Path):
-    """The rows of ``table`` embedded by the run's backbones: the new images into ``work``, the run's
-    own from its store; None without backbones."""
+def embed_rows(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[str], work: Path):
+    """The rows of ``table`` (:func:`as_run_rows`) embedded by the run's backbones: the new images
+    ``new_ids`` into ``work``, the run's own from its store; None without backbones."""
     if not cfg.extract.backbones:
         return None
     from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
@@ -147,14 +148,18 @@ def _embeddings(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list
 def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[str], work: Path, store=None):
     """Features of the rows ``new_ids`` of ``table`` (see ``as_run_rows``), built as the run built its
     own: its fitted transform (leaky columns, embedding PCA), the new images embedded by its backbones
-    (``store``; made by :func:`_embeddings` when not given)."""
-    from dermstack.features.build import build_features
+    (``store``; made by :func:`embed_rows` when not given), the mask image features when the run
+    built them (``image = "auto"`` decided on the run's lesions; a new image without a mask is
+    segmented automatically)."""
+    from dermstack.features.build import build_features, image_enabled
     from dermstack.features.featureset import FeatureSet
     from dermstack.features.transform import FeatureTransform
 
     fitted = FeatureTransform.read(FeatureTransform.path_for(run_dir / "features.parquet"))
-    store = store or _embeddings(cfg, run_dir, table, new_ids, work)
-    fs = build_features(table, cfg.features, store, pca_components=cfg.extract.pca_components, fitted=fitted)
+    store = store or embed_rows(cfg, run_dir, table, new_ids, work)
+    masks = pl.read_parquet(run_dir / "lesions.parquet", columns=["mask_ref"])
+    features = dataclasses.replace(cfg.features, image=image_enabled(cfg.features.image, masks))
+    fs = build_features(table, features, store, pca_components=cfg.extract.pca_components, fitted=fitted)
     order = pl.DataFrame({"image_id": new_ids})
     return FeatureSet(order.join(fs.df, on="image_id", how="left", maintain_order="left"), fs.groups, fs.categorical,
                       fs.info, fs.transform)
@@ -167,7 +172,6 @@ def predict_run(run_dir: str | Path, data, strict: bool = False,
     through the registry (:mod:`dermstack.saved`) and applied in dependency order. ``data`` lacking
     a feature column of the run is an error unless ``allow_missing_features`` (``check_feature_columns``)."""
     from dermstack.rundir import check_finished
-    from dermstack.saved import Inputs, predict_all
 
     run_dir = check_finished(run_dir)
     cfg = RunConfig.from_toml(run_dir / "config.toml")
@@ -182,11 +186,19 @@ def predict_run(run_dir: str | Path, data, strict: bool = False,
     if not ids:  # no rows (a dataset without a test split): no prediction, and no image to embed for one
         return Predictions.empty().frame.select("image_id", "model", "class", "score")
     with tempfile.TemporaryDirectory(prefix="dermstack-predict-") as tmp:  # the new embeddings live here
-        store = _embeddings(cfg, run_dir, table, ids, Path(tmp))
-        fs = _features(cfg, run_dir, table, ids, Path(tmp), store)
-        inputs = Inputs(ids, list(run_metrics["classes"]), features=fs, table=LesionTable(table.df.head(len(ids)), table.meta),
-                        embeddings=store)
-        scores = predict_all(run_dir / "models", inputs)
+        store = embed_rows(cfg, run_dir, table, ids, Path(tmp))
+        scores = score_rows(cfg, run_dir, table, ids, list(run_metrics["classes"]), Path(tmp), store)
     if run_metrics["oof_model"] not in scores:
         raise DataError(f"the run's final model {run_metrics['oof_model']!r} has no saved model", file=str(run_dir / "models"))
     return pl.concat([p.frame.select("image_id", "model", "class", "score") for p in scores.values()])
+
+
+def score_rows(cfg: RunConfig, run_dir: Path, table: LesionTable, ids: list[str], classes: list[str], work: Path,
+               store=None) -> dict[str, Predictions]:
+    """Every saved model's scores of the rows ``ids`` of ``table`` (:func:`as_run_rows`, which puts
+    them first): their features built as the run built its own, then the models in dependency order."""
+    from dermstack.saved import Inputs, predict_all
+
+    fs = _features(cfg, run_dir, table, ids, work, store)
+    inputs = Inputs(ids, classes, features=fs, table=LesionTable(table.df.head(len(ids)), table.meta), embeddings=store)
+    return predict_all(run_dir / "models", inputs)

@@ -116,9 +116,15 @@ def _curves_section(run: RunData, curves: dict[str, dict[str, BinaryCurves]], se
     calib, note = order, "Calibration (equal-count bins of the OOF score)."
     if "calibrated" in curves:  # the final model's scores before and after calibration (dermstack.calibration)
         cls = "target" if run.task.kind.binary else run.explained_class
-        calib = {f"{final} (before)": curves[final][cls], "calibrated (after)": curves["calibrated"][cls]}
+        after, nested = curves["calibrated"][cls], run.nested_calibrated()
+        if nested is not None:  # the nested-CV calibrated scores, what the run's Brier and ECE are of
+            after = next((BinaryCurves.compute(c, yc, sc) for c, yc, sc in class_views(run.task.kind, run.task.classes, *nested)
+                          if c == cls), after)
+        calib = {f"{final} (before)": curves[final][cls], "calibrated (after)": after}
         note = (f"Calibration of the final model{'' if run.task.kind.binary else f', class {cls}'} before and after "
-                "(after: calibrated by nested CV, as submitted); equal-count bins of the OOF score.")
+                "(after: each fold through the calibrator fitted on the other folds, what the Brier score and ECE are of; "
+                "the submission applies the calibrator fitted on every row, which keeps the final model's ranking); "
+                "equal-count bins of the OOF score.")
     sec.add(figures(figure(plots.roc_figure(order),
                            f"ROC; the shaded band is the ISIC 2024 pAUC region (TPR >= 0.8), filled under {next(iter(order))}."),
                     figure(plots.pr_figure(order), "Precision-recall."),

@@ -7,6 +7,10 @@ the primary metric and in ROC-AUC with its 95 % CI and p-value, Holm-corrected o
 compared, overall and per subgroup (:func:`dermstack.reports.subgroups.subgroup_columns`). OOF
 scores are only paired when every run cross-validated the same rows in the same folds: otherwise
 the difference would mix the models with the splits, and the runs are refused.
+
+Folders written by ``dermstack evaluate`` (two runs scored on one external dataset) are paired the
+same way on the external rows every evaluation scored (:func:`compare_evaluations`): the same
+labels, the same patient resamples of those rows, the same subgroups.
 """
 from __future__ import annotations
 
@@ -16,21 +20,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 import polars as pl
 
 from dermstack.atomic import read_json, write_json
 from dermstack.clinical import paired_bootstrap
 from dermstack.clinical_report import N_BOOT, SEED, bootstrap_units, format_ci
-from dermstack.config.limits import option
-from dermstack.errors import DataError
-from dermstack.metrics import ROC_AUC_METRIC
+from dermstack.data.table import LesionTable
+from dermstack.errors import DataError, reading
+from dermstack.metrics import PRIMARY_METRIC, ROC_AUC_METRIC
 from dermstack.predictions import Predictions
 from dermstack.reports import plots
 from dermstack.reports.html import Section, figure, paragraph, table, write_page
 from dermstack.reports.rundata import RunData
 from dermstack.reports.subgroups import MISSING, SubgroupSettings, group_order, subgroup_columns
+from dermstack.taskkind import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +49,120 @@ class Side:
     model: str
     label: str
 
+    @property
+    def root(self) -> Path:
+        return self.run.root
 
-def load_sides(run_dirs: list[Path], models: list[str]) -> list[Side]:
-    """Each run (checked current) with its final model, or ``models[i]`` (one name: every run)."""
+
+@dataclass
+class EvaluationSide:
+    """One ``dermstack evaluate`` folder of a comparison: its predictions of the external rows, those
+    rows as read (``lesions.parquet``), ``evaluation.json``, the model compared and its label."""
+
+    root: Path
+    evaluation: dict
+    predictions: pl.DataFrame
+    rows: LesionTable
+    model: str
+    label: str
+
+    def scores(self, ids: list[str], classes: list[str]) -> np.ndarray:
+        cols = [self.model] if TaskKind(self.evaluation["task"]).binary else [f"{self.model}:{c}" for c in classes]
+        frame = pl.DataFrame({"image_id": ids}).join(self.predictions, on="image_id", how="left", maintain_order="left")
+        out = frame.select(cols).to_numpy().astype(np.float64)
+        return out[:, 0] if len(cols) == 1 else out
+
+
+def is_evaluation(folder: Path) -> bool:
+    return (Path(folder) / "evaluation.json").is_file()
+
+
+def load_sides(run_dirs: list[Path], models: list[str]) -> list[Side] | list[EvaluationSide]:
+    """Each run (checked current) with its final model, or ``models[i]`` (one name: every run); or,
+    when every folder is a ``dermstack evaluate`` output, each evaluation with its final model."""
     if len(run_dirs) < 2:
-        raise DataError("compare needs at least two run directories")
+        raise DataError("compare needs at least two run directories (or evaluation folders)")
     if models and len(models) not in (1, len(run_dirs)):
         raise DataError(f"--model is given {len(models)} times for {len(run_dirs)} runs: give it once (every run) or once per run")
+    kinds = {is_evaluation(d) for d in run_dirs}
+    if len(kinds) > 1:
+        raise DataError("compare pairs run directories (out-of-fold scores) or evaluation folders (`dermstack evaluate` "
+                        "on the same external rows), not both: " + ", ".join(f"{d} ({'evaluation' if is_evaluation(d) else 'run'})"
+                                                                             for d in run_dirs))
     names = [Path(d).name for d in run_dirs]
     sides = []
     for i, d in enumerate(run_dirs):
+        label = names[i] if names.count(names[i]) == 1 else str(d)
+        chosen = (models[i] if len(models) > 1 else models[0]) if models else None
+        if kinds == {True}:
+            sides.append(_evaluation_side(Path(d), chosen, label))
+            continue
         run = RunData.load(d)
-        model = (models[i] if len(models) > 1 else models[0]) if models else run.final_model
+        model = chosen or run.final_model
         if model not in run.model_names:
             raise DataError(f"no model {model!r} in this run (has {run.model_names})", file=str(d))
-        label = names[i] if names.count(names[i]) == 1 else str(d)
         sides.append(Side(run, model, f"{label} ({model})"))
     return sides
+
+
+def _evaluation_side(d: Path, model: str | None, label: str) -> EvaluationSide:
+    e = read_json(d / "evaluation.json", "evaluation")
+    with reading(d / "predictions.parquet", "predictions"):
+        preds = pl.read_parquet(d / "predictions.parquet")
+    model = model or e["final"]
+    if model not in e["models"]:
+        raise DataError(f"no model {model!r} in this evaluation (has {list(e['models'])})", file=str(d / "evaluation.json"))
+    return EvaluationSide(d, e, preds, LesionTable.read(d / "lesions.parquet"), model, f"{label} ({model})")
+
+
+def _labels_of(side: EvaluationSide, ids: list[str]) -> np.ndarray:
+    """The evaluation's labels of ``ids`` as ``TaskSpec.y`` holds them."""
+    kind, classes = TaskKind(side.evaluation["task"]), side.evaluation["classes"]
+    lab = pl.DataFrame({"image_id": ids}).join(side.predictions, on="image_id", how="left", maintain_order="left")["label"]
+    if kind.binary:
+        return lab.to_numpy().astype(np.int8)
+    index = {c: k for k, c in enumerate(classes)}
+    if kind.exclusive:
+        return np.array([index[v] for v in lab.to_list()], dtype=np.int64)
+    return np.array([[int(c in v.split(";")) for c in classes] for v in lab.to_list()], dtype=np.int8)
+
+
+def compare_evaluations(sides: list[EvaluationSide], n_boot: int = N_BOOT, seed: int = SEED,
+                        settings: SubgroupSettings = SubgroupSettings()) -> dict:
+    """``compare.json`` of evaluations: every later side against the first on the external rows every
+    side scored, paired on the same patient resamples of those rows (as :func:`compare_runs`)."""
+    ref = sides[0]
+    kind, classes = TaskKind(ref.evaluation["task"]), ref.evaluation["classes"]
+    for s in sides[1:]:
+        if (s.evaluation["task"], s.evaluation["classes"], s.evaluation.get("target")) != (
+                ref.evaluation["task"], classes, ref.evaluation.get("target")):
+            raise DataError(f"{s.label} against {ref.label}: different tasks ({s.evaluation['task']} {s.evaluation['classes']} "
+                            f"vs {ref.evaluation['task']} {classes}); a paired comparison scores both against the same labels")
+    shared = set(ref.predictions["image_id"].to_list())
+    for s in sides[1:]:
+        shared &= set(s.predictions["image_id"].to_list())
+    ids = [i for i in ref.predictions["image_id"].to_list() if i in shared]
+    if not ids:
+        raise DataError(f"the evaluations {[s.label for s in sides]} share no scored row: were they run on the same data?")
+    y = _labels_of(ref, ids)
+    for s in sides[1:]:
+        if not np.array_equal(_labels_of(s, ids), y):
+            raise DataError(f"{s.label} against {ref.label}: the same rows have different labels; a paired comparison "
+                            "needs the same labelled data")
+    rows = ref.rows.df.filter(pl.col("image_id").is_in(ids))
+    rows = pl.DataFrame({"image_id": ids}).join(rows, on="image_id", how="left", maintain_order="left")
+    units, unit = bootstrap_units(LesionTable(rows, ref.rows.meta), ids)
+    comparisons = paired_comparisons(kind, y, [s.scores(ids, classes) for s in sides], units, subgroup_columns(rows), sides,
+                                     n_boot, seed, settings)
+    return {"task": kind, "classes": classes, "primary_metric": PRIMARY_METRIC[kind],
+            "metrics": [PRIMARY_METRIC[kind], ROC_AUC_METRIC[kind]],
+            "reference": {"run": str(ref.root), "model": ref.model, "label": ref.label},
+            "n_rows": len(ids), "n_positive": int(y.sum()) if kind.binary else None,
+            "unit": unit, "n_boot": n_boot, "seed": seed, "difference": "run minus reference",
+            "external": {"data": sorted({s.evaluation["data"] for s in sides}),
+                         "scored_by_one_only": {s.label: s.predictions.height - len(ids) for s in sides}},
+            "holm": f"p_holm: Holm over the {len(comparisons)} evaluations compared with the reference, per metric (and per subgroup)",
+            "comparisons": comparisons}
 
 
 def check_pairable(ref: Side, other: Side) -> None:
@@ -129,8 +230,26 @@ def compare_runs(sides: list[Side], n_boot: int = N_BOOT, seed: int = SEED,
     scores = [s[idx] for s in scores]
     shared = [ids[i] for i in idx]
     units, unit = bootstrap_units(ref.run.table, shared)
-    metrics = [task.primary_metric, ROC_AUC_METRIC[task.kind]]
     groups = {a: g.gather(idx) for a, g in subgroup_columns(ref.run.train).items()}
+    comparisons = paired_comparisons(task.kind, y, scores, units, groups, sides, n_boot, seed, settings)
+    log.info("compared %d runs on %d rows (%d resamples of %s) in %.1f s", len(sides), len(idx), n_boot, unit,
+             time.perf_counter() - t0)
+    plan = ref.run.folds
+    return {"task": task.kind, "classes": task.classes, "primary_metric": task.primary_metric,
+            "metrics": [task.primary_metric, ROC_AUC_METRIC[task.kind]],
+            "reference": {"run": str(ref.run.root), "model": ref.model, "label": ref.label},
+            "n_rows": len(idx), "n_positive": int(y.sum()) if task.kind.binary else None,
+            "unit": unit, "n_boot": n_boot, "seed": seed, "difference": "run minus reference",
+            "folds": {"n_splits": plan.n_splits, "seed": plan.seed, "group_column": plan.group_column, "source": plan.source},
+            "holm": f"p_holm: Holm over the {len(comparisons)} runs compared with the reference, per metric (and per subgroup)",
+            "comparisons": comparisons}
+
+
+def paired_comparisons(kind, y: np.ndarray, scores: list[np.ndarray], units: np.ndarray, groups: dict[str, pl.Series],
+                       sides: list, n_boot: int, seed: int, settings: SubgroupSettings) -> list[dict]:
+    """Each later side's scores against the first's on the same rows and patient resamples: the primary
+    metric and ROC-AUC, overall and per subgroup, with Holm-adjusted p-values over the sides."""
+    metrics = [PRIMARY_METRIC[kind], ROC_AUC_METRIC[kind]]
     comparisons = []
     for side, s in zip(sides[1:], scores[1:]):
         overall = {m: _effect(paired_bootstrap(y, s, scores[0], units, m, n_boot, seed)) for m in metrics}
@@ -138,25 +257,16 @@ def compare_runs(sides: list[Side], n_boot: int = N_BOOT, seed: int = SEED,
         for attribute, labels in groups.items():
             for group in sorted(labels.unique().to_list(), key=group_order):
                 rows_g = np.flatnonzero((labels == group).to_numpy())
-                n_pos = int(y[rows_g].sum()) if task.kind.binary else None
+                n_pos = int(y[rows_g].sum()) if kind.binary else None
                 small = len(rows_g) < settings.min_n or (n_pos is not None and n_pos < settings.min_pos)
                 for m in metrics:
                     d = paired_bootstrap(y[rows_g], s[rows_g], scores[0][rows_g], units[rows_g], m, n_boot, seed)
                     rows.append({"attribute": attribute, "group": group, "n": len(rows_g), "n_pos": n_pos, "small": small,
                                  "metric": m, **_effect(d)})
-        comparisons.append({"run": str(side.run.root), "model": side.model, "label": side.label,
+        comparisons.append({"run": str(side.root), "model": side.model, "label": side.label,
                             "metrics": overall, "subgroups": rows})
     _adjust(comparisons, metrics)
-    log.info("compared %d runs on %d rows (%d resamples of %s) in %.1f s", len(sides), len(idx), n_boot, unit,
-             time.perf_counter() - t0)
-    plan = ref.run.folds
-    return {"task": task.kind, "classes": task.classes, "primary_metric": task.primary_metric, "metrics": metrics,
-            "reference": {"run": str(ref.run.root), "model": ref.model, "label": ref.label},
-            "n_rows": len(idx), "n_positive": int(y.sum()) if task.kind.binary else None,
-            "unit": unit, "n_boot": n_boot, "seed": seed, "difference": "run minus reference",
-            "folds": {"n_splits": plan.n_splits, "seed": plan.seed, "group_column": plan.group_column, "source": plan.source},
-            "holm": f"p_holm: Holm over the {len(comparisons)} runs compared with the reference, per metric (and per subgroup)",
-            "comparisons": comparisons}
+    return comparisons
 
 
 def _adjust(comparisons: list[dict], metrics: list[str]) -> None:
@@ -181,7 +291,7 @@ def _p(p: float | None, n_valid: int) -> str:
     return f"p < {1 / max(n_valid, 1):.2g}" if p == 0 else f"p = {p:.3g}"
 
 
-def _sentence(c: dict, result: dict) -> str:
+def comparison_sentence(c: dict, result: dict) -> str:
     parts = []
     for m in result["metrics"]:
         e = c["metrics"][m]
@@ -239,12 +349,17 @@ def write_compare(result: dict, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / COMPARE_FILES[0], result)
     ref, primary = result["reference"]["label"], result["primary_metric"]
-    how = (f"{result['n_rows']} training rows scored out of fold by every run"
-           + (f" ({result['n_positive']} positives)" if result["n_positive"] is not None else "")
-           + f"; the same {result['folds']['n_splits']} folds (grouped by {result['folds']['group_column']}); "
-           f"paired bootstrap: {result['n_boot']} resamples of {result['unit']}, the same for every model, as metrics.json. "
-           "Differences are run minus reference: above 0, the run is better.")
-    summary = Section("summary", "Summary").add(paragraph(how), *[paragraph(_sentence(c, result), "") for c in result["comparisons"]])
+    positives = f" ({result['n_positive']} positives)" if result["n_positive"] is not None else ""
+    if "folds" in result:
+        rows = (f"{result['n_rows']} training rows scored out of fold by every run{positives}; the same "
+                f"{result['folds']['n_splits']} folds (grouped by {result['folds']['group_column']})")
+    else:
+        rows = (f"{result['n_rows']} external rows ({', '.join(result['external']['data'])}) scored by every evaluation"
+                f"{positives}")
+    how = (f"{rows}; paired bootstrap: {result['n_boot']} resamples of {result['unit']}, the same for every model, as "
+           "metrics.json. Differences are run minus reference: above 0, the run is better.")
+    summary = Section("summary", "Summary").add(paragraph(how),
+                                                *[paragraph(comparison_sentence(c, result), "") for c in result["comparisons"]])
     summary.add(table(pl.concat([_frame(c, result).select(pl.lit(c["label"]).alias("run vs " + ref), pl.all())
                                  for c in result["comparisons"]])))
     sections = [summary]
@@ -266,26 +381,12 @@ def write_compare(result: dict, out: str | Path) -> Path:
 
 
 def compare(run_dirs: Sequence[str | Path], out: str | Path, models: Sequence[str] = (), n_boot: int = N_BOOT) -> dict:
-    """Compare the runs (the first is the reference) and write ``compare.json`` and ``compare.html``
-    into ``out`` (claimed before any work); returns what ``compare.json`` holds. ``models``: the
-    model compared instead of each run's final one, once for every run or once per run."""
+    """Compare the runs (the first is the reference), or ``dermstack evaluate`` folders of the same
+    external data, and write ``compare.json`` and ``compare.html`` into ``out`` (claimed before any
+    work); returns what ``compare.json`` holds. ``models``: the model compared instead of each run's
+    final one, once for every run or once per run."""
     claim_compare_dir(out)
-    result = compare_runs(load_sides([Path(d) for d in run_dirs], list(models)), n_boot=n_boot)
+    sides = load_sides([Path(d) for d in run_dirs], list(models))
+    result = (compare_evaluations if isinstance(sides[0], EvaluationSide) else compare_runs)(sides, n_boot=n_boot)
     write_compare(result, out)
     return result
-
-
-@click.command("compare")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory for compare.json and compare.html.")
-@click.option("--model", "models", multiple=True,
-              help="Model to compare instead of the final one: once (every run) or once per run, in order.")
-@click.option("--n-boot", type=option("Resamples"), default=N_BOOT, show_default=True, help="Patient resamples of the paired bootstrap.")
-def compare_command(runs: tuple[Path, ...], out: Path, models: tuple[str, ...], n_boot: int) -> None:
-    """Pair the final models of RUNS (the first is the reference) on the same rows and folds: differences
-    in the primary metric and ROC-AUC with 95% CIs and p-values, overall and per subgroup."""
-    result = compare(list(runs), out, list(models), n_boot)
-    for c in result["comparisons"]:
-        click.echo(_sentence(c, result))
-    click.echo(f"compare: {out / COMPARE_FILES[0]}, {out / COMPARE_FILES[1]}")

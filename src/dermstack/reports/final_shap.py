@@ -31,8 +31,9 @@ applied to the contributions (its method's ``explain``, :mod:`dermstack.ensemble
   quadrature residual is shared by |contribution|.
 
 Features of different members are merged by name (the same feature in two boosters sums). OOF
-rows of ``greedy``, ``rank``, ``stack`` and ``calibrated`` were scored by the learner or calibrator
-fitted on the other folds (nested CV), so those are refitted the same way here, and every
+rows of ``greedy``, ``rank`` and ``stack`` were scored by the learner fitted on the other folds
+(nested CV), so those are refitted the same way here (``calibrated`` OOF rows went through the
+calibrator fitted on every row, the one test rows get), and every
 member's composed score is checked against its stored score: a difference above
 :data:`REPRODUCE_TOL` (the saved models no longer give the stored scores) is a DataError naming
 the model; below it, the float residual is shared among features by |contribution|.

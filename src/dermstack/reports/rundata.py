@@ -98,6 +98,17 @@ class RunData:
         idx = np.flatnonzero(keep)
         return idx, self.task.y[idx], s[idx]
 
+    def nested_calibrated(self, model: str = "calibrated") -> tuple[np.ndarray, np.ndarray] | None:
+        """(y, scores) of a calibrated model's nested-CV calibrated OOF scores, what its Brier score and
+        ECE are of (:func:`dermstack.calibration.calibrated_model`); None for a run saved without them."""
+        from dermstack.calibration import NESTED_OOF
+
+        path = self.models_dir / model / NESTED_OOF
+        if not path.exists():
+            return None
+        s = Predictions.read(path).matrix(self.task.image_ids, self.task.classes, source=str(path))
+        return self.task.y, s
+
     @cached_property
     def train(self) -> pl.DataFrame:
         """Training rows of the LesionTable in the task's order."""

@@ -30,6 +30,25 @@ READERS: dict[str, Reader] = {
 }
 
 
+#: format -> the files (any one) that mark a folder of that format, as published
+MARKER_FILES: dict[str, tuple[str, ...]] = {
+    "isic2024": ("train-metadata.csv", "test-metadata.csv"),
+    "isic-archive": ("metadata.csv",),
+    "ham10000": ("HAM10000_metadata.csv",),
+    "milk10k": ("MILK10k_Training_Metadata.csv", "MILK10k_Test_Metadata.csv"),
+    "ddi": ("ddi_metadata.csv",),
+    "ph2": ("PH2_dataset.csv", "PH2_dataset.txt", "PH2_dataset.xlsx"),
+}
+
+
+def detect_format(path: str | Path) -> str | None:
+    """The format whose marker file ``path`` is, or holds (None: none, or several)."""
+    path = Path(path)
+    names = {path.name} if path.is_file() else {p.name for p in path.iterdir()} if path.is_dir() else set()
+    found = [fmt for fmt, files in MARKER_FILES.items() if names & set(files)]
+    return found[0] if len(found) == 1 else None
+
+
 def ingest(format: str, path: str | Path, strict: bool = False, encoding: str | None = None) -> tuple[LesionTable, IngestReport]:
     """Read the dataset ``format`` at ``path`` as published; ``strict`` turns every skip or missing image into a DataError;
     ``encoding`` declares the CSV files' encoding when it is not UTF-8."""
@@ -43,4 +62,4 @@ def ingest(format: str, path: str | Path, strict: bool = False, encoding: str | 
     return table, report
 
 
-__all__ = ["READERS", "ingest", "Reader"]
+__all__ = ["MARKER_FILES", "READERS", "Reader", "detect_format", "ingest"]

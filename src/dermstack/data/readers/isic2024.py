@@ -13,7 +13,7 @@ from dermstack.data.readers.csvio import RowProblems, check_ids, parse_flags, pa
 from dermstack.data.readers.imagecheck import hdf5_problems
 from dermstack.data.readers.vocab import ANATOM_SITE_GENERAL, SEX, check_vocabulary, diagnosis_label
 from dermstack.data.report import IngestReport
-from dermstack.data.table import LesionTable, TableMeta, h5_ref
+from dermstack.data.table import HASH_COLUMN, LesionTable, TableMeta, h5_ref
 from dermstack.errors import DataError
 
 #: Text columns of the Kaggle ``train-metadata.csv`` (every other known column is numeric).
@@ -73,13 +73,14 @@ def _read_split(csv: Path, split: str, h5: Path, seen: pl.Series, report: Ingest
     df = df.with_columns(pl.lit(split).alias("split"), diagnosis_label(df, ["iddx_3", "iddx_2", "iddx_1"]))
     if not h5.is_file():
         report.note(f"{h5.name} not found: {df.height} {split} rows read as metadata only (image_ref empty)")
-        return df.with_columns(pl.lit(None, pl.String).alias("image_ref"))
+        return df.with_columns(pl.lit(None, pl.String).alias("image_ref"), pl.lit(None, pl.String).alias(HASH_COLUMN))
     ids = df["isic_id"].to_list()
-    present, bad = hdf5_problems(h5, ids)
+    present, bad, digests = hdf5_problems(h5, ids)
     prefix = h5_ref(h5, "")
     df = df.with_columns(
         pl.when(pl.Series(present)).then(pl.lit(prefix) + pl.col("isic_id")).alias("image_ref"),
         pl.col("isic_id").replace_strict(bad, default=None, return_dtype=pl.String).alias(IMAGE_PROBLEM),
+        pl.col("isic_id").replace_strict(digests, default=None, return_dtype=pl.String).alias(HASH_COLUMN),
     )
     df = df.with_columns(pl.format("{} ({})", pl.col(IMAGE_PROBLEM), pl.col("image_ref")).alias(IMAGE_PROBLEM))
     return resolve_images(df, problems, report)
