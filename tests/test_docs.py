@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dermstack.catalogue import rows as param_rows
 from dermstack.config import reference
-from dermstack.kinds import rows as param_rows
 from dermstack.registry import ensemble_methods, method_names, model_kinds
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,10 +3,10 @@ import re
 
 from click.testing import CliRunner
 
+from dermstack.catalogue import param_rows
 from dermstack.cli import cli
 from dermstack.config import RunConfig
 from dermstack.errors import ConfigError
-from dermstack.kinds import param_rows
 from dermstack.registry import ensemble_methods, method_names, model_kinds
 
 

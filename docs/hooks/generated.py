@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 
+from dermstack.catalogue import markdown as kinds_markdown
 from dermstack.config import reference
-from dermstack.kinds import markdown as kinds_markdown
 
 # The kinds listing escapes a pipe inside a code span for GitHub's tables; Python-Markdown keeps it literal.
 GENERATORS = {"kinds": lambda: kinds_markdown().replace(r"\|", "|"), "config": reference.markdown}

@@ -19,11 +19,28 @@ def clip(text, most: int = SHOWN):
 
 
 class DermstackError(Exception):
-    """Base class for user-facing errors (the CLI prints these without a traceback)."""
+    """Base class for user-facing errors (the CLI prints these without a traceback).
+
+    Examples
+    --------
+    >>> import dermstack as ds
+    >>> issubclass(ds.DataError, ds.DermstackError) and issubclass(ds.ConfigError, ds.DermstackError)
+    True
+    """
 
 
 class DataError(DermstackError):
-    """Bad input data: names the file, and where known the row (1-based, as in an editor) and column."""
+    """Bad input data: names the file, and where known the row (1-based, as in an editor) and column.
+
+    Examples
+    --------
+    >>> import dermstack as ds
+    >>> e = ds.DataError("not a number: 'abc'", file="train-metadata.csv", row=3, column="age_approx")
+    >>> str(e)
+    "train-metadata.csv, row 3, column 'age_approx': not a number: 'abc'"
+    >>> e.file, e.row, e.column
+    ('train-metadata.csv', 3, 'age_approx')
+    """
 
     def __init__(self, message: str, file: str | None = None, row: int | None = None, column: str | None = None):
         message, column = clip(message, 10 * SHOWN), clip(column)
@@ -39,11 +56,40 @@ class DataError(DermstackError):
 
 
 class ConfigError(DermstackError):
-    """Bad configuration (unknown key, wrong type, unknown feature group ...)."""
+    """Bad configuration (unknown key, wrong type, unknown feature group ...): every problem of a config
+    at once, each with the closest valid name.
+
+    Examples
+    --------
+    >>> import dermstack as ds
+    >>> try:
+    ...     ds.RunConfig.from_dict({"data": {"fromat": "isic2024"}})
+    ... except ds.ConfigError as e:
+    ...     print(e)
+    config: [data] fromat = "isic2024": unknown key (did you mean "format"?); known: format, path, ...
+    """
 
 
 class PluginError(ConfigError):
-    """An installed plugin (entry-point group ``dermstack.kinds``) that could not be loaded; names the plugin."""
+    """An installed plugin (entry-point group ``dermstack.kinds``) that could not be loaded; names the plugin.
+
+    Examples
+    --------
+    >>> import dermstack as ds
+    >>> issubclass(ds.PluginError, ds.ConfigError)  # a config naming a broken plugin's kind fails as a config
+    True
+    """
+
+
+class RunLockedError(DermstackError):
+    """Another live process holds the run directory (its ``.lock``); names the holder.
+
+    Examples
+    --------
+    >>> import dermstack as ds
+    >>> issubclass(ds.RunLockedError, ds.DermstackError)
+    True
+    """
 
 
 @contextmanager

@@ -5,6 +5,7 @@ skipped on a re-run when that fingerprint is unchanged.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -68,7 +69,7 @@ class Pipeline:
     each invalidating what depends on it before it re-runs (:mod:`dermstack.rundir`)."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, force: bool = False, config_dir: Path | None = None):
-        self.cfg = cfg
+        cfg = self.cfg = copy.deepcopy(cfg)  # resolved paths and the default models are the run's, never the caller's
         if cfg.data.format != "synthetic-isic2024" and not cfg.data.path:
             raise ConfigError(f"[data] path is required for format {cfg.data.format!r}")
         if cfg.data.path:

@@ -100,6 +100,34 @@ class Predictions:
             raise DataError(f"{source}: {len(bad)} of {len(ids)} rows have no score, e.g. {[ids[i] for i in bad[:5]]}")
         return mat[:, 0] if list(classes) == ["target"] else mat
 
+    def wide(self, ids: list[str], classes: list[str]) -> pl.DataFrame:
+        """``image_id``, then one column per model, rows in ``ids`` order: its score averaged over seeds and
+        folds (:meth:`matrix`; null where it has none), a float for a binary task (class "target"), else a
+        struct of one field per class. :meth:`from_wide` reads it back."""
+        cols = [pl.Series("image_id", ids, dtype=pl.String)]
+        for m in self.models:
+            mat = self.for_model(m).matrix(ids, classes, require=False)
+            cols.append(pl.Series(m, mat).fill_nan(None) if mat.ndim == 1 else
+                        pl.DataFrame(mat, schema=list(classes), orient="row").fill_nan(None).to_struct(m))
+        return pl.DataFrame(cols)
+
+    @classmethod
+    def from_wide(cls, df: pl.DataFrame) -> Predictions:
+        """The predictions of a :meth:`wide` frame: each float column a binary model's, each struct column
+        a model's of one score per class; ``image_id`` the rows, any other column (a label) left out."""
+        if "image_id" not in df.columns:
+            raise DataError("predictions lack column 'image_id'")
+        ids, parts = df["image_id"].cast(pl.String).to_list(), []
+        for name, dtype in df.schema.items():
+            if dtype.is_float():
+                parts.append(cls.from_scores(name, ids, ["target"], df[name].cast(pl.Float64).to_numpy()))
+            elif isinstance(dtype, pl.Struct):
+                parts.append(cls.from_scores(name, ids, [f.name for f in dtype.fields],
+                                             df[name].struct.unnest().cast(pl.Float64).to_numpy()))
+        if not parts:
+            raise DataError(f"no score columns among {df.columns} (a model's column is a float, or a struct of one score per class)")
+        return cls(pl.concat([p.frame for p in parts]))
+
     def write(self, path: str | Path) -> Path:
         with atomic_path(path) as tmp:
             self.frame.write_parquet(tmp)

@@ -1,8 +1,11 @@
 """`dermstack run` and `dermstack demo`: the pipeline (:mod:`dermstack.pipeline`) with its
-``[cv] repeats`` child runs (:mod:`dermstack.repeats`), and what the command prints."""
+``[cv] repeats`` child runs (:mod:`dermstack.repeats`), and what the command prints.
+:func:`fit_run` is the one way in, for these commands and for :func:`dermstack.fit`."""
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -10,6 +13,7 @@ import click
 from dermstack.clinical_report import summary_lines
 from dermstack.config import RunConfig
 from dermstack.data.table import LesionTable
+from dermstack.errors import ConfigError
 from dermstack.pipeline import Pipeline
 from dermstack.repeats import repeat_cv
 
@@ -21,6 +25,31 @@ class Run(Pipeline):
 
     def repeat(self, table: LesionTable, store, features) -> list[dict]:
         return repeat_cv(self, table, store, features)
+
+
+#: what :func:`fit_run` takes as a config: a TOML file, its parsed tables, or a checked RunConfig
+ConfigLike = str | os.PathLike | Mapping | RunConfig
+
+
+def read_config(config: ConfigLike) -> tuple[RunConfig, Path | None]:
+    """(the RunConfig, the folder a relative ``[data] path`` is also looked up in: the TOML file's)."""
+    if isinstance(config, RunConfig):
+        return config, None
+    if isinstance(config, Mapping):
+        return RunConfig.from_dict(dict(config)), None
+    if isinstance(config, (str, os.PathLike)):
+        return RunConfig.from_toml(config), Path(config).parent
+    raise ConfigError(f"config: give a TOML file's path, a dict of its tables or a RunConfig, not {type(config).__name__}")
+
+
+def fit_run(config: ConfigLike, out: str | Path, force: bool = False, dask_address: str | None = None) -> dict:
+    """Run the pipeline of ``config`` into the run directory ``out`` and return its ``metrics.json``;
+    stages whose inputs are unchanged since a previous run into ``out`` are skipped unless ``force``.
+    ``dask_address`` overrides ``[cv] dask_address``. The caller's config is never changed."""
+    cfg, config_dir = read_config(config)
+    if dask_address:
+        cfg = dataclasses.replace(cfg, cv=dataclasses.replace(cfg.cv, dask_address=dask_address))
+    return Run(cfg, out, force=force, config_dir=config_dir).execute()
 
 
 def print_metrics(metrics: dict) -> None:
@@ -47,11 +76,7 @@ def print_metrics(metrics: dict) -> None:
               help="Dask scheduler for the fold x seed jobs (overrides [cv] dask_address; default $DERMSTACK_DASK_ADDRESS).")
 def run_command(config: Path, out: Path, force: bool, dask_address: str | None) -> None:
     """Run the pipeline described by CONFIG (TOML) into the run directory OUT."""
-    cfg = RunConfig.from_toml(config)
-    if dask_address:
-        cfg = dataclasses.replace(cfg, cv=dataclasses.replace(cfg.cv, dask_address=dask_address))
-    metrics = Run(cfg, out, force=force, config_dir=config.parent).execute()
-    print_metrics(metrics)
+    print_metrics(fit_run(config, out, force=force, dask_address=dask_address))
     click.echo(f"results in {out}/ (metrics.json, oof.parquet, models/)")
 
 
@@ -63,6 +88,5 @@ def demo_command(out: Path, config: Path | None) -> None:
     """End-to-end demo on synthetic ISIC 2024 data with the embedded default config."""
     config = config or PACKAGE_CONFIGS / "demo.toml"
     click.echo(f"dermstack demo: config {config}, run directory {out}", err=True)
-    metrics = Run(RunConfig.from_toml(config), out).execute()
-    print_metrics(metrics)
+    print_metrics(fit_run(config, out))
     click.echo(f"results in {out}/")

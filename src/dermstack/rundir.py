@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dermstack.atomic import read_json, write_json
-from dermstack.errors import DataError, DermstackError
+from dermstack.errors import DataError, DermstackError, RunLockedError
 from dermstack.provenance import artifacts, check_artifacts
 
 log = logging.getLogger(__name__)
@@ -156,10 +156,6 @@ def claim_run_dir(root: str | Path) -> RunPaths:
     root = claim_dir(root, "run directory", marker=MARKER)
     (root / MARKER).mkdir(parents=True, exist_ok=True)
     return RunPaths(root)
-
-
-class RunLockedError(DermstackError):
-    """Another live process holds the run directory."""
 
 
 class RunLock:
@@ -311,6 +307,24 @@ def check_current(root: str | Path) -> None:
             if not _same(current.get(key), value):
                 raise DermstackError(f"{paths.root}: config.toml {key} = {current.get(key)!r} differs from what stage "
                                      f"{name!r} ran with ({value!r}); {rerun}")
+
+
+#: what a finished ``dermstack run`` directory holds besides its stage records
+FINISHED = ("config.toml", "lesions.parquet", "metrics.json", "models")
+
+
+def check_finished(root: str | Path) -> Path:
+    """``root`` as a finished run directory that :func:`check_current` accepts and that holds every
+    one of :data:`FINISHED`; otherwise the DermstackError ``predict``, ``submit`` and
+    :func:`dermstack.load` all give, naming the file or stage."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("no such run directory" if not root.exists() else "not a directory", file=str(root))
+    check_current(root)  # first: names a damaged or missing file and the stage that writes it
+    for need in FINISHED:
+        if not (root / need).exists():
+            raise DataError(f"not a finished dermstack run directory (no {need})", file=str(root))
+    return root
 
 
 def recorded_models(records: dict[str, dict]) -> set[str]:

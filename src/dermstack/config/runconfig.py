@@ -33,6 +33,21 @@ _SECTIONS: dict[str, type] = {
 
 @schema("config")
 class RunConfig:
+    """A run's whole config, one section per TOML table, checked completely when it is made.
+
+    :func:`dermstack.fit` takes one (or a TOML path, or a dict); a run directory's ``config.toml``
+    reads back as one.
+
+    Examples
+    --------
+    >>> import dermstack as ds
+    >>> cfg = ds.RunConfig.from_dict({"data": {"format": "ham10000", "path": "data/ham10000"}, "cv": {"n_splits": 3}})
+    >>> cfg.data.format, cfg.cv.n_splits, cfg.models
+    ('ham10000', 3, [])
+    >>> 'format = "ham10000"' in cfg.to_toml()
+    True
+    """
+
     data: DataConfig = field(default_factory=DataConfig)
     cv: CVConfig = field(default_factory=CVConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)

@@ -133,7 +133,17 @@ class TableMeta:
 
 @dataclass
 class LesionTable:
-    """A polars frame with the core columns plus dataset metadata, and its description."""
+    """A polars frame with the core columns plus dataset metadata, and its description.
+
+    Every reader makes one (a run's ``lesions.parquet``); :meth:`dermstack.FittedRun.predict` scores one.
+
+    Examples
+    --------
+    >>> import dermstack as ds
+    >>> table = ds.LesionTable.read("runs/tiny/lesions.parquet")
+    >>> len(table), table.test.height, table.meta.dataset
+    (160, 10, 'isic2024')
+    """
 
     df: pl.DataFrame
     meta: TableMeta
@@ -181,6 +191,23 @@ class LesionTable:
         if absent:
             raise DataError(f"feature columns not in the table: {absent}")
         image_views(df, self.meta.source or None)
+
+    @classmethod
+    def from_frame(cls, frame, dataset: str, source: str = "DataFrame") -> LesionTable:
+        """Lesions given as a polars or pandas DataFrame: its columns as they are (the metadata of
+        ``dataset``), ``image_id`` (else ISIC's ``isic_id``) the row's id, absent core columns empty,
+        every row a ``test`` row unless ``split`` says otherwise."""
+        if not isinstance(frame, pl.DataFrame):
+            if not hasattr(frame, "to_numpy") or not hasattr(frame, "columns"):
+                raise DataError(f"not a polars or pandas DataFrame: {type(frame).__name__}", file=source)
+            frame = pl.from_pandas(frame)
+        if "image_id" not in frame.columns:
+            if "isic_id" not in frame.columns:
+                raise DataError(f"no image_id (or isic_id) column among {frame.columns[:20]}", file=source, column="image_id")
+            frame = frame.with_columns(pl.col("isic_id").cast(pl.String).alias("image_id"))
+        if "split" not in frame.columns:
+            frame = frame.with_columns(pl.lit("test").alias("split"))
+        return cls(finalize_frame(frame), TableMeta(dataset=dataset, source=source))
 
     # -- io ---------------------------------------------------------------------
     def write(self, path: str | Path) -> Path:

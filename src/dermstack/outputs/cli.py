@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dermstack.atomic import out_file, parquet_out, read_json, write_parquet
+from dermstack.atomic import out_file, parquet_out, write_parquet
 from dermstack.outputs.submission import FORMATS
 
 _path = click.Path(path_type=Path)
@@ -42,37 +42,6 @@ def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, pred
 
     RUN_DIR is a `dermstack run` directory (checked to be current), or any folder whose models/
     the stage commands wrote (then --model names the one to submit)."""
-    import polars as pl
+    from dermstack.outputs.submission import submit_run
 
-    from dermstack.data.table import LesionTable
-    from dermstack.errors import DataError, reading
-    from dermstack.outputs.submission import check_run_format, write_submission
-    from dermstack.rundir import check_current
-    from dermstack.saved import load, model_dirs
-
-    check_current(run_dir)
-    metrics = read_json(run_dir / "metrics.json", "run metrics") if (run_dir / "metrics.json").exists() else {}
-    model = model or metrics.get("submission_model") or metrics.get("oof_model")
-    if predictions is not None:
-        with reading(predictions, "predictions"):
-            preds = pl.read_parquet(predictions)
-    else:
-        saved = model_dirs(run_dir / "models")
-        if model not in saved:
-            what = f"no saved model {model!r}" if model else "which model to submit?"
-            raise DataError(f"{what} (have {sorted(saved)}); name one with --model", file=str(run_dir / "models"))
-        test = load(saved[model]).result().test
-        if not test.height:
-            raise DataError("no test predictions: the run had no test rows; score new data with `dermstack predict`",
-                            file=str(saved[model] / "test.parquet"))
-        preds = test.frame
-    spec = load(model_dirs(run_dir / "models")[model]).spec if model in model_dirs(run_dir / "models") else {}
-    table = LesionTable.read(run_dir / "lesions.parquet") if (run_dir / "lesions.parquet").exists() else None
-    ids = table.test["image_id"].to_list() if predictions is None and table is not None else None
-    classes = metrics.get("classes") or spec.get("classes")
-    check_run_format(fmt, metrics.get("task") or spec.get("task"), classes or [], str(run_dir))
-    write_submission(preds, fmt, out, sample=sample, ids=ids, classes=classes, model=model)
-    if ids is None and sample is None:
-        click.echo(f"note: the ids of {predictions or 'the test predictions'} were not checked against a test set "
-                   "(every predicted row is submitted): pass --sample to check them", err=True)
-    click.echo(f"wrote validated {fmt} submission {out}")
+    click.echo(f"wrote validated {fmt} submission {submit_run(run_dir, fmt, out, sample, predictions, model)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -26,10 +27,13 @@ from dermstack.predictions import Predictions
 log = logging.getLogger(__name__)
 
 
-def read_new_data(cfg: RunConfig, data: str | Path | LesionTable, strict: bool = False) -> LesionTable:
-    """A LesionTable as given, from parquet, or read by the run's ``[data] format`` reader."""
+def read_new_data(cfg: RunConfig, data, strict: bool = False) -> LesionTable:
+    """A LesionTable as given, of a polars or pandas DataFrame (:meth:`LesionTable.from_frame`), from
+    parquet, or read by the run's ``[data] format`` reader."""
     if isinstance(data, LesionTable):
         return data
+    if not isinstance(data, (str, os.PathLike)):
+        return LesionTable.from_frame(data, cfg.data.format)
     path = Path(data)
     if path.suffix == ".parquet":
         return LesionTable.read(path)
@@ -161,24 +165,20 @@ def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[s
                       fs.info, fs.transform)
 
 
-def predict_run(run_dir: str | Path, data: str | Path | LesionTable, strict: bool = False,
+def predict_run(run_dir: str | Path, data, strict: bool = False,
                 allow_missing_features: bool = False) -> pl.DataFrame:
     """Long predictions (image_id, model, class, score) of every saved model of the run, the final
     one (``metrics.json`` ``oof_model``) included, for every row of ``data``; the models are loaded
     through the registry (:mod:`dermstack.saved`) and applied in dependency order. ``data`` lacking
     a feature column of the run is an error unless ``allow_missing_features`` (``check_feature_columns``)."""
-    from dermstack.rundir import check_current
+    from dermstack.rundir import check_finished
 
-    run_dir = Path(run_dir)
-    check_current(run_dir)  # first: names a damaged or missing file and the stage that writes it
-    for need in ("config.toml", "lesions.parquet", "metrics.json", "models"):
-        if not (run_dir / need).exists():
-            raise DataError(f"not a finished dermstack run directory (no {need})", file=str(run_dir))
+    run_dir = check_finished(run_dir)
     cfg = RunConfig.from_toml(run_dir / "config.toml")
     run_metrics = read_json(run_dir / "metrics.json", "run metrics")
     new = read_new_data(cfg, data, strict)
     run_table = LesionTable.read(run_dir / "lesions.parquet")
-    source = None if isinstance(data, LesionTable) else str(data)
+    source = str(data) if isinstance(data, (str, os.PathLike)) else None
     check_feature_columns(run_table, new, allow_missing_features, source)
     new = drop_training_rows(run_table, new, strict, source)
     table = as_run_rows(run_table, new)

@@ -250,3 +250,50 @@ def write_submission(test_predictions: pl.DataFrame, format: str, out: str | Pat
     with atomic_path(out) as tmp:
         df.write_csv(tmp, float_precision=None)
     return out
+
+
+def submit_run(run_dir: str | Path, format: str, out: str | Path, sample: str | Path | None = None,
+               predictions: str | Path | pl.DataFrame | None = None, model: str | None = None) -> Path:
+    """Write the validated ``format`` submission ``out`` of a run's test predictions, or of ``predictions``
+    (a parquet file or frame from ``predict``, long or wide); nothing is written on any problem.
+
+    ``run_dir`` is a ``dermstack run`` directory (checked to be current) or a folder whose ``models/``
+    the stage commands wrote; ``model`` is the one submitted (default: the run's ``submission_model``,
+    its calibrated final model). Without ``sample`` or the run's own test rows the ids predicted are
+    not checked against a test set, which is logged."""
+    from dermstack.atomic import read_json, writable_target
+    from dermstack.errors import reading
+    from dermstack.rundir import check_current
+    from dermstack.saved import load, model_dirs
+
+    writable_target(out)  # before any work: not a folder, a device or stdout
+    run_dir = Path(run_dir)
+    check_current(run_dir)
+    metrics = read_json(run_dir / "metrics.json", "run metrics") if (run_dir / "metrics.json").exists() else {}
+    model = model or metrics.get("submission_model") or metrics.get("oof_model")
+    saved = model_dirs(run_dir / "models")
+    if isinstance(predictions, pl.DataFrame):
+        preds = predictions if {"model", "class"} <= set(predictions.columns) or get_format(format).id_column in predictions.columns \
+            else Predictions.from_wide(predictions).frame
+    elif predictions is not None:
+        with reading(predictions, "predictions"):
+            preds = pl.read_parquet(predictions)
+    else:
+        if model not in saved:
+            what = f"no saved model {model!r}" if model else "which model to submit?"
+            raise DataError(f"{what} (have {sorted(saved)}); name one with --model", file=str(run_dir / "models"))
+        test = load(saved[model]).result().test
+        if not test.height:
+            raise DataError("no test predictions: the run had no test rows; score new data with `dermstack predict`",
+                            file=str(saved[model] / "test.parquet"))
+        preds = test.frame
+    spec = load(saved[model]).spec if model in saved else {}
+    table = LesionTable.read(run_dir / "lesions.parquet") if (run_dir / "lesions.parquet").exists() else None
+    ids = table.test["image_id"].to_list() if predictions is None and table is not None else None
+    classes = metrics.get("classes") or spec.get("classes")
+    check_run_format(format, metrics.get("task") or spec.get("task"), classes or [], str(run_dir))
+    write_submission(preds, format, out, sample=sample, ids=ids, classes=classes, model=model)
+    if ids is None and sample is None:
+        log.warning("the ids of %s were not checked against a test set (every predicted row is submitted): pass a "
+                    "sample submission to check them", "the predictions given" if predictions is not None else "the test predictions")
+    return Path(out)

@@ -1,10 +1,12 @@
-"""`dermstack report RUN_DIR --out DIR` writes the HTML report; `dermstack report explain RUN_DIR --id X` one lesion."""
+"""`dermstack report RUN_DIR --out DIR` writes the HTML report; `dermstack report explain RUN_DIR --id X` one lesion;
+`dermstack compare RUN_A RUN_B --out DIR` pairs runs (:mod:`dermstack.reports.compare`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
+from dermstack.clinical_report import N_BOOT
 from dermstack.config.limits import option
 
 
@@ -50,3 +52,22 @@ def explain_command(run_dir: Path, image_id: str, out: Path | None) -> None:
     from dermstack.reports.explain import explain_lesion
 
     click.echo(f"explanation: {explain_lesion(run_dir, image_id, out or run_dir / 'report')}")
+
+
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for compare.json and compare.html.")
+@click.option("--model", "models", multiple=True,
+              help="Model to compare instead of the final one: once (every run) or once per run, in order.")
+@click.option("--n-boot", type=option("Resamples"), default=N_BOOT, show_default=True, help="Patient resamples of the paired bootstrap.")
+def compare_command(runs: tuple[Path, ...], out: Path, models: tuple[str, ...], n_boot: int) -> None:
+    """Pair the final models of RUNS (the first is the reference) on the same rows and folds: differences
+    in the primary metric and ROC-AUC with 95% CIs and p-values, overall and per subgroup. RUNS may
+    instead be `dermstack evaluate` folders of the same external data: paired on the rows all scored."""
+    from dermstack.reports.compare import COMPARE_FILES, compare, comparison_sentence
+
+    result = compare(list(runs), out, list(models), n_boot)
+    for c in result["comparisons"]:
+        click.echo(comparison_sentence(c, result))
+    click.echo(f"compare: {out / COMPARE_FILES[0]}, {out / COMPARE_FILES[1]}")

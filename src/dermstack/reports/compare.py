@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 import polars as pl
 
 from dermstack.atomic import read_json, write_json
 from dermstack.clinical import paired_bootstrap
 from dermstack.clinical_report import N_BOOT, SEED, bootstrap_units, format_ci
-from dermstack.config.limits import option
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError, reading
 from dermstack.metrics import PRIMARY_METRIC, ROC_AUC_METRIC
@@ -292,7 +291,7 @@ def _p(p: float | None, n_valid: int) -> str:
     return f"p < {1 / max(n_valid, 1):.2g}" if p == 0 else f"p = {p:.3g}"
 
 
-def _sentence(c: dict, result: dict) -> str:
+def comparison_sentence(c: dict, result: dict) -> str:
     parts = []
     for m in result["metrics"]:
         e = c["metrics"][m]
@@ -359,7 +358,8 @@ def write_compare(result: dict, out: str | Path) -> Path:
                 f"{positives}")
     how = (f"{rows}; paired bootstrap: {result['n_boot']} resamples of {result['unit']}, the same for every model, as "
            "metrics.json. Differences are run minus reference: above 0, the run is better.")
-    summary = Section("summary", "Summary").add(paragraph(how), *[paragraph(_sentence(c, result), "") for c in result["comparisons"]])
+    summary = Section("summary", "Summary").add(paragraph(how),
+                                                *[paragraph(comparison_sentence(c, result), "") for c in result["comparisons"]])
     summary.add(table(pl.concat([_frame(c, result).select(pl.lit(c["label"]).alias("run vs " + ref), pl.all())
                                  for c in result["comparisons"]])))
     sections = [summary]
@@ -380,21 +380,13 @@ def write_compare(result: dict, out: str | Path) -> Path:
     return write_page(out / COMPARE_FILES[1], "dermstack compare", subtitle, sections)
 
 
-@click.command("compare")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory for compare.json and compare.html.")
-@click.option("--model", "models", multiple=True,
-              help="Model to compare instead of the final one: once (every run) or once per run, in order.")
-@click.option("--n-boot", type=option("Resamples"), default=N_BOOT, show_default=True, help="Patient resamples of the paired bootstrap.")
-def compare_command(runs: tuple[Path, ...], out: Path, models: tuple[str, ...], n_boot: int) -> None:
-    """Pair the final models of RUNS (the first is the reference) on the same rows and folds: differences
-    in the primary metric and ROC-AUC with 95% CIs and p-values, overall and per subgroup. RUNS may
-    instead be `dermstack evaluate` folders of the same external data: paired on the rows all scored."""
-    claim_compare_dir(out)  # before any work
-    sides = load_sides(list(runs), list(models))
+def compare(run_dirs: Sequence[str | Path], out: str | Path, models: Sequence[str] = (), n_boot: int = N_BOOT) -> dict:
+    """Compare the runs (the first is the reference), or ``dermstack evaluate`` folders of the same
+    external data, and write ``compare.json`` and ``compare.html`` into ``out`` (claimed before any
+    work); returns what ``compare.json`` holds. ``models``: the model compared instead of each run's
+    final one, once for every run or once per run."""
+    claim_compare_dir(out)
+    sides = load_sides([Path(d) for d in run_dirs], list(models))
     result = (compare_evaluations if isinstance(sides[0], EvaluationSide) else compare_runs)(sides, n_boot=n_boot)
-    page = write_compare(result, out)
-    for c in result["comparisons"]:
-        click.echo(_sentence(c, result))
-    click.echo(f"compare: {out / 'compare.json'}, {page}")
+    write_compare(result, out)
+    return result

@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,17 +94,99 @@ def explain_file_name(image_id: str) -> str:
     return f"explain_{safe}.html"
 
 
+def explained_lesion(run: RunData, image_id: str) -> tuple[dict, np.ndarray]:
+    """(the lesion's row of the run's table, its fold as a 1-array: a training row's fold, -1 for a test
+    row), or a DataError: no such lesion, or nothing in the run to explain it with."""
+    hit = run.table.df.filter(pl.col("image_id") == image_id)
+    if hit.is_empty():
+        raise DataError(f"no lesion with image_id {image_id!r}", file=str(run.root / "lesions.parquet"), column="image_id")
+    row = hit.row(0, named=True)
+    if run.features is None or not run.explained_dirs:
+        raise DataError("the run has no features.parquet or no booster / linear models to explain", file=str(run.root))
+    fold = run.folds.fold_of([image_id]) if row["split"] == "train" and run.folds is not None else np.array([-1])
+    return row, fold
+
+
+@dataclass
+class Explanation:
+    """One lesion's SHAP explanation of the run's final score, as data (the first waterfall of
+    ``dermstack report explain``, :mod:`dermstack.reports.final_shap`).
+
+    ``contributions`` has one row per feature (and class, for a task of several classes: column
+    ``class``), largest |contribution| first: ``feature``, ``group`` (its feature group),
+    ``value`` (the lesion's value; a categorical's name is in ``category``) and ``contribution``.
+    Per class, ``base`` plus the contributions is ``score``, in ``space``.
+
+    Examples
+    --------
+    >>> import dermstack as ds
+    >>> why = ds.load("runs/tiny").explain("ISIC_0027384")
+    >>> why.model, why.lesion["split"]
+    ('calibrated', 'train')
+    >>> why.top(3).height
+    3
+    """
+
+    image_id: str
+    #: the model whose score is explained: ``calibrated`` for a binary run (what it submits), else the final model
+    model: str
+    #: where base + contributions add up, e.g. "log-odds of the score of calibrated lgbm"
+    space: str
+    #: the expected value: a float, or class -> float
+    base: float | dict[str, float]
+    #: the lesion's score in ``space``: a float, or class -> float
+    score: float | dict[str, float]
+    contributions: pl.DataFrame
+    #: the lesion's row of the run's table (split, label, patient ...)
+    lesion: dict
+
+    def top(self, n: int = 10) -> pl.DataFrame:
+        """The ``n`` largest contributions (per class).
+
+        Examples
+        --------
+        >>> import dermstack as ds
+        >>> ds.load("runs/tiny").explain("ISIC_0027384").top(2).columns
+        ['feature', 'group', 'value', 'category', 'contribution']
+        """
+        by = ["class"] if "class" in self.contributions.columns else []
+        return self.contributions.group_by(by, maintain_order=True).head(n) if by else self.contributions.head(n)
+
+
+def explain_data(run: RunData, image_id: str) -> Explanation:
+    """The :class:`Explanation` of one lesion of ``run`` (its final model's contributions)."""
+    from dermstack.reports.final_shap import explain_final
+
+    row, fold = explained_lesion(run, image_id)
+    fin = explain_final(run, [image_id], fold, progress=False)
+    sv = fin.values
+    values = sv.values.reshape(len(sv.features), -1) if sv.values.ndim == 2 else sv.values[0]
+    base = np.atleast_1d(sv.base[0])
+    codes = sv.data[0]
+    category = [sv.categories[f][int(c)] if f in sv.categories and np.isfinite(c) and 0 <= c < len(sv.categories[f]) else None
+                for f, c in zip(sv.features, codes)]
+    parts = []
+    for k, cls in enumerate(sv.classes):
+        part = pl.DataFrame({"feature": sv.features, "group": [fin.groups[f] for f in sv.features],
+                             "value": pl.Series(codes, dtype=pl.Float64).fill_nan(None), "category": pl.Series(category, dtype=pl.String),
+                             "contribution": values[:, k]})
+        parts.append(part.with_columns(pl.lit(cls).alias("class")) if len(sv.classes) > 1 else part)
+    frame = pl.concat(parts).with_columns(pl.col("contribution").abs().alias("_size"))
+    frame = frame.sort([*(["class"] if len(sv.classes) > 1 else []), "_size"], descending=[*([False] if len(sv.classes) > 1 else []), True],
+                       maintain_order=True).drop("_size")
+    scores = base + values.sum(axis=0)
+    per_class = len(sv.classes) > 1
+    return Explanation(image_id, fin.explained, fin.space,
+                       dict(zip(sv.classes, base.tolist())) if per_class else float(base[0]),
+                       dict(zip(sv.classes, scores.tolist())) if per_class else float(scores[0]),
+                       frame.select(*(["class"] if per_class else []), "feature", "group", "value", "category", "contribution"), row)
+
+
 def explain_lesion(run_dir: str | Path, image_id: str, out_dir: str | Path) -> Path:
     """Write ``out_dir/explain_<image_id>.html``: the final model's waterfall, then (raw score) every booster / linear model's."""
     claim_dir(out_dir, "report folder", owned=REPORT_FILES, marker=is_report)
     run = RunData.load(run_dir)
-    hit = run.table.df.filter(pl.col("image_id") == image_id)
-    if hit.is_empty():
-        raise DataError(f"no lesion with image_id {image_id!r}", file=str(Path(run_dir) / "lesions.parquet"), column="image_id")
-    row = hit.row(0, named=True)
-    if run.features is None or not run.explained_dirs:
-        raise DataError("the run has no features.parquet or no booster / linear models to explain", file=str(run_dir))
-    fold = run.folds.fold_of([image_id]) if row["split"] == "train" and run.folds is not None else np.array([-1])
+    row, fold = explained_lesion(run, image_id)
     cls = run.explained_class
     shap_sec = Section("waterfall", "Why this score")
     shap_sec.add(paragraph((f"Out-of-fold: explained by the boosters of fold {fold[0]}, averaged over seeds.") if fold[0] >= 0

@@ -1,4 +1,4 @@
-"""`dermstack kinds`: every registered model kind and ensemble method, its parameters and defaults
+"""`dermstack kinds` and :func:`dermstack.kinds`: every registered model kind and ensemble method, its parameters and defaults
 (like ``timm.list_models``); :func:`markdown` writes the same listing for the docs site's model kinds page."""
 from __future__ import annotations
 
@@ -78,15 +78,28 @@ def kinds_command(as_markdown: bool) -> None:
         raise PluginError(f"{len(broken)} plugin(s) left out:\n" + "\n".join(f"  {p}: {why}" for p, why in broken.items()))
 
 
-def _listing() -> None:
-    for k in model_kinds().values():
-        where = "" if origin(k.name) in PLUGINS else f" [{origin(k.name)}]"
-        click.echo(f"{k.name}: {k.description}{where}")
-        for name, kind, default in rows(k.params):
-            click.echo(f"    {name} ({kind}) = {default}")
-    click.echo("ensemble methods ([ensemble] method):")
+def catalogue() -> dict[str, dict]:
+    """The registry as data (:func:`dermstack.kinds` and `dermstack kinds`): ``models``, kind -> its
+    ``description``, ``origin`` (the module or plugin that registered it) and ``params``, name ->
+    (``type``, ``default``) as the config reference writes them; ``ensembles``, each ``[ensemble] method``
+    (``auto`` and ``none`` included) -> what it does."""
+    models = {k.name: {"description": k.description, "origin": origin(k.name),
+                       "params": {name: {"type": kind, "default": default} for name, kind, default in rows(k.params)}}
+              for k in model_kinds().values()}
     methods = ensemble_methods()
-    for m in method_names():
-        what = methods[m].description if m in methods else \
-            ("best of the best member and the auto candidates by nested CV" if m == "auto" else "the first model alone")
+    ensembles = {m: methods[m].description if m in methods else
+                 ("best of the best member and the auto candidates by nested CV" if m == "auto" else "the first model alone")
+                 for m in method_names()}
+    return {"models": models, "ensembles": ensembles}
+
+
+def _listing() -> None:
+    listed = catalogue()
+    for name, k in listed["models"].items():
+        where = "" if k["origin"] in PLUGINS else f" [{k['origin']}]"
+        click.echo(f"{name}: {k['description']}{where}")
+        for param, p in k["params"].items():
+            click.echo(f"    {param} ({p['type']}) = {p['default']}")
+    click.echo("ensemble methods ([ensemble] method):")
+    for m, what in listed["ensembles"].items():
         click.echo(f"  {m}: {what}")

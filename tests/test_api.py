@@ -1,0 +1,203 @@
+"""The Python API (``import dermstack as ds``): the CLI's code path, its errors, no side effects, light
+imports, and every public name's example run as a doctest on one tiny run (``runs/tiny``)."""
+import copy
+import doctest
+import json
+import os
+import pkgutil
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import dermstack as ds
+from dermstack.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the config of the examples' run (:mod:`dermstack.api`'s docstrings fit it into ``runs/tiny``)
+CONFIG = {"data": {"format": "synthetic-isic2024", "lesions": 150, "test_lesions": 10, "positive_rate": 0.1, "image_size": 16},
+          "cv": {"n_splits": 3},
+          "models": [{"kind": "lightgbm", "params": {"n_estimators": 10, "threads": 1}}]}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A folder holding ``runs/tiny``, fitted once; the working directory of the tests that use it."""
+    root = tmp_path_factory.mktemp("api")
+    ds.fit(CONFIG, out=root / "runs" / "tiny")
+    return root
+
+
+@pytest.fixture
+def run(work, monkeypatch) -> ds.FittedRun:
+    monkeypatch.chdir(work)
+    return ds.load("runs/tiny")
+
+
+def test_public_names():
+    for name in ds.__all__:
+        obj = getattr(ds, name)
+        assert name == "__version__" or (obj.__doc__ and ">>>" in obj.__doc__), f"{name}: no docstring with an example"
+    assert {"fit", "load", "compare", "kinds", "FittedRun", "DataError", "ConfigError"} <= set(ds.__all__)
+    assert ds.DataError is __import__("dermstack.errors").errors.DataError
+    for module in pkgutil.iter_modules(ds.__path__):  # a submodule, once imported, would shadow the name
+        assert module.name not in ds.__all__, module.name
+    assert (ROOT / "src" / "dermstack" / "py.typed").is_file()
+
+
+DOCTESTED = ["dermstack", "dermstack.api", "dermstack.fitted", "dermstack.errors", "dermstack.reports.explain",
+             "dermstack.config.runconfig", "dermstack.data.table"]
+
+
+@pytest.mark.parametrize("module", DOCTESTED)
+def test_docstring_examples(module, run):
+    __import__(module)
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    result = doctest.testmod(sys.modules[module], optionflags=flags, verbose=False)
+    assert result.failed == 0, f"{module}: {result.failed} of {result.attempted} examples failed (output above)"
+    assert result.attempted or module == "dermstack.config.runconfig"
+
+
+def test_fit_resumes_and_never_changes_the_callers_config(run, tmp_path):
+    given = copy.deepcopy(CONFIG)
+    again = ds.fit(given, out="runs/tiny")  # every stage current: nothing refitted
+    assert given == CONFIG and again.metrics == run.metrics
+    (tmp_path / "empty").mkdir()  # a relative [data] path the run resolves; no HAM10000 files, so it stops at ingest
+    cfg = ds.RunConfig.from_dict({"data": {"format": "ham10000", "path": os.path.relpath(tmp_path / "empty")}})
+    before = cfg.to_dict()
+    with pytest.raises(ds.DataError):
+        ds.fit(cfg, out=tmp_path / "x")
+    assert cfg.to_dict() == before and cfg.models == []
+    with pytest.raises(ds.ConfigError, match="did you mean"):
+        ds.fit({"data": {"fromat": "isic2024"}}, out=tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(ds.ConfigError, match="not list"):
+        ds.fit([], out=tmp_path / "y")
+
+
+def test_fit_from_a_toml_file_is_dermstack_run(run, tmp_path):
+    """The same config as TOML through the CLI: the same run directory layout and metrics."""
+    import tomli_w
+
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(tomli_w.dumps(CONFIG))
+    done = CliRunner().invoke(cli, ["run", str(toml), "--out", str(tmp_path / "cli")])
+    assert done.exit_code == 0, done.output
+    a, b = json.loads((tmp_path / "cli" / "metrics.json").read_text()), run.metrics
+    scores = lambda m: {k: v for k, v in m["oof"].items() if k != "seconds"}  # noqa: E731
+    assert scores(a) == scores(b) and a["oof_model"] == b["oof_model"]
+    assert ds.load(tmp_path / "cli").oof.equals(run.oof)
+
+
+def test_oof_layout(run):
+    oof = run.oof
+    assert oof.columns == ["image_id", "label", "lightgbm", "calibrated"]
+    assert oof.schema["label"] == pl.Int8 and oof.schema["lightgbm"] == pl.Float64
+    lesions = pl.read_parquet("runs/tiny/lesions.parquet").filter(pl.col("split") == "train")
+    joined = oof.join(lesions.select("image_id", "target"), on="image_id")
+    assert joined.height == oof.height == run.metrics["n_train"] and (joined["label"] == joined["target"]).all()
+
+
+def test_predict_is_dermstack_predict_and_takes_dataframes(run, tmp_path):
+    lesions = pl.read_parquet("runs/tiny/lesions.parquet")
+    test = lesions.filter(pl.col("split") == "test")
+    done = CliRunner().invoke(cli, ["predict", "runs/tiny", "runs/tiny/lesions.parquet", "--out", str(tmp_path / "p.parquet")])
+    assert done.exit_code == 0, done.output
+    cli_long = pl.read_parquet(tmp_path / "p.parquet")
+    wide = run.predict("runs/tiny/lesions.parquet")
+    assert wide.columns == ["image_id", "lightgbm", "calibrated"] and wide.height == test.height
+    for model in ("lightgbm", "calibrated"):
+        want = cli_long.filter(pl.col("model") == model).select("image_id", pl.col("score").alias(model))
+        assert wide.select("image_id", model).sort("image_id").equals(want.sort("image_id"))
+    # a DataFrame of the raw metadata: ISIC's isic_id, no image_id, split, target or label; polars or pandas
+    raw = test.drop("image_id", "split", "target", "label")
+    for frame in (raw, raw.to_pandas()):
+        assert run.predict(frame).sort("image_id").equals(wide.sort("image_id"))
+    with pytest.raises(ds.DataError, match="image_id"):
+        run.predict(raw.drop("isic_id"))
+    with pytest.raises(ds.DataError, match="feature column"):
+        run.predict(raw.drop("age_approx"))
+    assert run.predict(raw.drop("age_approx"), allow_missing_features=True).height == test.height
+
+
+def test_submit_is_dermstack_submit(run, tmp_path):
+    done = CliRunner().invoke(cli, ["submit", "runs/tiny", "--format", "isic2024", "--out", str(tmp_path / "cli.csv")])
+    assert done.exit_code == 0, done.output
+    path = run.submit(tmp_path / "api.csv", format="isic2024")
+    assert path.read_text() == (tmp_path / "cli.csv").read_text()
+    # the frame predict gives, wide, is a submission's predictions too (the final calibrated model's)
+    scored = run.submit(tmp_path / "scored.csv", format="isic2024", predictions=run.predict("runs/tiny/lesions.parquet"))
+    assert pl.read_csv(scored).sort("isic_id").equals(pl.read_csv(path).sort("isic_id"))
+    with pytest.raises(ds.DataError, match="no saved model 'nope'"):
+        run.submit(tmp_path / "x.csv", format="isic2024", model="nope")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_explain_adds_up_and_names_an_unknown_lesion(run):
+    train_id, test_id = run.oof["image_id"][0], run.predict("runs/tiny/lesions.parquet")["image_id"][0]
+    for image_id in (train_id, test_id):
+        why = run.explain(image_id)
+        assert why.image_id == image_id and why.model == "calibrated"
+        assert abs(why.base + why.contributions["contribution"].sum() - why.score) < 1e-6
+        sizes = why.contributions["contribution"].abs()
+        assert (sizes.diff().drop_nulls() <= 1e-12).all()  # largest first
+    with pytest.raises(ds.DataError, match="no lesion with image_id 'nope'"):
+        run.explain("nope")
+
+
+def test_load_refuses_what_the_cli_refuses(run, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree("runs/tiny", damaged)
+    (damaged / "models" / "lightgbm" / "oof.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ds.DermstackError) as api_error:
+        ds.load(damaged)
+    done = CliRunner().invoke(cli, ["predict", str(damaged), "runs/tiny/lesions.parquet", "--out", str(tmp_path / "p.parquet")])
+    assert done.exit_code == 2 and str(api_error.value) in done.output
+    (damaged / "stages" / "run.json").unlink()
+    with pytest.raises(ds.DermstackError, match="did not finish"):
+        ds.load(damaged)
+    with pytest.raises(ds.DataError, match="no such run directory"):
+        ds.load(tmp_path / "nowhere")
+
+
+def test_kinds_is_dermstack_kinds():
+    listed = ds.kinds()
+    out = CliRunner().invoke(cli, ["kinds"]).output
+    for name, kind in listed["models"].items():
+        assert f"{name}: {kind['description']}" in out
+        for param, p in kind["params"].items():
+            assert f"    {param} ({p['type']}) = {p['default']}" in out
+    assert all(f"  {m}: {what}" in out for m, what in listed["ensembles"].items())
+
+
+def _python(code: str, cwd: Path = ROOT, **env) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=environ, capture_output=True, text=True, timeout=120)
+
+
+def test_import_sets_nothing_and_loads_no_heavy_library():
+    done = _python("import os, sys; before = dict(os.environ); import dermstack as ds; ds.DataError; ds.__version__; "
+                   "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items()); "
+                   "heavy = [m for m in ('torch', 'lightgbm', 'xgboost', 'catboost', 'timm', 'sklearn', 'polars') if m in sys.modules]; "
+                   "assert not heavy, heavy")
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_command_sets_passive_openmp_waiting_unless_the_user_did():
+    code = ("import os, sys; sys.argv = ['dermstack', '--version']\nfrom dermstack.cli import main\ntry: main()\n"
+            "except SystemExit: pass\nprint('OMP', os.environ.get('OMP_WAIT_POLICY'))")
+    assert "OMP PASSIVE" in _python(code).stdout
+    assert "OMP ACTIVE" in _python(code, OMP_WAIT_POLICY="ACTIVE").stdout
+
+
+def test_notebook_example(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "notebook.py"), str(tmp_path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = (tmp_path / "submission.csv").read_text().splitlines()
+    assert lines[0] == "isic_id,target" and len(lines) == 11
+    assert "contribution" in done.stdout
