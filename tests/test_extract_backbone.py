@@ -200,3 +200,59 @@ def test_torchrun_ranks_share_the_cores(monkeypatch):
     alone = available_cores()
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert available_cores() == max(1, alone // 2)
+
+
+def _with_running_stats(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """A model whose BatchNorm layers hold non-trivial statistics, as trained ones do (fresh ones are the identity)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_resnet", "test_vit"])
+def test_folded_batchnorm_computes_the_same_function_and_leaves_the_original(name):
+    from dermstack.extract.fold import fold_batchnorm
+
+    net = _with_running_stats(timm.create_model(name, num_classes=0))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded, n = fold_batchnorm(net, torch.randn(1, 3, 64, 64))
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert n == (0 if name == "test_vit" else len(norms))  # every norm of these networks follows a conv
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    after = net.state_dict()  # the original (the CNN fine-tunes it) is untouched
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    x = torch.rand(3, 3, 80, 64, generator=torch.Generator().manual_seed(1))  # another size than the trace's
+    with torch.inference_mode():
+        want, got = net(x), folded(x)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
+class _Branchy(torch.nn.Module):
+    """A conv whose output is normalised and also added back unnormalised, and a norm used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3)
+        self.conv2, self.bn2 = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.bn2(self.conv2(self.bn(y) + y))
+        return self.bn2(z)
+
+
+def test_only_what_folds_exactly_is_folded():
+    from dermstack.extract.fold import conv_bn_pairs, fold_batchnorm
+
+    net = _with_running_stats(_Branchy())
+    assert conv_bn_pairs(net, torch.rand(1, 3, 16, 16))[0] == [("conv", "bn")]  # bn2 runs twice: never taken
+    folded, n = fold_batchnorm(net, torch.rand(1, 3, 16, 16))
+    assert folded is net and n == 0  # folding conv into bn changes the unnormalised branch: caught, runs unfolded
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(net.train(), torch.rand(1, 3, 16, 16))
