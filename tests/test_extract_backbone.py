@@ -17,7 +17,7 @@ from dermstack.errors import ConfigError, DataError
 from dermstack.extract import create_backbone
 from dermstack.extract.dataset import Geometry, decode
 from dermstack.extract.registry import PACKAGE_WEIGHTS
-from dermstack.extract.settings import ExtractSettings, Parallelism, parse_shard, resolve_parallelism
+from dermstack.extract.settings import ExtractSettings, Parallelism, Precision, parse_shard, resolve_parallelism
 from dermstack.extract.weights import load_by_order, read_state_dict
 from extract_fixtures import TEST_MODEL, lesion_like
 
@@ -184,11 +184,13 @@ def test_parse_shard():
 def test_parallelism_follows_the_device_and_user_values_win():
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     auto = ExtractSettings()
-    assert resolve_parallelism(auto, cpu, cores=2) == Parallelism(8, 2, 1, 0)
-    assert resolve_parallelism(auto, cpu, cores=16) == Parallelism(8, 4, 4, 0)
-    assert resolve_parallelism(auto, gpu, cores=16) == Parallelism(64, 1, None, 8)
+    bf16, fp32, fp16 = Precision("bf16", torch.bfloat16, True), Precision("fp32", None, True), Precision("fp16", torch.float16, True)
+    assert resolve_parallelism(auto, cpu, bf16, cores=2) == Parallelism(8, 2, 1, 0)
+    assert resolve_parallelism(auto, cpu, fp32, cores=2) == Parallelism(4, 2, 1, 0)  # fp32: smaller batches
+    assert resolve_parallelism(auto, cpu, bf16, cores=16) == Parallelism(8, 4, 4, 0)
+    assert resolve_parallelism(auto, gpu, fp16, cores=16) == Parallelism(64, 1, None, 8)
     mine = ExtractSettings(batch_size=32, streams=1, threads=3, workers=2)
-    assert resolve_parallelism(mine, cpu, cores=16) == Parallelism(32, 1, 3, 2)
+    assert resolve_parallelism(mine, cpu, fp32, cores=16) == Parallelism(32, 1, 3, 2)
     with pytest.raises(ConfigError, match="streams"):
         ExtractSettings(streams=0)
 

@@ -170,7 +170,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
            "backbones": backbones, "out": str(out), "settings": asdict(settings), "strict": strict}
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
-    par = resolve_parallelism(settings, device)
+    par = resolve_parallelism(settings, device, precision)
     shard_text = f"{shard[0]}/{shard[1]}" if shard else "all"
     report = ExtractReport(str(path), shard_text, str(device), precision.name, par.describe())
     path.parent.mkdir(parents=True, exist_ok=True)
