@@ -1,8 +1,8 @@
 """Extraction throughput of a backbone (efficientnet_lite0 at 224 px unless --backbone) on this machine, in one run.
 
   pipeline: extract_embeddings on real JPEGs with its defaults (decode, transform, model, HDF5 write)
-  limit:    the pipeline's network (BatchNorm folded into the convolutions, as extract_embeddings runs
-            it) alone on pre-made tensors, at the fastest setting found on the machine (precision x
+  limit:    the pipeline's network (dermstack.extract.fold.frozen_network: BatchNorm folded, border
+            padding, as extract_embeddings runs it) alone on pre-made tensors, at the fastest setting found on the machine (precision x
             memory format x batch size x streams x torch threads), measured again right after each
             pipeline round; the median round's ratio is reported; also the network as built there
   naive:    one image at a time: PIL decode, timm transform, fp32 model as built, no batching
@@ -32,7 +32,7 @@ from timm.data import create_transform
 from dermstack.data.images import load_image
 from dermstack.data.table import LesionTable, TableMeta, finalize_frame
 from dermstack.extract import ExtractSettings, create_backbone, extract_embeddings
-from dermstack.extract.fold import fold_batchnorm
+from dermstack.extract.fold import frozen_network
 from dermstack.extract.settings import (
     PRECISIONS,
     Precision,
@@ -145,7 +145,7 @@ def main() -> None:
 
     bb = create_backbone(args.backbone)
     size = bb.image_size[0]
-    net, folded = fold_batchnorm(bb.model, bb.example_input())
+    net, folded = frozen_network(bb.model, bb.example_input())
     print(f"backbone {args.backbone} at {size} px, {folded} BatchNorm layers folded into their convolutions")
     fp32 = Precision("fp32", None, True)
     precisions = [prec, fp32] if args.precision == "auto" and prec != fp32 else [prec]
@@ -173,7 +173,7 @@ def main() -> None:
     old = pipeline(paths, textbook, args.backbone)
     print(f"pipeline  {old:7.1f} img/s  (1 stream fed by 1 DataLoader worker, batch 16)")
     print(f"pipeline  {pipe:7.1f} img/s  (defaults: {par.describe()}; median round of {args.rounds})")
-    print(f"model     {unfolded:7.1f} img/s  (the limit's setting, the network as built: BatchNorm not folded)")
+    print(f"model     {unfolded:7.1f} img/s  (the limit's setting, the network as built)")
     print(f"naive     {slow:7.1f} img/s  (one image at a time, PIL + timm transform, fp32, {args.naive_images} images)")
     print(f"pipeline/limit={pipe / limit:.2f} pipeline/naive={pipe / slow:.1f}")
 

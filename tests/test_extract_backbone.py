@@ -258,3 +258,25 @@ def test_only_what_folds_exactly_is_folded():
     assert folded is net and n == 0  # folding conv into bn changes the unnormalised branch: caught, runs unfolded
     with pytest.raises(ValueError, match="eval"):
         fold_batchnorm(net.train(), torch.rand(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (61, 70)])  # even and odd sides: TF "same" pads unevenly
+def test_border_padding_is_tf_same_padding_exactly(size):
+    from timm.layers import Conv2dSame
+
+    from dermstack.extract.fold import BorderPadConv2d, frozen_network
+
+    net = _with_running_stats(timm.create_model("test_efficientnet", pad_type="same", num_classes=0))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    run, folded = frozen_network(net, torch.randn(1, 3, 64, 64))
+    assert folded > 0 and not any(type(m) is Conv2dSame for m in run.modules())
+    assert sum(isinstance(m, BorderPadConv2d) for m in run.modules()) == sum(type(m) is Conv2dSame for m in net.modules()) > 0
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(2)).contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            assert torch.allclose(run(x), net(x), rtol=1e-4, atol=1e-4)
+        for conv in (m for m in net.modules() if type(m) is Conv2dSame):  # each padded conv: the same numbers
+            y = torch.randn(1, conv.in_channels, *size).contiguous(memory_format=fmt)
+            with torch.inference_mode():
+                assert torch.equal(BorderPadConv2d(conv)(y), conv(y))

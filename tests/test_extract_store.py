@@ -248,14 +248,15 @@ def test_real_isic2024_hdf5_crops_and_ham10000_jpegs(tmp_path, shared_data, test
 
 
 def test_folded_backbone_embeds_as_built_and_the_store_says_so(tmp_path, table, monkeypatch):
-    """Real ImageNet statistics (efficientnet_lite0's package weights): the BatchNorm-folded network
-    that extraction runs stores the embeddings the network as built stores, to float16 rounding."""
+    """Real ImageNet statistics (efficientnet_lite0's package weights, TF "same" padding): the network
+    extraction runs (BatchNorm folded, border padding) stores the embeddings the network as built
+    stores, to float16 rounding."""
     from dermstack.extract import runner
 
     s = ExtractSettings(image_size=96, batch_size=4, workers=0, precision="fp32")
     ids = table.df["image_id"].to_list()
     extract_embeddings(table, ["efficientnet_lite0"], tmp_path / "folded.h5", s)
-    monkeypatch.setattr(runner, "fold_batchnorm", lambda model, example: (model, 0))
+    monkeypatch.setattr(runner, "frozen_network", lambda model, example: (model, 0))
     extract_embeddings(table, ["efficientnet_lite0"], tmp_path / "built.h5", s)
     folded, built = EmbeddingStore(tmp_path / "folded.h5"), EmbeddingStore(tmp_path / "built.h5")
     norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in create_backbone("efficientnet_lite0").model.modules())

@@ -1,12 +1,15 @@
-"""A frozen network made cheaper to run: each BatchNorm that normalises a convolution's output is
-folded into that convolution's weights and bias (``torch.nn.utils.fusion``), so a forward pass
-makes one pass over each activation instead of two.
+"""A frozen network made cheaper to run, computing the same function (:func:`frozen_network`, what
+extraction runs; the original is left as it is: the CNN fine-tunes it):
 
-On CPU that is the largest single cost after the convolutions themselves: EfficientNet-Lite0 at
-224 px runs 1.2-1.6x faster folded (benchmarks/extract_throughput.py). The folded network computes
-the same function; its outputs differ from the original's by float rounding only, which
-:func:`fold_batchnorm` checks before it returns the folded copy. The original is left as it is
-(the CNN fine-tunes it; only extraction runs the folded copy).
+- each BatchNorm that normalises a convolution's output is folded into that convolution's weights
+  and bias (``torch.nn.utils.fusion``), so a forward pass makes one pass over each activation
+  instead of two. Outputs change by float rounding only, which :func:`fold_batchnorm` checks;
+- TensorFlow "same" padding (timm's ``Conv2dSame``, in the ``tf_`` EfficientNets and so in the
+  offline Lite0-2 weights) pads by zeroing only the new border, where ``F.pad`` first fills the
+  whole padded copy: the values are identical.
+
+On 2 CPU cores EfficientNet-Lite0 at 224 px runs 1.2-1.6x faster folded and a further 1.03-1.2x
+with the border padding (benchmarks/extract_throughput.py).
 
 >>> import timm, torch
 >>> net = timm.create_model("test_efficientnet", num_classes=0).eval()
@@ -35,7 +38,7 @@ def _after_norm(bn: nn.Module) -> nn.Module:
     """What a norm layer does after normalising: timm's BatchNormAct2d applies its ``drop`` and ``act``."""
     parts = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None))
              if isinstance(m, nn.Module) and not isinstance(m, nn.Identity)]
-    return nn.Sequential(*parts) if parts else nn.Identity()
+    return nn.Sequential(*parts) if len(parts) > 1 else parts[0] if parts else nn.Identity()
 
 
 def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str, str]], torch.Tensor]:
@@ -109,3 +112,52 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, 
         log.warning("BatchNorm folding changed the outputs of %s: it runs unfolded", type(model).__name__)
         return model, 0
     return folded, len(pairs)
+
+
+def pad_border(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
+    """``F.pad(x, (left, right, top, bottom))`` with zeros, in ``x``'s memory format, writing each element once."""
+    n, c, h, w = x.shape
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    out = torch.empty((n, c, h + top + bottom, w + left + right), dtype=x.dtype, device=x.device, memory_format=fmt)
+    out[:, :, top:top + h, left:left + w] = x
+    for border in (out[:, :, :top], out[:, :, top + h:], out[:, :, top:top + h, :left], out[:, :, top:top + h, left + w:]):
+        if border.numel():
+            border.zero_()
+    return out
+
+
+class BorderPadConv2d(nn.Conv2d):
+    """timm's ``Conv2dSame`` (TensorFlow "same" padding for any input size), padding with :func:`pad_border`;
+    it shares ``conv``'s weight and bias."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation, conv.groups,
+                         conv.bias is not None, device="meta")
+        self.weight, self.bias = conv.weight, conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from timm.layers.padding import get_same_padding
+
+        (kh, kw), (ih, iw) = self.kernel_size, x.shape[-2:]
+        ph = get_same_padding(ih, kh, self.stride[0], self.dilation[0])
+        pw = get_same_padding(iw, kw, self.stride[1], self.dilation[1])
+        return self._conv_forward(pad_border(x, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), self.weight, self.bias)
+
+
+def frozen_network(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, int]:
+    """What extraction runs in place of the eval-mode ``model``: :func:`fold_batchnorm` on ``example``,
+    then every ``Conv2dSame`` as a :class:`BorderPadConv2d`; and how many BatchNorm layers were folded.
+    ``model`` is never changed (a copy is made where anything is replaced)."""
+    from timm.layers import Conv2dSame
+
+    net, folded = fold_batchnorm(model, example)
+    same = [name for name, m in net.named_modules() if type(m) is Conv2dSame]
+    if not same:
+        return net, folded
+    if net is model:
+        net = copy.deepcopy(model)
+    for name in same:
+        parent, _, attr = name.rpartition(".")
+        owner = net.get_submodule(parent) if parent else net
+        setattr(owner, attr, BorderPadConv2d(getattr(owner, attr)))
+    return net, folded

@@ -19,7 +19,7 @@ from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, all_or_none, barrier, process_group, torchrun_world
 from dermstack.errors import ConfigError, DataError
 from dermstack.extract.dataset import ImageDataset, make_geometry, make_loader, view_images
-from dermstack.extract.fold import fold_batchnorm
+from dermstack.extract.fold import frozen_network
 from dermstack.extract.registry import Backbone, create_backbone
 from dermstack.extract.settings import (
     TTA,
@@ -92,7 +92,7 @@ class ExtractReport:
 
 class Embedder:
     """A backbone on its device: uint8 NHWC batch -> normalised -> pooled features (TTA-averaged).
-    ``model``: the network to run in place of ``backbone.model`` (its BatchNorm-folded copy)."""
+    ``model``: the network to run in place of ``backbone.model`` (:func:`dermstack.extract.fold.frozen_network`)."""
 
     def __init__(self, backbone: Backbone, device: torch.device, precision: Precision, tta: list[str],
                  model: torch.nn.Module | None = None):
@@ -178,7 +178,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     def embed_all() -> None:
         for name in backbones:
             bb = create_backbone(name, settings.weights.get(name), settings.image_size)
-            net, folded = fold_batchnorm(bb.model, bb.example_input())
+            net, folded = frozen_network(bb.model, bb.example_input())
             log.info("%s: %d BatchNorm layers folded into their convolutions", name, folded)
             for v in views:
                 report.backbones.append(_extract_one(bb, (net, folded), v.key(name), v.ids, v.refs, path, settings, device,
