@@ -1,14 +1,19 @@
 """Extraction throughput of a backbone (efficientnet_lite0 at 224 px unless --backbone) on this machine, in one run.
 
   pipeline: extract_embeddings on real JPEGs with its defaults (decode, transform, model, HDF5 write)
-  limit:    the model's forward pass alone on pre-made tensors, at the fastest setting found on the
-            machine (precision x memory format x batch size x streams x torch threads), measured
-            again right after each pipeline round; the median round's ratio is reported
-  naive:    one image at a time: PIL decode, timm transform, fp32 model, no batching
+  limit:    the pipeline's network (dermstack.extract.fold.frozen_network: BatchNorm folded, border
+            padding, as extract_embeddings runs it) alone on pre-made tensors, at the fastest setting found on the machine (precision x
+            memory format x batch size x streams x torch threads), measured again right after each
+            pipeline round; the median round's ratio is reported; also the network as built there
+  naive:    one image at a time: PIL decode, timm transform, fp32 model as built, no batching
   also:     the pipeline with one stream fed by a DataLoader worker process (the textbook way)
 
-Run:  flock /tmp/dermstack-heavy.lock .venv/bin/python benchmarks/extract_throughput.py [--images N] [--backbone NAME] [--smoke]
-Last line: pipeline/limit=... pipeline/naive=...   (targets: >= 0.85 and >= 2 on 2 cores)
+--precision fp32 runs the pipeline and scans the limit in fp32 only: what ``auto`` does on a CPU
+without native bf16 (the line "precision auto = ..." says which this machine has).
+
+Run:  flock /tmp/dermstack-cpu.lock .venv/bin/python benchmarks/extract_throughput.py [--images N] [--backbone NAME]
+      [--precision fp32] [--smoke]
+Last line: pipeline/limit=... pipeline/naive=...   (targets: >= 0.85 and >= 2 on 2 cores, in either precision)
 --compare efficientnet_lite0,efficientnet_lite2: only the pipelines of several backbones, interleaved.
 """
 from __future__ import annotations
@@ -27,7 +32,15 @@ from timm.data import create_transform
 from dermstack.data.images import load_image
 from dermstack.data.table import LesionTable, TableMeta, finalize_frame
 from dermstack.extract import ExtractSettings, create_backbone, extract_embeddings
-from dermstack.extract.settings import Precision, available_cores, resolve_parallelism, resolve_precision
+from dermstack.extract.fold import frozen_network
+from dermstack.extract.settings import (
+    PRECISIONS,
+    Precision,
+    available_cores,
+    cpu_has_bf16,
+    resolve_parallelism,
+    resolve_precision,
+)
 from dermstack.extract.streams import torch_threads
 from dermstack.testing import SMOKE_HELP, shared_data_dir
 
@@ -86,13 +99,13 @@ def pipeline(paths: list[Path], settings: ExtractSettings, backbone: str = BACKB
         return extract_embeddings(table_of(paths), [backbone], Path(tmp) / "emb.h5", settings).backbones[0].images_per_s
 
 
-def compare(paths: list[Path], backbones: list[str], rounds: int) -> None:
+def compare(paths: list[Path], backbones: list[str], rounds: int, settings: ExtractSettings) -> None:
     """Pipeline img/s of each backbone with the defaults, round-robin so that load drift hits all alike;
     each round's ratio to the first backbone, median over rounds."""
     seen: dict[str, list[float]] = {b: [] for b in backbones}
     for r in range(rounds):
         for b in backbones:
-            seen[b].append(pipeline(paths, ExtractSettings(), b))
+            seen[b].append(pipeline(paths, settings, b))
         print(f"round {r}: " + ", ".join(f"{b} {seen[b][-1]:.1f} img/s" for b in backbones))
     for b in backbones:
         ratio = sorted(x / y for x, y in zip(seen[b], seen[backbones[0]]))[rounds // 2]
@@ -107,6 +120,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="paired pipeline / limit measurements")
     ap.add_argument("--seconds", type=float, default=3.0, help="per model-only measurement")
     ap.add_argument("--backbone", default=BACKBONE, help="e.g. efficientnet_lite1 (240 px), efficientnet_lite2 (260 px)")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="the pipeline's precision; the limit is scanned in it only (auto: auto and fp32)")
     ap.add_argument("--compare", default=None, help="comma-separated backbones: only their pipelines, interleaved")
     ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
@@ -117,25 +132,29 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"no JPEGs in {IMAGES}")
     if args.compare:
-        return compare(paths, args.compare.split(","), args.rounds)
+        return compare(paths, args.compare.split(","), args.rounds, ExtractSettings(precision=args.precision))
     cpu = torch.device("cpu")
     cores = available_cores()
-    ours = ExtractSettings()
-    par = resolve_parallelism(ours, cpu)
-    textbook = ExtractSettings(batch_size=16, streams=1, workers=1)
-    print(f"{len(paths)} real JPEGs from {IMAGES}, {cores} cores; defaults: {par.describe()}")
+    ours = ExtractSettings(precision=args.precision)
+    prec = resolve_precision(args.precision, cpu)
+    par = resolve_parallelism(ours, cpu, prec)
+    textbook = ExtractSettings(precision=args.precision, batch_size=16, streams=1, workers=1)
+    print(f"{len(paths)} real JPEGs from {IMAGES}, {cores} cores; precision auto = "
+          f"{resolve_precision('auto', cpu).name} (native bf16: {cpu_has_bf16()}), this run {prec.name}; "
+          f"defaults: {par.describe()}")
 
     bb = create_backbone(args.backbone)
     size = bb.image_size[0]
-    print(f"backbone {args.backbone} at {size} px")
-    auto = resolve_precision("auto", cpu)
-    settings = [(p, b, s, max(1, cores // s)) for p in (auto, Precision("fp32", None, True))
-                for b in (8, 16, 32) for s in sorted({1, par.streams, cores})]
+    net, folded = frozen_network(bb.model, bb.example_input())
+    print(f"backbone {args.backbone} at {size} px, {folded} BatchNorm layers folded into their convolutions")
+    fp32 = Precision("fp32", None, True)
+    precisions = [prec, fp32] if args.precision == "auto" and prec != fp32 else [prec]
+    settings = [(p, b, s, max(1, cores // s)) for p in precisions for b in (4, 8, 16) for s in sorted({1, par.streams, cores})]
     settings.append((Precision("fp32", None, False), par.batch_size, 1, cores))
     if args.smoke:  # the first and the last setting only
         settings = [settings[0], settings[-1]]
     # 1. the fastest model-only setting on this machine
-    scan = {s: model_only(bb.model, *s, args.seconds, size) for s in settings}
+    scan = {s: model_only(net, *s, args.seconds, size) for s in settings}
     for (p, b, s, t), v in sorted(scan.items(), key=lambda kv: -kv[1]):
         print(f"model     {v:7.1f} img/s  ({p.name}{'+channels_last' if p.channels_last else ''}, batch {b}, "
               f"{s} streams x {t} threads, pre-made tensors)")
@@ -145,14 +164,16 @@ def main() -> None:
     rounds = []
     for _ in range(args.rounds):
         pipe = pipeline(paths, ours, args.backbone)
-        limit = model_only(bb.model, *best, args.seconds, size)
+        limit = model_only(net, *best, args.seconds, size)
         rounds.append((pipe, limit))
         print(f"round     pipeline {pipe:6.1f} img/s, limit {limit:6.1f} img/s: {pipe / limit:.2f}")
     pipe, limit = sorted(rounds, key=lambda r: r[0] / r[1])[len(rounds) // 2]
+    unfolded = model_only(bb.model, *best, args.seconds, size)
     slow = naive(paths[: args.naive_images], create_backbone(args.backbone))
     old = pipeline(paths, textbook, args.backbone)
     print(f"pipeline  {old:7.1f} img/s  (1 stream fed by 1 DataLoader worker, batch 16)")
     print(f"pipeline  {pipe:7.1f} img/s  (defaults: {par.describe()}; median round of {args.rounds})")
+    print(f"model     {unfolded:7.1f} img/s  (the limit's setting, the network as built)")
     print(f"naive     {slow:7.1f} img/s  (one image at a time, PIL + timm transform, fp32, {args.naive_images} images)")
     print(f"pipeline/limit={pipe / limit:.2f} pipeline/naive={pipe / slow:.1f}")
 

@@ -17,7 +17,7 @@ from dermstack.errors import ConfigError, DataError
 from dermstack.extract import create_backbone
 from dermstack.extract.dataset import Geometry, decode
 from dermstack.extract.registry import PACKAGE_WEIGHTS
-from dermstack.extract.settings import ExtractSettings, Parallelism, parse_shard, resolve_parallelism
+from dermstack.extract.settings import ExtractSettings, Parallelism, Precision, parse_shard, resolve_parallelism
 from dermstack.extract.weights import load_by_order, read_state_dict
 from extract_fixtures import TEST_MODEL, lesion_like
 
@@ -185,11 +185,13 @@ def test_parse_shard():
 def test_parallelism_follows_the_device_and_user_values_win():
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     auto = ExtractSettings()
-    assert resolve_parallelism(auto, cpu, cores=2) == Parallelism(8, 2, 1, 0)
-    assert resolve_parallelism(auto, cpu, cores=16) == Parallelism(8, 4, 4, 0)
-    assert resolve_parallelism(auto, gpu, cores=16) == Parallelism(64, 1, None, 8)
+    bf16, fp32, fp16 = Precision("bf16", torch.bfloat16, True), Precision("fp32", None, True), Precision("fp16", torch.float16, True)
+    assert resolve_parallelism(auto, cpu, bf16, cores=2) == Parallelism(8, 2, 1, 0)
+    assert resolve_parallelism(auto, cpu, fp32, cores=2) == Parallelism(4, 2, 1, 0)  # fp32: smaller batches
+    assert resolve_parallelism(auto, cpu, bf16, cores=16) == Parallelism(8, 4, 4, 0)
+    assert resolve_parallelism(auto, gpu, fp16, cores=16) == Parallelism(64, 1, None, 8)
     mine = ExtractSettings(batch_size=32, streams=1, threads=3, workers=2)
-    assert resolve_parallelism(mine, cpu, cores=16) == Parallelism(32, 1, 3, 2)
+    assert resolve_parallelism(mine, cpu, fp32, cores=16) == Parallelism(32, 1, 3, 2)
     with pytest.raises(ConfigError, match="streams"):
         ExtractSettings(streams=0)
 
@@ -201,3 +203,81 @@ def test_torchrun_ranks_share_the_cores(monkeypatch):
     alone = available_cores()
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert available_cores() == max(1, alone // 2)
+
+
+def _with_running_stats(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """A model whose BatchNorm layers hold non-trivial statistics, as trained ones do (fresh ones are the identity)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_resnet", "test_vit"])
+def test_folded_batchnorm_computes_the_same_function_and_leaves_the_original(name):
+    from dermstack.extract.fold import fold_batchnorm
+
+    net = _with_running_stats(timm.create_model(name, num_classes=0))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded, n = fold_batchnorm(net, torch.randn(1, 3, 64, 64))
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert n == (0 if name == "test_vit" else len(norms))  # every norm of these networks follows a conv
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    after = net.state_dict()  # the original (the CNN fine-tunes it) is untouched
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    x = torch.rand(3, 3, 80, 64, generator=torch.Generator().manual_seed(1))  # another size than the trace's
+    with torch.inference_mode():
+        want, got = net(x), folded(x)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
+class _Branchy(torch.nn.Module):
+    """A conv whose output is normalised and also added back unnormalised, and a norm used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3)
+        self.conv2, self.bn2 = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.bn2(self.conv2(self.bn(y) + y))
+        return self.bn2(z)
+
+
+def test_only_what_folds_exactly_is_folded():
+    from dermstack.extract.fold import conv_bn_pairs, fold_batchnorm
+
+    net = _with_running_stats(_Branchy())
+    assert conv_bn_pairs(net, torch.rand(1, 3, 16, 16))[0] == [("conv", "bn")]  # bn2 runs twice: never taken
+    folded, n = fold_batchnorm(net, torch.rand(1, 3, 16, 16))
+    assert folded is net and n == 0  # folding conv into bn changes the unnormalised branch: caught, runs unfolded
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(net.train(), torch.rand(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (61, 70)])  # even and odd sides: TF "same" pads unevenly
+def test_border_padding_is_tf_same_padding_exactly(size):
+    from timm.layers import Conv2dSame
+
+    from dermstack.extract.fold import BorderPadConv2d, frozen_network
+
+    net = _with_running_stats(timm.create_model("test_efficientnet", pad_type="same", num_classes=0))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    run, folded = frozen_network(net, torch.randn(1, 3, 64, 64))
+    assert folded > 0 and not any(type(m) is Conv2dSame for m in run.modules())
+    assert sum(isinstance(m, BorderPadConv2d) for m in run.modules()) == sum(type(m) is Conv2dSame for m in net.modules()) > 0
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(2)).contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            assert torch.allclose(run(x), net(x), rtol=1e-4, atol=1e-4)
+        for conv in (m for m in net.modules() if type(m) is Conv2dSame):  # each padded conv: the same numbers
+            y = torch.randn(1, conv.in_channels, *size).contiguous(memory_format=fmt)
+            with torch.inference_mode():
+                assert torch.equal(BorderPadConv2d(conv)(y), conv(y))

@@ -245,3 +245,23 @@ def test_real_isic2024_hdf5_crops_and_ham10000_jpegs(tmp_path, shared_data, test
     assert rep.backbones[0].embedded == len(both) and not rep.backbones[0].failed
     feats = EmbeddingStore(out).read(TEST_MODEL, both.df["image_id"].to_list())
     assert np.isfinite(feats).all() and len({f.tobytes() for f in feats}) == len(both)
+
+
+def test_folded_backbone_embeds_as_built_and_the_store_says_so(tmp_path, table, monkeypatch):
+    """Real ImageNet statistics (efficientnet_lite0's package weights, TF "same" padding): the network
+    extraction runs (BatchNorm folded, border padding) stores the embeddings the network as built
+    stores, to float16 rounding."""
+    from dermstack.extract import runner
+
+    s = ExtractSettings(image_size=96, batch_size=4, workers=0, precision="fp32")
+    ids = table.df["image_id"].to_list()
+    extract_embeddings(table, ["efficientnet_lite0"], tmp_path / "folded.h5", s)
+    monkeypatch.setattr(runner, "frozen_network", lambda model, example: (model, 0))
+    extract_embeddings(table, ["efficientnet_lite0"], tmp_path / "built.h5", s)
+    folded, built = EmbeddingStore(tmp_path / "folded.h5"), EmbeddingStore(tmp_path / "built.h5")
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in create_backbone("efficientnet_lite0").model.modules())
+    assert folded.info("efficientnet_lite0")["batchnorm_folded"] == norms > 40
+    assert built.info("efficientnet_lite0")["batchnorm_folded"] == 0
+    got, want = folded.read("efficientnet_lite0", ids), built.read("efficientnet_lite0", ids)
+    assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max()  # a float16 step at most
+    assert (got != want).mean() < 0.02 and np.abs(got - want).mean() < 1e-4 * np.abs(want).mean()

@@ -73,6 +73,10 @@ class Backbone:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.data_config["input_size"][-2:])
 
+    def example_input(self) -> torch.Tensor:
+        """One fixed random batch (1, 3, H, W) at the backbone's input size, spread like normalised images."""
+        return torch.randn(1, 3, *self.image_size, generator=torch.Generator().manual_seed(0))
+
     def pretrained_cfg_json(self) -> str:
         return json.dumps(self.pretrained_cfg, sort_keys=True, default=str)
 

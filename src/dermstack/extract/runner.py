@@ -20,6 +20,7 @@ from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, all_or_none, barrier, process_group, torchrun_world
 from dermstack.errors import ConfigError, DataError
 from dermstack.extract.dataset import ImageDataset, make_geometry, make_loader, view_images
+from dermstack.extract.fold import frozen_network
 from dermstack.extract.registry import Backbone, create_backbone
 from dermstack.extract.settings import (
     TTA,
@@ -91,12 +92,14 @@ class ExtractReport:
 
 
 class Embedder:
-    """A backbone on its device: uint8 NHWC batch -> normalised -> pooled features (TTA-averaged)."""
+    """A backbone on its device: uint8 NHWC batch -> normalised -> pooled features (TTA-averaged).
+    ``model``: the network to run in place of ``backbone.model`` (:func:`dermstack.extract.fold.frozen_network`)."""
 
-    def __init__(self, backbone: Backbone, device: torch.device, precision: Precision, tta: list[str]):
+    def __init__(self, backbone: Backbone, device: torch.device, precision: Precision, tta: list[str],
+                 model: torch.nn.Module | None = None):
         self.device, self.precision, self.flips = device, precision, [TTA[t] for t in tta]
         fmt = torch.channels_last if precision.channels_last else torch.contiguous_format
-        self.model = backbone.model.to(device=device, memory_format=fmt)
+        self.model = (backbone.model if model is None else model).to(device=device, memory_format=fmt)
         cfg = backbone.data_config
         self.scale = 1.0 / (torch.tensor(cfg["std"], device=device) * 255)
         self.bias = -torch.tensor(cfg["mean"], device=device) * 255 * self.scale
@@ -118,12 +121,13 @@ class Embedder:
 
 
 def recipe(backbone: Backbone, tta: list[str]) -> dict:
-    """Everything that changes the numbers of an embedding (a store group never mixes recipes)."""
+    """Everything that changes the numbers of an embedding beyond rounding (a store group never mixes recipes)."""
     return {"timm_name": backbone.timm_name, "weights_sha256": backbone.weights.sha256,
             "data_config": backbone.data_config, "tta": sorted(tta), "num_features": backbone.num_features}
 
 
-def group_attrs(backbone: Backbone, settings: ExtractSettings, precision: Precision) -> dict:
+def group_attrs(backbone: Backbone, settings: ExtractSettings, precision: Precision, folded: int) -> dict:
+    """A new store group's attributes; ``folded``: BatchNorm layers folded into convolutions (0: run as built)."""
     return {
         "timm_name": backbone.timm_name,
         "pretrained_cfg": backbone.pretrained_cfg_json(),
@@ -134,6 +138,7 @@ def group_attrs(backbone: Backbone, settings: ExtractSettings, precision: Precis
         "image_size": backbone.image_size[0],
         "tta": json.dumps(sorted(settings.tta)),
         "precision": precision.name,
+        "batchnorm_folded": folded,
         "dermstack_version": __version__,
         "torch_version": str(torch.__version__),
         "recipe": json.dumps(recipe(backbone, settings.tta), sort_keys=True),
@@ -168,7 +173,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
            "backbones": backbones, "out": str(out), "settings": asdict(settings), "strict": strict}
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
-    par = resolve_parallelism(settings, device)
+    par = resolve_parallelism(settings, device, precision)
     shard_text = f"{shard[0]}/{shard[1]}" if shard else "all"
     report = ExtractReport(str(path), shard_text, str(device), precision.name, par.describe())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,9 +185,11 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
             check_memory(image_batch_bytes(par.batch_size, side, par.streams),
                          f"[extract] batch_size = {par.batch_size}, image_size = {side}, streams = {par.streams}",
                          f"embedding with {name}", device)
+            net, folded = frozen_network(bb.model, bb.example_input())
+            log.info("%s: %d BatchNorm layers folded into their convolutions", name, folded)
             for v in views:
-                report.backbones.append(_extract_one(bb, v.key(name), v.ids, v.refs, path, settings, device, precision,
-                                                     par, shard_text, strict))
+                report.backbones.append(_extract_one(bb, (net, folded), v.key(name), v.ids, v.refs, path, settings, device,
+                                                     precision, par, shard_text, strict))
 
     if world is None:
         embed_all()
@@ -199,12 +206,12 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     return report
 
 
-def _extract_one(bb: Backbone, key: str, ids: list[str], refs: list[str | None], path: Path, settings: ExtractSettings,
-                 device: torch.device, precision: Precision, par: Parallelism, shard_text: str,
+def _extract_one(bb: Backbone, net: tuple[torch.nn.Module, int], key: str, ids: list[str], refs: list[str | None], path: Path,
+                 settings: ExtractSettings, device: torch.device, precision: Precision, par: Parallelism, shard_text: str,
                  strict: bool) -> BackboneReport:
     rep = BackboneReport(key, bb.timm_name, bb.weights.source, bb.weights.sha256, list(bb.image_size), len(ids), 0, 0)
     with h5py.File(path, "a") as f:
-        writer = open_group(f, key, group_attrs(bb, settings, precision), bb.num_features)
+        writer = open_group(f, key, group_attrs(bb, settings, precision, net[1]), bb.num_features)
         if settings.retry_failed:
             writer.forget_failed(set(ids))
         done = writer.done_ids()
@@ -214,7 +221,7 @@ def _extract_one(bb: Backbone, key: str, ids: list[str], refs: list[str | None],
             log.info("%s: all %d images already in %s", key, len(ids), path)
             return rep
         writer.begin(shard_text)
-        embed = Embedder(bb, device, precision, settings.tta)
+        embed = Embedder(bb, device, precision, settings.tta, model=net[0])
         dataset = ImageDataset([refs[k] for k in todo], make_geometry(bb.data_config))
         source = (LoaderBatches(make_loader(dataset, par.batch_size, par.workers, pin_memory=device.type == "cuda"))
                   if par.workers else InlineBatches(dataset, par.batch_size))

@@ -86,8 +86,15 @@ class Parallelism:
 MAX_AUTO_STREAMS = 4
 
 
-def resolve_parallelism(settings: ExtractSettings, device: torch.device, cores: int | None = None) -> Parallelism:
-    """Fill the ``None`` fields of ``settings`` with what is fastest on ``device``.
+#: CPU batch per stream: fp32 activations take twice the bytes of bf16 ones, and a stream runs
+#: fastest while its batch's activations stay in the core's cache (batch 4 fp32: 1.25x batch 8; bf16:
+#: batch 8 is 1.1x batch 4, benchmarks/extract_throughput.py --precision)
+CPU_BATCH = {"fp32": 4, "bf16": 8, "fp16": 8}
+
+
+def resolve_parallelism(settings: ExtractSettings, device: torch.device, precision: Precision,
+                        cores: int | None = None) -> Parallelism:
+    """Fill the ``None`` fields of ``settings`` with what is fastest on ``device`` at ``precision``.
 
     On a CPU, several single-threaded replicas beat one replica with every core (EfficientNet's
     depthwise layers scale poorly across threads), and decoding in the same threads beats DataLoader
@@ -97,7 +104,7 @@ def resolve_parallelism(settings: ExtractSettings, device: torch.device, cores: 
         streams = settings.streams or max(1, min(cores, MAX_AUTO_STREAMS))
         threads = settings.threads or max(1, cores // streams)
         workers = 0 if settings.workers is None else settings.workers
-        batch = settings.batch_size or 8
+        batch = settings.batch_size or CPU_BATCH[precision.name]
     else:
         streams = settings.streams or 1
         threads = settings.threads

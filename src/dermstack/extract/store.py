@@ -9,8 +9,13 @@ Layout of group ``/<key>`` (``/`` in a hub name as ``__``):
   features   (N x D float16, chunked, resizable)    image_id (N, utf-8)
   failed/image_id, failed/reason                     images that could not be embedded, and why
   attrs: backbone, view ("" for the primary image), timm_name, pretrained_cfg (JSON), data_config (JSON), weights_source,
-         weights_sha256, image_size, tta (JSON), precision, dermstack_version, created, updated,
-         recipe (JSON: everything that changes the numbers), n_written, complete, shard
+         weights_sha256, image_size, tta (JSON), precision, batchnorm_folded (BatchNorm layers folded
+         into their convolutions, :mod:`dermstack.extract.fold`; absent: made before folding existed),
+         dermstack_version, created, updated, recipe (JSON: everything that changes the numbers beyond
+         rounding), n_written, complete, shard
+Precision and folding change embeddings by rounding only (their own ``precision`` and
+``batchnorm_folded`` attributes, set when a group is created, record them); they are not part of the
+recipe, so a group resumed under other ones is not refused.
 Rows past ``n_written`` belong to an interrupted batch and are ignored; ``complete`` is set last,
 after every image of the run is written or recorded as failed, and cleared when a run starts.
 """
