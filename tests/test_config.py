@@ -69,6 +69,14 @@ BAD = {
     "extract range": ("[extract]\nstreams = 0\n", ["[extract] streams = 0", "greater than or equal to 1"]),
     "ensemble names an absent model": (TWO + '[ensemble]\nmodels = ["lightgbm", "catbost"]\n',
                                        ['[ensemble] models = ["lightgbm", "catbost"]', "unknown model", "catbost"]),
+    "cnn_feature names an absent booster": (TWO + '[[models]]\nkind = "cnn"\n[ensemble]\ncnn_feature = ["xgboost", "lightgbn"]\n',
+                                            ['[ensemble] cnn_feature = ["xgboost", "lightgbn"]', 'did you mean "lightgbm"']),
+    "cnn_feature names the CNN": (TWO + '[[models]]\nkind = "cnn"\n[ensemble]\ncnn_feature = ["cnn"]\n',
+                                  ['[ensemble] cnn_feature = ["cnn"]', "unknown booster", "booster [[models]] only"]),
+    "cnn_feature list without a CNN": (TWO + '[ensemble]\ncnn_feature = ["lightgbm"]\n',
+                                       ['[ensemble] cnn_feature = ["lightgbm"]', 'kind = "cnn"']),
+    "cnn_feature as a word": ('[ensemble]\ncnn_feature = "yes"\n',
+                              ['[ensemble] cnn_feature = "yes"', "expected true, false or a list of [[models]] names"]),
     "stack of one model": ('[[models]]\nkind = "lightgbm"\n[ensemble]\nmethod = "stack"\n',
                            ['[ensemble] method = "stack"', "at least two base models"]),
     "duplicate names": (TWO.replace("xgboost", "lightgbm"), ['[[models]] name = "lightgbm"', "distinct"]),
@@ -208,3 +216,16 @@ def test_cli_run_with_a_bad_parameter_value_exits_2_before_ingest(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "lightgbm refuses them: Check failed: (num_leaves) > (1)" in r.stderr
     assert not out.exists()
+
+
+def test_cnn_feature_names_the_boosters_trained_again():
+    models = [{"kind": "lightgbm"}, {"kind": "xgboost"}, {"kind": "catboost"}, {"kind": "cnn", "name": "net"}]
+    def again(value):
+        return RunConfig.from_dict({"models": models, "ensemble": {"cnn_feature": value}}).feature_group_models()
+    assert again(True) == ["lightgbm+net", "xgboost+net", "catboost+net"]
+    assert again(["xgboost", "lightgbm"]) == ["lightgbm+net", "xgboost+net"]  # in [[models]] order
+    assert again(False) == again([]) == []
+    cfg = RunConfig.from_dict({"models": models, "ensemble": {"cnn_feature": ["lightgbm"], "models": ["lightgbm+net", "net"]}})
+    assert RunConfig.from_dict(tomllib.loads(cfg.to_toml())) == cfg
+    with pytest.raises(ConfigError, match=r'\[ensemble\] models .*"catboost\+net"'):
+        RunConfig.from_dict({"models": models, "ensemble": {"cnn_feature": ["lightgbm"], "models": ["catboost+net", "net"]}})

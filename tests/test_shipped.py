@@ -46,3 +46,22 @@ def test_benchmark_runs_at_its_smoke_size(script, monkeypatch, capsys, shared_da
     monkeypatch.chdir(REPO)
     runpy.run_path(str(script), run_name="__main__")
     assert capsys.readouterr().out.strip()
+
+
+def test_demo_says_what_it_trimmed(monkeypatch, tmp_path):
+    """The demo config's opening comment names each trim the config makes, and `dermstack demo` prints it."""
+    from click.testing import CliRunner
+
+    from dermstack import run
+
+    path = PACKAGE_CONFIGS / "demo.toml"
+    cfg, said = RunConfig.from_toml(path), " ".join(run.header_comment(path))
+    catboost, cnn = (next(m for m in cfg.models if m.kind == k) for k in ("catboost", "cnn"))
+    left_out = [b for b in cfg.boosters() if f"{b}+{cnn.label}" not in cfg.feature_group_models()]
+    assert left_out == ["catboost"] and "CatBoost is not trained a second time" in said
+    assert f"CatBoost with {catboost.params['border_count']} borders" in said
+    assert cnn.params["tta"] is False and "without flip TTA" in said
+    monkeypatch.setattr(run.Run, "execute", lambda self: {})
+    monkeypatch.setattr(run, "print_metrics", lambda metrics: None)
+    out = CliRunner().invoke(run.demo_command, ["--out", str(tmp_path / "demo")])
+    assert out.exit_code == 0 and all(line in out.output for line in run.header_comment(path))

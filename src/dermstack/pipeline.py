@@ -247,6 +247,10 @@ class Pipeline:
         if not names:
             return []
         giver = self.cfg.group_giver()
+        left_out = [b for b in self.cfg.boosters() if f"{b}+{giver.label}" not in names]
+        if left_out:
+            log.info("the %s feature for %s only: %s not trained again ([ensemble] cnn_feature)", giver.label,
+                     ", ".join(n.removesuffix(f"+{giver.label}") for n in names), ", ".join(left_out))
         group, gdir = model_kind(giver.kind).feature_group, self.paths.models / giver.label
         self.stage(f"nested-{giver.label}", self._model_keys(giver.label), [self.paths.lesions, self.paths.folds],
                     group.files(gdir), ["ingest", "folds"],

@@ -68,6 +68,16 @@ def print_metrics(metrics: dict) -> None:
         click.echo(f"  {line}")
 
 
+def header_comment(path: Path) -> list[str]:
+    """The comment lines a config file opens with, without their ``#``."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        out.append(line[1:].strip())
+    return out
+
+
 @click.command("run")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run directory.")
@@ -88,5 +98,7 @@ def demo_command(out: Path, config: Path | None) -> None:
     """End-to-end demo on synthetic ISIC 2024 data with the embedded default config."""
     config = config or PACKAGE_CONFIGS / "demo.toml"
     click.echo(f"dermstack demo: config {config}, run directory {out}", err=True)
+    for line in header_comment(config):  # the demo config says there what it trimmed for time
+        click.echo(f"  {line}", err=True)
     print_metrics(fit_run(config, out))
     click.echo(f"results in {out}/")

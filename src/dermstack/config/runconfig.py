@@ -114,6 +114,7 @@ class RunConfig:
         for n in ens.models or []:
             if n not in available:
                 out.append(f'[ensemble] models = {show(ens.models)}: {unknown("model", n, available)} (no [[models]] has that name)')
+        out += self._cnn_feature_problems()
         chosen = [n for n in available if not ens.models or n in ens.models]
         method = ensemble_methods().get(ens.method)
         if method is not None and method.min_members > 1 and len(chosen) < method.min_members:
@@ -126,18 +127,33 @@ class RunConfig:
         kinds = model_kinds()
         return next((m for m in self.models if kinds[m.kind].feature_group is not None), None)
 
-    def feature_group_models(self) -> list[str]:
-        """With ``[ensemble] cnn_feature``, each booster is also trained on the feature group the
-        :meth:`group_giver` gives (the first CNN's scores, leak-free: dermstack.cnn.nested): the names
-        of those models, ``<booster>+<cnn>``."""
+    def boosters(self) -> list[str]:
+        """The names of the ``[[models]]`` entries whose kind trains a booster."""
         kinds = model_kinds()
-        giver = self.group_giver()
-        boosters = [m.label for m in self.models if kinds[m.kind].adapter is not None]
+        return [m.label for m in self.models if m.kind in kinds and kinds[m.kind].adapter is not None]
+
+    def feature_group_models(self) -> list[str]:
+        """With ``[ensemble] cnn_feature``, each booster (or each one it names) is also trained on the
+        feature group the :meth:`group_giver` gives (the first CNN's scores, leak-free:
+        dermstack.cnn.nested): the names of those models, ``<booster>+<cnn>``."""
+        giver, wanted = self.group_giver(), self.ensemble.cnn_feature
         method = ensemble_methods().get(self.ensemble.method)
         uses = self.ensemble.method == "auto" or (method is not None and method.group_members)
-        if not (self.ensemble.cnn_feature and giver and uses):
+        if not (wanted and giver and uses):
             return []
-        return [f"{b}+{giver.label}" for b in boosters]
+        return [f"{b}+{giver.label}" for b in self.boosters() if wanted is True or b in wanted]
+
+    def _cnn_feature_problems(self) -> list[str]:
+        wanted = self.ensemble.cnn_feature
+        if not isinstance(wanted, list):
+            return []
+        boosters, where = self.boosters(), f"[ensemble] cnn_feature = {show(wanted)}"
+        out = [f"{where}: {unknown('booster', n, boosters)} (it names booster [[models]] only)"
+               for n in wanted if n not in boosters]
+        out += [f'{where}: "{n}" is named twice' for n in sorted({n for n in wanted if wanted.count(n) > 1})]
+        if not out and wanted and self.group_giver() is None:
+            out.append(f"{where}: no [[models]] gives the CNN feature; add a kind = \"cnn\" model or remove the list")
+        return out
 
     def _stop_metric_problems(self, where: dict[int, str]) -> list[str]:
         models = [m for m in self.models if m.params.get("stop_metric") is not None]

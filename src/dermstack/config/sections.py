@@ -21,6 +21,7 @@ from dermstack.config.types import (
     AutoBool,
     Backbone,
     Bool,
+    BoolOrNames,
     Device,
     Fraction,
     PosInt,
@@ -208,8 +209,9 @@ class EnsembleConfig:
     #: the [[models]] names to ensemble; unset: every model
     models: list[Str] | None = None
     #: with a CNN among the models: also train every booster with the CNN score as a feature group
-    #: (leak-free, via CNNs trained without each pair of folds) and add those as base models
-    cnn_feature: Bool = True
+    #: (leak-free, via CNNs trained without each pair of folds) and add those as base models; a list of
+    #: booster [[models]] names trains only those again (e.g. ["lightgbm", "xgboost"]: CatBoost once)
+    cnn_feature: BoolOrNames = True
 
 
 @schema("[clinical]")

@@ -73,6 +73,16 @@ def _auto_bool(value: Any) -> bool | str:
 AutoBool = Annotated[Any, AfterValidator(_auto_bool), Choices((True, False, "auto"))]
 
 
+def _bool_or_names(value: Any) -> bool | list[str]:
+    if isinstance(value, bool) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return value
+    raise fail("expected true, false or a list of [[models]] names")
+
+
+#: true, false or a list of names (the run config checks the names against its [[models]])
+BoolOrNames = Annotated[bool | list[str], BeforeValidator(_bool_or_names)]
+
+
 def reader_formats() -> list[str]:
     return [*READERS, SYNTHETIC_FORMAT]
 
