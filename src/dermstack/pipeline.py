@@ -1,8 +1,7 @@
 """The pipeline of `dermstack run`: from one TOML config, stage by stage, through files in RUN_DIR.
 
 Each stage writes its outputs plus ``stages/<stage>.json`` (config, input digests, versions) and is
-skipped on a re-run when that fingerprint is unchanged.
-"""
+skipped on a re-run when that fingerprint is unchanged."""
 from __future__ import annotations
 
 import copy
@@ -201,9 +200,8 @@ class Pipeline:
         return FeatureSet.read(p.features)
 
     def audit_folds(self, table: LesionTable, plan: FoldPlan, store) -> dict:
-        """The overlap audit of the training rows where it is cheap (:func:`dermstack.data.audit.cross_fold_duplicates`:
-        identical files always, near-duplicates from the run's embeddings up to ``RUN_NEAR_MAX_ROWS``
-        rows); a warning names the pairs that sit in different folds (metrics.json ``audit``)."""
+        """The overlap audit of the training rows where it is cheap (:func:`dermstack.data.audit.cross_fold_duplicates`); a
+        warning names the pairs that sit in different folds (metrics.json ``audit``)."""
         from dermstack.data.audit import RUN_NEAR_MAX_ROWS, cross_fold_duplicates, read_embeddings
 
         fold_of = dict(zip(plan.folds["image_id"].to_list(), plan.folds["fold"].to_list()))
@@ -247,10 +245,8 @@ class Pipeline:
         if not names:
             return []
         giver = self.cfg.group_giver()
-        left_out = [b for b in self.cfg.boosters() if f"{b}+{giver.label}" not in names]
-        if left_out:
-            log.info("the %s feature for %s only: %s not trained again ([ensemble] cnn_feature)", giver.label,
-                     ", ".join(n.removesuffix(f"+{giver.label}") for n in names), ", ".join(left_out))
+        if left_out := [b for b in self.cfg.boosters() if f"{b}+{giver.label}" not in names]:
+            log.info("the %s feature for %s only: %s not trained again ([ensemble] cnn_feature)", giver.label, names, left_out)
         group, gdir = model_kind(giver.kind).feature_group, self.paths.models / giver.label
         self.stage(f"nested-{giver.label}", self._model_keys(giver.label), [self.paths.lesions, self.paths.folds],
                     group.files(gdir), ["ingest", "folds"],
