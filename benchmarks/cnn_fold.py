@@ -10,19 +10,18 @@ seconds to the 60 s budget (target: well under 1).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from dermstack.testing import SMOKE_HELP, smoke_work, tiny_copy
+from dermstack.testing import SMOKE_HELP, shared_data_dir, smoke_work, tiny_copy
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.environ.get("DERMSTACK_SHARED_DATA", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--data", default=str(shared_data_dir() or REPO.parent / "shared" / "data"))
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--backbone", default=None)

@@ -26,12 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from dermstack.testing import shared_data_dir
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from boosting_scale import GROUPS, KINDS, build_inputs, load  # noqa: E402  (same cached synthetic inputs)
 from features_scale import CACHE_ROOT  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-HAM = Path(os.environ.get("DERMSTACK_SHARED_DATA", REPO.parent / "shared" / "data")) / "ham10000-dev"
+HAM = (shared_data_dir() or REPO.parent / "shared" / "data") / "ham10000-dev"
 
 
 def peak_gib() -> float:

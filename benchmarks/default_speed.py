@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dermstack.testing import shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 115.0
 #: the stages the budget covers: features and each member model (extraction, ensembles and
@@ -74,7 +76,7 @@ def resample(src: Path, dst: Path, images: int, seed: int = 0) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=shared_data_dir() or ROOT.parent / "shared" / "data")
     ap.add_argument("--images", type=int, default=7500)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "default_speed")
     ap.add_argument("--smoke", action="store_true", help="a 300-image set: that the benchmark runs, not its figures")

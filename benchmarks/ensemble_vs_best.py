@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dermstack.config import RunConfig
-from dermstack.testing import SMOKE_HELP, smoke_dataset, smoke_work
+from dermstack.testing import SMOKE_HELP, shared_data_dir, smoke_dataset, smoke_work
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def summarise(name: str, metrics: dict, seconds: float | None = None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=shared_data_dir() or ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "ensemble_vs_best")
     ap.add_argument("--only", default=None, help="Comma-separated dataset names.")
     ap.add_argument("--demo", type=Path, default=ROOT / "runs" / "demo", help="A finished `make demo` run to include.")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dermstack.testing import SMOKE_HELP, smoke_work, tiny_copy
+from dermstack.testing import SMOKE_HELP, shared_data_dir, smoke_work, tiny_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """[data]
@@ -68,7 +68,7 @@ def thresholded(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "milk10k-dev")
+    ap.add_argument("--data", type=Path, default=(shared_data_dir() or ROOT.parent / "shared" / "data") / "milk10k-dev")
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "multilabel_levers")
     ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)

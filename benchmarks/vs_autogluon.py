@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dermstack.testing import SMOKE_HELP, smoke_work, tiny_copy
+from dermstack.testing import SMOKE_HELP, shared_data_dir, smoke_work, tiny_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def autogluon_inputs(run_dir: Path, bag_folds: int) -> pl.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ham10000-dev")
+    ap.add_argument("--data", type=Path, default=(shared_data_dir() or ROOT.parent / "shared" / "data") / "ham10000-dev")
     ap.add_argument("--ag-python", type=Path, default=ROOT / ".venv-autogluon" / "bin" / "python")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "vs_autogluon")
     ap.add_argument("--reuse", type=Path, default=None,
