@@ -137,6 +137,22 @@ def test_submit_is_dermstack_submit(run, tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_evaluate_is_dermstack_evaluate(run, tmp_path):
+    from dermstack.data.readers import ingest
+    from dermstack.data.synth import synthesize_isic2024
+
+    other = tmp_path / "other"
+    synthesize_isic2024(other, lesions=60, test_lesions=0, image_size=16, seed=7, positive_rate=0.2)
+    e = run.evaluate(other, out=tmp_path / "api")
+    done = CliRunner().invoke(cli, ["evaluate", "runs/tiny", str(other), "--out", str(tmp_path / "cli")])
+    assert done.exit_code == 0, done.output
+    same = ("rows", "models", "operating_points", "subgroups", "overlap")
+    assert {k: e[k] for k in same} == {k: v for k, v in json.loads((tmp_path / "cli" / "evaluation.json").read_text()).items() if k in same}
+    # the same lesions as a pandas DataFrame, labels included
+    frame = ingest("isic2024", other)[0].df.drop("image_id").to_pandas()
+    assert run.evaluate(frame, out=tmp_path / "frame")["models"] == e["models"]
+
+
 def test_explain_adds_up_and_names_an_unknown_lesion(run):
     train_id, test_id = run.oof["image_id"][0], run.predict("runs/tiny/lesions.parquet")["image_id"][0]
     for image_id in (train_id, test_id):

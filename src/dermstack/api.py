@@ -1,7 +1,7 @@
-"""dermstack's Python API: fit, load, predict, submit, report, explain, compare, the way notebooks work.
+"""dermstack's Python API: fit, load, predict, evaluate, submit, report, explain, compare, the way notebooks work.
 
-Every function here is the same code as its command (``dermstack run``, ``predict``, ``submit``,
-``report``, ``report explain``, ``compare``, ``kinds``): the commands are thin layers over the
+Every function here is the same code as its command (``dermstack run``, ``predict``, ``evaluate``,
+``submit``, ``report``, ``report explain``, ``compare``, ``kinds``): the commands are thin layers over the
 functions these call, so a run fitted here is the run directory the CLI makes, and either reads the
 other's. Errors are the CLI's: :class:`~dermstack.errors.ConfigError` for a config,
 :class:`~dermstack.errors.DataError` naming the file, row and column of bad data or a damaged run.

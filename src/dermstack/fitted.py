@@ -94,8 +94,9 @@ class FittedRun:
         """Out-of-fold scores of the training rows (``oof.parquet``, averaged over seeds), one row per lesion.
 
         Columns: ``image_id``; ``label`` (binary: the 0/1 target; multiclass: the class; multi-label:
-        the list of classes); then one column per model, the final model's and ``calibrated`` included:
-        a float for a binary task, else a struct with one field per class.
+        the classes joined by ``;``, as ``evaluate``'s predictions); then one column per model, the
+        final model's and ``calibrated`` included: a float for a binary task, else a struct with one
+        field per class.
 
         Examples
         --------
@@ -106,11 +107,12 @@ class FittedRun:
         >>> oof.height == ds.load("runs/tiny").metrics["n_train"]
         True
         """
+        from dermstack.external.labels import label_frame
         from dermstack.predictions import Predictions
 
         task = self._data.task
         wide = Predictions.read(self.root / "oof.parquet").wide(task.image_ids, task.classes)
-        return wide.insert_column(1, _labels(task))
+        return wide.insert_column(1, label_frame(task.y, task.kind, task.classes))
 
     def predict(self, data: str | os.PathLike | LesionTable | pl.DataFrame | pd.DataFrame, *, strict: bool = False,
                 allow_missing_features: bool = False) -> pl.DataFrame:
@@ -150,6 +152,55 @@ class FittedRun:
 
         preds = Predictions(predict_run(self.root, data, strict=strict, allow_missing_features=allow_missing_features))
         return preds.wide(preds.image_ids(), self.metrics["classes"])
+
+    def evaluate(self, data: str | os.PathLike | LesionTable | pl.DataFrame | pd.DataFrame, out: str | os.PathLike, *,
+                 format: str | None = None, keep_overlap: bool = False, allow_missing_features: bool = False,
+                 near_threshold: float | None = None, strict: bool = False) -> dict:
+        """Measure the run on another clinic's labelled data (as ``dermstack evaluate``), nothing retrained.
+
+        An overlap audit first leaves out the run's own training images (the same id, the same
+        content, or a near-duplicate embedding): they must never count as external. Each model is
+        then measured beside its out-of-fold figure, with calibration, the run's operating points
+        and subgroups.
+
+        Parameters
+        ----------
+        data : path, LesionTable, polars or pandas DataFrame
+            Labelled lesions: a dataset folder (its format told from its files), a LesionTable
+            parquet or table, or a DataFrame as :meth:`predict` takes, with its labels.
+        out : str or os.PathLike
+            Folder for ``evaluation.json``, ``evaluation.html``, ``predictions.parquet``, ``lesions.parquet``.
+        format : str, optional
+            ``data``'s format when it cannot be told from its files.
+        keep_overlap : bool
+            Score rows found in the run's training data too, flagged, instead of leaving them out.
+        allow_missing_features : bool
+            Score even when ``data`` lacks feature columns the run used (listed in the result).
+        near_threshold : float, optional
+            Cosine similarity at or above which two images are near-duplicates (default as the command).
+        strict : bool
+            Turn every row the reader skips into an error.
+
+        Returns
+        -------
+        dict
+            What ``evaluation.json`` holds: ``rows`` (read, scored, left out as overlap), ``models``
+            (each model's metrics here and out of fold), ``operating_points``, ``subgroups``, ``notes``.
+
+        Examples
+        --------
+        >>> import dermstack as ds
+        >>> from dermstack.data.synth import synthesize_isic2024
+        >>> _ = synthesize_isic2024("runs/other-clinic", lesions=60, test_lesions=0, image_size=16, seed=7, positive_rate=0.2)
+        >>> e = ds.load("runs/tiny").evaluate("runs/other-clinic", out="runs/tiny-other-clinic")
+        >>> e["rows"]["scored"], e["rows"]["excluded_overlap"]
+        (60, 0)
+        """
+        from dermstack.data.audit import NEAR_THRESHOLD
+        from dermstack.external import evaluate_run
+
+        return evaluate_run(self.root, data, out, fmt=format, keep_overlap=keep_overlap, allow_missing_features=allow_missing_features,
+                            near_threshold=NEAR_THRESHOLD if near_threshold is None else near_threshold, strict=strict)
 
     def submit(self, path: str | os.PathLike, format: str, *, sample: str | os.PathLike | None = None,
                predictions: str | os.PathLike | pl.DataFrame | None = None, model: str | None = None) -> Path:
@@ -249,12 +300,3 @@ class FittedRun:
         from dermstack.reports.explain import explain_data
 
         return explain_data(self._data, image_id)
-
-
-def _labels(task) -> pl.Series:
-    """The training rows' labels as :attr:`FittedRun.oof` shows them (see there)."""
-    if task.kind.binary:
-        return pl.Series("label", task.y, dtype=pl.Int8)
-    if task.kind.exclusive:
-        return pl.Series("label", [task.classes[i] for i in task.y], dtype=pl.String)
-    return pl.Series("label", [[c for c, v in zip(task.classes, row) if v] for row in task.y], dtype=pl.List(pl.String))

@@ -14,6 +14,7 @@ retrained); then the figures (:mod:`dermstack.external.figures`). Writes ``predi
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -67,6 +68,9 @@ def read_external(data, fmt: str | None, cfg: RunConfig, strict: bool = False) -
 
     if isinstance(data, LesionTable):
         return External(data, None, data.meta.dataset, "(LesionTable)")
+    if not isinstance(data, (str, os.PathLike)):  # a polars or pandas DataFrame of lesions
+        table = LesionTable.from_frame(data, fmt or cfg.data.format)
+        return External(table, None, table.meta.dataset, table.meta.source)
     path = Path(data)
     if not path.exists():
         raise DataError("no such file or folder", file=str(path))
