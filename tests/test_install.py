@@ -25,12 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "dermstack"
 
 #: run inside the fresh environment from a folder outside the checkout: a tiny run through the CLI,
-#: then where every loaded module came from
+#: the Python API on it (load, metrics, oof, explain), then where every loaded module came from
 SMOKE = """
 import importlib.resources, json, sys
 from pathlib import Path
+import dermstack as ds
 from dermstack.cli import cli
 cli.main(["run", sys.argv[1], "--out", sys.argv[2]], standalone_mode=False)
+run = ds.load(sys.argv[2])
+rows = run.oof["image_id"].head(3).to_list()
+assert run.metrics["task"] == "binary" and run.oof.height > 0
+assert run.explain(rows[0]) is not None
 demo = (importlib.resources.files("dermstack") / "configs" / "demo.toml").read_text()
 files = [str(getattr(m, "__file__", None) or "") for m in list(sys.modules.values())]
 print(json.dumps({"files": files, "demo": "[data]" in demo}))
