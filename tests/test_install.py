@@ -25,17 +25,25 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "dermstack"
 
 #: run inside the fresh environment from a folder outside the checkout: a tiny run through the CLI,
-#: the Python API on it (load, metrics, oof, explain), then where every loaded module came from
+#: the Python API on it (load, metrics, oof, fit again, predict a pandas DataFrame, submit, explain),
+#: then where every loaded module came from
 SMOKE = """
 import importlib.resources, json, sys
 from pathlib import Path
+import polars as pl
 import dermstack as ds
 from dermstack.cli import cli
 cli.main(["run", sys.argv[1], "--out", sys.argv[2]], standalone_mode=False)
 run = ds.load(sys.argv[2])
 rows = run.oof["image_id"].head(3).to_list()
 assert run.metrics["task"] == "binary" and run.oof.height > 0
-assert run.explain(rows[0]) is not None
+assert ds.fit(sys.argv[1], out=sys.argv[2]).metrics["oof"] == run.metrics["oof"]  # the CLI's run, every stage current
+test = pl.read_parquet(Path(sys.argv[2]) / "lesions.parquet").filter(pl.col("split") == "test").drop("image_id")
+scores = run.predict(test.to_pandas())
+assert scores.height == test.height and "calibrated" in scores.columns
+assert run.submit("submission.csv", format="isic2024", predictions=scores).read_text().startswith("isic_id,target")
+why = run.explain(rows[0])
+assert abs(why.base + why.contributions["contribution"].sum() - why.score) < 1e-6
 demo = (importlib.resources.files("dermstack") / "configs" / "demo.toml").read_text()
 files = [str(getattr(m, "__file__", None) or "") for m in list(sys.modules.values())]
 print(json.dumps({"files": files, "demo": "[data]" in demo}))
