@@ -20,6 +20,7 @@ from dermstack.errors import ConfigError, DataError
 from dermstack.task import TaskSpec
 from lesion_tables import lesion_table
 from test_bad_inputs import run_cli
+from tiny_runs import booster
 
 
 def sites_table(n_patients: int = 24, per_patient: int = 3, sites=("A", "B", "C", "D"), seed: int = 0, **extra) -> pl.DataFrame:
@@ -188,37 +189,15 @@ def test_held_out_groups_block_gives_each_groups_figures_for_every_model():
     json.dumps(jsonable(h), allow_nan=False)  # what metrics.json writes
 
 
-RUN = """
-[data]
-format = "isic2024"
-path = "{data}"
-
-[cv]
-group = "attribution"
-{cv}
-
-[features]
-embedding = false
-image = false
-
-[[models]]
-kind = "lightgbm"
-params = {{ n_estimators = 15, threads = 1 }}
-
-[[models]]
-kind = "xgboost"
-params = {{ n_estimators = 15, threads = 1 }}
-
-[ensemble]
-method = "mean"
-
-[clinical]
-delta = 0.1
-"""
+def write_run(tiny, tmp_path, **cv) -> None:
+    """run.toml: two boosters on the synthetic ISIC 2024 folder ``tmp_path/data`` grouped by site, ``cv`` laid over."""
+    tiny.write(tmp_path / "run.toml", [booster("lightgbm", 15), booster("xgboost", 15)],
+               data={"format": "isic2024", "path": str(tmp_path / "data")}, cv={"group": "attribution", **cv},
+               features={"embedding": False, "image": False}, ensemble={"method": "mean"}, clinical={"delta": 0.1})
 
 
 @pytest.mark.slow
-def test_a_run_holds_out_each_site_and_reports_it(tmp_path, capsys):
+def test_a_run_holds_out_each_site_and_reports_it(tiny, tmp_path, capsys):
     """`dermstack run` with `[cv] group = "attribution"`: leave-one-group-out folds shared by every model,
     metrics.json `held_out_groups` naming each site with every model's figures, the printout and the
     report; switching to grouped K-fold re-runs the folds and the models."""
@@ -229,7 +208,7 @@ def test_a_run_holds_out_each_site_and_reports_it(tmp_path, capsys):
 
     synthesize_isic2024(tmp_path / "data", lesions=200, test_lesions=5, image_size=8, positive_rate=0.15, workers=1)
     sites = sorted(ingest("isic2024", tmp_path / "data")[0].train["attribution"].unique().to_list())
-    (tmp_path / "run.toml").write_text(RUN.format(data=tmp_path / "data", cv="leave_one_group_out = true"))
+    write_run(tiny, tmp_path, leave_one_group_out=True)
     out = tmp_path / "out"
     metrics = Run(RunConfig.from_toml(tmp_path / "run.toml"), out).execute()
     plan = FoldPlan.read(out / "folds.parquet")
@@ -253,7 +232,7 @@ def test_a_run_holds_out_each_site_and_reports_it(tmp_path, capsys):
     assert 'id="held-out"' in page and "Held-out groups: attribution (4 groups, one held out per fold)" in page
     assert "Sensitivity with a guarantee (P &ge; 0.9, delta 0.1, " in page
 
-    (tmp_path / "run.toml").write_text(RUN.format(data=tmp_path / "data", cv="n_splits = 2\nrepeats = 2"))
+    write_run(tiny, tmp_path, n_splits=2, repeats=2)
     before = json.loads((out / "stages" / "model-lightgbm.json").read_text())["finished"]
     Run(RunConfig.from_toml(tmp_path / "run.toml"), out).execute()
     plan = FoldPlan.read(out / "folds.parquet")
