@@ -18,6 +18,7 @@ The views reach a booster as one more feature group, handed over by the pipeline
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -66,9 +67,10 @@ def nested_scores(fit_score: FitScore, fold_of: np.ndarray, n_splits: int, n_tes
 
 def nested_cnn_views(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
                      out_dir: Path | None = None, progress: bool = True) -> CNNViews:
-    """Train the pair CNNs of ``model`` (every seed) and return the booster views; the pair
+    """Train the pair CNNs of ``model`` (every seed; ``params.pair_epochs`` epochs) and return the booster views; the pair
     checkpoints go to ``out_dir/<name>/nested/`` (``predict`` scores new rows with all of them)."""
     cfg, name = CNNConfig.from_model(model), model.label
+    cfg = dataclasses.replace(cfg, epochs=cfg.pair_epochs or cfg.epochs)
     train_df, test_df = training_frame(table, task), table.test
     trainer = CNNTrainer(cfg, task.kind, task.n_outputs, image_refs(train_df) + image_refs(test_df), progress)
     fold_of = plan.fold_of(task.image_ids)

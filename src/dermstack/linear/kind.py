@@ -18,4 +18,4 @@ def _cross_validate(inputs: FitInputs):
 register(ModelKind(
     "logistic", "logistic regression on the standardised full embeddings plus table features, C by inner grouped CV",
     LinearParams, _cross_validate, SavedLinear, explain_design_model, reads=("ingest", "folds", "features", "extract"),
-    config_keys=("extract.backbones",), default=lambda n_train: n_train <= LINEAR_PROBE_MAX_ROWS))
+    config_keys=("extract.backbones",), default=lambda profile: profile.n_train <= LINEAR_PROBE_MAX_ROWS))
