@@ -375,14 +375,13 @@ class Pipeline:
 
 def data_profile(table: LesionTable, task: TaskSpec, cfg: RunConfig) -> DataProfile:
     """The run's data as the default model set sees it (:class:`~dermstack.registry.DataProfile`): its
-    training rows, whether each has an image, the metadata columns with values that ``[features]`` reads
-    (plus one for the mask features), and the device image models would train on."""
-    from dermstack.features.build import image_enabled
+    training rows, whether each has an image, the table features ``[features]`` builds beside the image
+    (:func:`dermstack.features.build.table_feature_count`), and the device image models would train on."""
+    from dermstack.features.build import table_feature_count
 
     train = table.train
     images = train.height > 0 and train["image_ref"].null_count() == 0
-    metadata = [c for c in table.meta.feature_columns if c in train.columns and train[c].null_count() < train.height]
-    table_features = (len(metadata) if cfg.features.metadata else 0) + int(image_enabled(cfg.features.image, table.df))
+    table_features = table_feature_count(table, cfg.features)
     device = "cpu"
     if images:
         from dermstack.extract.settings import resolve_device

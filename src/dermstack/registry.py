@@ -122,8 +122,8 @@ class DataProfile:
     n_train: int
     #: every training row has an image (a kind that reads pixels can train on them)
     images: bool = False
-    #: table columns the features stage gives the boosters beyond the image embeddings: the dataset's
-    #: metadata columns that the run reads, plus one for the mask colour and shape features
+    #: table columns the features stage gives the boosters beside the images: the dataset's metadata
+    #: columns it reads, plus one for the mask features (:func:`dermstack.features.build.table_feature_count`)
     table_features: int = 0
     #: where image models train: "cuda", "mps" or "cpu" (the ``auto`` device of this machine)
     device: str = "cpu"

@@ -18,7 +18,7 @@ from dermstack.features.embedding import (
     read_embeddings,
     usable_views,
 )
-from dermstack.features.engineered import engineered_features
+from dermstack.features.engineered import available, engineered_features
 from dermstack.features.featureset import ID_COLUMNS, FeatureSet
 from dermstack.features.image import image_features
 from dermstack.features.metadata import leaky_missingness, metadata_features
@@ -41,6 +41,17 @@ def image_enabled(setting: bool | str, df: pl.DataFrame) -> bool:
     if isinstance(setting, bool):
         return setting
     raise ConfigError(f"[features] image must be true, false or \"auto\", got {setting!r}")
+
+
+def table_feature_count(table: LesionTable, cfg: FeaturesConfig) -> int:
+    """How many table columns :func:`build_features` gives the boosters from beside the images: the
+    metadata columns with a value on some training row, when a group reads them (``metadata``;
+    ``engineered`` where they feed one; ``patient`` where it is built), plus one for the mask features.
+    0: image-only data (embeddings, and patient features of them, are the image's)."""
+    train = table.train
+    metadata = [c for c in table.meta.feature_columns if c in train.columns and train[c].null_count() < train.height]
+    read = cfg.metadata or (cfg.engineered and bool(available(metadata))) or (cfg.patient and not not_built_reason(table.df))
+    return (len(metadata) if read else 0) + int(image_enabled(cfg.image, table.df))
 
 
 def _numeric(frame: pl.DataFrame) -> list[str]:
