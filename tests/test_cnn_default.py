@@ -6,14 +6,16 @@ import doctest
 import logging
 from importlib.resources import files
 
+import polars as pl
 import pytest
 
 import dermstack.cnn.kind as cnn_kind
 import dermstack.config.modelconfig as modelconfig
 import dermstack.registry as registry_module
 from dermstack.cnn.params import CNNConfig
-from dermstack.config import RunConfig, default_choices, default_models
+from dermstack.config import FeaturesConfig, RunConfig, default_choices, default_models
 from dermstack.data.table import LesionTable
+from dermstack.features.build import table_feature_count
 from dermstack.pipeline import data_profile
 from dermstack.registry import DataProfile
 from dermstack.run import Run
@@ -89,7 +91,15 @@ def test_a_tiny_image_only_run_without_models_trains_the_cnn_and_its_feature_boo
     profile = data_profile(table, task, cfg)
     assert profile.image_only and profile.n_train == len(task.image_ids) and profile.n_splits == 3
     with_metadata = data_profile(table, task, RunConfig.from_dict(tiny_config()))
-    assert with_metadata.table_features > 0 and not with_metadata.image_only
+    assert not with_metadata.image_only
+    # the synthetic ISIC 2024 table: its metadata columns, read by the metadata group or through the
+    # engineered and patient features they feed; masks: one more
+    n_meta = table_feature_count(table, FeaturesConfig())
+    assert n_meta == with_metadata.table_features > 10
+    for only in ({"metadata": True}, {"engineered": True}, {"patient": True}):
+        assert table_feature_count(table, FeaturesConfig(**{**IMAGE_ONLY, **only})) == n_meta
+    masked = table.df.with_columns(mask_ref=pl.col("image_ref"))
+    assert table_feature_count(LesionTable(masked, table.meta), FeaturesConfig(**{**IMAGE_ONLY, "image": "auto"})) == 1
 
 
 @pytest.mark.parametrize("module", [cnn_kind, registry_module, modelconfig])

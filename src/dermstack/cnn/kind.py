@@ -24,15 +24,18 @@ def _fold_features(inputs: FitInputs, model_dir: Path):
     return fold_features(inputs.features, inputs.table, inputs.task, views)
 
 
-#: training rows from which image-only data gets the CNN in its default model set (docs/results.md: on
-#: 2,479 HAM10000 dev images it ...)
+#: training rows from which image-only data gets the CNN in its default model set: on 2,479 HAM10000 dev
+#: images (lite0 embeddings only) it lifted the default run's final model by +0.016 ROC-AUC and +0.008
+#: pAUC, paired (docs/results.md); fewer rows were not measured, and a CNN fine-tuned on a few hundred is fragile
 CNN_MIN_ROWS = 2_000
 #: the most extra seconds the default set may be expected to spend on the CNN and its pair CNNs, per device
+#: (on this project's 2-core CPU: image-only data up to about 60,000 training rows)
 CNN_BUDGET_S = {"cpu": 1_800, "mps": 1_800, "cuda": 3_600}
-#: (training draws, scoring passes) per second of the device's default CNN settings (CNNConfig.defaults):
-#: cpu measured on this project's 2-core machine, efficientnet_lite0 at 64 px (docs/results.md); cuda and
-#: mps assumed (lite0 at 192 px on one GPU), not measured here
-THROUGHPUT = {"cpu": (300.0, 900.0), "mps": (300.0, 900.0), "cuda": (1_500.0, 4_500.0)}
+#: (training draws, scoring passes) per second at the device's default CNN settings (CNNConfig.defaults).
+#: cpu: measured on this project's 2-core CPU, efficientnet_lite0 at 64 px on HAM10000 dev (30,720 draws
+#: in 132.8 s, 14,874 scoring passes with the bank's decoding in 24 s; docs/results.md); cuda and mps:
+#: assumed for lite0 at 192 px on one GPU, not measured here
+THROUGHPUT = {"cpu": (230.0, 600.0), "mps": (230.0, 600.0), "cuda": (1_500.0, 4_500.0)}
 
 
 def expected_seconds(data: DataProfile, cfg: CNNConfig) -> float:
