@@ -11,17 +11,16 @@ import pytest
 
 import dermstack.cnn.kind as cnn_kind
 import dermstack.config.modelconfig as modelconfig
-import dermstack.registry as registry_module
+import dermstack.dataprofile as dataprofile
 from dermstack.cnn.params import CNNConfig
 from dermstack.config import FeaturesConfig, RunConfig, default_choices, default_models
 from dermstack.data.table import LesionTable
-from dermstack.features.build import table_feature_count
-from dermstack.pipeline import data_profile
-from dermstack.registry import DataProfile
+from dermstack.dataprofile import DataProfile
+from dermstack.features.build import data_profile, table_feature_count
 from dermstack.run import Run
 from dermstack.task import TaskSpec
 from extract_fixtures import TEST_MODEL
-from tiny_runs import tiny_config
+from tiny_runs import embedded, tiny_config
 
 BOOSTERS = ["lightgbm", "xgboost", "catboost"]
 #: image-only: no metadata, engineered, patient or mask features
@@ -73,13 +72,13 @@ def test_the_demo_names_its_models_so_the_default_set_adds_no_second_cnn():
     assert [m.kind for m in demo.models].count("cnn") == 1
 
 
-def test_a_tiny_image_only_run_without_models_trains_the_cnn_and_its_feature_boosters(tmp_path, monkeypatch, caplog):
+def test_a_tiny_image_only_run_without_models_trains_the_cnn_and_its_feature_boosters(tmp_path, monkeypatch, caplog, test_weights):
     """The default set on image-only data (rows threshold lowered, the CNN's defaults made tiny)."""
     monkeypatch.setattr(cnn_kind, "CNN_MIN_ROWS", 100)
     tiny_cnn = CNNConfig(backbone=TEST_MODEL, pretrained=False, image_size=32, epochs=1, samples_per_epoch=32,
                          batch_size=32, freeze_fraction=0.0, tta=False)
     monkeypatch.setattr(CNNConfig, "defaults", classmethod(lambda cls, device: tiny_cnn))
-    cfg = RunConfig.from_dict(tiny_config(features=IMAGE_ONLY, ensemble={"method": "greedy"}))
+    cfg = RunConfig.from_dict(tiny_config(features=IMAGE_ONLY, extract=embedded(test_weights), ensemble={"method": "greedy"}))
     with caplog.at_level(logging.INFO, logger="dermstack"):
         metrics = Run(cfg, tmp_path / "run").execute()
     assert "cnn: in the default set: image-only data with" in caplog.text
@@ -88,9 +87,9 @@ def test_a_tiny_image_only_run_without_models_trains_the_cnn_and_its_feature_boo
 
     table = LesionTable.read(tmp_path / "run" / "lesions.parquet")
     task = TaskSpec.from_table(table, "binary")
-    profile = data_profile(table, task, cfg)
+    profile = data_profile(table, cfg.features, len(task.image_ids), cfg.cv.n_splits)
     assert profile.image_only and profile.n_train == len(task.image_ids) and profile.n_splits == 3
-    with_metadata = data_profile(table, task, RunConfig.from_dict(tiny_config()))
+    with_metadata = data_profile(table, RunConfig.from_dict(tiny_config()).features, len(task.image_ids), 3)
     assert not with_metadata.image_only
     # the synthetic ISIC 2024 table: its metadata columns, read by the metadata group or through the
     # engineered and patient features they feed; masks: one more
@@ -102,6 +101,6 @@ def test_a_tiny_image_only_run_without_models_trains_the_cnn_and_its_feature_boo
     assert table_feature_count(LesionTable(masked, table.meta), FeaturesConfig(**{**IMAGE_ONLY, "image": "auto"})) == 1
 
 
-@pytest.mark.parametrize("module", [cnn_kind, registry_module, modelconfig])
+@pytest.mark.parametrize("module", [cnn_kind, dataprofile, modelconfig])
 def test_the_decision_docstring_examples(module):
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from dermstack.atomic import read_json, write_text
-from dermstack.config import ModelConfig, RunConfig, default_choices, default_models
+from dermstack.config import ModelConfig, RunConfig, default_models
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import ConfigError, DermstackError, why_missing
@@ -26,7 +26,7 @@ from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
 from dermstack.outputs.final import write_outputs
 from dermstack.predictions import ModelResult
 from dermstack.provenance import Stage, file_digest, versions
-from dermstack.registry import DataProfile, FitInputs, auto_candidates, ensemble_methods, model_kind
+from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, model_kind
 from dermstack.rundir import (
     MODEL_FILES,
     RunLock,
@@ -340,15 +340,11 @@ class Pipeline:
         with self.jobs, RunLock(p.root):
             table = self.ingest()
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
-            if not self.cfg.models:
-                profile = data_profile(table, task, self.cfg)
-                for kind, choice in default_choices(profile).items():
-                    if choice.why:
-                        log.info("%s: %s", kind, choice.why)
-                self.cfg.models = default_models(profile)
+            if not self.cfg.models:  # each kind's rule is logged (dermstack.config.default_models)
+                from dermstack.features.build import data_profile
+                self.cfg.models = default_models(data_profile(table, self.cfg.features, len(task.image_ids), self.cfg.cv.n_splits))
                 self.flat = flat_config(self.cfg.to_dict())
-                log.info("no [[models]]: the default set for %d training rows: %s", len(task.image_ids),
-                         [m.label for m in self.cfg.models])
+                log.info("no [[models]]: the default set for %d training rows: %s", len(task.image_ids), [m.label for m in self.cfg.models])
             if not (p.config.exists() and _previous_config(p.config) == self.cfg.to_dict()):
                 invalidate(p.root, "config")  # a changed config: the old final outputs are not its outputs
             write_text(p.config, self.cfg.to_toml())  # as run: with the models it resolved to
@@ -371,24 +367,6 @@ class Pipeline:
                 build_report(p.root, p.report, shap_sample=self.cfg.report.shap_sample)
         log.info("run finished in %.1f s: %s", time.perf_counter() - t0, p.root)
         return metrics
-
-
-def data_profile(table: LesionTable, task: TaskSpec, cfg: RunConfig) -> DataProfile:
-    """The run's data as the default model set sees it (:class:`~dermstack.registry.DataProfile`): its
-    training rows, whether each has an image, the table features ``[features]`` builds beside the image
-    (:func:`dermstack.features.build.table_feature_count`), and the device image models would train on."""
-    from dermstack.features.build import table_feature_count
-
-    train = table.train
-    images = train.height > 0 and train["image_ref"].null_count() == 0
-    table_features = table_feature_count(table, cfg.features)
-    device = "cpu"
-    if images:
-        from dermstack.extract.settings import resolve_device
-
-        device = resolve_device("auto").type
-    return DataProfile(len(task.image_ids), images=images, table_features=table_features, device=device,
-                       n_test=table.test.height, n_splits=cfg.cv.n_splits)
 
 
 def fit_with_group(model: ModelConfig, source: str, group: str, fold_features, task: TaskSpec, plan: FoldPlan,

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # type names only: nothing here is imported when the registry
     from dermstack.config import ModelConfig
     from dermstack.data.folds import FoldPlan
     from dermstack.data.table import LesionTable
+    from dermstack.dataprofile import DataProfile, DefaultChoice
     from dermstack.ensembles.explain import Attribution, Composer
     from dermstack.features.featureset import FeatureSet
     from dermstack.jobs import DaskJobs, LocalJobs
@@ -104,50 +105,6 @@ class FitInputs:
     fold_features: Callable[[int], FeatureSet] | None = None
     #: what the saved model needs from other saved models (``model.json`` ``needs``)
     needs: dict[str, Any] | None = None
-
-
-# -- what the default model set is chosen from ----------------------------------------------------
-@dataclass(frozen=True)
-class DataProfile:
-    """What a kind's :attr:`ModelKind.default` decides from: the run's data as the default model set sees
-    it after ingest (:func:`dermstack.config.default_models`).
-
-    >>> DataProfile(10_291, images=True, table_features=0, device="cuda").image_only
-    True
-    >>> DataProfile(2_479, images=True, table_features=3).image_only
-    False
-    """
-
-    #: training rows
-    n_train: int
-    #: every training row has an image (a kind that reads pixels can train on them)
-    images: bool = False
-    #: table columns the features stage gives the boosters beside the images: the dataset's metadata
-    #: columns it reads, plus one for the mask features (:func:`dermstack.features.build.table_feature_count`)
-    table_features: int = 0
-    #: where image models train: "cuda", "mps" or "cpu" (the ``auto`` device of this machine)
-    device: str = "cpu"
-    #: test rows (every fit scores them) and the folds of the run's FoldPlan
-    n_test: int = 0
-    n_splits: int = 5
-
-    @property
-    def image_only(self) -> bool:
-        """Images and nothing else: no metadata, no mask features (what the CNN is the lever on)."""
-        return self.images and self.table_features == 0
-
-
-@dataclass(frozen=True)
-class DefaultChoice:
-    """A kind's answer to :attr:`ModelKind.default` with the rule that gave it (logged when the run
-    resolves its default model set); true when the kind is in the set."""
-
-    include: bool
-    #: the rule that fired and what it costs, e.g. "image-only data, 10,291 rows on cuda: about 1,200 s more"
-    why: str = ""
-
-    def __bool__(self) -> bool:
-        return self.include
 
 
 # -- how the reports explain a kind ----------------------------------------------------------------
@@ -255,7 +212,7 @@ class ModelKind:
     #: config keys beyond ``models.<name>`` and the task that its model stage reads
     config_keys: tuple[str, ...] = ()
     #: in the default model set (no ``[[models]]``) of a run with this data: ``default(profile)`` -> a
-    #: bool, or a :class:`DefaultChoice` whose rule the run logs (the CNN says why and what it costs)
+    #: bool, or a :class:`~dermstack.dataprofile.DefaultChoice` whose rule the run logs (the CNN says why and what it costs)
     default: Callable[[DataProfile], bool | DefaultChoice] = field(default=lambda profile: False)
     #: checks ``params`` (a dict) and returns (key, value, why) problems; None: validate against ``params``
     check: Callable[[dict], list] | None = None

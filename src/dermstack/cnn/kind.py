@@ -8,7 +8,8 @@ from dermstack.cnn.feature import GROUP, CNNViews, views_file
 from dermstack.cnn.nested import fold_features, nested_cnn_views
 from dermstack.cnn.params import CNNConfig, CNNParams
 from dermstack.cnn.train import SavedCNN, cross_validate_cnn
-from dermstack.registry import DataProfile, DefaultChoice, FeatureGroup, FitInputs, ModelKind, ScoreTerm, register
+from dermstack.dataprofile import DataProfile, DefaultChoice
+from dermstack.registry import FeatureGroup, FitInputs, ModelKind, ScoreTerm, register
 
 
 def _cross_validate(inputs: FitInputs):

@@ -2,6 +2,7 @@
 schema in the registry (:mod:`dermstack.registry`)."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import field
 from typing import Any
@@ -12,8 +13,10 @@ from dermstack.config.limits import CNNImageSide, Epochs
 from dermstack.config.problems import problem, schema, validate
 from dermstack.config.sections import SamplingConfig
 from dermstack.config.types import FEATURE_GROUPS, Backbone, ModelName, Seeds, Str, one_of
-from dermstack.registry import DataProfile, DefaultChoice, kind_names, model_kind, model_kinds, plugin_problems
+from dermstack.dataprofile import DataProfile, DefaultChoice
+from dermstack.registry import kind_names, model_kind, model_kinds, plugin_problems
 
+log = logging.getLogger(__name__)
 #: [[models]] keys that only some kinds read (``ModelKind.model_keys``)
 KIND_KEYS = ("backbone", "epochs", "image_size")
 #: the kind of a ``[[models]]`` entry that names none
@@ -107,4 +110,8 @@ def default_models(data: DataProfile | int) -> list[ModelConfig]:
     >>> [m.kind for m in default_models(500)]
     ['lightgbm', 'xgboost', 'catboost', 'logistic']
     """
-    return [ModelConfig(kind=name) for name, choice in default_choices(data).items() if choice]
+    choices = default_choices(data)
+    for name, choice in choices.items():
+        if choice.why:  # the rule that fired, e.g. the CNN's, with what it costs
+            log.info("%s: %s", name, choice.why)
+    return [ModelConfig(kind=name) for name, choice in choices.items() if choice]

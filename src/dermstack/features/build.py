@@ -10,6 +10,7 @@ import polars as pl
 
 from dermstack.config import FeaturesConfig
 from dermstack.data.table import LesionTable
+from dermstack.dataprofile import DataProfile
 from dermstack.errors import ConfigError
 from dermstack.features.embedding import (
     EmbeddingSource,
@@ -52,6 +53,21 @@ def table_feature_count(table: LesionTable, cfg: FeaturesConfig) -> int:
     metadata = [c for c in table.meta.feature_columns if c in train.columns and train[c].null_count() < train.height]
     read = cfg.metadata or (cfg.engineered and bool(available(metadata))) or (cfg.patient and not not_built_reason(table.df))
     return (len(metadata) if read else 0) + int(image_enabled(cfg.image, table.df))
+
+
+def data_profile(table: LesionTable, cfg: FeaturesConfig, n_train: int, n_splits: int) -> DataProfile:
+    """The run's data as the default model set sees it (:class:`~dermstack.dataprofile.DataProfile`):
+    ``n_train`` training rows, whether each has an image, the table features beside the image
+    (:func:`table_feature_count`), the device image models would train on, the test rows and folds."""
+    train = table.train
+    images = train.height > 0 and train["image_ref"].null_count() == 0
+    device = "cpu"
+    if images:
+        from dermstack.extract.settings import resolve_device
+
+        device = resolve_device("auto").type
+    return DataProfile(n_train, images=images, table_features=table_feature_count(table, cfg), device=device,
+                       n_test=table.test.height, n_splits=n_splits)
 
 
 def _numeric(frame: pl.DataFrame) -> list[str]:
