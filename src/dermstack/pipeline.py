@@ -238,27 +238,32 @@ class Pipeline:
         return self.model_stage(m.label, self._model_keys(m.label) | self.keys(*kind.config_keys), list(kind.reads),
                                  lambda: kind.cross_validate(inputs))
 
-    def feature_group_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
-        """Each booster again with the feature group another kind gives (the CNN's scores, ISIC 2024
-        style), leak-free through that kind's nested fits (:class:`~dermstack.registry.FeatureGroup`)."""
+    def feature_group_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan, store=None) -> list[ModelResult]:
+        """Each booster again with the feature group each giver gives (the CNN's, the linear probe's
+        scores, ISIC 2024 style), leak-free through the giver's nested fits (:class:`~dermstack.registry.FeatureGroup`)."""
         names = self.cfg.feature_group_models()
-        if not names:
-            return []
-        giver = self.cfg.group_giver()
-        if left_out := [b for b in self.cfg.boosters() if f"{b}+{giver.label}" not in names]:
-            log.info("the %s feature for %s only: %s not trained again ([ensemble] cnn_feature)", giver.label, names, left_out)
-        group, gdir = model_kind(giver.kind).feature_group, self.paths.models / giver.label
-        self.stage(f"nested-{giver.label}", self._model_keys(giver.label), [self.paths.lesions, self.paths.folds],
-                    group.files(gdir), ["ingest", "folds"],
-                    lambda: group.fit(FitInputs(task, plan, giver, self.paths.models, table=table)))
-        inputs = FitInputs(task, plan, giver, self.paths.models, features=features, table=table)
         outs = []
-        for b in (m for m in self.cfg.models if f"{m.label}+{giver.label}" in names):
-            outs.append(self.model_stage(
-                f"{b.label}+{giver.label}", self._model_keys(b.label, giver.label) | self.keys("ensemble.cnn_feature"),
-                ["ingest", "folds", "features", f"nested-{giver.label}"],
-                lambda b=b: fit_with_group(b, giver.label, group.name, group.fold_features(inputs, gdir), task, plan,
-                                           self.paths.models, table)))
+        for giver in self.cfg.group_givers():
+            mine = [n for n in names if n.endswith(f"+{giver.label}")]
+            if not mine:
+                continue
+            if left_out := [b for b in self.cfg.boosters() if f"{b}+{giver.label}" not in mine]:
+                log.info("the %s feature for %s only: %s not trained again ([ensemble] cnn_feature)", giver.label, mine, left_out)
+            kind = model_kind(giver.kind)
+            group, gdir = kind.feature_group, self.paths.models / giver.label
+            read = [self.paths.lesions, self.paths.folds] + ([self.paths.features] if "features" in kind.reads else []) + (
+                [self.paths.embeddings] if "extract" in kind.reads and self.paths.embeddings.exists() else [])
+            self.stage(f"nested-{giver.label}", self._model_keys(giver.label) | self.keys(*kind.config_keys), read,
+                        group.files(gdir), list(kind.reads),
+                        lambda giver=giver, group=group: group.fit(FitInputs(task, plan, giver, self.paths.models,
+                                                                             features=features, table=table, store=store)))
+            inputs = FitInputs(task, plan, giver, self.paths.models, features=features, table=table)
+            for b in (m for m in self.cfg.models if f"{m.label}+{giver.label}" in mine):
+                outs.append(self.model_stage(
+                    f"{b.label}+{giver.label}", self._model_keys(b.label, giver.label) | self.keys("ensemble.cnn_feature"),
+                    ["ingest", "folds", "features", f"nested-{giver.label}"],
+                    lambda b=b, giver=giver, group=group, gdir=gdir, inputs=inputs: fit_with_group(
+                        b, giver.label, group.name, group.fold_features(inputs, gdir), task, plan, self.paths.models, table)))
         return outs
 
     def expected_models(self) -> list[str]:
@@ -355,7 +360,7 @@ class Pipeline:
             self.audit = self.audit_folds(table, plan, store)
             self.prune_models()
             outs = [self.model(m, table, features, task, plan, store) for m in self.cfg.models]
-            outs += self.feature_group_models(table, features, task, plan)
+            outs += self.feature_group_models(table, features, task, plan, store)
             final = self.ensemble(outs, task, plan)
             calibrated = self.calibrate(final, task, plan)
             repeats = self.repeat(table, store, features)
