@@ -241,29 +241,24 @@ class Pipeline:
     def feature_group_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan, store=None) -> list[ModelResult]:
         """Each booster again with the feature group each giver gives (the CNN's, the linear probe's
         scores, ISIC 2024 style), leak-free through the giver's nested fits (:class:`~dermstack.registry.FeatureGroup`)."""
-        names = self.cfg.feature_group_models()
-        outs = []
-        for giver in self.cfg.group_givers():
+        names, outs, p = self.cfg.feature_group_models(), [], self.paths
+        for giver in (g for g in self.cfg.group_givers() if any(n.endswith(f"+{g.label}") for n in names)):
             mine = [n for n in names if n.endswith(f"+{giver.label}")]
-            if not mine:
-                continue
             if left_out := [b for b in self.cfg.boosters() if f"{b}+{giver.label}" not in mine]:
                 log.info("the %s feature for %s only: %s not trained again ([ensemble] cnn_feature)", giver.label, mine, left_out)
             kind = model_kind(giver.kind)
-            group, gdir = kind.feature_group, self.paths.models / giver.label
-            read = [self.paths.lesions, self.paths.folds] + ([self.paths.features] if "features" in kind.reads else []) + (
-                [self.paths.embeddings] if "extract" in kind.reads and self.paths.embeddings.exists() else [])
+            group, gdir = kind.feature_group, p.models / giver.label
+            read = [p.lesions, p.folds, p.features] + ([p.embeddings] if "extract" in kind.reads and p.embeddings.exists() else [])
             self.stage(f"nested-{giver.label}", self._model_keys(giver.label) | self.keys(*kind.config_keys), read,
                         group.files(gdir), list(kind.reads),
-                        lambda giver=giver, group=group: group.fit(FitInputs(task, plan, giver, self.paths.models,
-                                                                             features=features, table=table, store=store)))
-            inputs = FitInputs(task, plan, giver, self.paths.models, features=features, table=table)
-            for b in (m for m in self.cfg.models if f"{m.label}+{giver.label}" in mine):
-                outs.append(self.model_stage(
-                    f"{b.label}+{giver.label}", self._model_keys(b.label, giver.label) | self.keys("ensemble.cnn_feature"),
-                    ["ingest", "folds", "features", f"nested-{giver.label}"],
-                    lambda b=b, giver=giver, group=group, gdir=gdir, inputs=inputs: fit_with_group(
-                        b, giver.label, group.name, group.fold_features(inputs, gdir), task, plan, self.paths.models, table)))
+                        lambda giver=giver, group=group: group.fit(FitInputs(task, plan, giver, p.models, features=features,
+                                                                             table=table, store=store)))
+            outs += [self.model_stage(
+                f"{b.label}+{giver.label}", self._model_keys(b.label, giver.label) | self.keys("ensemble.cnn_feature"),
+                ["ingest", "folds", "features", f"nested-{giver.label}"],
+                lambda b=b, giver=giver, group=group, gdir=gdir: fit_with_group(b, giver.label, group.name, group.fold_features(
+                    FitInputs(task, plan, giver, p.models, features=features, table=table), gdir), task, plan, p.models, table))
+                for b in self.cfg.models if f"{b.label}+{giver.label}" in mine]
         return outs
 
     def expected_models(self) -> list[str]:
