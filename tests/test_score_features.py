@@ -14,6 +14,7 @@ from dermstack.features.scores import ScoreViews, fold_features, score_feature_f
 from dermstack.linear import nested
 from dermstack.linear.feature import GROUP, RELATIONS
 from dermstack.registry import model_kind
+from dermstack.taskkind import TaskKind
 from test_linear import DictStore
 
 
@@ -82,13 +83,27 @@ def test_score_features_names_the_givers_and_the_cnn_alone_by_default():
     def again(**ensemble):
         return RunConfig.from_dict({"models": MODELS, "ensemble": ensemble}).feature_group_models()
 
-    assert model_kind("logistic").feature_group.default is False  # measured: docs/results.md
-    assert again() == ["lightgbm+net", "xgboost+net"]
+    assert again() == ["lightgbm+net", "xgboost+net"]  # the rows are not known yet: the CNN's group alone
     assert again(score_features=["logistic", "net"]) == ["lightgbm+logistic", "xgboost+logistic", "lightgbm+net", "xgboost+net"]
     assert again(score_features=["logistic"], cnn_feature=["xgboost"]) == ["xgboost+logistic"]
     assert again(score_features=[]) == []
     # the default model set (no [[models]]) has the probe to name
     assert RunConfig.from_dict({"ensemble": {"score_features": ["logistic"]}}).ensemble.score_features == ["logistic"]
+
+
+@pytest.mark.parametrize("task,n_train,givers", [
+    ("binary", 2000, ["net"]), ("multiclass", 2000, ["logistic", "net"]), ("multilabel", 2000, ["logistic", "net"]),
+    ("multiclass", 999, ["net"]),  # a small data set keeps the boosters it had (docs/results.md)
+])
+def test_the_probe_gives_its_scores_by_default_where_measured_to_help(task, n_train, givers):
+    cfg = RunConfig.from_dict({"data": {"task": task}, "models": MODELS})
+    assert cfg.resolve(n_train) == ["ensemble.score_features"]
+    assert cfg.ensemble.score_features == givers
+    assert RunConfig.from_dict({"data": {"task": task}}).resolve(n_train) == ["models", "ensemble.score_features"]
+    off = RunConfig.from_dict({"data": {"task": task}, "models": MODELS, "ensemble": {"cnn_feature": False}})
+    off.resolve(n_train)
+    assert off.ensemble.score_features == [] and RunConfig.from_dict(off.to_dict()) == off  # a run's config.toml reads back
+    assert model_kind("logistic").feature_group.default(TaskKind(task), None) is False
 
 
 @pytest.mark.parametrize("ensemble,expected", [

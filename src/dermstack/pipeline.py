@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from dermstack.atomic import read_json, write_text
-from dermstack.config import ModelConfig, RunConfig, default_models
+from dermstack.config import ModelConfig, RunConfig
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import ConfigError, DermstackError, why_missing
@@ -340,11 +340,10 @@ class Pipeline:
         with self.jobs, RunLock(p.root):
             table = self.ingest()
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
-            if not self.cfg.models:
-                self.cfg.models = default_models(len(task.image_ids))
+            if filled := self.cfg.resolve(len(task.image_ids)):
                 self.flat = flat_config(self.cfg.to_dict())
-                log.info("no [[models]]: the default set for %d training rows: %s", len(task.image_ids),
-                         [m.label for m in self.cfg.models])
+                log.info("resolved for %d training rows: [[models]] %s, [ensemble] score_features %s (%s were unset)",
+                         len(task.image_ids), [m.label for m in self.cfg.models], self.cfg.ensemble.score_features, filled)
             if not (p.config.exists() and _previous_config(p.config) == self.cfg.to_dict()):
                 invalidate(p.root, "config")  # a changed config: the old final outputs are not its outputs
             write_text(p.config, self.cfg.to_toml())  # as run: with the models it resolved to

@@ -172,8 +172,8 @@ class FeatureGroup:
     files: Callable[[Path], list[Path]]
     #: ``fold_features(inputs, model_dir)``: ``k ->`` ``inputs.features`` plus the group as fold k's model sees it
     fold_features: Callable[[FitInputs, Path], Callable[[int], FeatureSet]]
-    #: given when ``[ensemble] score_features`` is unset (measured to help on every dev dataset)
-    default: bool = False
+    #: ``default(task kind, training rows or None)``: given without ``[ensemble] score_features`` (docs: Results)
+    default: Callable[[Any, int | None], bool] = field(default=lambda kind, n_train: False)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ def _fold_features(inputs: FitInputs, model_dir: Path):
 
 
 #: the pair CNNs' views as the boosters' ``cnn`` features
-CNN_GROUP = FeatureGroup(GROUP, _fit_views, lambda d: [views_file(d), views_file(d).parent], _fold_features, default=True)
+CNN_GROUP = FeatureGroup(GROUP, _fit_views, lambda d: [views_file(d), views_file(d).parent], _fold_features,
+                         default=lambda kind, n_train: True)
 #: one CNN epoch at 32 px on a few draws (smoke runs and tests)
 SMOKE = {"epochs": 1, "image_size": 32, "params": {"samples_per_epoch": 32, "batch_size": 16}}
 

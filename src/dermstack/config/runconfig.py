@@ -122,14 +122,26 @@ class RunConfig:
                        f'this config has {chosen}; use method = "auto" or add [[models]]')
         return out
 
-    def group_givers(self) -> list[ModelConfig]:
+    def group_givers(self, n_train: int | None = None) -> list[ModelConfig]:
         """The ``[[models]]`` entries whose scores become a booster feature group: those ``[ensemble]
-        score_features`` names, or (unset) every entry whose kind gives its group by default (the CNN)."""
+        score_features`` names, or (unset) every entry whose kind gives its group by default for this task
+        and ``n_train`` training rows (None: not known yet) (:attr:`dermstack.registry.FeatureGroup.default`)."""
         kinds, wanted = model_kinds(), self.ensemble.score_features
         givers = [m for m in self.models if m.kind in kinds and kinds[m.kind].feature_group is not None]
         if wanted is None:
-            return [m for m in givers if kinds[m.kind].feature_group.default]
+            return [m for m in givers if kinds[m.kind].feature_group.default(TaskKind(self.data.task), n_train)]
         return [m for m in givers if m.label in wanted]
+
+    def resolve(self, n_train: int) -> list[str]:
+        """What the config leaves to the data, filled in for ``n_train`` training rows: the default model set
+        (no ``[[models]]``), then the score-feature givers (no ``[ensemble] score_features``); the keys filled."""
+        filled = []
+        if not self.models:
+            self.models, filled = default_models(n_train), ["models"]
+        if self.ensemble.score_features is None:
+            givers = [m.label for m in self.group_givers(n_train)] if self.ensemble.cnn_feature is not False else []
+            self.ensemble.score_features, filled = givers, [*filled, "ensemble.score_features"]
+        return filled
 
     def boosters(self) -> list[str]:
         """The names of the ``[[models]]`` entries whose kind trains a booster."""
