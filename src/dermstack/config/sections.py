@@ -210,8 +210,9 @@ class EnsembleConfig:
     models: list[Str] | None = None
     #: the [[models]] (by name) whose nested out-of-fold scores become a booster feature group (leak-free,
     #: via models fitted without each pair of folds): a "cnn" gives the ``cnn`` group, a "logistic" probe
-    #: the ``probe`` group; each booster is trained again once per giver as ``<booster>+<giver>``.
-    #: Unset: every model whose kind gives its group by default (the CNN); [] none
+    #: the ``probe`` group; each booster is trained again once per giver (named booster+giver, e.g.
+    #: "lightgbm+logistic"). Unset: the CNN's, and the probe's on multiclass and multi-label data of
+    #: 1,000+ training rows (where it was measured to help: docs Results); [] none
     score_features: list[Str] | None = None
     #: which boosters are trained again with each score feature group: true every booster, false none,
     #: a list of booster [[models]] names only those (e.g. ["lightgbm", "xgboost"]: CatBoost once)
