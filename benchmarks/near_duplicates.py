@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from dermstack.data.audit import NEAR_THRESHOLD, AuditRows, find_pairs
+from dermstack.data.audit import NEAR_STANDOUT, NEAR_STANDOUT_RANK, NEAR_THRESHOLD, AuditRows, find_pairs
 from dermstack.data.readers import ingest
 from dermstack.data.table import LesionTable, TableMeta, finalize_frame
 from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
@@ -160,6 +160,11 @@ def main() -> None:
         best, sim = s.argmax(axis=1), s.max(axis=1)
         print(f"\n{label}: most similar reference image per query")
         print(table_of(best, sim, truth, role))
+        far = -np.partition(-s, NEAR_STANDOUT_RANK - 1, axis=1)[:, NEAR_STANDOUT_RANK - 1]
+        standout = (1 - sim) <= NEAR_STANDOUT * (1 - far)
+        print(f"{label}, flagged only where the pair stands out (NEAR_STANDOUT = {NEAR_STANDOUT}: distance at most "
+              f"that fraction of the distance to the {NEAR_STANDOUT_RANK}th most similar reference image)")
+        print(table_of(best, np.where(standout, sim, -1.0), truth, role))
         for neg in ("same lesion", "distinct"):
             k = role == neg
             if k.any():

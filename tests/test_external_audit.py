@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from dermstack.cli import cli
-from dermstack.data.audit import AuditRows, audit_datasets, find_pairs, strongest
+from dermstack.data.audit import NEAR_THRESHOLD, AuditRows, audit_datasets, find_pairs, strongest
 from dermstack.data.readers.content import image_digests
 from dermstack.external import evaluate_run
 from dermstack.testing import tiny_copy
@@ -59,6 +59,22 @@ def test_near_duplicates_by_cosine_centred_on_the_reference():
     assert checked["near"] is True
     assert pairs.select("a", "b", "how").rows() == [(0, 3, "near"), (1, 7, "near")]
     assert (pairs["similarity"] > 0.9).all()
+
+
+def test_look_alike_pictures_are_not_near_duplicates_but_a_copy_among_them_is():
+    # synthetic crops or uniform tiles: groups of look-alike pictures, each with many neighbours past
+    # the threshold and none standing out; a re-encoded copy does
+    rng = np.random.default_rng(1)
+    alike = (np.repeat(rng.normal(size=(20, 64)), 15, axis=0) + rng.normal(scale=0.25, size=(300, 64))).astype(np.float32)
+    rows_ = AuditRows("synth", "x", rows(image_id=[f"s{i}" for i in range(301)]),
+                      np.vstack([alike, alike[[42]] + rng.normal(scale=0.02, size=(1, 64)).astype(np.float32)]))
+    center = np.nanmean(rows_.embeddings, axis=0)
+    u = rows_.unit_vectors(center)
+    sims = u[:300] @ u[:300].T
+    np.fill_diagonal(sims, -1)
+    assert (sims.max(axis=1) >= NEAR_THRESHOLD).mean() > 0.5  # the threshold alone would flag most rows
+    pairs, _ = find_pairs(rows_)
+    assert pairs.select("a", "b", "how").rows() == [(42, 300, "near")]
 
 
 def test_within_one_dataset_identical_files_and_near_duplicates_under_other_lesions(tmp_path):
