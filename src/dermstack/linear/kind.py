@@ -11,7 +11,6 @@ from dermstack.linear.feature import GROUP, RELATIONS
 from dermstack.linear.nested import nested_probe_views
 from dermstack.linear.probe import LinearParams, SavedLinear
 from dermstack.registry import FeatureGroup, FitInputs, ModelKind, register
-from dermstack.taskkind import TaskKind
 
 #: training rows up to which the default model set includes the linear probe (cheap and strong on few rows)
 LINEAR_PROBE_MAX_ROWS = 12_000
@@ -31,20 +30,10 @@ def _fold_features(inputs: FitInputs, model_dir: Path):
     return fold_features(inputs.features, inputs.table, inputs.task, views, GROUP, RELATIONS)
 
 
-#: training rows from which a multiclass or multi-label run gives the boosters the probe's scores by default
-#: (the smallest dev set it was measured on has 1,500; a 100-row binary export lost with it)
-PROBE_FEATURE_MIN_ROWS = 1_000
-
-
-def _default(kind: TaskKind, n_train: int | None) -> bool:
-    """On where it was measured to help (docs/results.md, "The linear probe's nested score"): multiclass and
-    multi-label tasks (HAM10000 7-class, MILK10k) with enough rows; binary tasks lost pAUC (HAM10000) or were
-    flat (image-only HAM10000, a 100-row ISIC export), as the probe already sits in their ensemble."""
-    return not kind.binary and n_train is not None and n_train >= PROBE_FEATURE_MIN_ROWS
-
-
-#: the pair probes' views as the boosters' ``probe`` features
-PROBE_GROUP = FeatureGroup(GROUP, _fit_views, lambda d: [views_file(d), views_file(d).parent], _fold_features, default=_default)
+#: the pair probes' views as the boosters' ``probe`` features: only where ``[ensemble] score_features`` names
+#: the probe. Not a default: it helped multiclass and multi-label runs on equal inputs but cost macro ROC-AUC on
+#: HAM10000 7-class with mask features and pAUC on HAM10000 binary (docs/results.md, "The linear probe's nested score")
+PROBE_GROUP = FeatureGroup(GROUP, _fit_views, lambda d: [views_file(d), views_file(d).parent], _fold_features)
 
 register(ModelKind(
     "logistic", "logistic regression on the standardised full embeddings plus table features, C by inner grouped CV",
