@@ -158,8 +158,9 @@ NO_EXPLAINER_GROUP = "other"
 @dataclass(frozen=True)
 class FeatureGroup:
     """A feature group that a kind's scores become for the booster kinds: the CNN's scores as the
-    boosters' ``cnn`` group (``[ensemble] cnn_feature``), leak-free because each fold's booster reads
-    scores of models that never saw that fold. The pipeline fits it and hands it over
+    boosters' ``cnn`` group, the linear probe's as their ``probe`` group (``[ensemble] score_features``
+    names the models that give theirs), leak-free because each fold's booster reads scores of models
+    that never saw that fold (:mod:`dermstack.features.scores`). The pipeline fits it and hands it over
     (:attr:`FitInputs.fold_features`), so that the boosters never import the kind that gives it; its
     saved model gives new rows the group (:meth:`dermstack.saved.SavedModel.feature_frame`)."""
 
@@ -171,6 +172,8 @@ class FeatureGroup:
     files: Callable[[Path], list[Path]]
     #: ``fold_features(inputs, model_dir)``: ``k ->`` ``inputs.features`` plus the group as fold k's model sees it
     fold_features: Callable[[FitInputs, Path], Callable[[int], FeatureSet]]
+    #: ``default(task kind, training rows or None)``: given without ``[ensemble] score_features`` (docs: Results)
+    default: Callable[[Any, int | None], bool] = field(default=lambda kind, n_train: False)
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,7 @@ class ModelKind:
     #: a booster: its :class:`~dermstack.boosting.base.BoosterAdapter` subclass (its library and native
     #: files). A booster trains on the feature table and takes the feature group another kind gives
     adapter: type[BoosterAdapter] | None = None
-    #: the feature group its scores become for the boosters (``[ensemble] cnn_feature``)
+    #: the feature group its scores become for the boosters (``[ensemble] score_features``, ``cnn_feature``)
     feature_group: FeatureGroup | None = None
     #: ``[[models]]`` keys (``params`` merged into the entry's) that make an entry cheap: smoke runs of the
     #: shipped configs (:func:`dermstack.testing.smoke_config`) and every kind's test
@@ -251,7 +254,7 @@ class EnsembleMethod:
     explain: Callable[[Composer, dict, list[Attribution]], Attribution]
     #: a candidate of ``method = "auto"`` (simplest first, in registration order)
     auto_candidate: bool = False
-    #: its members include the boosters trained again with a feature group ([ensemble] cnn_feature)
+    #: its members include the boosters trained again with a feature group ([ensemble] score_features)
     group_members: bool = False
     #: the smallest number of members
     min_members: int = 1
