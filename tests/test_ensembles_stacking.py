@@ -6,11 +6,10 @@ import polars as pl
 import pytest
 
 from boosting_toy import toy
-from dermstack.cnn.feature import CNNViews, cnn_feature_frame, patient_key
-from dermstack.cnn.nested import fold_features, nested_scores
 from dermstack.config import ModelConfig
 from dermstack.ensembles.stacking import score_tensor, stack_models
 from dermstack.features.featureset import FeatureSet
+from dermstack.features.scores import ScoreViews, fold_features, nested_scores, oof_score_frame, patient_key, score_feature_frame
 from dermstack.metrics import roc_auc
 from dermstack.pipeline import fit_with_group
 from dermstack.predictions import ModelResult, Predictions
@@ -22,7 +21,7 @@ LGBM = ModelConfig(kind="lightgbm", params={"n_estimators": 60, "learning_rate":
 
 def cross_validate_stacked(features, table, task, plan, model, views, out_dir=None):
     """``model`` with the ``cnn`` group of ``views``, handed over as the pipeline hands it."""
-    return fit_with_group(model, views.name, "cnn", fold_features(features, table, task, views), task, plan, out_dir, table)
+    return fit_with_group(model, views.name, "cnn", fold_features(features, table, task, views, "cnn"), task, plan, out_dir, table)
 
 
 @pytest.mark.parametrize("n_splits", [3, 5])
@@ -68,12 +67,13 @@ def test_label_memorising_cnn_does_not_inflate_stacked_oof():
     fold_of = plan.fold_of(task.image_ids)
     views, test = nested_scores(memoriser, fold_of, plan.n_splits, table.test.height, 1)
     test_ids = table.test["image_id"].to_list()
-    honest = cross_validate_stacked(features, table, task, plan, LGBM, CNNViews("cnn", ["target"], task.image_ids, views, test_ids, test))
+    honest = cross_validate_stacked(features, table, task, plan, LGBM, ScoreViews("cnn", ["target"], task.image_ids, views, test_ids, test))
     assert honest.name == "lightgbm+cnn"
     assert honest.metrics["roc_auc"] < 0.62, honest.metrics["roc_auc"]
 
     leaky = np.repeat(y[None, :, None], plan.n_splits, axis=0)  # scores of a CNN that saw every row
-    inflated = cross_validate_stacked(features, table, task, plan, LGBM, CNNViews("cnn", ["target"], task.image_ids, leaky, test_ids, test))
+    leaky_views = ScoreViews("cnn", ["target"], task.image_ids, leaky, test_ids, test)
+    inflated = cross_validate_stacked(features, table, task, plan, LGBM, leaky_views)
     assert inflated.metrics["roc_auc"] > 0.95
 
 
@@ -84,7 +84,7 @@ def test_stacked_booster_uses_an_honest_cnn_signal(tmp_path):
     rng = np.random.default_rng(2)
     y = task.y.astype(float)
     views = np.repeat((y + rng.normal(0, 0.6, len(y)))[None, :, None], plan.n_splits, axis=0)
-    v = CNNViews("cnn", ["target"], task.image_ids, views, table.test["image_id"].to_list(), rng.random((20, 1)))
+    v = ScoreViews("cnn", ["target"], task.image_ids, views, table.test["image_id"].to_list(), rng.random((20, 1)))
     res = cross_validate_stacked(features, table, task, plan, LGBM, v, tmp_path)
     assert res.metrics["roc_auc"] > 0.75
     assert (res.importance.filter(pl.col("group") == "cnn")["gain"].sum()
@@ -96,8 +96,8 @@ def test_stacked_booster_uses_an_honest_cnn_signal(tmp_path):
 def test_patient_relative_cnn_columns():
     table, _, task, plan = toy("binary", n=12, n_test=0, positive_rate=0.3)
     scores = np.arange(12, dtype=float)[:, None] / 12
-    v = CNNViews("cnn", ["target"], task.image_ids, scores[None], [], np.zeros((0, 1)))
-    f = cnn_feature_frame(v, 0, patient_key(table))
+    v = ScoreViews("cnn", ["target"], task.image_ids, scores[None], [], np.zeros((0, 1)))
+    f = score_feature_frame(v, 0, patient_key(table))
     # toy: 4 rows per patient; scores increase within each patient
     assert f.columns == ["image_id", "cnn_score", "cnn_score_pz", "cnn_score_prank"]
     first = f.head(4)
@@ -173,27 +173,23 @@ def test_level2_multiclass_rows_sum_to_one():
 def test_cnn_views_roundtrip(tmp_path):
     import numpy as np
 
-    from dermstack.cnn.feature import CNNViews
-
     rng = np.random.default_rng(0)
-    v = CNNViews("cnn", ["a", "b"], ["i1", "i2", "i3"], rng.random((4, 3, 2)), ["t1", "t2"], rng.random((2, 2)))
-    back = CNNViews.read(v.write(tmp_path / "v.parquet"), "cnn")
+    v = ScoreViews("cnn", ["a", "b"], ["i1", "i2", "i3"], rng.random((4, 3, 2)), ["t1", "t2"], rng.random((2, 2)))
+    back = ScoreViews.read(v.write(tmp_path / "v.parquet"), "cnn")
     assert back.image_ids == v.image_ids and back.test_ids == v.test_ids and back.classes == v.classes
     np.testing.assert_allclose(back.views, v.views)
     np.testing.assert_allclose(back.test, v.test)
 
 
-def test_oof_cnn_frame_takes_each_row_from_its_own_fold_view():
+def test_oof_score_frame_takes_each_row_from_its_own_fold_view():
     import numpy as np
     import polars as pl
 
-    from dermstack.cnn.feature import CNNViews, oof_cnn_frame
-
     ids = [f"i{j}" for j in range(6)]
     views = np.stack([np.full((6, 1), float(k)) for k in range(3)])  # view k scores every row k
-    v = CNNViews("cnn", ["target"], ids, views, ["t0"], np.array([[9.0]]))
+    v = ScoreViews("cnn", ["target"], ids, views, ["t0"], np.array([[9.0]]))
     fold = np.array([0, 1, 2, 0, 1, 2])
     patients = pl.DataFrame({"image_id": ids + ["t0"], "split": ["train"] * 6 + ["test"], "patient": ["p"] * 7})
-    frame = oof_cnn_frame(v, fold, patients).sort("image_id")
+    frame = oof_score_frame(v, fold, patients).sort("image_id")
     got = dict(zip(frame["image_id"], frame["cnn_score"]))
     assert [got[i] for i in ids] == [float(k) for k in fold] and got["t0"] == 9.0

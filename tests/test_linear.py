@@ -198,10 +198,11 @@ def test_default_models_add_the_probe_on_small_data():
 
 
 def probe_run(weights) -> dict:
-    """test_run_predict's run with the linear probe beside LightGBM, stacked."""
+    """test_run_predict's run with the linear probe beside LightGBM, stacked, and LightGBM again on the
+    probe's nested scores (``[ensemble] score_features``)."""
     run = whole_run(weights)
     return run | {"models": [*run["models"], {"kind": "logistic", "params": {"C": [0.01, 1.0], "inner_splits": 2}}],
-                  "ensemble": {"method": "stack"}}
+                  "ensemble": {"method": "stack", "score_features": ["logistic"]}}
 
 
 @pytest.mark.slow
@@ -212,13 +213,16 @@ def test_run_stacks_the_probe_and_predict_reproduces_its_test_scores(tmp_path, t
 
     out = tmp_path / "out"
     metrics = Run(RunConfig.from_toml(TinyRuns.write(tmp_path / "run.toml", **probe_run(test_weights))), out).execute()
-    assert set(metrics["models"]) == {"lightgbm", "logistic"} and metrics["oof_model"] == "stack"
+    assert set(metrics["models"]) == {"lightgbm", "logistic", "lightgbm+logistic"} and metrics["oof_model"] == "stack"
     spec = json.loads((out / "models" / "logistic" / "model.json").read_text())
     assert spec["inputs"]["backbones"] == [TEST_MODEL]
+    assert len(list((out / "models" / "logistic" / "nested").glob("without*_seed0.npz"))) == 3  # 3 folds: 3 pairs
+    importance = pl.read_parquet(out / "models" / "lightgbm+logistic" / "importance.parquet")
+    assert "probe" in importance["group"].to_list()
     table = LesionTable.read(out / "lesions.parquet")
     got = predict_run(out, LesionTable(table.test, table.meta))
     test = pl.read_parquet(out / "test_predictions.parquet")
-    for name in ("logistic", "stack"):
+    for name in ("logistic", "lightgbm+logistic", "stack"):  # new rows get the probe group from the pair probes
         a = got.filter(pl.col("model") == name).sort("image_id")["score"].to_numpy()
         b = test.filter(pl.col("model") == name).sort("image_id")["score"].to_numpy()
         np.testing.assert_allclose(a, b, rtol=1e-9)

@@ -11,13 +11,14 @@ import torch
 from click.testing import CliRunner
 
 from dermstack.boosting import cross_validate
-from dermstack.cnn.nested import fold_features, nested_cnn_views
+from dermstack.cnn.nested import nested_cnn_views
 from dermstack.cnn.train import cross_validate_cnn
 from dermstack.config import FeaturesConfig, ModelConfig, RunConfig
 from dermstack.data.table import LesionTable
 from dermstack.ensembles.stacking import stack_models
 from dermstack.errors import DataError
 from dermstack.features.build import build_features
+from dermstack.features.scores import fold_features
 from dermstack.outputs.predict import predict_run
 from dermstack.pipeline import fit_with_group
 from ensembles_toy import setup, tiny_cnn
@@ -42,7 +43,7 @@ def run_dir(tmp_path_factory):
     lgbm = cross_validate(fs, task, plan, cfg.models[0], models)
     cnn = cross_validate_cnn(table, task, plan, cfg.models[1], models, progress=False)
     views = nested_cnn_views(table, task, plan, cfg.models[1], models, progress=False)
-    stacked = fit_with_group(cfg.models[0], "cnn", "cnn", fold_features(fs, table, task, views), task, plan, models, table)
+    stacked = fit_with_group(cfg.models[0], "cnn", "cnn", fold_features(fs, table, task, views, "cnn"), task, plan, models, table)
     stack = stack_models([lgbm, cnn, stacked], task, plan, "stack", models)
     (root / "metrics.json").write_text(json.dumps({"classes": task.classes, "oof_model": "stack"}))
     new = LesionTable(table.test, table.meta)

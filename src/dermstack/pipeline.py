@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from dermstack.atomic import read_json, write_text
-from dermstack.config import ModelConfig, RunConfig, default_models
+from dermstack.config import ModelConfig, RunConfig
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import ConfigError, DermstackError, why_missing
@@ -238,27 +238,27 @@ class Pipeline:
         return self.model_stage(m.label, self._model_keys(m.label) | self.keys(*kind.config_keys), list(kind.reads),
                                  lambda: kind.cross_validate(inputs))
 
-    def feature_group_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan) -> list[ModelResult]:
-        """Each booster again with the feature group another kind gives (the CNN's scores, ISIC 2024
-        style), leak-free through that kind's nested fits (:class:`~dermstack.registry.FeatureGroup`)."""
-        names = self.cfg.feature_group_models()
-        if not names:
-            return []
-        giver = self.cfg.group_giver()
-        if left_out := [b for b in self.cfg.boosters() if f"{b}+{giver.label}" not in names]:
-            log.info("the %s feature for %s only: %s not trained again ([ensemble] cnn_feature)", giver.label, names, left_out)
-        group, gdir = model_kind(giver.kind).feature_group, self.paths.models / giver.label
-        self.stage(f"nested-{giver.label}", self._model_keys(giver.label), [self.paths.lesions, self.paths.folds],
-                    group.files(gdir), ["ingest", "folds"],
-                    lambda: group.fit(FitInputs(task, plan, giver, self.paths.models, table=table)))
-        inputs = FitInputs(task, plan, giver, self.paths.models, features=features, table=table)
-        outs = []
-        for b in (m for m in self.cfg.models if f"{m.label}+{giver.label}" in names):
-            outs.append(self.model_stage(
+    def feature_group_models(self, table: LesionTable, features, task: TaskSpec, plan: FoldPlan, store=None) -> list[ModelResult]:
+        """Each booster again with the feature group each giver gives (the CNN's, the linear probe's
+        scores, ISIC 2024 style), leak-free through the giver's nested fits (:class:`~dermstack.registry.FeatureGroup`)."""
+        names, outs, p = self.cfg.feature_group_models(), [], self.paths
+        for giver in (g for g in self.cfg.group_givers() if any(n.endswith(f"+{g.label}") for n in names)):
+            mine = [n for n in names if n.endswith(f"+{giver.label}")]
+            if left_out := [b for b in self.cfg.boosters() if f"{b}+{giver.label}" not in mine]:
+                log.info("the %s feature for %s only: %s not trained again ([ensemble] cnn_feature)", giver.label, mine, left_out)
+            kind = model_kind(giver.kind)
+            group, gdir = kind.feature_group, p.models / giver.label
+            read = [p.lesions, p.folds, p.features] + ([p.embeddings] if "extract" in kind.reads and p.embeddings.exists() else [])
+            self.stage(f"nested-{giver.label}", self._model_keys(giver.label) | self.keys(*kind.config_keys), read,
+                        group.files(gdir), list(kind.reads),
+                        lambda giver=giver, group=group: group.fit(FitInputs(task, plan, giver, p.models, features=features,
+                                                                             table=table, store=store)))
+            outs += [self.model_stage(
                 f"{b.label}+{giver.label}", self._model_keys(b.label, giver.label) | self.keys("ensemble.cnn_feature"),
                 ["ingest", "folds", "features", f"nested-{giver.label}"],
-                lambda b=b: fit_with_group(b, giver.label, group.name, group.fold_features(inputs, gdir), task, plan,
-                                           self.paths.models, table)))
+                lambda b=b, giver=giver, group=group, gdir=gdir: fit_with_group(b, giver.label, group.name, group.fold_features(
+                    FitInputs(task, plan, giver, p.models, features=features, table=table), gdir), task, plan, p.models, table))
+                for b in self.cfg.models if f"{b.label}+{giver.label}" in mine]
         return outs
 
     def expected_models(self) -> list[str]:
@@ -340,11 +340,11 @@ class Pipeline:
         with self.jobs, RunLock(p.root):
             table = self.ingest()
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
-            if not self.cfg.models:  # each kind's rule is logged (dermstack.config.default_models)
-                from dermstack.features.build import data_profile
-                self.cfg.models = default_models(data_profile(table, self.cfg.features, len(task.image_ids), self.cfg.cv.n_splits))
+            from dermstack.features.build import data_profile  # each kind's default rule is logged (config.default_models)
+            if filled := self.cfg.resolve(data_profile(table, self.cfg.features, len(task.image_ids), self.cfg.cv.n_splits)):
                 self.flat = flat_config(self.cfg.to_dict())
-                log.info("no [[models]]: the default set for %d training rows: %s", len(task.image_ids), [m.label for m in self.cfg.models])
+                log.info("resolved for %d training rows: [[models]] %s, [ensemble] score_features %s (%s were unset)",
+                         len(task.image_ids), [m.label for m in self.cfg.models], self.cfg.ensemble.score_features, filled)
             if not (p.config.exists() and _previous_config(p.config) == self.cfg.to_dict()):
                 invalidate(p.root, "config")  # a changed config: the old final outputs are not its outputs
             write_text(p.config, self.cfg.to_toml())  # as run: with the models it resolved to
@@ -355,7 +355,7 @@ class Pipeline:
             self.audit = self.audit_folds(table, plan, store)
             self.prune_models()
             outs = [self.model(m, table, features, task, plan, store) for m in self.cfg.models]
-            outs += self.feature_group_models(table, features, task, plan)
+            outs += self.feature_group_models(table, features, task, plan, store)
             final = self.ensemble(outs, task, plan)
             calibrated = self.calibrate(final, task, plan)
             repeats = self.repeat(table, store, features)

@@ -7,8 +7,7 @@ cross-validates (``cross_validate(FitInputs) -> ModelResult``, fold x seed jobs 
 ``model.json``'s ``kind`` loads, how the reports explain it (:class:`Explainer`, :class:`ScoreTerm`
 or none), and what it is: a booster (its :attr:`ModelKind.adapter`), a giver of a feature group
 (:attr:`ModelKind.feature_group`). Routing and labels come only from these declarations, never from
-a kind's name. An :class:`EnsembleMethod` is the same for an ``[ensemble] method`` (and the
-``calibrated`` step).
+a kind's name. An :class:`EnsembleMethod` is the same for an ``[ensemble] method`` (and the ``calibrated`` step).
 
 Each built-in kind registers itself from its own package (``register(ModelKind(...))``);
 :data:`PLUGINS` lists those modules, imported on the first lookup, so that this module and the
@@ -159,8 +158,9 @@ NO_EXPLAINER_GROUP = "other"
 @dataclass(frozen=True)
 class FeatureGroup:
     """A feature group that a kind's scores become for the booster kinds: the CNN's scores as the
-    boosters' ``cnn`` group (``[ensemble] cnn_feature``), leak-free because each fold's booster reads
-    scores of models that never saw that fold. The pipeline fits it and hands it over
+    boosters' ``cnn`` group, the linear probe's as their ``probe`` group (``[ensemble] score_features``
+    names the models that give theirs), leak-free because each fold's booster reads scores of models
+    that never saw that fold (:mod:`dermstack.features.scores`). The pipeline fits it and hands it over
     (:attr:`FitInputs.fold_features`), so that the boosters never import the kind that gives it; its
     saved model gives new rows the group (:meth:`dermstack.saved.SavedModel.feature_frame`)."""
 
@@ -172,6 +172,8 @@ class FeatureGroup:
     files: Callable[[Path], list[Path]]
     #: ``fold_features(inputs, model_dir)``: ``k ->`` ``inputs.features`` plus the group as fold k's model sees it
     fold_features: Callable[[FitInputs, Path], Callable[[int], FeatureSet]]
+    #: ``default(task kind, training rows or None)``: given without ``[ensemble] score_features`` (docs: Results)
+    default: Callable[[Any, int | None], bool] = field(default=lambda kind, n_train: False)
 
 
 @dataclass(frozen=True)
@@ -211,8 +213,7 @@ class ModelKind:
     reads: tuple[str, ...] = ("ingest", "folds", "features")
     #: config keys beyond ``models.<name>`` and the task that its model stage reads
     config_keys: tuple[str, ...] = ()
-    #: in the default model set (no ``[[models]]``) of a run with this data: ``default(profile)`` -> a
-    #: bool, or a :class:`~dermstack.dataprofile.DefaultChoice` whose rule the run logs (the CNN says why and what it costs)
+    #: in the default model set (no ``[[models]]``) of this data: ``default(profile)`` -> bool, or a DefaultChoice (rule logged)
     default: Callable[[DataProfile], bool | DefaultChoice] = field(default=lambda profile: False)
     #: checks ``params`` (a dict) and returns (key, value, why) problems; None: validate against ``params``
     check: Callable[[dict], list] | None = None
@@ -221,7 +222,7 @@ class ModelKind:
     #: a booster: its :class:`~dermstack.boosting.base.BoosterAdapter` subclass (its library and native
     #: files). A booster trains on the feature table and takes the feature group another kind gives
     adapter: type[BoosterAdapter] | None = None
-    #: the feature group its scores become for the boosters (``[ensemble] cnn_feature``)
+    #: the feature group its scores become for the boosters (``[ensemble] score_features``, ``cnn_feature``)
     feature_group: FeatureGroup | None = None
     #: ``[[models]]`` keys (``params`` merged into the entry's) that make an entry cheap: smoke runs of the
     #: shipped configs (:func:`dermstack.testing.smoke_config`) and every kind's test
@@ -253,7 +254,7 @@ class EnsembleMethod:
     explain: Callable[[Composer, dict, list[Attribution]], Attribution]
     #: a candidate of ``method = "auto"`` (simplest first, in registration order)
     auto_candidate: bool = False
-    #: its members include the boosters trained again with a feature group ([ensemble] cnn_feature)
+    #: its members include the boosters trained again with a feature group ([ensemble] score_features)
     group_members: bool = False
     #: the smallest number of members
     min_members: int = 1

@@ -5,8 +5,8 @@ a weighted mean) lives in ``models/<name>/``, written by :func:`write_model` alo
 predictions, metrics, importance and, last, ``model.json``, whose presence marks a complete folder.
 ``model.json`` states the ``kind`` (whose SavedModel class, in :mod:`dermstack.registry`, reads the folder) and what the
 model ``needs`` from other saved models (``members``: the models whose scores it combines;
-``cnn_views``: the model whose feature group it also reads, the CNN's ``cnn`` scores from its
-nested pair models). ``predict``, ``report``
+``cnn_views``: the model whose feature group it also reads, the CNN's ``cnn`` or the linear probe's
+``probe`` scores from its nested pair models). ``predict``, ``report``
 and ``submit`` load any folder through :func:`load`, and :func:`dependency_order` scores members
 before the models that use them; nothing parses a model's name to find what it depends on.
 """

@@ -53,10 +53,7 @@ def train_command(features_path: Path, folds_path: Path, lesions_path: Path, con
     plan.check_matches(table)
     features = FeatureSet.read(features_path)
     task = TaskSpec.from_table(table, cfg.data.task, cfg.data.target)
-    if not cfg.models:
-        from dermstack.config import default_models
-
-        cfg.models = default_models(len(task.image_ids))
+    cfg.resolve(len(task.image_ids))  # the default model set where the config has no [[models]]
     unknown = sorted(set(only) - {m.label for m in cfg.models})
     if unknown:
         raise ConfigError(f"--model {unknown}: no such [[models]] name in {config_path}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dermstack.cnn.feature import GROUP, CNNViews, views_file
-from dermstack.cnn.nested import fold_features, nested_cnn_views
+from dermstack.cnn.feature import GROUP, RELATIONS
+from dermstack.cnn.nested import nested_cnn_views
 from dermstack.cnn.params import CNNConfig, CNNParams
 from dermstack.cnn.train import SavedCNN, cross_validate_cnn
 from dermstack.dataprofile import DataProfile, DefaultChoice
+from dermstack.features.scores import ScoreViews, fold_features, views_file
 from dermstack.registry import FeatureGroup, FitInputs, ModelKind, ScoreTerm, register
 
 
@@ -21,8 +22,8 @@ def _fit_views(inputs: FitInputs):
 
 
 def _fold_features(inputs: FitInputs, model_dir: Path):
-    views = CNNViews.read(views_file(model_dir), model_dir.name)
-    return fold_features(inputs.features, inputs.table, inputs.task, views)
+    views = ScoreViews.read(views_file(model_dir), model_dir.name)
+    return fold_features(inputs.features, inputs.table, inputs.task, views, GROUP, RELATIONS)
 
 
 #: training rows from which image-only data gets the CNN in its default model set: on 2,479 HAM10000 dev
@@ -83,7 +84,8 @@ def cnn_default(data: DataProfile) -> DefaultChoice:
 
 
 #: the pair CNNs' views as the boosters' ``cnn`` features
-CNN_GROUP = FeatureGroup(GROUP, _fit_views, lambda d: [views_file(d), views_file(d).parent], _fold_features)
+CNN_GROUP = FeatureGroup(GROUP, _fit_views, lambda d: [views_file(d), views_file(d).parent], _fold_features,
+                         default=lambda kind, n_train: True)
 #: one CNN epoch at 32 px on a few draws (smoke runs and tests)
 SMOKE = {"epochs": 1, "image_size": 32, "params": {"samples_per_epoch": 32, "batch_size": 16}}
 

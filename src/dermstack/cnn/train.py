@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dermstack.calibration import training_prior, undo_prior
 from dermstack.cnn.augment import Augment, cache_size
-from dermstack.cnn.feature import GROUP, CNNViews, new_rows_frame, oof_cnn_frame, patient_key, views_file
+from dermstack.cnn.feature import GROUP, RELATIONS
 from dermstack.cnn.imagebank import BankDataset, ImageBank, image_refs
 from dermstack.cnn.net import NetTemplate, freeze_early, load_net, net_template, save_net
 from dermstack.cnn.params import CNNConfig, autocast_dtype, resolve_device
@@ -37,6 +37,7 @@ from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, gather, process_group, sync_buffers, torchrun_world
 from dermstack.errors import ConfigError, DataError
+from dermstack.features.scores import ScoreViews, new_rows_frame, oof_score_frame, patient_key, views_file
 from dermstack.jobs import FoldJob, Lazy
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
 from dermstack.predictions import ModelResult
@@ -340,12 +341,12 @@ class SavedCNN(SavedModel):
 
     def feature_frame(self, inputs: Inputs) -> pl.DataFrame:
         """The ``cnn`` group of new rows: from the mean of the pair models, as the stacked booster's test rows had it."""
-        return new_rows_frame(self.name, inputs.classes, inputs.ids, inputs.table, self.nested_mean(inputs))
+        return new_rows_frame(self.name, inputs.classes, inputs.ids, inputs.table, self.nested_mean(inputs), RELATIONS)
 
     def oof_feature_frame(self, table: LesionTable, plan: FoldPlan) -> pl.DataFrame:
         """The ``cnn`` group of the run's rows, each training row as its own fold's booster saw it."""
-        views = CNNViews.read(views_file(self.dir), self.name)
-        return oof_cnn_frame(views, plan.fold_of(views.image_ids), patient_key(table))
+        views = ScoreViews.read(views_file(self.dir), self.name)
+        return oof_score_frame(views, plan.fold_of(views.image_ids), patient_key(table), RELATIONS)
 
 
 def _rows(inputs: Inputs) -> LesionTable:

@@ -20,6 +20,7 @@ from dermstack.config.sections import (
     FeaturesConfig,
     ReportConfig,
 )
+from dermstack.dataprofile import DataProfile
 from dermstack.errors import ConfigError
 from dermstack.metrics import TASK_METRICS
 from dermstack.registry import ensemble_methods, model_kinds
@@ -114,7 +115,7 @@ class RunConfig:
         for n in ens.models or []:
             if n not in available:
                 out.append(f'[ensemble] models = {show(ens.models)}: {unknown("model", n, available)} (no [[models]] has that name)')
-        out += self._cnn_feature_problems()
+        out += self._score_feature_problems()
         chosen = [n for n in available if not ens.models or n in ens.models]
         method = ensemble_methods().get(ens.method)
         if method is not None and method.min_members > 1 and len(chosen) < method.min_members:
@@ -122,10 +123,27 @@ class RunConfig:
                        f'this config has {chosen}; use method = "auto" or add [[models]]')
         return out
 
-    def group_giver(self) -> ModelConfig | None:
-        """The first ``[[models]]`` entry whose kind gives a feature group (the CNN), or None."""
-        kinds = model_kinds()
-        return next((m for m in self.models if kinds[m.kind].feature_group is not None), None)
+    def group_givers(self, n_train: int | None = None) -> list[ModelConfig]:
+        """The ``[[models]]`` entries whose scores become a booster feature group: those ``[ensemble]
+        score_features`` names, or (unset) every entry whose kind gives its group by default for this task
+        and ``n_train`` training rows (None: not known yet) (:attr:`dermstack.registry.FeatureGroup.default`)."""
+        kinds, wanted = model_kinds(), self.ensemble.score_features
+        givers = [m for m in self.models if m.kind in kinds and kinds[m.kind].feature_group is not None]
+        if wanted is None:
+            return [m for m in givers if kinds[m.kind].feature_group.default(TaskKind(self.data.task), n_train)]
+        return [m for m in givers if m.label in wanted]
+
+    def resolve(self, data: DataProfile | int) -> list[str]:
+        """What the config leaves to the data, filled in for ``data`` (a DataProfile, or a number of training
+        rows: a table without images): the default model set (no ``[[models]]``; each kind's rule logged), then
+        the score-feature givers (no ``[ensemble] score_features``); the keys filled."""
+        filled, n_train = [], data.n_train if isinstance(data, DataProfile) else data
+        if not self.models:
+            self.models, filled = default_models(data), ["models"]
+        if self.ensemble.score_features is None:
+            givers = [m.label for m in self.group_givers(n_train)] if self.ensemble.cnn_feature is not False else []
+            self.ensemble.score_features, filled = givers, [*filled, "ensemble.score_features"]
+        return filled
 
     def boosters(self) -> list[str]:
         """The names of the ``[[models]]`` entries whose kind trains a booster."""
@@ -133,26 +151,46 @@ class RunConfig:
         return [m.label for m in self.models if m.kind in kinds and kinds[m.kind].adapter is not None]
 
     def feature_group_models(self) -> list[str]:
-        """With ``[ensemble] cnn_feature``, each booster (or each one it names) is also trained on the
-        feature group the :meth:`group_giver` gives (the first CNN's scores, leak-free:
-        dermstack.cnn.nested): the names of those models, ``<booster>+<cnn>``."""
-        giver, wanted = self.group_giver(), self.ensemble.cnn_feature
+        """Each booster (or each one ``cnn_feature`` names) trained again on the feature group of each
+        of the :meth:`group_givers` (their scores, leak-free: dermstack.features.scores): the names of
+        those models, ``<booster>+<giver>``."""
+        wanted = self.ensemble.cnn_feature
         method = ensemble_methods().get(self.ensemble.method)
         uses = self.ensemble.method == "auto" or (method is not None and method.group_members)
-        if not (wanted and giver and uses):
+        if not (wanted and uses):
             return []
-        return [f"{b}+{giver.label}" for b in self.boosters() if wanted is True or b in wanted]
+        return [f"{b}+{giver.label}" for giver in self.group_givers() for b in self.boosters() if wanted is True or b in wanted]
 
-    def _cnn_feature_problems(self) -> list[str]:
+    def _score_feature_problems(self) -> list[str]:
+        out, kinds = [], model_kinds()
+        named = self.ensemble.score_features
+        models = self.models or default_models(0)
+        if named:
+            where = f"[ensemble] score_features = {show(named)}"
+            givers = [m.label for m in models if m.kind in kinds and kinds[m.kind].feature_group is not None]
+            labels = [m.label for m in models]
+            for n in named:
+                if n not in labels:
+                    out.append(f"{where}: {unknown('model', n, givers or labels)} (it names [[models]] whose scores "
+                               "become a feature group)")
+                elif n not in givers:
+                    kind = next(m.kind for m in models if m.label == n)
+                    out.append(f'{where}: "{n}" is a kind = "{kind}" model, whose scores give no feature group; '
+                               f"models that give one: {givers or 'none in this config'}")
+            out += [f'{where}: "{n}" is named twice' for n in sorted({n for n in named if named.count(n) > 1})]
+            if self.ensemble.cnn_feature is False:
+                out.append(f"{where}: [ensemble] cnn_feature = false trains no booster with them; "
+                           "remove one of the two")
         wanted = self.ensemble.cnn_feature
         if not isinstance(wanted, list):
-            return []
+            return out
         boosters, where = self.boosters(), f"[ensemble] cnn_feature = {show(wanted)}"
-        out = [f"{where}: {unknown('booster', n, boosters)} (it names booster [[models]] only)"
-               for n in wanted if n not in boosters]
+        out += [f"{where}: {unknown('booster', n, boosters)} (it names booster [[models]] only)"
+                for n in wanted if n not in boosters]
         out += [f'{where}: "{n}" is named twice' for n in sorted({n for n in wanted if wanted.count(n) > 1})]
-        if not out and wanted and self.group_giver() is None:
-            out.append(f"{where}: no [[models]] gives the CNN feature; add a kind = \"cnn\" model or remove the list")
+        if not out and wanted and not self.group_givers():
+            out.append(f"{where}: no [[models]] gives a score feature group; add a kind = \"cnn\" model, name a "
+                       "giver in [ensemble] score_features, or remove the list")
         return out
 
     def _stop_metric_problems(self, where: dict[int, str]) -> list[str]:

@@ -208,9 +208,13 @@ class EnsembleConfig:
     method: one_of("ensemble method", method_names) = "auto"
     #: the [[models]] names to ensemble; unset: every model
     models: list[Str] | None = None
-    #: with a CNN among the models: also train every booster with the CNN score as a feature group
-    #: (leak-free, via CNNs trained without each pair of folds) and add those as base models; a list of
-    #: booster [[models]] names trains only those again (e.g. ["lightgbm", "xgboost"]: CatBoost once)
+    #: the [[models]] (by name) whose nested out-of-fold scores become a booster feature group (leak-free,
+    #: via models fitted without each pair of folds): a "cnn" gives the ``cnn`` group, a "logistic" probe
+    #: the ``probe`` group; each booster is trained again once per giver (named booster+giver, e.g.
+    #: "lightgbm+logistic"). Unset: the CNN's alone (the probe's is not a default: docs Results); [] none
+    score_features: list[Str] | None = None
+    #: which boosters are trained again with each score feature group: true every booster, false none,
+    #: a list of booster [[models]] names only those (e.g. ["lightgbm", "xgboost"]: CatBoost once)
     cnn_feature: BoolOrNames = True
 
 

@@ -17,7 +17,8 @@ from dermstack.taskkind import TaskKind
 
 TASKS = TaskKind.KINDS
 #: feature groups a FeatureSet column belongs to (``[[models]] features`` picks among them)
-FEATURE_GROUPS = ("metadata", "engineered", "patient", "image", "embedding", "cnn")
+#: (the last two: the nested scores of a CNN and of a linear probe, dermstack.features.scores)
+FEATURE_GROUPS = ("metadata", "engineered", "patient", "image", "embedding", "cnn", "probe")
 #: ``[features] segmentation``: auto (the given mask, else automatic) | mask | automatic
 SEGMENTATION_MODES = ("auto", "mask", "automatic")
 #: test-time augmentations an extraction may average over

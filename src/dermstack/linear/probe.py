@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import polars as pl
 from annotated_types import Gt
 from pydantic import BeforeValidator, Strict
 from sklearn.exceptions import ConvergenceWarning
@@ -39,11 +40,14 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
+from dermstack.atomic import read_json
 from dermstack.config.limits import Folds, Iterations, Threads, ThreadsOrAuto, most
 from dermstack.config.problems import fail, schema
 from dermstack.config.types import one_of
 from dermstack.errors import ConfigError, DataError
+from dermstack.features.scores import ScoreViews, new_rows_frame, oof_score_frame, patient_key, views_file
 from dermstack.linear.design import Design, Rows, load_design_model, read_rows, save_design_model
+from dermstack.linear.feature import GROUP, NESTED_JSON, RELATIONS
 from dermstack.saved import Inputs, SavedModel
 from dermstack.taskkind import TaskKind
 
@@ -251,7 +255,10 @@ def fit_probe(design: Design, X: np.ndarray, y: np.ndarray, groups: np.ndarray, 
 class SavedLinear(SavedModel):
     """A ``kind = "logistic"`` model folder: the probes of every fold and seed, averaged. New rows need
     their table features (``inputs.features``) and, when the model reads embeddings, the store that
-    holds them (``inputs.embeddings``)."""
+    holds them (``inputs.embeddings``). When its pair probes were fitted (``nested/``), its scores are
+    the boosters' ``probe`` feature group."""
+
+    feature_group = GROUP
 
     def probes(self) -> list[Probe]:
         return [Probe.load(self.dir / e["stem"], self.spec["task"]) for e in self.spec["models"]]
@@ -273,3 +280,26 @@ class SavedLinear(SavedModel):
         rows, probes = self.rows(inputs), self.probes()
         parts = [p.contributions(p.design.matrix(rows)) for p in probes]
         return probes[0].design.terms, np.mean([v for v, _ in parts], axis=0), np.mean([b for _, b in parts], axis=0)
+
+    def nested_mean(self, inputs: Inputs) -> np.ndarray:
+        """The mean score of the pair probes (what boosters that read this probe saw for test rows)."""
+        key = (self.name, "nested")
+        if key not in inputs.cache:
+            record = self.dir / "nested" / NESTED_JSON
+            if not record.is_file():
+                raise DataError("no nested pair probes: a booster that reads this probe's scores cannot be applied",
+                                file=str(record.parent))
+            stems = read_json(record, "pair probes")["stems"]
+            probes = [Probe.load(self.dir / "nested" / stem, self.spec["task"]) for stem in stems]
+            rows = self.rows(inputs)
+            inputs.cache[key] = np.mean([p.predict_proba(p.design.matrix(rows)) for p in probes], axis=0)
+        return inputs.cache[key]
+
+    def feature_frame(self, inputs: Inputs) -> pl.DataFrame:
+        """The ``probe`` group of new rows: from the mean of the pair probes, as the boosters' test rows had it."""
+        return new_rows_frame(self.name, inputs.classes, inputs.ids, inputs.table, self.nested_mean(inputs), RELATIONS)
+
+    def oof_feature_frame(self, table, plan) -> pl.DataFrame:
+        """The ``probe`` group of the run's rows, each training row as its own fold's booster saw it."""
+        views = ScoreViews.read(views_file(self.dir), self.name)
+        return oof_score_frame(views, plan.fold_of(views.image_ids), patient_key(table), RELATIONS)

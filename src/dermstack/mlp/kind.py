@@ -19,7 +19,10 @@ def _cross_validate(inputs: FitInputs):
 
 
 class SavedMLP(SavedLinear):
-    """An ``mlp`` model folder: the networks of every fold and seed, averaged (inputs as the linear probe's)."""
+    """An ``mlp`` model folder: the networks of every fold and seed, averaged (inputs as the linear probe's).
+    It gives no feature group (no pair networks are fitted)."""
+
+    feature_group = None
 
     def probes(self) -> list[FittedMLP]:
         return [FittedMLP.load(self.dir / e["stem"], self.spec["task"]) for e in self.spec["models"]]
