@@ -7,8 +7,7 @@ cross-validates (``cross_validate(FitInputs) -> ModelResult``, fold x seed jobs 
 ``model.json``'s ``kind`` loads, how the reports explain it (:class:`Explainer`, :class:`ScoreTerm`
 or none), and what it is: a booster (its :attr:`ModelKind.adapter`), a giver of a feature group
 (:attr:`ModelKind.feature_group`). Routing and labels come only from these declarations, never from
-a kind's name. An :class:`EnsembleMethod` is the same for an ``[ensemble] method`` (and the
-``calibrated`` step).
+a kind's name. An :class:`EnsembleMethod` is the same for an ``[ensemble] method`` (and the ``calibrated`` step).
 
 Each built-in kind registers itself from its own package (``register(ModelKind(...))``);
 :data:`PLUGINS` lists those modules, imported on the first lookup, so that this module and the
@@ -40,6 +39,7 @@ if TYPE_CHECKING:  # type names only: nothing here is imported when the registry
     from dermstack.config import ModelConfig
     from dermstack.data.folds import FoldPlan
     from dermstack.data.table import LesionTable
+    from dermstack.dataprofile import DataProfile, DefaultChoice
     from dermstack.ensembles.explain import Attribution, Composer
     from dermstack.features.featureset import FeatureSet
     from dermstack.jobs import DaskJobs, LocalJobs
@@ -213,8 +213,8 @@ class ModelKind:
     reads: tuple[str, ...] = ("ingest", "folds", "features")
     #: config keys beyond ``models.<name>`` and the task that its model stage reads
     config_keys: tuple[str, ...] = ()
-    #: in the default model set (no ``[[models]]``) of a run with this many training rows
-    default: Callable[[int], bool] = field(default=lambda n_train: False)
+    #: in the default model set (no ``[[models]]``) of this data: ``default(profile)`` -> bool, or a DefaultChoice (rule logged)
+    default: Callable[[DataProfile], bool | DefaultChoice] = field(default=lambda profile: False)
     #: checks ``params`` (a dict) and returns (key, value, why) problems; None: validate against ``params``
     check: Callable[[dict], list] | None = None
     #: ``[[models]]`` keys beyond the common ones that this kind reads (cnn: backbone, epochs, image_size)

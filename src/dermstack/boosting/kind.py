@@ -23,10 +23,10 @@ def _cross_validate(inputs: FitInputs):
                           fold_features=inputs.fold_features, needs=inputs.needs)
 
 
-def booster_kind(adapter: type[BoosterAdapter], default=lambda n_train: True) -> ModelKind:
+def booster_kind(adapter: type[BoosterAdapter], default=lambda profile: True) -> ModelKind:
     """The registry kind of a booster library: its name and description from ``adapter``, dermstack's
     booster params plus every parameter the library accepts, the shared cross-validation, saved
-    folders and TreeSHAP explainer, in the default model set (``default(n_train)``)."""
+    folders and TreeSHAP explainer, in the default model set (``default(profile)``: always)."""
     return ModelKind(adapter.kind, adapter.description, BoosterParams, _cross_validate, SavedBoosters, explain_boosters,
                      default=default, check=partial(param_problems, adapter), adapter=adapter, smoke=SMOKE)
 

@@ -8,6 +8,7 @@ train the fixed schedule, no early stopping, so no fold's labels select them. K(
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -27,9 +28,10 @@ log = logging.getLogger(__name__)
 
 def nested_cnn_views(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: ModelConfig,
                      out_dir: Path | None = None, progress: bool = True) -> ScoreViews:
-    """Train the pair CNNs of ``model`` (every seed) and return the booster views; the pair
+    """Train the pair CNNs of ``model`` (every seed; ``params.pair_epochs`` epochs) and return the booster views; the pair
     checkpoints go to ``out_dir/<name>/nested/`` (``predict`` scores new rows with all of them)."""
     cfg, name = CNNConfig.from_model(model), model.label
+    cfg = dataclasses.replace(cfg, epochs=cfg.pair_epochs or cfg.epochs)
     train_df, test_df = training_frame(table, task), table.test
     trainer = CNNTrainer(cfg, task.kind, task.n_outputs, image_refs(train_df) + image_refs(test_df), progress)
     fold_of = plan.fold_of(task.image_ids)

@@ -41,6 +41,9 @@ class CNNParams:
     workers: Processes = 0
     #: early-stopping metric (a metric of the task; default its primary metric)
     stop_metric: Str | None = None
+    #: epochs of the pair CNNs behind the boosters' ``cnn`` feature ([ensemble] cnn_feature; they train a
+    #: fixed schedule); None: ``epochs``
+    pair_epochs: Epochs | None = None
 
 
 

@@ -14,7 +14,7 @@ work on them. Model kinds, their params schemas and the ensemble methods come fr
 - :mod:`~dermstack.config.modelconfig`: ``[[models]]`` and the default model set.
 - :mod:`~dermstack.config.runconfig`: RunConfig and the checks across sections.
 """
-from dermstack.config.modelconfig import ModelConfig, default_models
+from dermstack.config.modelconfig import ModelConfig, default_choices, default_models
 from dermstack.config.problems import did_you_mean, schema, unknown
 from dermstack.config.runconfig import RunConfig
 from dermstack.config.sections import (
@@ -42,6 +42,6 @@ from dermstack.config.types import (
 
 __all__ = [
     "ClinicalConfig", "CVConfig", "DataConfig", "EnsembleConfig", "ExtractConfig", "ExtractSettings", "FeaturesConfig", "ModelConfig",
-    "ReportConfig", "RunConfig", "SamplingConfig", "default_models", "did_you_mean", "schema", "unknown",
+    "ReportConfig", "RunConfig", "SamplingConfig", "default_choices", "default_models", "did_you_mean", "schema", "unknown",
     "DEVICES", "FEATURE_GROUPS", "MAX_REPEATS", "MAX_SEED", "PRECISIONS", "SEGMENTATION_MODES", "SYNTHETIC_FORMAT", "TASKS", "TTA_MODES",
 ]

@@ -2,6 +2,7 @@
 schema in the registry (:mod:`dermstack.registry`)."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import field
 from typing import Any
@@ -12,8 +13,10 @@ from dermstack.config.limits import CNNImageSide, Epochs
 from dermstack.config.problems import problem, schema, validate
 from dermstack.config.sections import SamplingConfig
 from dermstack.config.types import FEATURE_GROUPS, Backbone, ModelName, Seeds, Str, one_of
+from dermstack.dataprofile import DataProfile, DefaultChoice
 from dermstack.registry import kind_names, model_kind, model_kinds, plugin_problems
 
+log = logging.getLogger(__name__)
 #: [[models]] keys that only some kinds read (``ModelKind.model_keys``)
 KIND_KEYS = ("backbone", "epochs", "image_size")
 #: the kind of a ``[[models]]`` entry that names none
@@ -87,8 +90,28 @@ def param_problems(kind: str, params: dict) -> list[tuple[str, Any, str]]:
     return k.check(params) if k.check else validate(k.params, params)[1]
 
 
-def default_models(n_train: int) -> list[ModelConfig]:
-    """What a config without ``[[models]]`` trains: each registered kind whose ``default`` accepts
-    ``n_train`` training rows (the boosters always; the linear probe on small data), in registry
-    order; the ensemble (``method = "auto"``) then keeps whichever combination scores best by nested CV."""
-    return [ModelConfig(kind=k.name) for k in model_kinds().values() if k.default(n_train)]
+def default_choices(data: DataProfile | int) -> dict[str, DefaultChoice]:
+    """Each registered kind's answer to its ``default`` for ``data`` (a :class:`DataProfile`, or a number of
+    training rows: a table without images), with the rule that gave it where the kind says one."""
+    profile = data if isinstance(data, DataProfile) else DataProfile(int(data))
+    out = {}
+    for k in model_kinds().values():
+        choice = k.default(profile)
+        out[k.name] = choice if isinstance(choice, DefaultChoice) else DefaultChoice(bool(choice))
+    return out
+
+
+def default_models(data: DataProfile | int) -> list[ModelConfig]:
+    """What a config without ``[[models]]`` trains: each registered kind whose ``default`` accepts ``data``
+    (:func:`default_choices`): the boosters always, the linear probe on small data, the CNN on image-only
+    data where its time is affordable on the device (:func:`dermstack.cnn.kind.cnn_default`), in registry
+    order; the ensemble (``method = "auto"``) then keeps whichever combination scores best by nested CV.
+
+    >>> [m.kind for m in default_models(500)]
+    ['lightgbm', 'xgboost', 'catboost', 'logistic']
+    """
+    choices = default_choices(data)
+    for name, choice in choices.items():
+        if choice.why:  # the rule that fired, e.g. the CNN's, with what it costs
+            log.info("%s: %s", name, choice.why)
+    return [ModelConfig(kind=name) for name, choice in choices.items() if choice]

@@ -20,6 +20,7 @@ from dermstack.config.sections import (
     FeaturesConfig,
     ReportConfig,
 )
+from dermstack.dataprofile import DataProfile
 from dermstack.errors import ConfigError
 from dermstack.metrics import TASK_METRICS
 from dermstack.registry import ensemble_methods, model_kinds
@@ -132,12 +133,13 @@ class RunConfig:
             return [m for m in givers if kinds[m.kind].feature_group.default(TaskKind(self.data.task), n_train)]
         return [m for m in givers if m.label in wanted]
 
-    def resolve(self, n_train: int) -> list[str]:
-        """What the config leaves to the data, filled in for ``n_train`` training rows: the default model set
-        (no ``[[models]]``), then the score-feature givers (no ``[ensemble] score_features``); the keys filled."""
-        filled = []
+    def resolve(self, data: DataProfile | int) -> list[str]:
+        """What the config leaves to the data, filled in for ``data`` (a DataProfile, or a number of training
+        rows: a table without images): the default model set (no ``[[models]]``; each kind's rule logged), then
+        the score-feature givers (no ``[ensemble] score_features``); the keys filled."""
+        filled, n_train = [], data.n_train if isinstance(data, DataProfile) else data
         if not self.models:
-            self.models, filled = default_models(n_train), ["models"]
+            self.models, filled = default_models(data), ["models"]
         if self.ensemble.score_features is None:
             givers = [m.label for m in self.group_givers(n_train)] if self.ensemble.cnn_feature is not False else []
             self.ensemble.score_features, filled = givers, [*filled, "ensemble.score_features"]

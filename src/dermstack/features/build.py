@@ -10,6 +10,7 @@ import polars as pl
 
 from dermstack.config import FeaturesConfig
 from dermstack.data.table import LesionTable
+from dermstack.dataprofile import DataProfile
 from dermstack.errors import ConfigError
 from dermstack.features.embedding import (
     EmbeddingSource,
@@ -18,7 +19,7 @@ from dermstack.features.embedding import (
     read_embeddings,
     usable_views,
 )
-from dermstack.features.engineered import engineered_features
+from dermstack.features.engineered import available, engineered_features
 from dermstack.features.featureset import ID_COLUMNS, FeatureSet
 from dermstack.features.image import image_features
 from dermstack.features.metadata import leaky_missingness, metadata_features
@@ -41,6 +42,32 @@ def image_enabled(setting: bool | str, df: pl.DataFrame) -> bool:
     if isinstance(setting, bool):
         return setting
     raise ConfigError(f"[features] image must be true, false or \"auto\", got {setting!r}")
+
+
+def table_feature_count(table: LesionTable, cfg: FeaturesConfig) -> int:
+    """How many table columns :func:`build_features` gives the boosters from beside the images: the
+    metadata columns with a value on some training row, when a group reads them (``metadata``;
+    ``engineered`` where they feed one; ``patient`` where it is built), plus one for the mask features.
+    0: image-only data (embeddings, and patient features of them, are the image's)."""
+    train = table.train
+    metadata = [c for c in table.meta.feature_columns if c in train.columns and train[c].null_count() < train.height]
+    read = cfg.metadata or (cfg.engineered and bool(available(metadata))) or (cfg.patient and not not_built_reason(table.df))
+    return (len(metadata) if read else 0) + int(image_enabled(cfg.image, table.df))
+
+
+def data_profile(table: LesionTable, cfg: FeaturesConfig, n_train: int, n_splits: int) -> DataProfile:
+    """The run's data as the default model set sees it (:class:`~dermstack.dataprofile.DataProfile`):
+    ``n_train`` training rows, whether each has an image, the table features beside the image
+    (:func:`table_feature_count`), the device image models would train on, the test rows and folds."""
+    train = table.train
+    images = train.height > 0 and train["image_ref"].null_count() == 0
+    device = "cpu"
+    if images:
+        from dermstack.extract.settings import resolve_device
+
+        device = resolve_device("auto").type
+    return DataProfile(n_train, images=images, table_features=table_feature_count(table, cfg), device=device,
+                       n_test=table.test.height, n_splits=n_splits)
 
 
 def _numeric(frame: pl.DataFrame) -> list[str]:

@@ -38,4 +38,5 @@ PROBE_GROUP = FeatureGroup(GROUP, _fit_views, lambda d: [views_file(d), views_fi
 register(ModelKind(
     "logistic", "logistic regression on the standardised full embeddings plus table features, C by inner grouped CV",
     LinearParams, _cross_validate, SavedLinear, explain_design_model, reads=("ingest", "folds", "features", "extract"),
-    config_keys=("extract.backbones",), default=lambda n_train: n_train <= LINEAR_PROBE_MAX_ROWS, feature_group=PROBE_GROUP))
+    config_keys=("extract.backbones",), default=lambda profile: profile.n_train <= LINEAR_PROBE_MAX_ROWS,
+    feature_group=PROBE_GROUP))
