@@ -19,7 +19,10 @@ METADATA_CONCEPTS = {
     "size": r"(clin_size_long_diam_mm|areamm2|diam|size)",
     "colour": r"(color|colour|deltalb|tbp_lv_[abl]$|tbp_lv_[abhl]ext$)",
 }
-GROUP_COLOURS = dict(zip([*GROUPS, "other"], ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:red", "grey"]))
+#: one colour per feature group (matplotlib's qualitative cycle; grey is kept for "other": a plugin's or unknown group)
+_PALETTE = ["blue", "orange", "green", "purple", "brown", "red", "pink", "olive", "cyan"]
+GROUP_COLOURS = {g: f"tab:{c}" for g, c in zip(GROUPS, _PALETTE, strict=False)}
+GROUP_COLOURS["other"] = "grey"
 
 
 def concept_features(features: list[str], groups: dict[str, str]) -> dict[str, str]:
@@ -68,7 +71,7 @@ def bar_figure(importance: pl.DataFrame, top: int = 15) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 0.3 * t.height + 1.0))
     ax.barh(np.arange(t.height)[::-1], t["mean_abs_shap"], color=[GROUP_COLOURS.get(g, "grey") for g in t["group"]])
     ax.set_yticks(np.arange(t.height)[::-1], t["feature"].to_list(), fontsize=8)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLOURS[g]) for g in dict.fromkeys(t["group"].to_list())]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLOURS.get(g, "grey")) for g in dict.fromkeys(t["group"].to_list())]
     ax.legend(handles, list(dict.fromkeys(t["group"].to_list())), fontsize=7, loc="lower right")
     ax.set(xlabel="mean |SHAP| (raw score)", title="Top features")
     return data_uri(fig)
