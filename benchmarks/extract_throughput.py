@@ -2,10 +2,12 @@
 
   pipeline: extract_embeddings on real JPEGs with its defaults (decode, transform, model, HDF5 write)
   limit:    the pipeline's network (dermstack.extract.fold.frozen_network: BatchNorm folded, border
-            padding, as extract_embeddings runs it) alone on pre-made tensors, at the fastest setting found on the machine (precision x
-            memory format x batch size x streams x torch threads), measured again right after each
-            pipeline round; the median round's ratio is reported; also the network as built there
+            padding, as extract_embeddings runs it) alone on pre-made tensors, at the fastest setting
+            found on the machine (precision x memory format x batch size x streams x torch threads);
+            also the network as built at that setting
   naive:    one image at a time: PIL decode, timm transform, fp32 model as built, no batching
+  limit and naive are measured again right after each pipeline round (the machine's load drifts):
+  each ratio is the median of the rounds' ratios
   also:     the pipeline with one stream fed by a DataLoader worker process (the textbook way)
 
 --precision fp32 runs the pipeline and scans the limit in fp32 only: what ``auto`` does on a CPU
@@ -87,8 +89,9 @@ def model_only(model: torch.nn.Module, p: Precision, batch: int, streams: int, t
 def naive(paths: list[Path], backbone) -> float:
     tf = create_transform(**{k: tuple(v) if isinstance(v, list) else v for k, v in backbone.data_config.items()})
     model = backbone.model.to(memory_format=torch.contiguous_format)
-    t = time.perf_counter()
     with torch.inference_mode():
+        model(tf(load_image(str(paths[0])))[None])  # warm-up: a long loop pays it once
+        t = time.perf_counter()
         for p in paths:
             model(tf(load_image(str(p)))[None])
     return len(paths) / (time.perf_counter() - t)
@@ -116,7 +119,7 @@ def compare(paths: list[Path], backbones: list[str], rounds: int, settings: Extr
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=None, help="first N JPEGs (default: all 2,479)")
-    ap.add_argument("--naive-images", type=int, default=64)
+    ap.add_argument("--naive-images", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3, help="paired pipeline / limit measurements")
     ap.add_argument("--seconds", type=float, default=3.0, help="per model-only measurement")
     ap.add_argument("--backbone", default=BACKBONE, help="e.g. efficientnet_lite1 (240 px), efficientnet_lite2 (260 px)")
@@ -159,23 +162,25 @@ def main() -> None:
         print(f"model     {v:7.1f} img/s  ({p.name}{'+channels_last' if p.channels_last else ''}, batch {b}, "
               f"{s} streams x {t} threads, pre-made tensors)")
     best = max(scan, key=scan.get)
-    # 2. pipeline and that limit measured back to back, several times: the machine's load drifts,
-    #    so each round's ratio compares like with like; the median round is reported
+    # 2. pipeline, that limit and naive measured back to back, several times: the machine's load
+    #    drifts, so each round's ratios compare like with like; the median round of each is reported
+    plain = create_backbone(args.backbone)
     rounds = []
     for _ in range(args.rounds):
         pipe = pipeline(paths, ours, args.backbone)
-        limit = model_only(net, *best, args.seconds, size)
-        rounds.append((pipe, limit))
-        print(f"round     pipeline {pipe:6.1f} img/s, limit {limit:6.1f} img/s: {pipe / limit:.2f}")
-    pipe, limit = sorted(rounds, key=lambda r: r[0] / r[1])[len(rounds) // 2]
-    unfolded = model_only(bb.model, *best, args.seconds, size)
-    slow = naive(paths[: args.naive_images], create_backbone(args.backbone))
+        rounds.append((pipe, model_only(net, *best, args.seconds, size), naive(paths[: args.naive_images], plain)))
+        print(f"round     pipeline {pipe:6.1f} img/s, limit {rounds[-1][1]:6.1f} img/s, naive {rounds[-1][2]:5.1f} img/s: "
+              f"{pipe / rounds[-1][1]:.2f}, {pipe / rounds[-1][2]:.1f}")
+    pipe, limit, _ = sorted(rounds, key=lambda r: r[0] / r[1])[len(rounds) // 2]
+    pipe_n, _, slow = sorted(rounds, key=lambda r: r[0] / r[2])[len(rounds) // 2]
+    as_built = model_only(bb.model, *best, args.seconds, size)
     old = pipeline(paths, textbook, args.backbone)
     print(f"pipeline  {old:7.1f} img/s  (1 stream fed by 1 DataLoader worker, batch 16)")
     print(f"pipeline  {pipe:7.1f} img/s  (defaults: {par.describe()}; median round of {args.rounds})")
-    print(f"model     {unfolded:7.1f} img/s  (the limit's setting, the network as built)")
-    print(f"naive     {slow:7.1f} img/s  (one image at a time, PIL + timm transform, fp32, {args.naive_images} images)")
-    print(f"pipeline/limit={pipe / limit:.2f} pipeline/naive={pipe / slow:.1f}")
+    print(f"model     {as_built:7.1f} img/s  (the limit's setting, the network as built)")
+    print(f"naive     {slow:7.1f} img/s  (one image at a time, PIL + timm transform, fp32, {args.naive_images} images; "
+          f"median round)")
+    print(f"pipeline/limit={pipe / limit:.2f} pipeline/naive={pipe_n / slow:.1f}")
 
 
 if __name__ == "__main__":
