@@ -60,6 +60,18 @@ def site_column(df: pl.DataFrame) -> str | None:
     return next((c for c in SITE_COLUMNS if c in df.columns and df[c].null_count() < df.height), None)
 
 
+#: the age bands lesions are grouped in (the report's subgroups, the score features' cohorts)
+AGE_EDGES = (30, 45, 60, 75)
+
+
+def age_bin(age: pl.Expr) -> pl.Expr:
+    """Age in years to bins "<30", "30-44", ..., "75+" (null stays null)."""
+    expr = pl.when(age < AGE_EDGES[0]).then(pl.lit(f"<{AGE_EDGES[0]}"))
+    for lo, hi in zip(AGE_EDGES, AGE_EDGES[1:]):
+        expr = expr.when(age < hi).then(pl.lit(f"{lo}-{hi - 1}"))
+    return expr.when(age.is_not_null()).then(pl.lit(f"{AGE_EDGES[-1]}+")).otherwise(None)
+
+
 def group_frame(df: pl.DataFrame) -> pl.DataFrame:
     """``image_id``, integer patient / patient+site keys and ``__has_patient``; a row without a patient
     is its own group (never its lesion's: images of one lesion are not lesions of a patient)."""

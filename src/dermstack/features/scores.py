@@ -31,7 +31,7 @@ from dermstack.atomic import write_parquet
 from dermstack.data.table import LesionTable
 from dermstack.errors import DataError, reading
 from dermstack.features.featureset import FeatureSet
-from dermstack.features.patient import site_column
+from dermstack.features.patient import age_bin, site_column
 from dermstack.task import TaskSpec, as_columns
 
 #: fit_score(train_rows, [rows_a, rows_b, ...]) -> [scores_a, scores_b, ...], rows index training rows
@@ -45,8 +45,6 @@ RELATIONS = {
     "pratio": "ratio to the patient's mean score (1 alone)",
     "cz": "z-score within the site x age band x sex cohort of the same split (0 alone)",
 }
-#: the age bands of the cohort z-score: <30, 30-44, 45-59, 60-74, 75+ (the report's subgroup bands)
-AGE_BAND_YEARS, AGE_BAND_LOW, AGE_BAND_HIGH = 15, 29, 75
 
 
 def views_file(model_dir: Path) -> Path:
@@ -139,8 +137,7 @@ def patient_key(table: LesionTable) -> pl.DataFrame:
     if site:
         parts.append(pl.col(site).cast(pl.String))
     if "age_approx" in df.columns:
-        band = (pl.col("age_approx").cast(pl.Float64).clip(AGE_BAND_LOW, AGE_BAND_HIGH) // AGE_BAND_YEARS).cast(pl.Int64)
-        parts.append(band.cast(pl.String))
+        parts.append(age_bin(pl.col("age_approx").cast(pl.Float64)))
     if "sex" in df.columns:
         parts.append(pl.col("sex").cast(pl.String))
     cohort = pl.concat_str([p.fill_null("<na>") for p in parts], separator="\x1f") if parts else pl.lit("")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from dermstack.features.patient import age_bin
 from dermstack.metrics import TASK_METRICS, bootstrap_values, percentile_ci
 from dermstack.progress import progress_bar
 from dermstack.reports.curves import OperatingPoint, threshold_at_specificity
@@ -28,7 +29,6 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "site": ("anatom_site_general", "anatom_site_general_challenge", "localization", "site", "anatom_site"),
     "image type": ("image_type",),
 }
-AGE_EDGES = (30, 45, 60, 75)
 MISSING = "(missing)"
 
 
@@ -41,14 +41,6 @@ class SubgroupSettings:
     #: binary only: recall/specificity per group at the threshold reaching this specificity overall
     specificity: float = 0.95
     seed: int = 0
-
-
-def age_bin(age: pl.Expr) -> pl.Expr:
-    """Age in years to bins "<30", "30-44", ..., "75+" (null stays null)."""
-    expr = pl.when(age < AGE_EDGES[0]).then(pl.lit(f"<{AGE_EDGES[0]}"))
-    for lo, hi in zip(AGE_EDGES, AGE_EDGES[1:]):
-        expr = expr.when(age < hi).then(pl.lit(f"{lo}-{hi - 1}"))
-    return expr.when(age.is_not_null()).then(pl.lit(f"{AGE_EDGES[-1]}+")).otherwise(None)
 
 
 def subgroup_columns(df: pl.DataFrame) -> dict[str, pl.Series]:
