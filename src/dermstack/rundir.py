@@ -82,7 +82,7 @@ STAGE_DIR_FILES = (*LAYOUT.values(), "models/*", "boosting_metrics.json", "*.rep
                    "report/*", "submission*.csv")
 #: what a saved model folder holds (dermstack.saved, the model kinds' native files)
 MODEL_FILES = ("model.json", "oof.parquet", "test.parquet", "metrics.json", "importance.parquet", "fold*_seed*.*",
-               "nested", "nested/*")
+               "reference.npz", "nested", "nested/*")
 
 
 def _temporary(name: str) -> bool:

@@ -37,7 +37,7 @@ from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, gather, process_group, sync_buffers, torchrun_world
 from dermstack.errors import ConfigError, DataError
-from dermstack.features.scores import ScoreViews, new_rows_frame, oof_score_frame, patient_key, views_file
+from dermstack.features.scores import NestedScoreGroup
 from dermstack.jobs import FoldJob, Lazy
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
 from dermstack.predictions import ModelResult
@@ -299,11 +299,12 @@ def _cross_validate(table: LesionTable, task: TaskSpec, plan: FoldPlan, model: M
 
 
 # -- inference with saved models ------------------------------------------------------------
-class SavedCNN(SavedModel):
+class SavedCNN(NestedScoreGroup, SavedModel):
     """A CNN's fold/seed checkpoints (and, when trained, its pair models under ``nested/``, whose
     scores are the ``cnn`` feature group of the boosters stacked on it)."""
 
     feature_group = GROUP
+    relations = RELATIONS
 
     @property
     def n_outputs(self) -> int:
@@ -338,15 +339,6 @@ class SavedCNN(SavedModel):
                                 file=str(self.dir / "nested"))
             inputs.cache[key] = self._score(files, _rows(inputs))
         return inputs.cache[key]
-
-    def feature_frame(self, inputs: Inputs) -> pl.DataFrame:
-        """The ``cnn`` group of new rows: from the mean of the pair models, as the stacked booster's test rows had it."""
-        return new_rows_frame(self.name, inputs.classes, inputs.ids, inputs.table, self.nested_mean(inputs), RELATIONS)
-
-    def oof_feature_frame(self, table: LesionTable, plan: FoldPlan) -> pl.DataFrame:
-        """The ``cnn`` group of the run's rows, each training row as its own fold's booster saw it."""
-        views = ScoreViews.read(views_file(self.dir), self.name)
-        return oof_score_frame(views, plan.fold_of(views.image_ids), patient_key(table), RELATIONS)
 
 
 def _rows(inputs: Inputs) -> LesionTable:

@@ -47,6 +47,7 @@ LIMITS: dict[str, Limit] = {
     "Resamples": Limit(100_000, "resamples", "`--n-boot` (report, compare), mlp `permutations`"),
     "Iterations": Limit(1_000_000, "solver iterations", "logistic `max_iter`"),
     "Grid": Limit(100, "values in a grid", "logistic `C`"),
+    "Neighbours": Limit(10_000, "neighbours", "knn `n_neighbors`"),
 }
 
 
@@ -97,6 +98,7 @@ Lesions = _bounded("Lesions", "Lesions", 1)
 SomeLesions = _bounded("SomeLesions", "Lesions", 0)
 Resamples = _bounded("Resamples", "Resamples", 1)
 Iterations = _bounded("Iterations", "Iterations", 1)
+Neighbours = _bounded("Neighbours", "Neighbours", 1)
 
 
 def most(name: str) -> int:

@@ -210,8 +210,9 @@ class EnsembleConfig:
     models: list[Str] | None = None
     #: the [[models]] (by name) whose nested out-of-fold scores become a booster feature group (leak-free,
     #: via models fitted without each pair of folds): a "cnn" gives the ``cnn`` group, a "logistic" probe
-    #: the ``probe`` group; each booster is trained again once per giver (named booster+giver, e.g.
-    #: "lightgbm+logistic"). Unset: the CNN's alone (the probe's is not a default: docs Results); [] none
+    #: the ``probe`` group, a "knn" the ``knn`` group; each booster is trained again once per giver (named
+    #: booster+giver, e.g. "lightgbm+logistic"). Unset: the CNN's alone (the probe's and the kNN's are not
+    #: defaults: docs Results); [] none
     score_features: list[Str] | None = None
     #: which boosters are trained again with each score feature group: true every booster, false none,
     #: a list of booster [[models]] names only those (e.g. ["lightgbm", "xgboost"]: CatBoost once)

@@ -18,7 +18,7 @@ from dermstack.taskkind import TaskKind
 TASKS = TaskKind.KINDS
 #: feature groups a FeatureSet column belongs to (``[[models]] features`` picks among them)
 #: (the last two: the nested scores of a CNN and of a linear probe, dermstack.features.scores)
-FEATURE_GROUPS = ("metadata", "engineered", "patient", "image", "embedding", "cnn", "probe")
+FEATURE_GROUPS = ("metadata", "engineered", "patient", "image", "embedding", "cnn", "probe", "knn")
 #: ``[features] segmentation``: auto (the given mask, else automatic) | mask | automatic
 SEGMENTATION_MODES = ("auto", "mask", "automatic")
 #: test-time augmentations an extraction may average over

@@ -15,14 +15,17 @@ its patient, within its site x age band x sex cohort) are computed inside each v
 row's score comes from models that never saw fold k.
 
 The kinds that give such a group (the CNN, :mod:`dermstack.cnn.nested`; the linear probe,
-:mod:`dermstack.linear.nested`) fit their pair models through :func:`nested_scores`, write their
-:class:`ScoreViews` to :func:`views_file` and name the relative columns they add (:data:`RELATIONS`).
+:mod:`dermstack.linear.nested`; the kNN, :mod:`dermstack.knn.kind`) fit their pair models through
+:func:`nested_scores`, write their :class:`ScoreViews` to :func:`views_file`, name the relative
+columns they add (:data:`RELATIONS`), and give new rows and the run's own rows the group through
+their saved model (:class:`NestedScoreGroup`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -207,3 +210,23 @@ def fold_features(features: FeatureSet, table: LesionTable, task: TaskSpec, view
     patients = patient_key(table)
     first = features.add(score_feature_frame(views, 0, patients, relations), group)
     return lambda k: first if k == 0 else features.add(score_feature_frame(views, k, patients, relations), group)
+
+
+class NestedScoreGroup:
+    """What a saved model whose nested scores are a feature group gives the models that read it (mixed
+    into a :class:`~dermstack.saved.SavedModel` with a ``nested_mean(inputs)``, the mean score of its pair
+    models for ``inputs.ids``, and the ``relations`` its group has)."""
+
+    relations: ClassVar[tuple[str, ...]] = ("pz", "prank")
+
+    def nested_mean(self, inputs) -> np.ndarray:
+        raise NotImplementedError
+
+    def feature_frame(self, inputs) -> pl.DataFrame:
+        """The group of new rows: from the mean of the pair models, as the boosters' test rows had it."""
+        return new_rows_frame(self.name, inputs.classes, inputs.ids, inputs.table, self.nested_mean(inputs), self.relations)
+
+    def oof_feature_frame(self, table: LesionTable, plan) -> pl.DataFrame:
+        """The group of the run's rows, each training row as its own fold's booster saw it."""
+        views = ScoreViews.read(views_file(self.dir), self.name)
+        return oof_score_frame(views, plan.fold_of(views.image_ids), patient_key(table), self.relations)

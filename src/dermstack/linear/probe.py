@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import polars as pl
 from annotated_types import Gt
 from pydantic import BeforeValidator, Strict
 from sklearn.exceptions import ConvergenceWarning
@@ -45,7 +44,7 @@ from dermstack.config.limits import Folds, Iterations, Threads, ThreadsOrAuto, m
 from dermstack.config.problems import fail, schema
 from dermstack.config.types import one_of
 from dermstack.errors import ConfigError, DataError
-from dermstack.features.scores import ScoreViews, new_rows_frame, oof_score_frame, patient_key, views_file
+from dermstack.features.scores import NestedScoreGroup
 from dermstack.linear.design import Design, Rows, load_design_model, read_rows, save_design_model
 from dermstack.linear.feature import GROUP, NESTED_JSON, RELATIONS
 from dermstack.saved import Inputs, SavedModel
@@ -252,13 +251,14 @@ def fit_probe(design: Design, X: np.ndarray, y: np.ndarray, groups: np.ndarray, 
     return Probe(design, kind, coef, intercept, [f[2] for f in fits])
 
 
-class SavedLinear(SavedModel):
+class SavedLinear(NestedScoreGroup, SavedModel):
     """A ``kind = "logistic"`` model folder: the probes of every fold and seed, averaged. New rows need
     their table features (``inputs.features``) and, when the model reads embeddings, the store that
     holds them (``inputs.embeddings``). When its pair probes were fitted (``nested/``), its scores are
     the boosters' ``probe`` feature group."""
 
     feature_group = GROUP
+    relations = RELATIONS
 
     def probes(self) -> list[Probe]:
         return [Probe.load(self.dir / e["stem"], self.spec["task"]) for e in self.spec["models"]]
@@ -294,12 +294,3 @@ class SavedLinear(SavedModel):
             rows = self.rows(inputs)
             inputs.cache[key] = np.mean([p.predict_proba(p.design.matrix(rows)) for p in probes], axis=0)
         return inputs.cache[key]
-
-    def feature_frame(self, inputs: Inputs) -> pl.DataFrame:
-        """The ``probe`` group of new rows: from the mean of the pair probes, as the boosters' test rows had it."""
-        return new_rows_frame(self.name, inputs.classes, inputs.ids, inputs.table, self.nested_mean(inputs), RELATIONS)
-
-    def oof_feature_frame(self, table, plan) -> pl.DataFrame:
-        """The ``probe`` group of the run's rows, each training row as its own fold's booster saw it."""
-        views = ScoreViews.read(views_file(self.dir), self.name)
-        return oof_score_frame(views, plan.fold_of(views.image_ids), patient_key(table), RELATIONS)
