@@ -163,3 +163,27 @@ def test_run_gives_the_knn_group_and_predict_reproduces_its_test_scores(tmp_path
         a = got.filter(pl.col("model") == name).sort("image_id")["score"].to_numpy()
         b = test.filter(pl.col("model") == name).sort("image_id")["score"].to_numpy()
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_binary_tasks_of_2000_to_30000_embedded_rows_get_the_knn_and_its_group_by_default():
+    from dermstack.dataprofile import DataProfile
+
+    def resolved(task, n, embeddings=True):
+        cfg = RunConfig.from_dict({"data": {"task": task}})
+        cfg.resolve(DataProfile(n, images=embeddings, table_features=3, task=task, embeddings=embeddings))
+        return [m.kind for m in cfg.models], cfg.ensemble.score_features
+
+    assert resolved("binary", 2_479) == (["lightgbm", "xgboost", "catboost", "logistic", "knn"], ["knn"])
+    assert resolved("binary", knn.KNN_DEFAULT_MAX_ROWS + 1)[1] == []
+    for task, n, embeddings in (("binary", knn.KNN_MIN_ROWS - 1, True), ("binary", 2_479, False),
+                                ("multiclass", 2_479, True), ("multilabel", 2_479, True)):
+        kinds, givers = resolved(task, n, embeddings)
+        assert "knn" not in kinds and givers == [], (task, n, embeddings)
+    # named explicitly, the group follows the same rule; score_features = [] keeps it off
+    explicit = {"models": [{"kind": "lightgbm"}, {"kind": "knn"}], "data": {"task": "binary"}}
+    cfg = RunConfig.from_dict(explicit)
+    cfg.resolve(5_000)
+    assert cfg.ensemble.score_features == ["knn"] and cfg.feature_group_models() == ["lightgbm+knn"]
+    cfg = RunConfig.from_dict(explicit | {"ensemble": {"score_features": []}})
+    cfg.resolve(5_000)
+    assert cfg.feature_group_models() == []

@@ -29,6 +29,10 @@ class DataProfile:
     #: test rows (every fit scores them) and the folds of the run's FoldPlan
     n_test: int = 0
     n_splits: int = 5
+    #: the task kind ("binary", "multiclass", "multilabel"; None: not known, e.g. a row count alone)
+    task: str | None = None
+    #: the run embeds its images (``[extract] backbones``): kinds that read embeddings can train
+    embeddings: bool = False
 
     @property
     def image_only(self) -> bool:

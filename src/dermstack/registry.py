@@ -53,8 +53,7 @@ PLUGINS = (
     "dermstack.boosting.kind",
     "dermstack.linear.kind",
     "dermstack.cnn.kind",
-    "dermstack.mlp.kind",
-    "dermstack.knn.kind",
+    "dermstack.mlp.kind", "dermstack.knn.kind",
     "dermstack.ensembles.methods",
 )
 #: the entry-point group of other packages' kinds and methods (``[project.entry-points."dermstack.kinds"]``)

@@ -55,10 +55,12 @@ def table_feature_count(table: LesionTable, cfg: FeaturesConfig) -> int:
     return (len(metadata) if read else 0) + int(image_enabled(cfg.image, table.df))
 
 
-def data_profile(table: LesionTable, cfg: FeaturesConfig, n_train: int, n_splits: int) -> DataProfile:
+def data_profile(table: LesionTable, cfg: FeaturesConfig, n_train: int, n_splits: int, task: str | None = None,
+                 embeddings: bool = False) -> DataProfile:
     """The run's data as the default model set sees it (:class:`~dermstack.dataprofile.DataProfile`):
     ``n_train`` training rows, whether each has an image, the table features beside the image
-    (:func:`table_feature_count`), the device image models would train on, the test rows and folds."""
+    (:func:`table_feature_count`), the device image models would train on, the test rows and folds,
+    the task kind and whether the images are embedded (``[extract] backbones``)."""
     train = table.train
     images = train.height > 0 and train["image_ref"].null_count() == 0
     device = "cpu"
@@ -67,7 +69,7 @@ def data_profile(table: LesionTable, cfg: FeaturesConfig, n_train: int, n_splits
 
         device = resolve_device("auto").type
     return DataProfile(n_train, images=images, table_features=table_feature_count(table, cfg), device=device,
-                       n_test=table.test.height, n_splits=n_splits)
+                       n_test=table.test.height, n_splits=n_splits, task=task, embeddings=embeddings and images)
 
 
 def _numeric(frame: pl.DataFrame) -> list[str]:

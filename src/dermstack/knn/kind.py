@@ -25,6 +25,7 @@ from dermstack.atomic import write_json
 from dermstack.crossfit import check_plan, cross_fit
 from dermstack.data.audit import read_embeddings
 from dermstack.data.table import split_key
+from dermstack.dataprofile import DataProfile, DefaultChoice
 from dermstack.errors import ConfigError, DataError, reading
 from dermstack.features.scores import (
     NestedScoreGroup,
@@ -216,11 +217,48 @@ def _fold_features(inputs: FitInputs, model_dir: Path):
     return fold_features(inputs.features, inputs.table, inputs.task, views, GROUP, RELATIONS)
 
 
-#: the pair models' views as the boosters' ``knn`` features, where ``[ensemble] score_features`` names the model
-KNN_GROUP = FeatureGroup(GROUP, nested_knn_views, lambda d: [views_file(d), views_file(d).parent], _fold_features)
+#: training rows from which a binary task gets the kNN and its group by default: on 2,479 HAM10000 dev rows
+#: it lifted the final model's ROC-AUC by +0.010 (equal inputs) and +0.004 (mask features), CIs above 0,
+#: and moved image-only data by +0.001 (docs/results.md); fewer rows were measured only on the 100-row
+#: ISIC export, where the CIs span +-0.1
+KNN_MIN_ROWS = 2_000
+#: training rows up to which it is a default: each of its two stages makes one neighbour pass, about 2.7 s
+#: per (10,000 rows)^2 on this project's 2-core CPU (benchmarks/knn_scale.py): about 25 s each at 30,000
+KNN_DEFAULT_MAX_ROWS = 30_000
+
+
+def knn_in_range(task, n_train: int | None) -> bool:
+    """Whether a task of this kind with ``n_train`` training rows gets the kNN's group by default."""
+    return (task is not None and TaskKind(task).binary and n_train is not None
+            and KNN_MIN_ROWS <= n_train <= KNN_DEFAULT_MAX_ROWS)
+
+
+def knn_default(data: DataProfile) -> DefaultChoice:
+    """Whether the default model set has the kNN (and, with ``[ensemble] cnn_feature``, every booster again
+    on its nested score): a binary task whose images are embedded, with :data:`KNN_MIN_ROWS` to
+    :data:`KNN_DEFAULT_MAX_ROWS` training rows.
+
+    >>> bool(knn_default(DataProfile(2_479, images=True, task="binary", embeddings=True)))
+    True
+    >>> bool(knn_default(DataProfile(2_479, images=True, task="multiclass", embeddings=True)))
+    False
+    """
+    if not data.embeddings:
+        return DefaultChoice(False)
+    if not knn_in_range(data.task, data.n_train):
+        return DefaultChoice(False, f"not in the default set: a {data.task} task with {data.n_train:,} training rows "
+                                    f"(its default: binary, {KNN_MIN_ROWS:,} to {KNN_DEFAULT_MAX_ROWS:,} rows); "
+                                    'add [[models]] kind = "knn" to fit it')
+    return DefaultChoice(True, f"in the default set: a binary task with {data.n_train:,} training rows "
+                               f"({KNN_MIN_ROWS:,} to {KNN_DEFAULT_MAX_ROWS:,}); the boosters also train on its nested score")
+
+
+#: the pair models' views as the boosters' ``knn`` features: by default on binary tasks in :func:`knn_in_range`
+KNN_GROUP = FeatureGroup(GROUP, nested_knn_views, lambda d: [views_file(d), views_file(d).parent], _fold_features,
+                         default=knn_in_range)
 
 register(ModelKind(
     KIND, "the distance-weighted label mean of the nearest training rows by cosine on one backbone's full embeddings "
     "(explained as one term, its score)", KNNParams, cross_validate_knn, SavedKNN, ScoreTerm("embedding neighbours (kNN)", GROUP),
-    reads=("ingest", "folds", "features", "extract"), config_keys=("extract.backbones",), feature_group=KNN_GROUP,
-    smoke={"params": {"n_neighbors": 5}}))
+    reads=("ingest", "folds", "features", "extract"), config_keys=("extract.backbones",), default=knn_default,
+    feature_group=KNN_GROUP, smoke={"params": {"n_neighbors": 5}}))
