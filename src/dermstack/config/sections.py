@@ -211,8 +211,8 @@ class EnsembleConfig:
     #: the [[models]] (by name) whose nested out-of-fold scores become a booster feature group (leak-free,
     #: via models fitted without each pair of folds): a "cnn" gives the ``cnn`` group, a "logistic" probe
     #: the ``probe`` group, a "knn" the ``knn`` group; each booster is trained again once per giver (named
-    #: booster+giver, e.g. "lightgbm+logistic"). Unset: the CNN's alone (the probe's and the kNN's are not
-    #: defaults: docs Results); [] none
+    #: booster+giver, e.g. "lightgbm+logistic"). Unset: the CNN's, and the kNN's on binary tasks of 2,000 to
+    #: 30,000 rows (the probe's is not a default: docs Results); [] none
     score_features: list[Str] | None = None
     #: which boosters are trained again with each score feature group: true every booster, false none,
     #: a list of booster [[models]] names only those (e.g. ["lightgbm", "xgboost"]: CatBoost once)
