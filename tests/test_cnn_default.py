@@ -87,9 +87,9 @@ def test_a_tiny_image_only_run_without_models_trains_the_cnn_and_its_feature_boo
 
     table = LesionTable.read(tmp_path / "run" / "lesions.parquet")
     task = TaskSpec.from_table(table, "binary")
-    profile = data_profile(table, cfg.features, len(task.image_ids), cfg.cv.n_splits)
+    profile = data_profile(table, cfg, len(task.image_ids))
     assert profile.image_only and profile.n_train == len(task.image_ids) and profile.n_splits == 3
-    with_metadata = data_profile(table, RunConfig.from_dict(tiny_config()).features, len(task.image_ids), 3)
+    with_metadata = data_profile(table, RunConfig.from_dict(tiny_config()), len(task.image_ids))
     assert not with_metadata.image_only
     # the synthetic ISIC 2024 table: its metadata columns, read by the metadata group or through the
     # engineered and patient features they feed; masks: one more

@@ -341,9 +341,7 @@ class Pipeline:
             table = self.ingest()
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
             from dermstack.features.build import data_profile  # each kind's default rule is logged (config.default_models)
-            profile = data_profile(table, self.cfg.features, len(task.image_ids), self.cfg.cv.n_splits, task.kind,
-                                   embeddings=bool(self.cfg.extract.backbones))
-            if filled := self.cfg.resolve(profile):
+            if filled := self.cfg.resolve(data_profile(table, self.cfg, len(task.image_ids))):
                 self.flat = flat_config(self.cfg.to_dict())
                 log.info("resolved for %d training rows: [[models]] %s, [ensemble] score_features %s (%s were unset)",
                          len(task.image_ids), [m.label for m in self.cfg.models], self.cfg.ensemble.score_features, filled)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from dermstack.config import FeaturesConfig
+from dermstack.config import FeaturesConfig, RunConfig
 from dermstack.data.table import LesionTable
 from dermstack.dataprofile import DataProfile
 from dermstack.errors import ConfigError
@@ -55,12 +55,11 @@ def table_feature_count(table: LesionTable, cfg: FeaturesConfig) -> int:
     return (len(metadata) if read else 0) + int(image_enabled(cfg.image, table.df))
 
 
-def data_profile(table: LesionTable, cfg: FeaturesConfig, n_train: int, n_splits: int, task: str | None = None,
-                 embeddings: bool = False) -> DataProfile:
-    """The run's data as the default model set sees it (:class:`~dermstack.dataprofile.DataProfile`):
-    ``n_train`` training rows, whether each has an image, the table features beside the image
-    (:func:`table_feature_count`), the device image models would train on, the test rows and folds,
-    the task kind and whether the images are embedded (``[extract] backbones``)."""
+def data_profile(table: LesionTable, cfg: RunConfig, n_train: int) -> DataProfile:
+    """The run's data as the default model set sees it (:class:`~dermstack.dataprofile.DataProfile`), for
+    the run config ``cfg``: ``n_train`` training rows, whether each has an image, the table features
+    beside the image (:func:`table_feature_count`), the device image models would train on, the test
+    rows and folds, the task kind and whether the images are embedded (``[extract] backbones``)."""
     train = table.train
     images = train.height > 0 and train["image_ref"].null_count() == 0
     device = "cpu"
@@ -68,8 +67,9 @@ def data_profile(table: LesionTable, cfg: FeaturesConfig, n_train: int, n_splits
         from dermstack.extract.settings import resolve_device
 
         device = resolve_device("auto").type
-    return DataProfile(n_train, images=images, table_features=table_feature_count(table, cfg), device=device,
-                       n_test=table.test.height, n_splits=n_splits, task=task, embeddings=embeddings and images)
+    return DataProfile(n_train, images=images, table_features=table_feature_count(table, cfg.features), device=device,
+                       n_test=table.test.height, n_splits=cfg.cv.n_splits, task=cfg.data.task,
+                       embeddings=images and bool(cfg.extract.backbones))
 
 
 def _numeric(frame: pl.DataFrame) -> list[str]:

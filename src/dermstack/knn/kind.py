@@ -175,8 +175,10 @@ class SavedKNN(NestedScoreGroup, SavedModel):
             arrays = {k: np.array(f[k]) for k in f.files}
         n, d, c = spec["rows"], spec["dimensions"], TaskKind(self.spec["task"]).n_outputs(self.spec["classes"])
         shapes = {"embeddings": (n, d), "labels": (n, c), "fold": (n,), "image_id": (n,)}
-        if sorted(arrays) != sorted(ARRAYS) or any(arrays[k].shape != s for k, s in shapes.items()):
-            raise DataError(f"the kNN model's training rows are not {shapes}", file=str(path))
+        if (sorted(arrays) != sorted(ARRAYS) or any(arrays[k].shape != s for k, s in shapes.items())
+                or arrays["embeddings"].dtype != np.float32 or not np.isin(arrays["fold"], range(spec["n_splits"])).all()):
+            raise DataError(f"the kNN model's training rows are not {shapes} (float32 embeddings, folds "
+                            f"0..{spec['n_splits'] - 1})", file=str(path))
         return arrays
 
     def candidates(self, inputs: Inputs) -> tuple[Candidates, int]:
