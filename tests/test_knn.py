@@ -73,6 +73,10 @@ def test_no_knn_score_a_booster_sees_was_made_with_its_validation_rows(monkeypat
         assert sets(k).groups["knn_score_cz"] == knn.GROUP
     test = [sets(k).df.filter(pl.col("split") == "test")["knn_score"].to_numpy() for k in range(n_splits)]
     assert all(np.array_equal(test[0], t) for t in test)
+    # the member's own OOF score of a fold-k row: neighbours from the other folds only
+    oof = knn.cross_validate_knn(inputs).oof.matrix(inputs.task.image_ids, inputs.task.classes)
+    counts = np.rint(np.ravel(oof) * 3).astype(np.int64)
+    assert all(((counts[fold_of == k] // 100 ** k) % 100 == 0).all() for k in range(n_splits))
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
