@@ -11,6 +11,8 @@ in its own process so that its peak RSS is its own:
      positives over-sampled to 0.3% of negatives, negatives under-sampled to 100 per positive);
   2. rows: fold 0 of each library fitted twice through the same adapters, with the default
      sampling and on every training row, for the speed-up of the sampling.
+``--per-round '{"max_bin": 63}' ...`` replaces both: fold 0 of each library with one thread, set-up
+seconds and milliseconds per round with the defaults and with each set of params given.
 Prints total seconds, peak RSS, the OOF pAUC (0..0.2; random = 0.02) and the ratios to the budget
 (5 min, 8 GiB on 2 cores).
 """
@@ -82,31 +84,63 @@ def child_cv(work: Path, kinds: list[str], params: dict) -> dict:
     return out
 
 
-def child_rows(work: Path, kinds: list[str], params: dict) -> dict:
-    """Fold 0 of each library: seconds with the default sampling and on every training row."""
+def fold0(work: Path):
+    """(features' pandas matrix, categorical columns, task, fold 0's training rows, its validation rows)."""
     from dermstack.boosting.base import FeatureMatrix
-    from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
-    from dermstack.boosting.registry import create_adapter
-    from dermstack.boosting.sampling import SamplingConfig, resample
     from dermstack.crossfit import align_rows
-    from dermstack.metrics import pauc_tpr80
 
     features, task, plan = load(work)
     df = align_rows(features.df, task.image_ids)
     matrix = FeatureMatrix.fit(df, features.columns(GROUPS), features.categorical)
-    X = matrix.to_pandas(df)
     _, tr, va = next(iter(plan.splits(task.image_ids)))
+    return matrix.to_pandas(df), matrix.categorical, task, tr, va
+
+
+def child_rows(work: Path, kinds: list[str], params: dict) -> dict:
+    """Fold 0 of each library: seconds with the default sampling and on every training row."""
+    from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
+    from dermstack.boosting.registry import create_adapter
+    from dermstack.boosting.sampling import SamplingConfig, resample
+    from dermstack.metrics import pauc_tpr80
+
+    X, categorical, task, tr, va = fold0(work)
     out = {}
     for kind in kinds:
         fit_params = resolve_params(kind, "binary", params)
         for label, sampling in (("sampled", SamplingConfig.from_dict(DEFAULT_SAMPLING, "binary")), ("all_rows", None)):
             idx = resample(tr, task.y, sampling, seed=0)
             t = time.perf_counter()
-            a = create_adapter(kind, "binary", task.classes, fit_params, 0, matrix.categorical)
+            a = create_adapter(kind, "binary", task.classes, fit_params, 0, categorical)
             a.fit(X.iloc[idx], task.y[idx], X.iloc[va], task.y[va])
             out[f"{kind}_{label}"] = {"seconds": time.perf_counter() - t, "rows": len(idx), "best_iteration": a.best_iteration,
                                       "pauc_fold0": pauc_tpr80(task.y[va], a.predict_proba(X.iloc[va]))}
     out["peak_gib"] = peak_gib()
+    return out
+
+
+def child_rounds(work: Path, kinds: list[str], params: dict, variants: list[dict], rounds: int) -> dict:
+    """Fold 0 of each library, one thread, the default sampling, a fixed number of rounds (no early
+    stopping), with the default parameters and each variant: the set-up seconds (a 1-round fit) and the
+    milliseconds per further round."""
+    from dermstack.boosting.defaults import DEFAULT_SAMPLING, fold_size, resolve_params
+    from dermstack.boosting.registry import create_adapter
+    from dermstack.boosting.sampling import SamplingConfig, resample
+
+    X, categorical, task, tr, va = fold0(work)
+    idx = resample(tr, task.y, SamplingConfig.from_dict(DEFAULT_SAMPLING, "binary"), seed=0)
+    rows, minority = fold_size("binary", task.y[idx])
+    out = {}
+    for kind in kinds:
+        for variant in [{}, *variants]:
+            seconds = []
+            for n in (1, rounds):
+                p = resolve_params(kind, "binary", {**params, **variant, "n_estimators": n, "early_stopping_rounds": n}, rows, minority)
+                a = create_adapter(kind, "binary", task.classes, p, 0, categorical, threads=1)
+                t = time.perf_counter()
+                a.fit(X.iloc[idx], task.y[idx], X.iloc[va], task.y[va])
+                seconds.append(time.perf_counter() - t)
+            out[f"{kind} {json.dumps(variant) if variant else 'defaults'}"] = {
+                "setup_s": seconds[0], "ms_per_round": 1000 * (seconds[1] - seconds[0]) / (rounds - 1), "rows": len(idx)}
     return out
 
 
@@ -122,13 +156,20 @@ def main() -> None:
     ap.add_argument("--skip-rows", action="store_true", help="skip the every-row comparison")
     ap.add_argument("--n-estimators", type=int, default=None, help="at most this many boosting rounds (default: the defaults')")
     ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
-    ap.add_argument("--child", choices=["cv", "rows"], help=argparse.SUPPRESS)
+    ap.add_argument("--per-round", nargs="*", metavar="JSON", default=None,
+                    help="instead of the CV: fold 0 of each library, one thread, --rounds rounds, with the defaults and "
+                         "each JSON object of params given: set-up seconds and ms per round (what a faster default would change)")
+    ap.add_argument("--rounds", type=int, default=60, help="rounds of each --per-round fit")
+    ap.add_argument("--child", choices=["cv", "rows", "rounds"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     kinds = args.kinds.split(",")
     if args.child:
         params = {"n_estimators": args.n_estimators} if args.n_estimators else {}
-        print(json.dumps({"cv": child_cv, "rows": child_rows}[args.child](args.work, kinds, params)))
+        if args.child == "rounds":
+            print(json.dumps(child_rounds(args.work, kinds, params, [json.loads(v) for v in args.per_round or []], args.rounds)))
+        else:
+            print(json.dumps({"cv": child_cv, "rows": child_rows}[args.child](args.work, kinds, params)))
         return
     if args.smoke:
         args.rows, args.n_estimators = 600, 20
@@ -136,6 +177,18 @@ def main() -> None:
     work = smoke_work("boosting") if args.smoke else CACHE_ROOT / f"boosting-{args.rows}"
     work.mkdir(parents=True, exist_ok=True)
     build_inputs(work, args.rows, work / "layout" if args.smoke else None)
+    if args.per_round is not None:
+        rounds = 5 if args.smoke else args.rounds
+        res = run_child("--child", "rounds", "--work", str(work), "--kinds", args.kinds, "--rounds", str(rounds),
+                        "--per-round", *args.per_round)
+        print(f"fold 0 of {args.rows:,} synthetic lesions, default sampling, one thread, {rounds} rounds:")
+        base = {}
+        for label, m in res.items():
+            kind = label.split(" ", 1)[0]
+            base.setdefault(kind, m["ms_per_round"])
+            print(f"  {label:40s} set-up {m['setup_s']:5.1f} s, {m['ms_per_round']:6.1f} ms per round "
+                  f"({m['ms_per_round'] / base[kind]:.2f} of the defaults'), {m['rows']:,} rows")
+        return
     cv = run_child("--child", "cv", "--work", str(work), "--kinds", args.kinds, *capped)
     print(f"boosting on {cv['rows']:,} synthetic lesions ({cv['positives']} positives), {cv['features']} features "
           f"({', '.join(GROUPS)}), 5 folds x {len(kinds)} libraries x 1 seed, default sampling:")

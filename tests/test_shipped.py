@@ -48,6 +48,15 @@ def test_benchmark_runs_at_its_smoke_size(script, monkeypatch, capsys, shared_da
     assert capsys.readouterr().out.strip()
 
 
+def test_boosting_scale_per_round_measures_the_defaults_and_each_variant(monkeypatch, capsys):
+    script = REPO / "benchmarks" / "boosting_scale.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--smoke", "--kinds", "lightgbm", "--per-round", '{"max_bin": 63}'])
+    monkeypatch.chdir(REPO)
+    runpy.run_path(str(script), run_name="__main__")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "ms per round" in line]
+    assert [line.split()[:2] for line in lines] == [["lightgbm", "defaults"], ["lightgbm", '{"max_bin":']]
+
+
 def test_demo_says_what_it_trimmed(monkeypatch, tmp_path):
     """The demo config's opening comment names each trim the config makes, and `dermstack demo` prints it."""
     from click.testing import CliRunner
