@@ -31,9 +31,9 @@ from dermstack.testing import shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 115.0
-#: the stages the budget covers: features and each member model (extraction, ensembles and
-#: calibration are reported beside it)
-TIMED = ("features", "model-")
+#: the stages the budget covers: features, each member model and the pair models of a nested score
+#: group (extraction, ensembles and calibration are reported beside it)
+TIMED = ("features", "model-", "nested-")
 NOT_TIMED = ("model-calibrated",)
 #: the stage records --reuse-extract keeps
 KEPT = ("ingest", "folds", "extract")
