@@ -9,6 +9,7 @@ import pytest
 from boosting_toy import toy
 from dermstack.config import ModelConfig, RunConfig
 from dermstack.data.folds import FoldPlan
+from dermstack.dataprofile import DataProfile
 from dermstack.errors import ConfigError
 from dermstack.features.scores import ScoreViews, fold_features, score_feature_frame
 from dermstack.linear import nested
@@ -89,6 +90,25 @@ def test_score_features_names_the_givers_and_the_cnn_alone_by_default():
     assert again(score_features=[]) == []
     # the default model set (no [[models]]) has the probe to name
     assert RunConfig.from_dict({"ensemble": {"score_features": ["logistic"]}}).ensemble.score_features == ["logistic"]
+
+
+def test_a_giver_only_some_default_sets_have_is_checked_once_the_data_is_known():
+    """Without [[models]], `score_features = ["knn"]` is accepted at parse time (a binary task of 2,000+
+    embedded rows gets the kNN by default) and refused, naming the rule and the fix, where the data's
+    default set has no kNN."""
+    def cfg():
+        return RunConfig.from_dict({"data": {"task": "binary"}, "ensemble": {"score_features": ["knn"]}})
+
+    embedded = cfg()
+    embedded.resolve(DataProfile(2_479, images=True, task="binary", embeddings=True))
+    assert "knn" in [m.label for m in embedded.models] and embedded.ensemble.score_features == ["knn"]
+    assert "lightgbm+knn" in embedded.feature_group_models()
+    with pytest.raises(ConfigError) as e:
+        cfg().resolve(DataProfile(500, images=True, task="binary", embeddings=True))
+    for text in ('[ensemble] score_features = ["knn"]', "has no", "500 training rows", '[[models]] kind = "knn"'):
+        assert text in str(e.value), str(e.value)
+    with pytest.raises(ConfigError, match='did you mean "knn"'):
+        RunConfig.from_dict({"ensemble": {"score_features": ["kn"]}})
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
