@@ -143,8 +143,8 @@ class RunConfig:
             labels = [m.label for m in self.models]
             absent = [n for n in self.ensemble.score_features or [] if n not in labels]
             if absent:  # a giver that only some data's default set has (checked at parse time against every kind)
-                why = "; ".join(f"{n}: {default_choices(data)[n].why}" for n in absent if n in model_kinds()
-                                and default_choices(data)[n].why)
+                choices = default_choices(data)
+                why = "; ".join(f"{n}: {choices[n].why}" for n in absent if n in choices and choices[n].why)
                 raise ConfigError(f"[ensemble] score_features = {show(self.ensemble.score_features)}: this data's default "
                                   f"model set {labels} has no {show(absent)}{f' ({why})' if why else ''}; to use it, list "
                                   f"the [[models]] wanted (they replace the default set), kind = \"{absent[0]}\" among them")
@@ -172,10 +172,11 @@ class RunConfig:
     def _score_feature_problems(self) -> list[str]:
         out, kinds = [], model_kinds()
         named = self.ensemble.score_features
-        # without [[models]] the default set is known only after ingest: any kind whose default may give a
-        # group can be named (resolve() says so if this data's set lacks it)
-        models = self.models or default_models(0) + [ModelConfig(kind=k) for k, e in kinds.items() if e.feature_group is not None
-                                                     and k not in {m.kind for m in default_models(0)}]
+        # without [[models]] the default set is known only after ingest: any kind that gives a group may be
+        # in it (resolve() says so if this data's set lacks a giver named here)
+        models = self.models or default_models(0)
+        if not self.models:
+            models += [ModelConfig(kind=k) for k, e in kinds.items() if e.feature_group is not None and k not in {m.kind for m in models}]
         if named:
             where = f"[ensemble] score_features = {show(named)}"
             givers = [m.label for m in models if m.kind in kinds and kinds[m.kind].feature_group is not None]
