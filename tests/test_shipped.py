@@ -57,6 +57,23 @@ def test_boosting_scale_per_round_measures_the_defaults_and_each_variant(monkeyp
     assert [line.split()[:2] for line in lines] == [["lightgbm", "defaults"], ["lightgbm", '{"max_bin":']]
 
 
+def test_boosting_scale_pairs_a_variant_with_an_earlier_cv(monkeypatch, capsys, tmp_path):
+    """--oof keeps the scores, --against pairs them: the same params give a zero difference, a
+    changed library alone moves."""
+    script = REPO / "benchmarks" / "boosting_scale.py"
+    monkeypatch.chdir(REPO)
+    base = ["--smoke", "--skip-rows", "--kinds", "lightgbm,xgboost"]
+    monkeypatch.setattr(sys, "argv", [str(script), *base, "--oof", str(tmp_path / "before")])
+    runpy.run_path(str(script), run_name="__main__")
+    assert sorted(p.name for p in (tmp_path / "before").iterdir()) == ["lightgbm.parquet", "xgboost.parquet"]
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", [str(script), *base, "--params", '{"xgboost": {"max_depth": 2}}', "--against", str(tmp_path / "before")])
+    runpy.run_path(str(script), run_name="__main__")
+    paired = {line.split()[0]: line for line in capsys.readouterr().out.split("paired with", 1)[1].splitlines()[1:]}
+    assert "pauc_tpr80" in paired["lightgbm"] and "+0.0000 [+0.0000, +0.0000]" in paired["lightgbm"]
+    assert "+0.0000 [+0.0000, +0.0000]; roc_auc" not in paired["xgboost"]
+
+
 def test_demo_says_what_it_trimmed(monkeypatch, tmp_path):
     """The demo config's opening comment names each trim the config makes, and `dermstack demo` prints it."""
     from click.testing import CliRunner
