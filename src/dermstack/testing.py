@@ -129,7 +129,12 @@ SMOKE_HELP = "tiny sizes, to check that the script runs (tests/test_shipped.py);
 
 
 def smoke_work(name: str) -> Path:
-    """A fresh temporary folder for a ``--smoke`` benchmark (never a cached full-size one)."""
+    """A fresh temporary folder for a ``--smoke`` benchmark (never a cached full-size one), removed
+    when this process exits: a smoke run prints its figures and keeps no files."""
+    import atexit
+    import shutil
     import tempfile
 
-    return Path(tempfile.mkdtemp(prefix=f"dermstack-smoke-{name}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"dermstack-smoke-{name}-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
