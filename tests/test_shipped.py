@@ -67,7 +67,8 @@ def test_boosting_scale_pairs_a_variant_with_an_earlier_cv(monkeypatch, capsys, 
     runpy.run_path(str(script), run_name="__main__")
     assert sorted(p.name for p in (tmp_path / "before").iterdir()) == ["lightgbm.parquet", "xgboost.parquet"]
     capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", [str(script), *base, "--params", '{"xgboost": {"max_depth": 2}}', "--against", str(tmp_path / "before")])
+    variant = ["--params", '{"xgboost": {"max_depth": 2}}', "--against", str(tmp_path / "before")]
+    monkeypatch.setattr(sys, "argv", [str(script), *base, *variant])
     runpy.run_path(str(script), run_name="__main__")
     paired = {line.split()[0]: line for line in capsys.readouterr().out.split("paired with", 1)[1].splitlines()[1:]}
     assert "pauc_tpr80" in paired["lightgbm"] and "+0.0000 [+0.0000, +0.0000]" in paired["lightgbm"]
