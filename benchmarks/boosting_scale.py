@@ -227,6 +227,8 @@ def main() -> None:
         return
     if args.against and not args.oof:
         args.oof = work / "oof-latest"  # the scores to pair must be written somewhere
+    if args.against and args.oof.resolve() == args.against.resolve():
+        ap.error("--oof and --against name the same folder: this CV would overwrite the scores it is paired with")
     kept = ("--params", json.dumps(args.params)) + (("--oof", str(args.oof.resolve())) if args.oof else ())
     cv = run_child("--child", "cv", "--work", str(work), "--kinds", args.kinds, *capped, *kept)
     print(f"boosting on {cv['rows']:,} synthetic lesions ({cv['positives']} positives), {cv['features']} features "
@@ -239,7 +241,10 @@ def main() -> None:
           f"memory {cv['peak_gib'] / BUDGET_GIB:.2f} of {BUDGET_GIB:.0f} GiB")
     if args.against:
         print(f"paired with {args.against} (this CV minus that one, 95% CI over 1,000 patient resamples):")
-        for kind, by_metric in paired(work, kinds, args.oof, args.against).items():
+        pairs = paired(work, kinds, args.oof, args.against)
+        for kind in sorted(set(kinds) - set(pairs)):
+            print(f"  {kind:9s} no scores of it in {args.against}")
+        for kind, by_metric in pairs.items():
             print(f"  {kind:9s} " + "; ".join(f"{m} {r['value_b']:.4f} -> {r['value_a']:.4f}, {r['diff']:+.4f} "
                                              f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" for m, r in by_metric.items()))
     if args.skip_rows:
