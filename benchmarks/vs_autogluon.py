@@ -8,7 +8,8 @@ dermstack runs its default config (no [[models]]: the default model set, size-aw
 defaults, method = "auto", calibration). AutoGluon 1.6.3 fits LightGBM + CatBoost + XGBoost, bagged
 (8 folds, grouped by lesion), with its weighted ensemble, once per outer fold; its OOF scores are
 pooled like dermstack's. Printed: each one's OOF ROC-AUC and pAUC, and fit time (dermstack: its
-model, ensemble and calibration stages; both exclude the shared embedding extraction).
+model, ensemble and calibration stages; both exclude the shared embedding extraction), and the
+ROC-AUC difference with its 95% CI from a paired bootstrap over lesions (1,000 resamples).
 
 AutoGluon is never a dependency of dermstack: it lives in its own virtual environment.
   python3 -m venv .venv-autogluon
@@ -172,13 +173,19 @@ def main() -> None:
     subprocess.run([str(args.ag_python), str(script), str(data), str(work), str(result), str(args.bag_folds),
                     str(args.max_folds)], check=True)
     ag = json.loads(result.read_text())
+    from dermstack.clinical.bootstrap import paired_bootstrap
+    from dermstack.data.table import LesionTable
+    from dermstack.predictions import Predictions
+
     rows = np.isin(inputs["fold"].to_numpy(), ag["folds"])
     y, s = inputs["target"].to_numpy()[rows], np.asarray(ag["oof"])[rows]
+    ids = inputs["image_id"].to_list()
+    mine = Predictions.read(run_dir / "oof.parquet").for_model(ours["final"]).matrix(ids, ["target"]).ravel()[rows]
+    lesion = (pl.DataFrame({"image_id": ids}).join(LesionTable.read(run_dir / "lesions.parquet").df, on="image_id", how="left",
+                                                   maintain_order="left").select(pl.coalesce("lesion_id", "image_id"))
+              .to_series().to_numpy()[rows])
+    diff = paired_bootstrap(y, mine, s, lesion, "roc_auc", n_boot=1000)
     if not rows.all():  # both on the rows of the folds AutoGluon fitted
-        from dermstack.predictions import Predictions
-
-        ids = inputs["image_id"].to_list()
-        mine = Predictions.read(run_dir / "oof.parquet").for_model(ours["final"]).matrix(ids, ["target"]).ravel()[rows]
         share = len(ag["folds"]) / inputs["fold"].n_unique()
         ours.update(roc_auc=roc_auc(y, mine), pauc_tpr80=pauc_tpr80(y, mine), seconds=ours["seconds"] * share,
                     folds=ag["folds"])
@@ -188,9 +195,10 @@ def main() -> None:
               "bag_folds": args.bag_folds}
     print(f"AutoGluon 1.6.3 (GBM+CAT+XGB bagged, weighted ensemble): ROC-AUC {theirs['roc_auc']:.4f}, "
           f"pAUC {theirs['pauc_tpr80']:.4f}, fit {theirs['seconds']:.0f} s (CPU {theirs['cpu_seconds']:.0f} s)")
-    print(f"dermstack - AutoGluon ROC-AUC {ours['roc_auc'] - theirs['roc_auc']:+.4f}; "
+    print(f"dermstack - AutoGluon ROC-AUC {ours['roc_auc'] - theirs['roc_auc']:+.4f} "
+          f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}] (paired, 1,000 lesion resamples); "
           f"fit time dermstack / AutoGluon = {ours['seconds'] / theirs['seconds']:.3f} (target <= 0.1)")
-    (args.out / "result.json").write_text(json.dumps({"dermstack": ours, "autogluon": theirs}, indent=2))
+    (args.out / "result.json").write_text(json.dumps({"dermstack": ours, "autogluon": theirs, "paired_roc_auc": diff}, indent=2))
 
 
 if __name__ == "__main__":
