@@ -108,9 +108,12 @@ def paired(work: Path, kinds: list[str], oof: Path, against: Path) -> dict:
         frame = pl.read_parquet(d / f"{kind}.parquet").group_by("image_id").agg(pl.col("score").mean())
         return rows.join(frame, on="image_id", how="left")["score"].to_numpy()
 
-    return {kind: {m: paired_bootstrap(task.y, scores(oof, kind), scores(against, kind), patient, m, n_boot=1000)
-                   for m in ("pauc_tpr80", "roc_auc")}
-            for kind in kinds if (against / f"{kind}.parquet").exists()}
+    out = {}
+    for kind in kinds:
+        if (against / f"{kind}.parquet").exists():
+            now, before = scores(oof, kind), scores(against, kind)
+            out[kind] = {m: paired_bootstrap(task.y, now, before, patient, m, n_boot=1000) for m in ("pauc_tpr80", "roc_auc")}
+    return out
 
 
 def fold0(work: Path):
