@@ -8,7 +8,8 @@ Features: every group but image (metadata, engineered, patient, and a 32-d PCA o
 dermstack's source changes (``built_by.txt``). Each measurement runs
 in its own process so that its peak RSS is its own:
   1. cv: `cross_validate` of each library, 5 folds x 1 seed, default sampling (ISIC 2024 winners:
-     positives over-sampled to 0.3% of negatives, negatives under-sampled to 100 per positive);
+     positives over-sampled to 0.3% of negatives, negatives under-sampled to 100 per positive; early
+     stopping watches the validation positives and 100 negatives per positive);
   2. rows: fold 0 of each library fitted twice through the same adapters, with the default
      sampling and on every training row, for the speed-up of the sampling.
 ``--params '{"xgboost": {"max_bin": 64}}'`` lays params over each library's defaults in the CV;
@@ -132,7 +133,7 @@ def child_rows(work: Path, kinds: list[str], params: dict) -> dict:
     """Fold 0 of each library: seconds with the default sampling and on every training row."""
     from dermstack.boosting.defaults import DEFAULT_SAMPLING, resolve_params
     from dermstack.boosting.registry import create_adapter
-    from dermstack.boosting.sampling import SamplingConfig, resample
+    from dermstack.boosting.sampling import SamplingConfig, resample, stopping_rows
     from dermstack.metrics import pauc_tpr80
 
     X, categorical, task, tr, va = fold0(work)
@@ -140,10 +141,10 @@ def child_rows(work: Path, kinds: list[str], params: dict) -> dict:
     for kind in kinds:
         fit_params = resolve_params(kind, "binary", params)
         for label, sampling in (("sampled", SamplingConfig.from_dict(DEFAULT_SAMPLING, "binary")), ("all_rows", None)):
-            idx = resample(tr, task.y, sampling, seed=0)
+            idx, stop = resample(tr, task.y, sampling, seed=0), stopping_rows(va, task.y, sampling, seed=0)
             t = time.perf_counter()
             a = create_adapter(kind, "binary", task.classes, fit_params, 0, categorical)
-            a.fit(X.iloc[idx], task.y[idx], X.iloc[va], task.y[va])
+            a.fit(X.iloc[idx], task.y[idx], X.iloc[stop], task.y[stop])
             out[f"{kind}_{label}"] = {"seconds": time.perf_counter() - t, "rows": len(idx), "best_iteration": a.best_iteration,
                                       "pauc_fold0": pauc_tpr80(task.y[va], a.predict_proba(X.iloc[va]))}
     out["peak_gib"] = peak_gib()
@@ -156,10 +157,11 @@ def child_rounds(work: Path, kinds: list[str], params: dict, variants: list[dict
     milliseconds per further round."""
     from dermstack.boosting.defaults import DEFAULT_SAMPLING, fold_size, resolve_params
     from dermstack.boosting.registry import create_adapter
-    from dermstack.boosting.sampling import SamplingConfig, resample
+    from dermstack.boosting.sampling import SamplingConfig, resample, stopping_rows
 
     X, categorical, task, tr, va = fold0(work)
-    idx = resample(tr, task.y, SamplingConfig.from_dict(DEFAULT_SAMPLING, "binary"), seed=0)
+    sampling = SamplingConfig.from_dict(DEFAULT_SAMPLING, "binary")
+    idx, va = resample(tr, task.y, sampling, seed=0), stopping_rows(va, task.y, sampling, seed=0)
     rows, minority = fold_size("binary", task.y[idx])
     out = {}
     for kind in kinds:

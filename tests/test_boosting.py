@@ -10,7 +10,7 @@ import pytest
 
 from boosting_toy import toy
 from dermstack.boosting import FeatureMatrix, create_adapter, cross_validate, load_models, predict_saved
-from dermstack.boosting.sampling import SamplingConfig, resample
+from dermstack.boosting.sampling import SamplingConfig, resample, stopping_rows
 from dermstack.boosting.weights import sample_weights
 from dermstack.config import ModelConfig
 from dermstack.data.folds import FoldPlan
@@ -186,6 +186,18 @@ def test_resample_follows_the_winners_ratios():
     balanced = np.r_[np.ones(50, np.int8), np.zeros(50, np.int8)]
     assert np.array_equal(resample(np.arange(100), balanced, SamplingConfig(), seed=0), np.arange(100))
     assert SamplingConfig.from_dict({"negative_ratio": 0, "positive_oversample": 0}, "binary") is None
+
+
+def test_early_stopping_watches_the_positives_and_sampled_negatives():
+    y = np.zeros(100_000, dtype=np.int8)
+    y[::5000] = 1
+    valid = np.arange(0, 100_000, 5)  # 20 positives among 20,000 rows
+    watched = stopping_rows(valid, y, SamplingConfig(), seed=3)
+    assert set(watched) <= set(valid) and np.all(np.diff(watched) > 0)
+    assert (y[watched] == 1).sum() == 20 and (y[watched] == 0).sum() == 2_000  # every positive, 100 negatives each
+    assert np.array_equal(watched, stopping_rows(valid, y, SamplingConfig(), seed=3))
+    for keep_all in (None, SamplingConfig(negative_ratio=0), SamplingConfig(negative_ratio=0.0005)):  # off, or met
+        assert np.array_equal(stopping_rows(valid, y, keep_all, seed=3), valid)
 
 
 def test_class_weights():

@@ -12,7 +12,7 @@ import polars as pl
 from dermstack.boosting.base import FeatureMatrix, adapter_class, resolve_device
 from dermstack.boosting.defaults import DEFAULT_SAMPLING, check_scores_vary, fold_size, resolve_params, size_overrides
 from dermstack.boosting.registry import create_adapter
-from dermstack.boosting.sampling import SamplingConfig, resample
+from dermstack.boosting.sampling import SamplingConfig, resample, stopping_rows
 from dermstack.boosting.store import ModelStore
 from dermstack.boosting.weights import sample_weights
 from dermstack.calibration import training_prior, undo_prior
@@ -109,8 +109,9 @@ def cross_validate(features: FeatureSet, task: TaskSpec, plan: FoldPlan, model: 
         adapter = create_adapter(adapter_cls, task.kind, task.classes, fit_params, job.seed, matrix.categorical, client=client)
         how = fit_params.get("class_weight")
         weight = sample_weights(task.kind, y[fit_idx], how, len(task.classes))
-        valid_weight = sample_weights(task.kind, y[job.valid], how, len(task.classes))
-        adapter.fit(X.iloc[fit_idx], y[fit_idx], X.iloc[job.valid], y[job.valid], weight, valid_weight)
+        stop_idx = stopping_rows(job.valid, y, sampling, seed=job.seed * 1000 + job.fold)
+        valid_weight = sample_weights(task.kind, y[stop_idx], how, len(task.classes))
+        adapter.fit(X.iloc[fit_idx], y[fit_idx], X.iloc[stop_idx], y[stop_idx], weight, valid_weight)
         valid_raw = adapter.predict_proba(X.iloc[job.valid])
         check_scores_vary(adapter_cls, name, job.fold, valid_raw, lambda: adapter.predict_proba(X.iloc[fit_idx]), fit_params,
                           rows, minority, per_output=task.kind.multilabel, skip=getattr(adapter, "constant_outputs", ()),

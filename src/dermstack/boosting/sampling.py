@@ -3,7 +3,13 @@
 Positives are first over-sampled (repeated) until positives/negatives reaches ``positive_oversample``,
 then negatives are under-sampled until positives/negatives reaches ``negative_ratio`` (the
 ``imblearn`` ``sampling_strategy`` meaning: the minority/majority ratio after resampling). A ratio
-the data already exceeds leaves it unchanged; 0 disables that step. Validation rows are never resampled.
+the data already exceeds leaves it unchanged; 0 disables that step.
+
+Every validation row is scored for the out-of-fold predictions. Early stopping watches fewer
+(:func:`stopping_rows`): the validation positives and their negatives under-sampled to the same
+``negative_ratio``. AUC does not depend on the ratio of negatives to positives, so the stopping round
+is the same in expectation; at ISIC 2024 scale (80 positives among 80,000 validation rows) the
+libraries then score 8,000 rows a round instead of 80,000.
 """
 from __future__ import annotations
 
@@ -35,3 +41,16 @@ def resample(idx: np.ndarray, y: np.ndarray, cfg: SamplingConfig | None, seed: i
     out = np.sort(np.concatenate([pos, neg]))
     log.debug("resampled %d training rows to %d (%d positives)", len(idx), len(out), len(pos))
     return out
+
+
+def stopping_rows(idx: np.ndarray, y: np.ndarray, cfg: SamplingConfig | None, seed: int) -> np.ndarray:
+    """Row indices of the validation part ``idx`` that early stopping watches, in ascending order: every
+    positive and the negatives under-sampled to ``cfg.negative_ratio`` (all rows when it is off or met)."""
+    if cfg is None or not cfg.negative_ratio:
+        return idx
+    pos, neg = idx[y[idx] == 1], idx[y[idx] == 0]
+    keep = int(np.ceil(len(pos) / cfg.negative_ratio))
+    if len(pos) == 0 or keep >= len(neg):
+        return idx
+    neg = np.random.default_rng(seed).choice(neg, keep, replace=False)
+    return np.sort(np.concatenate([pos, neg]))

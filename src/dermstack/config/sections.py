@@ -182,7 +182,8 @@ class SamplingConfig:
     """Per-fold resampling of a binary task's training part (:mod:`dermstack.boosting.sampling`):
     minority/majority ratios after over-sampling positives and under-sampling negatives; 0 turns a step off."""
 
-    #: then negatives are under-sampled until positives/negatives reaches this; 0: keep every negative
+    #: then negatives are under-sampled until positives/negatives reaches this, and so are the validation
+    #: rows early stopping watches (every validation row is still scored); 0: keep every negative
     negative_ratio: Fraction = 0.01
     #: positives are first repeated until positives/negatives reaches this; 0: no over-sampling
     positive_oversample: Fraction = 0.003
