@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import timm
 from annotated_types import Ge, Interval, Le, MinLen
 from pydantic import AfterValidator, AllowInfNan, BeforeValidator, Strict
 
@@ -90,6 +89,8 @@ def reader_formats() -> list[str]:
 
 def check_backbone(name: str) -> str:
     """The timm architecture for ``name``, or a ConfigError naming close matches."""
+    import timm  # torch with it: seconds that a config without a backbone, and `dermstack --help`, never pay
+
     base = name.split(".")[0]
     if timm.is_model(name) or timm.is_model(base) or name.startswith("hf-hub:"):
         return name
