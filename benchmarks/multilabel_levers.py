@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dermstack.boosting.kind import SMOKE as BOOSTER_SMOKE
 from dermstack.testing import SMOKE_HELP, shared_data_dir, smoke_work, tiny_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +42,16 @@ BOOSTERS = ("lightgbm", "xgboost", "catboost")
 VARIANTS = {"default": None, "class_weight=sqrt": "sqrt", "class_weight=none": "none"}
 
 
-def models_toml(class_weight: str | None) -> str:
-    """The default model set (boosters and the linear probe), the boosters with ``class_weight``."""
-    if class_weight is None:
+def models_toml(class_weight: str | None, smoke: bool = False) -> str:
+    """The default model set (boosters and the linear probe), the boosters with ``class_weight``; at the
+    smoke size named, with the boosters' smoke rounds and two values of the probe's C."""
+    if class_weight is None and not smoke:
         return ""
-    blocks = [f'\n[[models]]\nkind = "{k}"\nparams = {{ class_weight = "{class_weight}" }}\n' for k in BOOSTERS]
-    return "".join(blocks) + '\n[[models]]\nkind = "logistic"\n'
+    params = {**(BOOSTER_SMOKE["params"] if smoke else {}), **({"class_weight": class_weight} if class_weight else {})}
+    inline = ", ".join(f"{k} = {json.dumps(v)}" for k, v in params.items())
+    blocks = [f'\n[[models]]\nkind = "{k}"\nparams = {{ {inline} }}\n' for k in BOOSTERS]
+    probe = '\n[[models]]\nkind = "logistic"\n' + ("params = { C = [0.1, 1.0] }\n" if smoke else "")
+    return "".join(blocks) + probe
 
 
 def thresholded(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -88,7 +93,8 @@ def main() -> None:
         for name, cw in variants.items():
             d = args.out / f"seed{seed}" / name.replace("=", "-")
             d.mkdir(parents=True, exist_ok=True)
-            (d / "config.toml").write_text(CONFIG.format(data=args.data.resolve(), seed=seed, splits=splits, models=models_toml(cw)))
+            models = models_toml(cw, args.smoke)
+            (d / "config.toml").write_text(CONFIG.format(data=args.data.resolve(), seed=seed, splits=splits, models=models))
             done = subprocess.run([sys.executable, "-m", "dermstack.cli", "run", str(d / "config.toml"), "--out", str(d / "run")],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if done.returncode:  # a variant that cannot fit this data is a finding, not the end of the benchmark
