@@ -6,7 +6,6 @@ import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import timm
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -14,7 +13,6 @@ from torch import nn
 from dermstack.atomic import atomic_path
 from dermstack.cnn.params import CNNConfig
 from dermstack.errors import reading
-from dermstack.extract.registry import create_backbone
 
 
 @dataclass
@@ -37,6 +35,10 @@ class NetTemplate:
 
 def net_template(cfg: CNNConfig) -> NetTemplate:
     """Backbone with offline-resolved weights (extract's ``create_backbone``) or random ones (``pretrained=false``)."""
+    import timm  # here, not at the top: a run without a CNN registers this kind and never pays timm's import
+
+    from dermstack.extract.registry import create_backbone
+
     if cfg.pretrained:
         bb = create_backbone(cfg.backbone, cfg.weights, cfg.image_size)
         return NetTemplate(bb.model, bb.timm_name, tuple(bb.data_config["mean"]), tuple(bb.data_config["std"]), asdict(bb.weights))
@@ -64,6 +66,8 @@ def save_net(net: nn.Module, path: Path) -> Path:
 
 
 def load_net(arch: str, n_outputs: int, path: Path) -> nn.Module:
+    import timm
+
     net = timm.create_model(arch, pretrained=False, num_classes=n_outputs)
     with reading(path, "CNN checkpoint"):
         net.load_state_dict(load_file(str(path)))
