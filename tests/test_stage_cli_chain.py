@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dermstack.cli import cli
 from extract_fixtures import TEST_MODEL
-from tiny_runs import TinyRuns, booster, embedded, test_cnn
+from tiny_runs import TinyRuns, booster, cnn_entry, embedded
 
 SYNTH = {"lesions": 150, "test_lesions": 10, "image_size": 32, "seed": 0, "positive_rate": 0.1}
 
@@ -23,7 +23,7 @@ def invoke(*args) -> str:
 @pytest.mark.slow
 def test_stage_commands_chain_to_the_runs_submission(tmp_path, test_weights):
     cfg = TinyRuns.write(tmp_path / "run.toml", data=SYNTH, cv={"seed": 42}, extract=embedded(test_weights, precision="fp32"),
-                         models=[booster("lightgbm", 30), test_cnn(epochs=2, samples_per_epoch=96)],
+                         models=[booster("lightgbm", 30), cnn_entry(epochs=2, samples_per_epoch=96)],
                          ensemble={"method": "stack", "cnn_feature": False}, report={"enabled": False})
     invoke("run", cfg, "--out", tmp_path / "run")
 

@@ -35,7 +35,7 @@ def booster(kind: str = "lightgbm", rounds: int = 10, **entry) -> dict:
     return {"kind": kind, **entry, "params": {"n_estimators": rounds, "threads": 1, **entry.get("params", {})}}
 
 
-def test_cnn(epochs: int = 1, **params) -> dict:
+def cnn_entry(epochs: int = 1, **params) -> dict:
     """A ``[[models]] kind = "cnn"`` entry of timm's test backbone at 32 px, not pretrained (``params`` merged)."""
     return {"kind": "cnn", "name": "cnn", "backbone": TEST_MODEL, "epochs": epochs, "image_size": 32,
             "params": {"pretrained": False, "samples_per_epoch": 64, "batch_size": 32, "lr": 0.003, "freeze_fraction": 0.0,

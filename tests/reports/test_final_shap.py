@@ -24,12 +24,12 @@ from dermstack.predictions import ModelResult, Predictions
 from dermstack.reports.final_shap import explain_final, explained_model
 from dermstack.reports.rundata import RunData
 from dermstack.reports.shap_ import ShapValues
-from tiny_runs import booster, embedded, test_cnn
+from tiny_runs import booster, cnn_entry, embedded
 
 #: LightGBM (2 seeds, resampled), the linear probe and a CNN on 150 synthetic lesions with embeddings; "auto" ensemble
 BINARY = {"data": {"test_lesions": 6, "positive_rate": 0.15, "image_size": 32}, "report": {"enabled": False},
           "models": [booster("lightgbm", 30, seeds=[0, 1], sampling={"negative_ratio": 0.5, "positive_oversample": 0}),
-                     {"kind": "logistic", "params": {"C": [0.1]}}, test_cnn()]}
+                     {"kind": "logistic", "params": {"C": [0.1]}}, cnn_entry()]}
 
 
 def stored(run_dir: Path, model: str, ids: list[str], folds: np.ndarray, classes: list[str]) -> np.ndarray:
