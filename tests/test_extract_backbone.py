@@ -116,6 +116,8 @@ def test_wrong_weights_are_clear_errors(tmp_path, test_weights):
         create_backbone(TEST_MODEL, weights=junk)
     with pytest.raises(ConfigError, match="unknown backbone"):
         create_backbone("no_such_net_xyz")
+    with pytest.raises(ConfigError, match='unknown backbone .*did you mean "resnet50"'):
+        create_backbone("resnet_50")
 
 
 def test_local_file_with_other_names_maps_by_order(tmp_path, test_weights):

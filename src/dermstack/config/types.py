@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from annotated_types import Ge, Interval, Le, MinLen
 from pydantic import AfterValidator, AllowInfNan, BeforeValidator, Strict
 
-from dermstack.config.problems import fail, unknown
+from dermstack.config.problems import did_you_mean, fail, unknown
 from dermstack.data.readers import READERS
 from dermstack.errors import ConfigError
 from dermstack.taskkind import TaskKind
@@ -94,8 +94,7 @@ def check_backbone(name: str) -> str:
     base = name.split(".")[0]
     if timm.is_model(name) or timm.is_model(base) or name.startswith("hf-hub:"):
         return name
-    close = timm.list_models(f"*{base.split('_')[0]}*")[:8]
-    raise ConfigError(f"unknown backbone {name!r}: not a timm model name" + (f"; similar: {close}" if close else ""))
+    raise ConfigError(f"unknown backbone {name!r}: not a timm model name{did_you_mean(base, timm.list_models())}")
 
 
 def _known_backbone(name: str) -> str:
