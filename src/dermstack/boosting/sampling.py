@@ -13,6 +13,7 @@ libraries then score 8,000 rows a round instead of 80,000.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -23,9 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def resample(idx: np.ndarray, y: np.ndarray, cfg: SamplingConfig | None, seed: int) -> np.ndarray:
-    """Row indices (into the full table) of the resampled training part, in ascending order.
+    """Row indices (into the full table) of the resampled part ``idx`` of a fold, in ascending order.
 
-    ``idx`` are the fold's training rows, ``y`` the binary labels of the full table."""
+    ``y`` are the binary labels of the full table."""
     if cfg is None:
         return idx
     rng = np.random.default_rng(seed)
@@ -39,18 +40,11 @@ def resample(idx: np.ndarray, y: np.ndarray, cfg: SamplingConfig | None, seed: i
         keep = int(np.ceil(len(pos) / cfg.negative_ratio))
         neg = rng.choice(neg, keep, replace=False)
     out = np.sort(np.concatenate([pos, neg]))
-    log.debug("resampled %d training rows to %d (%d positives)", len(idx), len(out), len(pos))
+    log.debug("resampled %d rows to %d (%d positives)", len(idx), len(out), len(pos))
     return out
 
 
 def stopping_rows(idx: np.ndarray, y: np.ndarray, cfg: SamplingConfig | None, seed: int) -> np.ndarray:
     """Row indices of the validation part ``idx`` that early stopping watches, in ascending order: every
     positive and the negatives under-sampled to ``cfg.negative_ratio`` (all rows when it is off or met)."""
-    if cfg is None or not cfg.negative_ratio:
-        return idx
-    pos, neg = idx[y[idx] == 1], idx[y[idx] == 0]
-    keep = int(np.ceil(len(pos) / cfg.negative_ratio))
-    if len(pos) == 0 or keep >= len(neg):
-        return idx
-    neg = np.random.default_rng(seed).choice(neg, keep, replace=False)
-    return np.sort(np.concatenate([pos, neg]))
+    return idx if cfg is None else resample(idx, y, dataclasses.replace(cfg, positive_oversample=0), seed)
