@@ -20,10 +20,10 @@ Examples
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from dermstack.errors import ConfigError, DataError, DermstackError, PluginError, RunLockedError
+from dermstack.lazy import lazy_names
 
 if TYPE_CHECKING:
     from dermstack.api import compare, fit, kinds, load
@@ -45,14 +45,4 @@ __all__ = ["fit", "load", "compare", "kinds", "FittedRun", "Explanation", "RunCo
            "DermstackError", "DataError", "ConfigError", "PluginError", "RunLockedError", "__version__"]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dermstack' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

@@ -1,12 +1,13 @@
 """dermstack.extract: frozen timm backbones embed every image into an HDF5 EmbeddingStore.
 
-Names load on first use (PEP 562, as :mod:`dermstack` does): a stage that only reads an
+Names load on first use (:mod:`dermstack.lazy`, as :mod:`dermstack`'s do): a stage that only reads an
 EmbeddingStore does not pay the seconds of importing torch and timm.
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from dermstack.lazy import lazy_names
 
 if TYPE_CHECKING:
     from dermstack.extract.registry import DEFAULT_BACKBONE, Backbone, create_backbone
@@ -14,25 +15,16 @@ if TYPE_CHECKING:
     from dermstack.extract.settings import ExtractSettings
     from dermstack.extract.store import EmbeddingStore, merge_stores
 
-#: public name -> the submodule that defines it
+#: public name -> the module that defines it
 _LAZY = {
-    "DEFAULT_BACKBONE": "registry", "Backbone": "registry", "create_backbone": "registry",
-    "ExtractReport": "runner", "extract_embeddings": "runner", "ExtractSettings": "settings",
-    "EmbeddingStore": "store", "merge_stores": "store",
+    "DEFAULT_BACKBONE": "dermstack.extract.registry", "Backbone": "dermstack.extract.registry",
+    "create_backbone": "dermstack.extract.registry", "ExtractReport": "dermstack.extract.runner",
+    "extract_embeddings": "dermstack.extract.runner", "ExtractSettings": "dermstack.extract.settings",
+    "EmbeddingStore": "dermstack.extract.store", "merge_stores": "dermstack.extract.store",
 }
 
 __all__ = ["DEFAULT_BACKBONE", "Backbone", "EmbeddingStore", "ExtractReport", "ExtractSettings", "create_backbone",
            "extract_embeddings", "merge_stores"]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dermstack.extract' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"dermstack.extract.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
