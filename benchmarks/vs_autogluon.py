@@ -174,6 +174,7 @@ def main() -> None:
                     str(args.max_folds)], check=True)
     ag = json.loads(result.read_text())
     from dermstack.clinical.bootstrap import paired_bootstrap
+    from dermstack.clinical_report import bootstrap_units
     from dermstack.data.table import LesionTable
     from dermstack.predictions import Predictions
 
@@ -181,10 +182,8 @@ def main() -> None:
     y, s = inputs["target"].to_numpy()[rows], np.asarray(ag["oof"])[rows]
     ids = inputs["image_id"].to_list()
     mine = Predictions.read(run_dir / "oof.parquet").for_model(ours["final"]).matrix(ids, ["target"]).ravel()[rows]
-    lesion = (pl.DataFrame({"image_id": ids}).join(LesionTable.read(run_dir / "lesions.parquet").df, on="image_id", how="left",
-                                                   maintain_order="left").select(pl.coalesce("lesion_id", "image_id"))
-              .to_series().to_numpy()[rows])
-    diff = paired_bootstrap(y, mine, s, lesion, "roc_auc", n_boot=1000)
+    units, unit = bootstrap_units(LesionTable.read(run_dir / "lesions.parquet"), ids)  # as `dermstack compare` pairs
+    diff = paired_bootstrap(y, mine, s, units[rows], "roc_auc", n_boot=1000)
     if not rows.all():  # both on the rows of the folds AutoGluon fitted
         share = len(ag["folds"]) / inputs["fold"].n_unique()
         ours.update(roc_auc=roc_auc(y, mine), pauc_tpr80=pauc_tpr80(y, mine), seconds=ours["seconds"] * share,
@@ -196,7 +195,7 @@ def main() -> None:
     print(f"AutoGluon 1.6.3 (GBM+CAT+XGB bagged, weighted ensemble): ROC-AUC {theirs['roc_auc']:.4f}, "
           f"pAUC {theirs['pauc_tpr80']:.4f}, fit {theirs['seconds']:.0f} s (CPU {theirs['cpu_seconds']:.0f} s)")
     print(f"dermstack - AutoGluon ROC-AUC {ours['roc_auc'] - theirs['roc_auc']:+.4f} "
-          f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}] (paired, 1,000 lesion resamples); "
+          f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}] (paired, 1,000 resamples of {unit}); "
           f"fit time dermstack / AutoGluon = {ours['seconds'] / theirs['seconds']:.3f} (target <= 0.1)")
     (args.out / "result.json").write_text(json.dumps({"dermstack": ours, "autogluon": theirs, "paired_roc_auc": diff}, indent=2))
 
