@@ -10,7 +10,8 @@ import torch
 
 from dermstack.cnn.augment import Augment, cache_size
 from dermstack.cnn.params import CNNConfig
-from dermstack.cnn.train import cross_validate_cnn, predict_cnn_saved, sampling_weights
+from dermstack.cnn.saved import predict_cnn_saved
+from dermstack.cnn.train import cross_validate_cnn, sampling_weights
 from dermstack.config import ModelConfig
 from dermstack.errors import ConfigError
 from ensembles_toy import setup, tiny_cnn

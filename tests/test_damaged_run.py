@@ -524,7 +524,8 @@ def test_an_image_batch_that_cannot_fit_is_named_before_it_is_allocated(tmp_path
 
 def test_an_mlp_that_cannot_fit_is_named_before_it_is_allocated(monkeypatch):
     from dermstack.linear.design import Design
-    from dermstack.mlp.net import MLPParams, fit_mlp
+    from dermstack.mlp.net import fit_mlp
+    from dermstack.mlp.params import MLPParams
     from dermstack.taskkind import TaskKind
 
     monkeypatch.setattr("dermstack.config.limits.free_memory", lambda device="cpu": 2**30)

@@ -81,7 +81,8 @@ def test_the_probe_start_is_the_linear_probe_plus_a_residual_that_starts_at_zero
     """Epoch 0 of ``start = "probe"`` scores exactly as the probe fitted with the same class weights;
     the residual's epochs are chosen on the inner split, then everything is refitted on every row."""
     from dermstack.linear.probe import LinearParams, fit_probe
-    from dermstack.mlp.net import MLPParams, _probe, _train, fit_mlp
+    from dermstack.mlp.net import _probe, _train, fit_mlp
+    from dermstack.mlp.params import MLPParams
 
     rng = np.random.default_rng(1)
     n, T = 240, 6

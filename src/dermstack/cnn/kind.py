@@ -1,23 +1,27 @@
 """The fine-tuned CNN as a model kind of the registry (:mod:`dermstack.registry`), and its scores as
-the ``cnn`` feature group of the boosters (:mod:`dermstack.cnn.nested`)."""
+the ``cnn`` feature group of the boosters (:mod:`dermstack.cnn.nested`). Training and scoring import
+torch and timm when they run, not when the kind is registered."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from dermstack.cnn.feature import GROUP, RELATIONS
-from dermstack.cnn.nested import nested_cnn_views
 from dermstack.cnn.params import CNNConfig, CNNParams
-from dermstack.cnn.train import SavedCNN, cross_validate_cnn
+from dermstack.cnn.saved import SavedCNN
 from dermstack.dataprofile import DataProfile, DefaultChoice
 from dermstack.features.scores import ScoreViews, fold_features, views_file
 from dermstack.registry import FeatureGroup, FitInputs, ModelKind, ScoreTerm, register
 
 
 def _cross_validate(inputs: FitInputs):
+    from dermstack.cnn.train import cross_validate_cnn
+
     return cross_validate_cnn(inputs.table, inputs.task, inputs.plan, inputs.model, inputs.out_dir, executor=inputs.executor)
 
 
 def _fit_views(inputs: FitInputs):
+    from dermstack.cnn.nested import nested_cnn_views
+
     return nested_cnn_views(inputs.table, inputs.task, inputs.plan, inputs.model, inputs.out_dir)
 
 

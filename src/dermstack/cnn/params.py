@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from annotated_types import Ge, Interval, Lt
 from pydantic import AllowInfNan, Strict
 
@@ -12,6 +11,9 @@ from dermstack.config import ModelConfig
 from dermstack.config.limits import Batch, CNNImageSide, Epochs, Processes, Samples
 from dermstack.config.problems import schema
 from dermstack.config.types import Backbone, Bool, Device, Fraction, NonNegInt, Precision, Str
+
+if TYPE_CHECKING:
+    import torch
 
 
 @schema("[[models]] params")
@@ -84,6 +86,8 @@ def autocast_dtype(device: str, precision: str, training: bool) -> torch.dtype |
     CPU, which made the demo's CNN stage about 10x slower; set precision = "bf16" where it pays."""
     if precision == "fp32":
         return None
+    import torch  # here, so that checking a config does not import torch
+
     if precision == "bf16":
         return torch.bfloat16
     if precision == "fp16":

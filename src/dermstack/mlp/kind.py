@@ -1,17 +1,25 @@
 """``kind = "mlp"``: the small MLP of :mod:`dermstack.mlp.net` as a model kind of the registry,
-cross-validated like the linear probe on each fold's Design of full embeddings and table features."""
+cross-validated like the linear probe on each fold's Design of full embeddings and table features.
+The network (torch) is imported when a fold is fitted or a saved one read, not to register the kind."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from dermstack.linear.cv import cross_validate_design
 from dermstack.linear.explain import explain_design_model
 from dermstack.linear.probe import SavedLinear
-from dermstack.mlp.net import FittedMLP, MLPParams, fit_mlp
+from dermstack.mlp.params import MLPParams
 from dermstack.registry import FitInputs, ModelKind, register
+
+if TYPE_CHECKING:
+    from dermstack.mlp.net import FittedMLP
 
 KIND = "mlp"
 
 
 def _cross_validate(inputs: FitInputs):
+    from dermstack.mlp.net import fit_mlp
+
     m = inputs.model
     params = MLPParams(**m.params)
     return cross_validate_design(inputs.features, inputs.store, inputs.task, inputs.plan, m, KIND, params, fit_mlp,
@@ -25,6 +33,8 @@ class SavedMLP(SavedLinear):
     feature_group = None
 
     def probes(self) -> list[FittedMLP]:
+        from dermstack.mlp.net import FittedMLP
+
         return [FittedMLP.load(self.dir / e["stem"], self.spec["task"]) for e in self.spec["models"]]
 
 
