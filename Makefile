@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed
 # The exact versions the suite is tested with (the lock), and every dependency at its lower bound.
 LOCK   := constraints.txt
 LOWER  := constraints-lower.txt
+# pytest-xdist workers; each test file runs on one (its module fixtures built once). Most tests use one
+# core, so two workers on a 2-core machine halve the suite's time (make test TEST_JOBS=auto: one per core).
+TEST_JOBS ?= 2
+PYTEST = -m pytest -q -p no:cacheprovider --timeout=900 -n $(TEST_JOBS) --dist loadfile
 
 .PHONY: demo test test-fast test-lower lint install lock wheelhouse bench clean
 
@@ -29,18 +33,18 @@ $(VENV)/.chromium: | $(PY)
 	touch $@
 
 test: $(STAMP) $(VENV)/.chromium
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) $(PYTEST); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 # The edit-test loop: everything but the tests marked slow (under 3 minutes on 2 cores).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 -m "not slow"
+	$(PY) $(PYTEST) -m "not slow"
 
 # The fast tests with every dependency at the lower bound pyproject.toml declares, in their own venv.
 test-lower:
 	test -x .venv-lower/bin/python || $(PYTHON) -m venv .venv-lower
 	.venv-lower/bin/python -m pip install --quiet --upgrade pip
 	.venv-lower/bin/python -m pip install --quiet --only-binary=:all: -c $(LOWER) -e '.[dev,docs]'
-	.venv-lower/bin/python -m pytest -q -p no:cacheprovider --timeout=900 -m "not slow"
+	.venv-lower/bin/python $(PYTEST) -m "not slow"
 
 # Write the lock from the venv the suite passed in (after changing a dependency: re-create .venv, make test, make lock).
 lock: $(STAMP)
