@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dermstack.testing import shared_data_dir
+from dermstack.testing import shared_data_dir, smoke_work
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from boosting_scale import GROUPS, KINDS, build_inputs, load  # noqa: E402  (same cached synthetic inputs)
@@ -110,10 +110,12 @@ def lpt_makespan(seconds: list[float], workers: int) -> float:
     return max(loads)
 
 
-def boosters(rows: int, kinds: list[str], n_workers: int, params: dict) -> None:
-    work = CACHE_ROOT / f"boosting-{rows}"
+def boosters(rows: int, kinds: list[str], n_workers: int, params: dict, smoke: bool = False) -> None:
+    """The boosters' CV locally and on the cluster; ``smoke``: in a fresh folder that is removed afterwards,
+    on boosting_scale's smoke layout (positives in every fold), not the cached full-size inputs."""
+    work = smoke_work("dask") if smoke else CACHE_ROOT / f"boosting-{rows}"
     work.mkdir(parents=True, exist_ok=True)
-    build_inputs(work, rows)
+    build_inputs(work, rows, work / "layout" if smoke else None)
     extra = ["--params", json.dumps(params)]
     local = run_child("--child", "--work", str(work), "--kinds", ",".join(kinds), *extra)
     with tempfile.TemporaryDirectory() as d:
@@ -185,7 +187,7 @@ def main() -> None:
         return
     if args.smoke:
         args.rows, args.images = 2_000, 8
-    boosters(args.rows, kinds, args.workers, {"n_estimators": 20, "threads": 1} if args.smoke else {})
+    boosters(args.rows, kinds, args.workers, {"n_estimators": 20, "threads": 1} if args.smoke else {}, args.smoke)
     if args.images:
         extraction(args.images, 64 if args.smoke else None)
 
