@@ -55,8 +55,10 @@ def fit_run(config: ConfigLike, out: str | Path, force: bool = False, dask_addre
 def print_metrics(metrics: dict) -> None:
     click.echo(f"task {metrics['task']}: {metrics['n_train']} training rows, {metrics['n_test']} test rows")
     for name, m in {**metrics["models"], f"final ({metrics['oof_model']})": metrics["oof"]}.items():
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float) and not k.endswith(("_lo", "_hi")))
-        click.echo(f"  {name}: {shown}")
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in m.items()
+                          if isinstance(v, float) and k != "seconds" and not k.endswith(("_lo", "_hi")))
+        took = f" ({m['seconds']:.1f} s)" if isinstance(m.get("seconds"), (int, float)) else ""
+        click.echo(f"  {name}: {shown}{took}")
     ens, cal = metrics.get("ensemble") or {}, metrics.get("calibration") or {}
     if ens.get("why"):
         click.echo(f"  ensemble: {ens['chosen']}, {ens['why']}")
