@@ -10,7 +10,9 @@ with a shift for cancers. Prints seconds for
   3. paired_bootstrap of pauc_tpr80 and of roc_auc between two models on the same resamples
      (vectorised ROC curves), and pauc_tpr80 through the generic path (the metric called on each
      resample's rows, as for any other metric), timed on --loop resamples and scaled;
-  4. tune_thresholds (nested over 5 folds) at MILK10k size: 10,480 lesions, 11 classes.
+  4. tune_thresholds (nested over 5 folds) at MILK10k size: 10,480 lesions, 11 classes;
+  5. the row-bootstrap intervals of roc_auc and pauc_tpr80 that every model's metrics.json gets
+     (crossfit.fold_metrics: both metrics on one set of --boot resamples), against each metric drawn alone.
 """
 from __future__ import annotations
 
@@ -95,6 +97,10 @@ def main() -> None:
         sec, tuned = timed(clinical.tune_thresholds, labels, sc, folds, task)
         print(f"tune_thresholds {task:10s} 10,480x11 {sec:8.2f} s  (macro F1 {tuned['f1_before']:.3f} -> "
               f"{tuned['f1_after']:.3f} nested)")
+    roc = {"roc_auc": metrics.roc_auc, "pauc_tpr80": metrics.pauc_tpr80}
+    together, _ = timed(metrics.bootstrap_cis, roc, y, s_a, n=args.boot)
+    alone = sum(timed(metrics.bootstrap_ci, fn, y, s_a, n=args.boot)[0] for fn in roc.values())
+    print(f"row bootstrap roc_auc + pauc_tpr80   {together:8.2f} s  (each drawn alone {alone:.2f} s; {alone / together:.1f}x)")
     for name in ("flagged_per_cancer_at_sensitivity_80", "top_15_sensitivity", "sensitivity_at_specificity_90"):
         v = out[name]
         print(f"  {name}: {v['value']:.4g} (95% CI {v['ci_low']:.4g}..{v['ci_high']:.4g})")

@@ -88,3 +88,15 @@ def test_one_sort_bootstrap_equals_resampling_rows(fn):
             except ValueError:  # a draw with one class
                 pass
         np.testing.assert_array_equal(metrics.bootstrap_values(fn, y, s, 40, trial), want)
+
+
+def test_metrics_bootstrapped_together_equal_each_alone():
+    """fold_metrics' intervals draw once for every metric: each metric's draws are those it gets alone."""
+    rng = np.random.default_rng(5)
+    y = (rng.random(500) < 0.1).astype(int)
+    s = np.round(rng.random(500) + 0.2 * y, 2)
+    fns = {"roc_auc": metrics.roc_auc, "pauc_tpr80": metrics.pauc_tpr80,
+           "f1": lambda y, s: metrics.macro_f1(y, np.c_[1 - s, s])}  # not a ROC metric: resampled rows
+    together = metrics.bootstrap_draws(fns, y, s, 30, seed=7)
+    for name, fn in fns.items():
+        np.testing.assert_array_equal(together[name], metrics.bootstrap_values(fn, y, s, 30, seed=7))

@@ -23,7 +23,7 @@ import polars as pl
 from dermstack.data.folds import FoldPlan
 from dermstack.errors import DataError
 from dermstack.jobs import DaskJobs, FitFn, FoldJob, LocalJobs
-from dermstack.metrics import bootstrap_ci, evaluate
+from dermstack.metrics import bootstrap_cis, evaluate
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.progress import progress_bar
 from dermstack.task import TaskSpec
@@ -92,7 +92,7 @@ def fold_metrics(task: TaskSpec, score: np.ndarray, valid_rows: list[np.ndarray]
     for va in valid_rows:
         for m, v in evaluate(task.kind, y[va], score[va]).items():
             out["folds"][m].append(v)
-    out["ci95"] = {m: list(bootstrap_ci(fn, y, score, n=bootstrap)) for m, fn in task.metrics.items()} if bootstrap else {}
+    out["ci95"] = {m: list(ci) for m, ci in bootstrap_cis(task.metrics, y, score, n=bootstrap).items()} if bootstrap else {}
     return out
 
 

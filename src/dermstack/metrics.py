@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from sklearn import metrics as skm
@@ -9,58 +11,85 @@ from sklearn import metrics as skm
 from dermstack.taskkind import TaskKind
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """Rows sorted by descending score (``order``) and the position in that order of the last row of
+    each run of equal scores (``last``): the one sort every bootstrap draw of the ROC metrics reuses."""
+
+    order: np.ndarray
+    last: np.ndarray
+    sorted_score: np.ndarray
+
+    @classmethod
+    def of(cls, score: np.ndarray) -> Ranking:
+        s = np.asarray(score, dtype=float).ravel()
+        order = np.argsort(-s, kind="mergesort")
+        return cls(order, _run_ends(s[order]), s[order])
+
+    @cached_property
+    def flipped(self) -> Ranking:
+        """The ranking of ``1 - score``: the reversed order (1 - s never increases where s does), with
+        its own runs (1 - s can round distinct scores together)."""
+        ranked = 1.0 - self.sorted_score[::-1]
+        return Ranking(self.order[::-1], _run_ends(ranked), ranked)
+
+
+def _run_ends(ranked: np.ndarray) -> np.ndarray:
+    """Positions of the last element of each run of equal values in ``ranked``."""
+    return np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+
+
 def roc_points(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None,
-               order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               ranking: Ranking | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) vertices of the binary ROC curve, ties grouped, starting at (0, 0).
 
     Plain numpy (sklearn's input validation costs milliseconds per call, which dominates
     bootstrap intervals over many subgroups). A single class or NaN scores raise ValueError, as
     sklearn does. ``weight``: integer row counts (a bootstrap draw; rows of count 0 are left out),
-    which give exactly the curve of the rows repeated that often; ``order``: the rows sorted by
-    descending score, when the caller already has it (one sort for every draw of a bootstrap)."""
+    which give exactly the curve of the rows repeated that often; ``ranking``: the scores' ranking
+    (:class:`Ranking`), when the caller already has it (one sort for every draw of a bootstrap)."""
     y = np.asarray(y).ravel()
     s = np.asarray(score, dtype=float).ravel()
     if y.shape != s.shape:
         raise ValueError(f"y and score differ in length: {y.shape} vs {s.shape}")
-    if order is None and np.isnan(s).any():
-        raise ValueError("scores contain NaN")
-    if order is None:
-        order = np.argsort(-s, kind="mergesort")
-    pos = y == 1
-    if weight is not None:
-        order = order[weight[order] > 0]
-        w = weight[order].astype(np.float64)
-        tp_w = np.where(pos[order], w, 0.0)
-        tps, fps = np.cumsum(tp_w), np.cumsum(w - tp_w)
+    if ranking is None:
+        if np.isnan(s).any():
+            raise ValueError("scores contain NaN")
+        ranking = Ranking.of(s)
+    pos = y[ranking.order] == 1
+    if weight is None:
+        tps = np.cumsum(pos)[ranking.last]
+        fps = ranking.last + 1 - tps
     else:
-        tps = np.cumsum(pos[order])
-        fps = np.arange(1, len(order) + 1) - tps
-    last = np.r_[np.flatnonzero(np.diff(s[order])), len(order) - 1]  # last row of each distinct score
-    n_pos, n_neg = (tps[-1], fps[-1]) if len(order) else (0, 0)
+        w = weight[ranking.order]  # integer counts: every sum below is exact
+        tp_w = np.where(pos, w, 0)
+        tps, fps = np.cumsum(tp_w)[ranking.last], np.cumsum(w - tp_w)[ranking.last]
+        drawn = np.diff(np.r_[0, tps + fps]) > 0  # the runs of equal scores with a row in the draw
+        tps, fps = tps[drawn], fps[drawn]
+    n_pos, n_neg = (tps[-1], fps[-1]) if len(tps) else (0, 0)
     if n_pos == 0 or n_neg == 0:
         raise ValueError("only one class present in y; ROC is undefined")
-    return np.r_[0.0, fps[last] / n_neg], np.r_[0.0, tps[last] / n_pos]
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos]
 
 
-def roc_auc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None, order: np.ndarray | None = None) -> float:
-    """Binary ROC-AUC (equal to sklearn's ``roc_auc_score``); ``weight``, ``order``: as :func:`roc_points`."""
-    fpr, tpr = roc_points(y, score, weight, order)
+def roc_auc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None, ranking: Ranking | None = None) -> float:
+    """Binary ROC-AUC (equal to sklearn's ``roc_auc_score``); ``weight``, ``ranking``: as :func:`roc_points`."""
+    fpr, tpr = roc_points(y, score, weight, ranking)
     return float(np.trapezoid(tpr, fpr))
 
 
 def partial_auc(y: np.ndarray, score: np.ndarray, min_tpr: float = 0.8, weight: np.ndarray | None = None,
-                order: np.ndarray | None = None) -> float:
+                ranking: Ranking | None = None) -> float:
     """Partial AUC above ``min_tpr`` exactly as the ISIC 2024 Kaggle metric (range 0 to 0.2 for 0.8).
 
     The published definition flips labels and scores so that the region TPR >= min_tpr becomes
     FPR <= 1 - min_tpr, then integrates the ROC curve up to that FPR with linear interpolation
-    at the cut. ``weight``, ``order``: as :func:`roc_points` (``order`` of the unflipped scores).
+    at the cut. ``weight``, ``ranking``: as :func:`roc_points` (``ranking`` of the unflipped scores).
     """
     v_gt = np.abs(np.asarray(y, dtype=float) - 1)
     v_pred = 1.0 - np.asarray(score, dtype=float)
     max_fpr = abs(1 - min_tpr)
-    # 1 - s never increases where s does, so the reversed order sorts the flipped scores
-    fpr, tpr = roc_points(v_gt, v_pred, weight, None if order is None else order[::-1])
+    fpr, tpr = roc_points(v_gt, v_pred, weight, None if ranking is None else ranking.flipped)
     if max_fpr == 1:
         return float(np.trapezoid(tpr, fpr))
     if not 0 < max_fpr < 1:
@@ -73,8 +102,8 @@ def partial_auc(y: np.ndarray, score: np.ndarray, min_tpr: float = 0.8, weight: 
     return float(np.trapezoid(tpr, fpr))
 
 
-def pauc_tpr80(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None, order: np.ndarray | None = None) -> float:
-    return partial_auc(y, score, 0.8, weight, order)
+def pauc_tpr80(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None, ranking: Ranking | None = None) -> float:
+    return partial_auc(y, score, 0.8, weight, ranking)
 
 
 #: Metrics that take a bootstrap draw as row counts over one sort of the scores (O(n) a draw, not O(n log n)).
@@ -168,24 +197,33 @@ def evaluate(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
     return out
 
 
-def bootstrap_values(fn: Callable, y: np.ndarray, score: np.ndarray, n: int = 200, seed=0) -> np.ndarray:
-    """``fn`` on ``n`` row resamples (NaN where it is undefined on a resample), in draw order, so two
-    groups' draws can be combined (the CI of a difference between groups). The ROC metrics take each
-    draw as row counts over one sort of the scores: the same values as on the resampled rows, without
-    sorting 200 times (seconds per model at 400k rows)."""
+def bootstrap_draws(fns: dict[str, Callable], y: np.ndarray, score: np.ndarray, n: int = 200, seed=0) -> dict[str, np.ndarray]:
+    """Each metric of ``fns`` on the same ``n`` row resamples (NaN where it is undefined on a resample), in
+    draw order, so two groups' draws can be combined (the CI of a difference between groups); each
+    metric's values are those :func:`bootstrap_values` gives it alone with this seed. The ROC metrics
+    take each draw as row counts over one ranking of the scores: the same values as on the resampled
+    rows, without sorting every draw (seconds per model at 400k rows)."""
     rng = np.random.default_rng(seed)
     y, score = np.asarray(y), np.asarray(score)
-    vals = np.full(n, np.nan)
+    vals = {name: np.full(n, np.nan) for name in fns}
     s = score.astype(float)
-    counted = fn in _COUNTED and y.ndim == 1 and s.ndim == 1 and len(y) and not np.isnan(s).any()
-    order = np.argsort(-s, kind="mergesort") if counted else None
+    rankable = y.ndim == 1 and s.ndim == 1 and len(y) and not np.isnan(s).any()
+    ranking = Ranking.of(s) if rankable and any(fn in _COUNTED for fn in fns.values()) else None
     for b in range(n):
         idx = rng.integers(0, len(y), len(y))
-        try:
-            vals[b] = fn(y, score, weight=np.bincount(idx, minlength=len(y)), order=order) if counted else fn(y[idx], score[idx])
-        except ValueError:
-            continue
+        weight = np.bincount(idx, minlength=len(y)) if ranking is not None else None
+        for name, fn in fns.items():
+            try:
+                counted = ranking is not None and fn in _COUNTED
+                vals[name][b] = fn(y, score, weight=weight, ranking=ranking) if counted else fn(y[idx], score[idx])
+            except ValueError:
+                continue
     return vals
+
+
+def bootstrap_values(fn: Callable, y: np.ndarray, score: np.ndarray, n: int = 200, seed=0) -> np.ndarray:
+    """``fn`` on ``n`` row resamples: :func:`bootstrap_draws` of one metric."""
+    return bootstrap_draws({"value": fn}, y, score, n, seed)["value"]
 
 
 def percentile_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
@@ -202,3 +240,9 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap (1-alpha) interval of ``fn(y, score)`` over resampled rows."""
     return percentile_ci(bootstrap_values(fn, y, score, n, seed), alpha)
+
+
+def bootstrap_cis(fns: dict[str, Callable], y: np.ndarray, score: np.ndarray, n: int = 200, seed: int = 0,
+                  alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """:func:`bootstrap_ci` of each metric of ``fns``, on one set of resamples."""
+    return {name: percentile_ci(v, alpha) for name, v in bootstrap_draws(fns, y, score, n, seed).items()}
