@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from dermstack.features.patient import age_bin
-from dermstack.metrics import TASK_METRICS, bootstrap_values, percentile_ci
+from dermstack.metrics import TASK_METRICS, bootstrap_draws, percentile_ci
 from dermstack.progress import progress_bar
 from dermstack.reports.curves import OperatingPoint, threshold_at_specificity
 from dermstack.taskkind import TaskKind
@@ -120,13 +120,13 @@ def _group_rows(attribute, group, idx, y, score, fns, overall, settings: Subgrou
         notes.append(f"n < {settings.min_n}")
     if TaskKind(task).binary and n_pos < settings.min_pos:
         notes.append(f"positives < {settings.min_pos}")
-    rows, draws = [], {}
+    with warnings.catch_warnings():  # resamples without one class are expected and skipped
+        warnings.simplefilter("ignore")
+        draws = (bootstrap_draws(fns, y, score, n=settings.n_boot, seed=[settings.seed, stream])
+                 if n > 1 and settings.n_boot else {name: np.full(settings.n_boot, np.nan) for name in fns})
+    rows = []
     for name, fn in fns.items():
         value = _safe(fn, y, score)
-        with warnings.catch_warnings():  # resamples without one class are expected and skipped
-            warnings.simplefilter("ignore")
-            draws[name] = (bootstrap_values(fn, y, score, n=settings.n_boot, seed=[settings.seed, stream])
-                           if n > 1 and settings.n_boot else np.full(settings.n_boot, np.nan))
         lo, hi = percentile_ci(draws[name])
         rows.append({"kind": "overall" if attribute == "overall" else "group", "attribute": attribute, "group": str(group),
                      "n": n, "n_pos": n_pos, "metric": name, "value": value, "ci_low": lo, "ci_high": hi,
