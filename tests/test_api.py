@@ -206,11 +206,12 @@ def test_import_sets_nothing_and_loads_no_heavy_library():
 def test_help_the_store_and_the_kinds_load_neither_torch_nor_timm():
     """`dermstack --help` lists every command, and a stage that reads embeddings imports the store: neither
     pays the seconds of importing torch and timm; nor does registering every kind (any run does), so that a
-    metadata-only run never imports them."""
+    metadata-only run never imports them, nor checking a config with the default backbone (loading a run)."""
     code = ("import sys; sys.argv = ['dermstack', '--help']\nfrom dermstack.cli import main\ntry: main()\n"
             "except SystemExit: pass\nfrom dermstack.extract import EmbeddingStore\n"
             "print('HEAVY', [m for m in ('torch', 'timm') if m in sys.modules])\n"
             "from dermstack.registry import model_kinds\nassert {'cnn', 'mlp'} <= set(model_kinds())\n"
+            "from dermstack.config import RunConfig\nRunConfig.from_dict({'extract': {'backbones': ['efficientnet_lite0']}})\n"
             "print('KINDS', [m for m in ('torch', 'timm') if m in sys.modules])")
     done = _python(code)
     assert "HEAVY []" in done.stdout and "run" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]

