@@ -35,7 +35,7 @@ $(VENV)/.chromium: | $(PY)
 test: $(STAMP) $(VENV)/.chromium
 	$(PY) $(PYTEST); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-# The edit-test loop: everything but the tests marked slow (under 3 minutes on 2 cores).
+# The edit-test loop: everything but the tests marked slow (under 2 minutes on 2 cores).
 test-fast: $(STAMP)
 	$(PY) $(PYTEST) -m "not slow"
 
