@@ -51,6 +51,14 @@ def test_partial_auc_range():
     assert metrics.partial_auc(y, rng.random(len(y))) == pytest.approx(0.02, abs=0.002)
 
 
+def test_roc_metrics_of_no_rows_or_one_class_are_undefined_not_an_error():
+    for y, s in (([], []), ([1, 1], [0.2, 0.7])):
+        for fn in (metrics.roc_auc, metrics.pauc_tpr80):
+            with pytest.raises(ValueError, match="only one class"):
+                fn(np.array(y), np.array(s))
+    assert np.isnan(metrics.evaluate("binary", np.array([]), np.array([]))["pauc_tpr80"])
+
+
 def test_macro_f1_multiclass_and_multilabel():
     y = np.array([0, 1, 2, 2])
     s = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1]])

@@ -35,8 +35,8 @@ class Ranking:
 
 
 def _run_ends(ranked: np.ndarray) -> np.ndarray:
-    """Positions of the last element of each run of equal values in ``ranked``."""
-    return np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    """Positions of the last element of each run of equal values in ``ranked`` (none when it is empty)."""
+    return np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1] if len(ranked) else np.zeros(0, dtype=np.intp)
 
 
 def roc_points(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None,
