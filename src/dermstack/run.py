@@ -64,8 +64,11 @@ def print_metrics(metrics: dict) -> None:
         click.echo(f"  ensemble: {ens['chosen']}, {ens['why']}")
     if cal:
         b, a = cal["before"], cal["after"]
+        submitted = metrics["submission_model"]
+        if cal["method"] == "none" and submitted == "calibrated":
+            submitted = f"{metrics['oof_model']}'s own scores, uncalibrated"
         click.echo(f"  calibration ({cal['method']}, {cal['chosen_by']}): Brier {b['brier']:.4f} -> {a['brier']:.4f}, "
-                   f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submitted: {metrics['submission_model']}")
+                   f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submitted: {submitted}")
     for line in summary_lines(metrics) + [f"note: {n}" for n in metrics.get("notes", [])]:
         click.echo(f"  {line}")
 
