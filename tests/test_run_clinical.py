@@ -10,6 +10,7 @@ import pytest
 
 from dermstack import clinical
 from dermstack import metrics as M
+from dermstack.clinical_report import submitted_model
 from dermstack.config import RunConfig
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable
@@ -210,3 +211,10 @@ def test_top_15_needs_real_patient_ids():
         else:
             assert top["value"] is None and "needs a patient_id on every row" in top["note"]
             assert out["clinical"]["sensitivity_at_specificity_90"]["value"] is not None  # the rest still computed
+
+
+def test_the_summaries_name_the_final_model_as_submitted_when_calibration_chose_no_map():
+    base = {"submission_model": "calibrated", "oof_model": "lightgbm"}
+    assert submitted_model({**base, "calibration": {"method": "isotonic"}}) == "calibrated"
+    assert submitted_model({**base, "calibration": {"method": "none"}}) == "lightgbm"
+    assert submitted_model({"submission_model": "mean", "oof_model": "mean"}) == "mean"  # multiclass: no calibrated step

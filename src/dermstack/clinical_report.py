@@ -218,6 +218,16 @@ def _at_thresholds(point: dict, y: np.ndarray, s: np.ndarray) -> dict:
     return out
 
 
+def submitted_model(metrics: dict) -> str | None:
+    """The model whose scores the submission holds, as a run's summaries name it (the printed one, the
+    report's first screen): ``submission_model``, except that a calibrated step which chose no map
+    submits the final model's own scores, so it is named by that model."""
+    submitted = metrics.get("submission_model")
+    if submitted == "calibrated" and (metrics.get("calibration") or {}).get("method") == "none":
+        return metrics.get("oof_model")
+    return submitted
+
+
 def summary_lines(metrics: dict) -> list[str]:
     """What ``dermstack run`` prints of these blocks: the final model's primary metric with its
     interval, then its operating points (binary) or macro F1 before/after thresholds."""

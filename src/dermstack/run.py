@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from dermstack.clinical_report import summary_lines
+from dermstack.clinical_report import submitted_model, summary_lines
 from dermstack.config import RunConfig
 from dermstack.data.table import LesionTable
 from dermstack.errors import ConfigError
@@ -64,11 +64,8 @@ def print_metrics(metrics: dict) -> None:
         click.echo(f"  ensemble: {ens['chosen']}, {ens['why']}")
     if cal:
         b, a = cal["before"], cal["after"]
-        submitted = metrics["submission_model"]
-        if cal["method"] == "none" and submitted == "calibrated":
-            submitted = f"{metrics['oof_model']}'s own scores, uncalibrated"
         click.echo(f"  calibration ({cal['method']}, {cal['chosen_by']}): Brier {b['brier']:.4f} -> {a['brier']:.4f}, "
-                   f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submitted: {submitted}")
+                   f"ECE {b['ece']:.4f} -> {a['ece']:.4f} ({cal['bins']}); submitted: {submitted_model(metrics)}")
     for line in summary_lines(metrics) + [f"note: {n}" for n in metrics.get("notes", [])]:
         click.echo(f"  {line}")
 

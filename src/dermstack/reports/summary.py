@@ -12,6 +12,7 @@ import math
 import polars as pl
 
 from dermstack.clinical_report import format_ci as _ci
+from dermstack.clinical_report import submitted_model
 from dermstack.reports.html import Section, esc, paragraph, table
 from dermstack.taskkind import TaskKind
 
@@ -41,7 +42,7 @@ def headline(run, metrics: pl.DataFrame, operating_points: pl.DataFrame, shaps: 
            "classes": list(t.classes), "rows": len(t.image_ids), "positives": int(t.y.sum()) if t.kind.binary else None,
            "folds": run.folds.n_splits if run.folds is not None else None,
            "fold_groups": _fold_groups(run.folds), "final_model": final,
-           "submitted": m.get("submission_model"), "primary_metric": primary}
+           "submitted": submitted_model(m), "primary_metric": primary}
     ens = m.get("ensemble") or {}
     out["chosen"] = {"method": ens.get("method"), "why": ens.get("why")} if ens else None
     out["primary"] = _primary(m.get("primary_ci"), metrics.filter(pl.col("model") == final), primary, n_boot)
