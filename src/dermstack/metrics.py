@@ -208,14 +208,14 @@ def bootstrap_draws(fns: dict[str, Callable], y: np.ndarray, score: np.ndarray, 
     vals = {name: np.full(n, np.nan) for name in fns}
     s = score.astype(float)
     rankable = y.ndim == 1 and s.ndim == 1 and len(y) and not np.isnan(s).any()
-    ranking = Ranking.of(s) if rankable and any(fn in _COUNTED for fn in fns.values()) else None
+    counted = {name: bool(rankable) and fn in _COUNTED for name, fn in fns.items()}
+    ranking = Ranking.of(s) if any(counted.values()) else None
     for b in range(n):
         idx = rng.integers(0, len(y), len(y))
         weight = np.bincount(idx, minlength=len(y)) if ranking is not None else None
         for name, fn in fns.items():
             try:
-                counted = ranking is not None and fn in _COUNTED
-                vals[name][b] = fn(y, score, weight=weight, ranking=ranking) if counted else fn(y[idx], score[idx])
+                vals[name][b] = fn(y, score, weight=weight, ranking=ranking) if counted[name] else fn(y[idx], score[idx])
             except ValueError:
                 continue
     return vals
