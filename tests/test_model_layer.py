@@ -202,3 +202,24 @@ def test_second_live_run_into_the_same_directory_fails_at_once(finished_run):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_model_added_to_or_removed_from_models_reruns_the_ensemble(tiny, tmp_path):
+    """A model new to [[models]] never ran, so no stage it feeds was invalidated: the ensemble stage
+    must still see that its members changed, and so must the calibration of its scores."""
+    from dermstack.config import RunConfig
+    from dermstack.run import Run
+
+    two = [booster("lightgbm", 10), booster("xgboost", 10)]
+    run = tiny.copy(tiny.run(two, ensemble={"method": "mean"}), tmp_path / "run")
+
+    def members() -> list[str]:
+        return json.loads((run / "models" / "mean" / "model.json").read_text())["needs"]["members"]
+
+    assert members() == ["lightgbm", "xgboost"]
+    for models in (two + [booster("catboost", 10)], two[:1] + [booster("catboost", 10)]):
+        cfg = TinyRuns.write(tmp_path / "run.toml", models, ensemble={"method": "mean"})
+        Run(RunConfig.from_toml(cfg), run).execute()
+        assert members() == [m["kind"] for m in models]
+        final, mean = (json.loads((d / "metrics.json").read_text()) for d in (run, run / "models" / "mean"))
+        assert list(final["models"]) == [m["kind"] for m in models] and final["oof"]["roc_auc"] == mean["roc_auc"]
