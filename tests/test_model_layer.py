@@ -223,3 +223,15 @@ def test_a_model_added_to_or_removed_from_models_reruns_the_ensemble(tiny, tmp_p
         assert members() == [m["kind"] for m in models]
         final, mean = (json.loads((d / "metrics.json").read_text()) for d in (run, run / "models" / "mean"))
         assert list(final["models"]) == [m["kind"] for m in models] and final["oof"]["roc_auc"] == mean["roc_auc"]
+
+
+def test_a_method_named_after_auto_removes_the_choice_auto_wrote(tiny, tmp_path):
+    from dermstack.config import RunConfig
+    from dermstack.run import Run
+
+    two = [booster("lightgbm", 10), booster("xgboost", 10)]
+    run = tiny.copy(tiny.run(two), tmp_path / "run")
+    assert (run / "models" / "ensemble_choice.json").is_file()
+    Run(RunConfig.from_toml(TinyRuns.write(tmp_path / "run.toml", two, ensemble={"method": "mean"})), run).execute()
+    assert not (run / "models" / "ensemble_choice.json").exists() and not (run / "stages" / "ensemble-auto.json").exists()
+    assert json.loads((run / "metrics.json").read_text())["ensemble"] == {"method": "mean", "chosen": "mean"}

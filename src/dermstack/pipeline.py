@@ -25,7 +25,7 @@ from dermstack.errors import ConfigError, DermstackError, why_missing
 from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
 from dermstack.outputs.final import write_outputs
 from dermstack.predictions import ModelResult
-from dermstack.provenance import Stage, file_digest, versions
+from dermstack.provenance import Stage, artifact, file_digest, versions
 from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, model_kind
 from dermstack.rundir import (
     MODEL_FILES,
@@ -263,11 +263,15 @@ class Pipeline:
 
     def expected_models(self) -> list[str]:
         """Every model folder this config makes (base, stacked, ensemble)."""
-        names = [m.label for m in self.cfg.models] + self.cfg.feature_group_models()
+        names = self.model_names()
         method = self.ensemble_method(len(names))
         if method == "auto":
             return names + auto_candidates() + ["calibrated"]
         return names + ([method] if method != "none" else []) + ["calibrated"]
+
+    def model_names(self) -> list[str]:
+        """The base and stacked models this config trains."""
+        return [m.label for m in self.cfg.models] + self.cfg.feature_group_models()
 
     def ensemble_method(self, n_models: int) -> str:
         """The configured method, resolved: "none" (the first model is the final one) with one model."""
@@ -290,6 +294,18 @@ class Pipeline:
                 shutil.rmtree(d)
                 invalidate(self.paths.root, f"model-{d.name}")
                 self.paths.stage_record(f"model-{d.name}").unlink(missing_ok=True)
+        auto = records_of(self.paths.root).get("ensemble-auto")
+        # an earlier config let `auto` choose the ensemble and this one names its method: the choice is stale
+        if auto is not None and self.ensemble_method(len(self.model_names())) != "auto":
+            from dermstack.ensembles.select import CHOICE_FILE
+
+            choice, rel = self.paths.models / CHOICE_FILE, f"{self.paths.models.name}/{CHOICE_FILE}"
+            if choice.is_file() and not choice.is_symlink() and auto.get("artifacts", {}).get(rel) == artifact(choice):
+                log.info("removing %s: this config does not choose its ensemble (method = %r)", choice,
+                         self.cfg.ensemble.method)
+                choice.unlink()
+            invalidate(self.paths.root, "ensemble-auto")
+            self.paths.stage_record("ensemble-auto").unlink(missing_ok=True)
 
     def ensemble(self, outs: list[ModelResult], task: TaskSpec, plan: FoldPlan) -> ModelResult:
         """The run's final prediction: the only model, or an ensemble of them saved like any other model."""
