@@ -606,6 +606,30 @@ def test_a_damaged_embedding_store_on_a_rerun_names_the_stage_and_the_runs_remed
     assert "remove it and run again" in said and "extract run" not in said
 
 
+def test_a_run_whose_extract_settings_changed_embeds_again_but_never_changes_a_store_it_did_not_write(tmp_path, test_weights):
+    from dermstack.run import Run
+    from extract_fixtures import TEST_MODEL
+
+    def config(size: int) -> RunConfig:
+        return RunConfig.from_dict({"data": {"format": "synthetic-isic2024", "lesions": 30, "test_lesions": 0, "image_size": 16},
+                                    "extract": {"backbones": [TEST_MODEL], "image_size": size,
+                                                "weights": {TEST_MODEL: str(test_weights)}}})
+
+    def size() -> int:
+        with h5py.File(tmp_path / "run" / "embeddings.h5") as f:
+            return json.loads(f[TEST_MODEL].attrs["recipe"])["data_config"]["input_size"][-1]
+
+    run = Run(config(32), tmp_path / "run")
+    table = run.ingest()
+    run.extract(table)
+    Run(config(48), tmp_path / "run").extract(table)
+    assert size() == 48
+    (tmp_path / "run" / "stages" / "extract.json").unlink()  # now a store no stage of this run wrote
+    with pytest.raises(DataError, match="made with other settings"):
+        Run(config(32), tmp_path / "run").extract(table)
+    assert size() == 48
+
+
 # -- records and model.json are data: a name in them never becomes a path out of the run ------------------
 def test_a_record_naming_a_file_outside_the_run_never_removes_or_reads_it(finished, tmp_path):
     cfg, original = finished

@@ -169,8 +169,10 @@ class Pipeline:
         def work():
             hint = (f"stage extract of the run in {p.root}: remove it and run again (stage extract embeds every image "
                     "again), or give the run another --out")
+            # a store this run's extract stage wrote follows its config; one put there by hand is never changed
+            ours = "extract" in records_of(p.root)
             report = extract_embeddings(table, list(ex.backbones), p.embeddings, settings, strict=self.cfg.data.strict,
-                                        damaged_hint=hint)
+                                        damaged_hint=hint, replace_changed=ours)
             click.echo(report.summary(), err=True)
 
         # The store is resumable on its own; the stage record only saves re-opening it.

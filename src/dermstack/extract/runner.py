@@ -151,12 +151,14 @@ def rank_path(out: Path, shard: tuple[int, int]) -> Path:
 
 
 def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path, settings: ExtractSettings | None = None,
-                       shard: tuple[int, int] | None = None, strict: bool = False, damaged_hint: str | None = None) -> ExtractReport:
+                       shard: tuple[int, int] | None = None, strict: bool = False, damaged_hint: str | None = None,
+                       replace_changed: bool = False) -> ExtractReport:
     """Embed every image of ``table`` (every n-th from the i-th with ``shard=(i, n)``) with each backbone
     into the EmbeddingStore ``out``. Resumes where an earlier run stopped; bad images are recorded
     (``strict=True`` raises instead). Under torchrun each rank takes its shard and rank 0 merges.
     ``damaged_hint``: what to do about an ``out`` that is not a store dermstack can append to (the
-    caller's words: a run names its stage)."""
+    caller's words: a run names its stage). ``replace_changed``: embeddings ``out`` holds that were made
+    with other settings are made again, not refused (a run's own store after its [extract] changed)."""
     settings = settings or ExtractSettings()
     out = Path(out)
     if len(table) == 0:
@@ -189,7 +191,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
             log.info("%s: %d BatchNorm layers folded into their convolutions", name, folded)
             for v in views:
                 report.backbones.append(_extract_one(bb, (net, folded), v.key(name), v.ids, v.refs, path, settings, device,
-                                                     precision, par, shard_text, strict))
+                                                     precision, par, shard_text, strict, replace_changed))
 
     if world is None:
         embed_all()
@@ -208,10 +210,10 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
 
 def _extract_one(bb: Backbone, net: tuple[torch.nn.Module, int], key: str, ids: list[str], refs: list[str | None], path: Path,
                  settings: ExtractSettings, device: torch.device, precision: Precision, par: Parallelism, shard_text: str,
-                 strict: bool) -> BackboneReport:
+                 strict: bool, replace: bool = False) -> BackboneReport:
     rep = BackboneReport(key, bb.timm_name, bb.weights.source, bb.weights.sha256, list(bb.image_size), len(ids), 0, 0)
     with h5py.File(path, "a") as f:
-        writer = open_group(f, key, group_attrs(bb, settings, precision, net[1]), bb.num_features)
+        writer = open_group(f, key, group_attrs(bb, settings, precision, net[1]), bb.num_features, replace)
         if settings.retry_failed:
             writer.forget_failed(set(ids))
         done = writer.done_ids()

@@ -254,11 +254,17 @@ def writable_store(path: str | Path, hint: str | None = None) -> Path:
     return path
 
 
-def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int) -> GroupWriter:
+def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int, replace: bool = False) -> GroupWriter:
     """Create the group of an embedding key (:func:`view_key`), or reopen it after checking it was
-    made with the same recipe."""
+    made with the same recipe. ``replace``: a group of another recipe is deleted and made again
+    (the caller wrote it: a run whose [extract] settings changed), instead of refused."""
     name = group_name(backbone)
     g = f.get(name)
+    if g is not None and replace and g.attrs.get("kind") == KIND and (diff := recipe_changes(g, attrs["recipe"])):
+        log.info("%s: the %r embeddings were made with other settings (%s): embedding again", f.filename, backbone,
+                 _shown(diff))
+        del f[name]
+        g = None
     if g is None:
         g = f.create_group(name)
         g.create_dataset("features", (0, dim), np.float16, maxshape=(None, dim), chunks=(CHUNK_ROWS, dim))
@@ -279,12 +285,20 @@ def check_recipe(g: h5py.Group, recipe_json: str, backbone: str, file: str) -> N
     """A group only ever holds embeddings made the same way (weights, size, preprocessing, TTA)."""
     if g.attrs.get("kind") != KIND:
         raise DataError(f"group {g.name!r} is not a dermstack embeddings group", file=file)
-    old, new = json.loads(g.attrs["recipe"]), json.loads(recipe_json)
-    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    diff = recipe_changes(g, recipe_json)
     if diff:
-        shown = "; ".join(f"{k}: store {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise DataError(f"the {backbone!r} embeddings in this store were made with other settings ({shown}); "
+        raise DataError(f"the {backbone!r} embeddings in this store were made with other settings ({_shown(diff)}); "
                         "write to another --out file, or delete the group to start over", file=file)
+
+
+def recipe_changes(g: h5py.Group, recipe_json: str) -> dict[str, tuple]:
+    """Each recipe key whose value in group ``g`` differs from ``recipe_json``'s: (store's, new)."""
+    old, new = json.loads(g.attrs["recipe"]), json.loads(recipe_json)
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def _shown(diff: dict[str, tuple]) -> str:
+    return "; ".join(f"{k}: store {a!r} vs now {b!r}" for k, (a, b) in diff.items())
 
 
 def merge_stores(shards: list[str | Path], out: str | Path) -> dict[str, int]:
