@@ -5,6 +5,7 @@ import hashlib
 
 import h5py
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from click.testing import CliRunner
@@ -89,6 +90,46 @@ def test_resume_after_crash_equals_clean_pass(tmp_path, table, test_weights, mon
     before = out.read_bytes()
     rep = extract_embeddings(table, [TEST_MODEL], out, settings(test_weights))
     assert rep.backbones[0].embedded == 0 and out.read_bytes() == before
+
+
+def test_an_image_changed_since_it_was_embedded_is_embedded_again_in_place(tmp_path, test_weights):
+    """A resumed extraction goes by image id; an image whose bytes changed under the same id (a
+    re-exported file, a corrected crop) must not keep its old embedding. Its digest from ingest
+    tells: that row is embedded again where it is, and the rest is left as it was."""
+    from dermstack.data.readers.content import image_digests
+
+    rng = np.random.default_rng(1)
+    refs = []
+    for i in range(6):
+        Image.fromarray(lesion_like(rng)).save(tmp_path / f"IMG_{i}.png")
+        refs.append(str(tmp_path / f"IMG_{i}.png"))
+    ids = [f"IMG_{i}" for i in range(6)]
+
+    def table():
+        t = make_table(ids, refs)
+        t.df = t.df.with_columns(pl.Series("image_sha256", image_digests(refs)))
+        return t
+
+    out, fresh = tmp_path / "emb.h5", tmp_path / "fresh.h5"
+    extract_embeddings(table(), [TEST_MODEL], out, settings(test_weights))
+    before = EmbeddingStore(out).read(TEST_MODEL, ids)
+    Image.fromarray(lesion_like(rng)).save(refs[2])  # a new image under the same id
+    report = extract_embeddings(table(), [TEST_MODEL], out, settings(test_weights))
+    rep = report.backbones[0]
+    assert (rep.changed, rep.embedded, rep.already_done) == (1, 1, 5)
+    assert "1 embedded (1 of them again: their image changed)" in report.summary()
+    extract_embeddings(table(), [TEST_MODEL], fresh, settings(test_weights))
+    store = EmbeddingStore(out)
+    assert sorted(store.image_ids(TEST_MODEL)) == ids  # in place: no second row for IMG_2
+    after, want = store.read(TEST_MODEL, ids), EmbeddingStore(fresh).read(TEST_MODEL, ids)
+    np.testing.assert_allclose(after, want, atol=1e-3)
+    assert not np.allclose(after[2], before[2]) and np.array_equal(np.delete(after, 2, 0), np.delete(before, 2, 0))
+    # a store made before digests were kept: its rows' images are unknown, so nothing is embedded again
+    with h5py.File(out, "a") as f:
+        del f[TEST_MODEL]["image_sha256"]
+    Image.fromarray(lesion_like(rng)).save(refs[3])
+    rep = extract_embeddings(table(), [TEST_MODEL], out, settings(test_weights)).backbones[0]
+    assert (rep.changed, rep.embedded) == (0, 0)
 
 
 def test_streams_and_decode_workers_give_the_same_store(tmp_path, table, test_weights):

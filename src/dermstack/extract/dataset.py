@@ -18,7 +18,7 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset
 
 from dermstack.data.images import decode_image, read_image_bytes
-from dermstack.data.table import LesionTable, image_views, view_key
+from dermstack.data.table import LesionTable, hash_column, image_views, view_key
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
@@ -143,6 +143,8 @@ class ViewImages:
     view: str
     ids: list[str]
     refs: list[str | None]
+    #: the SHA-256 of each image's bytes recorded at ingest (None where the table has none)
+    digests: list[str | None]
 
     def key(self, backbone: str) -> str:
         return view_key(backbone, self.view)
@@ -157,5 +159,7 @@ def view_images(table: LesionTable, shard: tuple[int, int] | None = None) -> lis
     out = []
     for view, column in image_views(df).items():
         rows = df if not view else df.filter(pl.col(column).is_not_null())
-        out.append(ViewImages(view, rows["image_id"].to_list(), rows[column].to_list()))
+        digest = hash_column(view)
+        out.append(ViewImages(view, rows["image_id"].to_list(), rows[column].to_list(),
+                              rows[digest].to_list() if digest in rows.columns else [None] * len(rows)))
     return out

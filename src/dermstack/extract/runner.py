@@ -19,7 +19,7 @@ from dermstack.config.limits import check_memory, image_batch_bytes
 from dermstack.data.table import LesionTable
 from dermstack.distributed import World, agree, all_or_none, barrier, process_group, torchrun_world
 from dermstack.errors import ConfigError, DataError
-from dermstack.extract.dataset import ImageDataset, make_geometry, make_loader, view_images
+from dermstack.extract.dataset import ImageDataset, ViewImages, make_geometry, make_loader, view_images
 from dermstack.extract.fold import frozen_network
 from dermstack.extract.registry import Backbone, create_backbone
 from dermstack.extract.settings import (
@@ -52,6 +52,7 @@ class BackboneReport:
     embedded: int
     failed: list[dict] = field(default_factory=list)  # {"image_id", "image_ref", "reason"}
     seconds: float = 0.0
+    changed: int = 0  # embedded by an earlier run from an image that has changed since: embedded again
 
     @property
     def images_per_s(self) -> float:
@@ -80,7 +81,8 @@ class ExtractReport:
         lines = [f"embeddings -> {self.out} (shard {self.shard}, {self.device}, {self.precision}, {self.parallelism})"]
         for b in self.backbones:
             lines.append(f"  {b.backbone} [{b.timm_name}, {b.weights_source}, {b.image_size[0]}px]: {b.images} images, "
-                         f"{b.already_done} already done, {b.embedded} embedded, {len(b.failed)} failed"
+                         f"{b.already_done} already done, {b.embedded} embedded"
+                         + (f" ({b.changed} of them again: their image changed)" if b.changed else "") + f", {len(b.failed)} failed"
                          + (f", {b.images_per_s:.1f} img/s" if b.seconds else ""))
             for x in b.failed[:max_failed]:
                 lines.append(f"    failed {x['image_id']}: {x['reason']} ({x['image_ref']})")
@@ -190,7 +192,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
             net, folded = frozen_network(bb.model, bb.example_input())
             log.info("%s: %d BatchNorm layers folded into their convolutions", name, folded)
             for v in views:
-                report.backbones.append(_extract_one(bb, (net, folded), v.key(name), v.ids, v.refs, path, settings, device,
+                report.backbones.append(_extract_one(bb, (net, folded), v.key(name), v, path, settings, device,
                                                      precision, par, shard_text, strict, replace_changed))
 
     if world is None:
@@ -208,16 +210,22 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     return report
 
 
-def _extract_one(bb: Backbone, net: tuple[torch.nn.Module, int], key: str, ids: list[str], refs: list[str | None], path: Path,
+def _extract_one(bb: Backbone, net: tuple[torch.nn.Module, int], key: str, images: ViewImages, path: Path,
                  settings: ExtractSettings, device: torch.device, precision: Precision, par: Parallelism, shard_text: str,
                  strict: bool, replace: bool = False) -> BackboneReport:
+    ids, refs, digests = images.ids, images.refs, images.digests
     rep = BackboneReport(key, bb.timm_name, bb.weights.source, bb.weights.sha256, list(bb.image_size), len(ids), 0, 0)
     with h5py.File(path, "a") as f:
         writer = open_group(f, key, group_attrs(bb, settings, precision, net[1]), bb.num_features, replace)
         if settings.retry_failed:
             writer.forget_failed(set(ids))
-        done = writer.done_ids()
+        changed = set(writer.changed(ids, digests))
+        if changed:
+            log.info("%s: %d images changed since they were embedded (their digest at ingest differs), e.g. %s: "
+                     "embedding them again", key, len(changed), sorted(changed)[:3])
+        done = writer.done_ids() - changed
         todo = [k for k, i in enumerate(ids) if i not in done]
+        rep.changed = len(changed)
         rep.already_done = len(ids) - len(todo)
         if not todo and writer.g.attrs.get("complete", False):
             log.info("%s: all %d images already in %s", key, len(ids), path)
@@ -239,7 +247,8 @@ def _extract_one(bb: Backbone, net: tuple[torch.nn.Module, int], key: str, ids: 
                     rep.failed.append({"image_id": ids[k], "image_ref": refs[k], "reason": reason})
                     log.warning("image %s not embedded: %s (%s)", ids[k], reason, refs[k])
                 if feats is not None:
-                    writer.append([ids[todo[j]] for j in batch["index"].tolist()], feats)
+                    rows = [todo[j] for j in batch["index"].tolist()]
+                    writer.append([ids[k] for k in rows], feats, [digests[k] for k in rows])
                     rep.embedded += len(feats)
                 bar.update(len(batch["index"]) + len(batch["failed"]))
         rep.seconds = time.perf_counter() - t0

@@ -7,6 +7,9 @@ an embedding of its own.
 
 Layout of group ``/<key>`` (``/`` in a hub name as ``__``):
   features   (N x D float16, chunked, resizable)    image_id (N, utf-8)
+  image_sha256 (N, utf-8)                            each row's image digest from ingest ("" unknown; absent:
+                                                     made before digests were kept); a resumed extraction
+                                                     embeds again, in place, a row whose image changed
   failed/image_id, failed/reason                     images that could not be embedded, and why
   attrs: backbone, view ("" for the primary image), timm_name, pretrained_cfg (JSON), data_config (JSON), weights_source,
          weights_sha256, image_size, tta (JSON), precision, batchnorm_folded (BatchNorm layers folded
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 KIND = "dermstack.embeddings"
 STR = h5py.string_dtype("utf-8")
 CHUNK_ROWS = 256
+#: the dataset of each row's image digest
+DIGESTS = "image_sha256"
 
 
 def group_name(key: str) -> str:
@@ -161,7 +166,11 @@ class GroupWriter:
         self.pending: list[tuple[list[str], np.ndarray]] = []
         self.committed_at = time.monotonic()
         self.n = int(g.attrs["n_written"])
-        for name in ("features", "image_id"):
+        if DIGESTS not in g:  # a group made before digests were kept: its rows' images are unknown
+            g.create_dataset(DIGESTS, data=np.full(self.n, "", dtype=object), dtype=STR, maxshape=(None,), chunks=(4096,))
+        #: image_id -> row of the rows being embedded again (their image changed), written in place
+        self.rewrite: dict[str, int] = {}
+        for name in ("features", "image_id", DIGESTS):
             if g[name].shape[0] != self.n:  # rows of a batch that was cut off by a kill
                 g[name].resize(self.n, axis=0)
         self.nf = int(g["failed/image_id"].shape[0])
@@ -174,11 +183,23 @@ class GroupWriter:
     @property
     def n_pending(self) -> int:
         """Rows queued for the next commit."""
-        return sum(len(ids) for ids, _ in self.pending)
+        return sum(len(ids) for ids, _, _ in self.pending)
 
     def done_ids(self, with_failed: bool = True) -> set[str]:
-        done = set(_strings(self.g["image_id"], self.n).tolist()).union(*(ids for ids, _ in self.pending))
+        done = set(_strings(self.g["image_id"], self.n).tolist()).union(*(ids for ids, _, _ in self.pending))
         return done | set(_strings(self.g["failed/image_id"], self.nf).tolist()) if with_failed else done
+
+    def changed(self, ids: list[str], digests: list[str | None]) -> list[str]:
+        """The ``ids`` whose row holds the embedding of another image than ``digests`` says (both digests
+        known and different); they are embedded again into their rows (:meth:`commit`)."""
+        stored = dict(zip(_strings(self.g["image_id"], self.n).tolist(), range(self.n)))
+        want = {i: d for i, d in zip(ids, digests) if d and i in stored}
+        if not want:
+            return []
+        rows = np.array(sorted(stored[i] for i in want))
+        have = dict(zip(_strings(self.g["image_id"], self.n)[rows].tolist(), _strings(self.g[DIGESTS], self.n)[rows].tolist()))
+        self.rewrite = {i: stored[i] for i, d in want.items() if have[i] and have[i] != d}
+        return list(self.rewrite)
 
     def forget_failed(self, ids: set[str]) -> None:
         """Drop failure records of ``ids`` (they are about to be retried)."""
@@ -195,11 +216,13 @@ class GroupWriter:
         self.g.attrs["shard"] = shard
         self.f.flush()
 
-    def append(self, image_ids: list[str], features: np.ndarray) -> None:
-        """Queue a batch; it is written (and counted in ``n_written``) at the next commit, which happens
-        every ``COMMIT_ROWS`` rows or ``COMMIT_SECONDS`` (a kill loses at most that much work)."""
+    def append(self, image_ids: list[str], features: np.ndarray, digests: list[str | None] | None = None) -> None:
+        """Queue a batch (``digests``: of its images, when known); it is written (and counted in ``n_written``)
+        at the next commit, which happens every ``COMMIT_ROWS`` rows or ``COMMIT_SECONDS`` (a kill loses
+        at most that much work)."""
         if len(image_ids):
-            self.pending.append((list(image_ids), features.astype(np.float16)))
+            self.pending.append((list(image_ids), features.astype(np.float16),
+                                 [d or "" for d in digests] if digests is not None else [""] * len(image_ids)))
         if self.n_pending >= self.COMMIT_ROWS or time.monotonic() - self.committed_at >= self.COMMIT_SECONDS:
             self.commit()
 
@@ -208,11 +231,24 @@ class GroupWriter:
         self.committed_at = time.monotonic()
         if not self.pending:
             return
-        end = self.n + self.n_pending
-        for name in ("features", "image_id"):
+        ids = [i for batch, _, _ in self.pending for i in batch]
+        feats = np.concatenate([f for _, f, _ in self.pending])
+        digests = [d for _, _, batch in self.pending for d in batch]
+        old = np.array([i in self.rewrite for i in ids], dtype=bool)
+        # a changed image's row: the features first, then its digest (a kill between leaves the old
+        # digest, so the next run embeds it again)
+        for k in np.flatnonzero(old):
+            self.g["features"][self.rewrite[ids[k]]] = feats[k]
+        for k in np.flatnonzero(old):
+            self.g[DIGESTS][self.rewrite.pop(ids[k])] = digests[k]
+        new = np.flatnonzero(~old)
+        end = self.n + len(new)
+        for name in ("features", "image_id", DIGESTS):
             self.g[name].resize(end, axis=0)
-        self.g["features"][self.n:end] = np.concatenate([f for _, f in self.pending])
-        self.g["image_id"][self.n:end] = np.asarray([i for ids, _ in self.pending for i in ids], dtype=object)
+        if len(new):
+            self.g["features"][self.n:end] = feats[new]
+            self.g["image_id"][self.n:end] = np.asarray(ids, dtype=object)[new]
+            self.g[DIGESTS][self.n:end] = np.asarray(digests, dtype=object)[new]
         self.f.flush()
         self.n, self.pending = end, []
         self.g.attrs["n_written"] = end
@@ -269,6 +305,7 @@ def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int, replace: bool
         g = f.create_group(name)
         g.create_dataset("features", (0, dim), np.float16, maxshape=(None, dim), chunks=(CHUNK_ROWS, dim))
         g.create_dataset("image_id", (0,), STR, maxshape=(None,), chunks=(4096,))
+        g.create_dataset(DIGESTS, (0,), STR, maxshape=(None,), chunks=(4096,))
         for d in ("failed/image_id", "failed/reason"):
             g.create_dataset(d, (0,), STR, maxshape=(None,), chunks=(256,))
         for k, v in attrs.items():
@@ -333,7 +370,7 @@ def merge_stores(shards: list[str | Path], out: str | Path) -> dict[str, int]:
                     dup = writer.done_ids(with_failed=False) & set(ids)
                     if dup:
                         raise DataError(f"image ids in more than one shard for {name!r}, e.g. {sorted(dup)[:5]}", file=str(r.path))
-                    writer.append(ids, g["features"][:n])
+                    writer.append(ids, g["features"][:n], _strings(g[DIGESTS], n).tolist() if DIGESTS in g else None)
                     for i, why in zip(_strings(g["failed/image_id"]).tolist(), _strings(g["failed/reason"]).tolist()):
                         writer.add_failed(i, why)
             writer.finish()
