@@ -121,3 +121,38 @@ def test_ph2_automatic_segmentation_agrees_with_its_masks(shared_data):
         rgb, auto = load_pair(str(img), None, auto=True)
         scores.append(dice(auto, load_mask(str(case / f"{case.name}_lesion" / f"{case.name}_lesion.bmp"))))
     assert np.mean(scores) > 0.8
+
+
+def test_a_mask_edited_in_place_reruns_the_features_made_from_it(shared_data, tmp_path):
+    """A mask is not named in the metadata: editing it must still rerun the image features of its row
+    (the data folder is the ingest stage's input, and everything after ingest depends on it)."""
+
+    from dermstack.config import RunConfig
+    from dermstack.run import Run
+
+    src = shared_data / "ham10000-dev"
+    head, *rows = (src / "HAM10000_metadata.csv").read_text().splitlines()
+    malignant = [r for r in rows if r.split(",")[2] in ("mel", "bcc", "akiec")][:6]
+    lines = [head] + malignant + [r for r in rows if r not in malignant][:6]
+    data = tmp_path / "ham"
+    for d in ("images", "masks"):
+        (data / d).mkdir(parents=True)
+    (data / "HAM10000_metadata.csv").write_text("\n".join(lines) + "\n")
+    ids = [line.split(",")[1] for line in lines[1:]]
+    for i in ids:
+        (data / "images" / f"{i}.jpg").write_bytes((src / "images" / f"{i}.jpg").read_bytes())
+        (data / "masks" / f"{i}_segmentation.png").write_bytes((src / "masks" / f"{i}_segmentation.png").read_bytes())
+    cfg = RunConfig.from_dict({"data": {"format": "ham10000", "path": str(data)}, "cv": {"n_splits": 2},
+                               "models": [{"kind": "lightgbm", "params": {"n_estimators": 5, "threads": 1}}],
+                               "report": {"enabled": False}})
+    out = tmp_path / "run"
+    Run(cfg, out).execute()
+    area = lambda: pl.read_parquet(out / "features.parquet").filter(pl.col("image_id") == ids[0])["img_area_fraction"][0]  # noqa: E731
+    before = area()
+    mask = data / "masks" / f"{ids[0]}_segmentation.png"
+    m = np.asarray(Image.open(mask).convert("L")) > 127
+    grown = np.zeros_like(m)
+    grown[m.shape[0] // 8: -m.shape[0] // 8, m.shape[1] // 8: -m.shape[1] // 8] = True  # another, larger lesion outline
+    Image.fromarray(((m | grown) * 255).astype(np.uint8)).save(mask)
+    Run(cfg, out).execute()
+    assert area() > before
