@@ -3,6 +3,7 @@ ensemble's weighting, run-directory locks and invalidation, and the import layer
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -235,3 +237,39 @@ def test_a_method_named_after_auto_removes_the_choice_auto_wrote(tiny, tmp_path)
     Run(RunConfig.from_toml(TinyRuns.write(tmp_path / "run.toml", two, ensemble={"method": "mean"})), run).execute()
     assert not (run / "models" / "ensemble_choice.json").exists() and not (run / "stages" / "ensemble-auto.json").exists()
     assert json.loads((run / "metrics.json").read_text())["ensemble"] == {"method": "mean", "chosen": "mean"}
+
+
+#: config edits a user makes between two runs into the same directory
+EDITS = {
+    "a model added": lambda c: c["models"].append(booster("catboost", 10)),
+    "a model dropped": lambda c: c["models"].pop(0),
+    "a booster's params": lambda c: c["models"][0]["params"].update(n_estimators=12),
+    "another seed": lambda c: c["models"][1].update(seeds=[0, 1]),
+    "the ensemble named": lambda c: c.update(ensemble={"method": "greedy"}),
+    "the folds": lambda c: c["cv"].update(n_splits=4),
+    "a feature group off": lambda c: c["features"].update(patient=False),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_a_rerun_after_a_config_edit_equals_a_fresh_run_of_the_edited_config(tiny, tmp_path, edit):
+    """What a rerun keeps from the earlier config must be exactly what the edited config would make:
+    every stage whose inputs changed runs again, and nothing the earlier config made is left in use."""
+    from dermstack.config import RunConfig
+    from dermstack.run import Run
+    from tiny_runs import tiny_config
+
+    models, sections = [booster("lightgbm", 10), booster("xgboost", 10)], {"features": {"embedding": False}}
+    edited = copy.deepcopy(tiny_config(models, **sections))
+    EDITS[edit](edited)
+    resumed = tiny.copy(tiny.run(models, **sections), tmp_path / "resumed")
+    for out in (resumed, tmp_path / "fresh"):
+        Run(RunConfig.from_dict(edited), out).execute()
+
+    def outputs(run: Path) -> tuple:
+        metrics = json.loads((run / "metrics.json").read_text())
+        timeless = lambda d: {k: timeless(v) for k, v in d.items() if k != "seconds"} if isinstance(d, dict) else d  # noqa: E731
+        return timeless(metrics), sorted(p.name for p in (run / "models").iterdir())
+
+    assert outputs(resumed) == outputs(tmp_path / "fresh")
+    assert pl.read_parquet(resumed / "oof.parquet").equals(pl.read_parquet(tmp_path / "fresh" / "oof.parquet"))

@@ -8,7 +8,6 @@ import copy
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,23 +20,21 @@ from dermstack.atomic import read_json, write_text
 from dermstack.config import ModelConfig, RunConfig
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
-from dermstack.errors import ConfigError, DermstackError, why_missing
+from dermstack.errors import ConfigError, why_missing
 from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
 from dermstack.outputs.final import write_outputs
 from dermstack.predictions import ModelResult
-from dermstack.provenance import Stage, artifact, file_digest, versions
+from dermstack.provenance import Stage, file_digest, versions
 from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, model_kind
 from dermstack.rundir import (
-    MODEL_FILES,
     RunLock,
     RunPaths,
     claim_run_dir,
     finish,
     flat_config,
-    foreign_files,
     forget_overwritten,
     invalidate,
-    recorded_models,
+    prune_model_folders,
     records_of,
 )
 from dermstack.saved import GROUP_SOURCE
@@ -281,33 +278,11 @@ class Pipeline:
         return "none" if chosen < 2 else self.cfg.ensemble.method
 
     def prune_models(self) -> None:
-        """Remove model folders (and their stage records) that this config does not make, so that no
-        reader mistakes another config's models for this run's."""
-        keep, ours = set(self.expected_models()), recorded_models(records_of(self.paths.root))
-        for d in sorted(p for p in self.paths.models.iterdir() if p.is_dir()) if self.paths.models.is_dir() else []:
-            if d.name not in keep:
-                foreign = foreign_files(d, MODEL_FILES)
-                if foreign or d.is_symlink() or d.name not in ours:
-                    why = (f"holds files dermstack did not write ({', '.join(foreign[:5])})" if foreign else
-                           "is a symbolic link" if d.is_symlink() else "was not written by this run")
-                    raise DermstackError(f"{d}: a model folder this config does not make {why}; move it out of "
-                                         f"{self.paths.models}")
-                log.info("removing model folder %s: not made by this config", d)
-                shutil.rmtree(d)
-                invalidate(self.paths.root, f"model-{d.name}")
-                self.paths.stage_record(f"model-{d.name}").unlink(missing_ok=True)
-        auto = records_of(self.paths.root).get("ensemble-auto")
-        # an earlier config let `auto` choose the ensemble and this one names its method: the choice is stale
-        if auto is not None and self.ensemble_method(len(self.model_names())) != "auto":
-            from dermstack.ensembles.select import CHOICE_FILE
+        """Remove the model folders this config does not make, and the ensemble choice when it names the method."""
+        from dermstack.ensembles.select import CHOICE_FILE
 
-            choice, rel = self.paths.models / CHOICE_FILE, f"{self.paths.models.name}/{CHOICE_FILE}"
-            if choice.is_file() and not choice.is_symlink() and auto.get("artifacts", {}).get(rel) == artifact(choice):
-                log.info("removing %s: this config does not choose its ensemble (method = %r)", choice,
-                         self.cfg.ensemble.method)
-                choice.unlink()
-            invalidate(self.paths.root, "ensemble-auto")
-            self.paths.stage_record("ensemble-auto").unlink(missing_ok=True)
+        auto = self.ensemble_method(len(self.model_names())) == "auto"
+        prune_model_folders(self.paths, set(self.expected_models()), {} if auto else {"ensemble-auto": self.paths.models / CHOICE_FILE})
 
     def ensemble(self, outs: list[ModelResult], task: TaskSpec, plan: FoldPlan) -> ModelResult:
         """The run's final prediction: the only model, or an ensemble of them saved like any other model."""
