@@ -124,6 +124,15 @@ def test_an_image_changed_since_it_was_embedded_is_embedded_again_in_place(tmp_p
     after, want = store.read(TEST_MODEL, ids), EmbeddingStore(fresh).read(TEST_MODEL, ids)
     np.testing.assert_allclose(after, want, atol=1e-3)
     assert not np.allclose(after[2], before[2]) and np.array_equal(np.delete(after, 2, 0), np.delete(before, 2, 0))
+    # an image that failed, then repaired under the same id: tried again
+    (tmp_path / "IMG_4.png").write_bytes(b"not an image")
+    rep = extract_embeddings(table(), [TEST_MODEL], out, settings(test_weights)).backbones[0]
+    assert (rep.changed, rep.embedded, len(rep.failed)) == (1, 0, 1) and EmbeddingStore(out).failed(TEST_MODEL).keys() == {"IMG_4"}
+    assert sorted(EmbeddingStore(out).image_ids(TEST_MODEL)) == ids[:4] + ids[5:]  # its old embedding is gone
+    np.testing.assert_array_equal(EmbeddingStore(out).read(TEST_MODEL, ids[:4] + ids[5:]), np.delete(after, 4, 0))
+    Image.fromarray(lesion_like(rng)).save(refs[4])
+    rep = extract_embeddings(table(), [TEST_MODEL], out, settings(test_weights)).backbones[0]
+    assert (rep.changed, rep.embedded, rep.failed) == (1, 1, []) and not EmbeddingStore(out).failed(TEST_MODEL)
     # a store made before digests were kept: its rows' images are unknown, so nothing is embedded again
     with h5py.File(out, "a") as f:
         del f[TEST_MODEL]["image_sha256"]

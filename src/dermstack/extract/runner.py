@@ -221,8 +221,8 @@ def _extract_one(bb: Backbone, net: tuple[torch.nn.Module, int], key: str, image
             writer.forget_failed(set(ids))
         changed = set(writer.changed(ids, digests))
         if changed:
-            log.info("%s: %d images changed since they were embedded (their digest at ingest differs), e.g. %s: "
-                     "embedding them again", key, len(changed), sorted(changed)[:3])
+            log.info("%s: %d images changed since they were embedded or failed (their digest at ingest differs), "
+                     "e.g. %s: embedding them again", key, len(changed), sorted(changed)[:3])
         done = writer.done_ids() - changed
         todo = [k for k, i in enumerate(ids) if i not in done]
         rep.changed = len(changed)
@@ -243,7 +243,7 @@ def _extract_one(bb: Backbone, net: tuple[torch.nn.Module, int], key: str, image
                     k = todo[j]
                     if strict:
                         raise DataError(f"{reason} [{ids[k]}] (--strict)", file=refs[k], column="image_ref")
-                    writer.add_failed(ids[k], reason)
+                    writer.add_failed(ids[k], reason, digests[k])
                     rep.failed.append({"image_id": ids[k], "image_ref": refs[k], "reason": reason})
                     log.warning("image %s not embedded: %s (%s)", ids[k], reason, refs[k])
                 if feats is not None:

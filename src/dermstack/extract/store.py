@@ -10,7 +10,7 @@ Layout of group ``/<key>`` (``/`` in a hub name as ``__``):
   image_sha256 (N, utf-8)                            each row's image digest from ingest ("" unknown; absent:
                                                      made before digests were kept); a resumed extraction
                                                      embeds again, in place, a row whose image changed
-  failed/image_id, failed/reason                     images that could not be embedded, and why
+  failed/image_id, failed/reason, failed/image_sha256  images that could not be embedded, why, and their digest
   attrs: backbone, view ("" for the primary image), timm_name, pretrained_cfg (JSON), data_config (JSON), weights_source,
          weights_sha256, image_size, tta (JSON), precision, batchnorm_folded (BatchNorm layers folded
          into their convolutions, :mod:`dermstack.extract.fold`; absent: made before folding existed),
@@ -43,8 +43,10 @@ log = logging.getLogger(__name__)
 KIND = "dermstack.embeddings"
 STR = h5py.string_dtype("utf-8")
 CHUNK_ROWS = 256
-#: the dataset of each row's image digest
+#: the dataset of each row's image digest, and the failure records' datasets
 DIGESTS = "image_sha256"
+FAILED_DIGESTS = "failed/image_sha256"
+FAILED = ("failed/image_id", "failed/reason", FAILED_DIGESTS)
 
 
 def group_name(key: str) -> str:
@@ -166,18 +168,16 @@ class GroupWriter:
         self.pending: list[tuple[list[str], np.ndarray]] = []
         self.committed_at = time.monotonic()
         self.n = int(g.attrs["n_written"])
-        if DIGESTS not in g:  # a group made before digests were kept: its rows' images are unknown
-            g.create_dataset(DIGESTS, data=np.full(self.n, "", dtype=object), dtype=STR, maxshape=(None,), chunks=(4096,))
+        for name, n in ((DIGESTS, self.n), (FAILED_DIGESTS, g["failed/image_id"].shape[0])):
+            if name not in g:  # a group made before digests were kept: its rows' images are unknown
+                g.create_dataset(name, data=np.full(n, "", dtype=object), dtype=STR, maxshape=(None,), chunks=(4096,))
         #: image_id -> row of the rows being embedded again (their image changed), written in place
         self.rewrite: dict[str, int] = {}
         for name in ("features", "image_id", DIGESTS):
             if g[name].shape[0] != self.n:  # rows of a batch that was cut off by a kill
                 g[name].resize(self.n, axis=0)
-        self.nf = int(g["failed/image_id"].shape[0])
-        for name in ("failed/image_id", "failed/reason"):
-            if g[name].shape[0] != self.nf:
-                self.nf = min(self.nf, g[name].shape[0])
-        for name in ("failed/image_id", "failed/reason"):
+        self.nf = min(g[name].shape[0] for name in FAILED)
+        for name in FAILED:
             g[name].resize(self.nf, axis=0)
 
     @property
@@ -190,26 +190,27 @@ class GroupWriter:
         return done | set(_strings(self.g["failed/image_id"], self.nf).tolist()) if with_failed else done
 
     def changed(self, ids: list[str], digests: list[str | None]) -> list[str]:
-        """The ``ids`` whose row holds the embedding of another image than ``digests`` says (both digests
-        known and different); they are embedded again into their rows (:meth:`commit`)."""
-        stored = dict(zip(_strings(self.g["image_id"], self.n).tolist(), range(self.n)))
-        want = {i: d for i, d in zip(ids, digests) if d and i in stored}
-        if not want:
-            return []
-        rows = np.array(sorted(stored[i] for i in want))
-        have = dict(zip(_strings(self.g["image_id"], self.n)[rows].tolist(), _strings(self.g[DIGESTS], self.n)[rows].tolist()))
-        self.rewrite = {i: stored[i] for i, d in want.items() if have[i] and have[i] != d}
-        return list(self.rewrite)
+        """The ``ids`` whose row, or failure record, is of another image than ``digests`` says (both digests
+        known and different). Their rows are embedded again in place (:meth:`commit`); their failures
+        are forgotten, so that a repaired image is tried again."""
+        new = {i: d for i, d in zip(ids, digests) if d}
+        stored = zip(_strings(self.g["image_id"], self.n), _strings(self.g[DIGESTS], self.n), range(self.n))
+        self.rewrite = {i: row for i, d, row in stored if d and new.get(i, d) != d}
+        failed = {i for i, d in zip(_strings(self.g["failed/image_id"], self.nf), _strings(self.g[FAILED_DIGESTS], self.nf))
+                  if d and new.get(i, d) != d}
+        if failed:
+            self.forget_failed(failed)
+        return list(self.rewrite) + sorted(failed)
 
     def forget_failed(self, ids: set[str]) -> None:
         """Drop failure records of ``ids`` (they are about to be retried)."""
-        fid, why = _strings(self.g["failed/image_id"], self.nf), _strings(self.g["failed/reason"], self.nf)
-        keep = ~np.isin(fid, list(ids))
+        columns = {name: _strings(self.g[name], self.nf) for name in FAILED}
+        keep = ~np.isin(columns["failed/image_id"], list(ids))
         self.nf = int(keep.sum())
-        for name, vals in (("failed/image_id", fid[keep]), ("failed/reason", why[keep])):
+        for name, vals in columns.items():
             self.g[name].resize(self.nf, axis=0)
             if self.nf:
-                self.g[name][:] = vals.astype(object)
+                self.g[name][:] = vals[keep].astype(object)
 
     def begin(self, shard: str) -> None:
         self.g.attrs["complete"] = False
@@ -254,12 +255,30 @@ class GroupWriter:
         self.g.attrs["n_written"] = end
         self.f.flush()
 
-    def add_failed(self, image_id: str, reason: str) -> None:
+    def add_failed(self, image_id: str, reason: str, digest: str | None = None) -> None:
+        if image_id in self.rewrite:  # its old row is of the image it replaced: no reader may get it
+            self._drop_row(self.rewrite.pop(image_id))
         end = self.nf + 1
-        for name, val in (("failed/image_id", image_id), ("failed/reason", reason)):
+        for name, val in zip(FAILED, (image_id, reason, digest or "")):
             self.g[name].resize(end, axis=0)
             self.g[name][self.nf] = val
         self.nf = end
+        self.f.flush()
+
+    def _drop_row(self, row: int) -> None:
+        """Remove committed row ``row``: the last row moves into it (readers go by id, not by position)."""
+        last = self.n - 1
+        if row != last:
+            for name in ("features", "image_id", DIGESTS):
+                self.g[name][row] = self.g[name][last]
+            moved = next((i for i, r in self.rewrite.items() if r == last), None)
+            if moved is not None:
+                self.rewrite[moved] = row
+            self.f.flush()
+        self.n = last
+        self.g.attrs["n_written"] = last
+        for name in ("features", "image_id", DIGESTS):
+            self.g[name].resize(last, axis=0)
         self.f.flush()
 
     def finish(self) -> None:
@@ -306,7 +325,7 @@ def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int, replace: bool
         g.create_dataset("features", (0, dim), np.float16, maxshape=(None, dim), chunks=(CHUNK_ROWS, dim))
         g.create_dataset("image_id", (0,), STR, maxshape=(None,), chunks=(4096,))
         g.create_dataset(DIGESTS, (0,), STR, maxshape=(None,), chunks=(4096,))
-        for d in ("failed/image_id", "failed/reason"):
+        for d in FAILED:
             g.create_dataset(d, (0,), STR, maxshape=(None,), chunks=(256,))
         for k, v in attrs.items():
             g.attrs[k] = v
@@ -371,8 +390,9 @@ def merge_stores(shards: list[str | Path], out: str | Path) -> dict[str, int]:
                     if dup:
                         raise DataError(f"image ids in more than one shard for {name!r}, e.g. {sorted(dup)[:5]}", file=str(r.path))
                     writer.append(ids, g["features"][:n], _strings(g[DIGESTS], n).tolist() if DIGESTS in g else None)
-                    for i, why in zip(_strings(g["failed/image_id"]).tolist(), _strings(g["failed/reason"]).tolist()):
-                        writer.add_failed(i, why)
+                    failed_digests = _strings(g[FAILED_DIGESTS]).tolist() if FAILED_DIGESTS in g else None
+                    for k, (i, why) in enumerate(zip(_strings(g["failed/image_id"]).tolist(), _strings(g["failed/reason"]).tolist())):
+                        writer.add_failed(i, why, failed_digests[k] if failed_digests else None)
             writer.finish()
             counts[name] = writer.n
     tmp.replace(out)
