@@ -165,7 +165,7 @@ class GroupWriter:
 
     def __init__(self, f: h5py.File, g: h5py.Group):
         self.f, self.g = f, g
-        self.pending: list[tuple[list[str], np.ndarray]] = []
+        self.pending: list[tuple[list[str], np.ndarray, list[str]]] = []  # (ids, features, digests)
         self.committed_at = time.monotonic()
         self.n = int(g.attrs["n_written"])
         for name, n in ((DIGESTS, self.n), (FAILED_DIGESTS, g["failed/image_id"].shape[0])):
