@@ -260,6 +260,13 @@ def test_cli_run_info_merge(tmp_path, table, test_weights):
     assert r.exit_code == 0 and "complete" in r.output and "INCOMPLETE" not in r.output
     r = runner.invoke(cli, common + ["--out", str(tmp_path / "x.h5"), "--shard", "2/2"])
     assert r.exit_code == 2 and "0 <= i < n" in r.output
+    # the same store at another size: refused, naming the flag that embeds it again
+    other = [a if a != str(SIZE) else "48" for a in common] + ["--out", str(tmp_path / "m.h5")]
+    r = runner.invoke(cli, other)
+    assert r.exit_code == 2 and "made with other settings" in r.output and "--replace-changed" in r.output, r.output
+    r = runner.invoke(cli, other + ["--replace-changed"])
+    assert r.exit_code == 0 and f"{len(table)} embedded" in r.output, r.output
+    assert EmbeddingStore(tmp_path / "m.h5").info(TEST_MODEL)["data_config"]["input_size"] == [3, 48, 48]
 
 
 def test_store_file_layout(tmp_path, table, test_weights):

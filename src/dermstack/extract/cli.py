@@ -44,11 +44,14 @@ def extract() -> None:
 @click.option("--shard", default=None, metavar="I/N", help="Embed every N-th image starting at the I-th (0-based).")
 @click.option("--strict", is_flag=True, help="Stop at the first missing or corrupt image instead of recording it.")
 @click.option("--retry-failed", is_flag=True, help="Try again the images an earlier run recorded as failed.")
+@click.option("--replace-changed", is_flag=True,
+              help="Embed again a backbone OUT holds from other settings (size, weights, TTA) instead of refusing.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None, callback=out_file,
               help="JSON report (default: OUT with .report.json).")
 def run_command(lesions: Path, backbones: tuple[str, ...], out: Path, image_size: int | None, batch_size: int | None,
                 streams: int | None, threads: int | None, workers: int | None, device: str, precision: str, tta: tuple[str, ...],
-                weights: tuple[str, ...], shard: str | None, strict: bool, retry_failed: bool, report_path: Path | None) -> None:
+                weights: tuple[str, ...], shard: str | None, strict: bool, retry_failed: bool, replace_changed: bool,
+                report_path: Path | None) -> None:
     """Embed every image of the LesionTable LESIONS (parquet) into OUT; a rerun resumes."""
     from dermstack.data.table import LesionTable
     from dermstack.extract.runner import extract_embeddings
@@ -58,7 +61,7 @@ def run_command(lesions: Path, backbones: tuple[str, ...], out: Path, image_size
                                precision=precision, tta=list(tta), weights=_weights(weights), threads=threads,
                                retry_failed=retry_failed)
     report = extract_embeddings(LesionTable.read(lesions), list(backbones), out, settings,
-                                shard=parse_shard(shard) if shard else None, strict=strict)
+                                shard=parse_shard(shard) if shard else None, strict=strict, replace_changed=replace_changed)
     report.write_json(report_path or Path(report.out).with_suffix(".report.json"))
     click.echo(report.summary())
 

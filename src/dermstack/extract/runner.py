@@ -158,9 +158,10 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
     """Embed every image of ``table`` (every n-th from the i-th with ``shard=(i, n)``) with each backbone
     into the EmbeddingStore ``out``. Resumes where an earlier run stopped; bad images are recorded
     (``strict=True`` raises instead). Under torchrun each rank takes its shard and rank 0 merges.
-    ``damaged_hint``: what to do about an ``out`` that is not a store dermstack can append to (the
-    caller's words: a run names its stage). ``replace_changed``: embeddings ``out`` holds that were made
-    with other settings are made again, not refused (a run's own store after its [extract] changed)."""
+    ``damaged_hint``: what to do about an ``out`` that is not a store dermstack can append to, or that
+    holds a backbone's embeddings made with other settings (the caller's words: a run names its stage).
+    ``replace_changed``: those embeddings are made again instead (a run's own store after its [extract]
+    changed; ``extract run --replace-changed``)."""
     settings = settings or ExtractSettings()
     out = Path(out)
     if len(table) == 0:
@@ -193,7 +194,7 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
             log.info("%s: %d BatchNorm layers folded into their convolutions", name, folded)
             for v in views:
                 report.backbones.append(_extract_one(bb, (net, folded), v.key(name), v, path, settings, device,
-                                                     precision, par, shard_text, strict, replace_changed))
+                                                     precision, par, shard_text, strict, replace_changed, damaged_hint))
 
     if world is None:
         embed_all()
@@ -212,11 +213,12 @@ def extract_embeddings(table: LesionTable, backbones: list[str], out: str | Path
 
 def _extract_one(bb: Backbone, net: tuple[torch.nn.Module, int], key: str, images: ViewImages, path: Path,
                  settings: ExtractSettings, device: torch.device, precision: Precision, par: Parallelism, shard_text: str,
-                 strict: bool, replace: bool = False) -> BackboneReport:
+                 strict: bool, replace: bool = False, remedy: str | None = None) -> BackboneReport:
     ids, refs, digests = images.ids, images.refs, images.digests
     rep = BackboneReport(key, bb.timm_name, bb.weights.source, bb.weights.sha256, list(bb.image_size), len(ids), 0, 0)
     with h5py.File(path, "a") as f:
-        writer = open_group(f, key, group_attrs(bb, settings, precision, net[1]), bb.num_features, replace)
+        writer = open_group(f, key, group_attrs(bb, settings, precision, net[1]), bb.num_features, replace,
+                            remedy or "write to another --out file, or embed them again with --replace-changed")
         if settings.retry_failed:
             writer.forget_failed(set(ids))
         changed = set(writer.changed(ids, digests))

@@ -309,10 +309,11 @@ def writable_store(path: str | Path, hint: str | None = None) -> Path:
     return path
 
 
-def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int, replace: bool = False) -> GroupWriter:
+def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int, replace: bool = False,
+               remedy: str = "write to another --out file") -> GroupWriter:
     """Create the group of an embedding key (:func:`view_key`), or reopen it after checking it was
-    made with the same recipe. ``replace``: a group of another recipe is deleted and made again
-    (the caller wrote it: a run whose [extract] settings changed), instead of refused."""
+    made with the same recipe (else a DataError ending in ``remedy``). ``replace``: a group of another
+    recipe is deleted and made again instead (a run whose [extract] settings changed, ``--replace-changed``)."""
     name = group_name(backbone)
     g = f.get(name)
     if g is not None and replace and g.attrs.get("kind") == KIND and (diff := recipe_changes(g, attrs["recipe"])):
@@ -333,18 +334,18 @@ def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int, replace: bool
         g.attrs.update(kind=KIND, backbone=name_, view=view, created=now(), n_written=0, complete=False)
         f.flush()
         return GroupWriter(f, g)
-    check_recipe(g, attrs["recipe"], backbone, f.filename)
+    check_recipe(g, attrs["recipe"], backbone, f.filename, remedy)
     return GroupWriter(f, g)
 
 
-def check_recipe(g: h5py.Group, recipe_json: str, backbone: str, file: str) -> None:
+def check_recipe(g: h5py.Group, recipe_json: str, backbone: str, file: str, remedy: str) -> None:
     """A group only ever holds embeddings made the same way (weights, size, preprocessing, TTA)."""
     if g.attrs.get("kind") != KIND:
         raise DataError(f"group {g.name!r} is not a dermstack embeddings group", file=file)
     diff = recipe_changes(g, recipe_json)
     if diff:
         raise DataError(f"the {backbone!r} embeddings in this store were made with other settings ({_shown(diff)}); "
-                        "write to another --out file, or delete the group to start over", file=file)
+                        f"{remedy}", file=file)
 
 
 def recipe_changes(g: h5py.Group, recipe_json: str) -> dict[str, tuple]:
@@ -383,7 +384,7 @@ def merge_stores(shards: list[str | Path], out: str | Path) -> dict[str, int]:
                                  if k not in ("n_written", "complete", "shard", "created", "kind", "backbone", "view")}
                         writer = open_group(f, name, attrs, g["features"].shape[1])
                         writer.begin(shard="merged")
-                    check_recipe(writer.g, g.attrs["recipe"], name, str(r.path))
+                    check_recipe(writer.g, g.attrs["recipe"], name, str(r.path), "merge only shards made with the same settings")
                     n = int(g.attrs["n_written"])
                     ids = _strings(g["image_id"], n).tolist()
                     dup = writer.done_ids(with_failed=False) & set(ids)
