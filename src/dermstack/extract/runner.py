@@ -52,7 +52,7 @@ class BackboneReport:
     embedded: int
     failed: list[dict] = field(default_factory=list)  # {"image_id", "image_ref", "reason"}
     seconds: float = 0.0
-    changed: int = 0  # embedded by an earlier run from an image that has changed since: embedded again
+    changed: int = 0  # embedded or failed in an earlier run, from an image that has changed since: tried again
 
     @property
     def images_per_s(self) -> float:
@@ -81,9 +81,9 @@ class ExtractReport:
         lines = [f"embeddings -> {self.out} (shard {self.shard}, {self.device}, {self.precision}, {self.parallelism})"]
         for b in self.backbones:
             lines.append(f"  {b.backbone} [{b.timm_name}, {b.weights_source}, {b.image_size[0]}px]: {b.images} images, "
-                         f"{b.already_done} already done, {b.embedded} embedded"
-                         + (f" ({b.changed} of them again: their image changed)" if b.changed else "") + f", {len(b.failed)} failed"
-                         + (f", {b.images_per_s:.1f} img/s" if b.seconds else ""))
+                         f"{b.already_done} already done, {b.embedded} embedded, {len(b.failed)} failed"
+                         + (f", {b.images_per_s:.1f} img/s" if b.seconds else "")
+                         + (f"; {b.changed} of these had changed since an earlier run and were tried again" if b.changed else ""))
             for x in b.failed[:max_failed]:
                 lines.append(f"    failed {x['image_id']}: {x['reason']} ({x['image_ref']})")
             if len(b.failed) > max_failed:
