@@ -21,7 +21,7 @@ from dermstack.errors import DataError, DermstackError
 from dermstack.predictions import ModelResult, Predictions
 from dermstack.rundir import RunLock, RunLockedError, check_current, finish, invalidate
 from dermstack.saved import Inputs, dependency_order, load, predict_all
-from tiny_runs import TinyRuns, booster
+from tiny_runs import TinyRuns, booster, tiny_config
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dermstack"
 
@@ -208,7 +208,7 @@ def test_second_live_run_into_the_same_directory_fails_at_once(finished_run):
 
 def test_a_model_added_to_or_removed_from_models_reruns_the_ensemble(tiny, tmp_path):
     """A model new to [[models]] never ran, so no stage it feeds was invalidated: the ensemble stage
-    must still see that its members changed, and so must the calibration of its scores."""
+    must still see that its members changed, and the run's final metrics must be the new ensemble's."""
     from dermstack.config import RunConfig
     from dermstack.run import Run
 
@@ -257,7 +257,6 @@ def test_a_rerun_after_a_config_edit_equals_a_fresh_run_of_the_edited_config(tin
     every stage whose inputs changed runs again, and nothing the earlier config made is left in use."""
     from dermstack.config import RunConfig
     from dermstack.run import Run
-    from tiny_runs import tiny_config
 
     models, sections = [booster("lightgbm", 10), booster("xgboost", 10)], {"features": {"embedding": False}}
     edited = copy.deepcopy(tiny_config(models, **sections))
@@ -266,10 +265,11 @@ def test_a_rerun_after_a_config_edit_equals_a_fresh_run_of_the_edited_config(tin
     for out in (resumed, tmp_path / "fresh"):
         Run(RunConfig.from_dict(edited), out).execute()
 
+    def timeless(d):
+        return {k: timeless(v) for k, v in d.items() if k != "seconds"} if isinstance(d, dict) else d
+
     def outputs(run: Path) -> tuple:
-        metrics = json.loads((run / "metrics.json").read_text())
-        timeless = lambda d: {k: timeless(v) for k, v in d.items() if k != "seconds"} if isinstance(d, dict) else d  # noqa: E731
-        return timeless(metrics), sorted(p.name for p in (run / "models").iterdir())
+        return timeless(json.loads((run / "metrics.json").read_text())), sorted(p.name for p in (run / "models").iterdir())
 
     assert outputs(resumed) == outputs(tmp_path / "fresh")
     assert pl.read_parquet(resumed / "oof.parquet").equals(pl.read_parquet(tmp_path / "fresh" / "oof.parquet"))
