@@ -291,14 +291,11 @@ class Pipeline:
         if method == "none":
             return chosen[0]
         keys, needs = self.keys("ensemble", "data.task", "data.target"), [f"model-{o.name}" for o in chosen] + ["folds"]
-        # the members' model files are inputs: a model added to [[models]] never ran before, so it invalidated
-        # nothing, yet an ensemble without it would be stale
-        members = [self.paths.models / o.name / "model.json" for o in chosen]
         if method == "auto":
             from dermstack.ensembles.select import CHOICE_FILE, select_ensemble
 
             models = self.paths.models
-            self.stage("ensemble-auto", keys, members, [models / CHOICE_FILE] + [models / c / "model.json" for c in auto_candidates()]
+            self.stage("ensemble-auto", keys, [], [models / CHOICE_FILE] + [models / c / "model.json" for c in auto_candidates()]
                         + [models / c for c in auto_candidates()],
                         needs, lambda: select_ensemble(chosen, task, plan, models))
             self.ensemble_choice = read_json(models / CHOICE_FILE, "ensemble choice")
@@ -306,7 +303,7 @@ class Pipeline:
             return next((o for o in chosen if o.name == name), None) or ModelResult.read(models / name, name)
 
         fit = ensemble_methods()[method].fit
-        return self.model_stage(method, keys, needs, lambda: fit(chosen, task, plan, out_dir=self.paths.models), members)
+        return self.model_stage(method, keys, needs, lambda: fit(chosen, task, plan, out_dir=self.paths.models))
 
     def calibrate(self, final: ModelResult, task: TaskSpec, plan: FoldPlan) -> ModelResult:
         """The final model's probabilities calibrated on its OOF scores (dermstack.calibration)."""

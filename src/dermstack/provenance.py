@@ -106,9 +106,10 @@ class Stage:
     """A run stage that is skipped when its config, inputs and versions are unchanged.
 
     ``done()`` is true when ``stages/<name>.json`` holds the same fingerprint and every output exists.
-    ``finish()`` records the fingerprint after the outputs were written. ``config`` holds the config
-    keys the stage reads (``section.key -> value``); ``depends_on`` names the stages whose outputs it
-    reads, so that re-running one of them invalidates this one (:func:`dermstack.rundir.invalidate`).
+    ``finish()`` records the fingerprint (config, inputs, versions and the stages it reads) after the
+    outputs were written. ``config`` holds the config keys the stage reads (``section.key -> value``);
+    ``depends_on`` names the stages whose outputs it reads, so that re-running one of them invalidates
+    this one (:func:`dermstack.rundir.invalidate`).
     """
 
     run_dir: Path
@@ -128,7 +129,9 @@ class Stage:
     def fingerprint(self) -> str:
         ins = {str(p.relative_to(self.run_dir) if p.is_relative_to(self.run_dir) else p): file_digest(p)
                for p in self.inputs if p.exists()}
-        return digest({"config": self.config, "inputs": ins, "versions": versions()})
+        # the stages it reads are part of it: one that joins the list (a model added to [[models]], read by
+        # the ensemble) never ran before, so it invalidated nothing, yet this stage's output no longer fits
+        return digest({"config": self.config, "inputs": ins, "versions": versions(), "depends_on": sorted(self.depends_on)})
 
     def check_inside(self) -> None:
         """A stage never writes through a link out of the run (into another run's model folder, say)."""
