@@ -194,6 +194,8 @@ class GroupWriter:
         known and different). Their rows are embedded again in place (:meth:`commit`); their failures
         are forgotten, so that a repaired image is tried again."""
         new = {i: d for i, d in zip(ids, digests) if d}
+        if not new:  # a table without digests: nothing to compare, nothing to read
+            return []
         stored = zip(_strings(self.g["image_id"], self.n).tolist(), _strings(self.g[DIGESTS], self.n).tolist(), range(self.n))
         self.rewrite = {i: row for i, d, row in stored if d and new.get(i, d) != d}
         failed = {i for i, d in zip(_strings(self.g["failed/image_id"], self.nf).tolist(),
