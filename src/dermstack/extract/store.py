@@ -319,8 +319,7 @@ def open_group(f: h5py.File, backbone: str, attrs: dict, dim: int, replace: bool
     name = group_name(backbone)
     g = f.get(name)
     if g is not None and replace and g.attrs.get("kind") == KIND and (diff := recipe_changes(g, attrs["recipe"])):
-        log.info("%s: the %r embeddings were made with other settings (%s): embedding again", f.filename, backbone,
-                 _shown(diff))
+        log.info("%s: the %r embeddings were made with other settings (%s): embedding again", f.filename, backbone, diff)
         del f[name]
         g = None
     if g is None:
@@ -346,18 +345,16 @@ def check_recipe(g: h5py.Group, recipe_json: str, backbone: str, file: str, reme
         raise DataError(f"group {g.name!r} is not a dermstack embeddings group", file=file)
     diff = recipe_changes(g, recipe_json)
     if diff:
-        raise DataError(f"the {backbone!r} embeddings in this store were made with other settings ({_shown(diff)}); "
-                        f"{remedy}", file=file)
+        raise DataError(f"the {backbone!r} embeddings in this store were made with other settings ({diff}); {remedy}",
+                        file=file)
 
 
-def recipe_changes(g: h5py.Group, recipe_json: str) -> dict[str, tuple]:
-    """Each recipe key whose value in group ``g`` differs from ``recipe_json``'s: (store's, new)."""
+def recipe_changes(g: h5py.Group, recipe_json: str) -> str:
+    """Each recipe key whose value in group ``g`` differs from ``recipe_json``'s, as ``key: store a vs now b``
+    ("" when the recipes agree)."""
     old, new = json.loads(g.attrs["recipe"]), json.loads(recipe_json)
-    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-
-
-def _shown(diff: dict[str, tuple]) -> str:
-    return "; ".join(f"{k}: store {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+    return "; ".join(f"{k}: store {old.get(k)!r} vs now {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k))
 
 
 def merge_stores(shards: list[str | Path], out: str | Path) -> dict[str, int]:
