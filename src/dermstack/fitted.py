@@ -237,7 +237,7 @@ class FittedRun:
 
         return submit_run(self.root, format, path, sample=sample, predictions=predictions, model=model)
 
-    def report(self, out_dir: str | os.PathLike | None = None, *, shap_sample: int = 2000, n_boot: int = 200,
+    def report(self, out_dir: str | os.PathLike | None = None, *, shap_sample: int | None = None, n_boot: int = 200,
                threshold: float = 0.5, specificity: float = 0.95) -> Path:
         """Write the self-contained HTML report and the numbers behind it (as ``dermstack report``).
 
@@ -245,8 +245,9 @@ class FittedRun:
         ----------
         out_dir : path, optional
             The report folder; default ``RUN_DIR/report``.
-        shap_sample : int
-            Rows explained per model: all positives plus a fold-stratified sample of negatives (0: every row).
+        shap_sample : int, optional
+            Rows explained per model: all positives plus a fold-stratified sample of negatives (0: every row);
+            default: the run's ``[report] shap_sample``.
         n_boot : int
             Bootstrap resamples of the confidence intervals.
         threshold : float
@@ -267,7 +268,7 @@ class FittedRun:
         """
         from dermstack.reports.build import ReportSettings, build_report
 
-        settings = ReportSettings(shap_sample=shap_sample or None, n_boot=n_boot, threshold=threshold, specificity=specificity)
+        settings = ReportSettings.for_run(self.root, shap_sample, n_boot=n_boot, threshold=threshold, specificity=specificity)
         return build_report(self.root, Path(out_dir) if out_dir is not None else self.root / "report", settings=settings)
 
     def explain(self, image_id: str) -> Explanation:

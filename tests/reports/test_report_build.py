@@ -160,3 +160,14 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
         shot = browser.screenshot(report_dir / "index.html", tmp_path / f"report_{size[1]}.png", size, exe=exe)
         pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
         assert pixels.shape == (size[1], size[0]) and pixels.std() > 20  # rendered content, not a blank page
+
+
+def test_a_report_built_again_explains_the_rows_the_run_configured(tmp_path):
+    """`dermstack report RUN` and `FittedRun.report()` without --shap-sample use the run's [report] shap_sample."""
+    from dermstack.reports.build import ReportSettings
+
+    assert ReportSettings.for_run(tmp_path).shap_sample == 2000  # no config.toml: the [report] default
+    (tmp_path / "config.toml").write_text('[data]\nformat = "synthetic-isic2024"\n\n[report]\nshap_sample = 123\n')
+    assert ReportSettings.for_run(tmp_path).shap_sample == 123
+    assert ReportSettings.for_run(tmp_path, 50, n_boot=5) == ReportSettings(shap_sample=50, n_boot=5)
+    assert ReportSettings.for_run(tmp_path, 0).shap_sample is None  # every row

@@ -77,9 +77,9 @@ class FeatureMatrix:
 
     @classmethod
     def fit(cls, df: pl.DataFrame, columns: list[str], categorical: list[str]) -> FeatureMatrix:
-        cats = {}
+        cats, schema = {}, df.schema  # a frame's schema is built per access
         for c in columns:
-            if c in categorical or df.schema[c] in (pl.String, pl.Categorical, pl.Enum, pl.Boolean):
+            if c in categorical or schema[c] in (pl.String, pl.Categorical, pl.Enum, pl.Boolean):
                 cats[c] = sorted(df[c].cast(pl.String).drop_nulls().unique().to_list())
         return cls(list(columns), cats)
 
@@ -92,8 +92,8 @@ class FeatureMatrix:
         absent = [c for c in self.columns if c not in df.columns]
         if absent:
             raise DataError(f"feature columns the models were trained on are absent: {absent[:10]}", file=source)
-        numeric = [c for c in self.columns if c not in self.categories]
-        bad = [c for c in numeric if not df.schema[c].is_numeric()]
+        numeric, schema = [c for c in self.columns if c not in self.categories], df.schema  # df.schema is built per access
+        bad = [c for c in numeric if not schema[c].is_numeric()]
         if bad:
             raise DataError(f"non-numeric feature columns not declared categorical: {bad[:10]}", file=source)
         out = df.select(pl.col(numeric).cast(pl.Float32)).to_pandas() if numeric else pd.DataFrame(index=range(df.height))

@@ -49,7 +49,8 @@ def usable_columns(df: pl.DataFrame, columns: list[str]) -> list[str]:
                         "(enable more groups in [features], e.g. image features from the masks)")
     nulls = df.select(pl.col(columns).null_count()).row(0)
     dead = [c for c, n in zip(columns, nulls) if n == df.height]
-    float_cols = [c for c in columns if df.schema[c].is_float() and c not in dead]
+    schema = df.schema  # built per access
+    float_cols = [c for c in columns if schema[c].is_float() and c not in dead]
     if float_cols:
         nans = df.select(pl.col(float_cols).is_nan().sum()).row(0, named=True)
         dead += [c for c in float_cols if nans[c] + df[c].null_count() == df.height]

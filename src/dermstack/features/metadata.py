@@ -68,8 +68,9 @@ def metadata_features(table: LesionTable, leak_auc: float = 0.65, dropped: list[
     kept = [c for c in columns if c not in dropped]
     exprs = []
     numeric, categorical = [], []
+    schema = table.df.schema  # built per access
     for col in kept:
-        dtype = table.df.schema[col]
+        dtype = schema[col]
         if col in cats or dtype in (pl.String, pl.Categorical, pl.Boolean, pl.Enum):
             exprs.append(pl.col(col).cast(pl.String))
             categorical.append(col)

@@ -88,9 +88,9 @@ def read_rows(features: pl.DataFrame, columns: list[str], store, backbones: list
 
 def split_columns(frame: pl.DataFrame, columns: list[str], categorical: list[str]) -> tuple[list[str], list[str]]:
     """(numeric, categorical) columns; booleans count as numeric 0/1; any other type is a DataError."""
-    numeric, cats = [], []
+    numeric, cats, schema = [], [], frame.schema  # a frame's schema is built per access
     for c in columns:
-        dtype = frame.schema[c]
+        dtype = schema[c]
         if c in categorical or dtype in CATEGORICAL_DTYPES:
             cats.append(c)
         elif dtype.is_numeric() or dtype == pl.Boolean:

@@ -37,6 +37,18 @@ class ReportSettings:
     min_group_n: int = 30
     seed: int = 0
 
+    @classmethod
+    def for_run(cls, run_dir: Path, shap_sample: int | None = None, **settings) -> ReportSettings:
+        """Settings for ``run_dir``'s report; ``shap_sample`` None: the ``[report] shap_sample`` of the run's
+        ``config.toml`` (the default without one), so that a report built again explains the rows the
+        run's own report did; 0: every row."""
+        if shap_sample is None:
+            from dermstack.config import ReportConfig, RunConfig
+
+            config = Path(run_dir) / "config.toml"
+            shap_sample = (RunConfig.from_toml(config).report if config.is_file() else ReportConfig()).shap_sample
+        return cls(shap_sample=shap_sample or None, **settings)
+
 
 @dataclass
 class ModelShap:

@@ -28,18 +28,19 @@ def report() -> None:
 @report.command("build")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report directory [default: RUN_DIR/report].")
-@click.option("--shap-sample", type=click.IntRange(min=0), default=2000, show_default=True,
-              help="Rows explained per model: all positives plus a fold-stratified sample of negatives (0: every row).")
+@click.option("--shap-sample", type=click.IntRange(min=0),
+              help="Rows explained per model: all positives plus a fold-stratified sample of negatives (0: every row) "
+                   "[default: the run's [report] shap_sample, 2000 unless set].")
 @click.option("--n-boot", type=option("Resamples"), default=200, show_default=True,
               help="Bootstrap resamples for confidence intervals.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Threshold of the first confusion matrix.")
 @click.option("--specificity", type=click.FloatRange(0, 1), default=0.95, show_default=True,
               help="Fixed specificity for recall and the subgroup operating point.")
-def build_command(run_dir: Path, out: Path | None, shap_sample: int, n_boot: int, threshold: float, specificity: float) -> None:
+def build_command(run_dir: Path, out: Path | None, shap_sample: int | None, n_boot: int, threshold: float, specificity: float) -> None:
     """Write RUN_DIR's self-contained HTML report and the numbers behind it (also: `dermstack report RUN_DIR`)."""
     from dermstack.reports.build import ReportSettings, build_report
 
-    settings = ReportSettings(shap_sample=shap_sample or None, n_boot=n_boot, threshold=threshold, specificity=specificity)
+    settings = ReportSettings.for_run(run_dir, shap_sample, n_boot=n_boot, threshold=threshold, specificity=specificity)
     click.echo(f"report: {build_report(run_dir, out or run_dir / 'report', settings=settings)}")
 
 

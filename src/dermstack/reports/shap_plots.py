@@ -36,12 +36,16 @@ def concept_features(features: list[str], groups: dict[str, str]) -> dict[str, s
     return out
 
 
-def explanation(sv: ShapValues, cls: str | None = None, rows: np.ndarray | None = None):
-    """A ``shap.Explanation`` of one output class (rows optional)."""
+def explanation(sv: ShapValues, cls: str | None = None, rows: np.ndarray | None = None, text: bool = True):
+    """A ``shap.Explanation`` of one output class (rows optional); ``text``: with the values as shown in
+    words (category names), which only plots that print values need: shap walks an object array
+    element by element (seconds for a beeswarm's thousand rows)."""
     import shap
 
     values, base = sv.output(cls)
     rows = slice(None) if rows is None else rows
+    if not text:
+        return shap.Explanation(values[rows], base[rows], data=sv.data[rows], feature_names=sv.features)
     display = sv.data[rows].astype(object)
     for j, f in enumerate(sv.features):  # category names instead of codes where shown as text
         if f in sv.categories:
@@ -62,7 +66,8 @@ def _shap_figure(draw) -> str:
 def beeswarm_figure(sv: ShapValues, cls: str | None = None, top: int = 15) -> str:
     import shap
 
-    return _shap_figure(lambda: shap.plots.beeswarm(explanation(sv, cls), max_display=top, show=False, plot_size=(7, 0.32 * top + 1.5)))
+    return _shap_figure(lambda: shap.plots.beeswarm(explanation(sv, cls, text=False), max_display=top, show=False,
+                                                    plot_size=(7, 0.32 * top + 1.5)))
 
 
 def bar_figure(importance: pl.DataFrame, top: int = 15) -> str:
@@ -133,4 +138,4 @@ def dependence_figure(sv: ShapValues, feature: str, colour_by: str | None = None
 def waterfall_figure(sv: ShapValues, row: int, cls: str | None = None, top: int = 12) -> str:
     import shap
 
-    return _shap_figure(lambda: shap.plots.waterfall(explanation(sv, cls)[row], max_display=top, show=False))
+    return _shap_figure(lambda: shap.plots.waterfall(explanation(sv, cls, [row])[0], max_display=top, show=False))

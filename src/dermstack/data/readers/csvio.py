@@ -224,9 +224,9 @@ def parse_flags(df: pl.DataFrame, column: str, problems: RowProblems) -> pl.Data
 
 def infer_types(df: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     """Give still-string columns their natural type: Float64 or Boolean when every value parses, else String."""
-    casts = []
+    casts, schema = [], df.schema  # a frame's schema is built per access
     for c in columns:
-        if c not in df.columns or df.schema[c] != pl.String:
+        if schema.get(c) != pl.String:
             continue
         s = df[c]
         n = s.null_count()

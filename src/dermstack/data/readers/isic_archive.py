@@ -41,9 +41,11 @@ def read_isic_archive(path: Path, report: IngestReport) -> LesionTable:
     df = check_vocabulary(df, "anatom_site_general", ANATOM_SITE_GENERAL, report)
     df = df.with_columns(_malignant(df, report), diagnosis_label(df, LABEL_LEVELS),
                          pl.col("isic_id").alias("image_id"), pl.lit("train").alias("split"))
-    other = [c for c in df.columns if df.schema[c] == pl.String and c not in ("isic_id", "image_id", "split", "label")]
+    schema = df.schema  # built per access
+    other = [c for c, t in schema.items() if t == pl.String and c not in ("isic_id", "image_id", "split", "label")]
     df = infer_types(df, other)
-    df = null_invalid_numbers(df, [c for c in other if df.schema[c] == pl.Float64], problems)
+    schema = df.schema
+    df = null_invalid_numbers(df, [c for c in other if schema[c] == pl.Float64], problems)
     df = attach_files(df, root, problems, report, refs={"image_ref": ("isic_id", ".jpg")})
     meta = TableMeta(dataset="isic-archive", positive_classes=[])
     return finish(df, report, meta, known=ISIC_FIELDS | {"image_id", "split", "target", "label", "image_ref"})
