@@ -220,12 +220,17 @@ class Pipeline:
 
     def model_stage(self, name: str, keys: dict, depends_on: list[str], fit, more_inputs: list[Path] = ()) -> ModelResult:
         """Run ``fit() -> ModelResult`` (which writes ``models/<name>/``) unless that folder is current."""
-        p = self.paths
-        mdir = p.models / name
+        mdir = self.paths.models / name
         outputs = [mdir / f for f in ModelResult.FILES] + [mdir / "model.json", mdir]
-        inputs = [p.lesions, p.folds, p.features] + ([p.embeddings] if p.embeddings.exists() else []) + list(more_inputs)
-        self.stage(f"model-{name}", keys, inputs, outputs, depends_on, fit)
+        self.stage(f"model-{name}", keys, self.read_files(depends_on) + list(more_inputs), outputs, depends_on, fit)
         return ModelResult.read(mdir, name)
+
+    def read_files(self, reads: list[str]) -> list[Path]:
+        """The files whose digests a stage that reads the stages ``reads`` holds: the labels and folds, the
+        features and the EmbeddingStore only when it reads them (a CNN is not fitted again for [features])."""
+        p = self.paths
+        return [p.lesions, p.folds] + ([p.features] if "features" in reads else []) + (
+            [p.embeddings] if "extract" in reads and p.embeddings.exists() else [])
 
     def _model_keys(self, *labels: str) -> dict:
         return self.keys(*(f"models.{label}" for label in labels), "data.task", "data.target")
@@ -247,8 +252,7 @@ class Pipeline:
                 log.info("the %s feature for %s only: %s not trained again ([ensemble] cnn_feature)", giver.label, mine, left_out)
             kind = model_kind(giver.kind)
             group, gdir = kind.feature_group, p.models / giver.label
-            read = [p.lesions, p.folds, p.features] + ([p.embeddings] if "extract" in kind.reads and p.embeddings.exists() else [])
-            self.stage(f"nested-{giver.label}", self._model_keys(giver.label) | self.keys(*kind.config_keys), read,
+            self.stage(f"nested-{giver.label}", self._model_keys(giver.label) | self.keys(*kind.config_keys), self.read_files(kind.reads),
                         group.files(gdir), list(kind.reads),
                         lambda giver=giver, group=group: group.fit(FitInputs(task, plan, giver, p.models, features=features,
                                                                              table=table, store=store)))
