@@ -110,6 +110,26 @@ def test_ham10000_masks_vs_automatic_in_parallel(shared_data):
     assert serial.equals(given.head(8))
 
 
+def test_workers_do_not_run_the_callers_script_again(shared_data, tmp_path):
+    """A notebook user's script without an `if __name__ == "__main__":` guard: the image-feature workers
+    must not execute it again (the standard library's spawn does, and each copy starts the same run)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "features.py"
+    script.write_text(
+        "import sys, polars as pl\n"
+        "print('script body', file=sys.stderr)\n"
+        "from dermstack.features.image import image_features\n"
+        f"df = pl.read_parquet({str(tmp_path / 'rows.parquet')!r})\n"
+        "frame, info = image_features(df, 'mask', workers=2)\n"
+        "print(frame.height, info['images'])\n")
+    _ham_rows(shared_data, 64).write_parquet(tmp_path / "rows.parquet")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["64", "64"] and done.stderr.count("script body") == 1, done.stderr[-2000:]
+
+
 def test_ph2_automatic_segmentation_agrees_with_its_masks(shared_data):
     from dermstack.data.images import load_mask
     from dermstack.features.image import load_pair

@@ -169,6 +169,16 @@ class LocalJobs:
             pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
+def process_pool(workers: int, **kw):
+    """A ``concurrent.futures`` pool of ``workers`` fresh processes (``kw``: ``initializer``, ``initargs``) for
+    per-image work. loky's (joblib's) processes, unlike the standard library's ``spawn``, do not run the
+    caller's ``__main__`` script again: ``ds.fit`` works from a script without an ``if __name__ == "__main__":``
+    guard, where each spawned worker would start the same run again."""
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, **kw)
+
+
 def available_cores() -> int:
     """Cores this process may use; under torchrun, its share of them (LOCAL_WORLD_SIZE processes per node)."""
     try:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import h5py
@@ -23,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from dermstack.atomic import atomic_path
+from dermstack.jobs import process_pool
 from dermstack.progress import progress_bar
 
 CHUNK = 2048
@@ -160,8 +159,7 @@ def render_all(looks: LesionLooks, size: int, seed: int, split: int, workers: in
                 bar.update(len(images))
                 yield images
             return
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(size, seed)) as pool:
+        with process_pool(workers, initializer=_init_worker, initargs=(size, seed)) as pool:
             for images in pool.map(_render_task, tasks, chunksize=1):
                 bar.update(len(images))
                 yield images

@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
 import polars as pl
@@ -25,6 +23,7 @@ from skimage import color, filters, measure
 from dermstack.config import SEGMENTATION_MODES
 from dermstack.data.images import load_image, load_mask
 from dermstack.errors import ConfigError, DataError
+from dermstack.jobs import process_pool
 from dermstack.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -231,7 +230,7 @@ def run_jobs(jobs: list[ImageJob], workers: int) -> Iterable[ImageResult]:
     if workers <= 1 or len(jobs) < 64:
         return progress_bar(map(measure_image, jobs), **bar)
     chunk = max(8, min(256, len(jobs) // (workers * 8)))
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    pool = process_pool(workers)
 
     def results() -> Iterable[ImageResult]:
         with pool:
