@@ -158,6 +158,8 @@ class Pipeline:
     def extract(self, table: LesionTable):
         ex, p = self.cfg.extract, self.paths
         if not ex.backbones:
+            if n := table.df["image_ref"].drop_nulls().len():  # a config of [data] alone reads no pixels but the masks'
+                log.info("%d images not embedded: [extract] backbones = [] (backbones = [\"efficientnet_lite0\"] embeds them)", n)
             return None
         from dermstack.extract import EmbeddingStore, ExtractSettings, extract_embeddings
 
