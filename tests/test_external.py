@@ -72,6 +72,7 @@ def test_missing_feature_columns_are_named_with_their_models_and_exit_2(ham_run,
     res = CliRunner().invoke(cli, ["evaluate", str(ham_run), str(archive[0]), "--out", str(tmp_path / "ev")])
     assert res.exit_code == 2
     assert "localization" in res.output and "lightgbm" in res.output and "--allow-missing-features" in res.output
+    assert res.output.index("--allow-missing-features") < res.output.index("localization")  # never clipped off a long list
     assert not (tmp_path / "ev" / "evaluation.json").exists()
 
 

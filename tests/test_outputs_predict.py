@@ -146,7 +146,7 @@ def test_predict_refuses_new_data_missing_feature_columns(run_dir, caplog):
     meta = replace(table.meta, feature_columns=[c for c in table.meta.feature_columns if c != column],
                    categorical_columns=[c for c in table.meta.categorical_columns if c != column])
     new = LesionTable(table.test.drop(column), meta)
-    with pytest.raises(DataError, match=f"lacks 1 feature column.*{column}.*--allow-missing-features"):
+    with pytest.raises(DataError, match=f"lacks 1 feature column.*--allow-missing-features.*{column}"):
         predict_run(root, new)
     with caplog.at_level("WARNING"):
         preds = predict_run(root, new, allow_missing_features=True)

@@ -161,8 +161,9 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
     missing = missing_features(run_table, ext.table, run_dir / "models")
     if missing and not allow_missing_features:
         shown = "; ".join(f"{c} (read by {', '.join(m) or 'no saved model'})" for c, m in missing.items())
-        raise DataError(f"the data lacks {len(missing)} feature column(s) the run was trained on: {shown}. Pass "
-                        "--allow-missing-features to score with them missing (the figures then say so)", file=ext.source)
+        # the remedy first: the list of models reading a column can be long enough to be clipped
+        raise DataError(f"the data lacks {len(missing)} feature column(s) the run was trained on (pass --allow-missing-features "
+                        f"to score with them missing; the figures then say so): {shown}", file=ext.source)
     new, vocabulary = map_vocabulary(run_table, LesionTable(ext.table.df.filter(pl.Series(labels.keep)), ext.table.meta))
     originals = new.df["image_id"].to_list()
     clash = set(run_table.df["image_id"].to_list())

@@ -52,9 +52,9 @@ def check_feature_columns(run_table: LesionTable, new: LesionTable, allow_missin
     ``allow_missing`` (``--allow-missing-features``), which logs a warning listing what was filled."""
     missing = [c for c in run_table.meta.feature_columns if c not in new.df.columns]
     if missing and not allow_missing:
-        raise DataError(f"the new data lacks {len(missing)} feature column(s) the saved models were trained on: "
-                        f"{', '.join(missing)} (pass --allow-missing-features to score with them missing)",
-                        file=source or new.meta.source or None)
+        raise DataError(f"the new data lacks {len(missing)} feature column(s) the saved models were trained on (pass "
+                        f"--allow-missing-features to score with them missing): {', '.join(missing)}",
+                        file=source or new.meta.source or None)  # the remedy before a list that may be clipped
     if missing:
         log.warning("new data lacks feature column(s) %s: filled with nulls (missing values) for every new row",
                     ", ".join(missing))
