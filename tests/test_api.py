@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -122,6 +123,16 @@ def test_predict_is_dermstack_predict_and_takes_dataframes(run, tmp_path):
     with pytest.raises(ds.DataError, match="feature column"):
         run.predict(raw.drop("age_approx"))
     assert run.predict(raw.drop("age_approx"), allow_missing_features=True).height == test.height
+
+
+def test_predict_proba_is_n_by_classes_in_predicts_order(run):
+    new = pl.read_parquet("runs/tiny/lesions.parquet").filter(pl.col("split") == "test")
+    wide, proba = run.predict(new), run.predict_proba(new)
+    assert proba.shape == (wide.height, 2) and np.allclose(proba.sum(axis=1), 1)
+    assert np.array_equal(proba[:, 1], wide["calibrated"].to_numpy())
+    assert np.array_equal(run.predict_proba(new, model="lightgbm")[:, 1], wide["lightgbm"].to_numpy())
+    with pytest.raises(ds.ConfigError, match="no model 'xgboost'.*lightgbm, calibrated"):
+        run.predict_proba(new, model="xgboost")
 
 
 def test_submit_is_dermstack_submit(run, tmp_path):

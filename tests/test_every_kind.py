@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 import torch
 
+import dermstack as ds
 from dermstack.calibration import calibrated_model
 from dermstack.clinical.operating import top_k_sensitivity
 from dermstack.config import RunConfig
@@ -122,6 +123,13 @@ def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, i
         assert both.height == few.height * n_classes * want["model"].n_unique() and both["score_again"].null_count() == 0
         for (name,), scores in both.group_by("model"):
             np.testing.assert_allclose(scores["score_again"].to_numpy(), scores["score"].to_numpy(), atol=1e-5, err_msg=name)
+        fitted = ds.load(out)  # scikit-learn's (n, C), in the row order of predict
+        proba = fitted.predict_proba(LesionTable(few, table.meta))
+        assert proba.shape == (few.height, 2 if task == "binary" else n_classes)
+        calibrated = got.filter(pl.col("model") == "calibrated").pivot(on="class", index="image_id", values="score")
+        rows = fitted.predict(LesionTable(few, table.meta)).select("image_id").join(calibrated, on="image_id", how="left")
+        want = rows.select(fitted.metrics["classes"]).to_numpy()
+        np.testing.assert_allclose(proba[:, 1:] if task == "binary" else proba, want, atol=1e-12)
     else:
         assert got.height == 0
     # every other method on the same models (their stages are current: only the ensemble is fitted)

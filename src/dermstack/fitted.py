@@ -6,6 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 if TYPE_CHECKING:
@@ -152,6 +153,39 @@ class FittedRun:
 
         preds = Predictions(predict_run(self.root, data, strict=strict, allow_missing_features=allow_missing_features))
         return preds.wide(preds.image_ids(), self.metrics["classes"])
+
+    def predict_proba(self, data: str | os.PathLike | LesionTable | pl.DataFrame | pd.DataFrame, *, model: str = "calibrated",
+                      strict: bool = False, allow_missing_features: bool = False) -> np.ndarray:
+        """``model``'s probabilities for ``data``'s lesions as scikit-learn gives them: (n, C), rows in the
+        order of :meth:`predict`'s ``image_id``. Binary: columns P(not target), P(target); multiclass and
+        multi-label: one per class of ``metrics["classes"]`` (multi-label rows need not sum to 1).
+
+        Parameters
+        ----------
+        data : path, LesionTable, polars or pandas DataFrame
+            As :meth:`predict` takes it.
+        model : str
+            A model of the run; default the submitted one, the final model calibrated.
+        strict, allow_missing_features : bool
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import dermstack as ds
+        >>> import polars as pl
+        >>> new = pl.read_parquet("runs/tiny/lesions.parquet").filter(pl.col("split") == "test")
+        >>> ds.load("runs/tiny").predict_proba(new).shape
+        (10, 2)
+        """
+        from dermstack.errors import ConfigError
+        from dermstack.outputs.predict import predict_run
+        from dermstack.predictions import Predictions
+
+        preds = Predictions(predict_run(self.root, data, strict=strict, allow_missing_features=allow_missing_features))
+        if model not in preds.models:
+            raise ConfigError(f"no model {model!r} in {self.root}; its models: {', '.join(preds.models)}")
+        scores = preds.for_model(model).matrix(preds.image_ids(), self.metrics["classes"])
+        return np.column_stack([1 - scores, scores]) if scores.ndim == 1 else scores
 
     def evaluate(self, data: str | os.PathLike | LesionTable | pl.DataFrame | pd.DataFrame, out: str | os.PathLike, *,
                  format: str | None = None, keep_overlap: bool = False, allow_missing_features: bool = False,
