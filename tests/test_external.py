@@ -76,6 +76,25 @@ def test_missing_feature_columns_are_named_with_their_models_and_exit_2(ham_run,
     assert not (tmp_path / "ev" / "evaluation.json").exists()
 
 
+def test_a_column_named_not_a_feature_lets_another_format_be_scored_without_it(tiny, ham_data, archive, test_weights_session,
+                                                                             tmp_path):
+    """[data] not_features: HAM10000's own `localization` stays data, not a feature, so an ISIC export
+    (which has only `anatom_site_general`) is evaluated with no column missing; a typo names the closest column."""
+    from external_fixtures import MODELS, ham_sections
+    from tiny_runs import embedded
+
+    sections = ham_sections(ham_data, embedded(test_weights_session, image_size=48))
+    run = tiny.run(MODELS, **(sections | {"data": sections["data"] | {"not_features": ["localization"]}}))
+    table = LesionTable.read(run / "lesions.parquet")
+    assert "localization" in table.df.columns and "localization" not in table.meta.feature_columns
+    assert "localization" not in pl.read_parquet_schema(run / "features.parquet")
+    e = evaluate_run(run, archive[0], tmp_path / "ev", near_threshold=NEAR)  # no --allow-missing-features needed
+    assert e["rows"]["scored"] > 0 and not any("scored without" in n for n in e["notes"])
+    typo = tiny.write(tmp_path / "typo.toml", MODELS, **(sections | {"data": sections["data"] | {"not_features": ["localisation"]}}))
+    res = CliRunner().invoke(cli, ["run", str(typo), "--out", str(tmp_path / "typo")])
+    assert res.exit_code == 2 and "'localisation' is not a feature column" in res.output and 'did you mean "localization"' in res.output
+
+
 def test_keep_overlap_scores_and_flags_them(ham_run, archive, tmp_path):
     e = evaluate_run(ham_run, archive[0], tmp_path / "ev", allow_missing_features=True, keep_overlap=True, near_threshold=NEAR)
     preds = pl.read_parquet(tmp_path / "ev" / "predictions.parquet")

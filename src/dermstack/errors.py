@@ -1,13 +1,20 @@
 """Errors that tell the user exactly where the problem is."""
 from __future__ import annotations
 
+import difflib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 #: the most characters of one value from the data that a message, log line or report shows
 SHOWN = 200
+
+
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """``' (did you mean "x"?)'`` with difflib's closest known name, or ``''``."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def clip(text, most: int = SHOWN):

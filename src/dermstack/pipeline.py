@@ -124,7 +124,7 @@ class Pipeline:
                 table, report = ingest("isic2024", p.synthetic, strict=d.strict)
             else:
                 table, report = ingest(d.format, d.path, strict=d.strict, encoding=d.encoding)
-            table.write(p.lesions)
+            table.without_features(d.not_features).write(p.lesions)
             report.write_json(p.ingest_report)
             click.echo(report.summary(), err=True)
 

@@ -6,7 +6,6 @@ becomes (key, value, why) items that :func:`lines` formats, so one ConfigError l
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 from collections.abc import Iterable
@@ -16,16 +15,10 @@ from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
-from dermstack.errors import ConfigError
+from dermstack.errors import ConfigError, did_you_mean
 
 _PROBLEM = "dermstack_config"
 _NO_VALUE = object()
-
-
-def did_you_mean(name: object, known: Iterable[str]) -> str:
-    """``' (did you mean "x"?)'`` with difflib's closest known name, or ``''``."""
-    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def unknown(what: str, name: object, known: Iterable[str]) -> str:

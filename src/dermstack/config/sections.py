@@ -64,6 +64,9 @@ class DataConfig:
     strict: Bool = False
     #: the metadata CSVs' text encoding when not UTF-8 (e.g. "cp1252"); unset: UTF-8, anything else an error
     encoding: Str | None = None
+    #: metadata columns kept as data but never used as features: one the data the run will score lacks
+    #: (HAM10000's own `localization` beside `anatom_site_general`, for evaluation on ISIC exports)
+    not_features: list[Str] = field(default_factory=list)
 
 
 @schema("[cv]")

@@ -8,12 +8,12 @@ file metadata.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
 
-from dermstack.errors import DataError
+from dermstack.errors import ConfigError, DataError, did_you_mean
 from dermstack.parquet_io import read_described, write_described
 
 SCHEMA_VERSION = 1
@@ -210,6 +210,18 @@ class LesionTable:
         return cls(finalize_frame(frame), TableMeta(dataset=dataset, source=source))
 
     # -- io ---------------------------------------------------------------------
+    def without_features(self, names: list[str]) -> LesionTable:
+        """This table with the columns ``names`` kept as data but no longer features (``[data] not_features``:
+        a dataset's own column that the data a run will score lacks, such as HAM10000's ``localization``
+        beside the ISIC ``anatom_site_general`` of another clinic's export)."""
+        if bad := [n for n in names if n not in self.meta.feature_columns]:
+            raise ConfigError(f"[data] not_features = {names}: {bad[0]!r} is not a feature column of this data"
+                              f"{did_you_mean(bad[0], self.meta.feature_columns)}; its feature columns: "
+                              f"{', '.join(self.meta.feature_columns[:30])}")
+        keep = [c for c in self.meta.feature_columns if c not in names]
+        cats = [c for c in self.meta.categorical_columns if c not in names]
+        return LesionTable(self.df, replace(self.meta, feature_columns=keep, categorical_columns=cats)) if names else self
+
     def write(self, path: str | Path) -> Path:
         """Write parquet atomically with the table description in the file metadata."""
         return write_described(self.df, path, META_KEY, asdict(self.meta))
