@@ -132,6 +132,7 @@ def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, i
         np.testing.assert_allclose(proba[:, 1:] if task == "binary" else proba, want, atol=1e-12)
     else:
         assert got.height == 0
+        assert ds.load(out).predict_proba(LesionTable(few, table.meta)).shape == (0, 2 if task == "binary" else n_classes)
     # every other method on the same models (their stages are current: only the ensemble is fitted)
     for method in [x for x in method_names() if x != "auto" and x not in auto_candidates()]:
         m = run(tmp_path, table, task, method, test_weights)

@@ -181,10 +181,13 @@ class FittedRun:
         from dermstack.outputs.predict import predict_run
         from dermstack.predictions import Predictions
 
+        classes = self.metrics["classes"]
         preds = Predictions(predict_run(self.root, data, strict=strict, allow_missing_features=allow_missing_features))
+        if not preds.height:  # no lesion scored
+            return np.empty((0, 2 if classes == ["target"] else len(classes)))
         if model not in preds.models:
             raise ConfigError(f"no model {model!r} in {self.root}; its models: {', '.join(preds.models)}")
-        scores = preds.for_model(model).matrix(preds.image_ids(), self.metrics["classes"])
+        scores = preds.for_model(model).matrix(preds.image_ids(), classes)
         return np.column_stack([1 - scores, scores]) if scores.ndim == 1 else scores
 
     def evaluate(self, data: str | os.PathLike | LesionTable | pl.DataFrame | pd.DataFrame, out: str | os.PathLike, *,

@@ -209,7 +209,6 @@ class LesionTable:
             frame = frame.with_columns(pl.lit("test").alias("split"))
         return cls(finalize_frame(frame), TableMeta(dataset=dataset, source=source))
 
-    # -- io ---------------------------------------------------------------------
     def without_features(self, names: list[str]) -> LesionTable:
         """This table with the columns ``names`` kept as data but no longer features (``[data] not_features``:
         a dataset's own column that the data a run will score lacks, such as HAM10000's ``localization``
@@ -222,6 +221,7 @@ class LesionTable:
         cats = [c for c in self.meta.categorical_columns if c not in names]
         return LesionTable(self.df, replace(self.meta, feature_columns=keep, categorical_columns=cats)) if names else self
 
+    # -- io ---------------------------------------------------------------------
     def write(self, path: str | Path) -> Path:
         """Write parquet atomically with the table description in the file metadata."""
         return write_described(self.df, path, META_KEY, asdict(self.meta))
