@@ -129,7 +129,7 @@ def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, i
         calibrated = got.filter(pl.col("model") == "calibrated").pivot(on="class", index="image_id", values="score")
         rows = fitted.predict(LesionTable(few, table.meta)).select("image_id").join(calibrated, on="image_id", how="left")
         want = rows.select(fitted.metrics["classes"]).to_numpy()
-        np.testing.assert_allclose(proba[:, 1:] if task == "binary" else proba, want, atol=1e-12)
+        np.testing.assert_allclose(proba[:, 1:] if task == "binary" else proba, want, atol=1e-6)
     else:
         assert got.height == 0
         assert ds.load(out).predict_proba(LesionTable(few, table.meta)).shape == (0, 2 if task == "binary" else n_classes)
