@@ -581,6 +581,12 @@ def test_a_10_mb_metadata_cell_is_cut_in_messages_and_the_report(tmp_path):
     assert len(str(e.value)) < 2_000 and e.value.file == str(csv)
 
 
+def test_a_long_message_is_cut_in_the_middle_and_keeps_its_remedy():
+    e = DataError("the data lacks " + ", ".join(f"tbp_lv_{i}" for i in range(1_000)) + "; pass --allow-missing-features")
+    assert str(e).startswith("the data lacks tbp_lv_0") and str(e).endswith("; pass --allow-missing-features")
+    assert "characters) ..." in str(e) and len(str(e)) < 2_100
+
+
 # -- fold files: every problem names the file and the row -----------------------------------------------
 def one_patient_per_image(n: int = 120):
     from lesion_tables import lesion_table

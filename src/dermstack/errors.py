@@ -17,12 +17,13 @@ def did_you_mean(name: object, known: Iterable[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
-def clip(text, most: int = SHOWN):
+def clip(text, most: int = SHOWN, tail: int = 0):
     """``text`` as a message shows it: a value longer than ``most`` characters (a 10 MB metadata cell)
-    cut, with its length said; anything else as it is."""
+    cut, with its length said; anything else as it is. ``tail``: its last characters are kept too (a
+    message's remedy comes last, after a list that may be long)."""
     if not isinstance(text, str) or len(text) <= most:
         return text
-    return f"{text[:most]}... ({len(text):,} characters)"
+    return f"{text[:most - tail]}... ({len(text):,} characters)" + (f" ...{text[-tail:]}" if tail else "")
 
 
 class DermstackError(Exception):
@@ -50,7 +51,7 @@ class DataError(DermstackError):
     """
 
     def __init__(self, message: str, file: str | None = None, row: int | None = None, column: str | None = None):
-        message, column = clip(message, 10 * SHOWN), clip(column)
+        message, column = clip(message, 10 * SHOWN, tail=SHOWN), clip(column)
         self.file, self.row, self.column, self.reason = file, row, column, message
         where = []
         if file is not None:
