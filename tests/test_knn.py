@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
 
 from boosting_toy import toy
 from dermstack.config import ModelConfig, RunConfig
@@ -96,6 +97,30 @@ def test_saved_model_reproduces_the_runs_scores(tmp_path, task):
     test_rows = [views.test_ids.index(i) for i in test_ids]
     np.testing.assert_allclose(as_columns(model.nested_mean(new)), views.test[test_rows], rtol=1e-6)
     assert np.load(tmp_path / "knn" / knn.REFERENCE, allow_pickle=False)["embeddings"].dtype == np.float32
+
+
+def test_standard_scale_is_sklearns_scaler_over_the_training_rows_then_cosine():
+    inputs = fit_inputs(params={"n_neighbors": 5})  # scale = "standard", the default
+    spec, fold_of = inputs.task, inputs.plan.fold_of(inputs.task.image_ids)
+    x = StandardScaler().fit_transform(inputs.store.read("toynet", list(spec.image_ids)))
+    x = unit_rows(x)
+    oof = knn.cross_validate_knn(inputs).oof.matrix(spec.image_ids, spec.classes)
+    for k in range(inputs.plan.n_splits):
+        fit = KNeighborsClassifier(5, weights="distance").fit(x[fold_of != k], spec.y[fold_of != k])
+        np.testing.assert_allclose(np.ravel(oof)[fold_of == k], fit.predict_proba(x[fold_of == k])[:, 1], atol=1e-5)
+    raw = knn.cross_validate_knn(fit_inputs(params={"n_neighbors": 5, "scale": "none"}))
+    assert not np.allclose(raw.oof.matrix(spec.image_ids, spec.classes), oof)
+
+
+def test_a_model_saved_before_scale_existed_compares_raw_embeddings(tmp_path):
+    inputs = fit_inputs(params={"n_neighbors": 5, "scale": "none"}, out_dir=tmp_path)
+    result = knn.cross_validate_knn(inputs)
+    spec = json.loads((tmp_path / "knn" / "model.json").read_text())
+    del spec["params"]["scale"]
+    (tmp_path / "knn" / "model.json").write_text(json.dumps(spec))
+    test_ids = result.test.frame["image_id"].unique(maintain_order=True).to_list()
+    new = Inputs(test_ids, inputs.task.classes, embeddings=inputs.store, table=inputs.table)
+    np.testing.assert_allclose(load(tmp_path / "knn").predict(new), result.test.matrix(test_ids, inputs.task.classes), rtol=1e-6)
 
 
 def test_a_damaged_or_foreign_reference_is_refused(tmp_path):

@@ -8,7 +8,8 @@ rows outside folds j and k, nested as the CNN's and the linear probe's scores ar
 (:mod:`dermstack.features.scores`), with the four relations (patient z-score, rank, ratio; cohort z-score).
 
 Saved without pickle: ``reference.npz`` holds the training rows' unit embeddings (float32), 0/1
-labels, folds and ids; ``model.json`` (written last) its checksum, backbone and shape. Every fold
+labels, folds and ids, and with ``scale = "standard"`` the mean and scale that new rows are standardised
+by; ``model.json`` (written last) its checksum, backbone and shape. Every fold
 model and pair model is recomputed from it for new rows, so no pair model is saved.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dermstack.features.scores import (
     nested_scores,
     views_file,
 )
-from dermstack.knn.neighbours import Candidates, KNNParams, candidates, label_matrix, unit_rows
+from dermstack.knn.neighbours import Candidates, KNNParams, candidates, label_matrix, standard_scale, unit_rows
 from dermstack.registry import FeatureGroup, FitInputs, ModelKind, ScoreTerm, register
 from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, write_model
 from dermstack.taskkind import TaskKind
@@ -46,9 +47,10 @@ KIND = "knn"
 GROUP = "knn"
 #: the columns beside each score (:data:`dermstack.features.scores.RELATIONS`)
 RELATIONS = ("pz", "prank", "pratio", "cz")
-#: the saved training rows: embeddings, labels, folds, ids (npz, no pickle)
+#: the saved training rows: embeddings, labels, folds, ids (npz, no pickle) ...
 REFERENCE = "reference.npz"
-ARRAYS = ("embeddings", "labels", "fold", "image_id")
+#: ... and with ``scale = "standard"`` each dimension's training mean and standard deviation
+SCALE_ARRAYS = ("mean", "scale")
 
 
 def _params(inputs: FitInputs) -> KNNParams:
@@ -77,7 +79,12 @@ def _embeddings(store, backbone: str, ids: list[str]) -> np.ndarray:
     if missing:
         log.warning("knn: %d of %d rows have no %s embedding: nobody's neighbour, scored with the label mean",
                     missing, len(ids), backbone)
-    return unit_rows(x)
+    return x
+
+
+def _unit(x: np.ndarray, scaling: dict[str, np.ndarray]) -> np.ndarray:
+    """The rows the cosine compares: standardised by ``scaling`` (its mean and scale; empty: as they are), unit length."""
+    return unit_rows((x - scaling["mean"]) / scaling["scale"] if scaling else x)
 
 
 class Reference:
@@ -97,7 +104,10 @@ class Reference:
         self.n_splits = plan.n_splits
         self.labels = label_matrix(task.y, task.kind, len(task.classes))
         x = _embeddings(inputs.store, self.backbone, list(task.image_ids) + self.test_ids)
-        self.train = x[:len(task.image_ids)]
+        n = len(task.image_ids)
+        self.scaling = dict(zip(SCALE_ARRAYS, standard_scale(x[:n]))) if self.params.scale == "standard" else {}
+        x = _unit(x, self.scaling)
+        self.train = x[:n]
         self.cand = candidates(self.train, self.fold_of, self.labels, x, self.params.n_neighbors, self.n_splits)
 
     def scores(self, rows: np.ndarray, folds) -> np.ndarray:
@@ -106,7 +116,7 @@ class Reference:
     def save(self, folder: Path, image_ids: list[str]) -> dict:
         path = folder / REFERENCE
         np.savez(path, embeddings=self.train, labels=self.labels.astype(np.uint8), fold=self.fold_of.astype(np.int16),
-                 image_id=np.asarray(image_ids, dtype=str))
+                 image_id=np.asarray(image_ids, dtype=str), **self.scaling)
         return {"file": REFERENCE, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "rows": len(image_ids),
                 "dimensions": int(self.train.shape[1]), "backbone": self.backbone, "n_splits": self.n_splits}
 
@@ -175,7 +185,10 @@ class SavedKNN(NestedScoreGroup, SavedModel):
             arrays = {k: np.array(f[k]) for k in f.files}
         n, d, c = spec["rows"], spec["dimensions"], TaskKind(self.spec["task"]).n_outputs(self.spec["classes"])
         shapes = {"embeddings": (n, d), "labels": (n, c), "fold": (n,), "image_id": (n,)}
-        if (sorted(arrays) != sorted(ARRAYS) or any(arrays[k].shape != s for k, s in shapes.items())
+        # a model saved before params.scale existed compared the raw embeddings
+        if self.spec["params"].get("scale", "none") == "standard":
+            shapes |= {k: (d,) for k in SCALE_ARRAYS}
+        if (sorted(arrays) != sorted(shapes) or any(arrays[k].shape != s for k, s in shapes.items())
                 or arrays["embeddings"].dtype != np.float32 or not np.isin(arrays["fold"], range(spec["n_splits"])).all()):
             raise DataError(f"the kNN model's training rows are not {shapes} (float32 embeddings, folds "
                             f"0..{spec['n_splits'] - 1})", file=str(path))
@@ -192,8 +205,9 @@ class SavedKNN(NestedScoreGroup, SavedModel):
                 raise DataError(f"model {self.name!r} reads {spec['dimensions']}-dimensional {spec['backbone']} "
                                 "embeddings, which the new rows lack", file=str(self.dir))
             k = self.spec["params"]["n_neighbors"]
+            queries = _unit(x, {a: ref[a] for a in SCALE_ARRAYS if a in ref})
             inputs.cache[key] = (candidates(ref["embeddings"], ref["fold"].astype(np.int64),
-                                            ref["labels"].astype(np.float32), unit_rows(x), k, spec["n_splits"]),
+                                            ref["labels"].astype(np.float32), queries, k, spec["n_splits"]),
                                  spec["n_splits"])
         return inputs.cache[key]
 
@@ -260,7 +274,7 @@ KNN_GROUP = FeatureGroup(GROUP, nested_knn_views, lambda d: [views_file(d), view
                          default=knn_in_range)
 
 register(ModelKind(
-    KIND, "the distance-weighted label mean of the nearest training rows by cosine on one backbone's full embeddings "
+    KIND, "the distance-weighted label mean of the nearest training rows by cosine on one backbone's full, standardised embeddings "
     "(explained as one term, its score)", KNNParams, cross_validate_knn, SavedKNN, ScoreTerm("embedding neighbours (kNN)", GROUP),
     reads=("ingest", "folds", "features", "extract"), config_keys=("extract.backbones",), default=knn_default,
     feature_group=KNN_GROUP, smoke={"params": {"n_neighbors": 5}}))

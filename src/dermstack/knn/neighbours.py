@@ -1,6 +1,8 @@
 """The nearest training rows of every query row, fold by fold, and the labels' weighted mean over them.
 
-Rows are compared by cosine similarity of their L2-normalised embeddings. :func:`candidates` finds, in
+Rows are compared by cosine similarity of their embeddings, each dimension first standardised over the
+training rows (``scale = "standard"``, :func:`standard_scale`; the linear probe standardises them too), then
+L2-normalised. :func:`candidates` finds, in
 one pass, each query row's ``n_neighbors`` most similar training rows *within each fold* of the
 FoldPlan (blocked float32 matrix products: memory is one block of queries by the training rows, at
 most :data:`BLOCK_BYTES`). Any model "fitted" on a union of folds (a fold model: every fold but k;
@@ -36,17 +38,32 @@ MAX_ROWS = 100_000
 class KNNParams:
     """The ``params`` a ``kind = "knn"`` model accepts: ``n_neighbors``; ``weights``: ``distance`` (each
     neighbour by 1 / its Euclidean distance between the L2-normalised embeddings, sklearn's
-    ``weights="distance"`` on them) or ``uniform``; ``backbone``: whose embeddings (unset: the run's
-    first); ``max_rows``: the most training rows it fits (the cost grows with their square)."""
+    ``weights="distance"`` on them) or ``uniform``; ``scale``: ``standard`` (each embedding dimension
+    centred and divided by its standard deviation over the training rows before the cosine) or ``none``
+    (the raw embeddings' cosine, where a few large ReLU channels dominate); ``backbone``: whose embeddings
+    (unset: the run's first); ``max_rows``: the most training rows it fits (the cost grows with their square)."""
 
     n_neighbors: Neighbours = 25
     weights: one_of("weights", ("distance", "uniform")) = "distance"
+    scale: one_of("scale", ("standard", "none")) = "standard"
     backbone: Str | None = None
     max_rows: PosInt = MAX_ROWS
 
     def to_dict(self) -> dict:
-        return {"n_neighbors": self.n_neighbors, "weights": self.weights, "backbone": self.backbone,
-                "max_rows": self.max_rows}
+        return {"n_neighbors": self.n_neighbors, "weights": self.weights, "scale": self.scale,
+                "backbone": self.backbone, "max_rows": self.max_rows}
+
+
+def standard_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of each column of ``x`` (n, d) over its rows with an embedding (NaN rows: none), float32;
+    a constant column's scale is 1, as in scikit-learn's ``StandardScaler``."""
+    x = np.asarray(x, dtype=np.float32)
+    ok = np.isfinite(x).all(axis=1)
+    if not ok.any():
+        return np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32)
+    rows = x if ok.all() else x[ok]
+    mean, sd = rows.mean(axis=0, dtype=np.float64), rows.std(axis=0, dtype=np.float64)
+    return mean.astype(np.float32), np.where(sd > 10 * np.finfo(np.float32).eps, sd, 1.0).astype(np.float32)
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
