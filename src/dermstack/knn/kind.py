@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from sklearn.preprocessing import StandardScaler
 
 from dermstack.atomic import write_json
 from dermstack.crossfit import check_plan, cross_fit
@@ -35,7 +36,7 @@ from dermstack.features.scores import (
     nested_scores,
     views_file,
 )
-from dermstack.knn.neighbours import Candidates, KNNParams, candidates, label_matrix, standard_scale, unit_rows
+from dermstack.knn.neighbours import Candidates, KNNParams, candidates, label_matrix, unit_rows
 from dermstack.registry import FeatureGroup, FitInputs, ModelKind, ScoreTerm, register
 from dermstack.saved import Inputs, SavedModel, model_folder, model_spec, write_model
 from dermstack.taskkind import TaskKind
@@ -105,7 +106,10 @@ class Reference:
         self.labels = label_matrix(task.y, task.kind, len(task.classes))
         x = _embeddings(inputs.store, self.backbone, list(task.image_ids) + self.test_ids)
         n = len(task.image_ids)
-        self.scaling = dict(zip(SCALE_ARRAYS, standard_scale(x[:n]))) if self.params.scale == "standard" else {}
+        self.scaling = {}
+        if self.params.scale == "standard":  # rows without an embedding (NaN) take no part in the fit
+            fit = StandardScaler().fit(x[:n])
+            self.scaling = {"mean": fit.mean_.astype(np.float32), "scale": fit.scale_.astype(np.float32)}
         x = _unit(x, self.scaling)
         self.train = x[:n]
         self.cand = candidates(self.train, self.fold_of, self.labels, x, self.params.n_neighbors, self.n_splits)

@@ -1,7 +1,7 @@
 """The nearest training rows of every query row, fold by fold, and the labels' weighted mean over them.
 
 Rows are compared by cosine similarity of their embeddings, each dimension first standardised over the
-training rows (``scale = "standard"``, :func:`standard_scale`; the linear probe standardises them too), then
+training rows (``scale = "standard"``, scikit-learn's ``StandardScaler``; the linear probe standardises them too), then
 L2-normalised. :func:`candidates` finds, in
 one pass, each query row's ``n_neighbors`` most similar training rows *within each fold* of the
 FoldPlan (blocked float32 matrix products: memory is one block of queries by the training rows, at
@@ -53,17 +53,6 @@ class KNNParams:
         return {"n_neighbors": self.n_neighbors, "weights": self.weights, "scale": self.scale,
                 "backbone": self.backbone, "max_rows": self.max_rows}
 
-
-def standard_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, scale) of each column of ``x`` (n, d) over its rows with an embedding (NaN rows: none), float32;
-    a constant column's scale is 1, as in scikit-learn's ``StandardScaler``."""
-    x = np.asarray(x, dtype=np.float32)
-    ok = np.isfinite(x).all(axis=1)
-    if not ok.any():
-        return np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32)
-    rows = x if ok.all() else x[ok]
-    mean, sd = rows.mean(axis=0, dtype=np.float64), rows.std(axis=0, dtype=np.float64)
-    return mean.astype(np.float32), np.where(sd > 10 * np.finfo(np.float32).eps, sd, 1.0).astype(np.float32)
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
