@@ -585,6 +585,34 @@ def test_ctrl_c_during_a_run_stops_within_seconds_with_exit_130_and_the_run_resu
     assert r.exit_code == 0, r.output
 
 
+def test_ctrl_c_sent_to_dermstack_alone_ends_its_worker_processes_too(tmp_path):
+    """``kill -INT`` of dermstack alone (not the terminal's process group): its process-pool workers end with it."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        "import os, time\n"
+        "from dermstack import cli, jobs\n"
+        "pool = jobs.process_pool(1)\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "pool.submit(time.sleep, 120)\n"
+        "time.sleep(0.5)\n"
+        "cli._interrupted()\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    worker = int(proc.stdout.split()[0])
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    try:
+        psutil.Process(worker).wait(timeout=5)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        psutil.Process(worker).kill()
+        raise AssertionError("the worker process outlived the interrupted dermstack") from None
+
+
 # -- a damaged store on a rerun --------------------------------------------------------------------------
 def test_a_damaged_embedding_store_on_a_rerun_names_the_stage_and_the_runs_remedy(tmp_path, test_weights):
     from dermstack.run import Run

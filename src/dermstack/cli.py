@@ -81,11 +81,31 @@ def _interrupted() -> None:
     if _said.acquire(blocking=False):
         click.secho("Interrupted (Ctrl-C): stopped. Every file dermstack writes is written whole or not at all, and a run "
                     "directory keeps its finished stages: the same command again resumes.", fg="red", err=True)
+        _end_children()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(INTERRUPTED)
     time.sleep(GRACE_SECONDS)  # the other thread is saying it and ending the process
+
+
+def _end_children() -> None:
+    """End this process's children (the image features' worker processes, :func:`dermstack.jobs.process_pool`):
+    ``os._exit`` leaves them running, and a Ctrl-C that reached only dermstack (``kill -INT``, ``timeout -s
+    INT``, not the terminal's whole process group) would leave them working on, holding the caller's pipes open."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:  # already gone
+            pass
+    for child in psutil.wait_procs(children, timeout=GRACE_SECONDS)[1]:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
 
 
 def _stop_on_interrupt() -> None:
