@@ -172,9 +172,22 @@ def test_ham10000_bad_rows_and_corrupt_image(shared_data, tmp_path):
     table, report = ingest("ham10000", tmp_path)
     assert accounted(report) and table.df["image_id"].to_list() == ["ISIC_1", "ISIC_5"]
     assert report.missing_images == ["ISIC_5"]
-    assert [(s.row, s.column) for s in report.skipped] == [(3, "dx"), (4, "age_approx"), (5, "image_ref")]
+    # problems name the file's column (age), not the one dermstack reads it into (age_approx)
+    assert [(s.row, s.column) for s in report.skipped] == [(3, "dx"), (4, "age"), (5, "image_ref")]
     with pytest.raises(DataError, match="dx 'melanoma'"):
         ingest("ham10000", tmp_path, strict=True)
+
+
+def test_ham10000_age_outside_its_range_is_named_by_the_files_column(tmp_path):
+    (tmp_path / "HAM10000_metadata.csv").write_text(
+        "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
+        "HAM_1,ISIC_1,mel,histo,55.0,male,back\n"
+        "HAM_2,ISIC_2,nv,histo,300,female,trunk\n")
+    table, _ = ingest("ham10000", tmp_path)
+    assert table.df["age_approx"].to_list() == [55.0, None]  # age_approx's valid range applies to the file's age
+    with pytest.raises(DataError, match="outside the valid range") as e:
+        ingest("ham10000", tmp_path, strict=True)
+    assert (e.value.row, e.value.column) == (3, "age")
 
 
 def test_milk10k_bad_ground_truth_row(shared_data, tmp_path):

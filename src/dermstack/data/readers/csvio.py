@@ -180,28 +180,33 @@ def check_ids(df: pl.DataFrame, column: str, problems: RowProblems) -> None:
                  pl.format("duplicate {} (first at row {})", pl.col(column), first), row_only=True)
 
 
-def parse_numbers(df: pl.DataFrame, columns: list[str], problems: RowProblems) -> pl.DataFrame:
+def parse_numbers(df: pl.DataFrame, columns: list[str], problems: RowProblems,
+                  ranges_of: dict[str, str] | None = None) -> pl.DataFrame:
     """Cast columns to Float64; non-empty cells that are not numbers are reported as problems, numbers
-    that cannot be right are read as missing (``null_invalid_numbers``)."""
+    that cannot be right are read as missing (``null_invalid_numbers``). Columns keep the file's names
+    here, so that a problem names the column the user sees; ``ranges_of`` maps such a name to the
+    dermstack column whose valid range applies (HAM10000 ``age`` -> ``age_approx``)."""
     present = [c for c in columns if c in df.columns]
     for c in present:
         problems.add(df, pl.col(c).is_not_null() & pl.col(c).cast(pl.Float64, strict=False).is_null(),
                      c, pl.format("not a number: '{}'", pl.col(c)))
     df = df.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in present])
-    return null_invalid_numbers(df, present, problems)
+    return null_invalid_numbers(df, present, problems, ranges_of)
 
 
-def null_invalid_numbers(df: pl.DataFrame, columns: list[str], problems: RowProblems) -> pl.DataFrame:
-    """NaN, inf and values outside the column's valid range (``vocab.valid_range``) become null: a model
-    must not learn from an age of -5 or 300. One note per column and reason (count, example ids and
-    rows); under --strict the first is an error naming file, row and column."""
+def null_invalid_numbers(df: pl.DataFrame, columns: list[str], problems: RowProblems,
+                         ranges_of: dict[str, str] | None = None) -> pl.DataFrame:
+    """NaN, inf and values outside the column's valid range (``vocab.valid_range`` of ``ranges_of``'s name
+    for it, else its own) become null: a model must not learn from an age of -5 or 300. One note per
+    column and reason (count, example ids and rows); under --strict the first is an error naming file,
+    row and column."""
     from dermstack.data.readers.vocab import valid_range
 
     fixed = []
     for c in columns:
         x = pl.col(c)
         why = pl.when(x.is_nan() | x.is_infinite()).then(pl.lit("not a finite number"))
-        if (bounds := valid_range(c)) is not None:
+        if (bounds := valid_range((ranges_of or {}).get(c, c))) is not None:
             lo, hi = bounds
             why = why.when((x < lo) | (x > hi)).then(pl.lit(f"outside the valid range [{lo:g}, {hi:g}]"))
         why = why.otherwise(None)

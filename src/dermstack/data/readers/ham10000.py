@@ -33,7 +33,8 @@ def read_ham10000(path: Path, report: IngestReport) -> LesionTable:
     problems = RowProblems(csv, report, "image_id")
     check_ids(df, "image_id", problems)
     problems.add(df, ~pl.col("dx").is_in(CLASSES), "dx", pl.format("dx '{}' is not one of " + "/".join(CLASSES), pl.col("dx")))
-    df = parse_numbers(df.rename({"age": "age_approx"}, strict=False), ["age_approx"], problems)
+    df = parse_numbers(df, ["age", "age_approx"], problems, ranges_of={"age": "age_approx"})
+    df = df.rename({"age": "age_approx"}, strict=False)
     df = problems.apply(df)
     df = check_vocabulary(df, "sex", SEX, report, null_values=("unknown",))
     if "localization" in df.columns:
