@@ -5,12 +5,14 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from dermstack.catalogue import rows as param_rows
-from dermstack.config import reference
+from dermstack.config import RunConfig, reference
 from dermstack.registry import ensemble_methods, method_names, model_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,3 +86,17 @@ def test_reference_types_read_as_toml():
     assert rows["[features]"]["image"] == ('true | false | "auto"', '"auto"')
     assert rows["[[models]]"]["seeds"] == ("non-empty list of int ≥ 0, ≤ 2147483647", "[0]")
     assert '"ham10000"' in rows["[data]"]["format"][0] and '"mean"' in rows["[ensemble]"]["method"][0]
+
+
+#: pages whose ```toml blocks are run configs a reader copies (adding-a-kind's are a pyproject and a plugin kind)
+CONFIG_PAGES = ("docs/configuration.md", "docs/getting-started.md", "docs/studies.md", "README.md")
+
+
+@pytest.mark.parametrize("page", CONFIG_PAGES)
+def test_documented_configs_validate(page):
+    # the annotated config once named a model it did not define, and failed for the reader who copied it
+    # a block inside a list item is indented as a whole
+    blocks = re.findall(r"^( *)```toml\n(.*?)^\1```", (ROOT / page).read_text(), re.S | re.M)
+    assert blocks, page
+    for i, (_, block) in enumerate(blocks):
+        RunConfig.from_dict(tomllib.loads(textwrap.dedent(block)), f"{page} toml block #{i + 1}")
