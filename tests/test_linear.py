@@ -171,6 +171,15 @@ def test_unseen_category_at_predict_time_is_logged_and_scored(tmp_path, caplog):
     assert np.isfinite(scores).all()
 
 
+def test_a_column_without_values_is_logged_once_per_model_not_per_fold(caplog):
+    fs, store, spec, plan = toy_run()
+    empty = FeatureSet(fs.df.with_columns(pl.lit(None, pl.Float64).alias("x0")), fs.groups, fs.categorical)
+    with caplog.at_level(logging.INFO, logger="dermstack.linear"):
+        cross_validate_linear(empty, store, spec, plan, ModelConfig(kind="logistic", params={"C": 1.0}), bootstrap=0)
+    said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("left out there: x0"), said
+
+
 def test_params_are_checked_naming_the_key():
     with pytest.raises(ConfigError, match="Cs.*unknown key"):
         LinearParams.from_dict({"Cs": [1.0]})

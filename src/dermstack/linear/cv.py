@@ -108,7 +108,8 @@ def cross_validate_design(features: FeatureSet, store, task: TaskSpec, plan: Fol
         values, _ = fitted.contributions(X[job.valid])
         record = {"chosen": {"fold": job.fold, "seed": job.seed, **fitted.summary},
                   "impact": np.abs(values).reshape(len(job.valid), len(terms), -1).mean(axis=(0, 2)),
-                  "dimensions": {b: int(inputs.embeddings[b].shape[1]) for b in backbones}}
+                  "dimensions": {b: int(inputs.embeddings[b].shape[1]) for b in backbones},
+                  "left_out": current["design"].left_out}
         if folder is not None:
             stem = folder / f"fold{job.fold}_seed{job.seed}"
             record["file"] = {"fold": job.fold, "seed": job.seed, "stem": stem.name, **fitted.summary,
@@ -117,6 +118,10 @@ def cross_validate_design(features: FeatureSet, store, task: TaskSpec, plan: Fol
 
     cf = cross_fit(task, plan, list(model.seeds), fit, len(test_ids), desc=name, executor=executor)
     chosen = [r["chosen"] for r in cf.records]
+    left_out = {c for r in cf.records for c in r["left_out"]}
+    if left_out:
+        log.info("%s: %d feature column(s) have (almost) no value in the training rows of at least one fold and are "
+                 "left out there: %s", name, len(left_out), ", ".join(t for t in terms if t in left_out))
     impact = np.sum([r["impact"] for r in cf.records], axis=0)
     group_of = {embedding_term(b): "embedding" for b in backbones} | {c: features.groups.get(c, "metadata") for c in columns}
     importance = pl.DataFrame({"feature": terms, "group": [group_of[t] for t in terms],

@@ -126,16 +126,13 @@ class Design:
     @classmethod
     def fit(cls, rows: Rows, numeric: list[str], categorical: list[str]) -> Design:
         """Statistics of ``rows`` (a fold's training rows). A numeric column with fewer than ``MIN_VALUES``
-        values in them, or a categorical one with none, is left out (logged; its term then contributes 0);
-        a backbone with no embedding in them is a DataError."""
+        values in them, or a categorical one with none, is left out (:attr:`left_out`, its term then
+        contributes 0); a backbone with no embedding in them is a DataError."""
         terms = [embedding_term(b) for b in rows.embeddings] + list(numeric) + list(categorical)
         x = _numeric(rows.frame, numeric)
         empty = [c for j, c in enumerate(numeric) if np.isfinite(x[:, j]).sum() < min(MIN_VALUES, len(x))]
         categories = {c: sorted(rows.frame[c].cast(pl.String).drop_nulls().unique().to_list()) for c in categorical}
         empty += [c for c, cats in categories.items() if not cats]
-        if empty:
-            log.info("linear model: %d feature column(s) have (almost) no value in the training rows and are left out: %s",
-                     len(empty), empty[:20])
         design = cls({b: int(e.shape[1]) for b, e in rows.embeddings.items()}, [c for c in numeric if c not in empty],
                      {c: v for c, v in categories.items() if v}, [], np.zeros(0), np.zeros(0), terms)
         for b, e in rows.embeddings.items():
@@ -151,6 +148,13 @@ class Design:
         scale[~(scale > 1e-12)] = 1.0  # a constant column: centred only
         design.mean, design.scale = mean, scale
         return design
+
+    @property
+    def left_out(self) -> list[str]:
+        """The table columns :meth:`fit` left out for want of values (the caller logs them once per
+        model: each fold and nested fit makes its own Design)."""
+        kept = {embedding_term(b) for b in self.backbones} | set(self.numeric) | set(self.categories)
+        return [t for t in self.terms if t not in kept]
 
     # -- the matrix -----------------------------------------------------------------------
     def _blocks(self, rows: Rows) -> list[tuple[str, np.ndarray]]:
