@@ -188,8 +188,9 @@ def test_report_of_a_multiclass_run_lists_the_thresholds(multiclass_run):
     assert f"{run.metrics['thresholds']['f1_after']:.4g}" in clin
 
 
-def test_top_15_needs_real_patient_ids():
-    """Without patient ids each "patient" is one lesion, whose top 15 holds it: 1.0 by construction."""
+def test_top_15_needs_real_patient_ids(caplog):
+    """Without patient ids each "patient" is one lesion, whose top 15 holds it: 1.0 by construction;
+    the log names the unit resampled (it said "patient resamples" either way)."""
     from dermstack.clinical_report import clinical_metrics
     from lesion_tables import lesion_table
 
@@ -203,7 +204,10 @@ def test_top_15_needs_real_patient_ids():
         table = lesion_table(cols)
         task = TaskSpec.from_table(table, "binary")
         s = np.clip(task.y * 0.3 + rng.random(n) * 0.7, 0, 1)
-        out = clinical_metrics(table, task, {"m": s}, "m", FoldPlan.make(table, 4), n_boot=20)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="dermstack.clinical_report"):
+            out = clinical_metrics(table, task, {"m": s}, "m", FoldPlan.make(table, 4), n_boot=20)
+        assert f"(20 bootstrap resamples of {'patient_id' if with_patients else 'lesion_id'})" in caplog.text
         top = out["clinical"]["top_15_sensitivity"]
         if with_patients:
             assert out["clinical"]["bootstrap"]["unit"] == "patient_id" and top["value"] == pytest.approx(

@@ -27,7 +27,7 @@ from dermstack.task import TaskSpec
 
 log = logging.getLogger(__name__)
 
-#: patient resamples of every interval and comparison (no config key sets it)
+#: bootstrap resamples (of UNIT_COLUMNS) of every interval and comparison (no config key sets it)
 N_BOOT = 200
 SEED = 0
 #: who a resample draws, in order of preference: lesions of one patient are correlated, so a
@@ -93,8 +93,8 @@ def clinical_metrics(table: LesionTable, task: TaskSpec, scores: dict[str, np.nd
     groups = held_out_groups(task, scores, final, plan, units, unit, n_boot, seed, points)
     if groups:
         out["held_out_groups"] = groups
-    log.info("clinical metrics and %d paired comparisons (%d patient resamples) in %.1f s",
-             len(out["comparison"]["models"]), n_boot, time.perf_counter() - t0)
+    log.info("clinical metrics and %d paired comparisons (%d bootstrap resamples of %s) in %.1f s",
+             len(out["comparison"]["models"]), n_boot, unit, time.perf_counter() - t0)
     return out
 
 

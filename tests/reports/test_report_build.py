@@ -103,6 +103,34 @@ def test_summary_reads_newer_metrics_keys(report_dir, run_dir):
     assert "Top drivers</h3><p>not computed" in html
 
 
+@pytest.mark.parametrize(("ensemble", "says"), [
+    ({"method": "mean", "chosen": "mean"}, 'set by the config: <code>[ensemble] method = "mean"</code>'),
+    ({"method": "none", "chosen": "ensemble"}, "no ensemble (one model"),
+])
+def test_summary_says_what_chose_a_model_and_which_unit_was_resampled(report_dir, run_dir, ensemble, says):
+    """A fixed method records no reason ("chosen by mean:" then nothing, before); without patient ids
+    the bootstrap draws lesions (it said "patient bootstrap" regardless)."""
+    from dermstack.reports.rundata import RunData
+    from dermstack.reports.summary import headline, summary_section
+
+    run = RunData.load(run_dir)
+    run.metrics |= {"ensemble": ensemble, "clinical": {
+        "sensitivity_at_specificity_90": {"value": 0.61, "ci_low": 0.5, "ci_high": 0.7, "n_valid": 200},
+        "bootstrap": {"n": 200, "unit": "lesion_id"}}}
+    head = headline(run, pl.read_parquet(report_dir / "metrics.parquet"), pl.read_parquet(report_dir / "operating_points.parquet"),
+                    {}, pl.read_parquet(report_dir / "subgroups.parquet"), 20)
+    html = summary_section(head).render()
+    assert says in html and "chosen by" not in html
+    assert "bootstrap resamples of lesion_id" in html and "patient bootstrap" not in html
+
+
+def test_overview_names_the_binary_target_not_its_score_column(report_dir):
+    html = (report_dir / "index.html").read_text()
+    overview = html[html.index('<section id="overview">'):]
+    overview = overview[:overview.index("</table>")]
+    assert "positive class" in overview and "malignant (vs rest)" in overview and ">target<" not in overview
+
+
 @pytest.mark.slow
 def test_cli_report_and_explain(run_dir, tmp_path):
     runner = CliRunner()

@@ -102,3 +102,11 @@ def test_fast_roc_auc_equals_sklearn_with_ties():
         assert metrics.roc_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
     with pytest.raises(ValueError):
         metrics.roc_auc(np.zeros(5), np.arange(5.0))
+
+
+def test_whole_number_float_groups_read_as_integers():
+    # MILK10k's skin tone is stored as floats: its groups read "0.0", "1.0" before
+    df = pl.DataFrame({"skin_tone_class": [0.0, 1.0, None, 1.0], "fitzpatrick": [1.5, 2.0, 3.0, None]})
+    groups = subgroup_columns(df)
+    assert groups["skin tone (skin_tone_class)"].to_list() == ["0", "1", "(missing)", "1"]
+    assert groups["skin tone (fitzpatrick)"].to_list() == ["1.5", "2.0", "3.0", "(missing)"]

@@ -239,7 +239,9 @@ def _subgroup_section(run: RunData, subgroups: pl.DataFrame, settings: ReportSet
 
 def _overview_section(run: RunData, metrics: pl.DataFrame, shaps: dict[str, ModelShap]) -> Section:
     t = run.task
-    facts = {"dataset": run.table.meta.dataset, "task": t.kind, "classes": ", ".join(t.classes),
+    # a binary task's one score column is called "target": name what it scores instead
+    what = {"positive class": f"{t.target_name} (vs rest)"} if t.kind.binary else {"classes": ", ".join(t.classes)}
+    facts = {"dataset": run.table.meta.dataset, "task": t.kind, **what,
              "training rows": len(t.image_ids), "final model": run.final_model,
              "models explained with SHAP": ", ".join(shaps) or "none"}
     if t.kind.binary:

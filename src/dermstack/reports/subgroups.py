@@ -54,11 +54,19 @@ def subgroup_columns(df: pl.DataFrame) -> dict[str, pl.Series]:
             if attribute == "age":
                 s = df.select(age_bin(pl.col(col).cast(pl.Float64))).to_series()
             else:
-                s = df[col].cast(pl.String)
+                s = group_labels(df[col])
             out[name] = s.fill_null(MISSING).alias(name)
             if attribute in ("age", "sex", "image type"):
                 break
     return out
+
+
+def group_labels(s: pl.Series) -> pl.Series:
+    """A column's values as group names; whole numbers stored as floats (MILK10k's skin tone) read
+    as integers, "1" rather than "1.0"."""
+    if s.dtype.is_float() and (s.drop_nulls() % 1 == 0).all():
+        s = s.cast(pl.Int64)
+    return s.cast(pl.String)
 
 
 def group_metrics(task: str, y: np.ndarray, threshold: float | None) -> dict[str, Callable]:

@@ -94,7 +94,9 @@ def _drivers(shaps: dict, final: str) -> dict | None:
 def _operating_points(m: dict, ops: pl.DataFrame, final: str, binary: bool) -> dict:
     clinical = {k: v for k, v in (m.get("clinical") or {}).items() if isinstance(v, dict) and "value" in v}
     if clinical:
-        return {"source": "metrics.json clinical (patient bootstrap)",
+        unit = ((m["clinical"].get("bootstrap") or {}).get("unit") or (m.get("primary_ci") or {}).get("unit")
+                or "rows")  # an older metrics.json does not name its unit
+        return {"source": f"metrics.json clinical (bootstrap resamples of {unit})",
                 "rows": [{"metric": k, "value": v.get("value"), "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high"),
                           "n_valid": v.get("n_valid"), "note": v.get("note")} for k, v in clinical.items()]}
     mine = ops.filter(pl.col("model") == final) if not ops.is_empty() else ops
@@ -201,9 +203,19 @@ def _render_dataset(h: dict) -> str:
     return f"<h3>Data</h3><p><b>{esc(h['dataset'])}</b> · {esc(what)} · {esc(rows)}{esc(folds)}</p>"
 
 
+def _how_chosen(chosen: dict | None) -> str:
+    """Only ``method = "auto"`` records a reason; a fixed method, or none, is the config's choice."""
+    if not chosen:
+        return "how it was chosen: not recorded (no metrics.json ensemble)"
+    if chosen.get("why"):
+        return f"chosen by <code>{esc(chosen['method'])}</code>: {esc(chosen['why'])}"
+    if chosen.get("method") == "none":
+        return "no ensemble (one model, or <code>[ensemble] method = \"none\"</code>)"
+    return f"set by the config: <code>[ensemble] method = \"{esc(chosen.get('method') or '?')}\"</code>"
+
+
 def _render_final(h: dict) -> str:
-    how = (f"chosen by <code>{esc(h['chosen']['method'])}</code>: {esc(h['chosen']['why'] or '')}" if h["chosen"]
-           else "how it was chosen: not recorded (no metrics.json ensemble)")
+    how = _how_chosen(h["chosen"])
     sub = f"; submitted: <code>{esc(h['submitted'])}</code>" if h.get("submitted") and h["submitted"] != h["final_model"] else ""
     return f"<h3>Final model</h3><p><b>{esc(h['final_model'])}</b>{sub}; {how}</p>"
 
