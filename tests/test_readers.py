@@ -86,6 +86,16 @@ def test_isic_archive_indeterminate_falls_back_to_benign_malignant(shared_data):
     assert any("benign_malignant" in n for n in report.notes)
 
 
+def test_a_null_value_is_noted_only_when_a_row_has_it():
+    from dermstack.data.readers.vocab import SEX, check_vocabulary
+    from dermstack.data.report import IngestReport
+
+    for values, notes in ((["male", "female"], []), (["male", "unknown"], ["sex: unknown read as missing (1 rows without sex)"])):
+        report = IngestReport("ham10000", "x")
+        check_vocabulary(pl.DataFrame({"sex": values}), "sex", SEX, report, null_values=("unknown",))
+        assert report.notes == notes
+
+
 def test_ham10000(shared_data):
     table, report = ingest("ham10000", shared_data / "ham10000-dev")
     df = table.df
@@ -118,7 +128,9 @@ def test_milk10k_one_row_per_lesion(shared_data):
     assert table.test["target"].null_count() == 479
     assert {"MONET_hair_derm", "MONET_hair_clin", "age_approx", "sex", "skin_tone_class", "site"} <= set(table.meta.feature_columns)
     assert not [c for c in table.meta.feature_columns if c.startswith(("isic_id", "attribution", "copyright"))]
-    assert len(report.missing_images) == len(table) and any("metadata only" in n for n in report.notes)
+    assert any("metadata only" in n for n in report.notes)
+    # the dev copy has no image: its 479 test rows are unlabelled, not "labelled cases without an image"
+    assert len(report.missing_images) == 1500 and "479 unlabelled test row(s) without an image" in report.notes
 
 
 def test_ddi(shared_data):

@@ -91,8 +91,7 @@ def check_vocabulary(df: pl.DataFrame, column: str, allowed: tuple[str, ...], re
     if odd.height:
         shown = ", ".join(f"{v!r} ({n})" for v, n in odd.rows()[:10])
         report.note(f"{column}: values outside the ISIC vocabulary kept as they are: {shown}")
-    if null_values:
-        n = df[column].null_count()
+    if null_values and (n := df[column].null_count()):  # nothing to say with no row missing
         report.note(f"{column}: {', '.join(null_values)} read as missing ({n} rows without {column})")
     return df
 
