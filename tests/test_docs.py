@@ -50,6 +50,20 @@ def test_site_builds_strict(site):
         assert (site / page / "index.html").is_file(), page
 
 
+@pytest.mark.parametrize("page", ["config", "kinds"])
+def test_generated_pages_say_where_their_content_is_and_the_site_replaces_it(page):
+    # the source files read empty on GitHub, where the README links to them
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generated_hook", ROOT / "docs" / "hooks" / "generated.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    source = (ROOT / "docs" / "reference" / f"{page}.md").read_text()
+    assert "mkdocs build" in source.split("<!-- generated:")[1]
+    built = hook.on_page_markdown(source)
+    assert "not in this file" not in built and "<!--" not in built and hook.GENERATORS[page]() in built
+
+
 @pytest.mark.slow
 def test_kinds_page_lists_the_registry(site):
     text, rows = page_text(site, "reference/kinds"), table_rows(site, "reference/kinds")

@@ -2,6 +2,8 @@
 
 A page marks where a generated block goes with an HTML comment, ``<!-- generated: NAME -->``; the
 block comes from the installed dermstack, so the site can never disagree with the code it documents.
+Text up to ``<!-- end generated -->`` after the marker is replaced too: what the page's source file
+says in its place where no site is built (read on GitHub, the file would otherwise end empty).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from dermstack.config import reference
 
 # The kinds listing escapes a pipe inside a code span for GitHub's tables; Python-Markdown keeps it literal.
 GENERATORS = {"kinds": lambda: kinds_markdown().replace(r"\|", "|"), "config": reference.markdown}
-_MARKER = re.compile(r"<!-- generated: (\w+) -->")
+_MARKER = re.compile(r"<!-- generated: (\w+) -->(?:.*?<!-- end generated -->)?", re.S)
 
 
 def on_page_markdown(markdown: str, **_) -> str:
