@@ -151,3 +151,23 @@ def test_predict_refuses_new_data_missing_feature_columns(run_dir, caplog):
     with caplog.at_level("WARNING"):
         preds = predict_run(root, new, allow_missing_features=True)
     assert preds["image_id"].n_unique() == 6 and any(column in r.message and "filled" in r.message for r in caplog.records)
+
+
+def test_new_columns_take_the_runs_types(run_dir):
+    """A column a reader typed otherwise than the run's (all empty, so read as text) stacks onto the
+    run's rows in the run's type; a value that does not convert is a DataError naming it, not polars'."""
+    from dermstack.outputs.predict import as_run_rows
+
+    root, _ = run_dir
+    table = LesionTable.read(root / "lesions.parquet")
+    flag = pl.Series("flag", [True] * table.df.height)  # a Boolean column of the run, as family_hx_mm
+    run_table = LesionTable(table.df.with_columns(flag), table.meta)
+    empty = LesionTable(table.test.with_columns(pl.lit(None, pl.String).alias("flag")), table.meta)
+    rows = as_run_rows(run_table, empty, "new.csv").df
+    assert rows.schema == run_table.df.schema and rows.head(6)["flag"].null_count() == 6
+    text = LesionTable(table.test.with_columns(pl.lit("False").alias("flag")), table.meta)
+    assert not as_run_rows(run_table, text).df.head(6)["flag"].any()
+    bad = LesionTable(table.test.with_columns(pl.Series("flag", ["true", "maybe"] * 3)), table.meta)
+    second = table.test["image_id"][1]
+    with pytest.raises(DataError, match=f"new.csv, column 'flag': 'maybe' in the row of image_id '{second}' is not a Boolean"):
+        as_run_rows(run_table, bad, "new.csv")

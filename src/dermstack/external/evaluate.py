@@ -171,7 +171,7 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
     scoring = LesionTable(new.df.with_columns(pl.Series("image_id", internal, pl.String)), new.meta)
 
     with tempfile.TemporaryDirectory(prefix="dermstack-evaluate-") as tmp:
-        table = as_run_rows(run_table, scoring)
+        table = as_run_rows(run_table, scoring, ext.source)
         store = embed_rows(cfg, run_dir, table, internal, Path(tmp))
         key = next((b for b in (store.backbones() if store else []) if not split_key(b)[1]), None)
         new_emb = read_embeddings(store, key, internal) if key else None
@@ -188,7 +188,7 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
             raise DataError(f"after leaving out {flagged.sum()} rows found in the run's training data, the rest have no "
                             f"{'positives' if y.max() == 0 else 'negatives'}: nothing to measure", file=ext.source)
         kept = LesionTable(scoring.df.filter(pl.Series(scored)), scoring.meta)
-        scores = score_rows(cfg, run_dir, as_run_rows(run_table, kept), ids, task.classes, Path(tmp), store)
+        scores = score_rows(cfg, run_dir, as_run_rows(run_table, kept, ext.source), ids, task.classes, Path(tmp), store)
 
     matrices = {name: task.squeeze(p.matrix(ids, task.classes, source=f"model {name}")) for name, p in scores.items()}
     rows_df = new.df.filter(pl.Series(scored))

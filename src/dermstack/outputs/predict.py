@@ -21,7 +21,7 @@ import polars as pl
 from dermstack.atomic import read_json
 from dermstack.config import RunConfig
 from dermstack.data.table import LesionTable
-from dermstack.errors import DataError
+from dermstack.errors import DataError, clip
 from dermstack.predictions import Predictions
 
 log = logging.getLogger(__name__)
@@ -77,19 +77,56 @@ def drop_training_rows(run_table: LesionTable, new: LesionTable, strict: bool = 
     return LesionTable(new.df.filter(~pl.col("image_id").is_in(pl.Series(clash).implode())), new.meta)
 
 
-def as_run_rows(run_table: LesionTable, new: LesionTable) -> LesionTable:
-    """The new rows as ``test`` rows of the run's table (its columns and metadata), followed by the
-    run's own rows of the same patients: patient features look at every lesion of a patient, as
-    they did in the run. An id that is a training row of the run is an error."""
+def _cast_like(series: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """``series`` as ``dtype``, a value that does not convert null. Strings to Boolean by hand: polars
+    has no such cast, and the readers make a column of true/false text Boolean (``infer_types``)."""
+    if series.dtype == pl.String and dtype == pl.Boolean:
+        text = series.str.to_lowercase()
+        return pl.select(pl.when(text == "true").then(True).when(text == "false").then(False)
+                         .otherwise(None).alias(series.name)).to_series()
+    try:
+        return series.cast(dtype, strict=False)
+    except pl.exceptions.PolarsError:  # no conversion at all between the two types: nothing converts
+        return pl.Series(series.name, [None] * len(series), dtype)
+
+
+def as_run_dtypes(run_schema: pl.Schema, df: pl.DataFrame, source: str | None = None) -> pl.DataFrame:
+    """``df``'s columns of the run's table in the run's types. A reader types a column from its
+    values, so one that is empty in the new data (read as text) or typed otherwise would not stack
+    onto the run's rows; an empty column converts as it is, a value that does not is an error naming it."""
+    fixed = []
+    for c, dtype in run_schema.items():
+        if c not in df.columns or df.schema[c] == dtype:
+            continue
+        s = df[c]
+        cast = _cast_like(s, dtype)
+        lost = s.is_not_null() & cast.is_null()
+        if lost.any():
+            i = int(lost.arg_true()[0])
+            # named by image_id: rows left out on reading make a row number of the table not the file's
+            raise DataError(f"{clip(str(s[i]))!r} in the row of image_id {df['image_id'][i]!r} is not a {dtype} value, as the "
+                            f"run's column is ({int(lost.sum())} row(s) like it)", file=source, column=c)
+        fixed.append(cast)
+    return df.with_columns(fixed) if fixed else df
+
+
+def as_run_rows(run_table: LesionTable, new: LesionTable, source: str | None = None) -> LesionTable:
+    """The new rows as ``test`` rows of the run's table (its columns, types and metadata:
+    :func:`as_run_dtypes`), followed by the run's own rows of the same patients: patient features
+    look at every lesion of a patient, as they did in the run. An id that is a training row of the
+    run is an error."""
     from dermstack.features.patient import group_column
 
     train = run_table.train
     clash = new.df.join(train.select("image_id"), on="image_id", how="semi")["image_id"].to_list()
     if clash:
         raise DataError(f"{len(clash)} new image ids are training rows of this run, e.g. {clash[:5]}", column="image_id")
-    rows = new.df.with_columns(pl.lit("test").alias("split"))
+    rows = as_run_dtypes(run_table.df.schema, new.df.with_columns(pl.lit("test").alias("split")), source)
     common = [c for c in run_table.df.columns if c in rows.columns]
-    rows = pl.concat([run_table.df.clear(), rows.select(common)], how="diagonal_relaxed").select(run_table.df.columns)
+    try:  # the run's empty frame first gives the columns the new data lacks, as nulls
+        rows = pl.concat([run_table.df.clear(), rows.select(common)], how="diagonal").select(run_table.df.columns)
+    except pl.exceptions.SchemaError as e:  # a type as_run_dtypes left as it was (a nested one): said, not a traceback
+        raise DataError(f"the new data's columns do not match the run's: {str(e).splitlines()[0]}", file=source) from e
     key = group_column(rows)
     context = run_table.df.clear()
     if key is not None:
@@ -181,7 +218,7 @@ def predict_run(run_dir: str | Path, data, strict: bool = False,
     source = str(data) if isinstance(data, (str, os.PathLike)) else None
     check_feature_columns(run_table, new, allow_missing_features, source)
     new = drop_training_rows(run_table, new, strict, source)
-    table = as_run_rows(run_table, new)
+    table = as_run_rows(run_table, new, source)
     ids = new.df["image_id"].to_list()
     if not ids:  # no rows (a dataset without a test split): no prediction, and no image to embed for one
         return Predictions.empty().frame.select("image_id", "model", "class", "score")
