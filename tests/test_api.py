@@ -243,3 +243,26 @@ def test_notebook_example(tmp_path):
     lines = (tmp_path / "submission.csv").read_text().splitlines()
     assert lines[0] == "isic_id,target" and len(lines) == 11
     assert "contribution" in done.stdout
+
+
+def test_predict_proba_defaults_to_the_model_the_run_submits(tmp_path):
+    """A multiclass run submits its final model's own scores, not the calibrated ones: predict_proba's
+    default is the submitted model, as ``dermstack submit``'s (binary: calibrated, the test above)."""
+    from dermstack.predictions import Predictions
+    from reports.multiclass_run import CONFIG as SIGNAL_CONFIG
+    from reports.multiclass_run import PreparedRun, signal_table
+
+    config = tmp_path / "multiclass.toml"
+    config.write_text(SIGNAL_CONFIG.format(task="multiclass"))
+    cfg = ds.RunConfig.from_toml(config)
+    cfg.models = cfg.models[:1]  # LightGBM alone: its own scores and the calibrated ones are enough
+    PreparedRun(cfg, tmp_path / "run", signal_table("multiclass")).execute()
+    run = ds.load(tmp_path / "run")
+    submitted = run.metrics["submission_model"]
+    assert submitted != "calibrated"
+    test = pl.read_parquet(tmp_path / "run" / "lesions.parquet").filter(pl.col("split") == "test")
+    proba = run.predict_proba(test)
+    order = run.predict(test)["image_id"].to_list()
+    want = Predictions.read(tmp_path / "run" / "test_predictions.parquet").for_model(submitted).matrix(order, run.metrics["classes"])
+    np.testing.assert_allclose(proba, want, atol=1e-6)
+    assert not np.allclose(run.predict_proba(test, model="calibrated"), want, atol=1e-3)  # so the default matters

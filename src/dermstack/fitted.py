@@ -154,7 +154,7 @@ class FittedRun:
         preds = Predictions(predict_run(self.root, data, strict=strict, allow_missing_features=allow_missing_features))
         return preds.wide(preds.image_ids(), self.metrics["classes"])
 
-    def predict_proba(self, data: str | os.PathLike | LesionTable | pl.DataFrame | pd.DataFrame, *, model: str = "calibrated",
+    def predict_proba(self, data: str | os.PathLike | LesionTable | pl.DataFrame | pd.DataFrame, *, model: str | None = None,
                       strict: bool = False, allow_missing_features: bool = False) -> np.ndarray:
         """``model``'s probabilities for ``data``'s lesions as scikit-learn gives them: (n, C), rows in the
         order of :meth:`predict`'s ``image_id``. Binary: columns P(not target), P(target); multiclass and
@@ -164,8 +164,9 @@ class FittedRun:
         ----------
         data : path, LesionTable, polars or pandas DataFrame
             As :meth:`predict` takes it.
-        model : str
-            A model of the run; default the submitted one, the final model calibrated.
+        model : str, optional
+            A model of the run; default the one it submits (``metrics["submission_model"]``: binary, the final
+            model calibrated; multiclass and multi-label, the final model's own scores).
         strict, allow_missing_features : bool
             As :meth:`predict`.
 
@@ -179,9 +180,11 @@ class FittedRun:
         """
         from dermstack.errors import ConfigError
         from dermstack.outputs.predict import predict_run
+        from dermstack.outputs.submission import default_model
         from dermstack.predictions import Predictions
 
-        classes = self.metrics["classes"]
+        metrics = self.metrics
+        classes, model = metrics["classes"], model or default_model(metrics)
         preds = Predictions(predict_run(self.root, data, strict=strict, allow_missing_features=allow_missing_features))
         if not preds.height:  # no lesion scored
             return np.empty((0, 2 if classes == ["target"] else len(classes)))

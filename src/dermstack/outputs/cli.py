@@ -36,7 +36,7 @@ def predict_command(run_dir: Path, data: Path, out: Path, strict: bool, allow_mi
 @click.option("--sample", type=_existing, default=None, help="The competition's sample submission to match.")
 @click.option("--predictions", type=_existing, default=None,
               help="Predictions parquet from `dermstack predict` (default: the saved model's test predictions).")
-@click.option("--model", default=None, help="Which model's scores (default: the run's calibrated final model).")
+@click.option("--model", default=None, help="Which model's scores (default: the run's submission_model in metrics.json).")
 def submit_command(run_dir: Path, fmt: str, out: Path, sample: Path | None, predictions: Path | None, model: str | None) -> None:
     """Write a validated competition submission from RUN_DIR's test predictions (nothing is written on any problem).
 

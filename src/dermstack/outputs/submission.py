@@ -252,15 +252,21 @@ def write_submission(test_predictions: pl.DataFrame, format: str, out: str | Pat
     return out
 
 
+def default_model(metrics: dict) -> str | None:
+    """The model a run's scores are taken from when none is named (``submit``, ``FittedRun.predict_proba``):
+    its ``submission_model`` (binary: the calibrated final model; multiclass and multi-label: the final
+    model's own scores, see :mod:`dermstack.calibration`), else its final model (``oof_model``)."""
+    return metrics.get("submission_model") or metrics.get("oof_model")
+
+
 def submit_run(run_dir: str | Path, format: str, out: str | Path, sample: str | Path | None = None,
                predictions: str | Path | pl.DataFrame | None = None, model: str | None = None) -> Path:
     """Write the validated ``format`` submission ``out`` of a run's test predictions, or of ``predictions``
     (a parquet file or frame from ``predict``, long or wide); nothing is written on any problem.
 
     ``run_dir`` is a ``dermstack run`` directory (checked to be current) or a folder whose ``models/``
-    the stage commands wrote; ``model`` is the one submitted (default: the run's ``submission_model``,
-    its calibrated final model). Without ``sample`` or the run's own test rows the ids predicted are
-    not checked against a test set, which is logged."""
+    the stage commands wrote; ``model`` is the one submitted (default: :func:`default_model`). Without
+    ``sample`` or the run's own test rows the ids predicted are not checked against a test set, which is logged."""
     from dermstack.atomic import read_json, writable_target
     from dermstack.errors import reading
     from dermstack.rundir import check_current
@@ -270,7 +276,7 @@ def submit_run(run_dir: str | Path, format: str, out: str | Path, sample: str | 
     run_dir = Path(run_dir)
     check_current(run_dir)
     metrics = read_json(run_dir / "metrics.json", "run metrics") if (run_dir / "metrics.json").exists() else {}
-    model = model or metrics.get("submission_model") or metrics.get("oof_model")
+    model = model or default_model(metrics)
     saved = model_dirs(run_dir / "models")
     if isinstance(predictions, pl.DataFrame):
         preds = predictions if {"model", "class"} <= set(predictions.columns) or get_format(format).id_column in predictions.columns \
