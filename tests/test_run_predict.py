@@ -2,6 +2,8 @@
 `predict` on its test lesions from the saved models and fitted feature transform only."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import pytest
@@ -56,3 +58,24 @@ def test_new_rows_get_the_features_the_run_gave_its_test_rows(run_dir, tmp_path)
     run_fs = FeatureSet.read(run_dir / "features.parquet")
     assert fs.groups == run_fs.groups
     assert_features_equal(fs.df, run_fs.df.filter(pl.col("split") == "test"), fs.feature_columns)
+
+
+def test_new_images_without_masks_of_a_mask_run_are_a_warning(tiny, shared_data, caplog):
+    """A run whose image features came from PH2's masks scores new images without masks on an automatic
+    segmentation: said as a warning (the scores move), not only the reader's INFO note."""
+    from dermstack.outputs.predict import auto_segmented
+
+    data = {"format": "ph2", "path": str(shared_data / "ph2-dev"), "task": "binary", "target": "malignant"}
+    run = tiny.run(data=data, cv={"n_splits": 3}, features={"patient": False, "image": "auto"}, report={"enabled": False},
+                   models=[booster("lightgbm", 10, params={"min_child_samples": 3, "num_leaves": 4})])
+    table = LesionTable.read(run / "lesions.parquet")
+    new = table.df.head(3).with_columns(pl.col("image_id") + "_new", pl.lit(None, pl.String).alias("mask_ref"),
+                                        pl.lit("test").alias("split"))
+    cfg = RunConfig.from_toml(run / "config.toml")
+    assert auto_segmented(cfg, table.df, new) == 3 and auto_segmented(cfg, table.df, table.df) == 0
+    no_masks = table.df.with_columns(pl.lit(None, pl.String).alias("mask_ref"))  # a run that segmented its own too
+    assert auto_segmented(replace(cfg, features=replace(cfg.features, image=True)), no_masks, new) == 0
+    with caplog.at_level("WARNING"):
+        predict_run(run, LesionTable(new, table.meta))
+    assert any(r.levelname == "WARNING" and "3 of 3 new rows have an image but no mask" in r.message
+               and "computed from its masks" in r.message and "may differ" in r.message for r in caplog.records)

@@ -139,7 +139,7 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
     """Score ``data`` (labelled) with the run's saved models and measure them there (the module
     docstring); returns ``evaluation.json`` as a dict. ``out`` receives the files."""
     from dermstack.external.page import write_page
-    from dermstack.outputs.predict import as_run_rows, embed_rows, score_rows
+    from dermstack.outputs.predict import as_run_rows, auto_segmented, embed_rows, score_rows
     from dermstack.reports.rundata import RunData
 
     t0 = time.perf_counter()
@@ -197,7 +197,7 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
     oof_units, _ = bootstrap_units(run.table, task.image_ids)
     oof_sample = Sample(task.kind, task.y, {n: run.scores(n) for n in matrices if n in run.model_names}, oof_units, n_boot, seed)
     calibrated = "calibrated" if "calibrated" in matrices and final != "calibrated" else None
-    notes = _notes(new_sample, missing, vocabulary, _segmented(cfg, run_table, rows_df)) + unguaranteed(run_metrics)
+    notes = _notes(new_sample, missing, vocabulary, auto_segmented(cfg, run_table.df, rows_df)) + unguaranteed(run_metrics)
     evaluation = {
         "run": str(run_dir), "data": ext.source, "format": ext.format, "dataset": new.meta.dataset,
         "task": str(task.kind), "target": task.target_name if task.kind.binary else None, "classes": task.classes,
@@ -229,15 +229,6 @@ def audit_counts(overlap: pl.DataFrame) -> dict[str, int]:
 
 def _finite(v) -> float | None:
     return float(v) if v is not None and np.isfinite(v) else None
-
-
-def _segmented(cfg: RunConfig, run_table: LesionTable, rows: pl.DataFrame) -> int:
-    """How many of ``rows`` get the run's mask image features from an automatic segmentation (no mask given)."""
-    from dermstack.features.build import image_enabled
-
-    if not image_enabled(cfg.features.image, run_table.df) or cfg.features.segmentation == "automatic":
-        return 0
-    return rows.filter(pl.col("image_ref").is_not_null() & pl.col("mask_ref").is_null()).height
 
 
 def _notes(new: Sample, missing: dict, vocabulary: dict, segmented: int) -> list[str]:

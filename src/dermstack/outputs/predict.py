@@ -135,6 +135,17 @@ def as_run_rows(run_table: LesionTable, new: LesionTable, source: str | None = N
     return LesionTable(pl.concat([rows, context]), run_table.meta)
 
 
+def auto_segmented(cfg: RunConfig, run_df: pl.DataFrame, rows: pl.DataFrame) -> int:
+    """How many of ``rows`` get the run's mask image features from an automatic segmentation: they have
+    an image and no mask, where the run measured its own from given masks (``run_df``'s ``mask_ref``)."""
+    from dermstack.features.build import image_enabled
+
+    had_masks = "mask_ref" in run_df.columns and run_df["mask_ref"].null_count() < run_df.height
+    if not had_masks or not image_enabled(cfg.features.image, run_df) or cfg.features.segmentation == "automatic":
+        return 0
+    return rows.filter(pl.col("image_ref").is_not_null() & pl.col("mask_ref").is_null()).height
+
+
 class _Stores:
     """Embeddings of the new images from the new store, of the run's own images from the run's."""
 
@@ -187,7 +198,7 @@ def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[s
     own: its fitted transform (leaky columns, embedding PCA), the new images embedded by its backbones
     (``store``; made by :func:`embed_rows` when not given), the mask image features when the run
     built them (``image = "auto"`` decided on the run's lesions; a new image without a mask is
-    segmented automatically)."""
+    segmented automatically, with a warning: :func:`auto_segmented`)."""
     from dermstack.features.build import build_features, image_enabled
     from dermstack.features.featureset import FeatureSet
     from dermstack.features.transform import FeatureTransform
@@ -196,6 +207,11 @@ def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[s
     store = store or embed_rows(cfg, run_dir, table, new_ids, work)
     masks = pl.read_parquet(run_dir / "lesions.parquet", columns=["mask_ref"])
     features = dataclasses.replace(cfg.features, image=image_enabled(cfg.features.image, masks))
+    if n := auto_segmented(cfg, masks, table.df.head(len(new_ids))):  # as_run_rows puts the new rows first
+        # a warning, not the reader's note: the features move, and with them every score of these rows
+        log.warning("%d of %d new rows have an image but no mask: the run's image features were computed from its "
+                    "masks, these rows' from an automatic segmentation instead, so their scores may differ from what "
+                    "a mask would give (give their mask_ref files to score them as the run did)", n, len(new_ids))
     fs = build_features(table, features, store, pca_components=cfg.extract.pca_components, fitted=fitted)
     order = pl.DataFrame({"image_id": new_ids})
     return FeatureSet(order.join(fs.df, on="image_id", how="left", maintain_order="left"), fs.groups, fs.categorical,
