@@ -125,6 +125,14 @@ def test_predict_is_dermstack_predict_and_takes_dataframes(run, tmp_path):
     assert run.predict(raw.drop("age_approx"), allow_missing_features=True).height == test.height
 
 
+def test_predict_takes_a_test_metadata_file(run, tmp_path):
+    """ISIC 2024's test-metadata.csv named instead of its folder: that file's lesions are scored."""
+    from dermstack.data.synth import synthesize_isic2024
+
+    synthesize_isic2024(tmp_path / "new", lesions=20, test_lesions=5, image_size=16, seed=7, positive_rate=0.2, workers=1)
+    scores = run.predict(tmp_path / "new" / "test-metadata.csv")
+    assert sorted(scores["image_id"]) == sorted(pl.read_csv(tmp_path / "new" / "test-metadata.csv")["isic_id"])
+
 def test_predict_proba_is_n_by_classes_in_predicts_order(run):
     new = pl.read_parquet("runs/tiny/lesions.parquet").filter(pl.col("split") == "test")
     wide, proba = run.predict(new), run.predict_proba(new)

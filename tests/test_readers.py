@@ -9,6 +9,7 @@ from dermstack.cli import cli
 from dermstack.data.images import load_image, load_mask
 from dermstack.data.readers import READERS, ingest
 from dermstack.data.table import LesionTable, is_label_provenance
+from dermstack.errors import DataError
 
 
 def accounted(report) -> bool:
@@ -64,6 +65,21 @@ def test_isic2024_train_and_test_features_exclude_train_only_columns(shared_data
     test_cols = set(pl.read_csv(tmp_path / "test-metadata.csv", n_rows=1).columns)
     assert set(table.meta.feature_columns) <= test_cols
     assert table.test["image_ref"].null_count() == 0
+
+
+def test_a_split_metadata_file_reads_that_split_from_its_folder(shared_data, tmp_path):
+    """``dermstack predict RUN test-metadata.csv`` (or ingest) names the file, not its folder: that split
+    is read, its images beside it; another file of the folder says to give the folder."""
+    for name in ("test-metadata.csv", "test-image.hdf5", "sample_submission.csv"):
+        (tmp_path / name).write_bytes((shared_data / "isic2024-sample" / name).read_bytes())
+    (tmp_path / "train-metadata.csv").write_bytes((shared_data / "isic2024-train-sample" / "train-metadata.csv").read_bytes())
+    table, _ = ingest("isic2024", tmp_path / "test-metadata.csv")
+    assert table.df["split"].to_list() == ["test"] * 3 and table.df["image_ref"].null_count() == 0
+    with pytest.raises(DataError, match="sample_submission.csv: not a Kaggle ISIC 2024 metadata file: give the folder that holds "
+                                        "train-metadata.csv or test-metadata.csv"):
+        ingest("isic2024", tmp_path / "sample_submission.csv")
+    milk, _ = ingest("milk10k", shared_data / "milk10k-dev" / "MILK10k_Test_Metadata.csv")
+    assert set(milk.df["split"]) == {"test"}
 
 
 @pytest.mark.parametrize("export, n, malignant", [("current", 60, 30), ("2024-export", 100, 21), ("older", 24, 24)])

@@ -21,7 +21,7 @@ _existing = click.Path(exists=True, path_type=Path)
 @click.option("--allow-missing-features", is_flag=True,
               help="Score DATA even when it lacks feature columns the models were trained on (filled as missing, with a warning).")
 def predict_command(run_dir: Path, data: Path, out: Path, strict: bool, allow_missing_features: bool) -> None:
-    """Score DATA (a dataset folder in the run's format, or a LesionTable parquet) with RUN_DIR's saved models."""
+    """Score DATA (a dataset folder in the run's format or its metadata file, or a LesionTable parquet) with RUN_DIR's saved models."""
     from dermstack.outputs.predict import predict_run
 
     preds = predict_run(run_dir, data, strict=strict, allow_missing_features=allow_missing_features)

@@ -67,3 +67,20 @@ def _leave_out_unusable(df: pl.DataFrame, ref: str, problems: RowProblems, repor
         report.note(f"{ref}: {bad.height} unusable files left out, their rows kept without them (features of this file "
                     f"null), e.g. {first[0]} (row {first[1]}): {first[3]}")
     return df.with_columns(pl.when(pl.col(reason).is_null()).then(pl.col(ref)).alias(ref)).drop(reason)
+
+
+def split_files(path: Path, names: dict[str, str], layout: str) -> tuple[Path, dict[str, Path]]:
+    """The folder of a dataset published as one metadata file per split, and the split files to read:
+    those the folder ``path`` holds, or the one ``path`` names (that split alone, its images found
+    beside it, as a user pointing at ``test-metadata.csv`` means)."""
+    path = Path(path)
+    if path.is_file():
+        split = next((s for s, name in names.items() if name == path.name), None)
+        if split is None:
+            raise DataError(f"not a {layout} metadata file: give the folder that holds {' or '.join(names.values())} "
+                            "(and its images)", file=str(path))
+        return path.parent, {split: path}
+    parts = {s: path / name for s, name in names.items() if (path / name).is_file()}
+    if not parts:
+        raise DataError(f"no {' or '.join(names.values())} here ({layout} layout)", file=str(path))
+    return path, parts

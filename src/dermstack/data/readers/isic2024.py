@@ -10,11 +10,11 @@ import polars as pl
 
 from dermstack.data.readers.build import IMAGE_PROBLEM, finish, resolve_images
 from dermstack.data.readers.csvio import RowProblems, check_ids, parse_flags, parse_numbers, read_csv, require_columns
+from dermstack.data.readers.files import split_files
 from dermstack.data.readers.imagecheck import hdf5_problems
 from dermstack.data.readers.vocab import ANATOM_SITE_GENERAL, SEX, check_vocabulary, diagnosis_label
 from dermstack.data.report import IngestReport
 from dermstack.data.table import HASH_COLUMN, LesionTable, TableMeta, h5_ref
-from dermstack.errors import DataError
 
 #: Text columns of the Kaggle ``train-metadata.csv`` (every other known column is numeric).
 TEXT_COLUMNS = [
@@ -37,11 +37,9 @@ SPLIT_FILES = {"train": ("train-metadata.csv", "train-image.hdf5"), "test": ("te
 
 
 def read_isic2024(path: Path, report: IngestReport) -> LesionTable:
-    """Read whichever of the train/test metadata files exist; images are checked, not decoded."""
-    path = Path(path)
-    parts = {split: path / csv for split, (csv, _) in SPLIT_FILES.items() if (path / csv).is_file()}
-    if not parts:
-        raise DataError("no train-metadata.csv or test-metadata.csv here (Kaggle ISIC 2024 layout)", file=str(path))
+    """Read whichever of the train/test metadata files the folder ``path`` holds, or the one ``path`` is;
+    images are checked, not decoded."""
+    path, parts = split_files(path, {split: csv for split, (csv, _) in SPLIT_FILES.items()}, "Kaggle ISIC 2024")
     frames, seen = [], pl.Series("isic_id", [], pl.String)
     for split, csv in parts.items():
         df = _read_split(csv, split, path / SPLIT_FILES[split][1], seen, report)

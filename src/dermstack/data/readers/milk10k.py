@@ -14,11 +14,10 @@ import polars as pl
 
 from dermstack.data.readers.build import finish
 from dermstack.data.readers.csvio import FILE, ROW, RowProblems, check_ids, parse_flags, parse_numbers, read_csv, require_columns
-from dermstack.data.readers.files import attach_files
+from dermstack.data.readers.files import attach_files, split_files
 from dermstack.data.readers.vocab import IMAGE_TYPE, MILK_SITES, SEX, check_vocabulary, map_values
 from dermstack.data.report import IngestReport
 from dermstack.data.table import CLASS_PREFIX, LesionTable, TableMeta
-from dermstack.errors import DataError
 
 CLASSES = ["AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC"]
 MALIGNANT = ["AKIEC", "BCC", "MAL_OTH", "MEL", "SCCKA"]
@@ -32,11 +31,8 @@ PER_IMAGE_ADMIN = ["isic_id", "attribution", "copyright_license", "image_manipul
 
 
 def read_milk10k(path: Path, report: IngestReport) -> LesionTable:
-    """``path`` is the folder with the MILK10k CSVs (images, if any, anywhere below it)."""
-    path = Path(path)
-    parts = {split: path / name for split, name in FILES.items() if (path / name).is_file()}
-    if not parts:
-        raise DataError(f"no {' or '.join(FILES.values())} here", file=str(path))
+    """``path`` is the folder with the MILK10k CSVs (images, if any, anywhere below it), or one of them (that split alone)."""
+    path, parts = split_files(path, FILES, "MILK10k")
     frames = [_lesions(csv, split, report) for split, csv in parts.items()]
     df = pl.concat(frames, how="diagonal_relaxed")
     if "train" in parts:
