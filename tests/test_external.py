@@ -238,3 +238,12 @@ def test_operating_points_read_the_runs_thresholds_and_say_whether_the_guarantee
                             ["a", "b", "c"])
     assert [op.get("class") for op in ops] == ["b", "b", None] and "macro_f1" in ops[-1]
     assert ops[0]["sensitivity"]["value"] == pytest.approx(((scores[:, 1] >= 0.45) & (labels == 1)).sum() / (labels == 1).sum())
+
+
+def test_missing_feature_columns_name_the_keyword_in_python(ham_run, archive, tmp_path):
+    """The API's error names its keyword argument, not the command's flag (one message, two spellings)."""
+    import dermstack as ds
+
+    with pytest.raises(ds.DataError, match="localization") as e:
+        ds.load(ham_run).evaluate(archive[0], out=tmp_path / "ev")
+    assert "pass allow_missing_features=True to score" in str(e.value) and "--allow" not in str(e.value)

@@ -140,14 +140,19 @@ def test_new_and_run_stores_read_as_one():
 
 
 def test_predict_refuses_new_data_missing_feature_columns(run_dir, caplog):
+    from dermstack.outputs.cli import predict_command
+
     root, expected = run_dir
     table = LesionTable.read(root / "lesions.parquet")
     column = table.meta.feature_columns[0]
     meta = replace(table.meta, feature_columns=[c for c in table.meta.feature_columns if c != column],
                    categorical_columns=[c for c in table.meta.categorical_columns if c != column])
     new = LesionTable(table.test.drop(column), meta)
-    with pytest.raises(DataError, match=f"lacks 1 feature column.*--allow-missing-features.*{column}"):
-        predict_run(root, new)
+    with pytest.raises(DataError, match=f"lacks 1 feature column.*pass allow_missing_features=True.*{column}"):
+        predict_run(root, new)  # Python's spelling of the option; the command's is its flag
+    new.write(root / "lacking.parquet")
+    r = CliRunner().invoke(predict_command, [str(root), str(root / "lacking.parquet"), "--out", str(root / "lacking-out.parquet")])
+    assert r.exit_code == 1 and "pass --allow-missing-features to score" in str(r.exception)
     with caplog.at_level("WARNING"):
         preds = predict_run(root, new, allow_missing_features=True)
     assert preds["image_id"].n_unique() == 6 and any(column in r.message and "filled" in r.message for r in caplog.records)

@@ -28,9 +28,10 @@ def evaluate_command(run_dir: Path, data: Path, out: Path, fmt: str | None, keep
     after an audit that leaves the run's own training images out."""
     from dermstack.external.evaluate import evaluate_run
     from dermstack.external.page import ci_text, gap_sentence, num_text, overlap_sentence
+    from dermstack.outputs.predict import CLI_ALLOW_MISSING
 
     e = evaluate_run(run_dir, data, out, fmt=fmt, keep_overlap=keep_overlap, allow_missing_features=allow_missing_features,
-                     near_threshold=near_threshold, strict=strict)
+                     near_threshold=near_threshold, strict=strict, allow_missing_option=CLI_ALLOW_MISSING)
     r = e["rows"]
     click.echo(f"{r['read']} rows read, {r['scored']} evaluated, {r['excluded_overlap']} left out as overlap, "
                f"{r['skipped']} skipped")

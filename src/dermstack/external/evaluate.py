@@ -41,6 +41,7 @@ from dermstack.external.figures import (
 )
 from dermstack.external.inputs import map_vocabulary, missing_features
 from dermstack.external.labels import MappedLabels, label_frame, map_labels
+from dermstack.outputs.predict import API_ALLOW_MISSING
 from dermstack.rundir import claim_dir, enclosing_run_dir
 from dermstack.taskkind import TaskKind
 
@@ -135,11 +136,12 @@ def audit_overlap(cfg: RunConfig, run_dir: Path, run_table: LesionTable, new: Le
 
 def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None = None, keep_overlap: bool = False,
                  allow_missing_features: bool = False, near_threshold: float = NEAR_THRESHOLD, strict: bool = False,
-                 n_boot: int = N_BOOT, seed: int = SEED) -> dict:
+                 n_boot: int = N_BOOT, seed: int = SEED, allow_missing_option: str = API_ALLOW_MISSING) -> dict:
     """Score ``data`` (labelled) with the run's saved models and measure them there (the module
-    docstring); returns ``evaluation.json`` as a dict. ``out`` receives the files."""
+    docstring); returns ``evaluation.json`` as a dict. ``out`` receives the files; ``allow_missing_option``
+    is how the error of missing feature columns spells that option (the command passes its flag)."""
     from dermstack.external.page import write_page
-    from dermstack.outputs.predict import as_run_rows, auto_segmented, embed_rows, score_rows
+    from dermstack.outputs.predict import as_run_rows, auto_segmented, embed_rows, missing_features_error, score_rows
     from dermstack.reports.rundata import RunData
 
     t0 = time.perf_counter()
@@ -161,9 +163,7 @@ def evaluate_run(run_dir: str | Path, data, out: str | Path, *, fmt: str | None 
     missing = missing_features(run_table, ext.table, run_dir / "models")
     if missing and not allow_missing_features:
         shown = "; ".join(f"{c} (read by {', '.join(m) or 'no saved model'})" for c, m in missing.items())
-        # the remedy first: the list of models reading a column can be long enough to be clipped
-        raise DataError(f"the data lacks {len(missing)} feature column(s) the run was trained on (pass --allow-missing-features "
-                        f"to score with them missing; the figures then say so): {shown}", file=ext.source)
+        raise missing_features_error(len(missing), shown, allow_missing_option, ext.source, "; the figures then say so")
     new, vocabulary = map_vocabulary(run_table, LesionTable(ext.table.df.filter(pl.Series(labels.keep)), ext.table.meta))
     originals = new.df["image_id"].to_list()
     clash = set(run_table.df["image_id"].to_list())

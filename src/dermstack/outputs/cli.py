@@ -22,9 +22,10 @@ _existing = click.Path(exists=True, path_type=Path)
               help="Score DATA even when it lacks feature columns the models were trained on (filled as missing, with a warning).")
 def predict_command(run_dir: Path, data: Path, out: Path, strict: bool, allow_missing_features: bool) -> None:
     """Score DATA (a dataset folder in the run's format or its metadata file, or a LesionTable parquet) with RUN_DIR's saved models."""
-    from dermstack.outputs.predict import predict_run
+    from dermstack.outputs.predict import CLI_ALLOW_MISSING, predict_run
 
-    preds = predict_run(run_dir, data, strict=strict, allow_missing_features=allow_missing_features)
+    preds = predict_run(run_dir, data, strict=strict, allow_missing_features=allow_missing_features,
+                        allow_missing_option=CLI_ALLOW_MISSING)
     write_parquet(out, preds)
     click.echo(f"wrote {preds['image_id'].n_unique()} rows x {preds['model'].n_unique()} models to {out}")
 

@@ -45,16 +45,26 @@ def read_new_data(cfg: RunConfig, data, strict: bool = False) -> LesionTable:
     return table
 
 
+#: how the option that scores data lacking feature columns is spelled: on the command line, in Python
+CLI_ALLOW_MISSING, API_ALLOW_MISSING = "--allow-missing-features", "allow_missing_features=True"
+
+
+def missing_features_error(n: int, listed: str, option: str, file: str | None, note: str = "") -> DataError:
+    """The error of data lacking ``n`` feature columns of the run (``listed``), with the remedy as the
+    caller spells it (``option``: :data:`CLI_ALLOW_MISSING` or :data:`API_ALLOW_MISSING`) and ``note``
+    after it. The remedy comes before the list, which may be long enough to be clipped."""
+    return DataError(f"the data lacks {n} feature column(s) the run's models were trained on (pass {option} to score "
+                     f"with them missing{note}): {listed}", file=file)
+
+
 def check_feature_columns(run_table: LesionTable, new: LesionTable, allow_missing: bool = False,
-                          source: str | None = None) -> list[str]:
+                          source: str | None = None, option: str = API_ALLOW_MISSING) -> list[str]:
     """The run's feature columns (``meta.feature_columns``) that the new data lacks. They would be
-    filled with nulls and shift every score, so they are an error naming them, unless
-    ``allow_missing`` (``--allow-missing-features``), which logs a warning listing what was filled."""
+    filled with nulls and shift every score, so they are an error naming them and the option
+    (:func:`missing_features_error`), unless ``allow_missing``, which logs a warning listing what was filled."""
     missing = [c for c in run_table.meta.feature_columns if c not in new.df.columns]
     if missing and not allow_missing:
-        raise DataError(f"the new data lacks {len(missing)} feature column(s) the saved models were trained on (pass "
-                        f"--allow-missing-features to score with them missing): {', '.join(missing)}",
-                        file=source or new.meta.source or None)  # the remedy before a list that may be clipped
+        raise missing_features_error(len(missing), ", ".join(missing), option, source or new.meta.source or None)
     if missing:
         log.warning("new data lacks feature column(s) %s: filled with nulls (missing values) for every new row",
                     ", ".join(missing))
@@ -218,12 +228,13 @@ def _features(cfg: RunConfig, run_dir: Path, table: LesionTable, new_ids: list[s
                       fs.info, fs.transform)
 
 
-def predict_run(run_dir: str | Path, data, strict: bool = False,
-                allow_missing_features: bool = False) -> pl.DataFrame:
+def predict_run(run_dir: str | Path, data, strict: bool = False, allow_missing_features: bool = False,
+                allow_missing_option: str = API_ALLOW_MISSING) -> pl.DataFrame:
     """Long predictions (image_id, model, class, score) of every saved model of the run, the final
     one (``metrics.json`` ``oof_model``) included, for every row of ``data``; the models are loaded
     through the registry (:mod:`dermstack.saved`) and applied in dependency order. ``data`` lacking
-    a feature column of the run is an error unless ``allow_missing_features`` (``check_feature_columns``)."""
+    a feature column of the run is an error unless ``allow_missing_features`` (``check_feature_columns``;
+    ``allow_missing_option``: how the error spells that option, the command passes its flag)."""
     from dermstack.rundir import check_finished
 
     run_dir = check_finished(run_dir)
@@ -232,7 +243,7 @@ def predict_run(run_dir: str | Path, data, strict: bool = False,
     new = read_new_data(cfg, data, strict)
     run_table = LesionTable.read(run_dir / "lesions.parquet")
     source = str(data) if isinstance(data, (str, os.PathLike)) else None
-    check_feature_columns(run_table, new, allow_missing_features, source)
+    check_feature_columns(run_table, new, allow_missing_features, source, allow_missing_option)
     new = drop_training_rows(run_table, new, strict, source)
     table = as_run_rows(run_table, new, source)
     ids = new.df["image_id"].to_list()
