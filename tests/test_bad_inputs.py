@@ -667,6 +667,31 @@ def test_a_data_path_that_is_a_link_loop_is_named(tmp_path):
         ingest("ham10000", tmp_path / "dangling")
 
 
+def test_a_data_path_not_found_names_the_config_and_every_path_tried(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from dermstack.cli import cli
+
+    cfg, work = tmp_path / "configs" / "run.toml", tmp_path / "work"
+    cfg.parent.mkdir()
+    work.mkdir()
+    cfg.write_text('[data]\nformat = "isic2024"\npath = "../data/isic2024"\n[[models]]\nkind = "lightgbm"\n')
+    monkeypatch.chdir(work)
+    r = CliRunner().invoke(cli, ["run", str(cfg), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert f"{cfg}: [data] path = '../data/isic2024': no such file or folder" in r.output, r.output
+    # from the working directory and from the config's folder: here the same absolute path, said once
+    assert f"tried {tmp_path / 'data' / 'isic2024'}" in r.output, r.output
+    (tmp_path / "configs" / "sub").mkdir()  # now two: the config's folder is one deeper
+    cfg.rename(tmp_path / "configs" / "sub" / "run.toml")
+    r = CliRunner().invoke(cli, ["run", str(tmp_path / "configs" / "sub" / "run.toml"), "--out", str(tmp_path / "run")])
+    assert f"tried {tmp_path / 'data' / 'isic2024'}, {tmp_path / 'configs' / 'data' / 'isic2024'}" in r.output, r.output
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "data" / "isic2024-train").mkdir(parents=True)  # a near name beside it is suggested
+    r = CliRunner().invoke(cli, ["run", str(tmp_path / "configs" / "sub" / "run.toml"), "--out", str(tmp_path / "run")])
+    assert 'no such file or folder (did you mean "isic2024-train"?); tried' in r.output, r.output
+
+
 @pytest.mark.parametrize("args,said", [
     (["data", "ingest", "isic2024", "{empty}", "--out", "{fifo}"], "is a FIFO"),
     (["data", "ingest", "isic2024", "{empty}", "--out", "x.parquet", "--report", "{fifo}"], "is a FIFO"),

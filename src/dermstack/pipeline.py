@@ -20,7 +20,8 @@ from dermstack.atomic import read_json, write_text
 from dermstack.config import ModelConfig, RunConfig
 from dermstack.data.folds import FoldPlan
 from dermstack.data.table import LesionTable, split_key
-from dermstack.errors import ConfigError, why_missing
+from dermstack.errors import ConfigError
+from dermstack.inputpaths import resolve_inputs
 from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
 from dermstack.outputs.final import write_outputs
 from dermstack.predictions import ModelResult
@@ -64,18 +65,12 @@ class Pipeline:
     """One pipeline run into ``run_dir``: stages in order, each skipped when its record is current,
     each invalidating what depends on it before it re-runs (:mod:`dermstack.rundir`)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, force: bool = False, config_dir: Path | None = None):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, force: bool = False, config_dir: Path | None = None,
+                 config_file: Path | None = None):
         cfg = self.cfg = copy.deepcopy(cfg)  # resolved paths and the default models are the run's, never the caller's
-        if cfg.data.format != "synthetic-isic2024" and not cfg.data.path:
-            raise ConfigError(f"[data] path is required for format {cfg.data.format!r}")
-        if cfg.data.path:
-            cfg.data.path = str(resolve_data_path(cfg.data.path, config_dir))
-            if why := why_missing(cfg.data.path):  # before anything is written into the run directory
-                raise ConfigError(f"[data] path = {cfg.data.path!r}: {why}")
-        if cfg.cv.folds:
-            cfg.cv.folds = str(resolve_data_path(cfg.cv.folds, config_dir))
-            if why := why_missing(cfg.cv.folds) or (None if Path(cfg.cv.folds).is_file() else "a folder, not a file"):
-                raise ConfigError(f"[cv] folds = {cfg.cv.folds!r}: {why}")
+        self.source = str(config_file) if config_file else "config"  # what messages about the config name
+        # before anything is written into the run directory
+        resolve_inputs(cfg, config_dir or (config_file.parent if config_file else None), self.source)
         self.paths = RunPaths(Path(run_dir))
         self.force = force
         self.flat = flat_config(cfg.to_dict())
@@ -386,14 +381,4 @@ def _previous_config(path: Path) -> dict | None:
         return RunConfig.from_toml(path).to_dict()
     except ConfigError:
         return None
-
-
-def resolve_data_path(path: str, config_dir: Path | None) -> Path:
-    """A relative ``[data] path`` is taken from the working directory, else from the config's folder."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists() or config_dir is None:
-        return p.resolve() if p.exists() else p
-    alt = config_dir / p
-    return alt.resolve() if alt.exists() else p
-
 

@@ -32,13 +32,13 @@ ConfigLike = str | os.PathLike | Mapping | RunConfig
 
 
 def read_config(config: ConfigLike) -> tuple[RunConfig, Path | None]:
-    """(the RunConfig, the folder a relative ``[data] path`` is also looked up in: the TOML file's)."""
+    """(the RunConfig, its TOML file: messages name it, and a relative ``[data] path`` is also looked up in its folder)."""
     if isinstance(config, RunConfig):
         return config, None
     if isinstance(config, Mapping):
         return RunConfig.from_dict(dict(config)), None
     if isinstance(config, (str, os.PathLike)):
-        return RunConfig.from_toml(config), Path(config).parent
+        return RunConfig.from_toml(config), Path(config)
     raise ConfigError(f"config: give a TOML file's path, a dict of its tables or a RunConfig, not {type(config).__name__}")
 
 
@@ -46,10 +46,10 @@ def fit_run(config: ConfigLike, out: str | Path, force: bool = False, dask_addre
     """Run the pipeline of ``config`` into the run directory ``out`` and return its ``metrics.json``;
     stages whose inputs are unchanged since a previous run into ``out`` are skipped unless ``force``.
     ``dask_address`` overrides ``[cv] dask_address``. The caller's config is never changed."""
-    cfg, config_dir = read_config(config)
+    cfg, config_file = read_config(config)
     if dask_address:
         cfg = dataclasses.replace(cfg, cv=dataclasses.replace(cfg.cv, dask_address=dask_address))
-    return Run(cfg, out, force=force, config_dir=config_dir).execute()
+    return Run(cfg, out, force=force, config_file=config_file).execute()
 
 
 def print_metrics(metrics: dict) -> None:

@@ -12,7 +12,7 @@ import polars as pl
 from PIL import Image
 
 from dermstack.config import ModelConfig, RunConfig
-from dermstack.pipeline import resolve_data_path
+from dermstack.inputpaths import resolve_data_path
 from dermstack.registry import model_kind
 
 REPO = Path(__file__).resolve().parents[2]
