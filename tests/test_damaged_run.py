@@ -463,6 +463,28 @@ def test_a_rerun_with_force_never_writes_through_a_link(finished, tmp_path):
     assert {f.name: f.read_bytes() for f in theirs.iterdir()} == before
 
 
+def files_of(run: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(run)): f.read_bytes() for f in sorted(run.rglob("*")) if f.is_file() and f.name != ".lock"}
+
+
+@pytest.mark.parametrize("mine", ["models/myexp/x.txt", "models/lightgbm/notes.txt"])
+def test_a_rerun_refused_for_a_users_file_in_models_leaves_the_finished_run_as_it_was(finished, tmp_path, mine):
+    cfg, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    (run / mine).parent.mkdir(exist_ok=True)
+    (run / mine).write_text("mine")
+    before = files_of(run)
+    r = invoke("run", cfg, "--out", run, "--force")
+    assert r.exit_code == 2 and f"{run / Path(mine).parent}: a model folder" in r.output and "Traceback" not in r.output, r.output
+    assert files_of(run) == before  # metrics.json, oof.parquet, stages/run.json ... all still there, unchanged
+    assert invoke("submit", run, "--format", "isic2024", "--out", tmp_path / "sub.csv").exit_code == 0
+    (run / mine).unlink()
+    if mine.startswith("models/myexp"):  # an empty folder no stage wrote is refused too
+        (run / mine).parent.rmdir()
+    assert invoke("run", cfg, "--out", run, "--force").exit_code == 0
+
+
 def test_a_model_json_whose_features_were_edited_is_named_not_a_library_traceback(finished, tmp_path):
     from dermstack.boosting.store import predict_saved
     from dermstack.features.featureset import FeatureSet

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from dermstack.data.table import LesionTable, split_key
 from dermstack.errors import ConfigError
 from dermstack.inputpaths import resolve_inputs
 from dermstack.jobs import DaskJobs, LocalJobs, connect_jobs
+from dermstack.modelfolders import check_model_folders, could_be_default, prune_model_folders
 from dermstack.outputs.final import write_outputs
 from dermstack.predictions import ModelResult
 from dermstack.provenance import Stage, file_digest, versions
@@ -35,7 +37,6 @@ from dermstack.rundir import (
     flat_config,
     forget_overwritten,
     invalidate,
-    prune_model_folders,
     records_of,
 )
 from dermstack.saved import GROUP_SOURCE
@@ -285,6 +286,11 @@ class Pipeline:
         auto = self.ensemble_method(len(self.model_names())) == "auto"
         prune_model_folders(self.paths, set(self.expected_models()), {} if auto else {"ensemble-auto": self.paths.models / CHOICE_FILE})
 
+    def makes_model(self) -> Callable[[str], bool]:
+        """Whether this config makes a model folder of that name; without ``[[models]]`` (the default set
+        is resolved after ingest), whether some data's default set could."""
+        return set(self.expected_models()).__contains__ if self.cfg.models else could_be_default
+
     def ensemble(self, outs: list[ModelResult], task: TaskSpec, plan: FoldPlan) -> ModelResult:
         """The run's final prediction: the only model, or an ensemble of them saved like any other model."""
         chosen = [o for o in outs if not self.cfg.ensemble.models or o.name in self.cfg.ensemble.models]
@@ -332,6 +338,8 @@ class Pipeline:
         self.jobs = connect_jobs(self.cfg.cv.dask_address, worker_wait=self.cfg.cv.dask_wait)
         claim_run_dir(p.root)
         with self.jobs, RunLock(p.root):
+            # every refusal of a model folder before the first stage invalidates the finished run's outputs
+            check_model_folders(p, self.makes_model())
             table = self.ingest()
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
             from dermstack.features.build import data_profile  # each kind's default rule is logged (config.default_models)

@@ -30,7 +30,6 @@ import fnmatch
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from pathlib import Path
 
 from dermstack.atomic import read_json, write_json
 from dermstack.errors import DataError, DermstackError, RunLockedError
-from dermstack.provenance import artifact, artifacts, check_artifacts
+from dermstack.provenance import artifacts, check_artifacts
 
 log = logging.getLogger(__name__)
 FINAL = "run"
@@ -226,35 +225,6 @@ def forget_overwritten(root: str | Path, stage: str) -> list[str]:
     for name in stale:
         paths.stage_record(name).unlink(missing_ok=True)
     return stale
-
-
-def prune_model_folders(paths: RunPaths, keep: set[str], stale: dict[str, Path]) -> None:
-    """Remove the model folders (and their stage records) not in ``keep``, so that no reader mistakes
-    another config's models for this run's; a folder dermstack did not write is refused, never removed.
-    ``stale``: stages this config no longer runs (``ensemble-auto`` under a named method), each with the
-    file it wrote: their records go, and the file when it is the one recorded."""
-    records = records_of(paths.root)  # before a removal below invalidates what depended on it
-    ours = recorded_models(records)
-    for d in sorted(p for p in paths.models.iterdir() if p.is_dir()) if paths.models.is_dir() else []:
-        if d.name not in keep:
-            foreign = foreign_files(d, MODEL_FILES)
-            if foreign or d.is_symlink() or d.name not in ours:
-                why = (f"holds files dermstack did not write ({', '.join(foreign[:5])})" if foreign else
-                       "is a symbolic link" if d.is_symlink() else "was not written by this run")
-                raise DermstackError(f"{d}: a model folder this config does not make {why}; move it out of {paths.models}")
-            log.info("removing model folder %s: not made by this config", d)
-            shutil.rmtree(d)
-            invalidate(paths.root, f"model-{d.name}")
-            paths.stage_record(f"model-{d.name}").unlink(missing_ok=True)
-    for stage, file in stale.items():
-        if stage not in records:
-            continue
-        rel = str(file.relative_to(paths.root))
-        if file.is_file() and not file.is_symlink() and records[stage].get("artifacts", {}).get(rel) == artifact(file):
-            log.info("removing %s: this config does not run stage %s", file, stage)
-            file.unlink()
-        invalidate(paths.root, stage)
-        paths.stage_record(stage).unlink(missing_ok=True)
 
 
 def remove_final_outputs(paths: RunPaths) -> None:
