@@ -692,6 +692,22 @@ def test_a_data_path_not_found_names_the_config_and_every_path_tried(tmp_path, m
     assert 'no such file or folder (did you mean "isic2024-train"?); tried' in r.output, r.output
 
 
+def test_a_target_typo_names_the_config_and_the_closest_target_and_leaves_no_run_folder(archive, tmp_path):
+    from click.testing import CliRunner
+
+    from dermstack.cli import cli
+
+    export, _ = archive
+    cfg = tmp_path / "typo.toml"
+    cfg.write_text(f'[data]\nformat = "isic-archive"\npath = "{export}"\ntask = "binary"\ntarget = "malignent"\n'
+                   '[[models]]\nkind = "lightgbm"\n')
+    r = CliRunner().invoke(cli, ["run", str(cfg), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert f'{cfg}: [data] target = "malignent": neither "malignant" nor a class' in r.output, r.output
+    assert 'did you mean "malignant"' in r.output and '"Melanoma, NOS"' in r.output, r.output
+    assert not (tmp_path / "run").exists()  # the classes are known once the data is read: nothing was written
+
+
 @pytest.mark.parametrize("args,said", [
     (["data", "ingest", "isic2024", "{empty}", "--out", "{fifo}"], "is a FIFO"),
     (["data", "ingest", "isic2024", "{empty}", "--out", "x.parquet", "--report", "{fifo}"], "is a FIFO"),

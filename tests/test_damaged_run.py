@@ -485,6 +485,19 @@ def test_a_rerun_refused_for_a_users_file_in_models_leaves_the_finished_run_as_i
     assert invoke("run", cfg, "--out", run, "--force").exit_code == 0
 
 
+def test_a_target_typo_on_a_finished_run_changes_nothing(finished, tmp_path):
+    cfg, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    typo = tmp_path / "typo.toml"
+    typo.write_text(cfg.read_text().replace('[data]\n', '[data]\ntarget = "malignent"\n', 1))
+    before = files_of(run)
+    r = invoke("run", typo, "--out", run)
+    assert r.exit_code == 2 and f'{typo}: [data] target = "malignent"' in r.output, r.output
+    assert 'did you mean "malignant"' in r.output, r.output
+    assert files_of(run) == before
+
+
 def test_a_model_json_whose_features_were_edited_is_named_not_a_library_traceback(finished, tmp_path):
     from dermstack.boosting.store import predict_saved
     from dermstack.features.featureset import FeatureSet

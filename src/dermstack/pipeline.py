@@ -15,7 +15,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-import polars as pl
 
 from dermstack.atomic import read_json, write_text
 from dermstack.config import ModelConfig, RunConfig
@@ -32,7 +31,7 @@ from dermstack.registry import FitInputs, auto_candidates, ensemble_methods, mod
 from dermstack.rundir import (
     RunLock,
     RunPaths,
-    claim_run_dir,
+    claimed_run_dir,
     finish,
     flat_config,
     forget_overwritten,
@@ -40,7 +39,7 @@ from dermstack.rundir import (
     records_of,
 )
 from dermstack.saved import GROUP_SOURCE
-from dermstack.task import TaskSpec
+from dermstack.task import TaskSpec, check_target
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +86,21 @@ class Pipeline:
         return {k: v for k, v in self.flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
     def stage(self, name: str, keys: dict, inputs: list[Path], outputs: list[Path], depends_on: list[str], fn,
-               record: dict | None = None, resumable: bool = False) -> bool:
+               record: dict | None = None, resumable: bool = False, read=None) -> bool:
+        """Run ``fn()`` unless the stage is current; ``read``: what may still refuse it (a config key the data
+        rejects), run first, its result handed to ``fn`` after the stage invalidated what depends on it."""
         stage = Stage(self.paths.root, name, keys, inputs, outputs, depends_on, resumable)
         self.stages.append(name)
         stage.check_inside()
         if not self.force and stage.done(f"remove it and re-run (stage {name} re-runs), or re-run with --force"):
             log.info("stage %s: unchanged, skipped", name)
             return False
+        t0 = time.perf_counter()
+        got = read() if read else None
         dropped = invalidate(self.paths.root, name)
         if dropped:
             log.info("stage %s re-runs: invalidated %s", name, dropped)
-        t0 = time.perf_counter()
-        out = fn()
+        out = fn(got) if read else fn()
         where = out.metrics.get("executor") if isinstance(out, ModelResult) else None  # the scheduler and workers of a model
         stage.finish(time.perf_counter() - t0, **(record or {}), **({"executor": where} if where else {}))
         forget_overwritten(self.paths.root, name)
@@ -109,24 +111,32 @@ class Pipeline:
     def ingest(self) -> LesionTable:
         d, p = self.cfg.data, self.paths
 
-        def work():
+        def read():  # the data read and its [data] target checked before anything of the run is changed
             from dermstack.data.readers import ingest
 
-            if d.format == "synthetic-isic2024":
+            table, report = ingest(d.format, d.path, strict=d.strict, encoding=d.encoding)
+            check_target(table, d.task, d.target, self.source)
+            return table, report
+
+        def work(got=None):
+            from dermstack.data.readers import ingest
+
+            if d.format == "synthetic-isic2024":  # written before it can be read: synthesised as the stage runs
                 from dermstack.data.synth import synthesize_isic2024
 
                 synthesize_isic2024(p.synthetic, lesions=d.lesions, test_lesions=d.test_lesions, image_size=d.image_size,
                                     seed=d.seed, positive_rate=d.positive_rate)
-                table, report = ingest("isic2024", p.synthetic, strict=d.strict)
-            else:
-                table, report = ingest(d.format, d.path, strict=d.strict, encoding=d.encoding)
+                got = ingest("isic2024", p.synthetic, strict=d.strict)
+            table, report = got
             table.without_features(d.not_features).write(p.lesions)
             report.write_json(p.ingest_report)
             click.echo(report.summary(), err=True)
 
         inputs = [Path(d.path)] if d.path and d.format != "synthetic-isic2024" else []
         outputs = [p.lesions, p.ingest_report] + ([p.synthetic] if d.format == "synthetic-isic2024" else [])
-        self.stage("ingest", self.keys("data"), inputs, outputs, [], work)
+        # the readers use neither: a new target is checked (TaskSpec.from_table) before the folds stage re-runs
+        keys = {k: v for k, v in self.keys("data").items() if k not in ("data.task", "data.target")}
+        self.stage("ingest", keys, inputs, outputs, [], work, read=None if d.format == "synthetic-isic2024" else read)
         table, self.unlabelled = TaskSpec.labelled(LesionTable.read(p.lesions), d.task, d.target, d.strict)
         if self.unlabelled:
             log.warning("%d training rows have no label for this task and are left out of training, e.g. %s",
@@ -195,26 +205,6 @@ class Pipeline:
         self.stage("features", self.keys("features", "extract.pca_components", "extract.backbones", "data.task", "data.target"),
                     inputs, [p.features, FeatureTransform.path_for(p.features)], ["ingest", "extract"], work, record)
         return FeatureSet.read(p.features)
-
-    def audit_folds(self, table: LesionTable, plan: FoldPlan, store) -> dict:
-        """The overlap audit of the training rows where it is cheap (:func:`dermstack.data.audit.cross_fold_duplicates`); a
-        warning names the pairs that sit in different folds (metrics.json ``audit``)."""
-        from dermstack.data.audit import RUN_NEAR_MAX_ROWS, cross_fold_duplicates, read_embeddings
-
-        fold_of = dict(zip(plan.folds["image_id"].to_list(), plan.folds["fold"].to_list()))
-        ids = table.train.filter(pl.col("image_id").is_in(list(fold_of)))["image_id"].to_list()
-        key = next((b for b in store.backbones() if not split_key(b)[1]), None) if store is not None else None
-        emb = read_embeddings(store, key, ids) if key and len(ids) <= RUN_NEAR_MAX_ROWS else None
-        dataset = "synthetic-isic2024" if self.cfg.data.format == "synthetic-isic2024" else table.meta.dataset
-        found, summary = cross_fold_duplicates(table, fold_of, emb, dataset)
-        if key and len(ids) > RUN_NEAR_MAX_ROWS:
-            summary["checked"]["near"] = f"{len(ids)} training rows, more than {RUN_NEAR_MAX_ROWS}: `dermstack data audit` checks them"
-        if found.height:
-            log.warning("overlap audit: %d pairs of training rows in different folds are the same image (%s), e.g. %s: "
-                        "they leak across folds (metrics.json audit; `dermstack data audit` lists every pair)", found.height,
-                        ", ".join(f"{n} by {k}" for k, n in summary["counts"].items()),
-                        "; ".join(f"{r['image_id']} ~ {r['other_image_id']}" for r in summary["examples"][:3]))
-        return summary
 
     def model_stage(self, name: str, keys: dict, depends_on: list[str], fit, more_inputs: list[Path] = ()) -> ModelResult:
         """Run ``fit() -> ModelResult`` (which writes ``models/<name>/``) unless that folder is current."""
@@ -336,12 +326,11 @@ class Pipeline:
         probe_models(self.cfg.models, self.cfg.data.task)  # before anything is read or written
         # before ingest: an unreachable scheduler, or one without workers for [cv] dask_wait, is refused here
         self.jobs = connect_jobs(self.cfg.cv.dask_address, worker_wait=self.cfg.cv.dask_wait)
-        claim_run_dir(p.root)
-        with self.jobs, RunLock(p.root):
+        with claimed_run_dir(p.root), self.jobs, RunLock(p.root):
             # every refusal of a model folder before the first stage invalidates the finished run's outputs
             check_model_folders(p, self.makes_model())
             table = self.ingest()
-            task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target)
+            task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target, self.source)
             from dermstack.features.build import data_profile  # each kind's default rule is logged (config.default_models)
             if filled := self.cfg.resolve(data_profile(table, self.cfg, len(task.image_ids))):
                 self.flat = flat_config(self.cfg.to_dict())
@@ -354,7 +343,10 @@ class Pipeline:
             plan = self.folds(table)
             store = self.extract(table)
             features = self.features(table, store)
-            self.audit = self.audit_folds(table, plan, store)
+            from dermstack.data.audit import audit_run_folds
+
+            dataset = "synthetic-isic2024" if self.cfg.data.format == "synthetic-isic2024" else table.meta.dataset
+            self.audit = audit_run_folds(table, plan.folds, store, dataset)
             self.prune_models()
             outs = [self.model(m, table, features, task, plan, store) for m in self.cfg.models]
             outs += self.feature_group_models(table, features, task, plan, store)

@@ -32,7 +32,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +157,24 @@ def claim_run_dir(root: str | Path) -> RunPaths:
     root = claim_dir(root, "run directory", marker=MARKER)
     (root / MARKER).mkdir(parents=True, exist_ok=True)
     return RunPaths(root)
+
+
+@contextmanager
+def claimed_run_dir(root: str | Path) -> Iterator[RunPaths]:
+    """:func:`claim_run_dir` for the life of a run: one that fails before it wrote anything (a ``[data]
+    target`` the data lacks, say) into a folder that was new or empty leaves no half-made run directory."""
+    root = Path(root)
+    new = not root.exists() or (root.is_dir() and not any(root.iterdir()))
+    paths = claim_run_dir(root)
+    try:
+        yield paths
+    except BaseException:
+        bare = {p.name for p in root.iterdir()} <= {MARKER, LAYOUT["lock"]} and not any((root / MARKER).iterdir())
+        if new and bare:
+            (root / MARKER).rmdir()
+            paths.lock.unlink(missing_ok=True)
+            root.rmdir()
+        raise
 
 
 class RunLock:

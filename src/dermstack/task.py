@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from dermstack.data.table import LesionTable
-from dermstack.errors import ConfigError, DataError
+from dermstack.errors import ConfigError, DataError, did_you_mean
 from dermstack.metrics import PRIMARY_METRIC, TASK_METRICS
 from dermstack.taskkind import TaskKind
 
@@ -106,7 +106,7 @@ class TaskSpec:
         return LesionTable(table.df.filter(~pl.col("image_id").is_in(unlabelled)), table.meta), unlabelled
 
     @classmethod
-    def from_table(cls, table: LesionTable, kind: str, target: str = "malignant") -> TaskSpec:
+    def from_table(cls, table: LesionTable, kind: str, target: str = "malignant", source: str = "config") -> TaskSpec:
         kind = TaskKind(kind)
         train = table.train
         ids = train["image_id"].to_list()
@@ -118,9 +118,7 @@ class TaskSpec:
                     raise DataError(f"{y.null_count()} training rows have no target, e.g. {bad}", column="target")
                 y = y.to_numpy().astype(np.int8)
             else:
-                known = set(table.meta.classes) | set(train["label"].drop_nulls().unique().to_list())
-                if target not in known:
-                    raise ConfigError(f"[data] target {target!r} is neither 'malignant' nor a class of this data: {sorted(known)}")
+                check_target(table, kind, target, source)
                 y = (train["label"] == target).fill_null(False).to_numpy().astype(np.int8)
             return cls(kind, ["target"], ids, y, target).checked()
         if kind.exclusive:
@@ -138,3 +136,16 @@ class TaskSpec:
         if np.isnan(y.astype(float)).any():
             raise DataError("multilabel class columns have missing values in training rows")
         return cls(kind, [c[2:] for c in cols], ids, y.astype(np.int8), target).checked()
+
+
+def check_target(table: LesionTable, kind: str, target: str, source: str = "config") -> None:
+    """A binary task's ``[data] target`` is "malignant" or a class of ``table``; else a ConfigError naming
+    ``source`` (the config file), the key and the closest valid target. Which classes a dataset has
+    (an ISIC Archive export's diagnoses) is known only once it is read."""
+    if not TaskKind(kind).binary or target == "malignant":
+        return
+    known = sorted(set(table.meta.classes) | set(table.train["label"].drop_nulls().unique().to_list()))
+    if target not in known:
+        raise ConfigError(f'{source}: [data] target = "{target}": neither "malignant" nor a class of this data'
+                          f"{did_you_mean(target, ['malignant', *known])}; its classes: "
+                          + (", ".join(f'"{k}"' for k in known) or "none"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from dermstack.data.table import LesionTable, hash_column, image_views
+from dermstack.data.table import LesionTable, hash_column, image_views, split_key
 
 log = logging.getLogger(__name__)
 
@@ -320,3 +320,21 @@ def cross_fold_duplicates(table: LesionTable, fold_of: dict[str, int], embedding
     return found, {"cross_fold_pairs": found.height, "counts": _counts(pairs),
                    "checked": {k: v for k, v in checked.items() if k in ("hash", "near")}, "near_threshold": threshold,
                    "examples": found.head(10).select("image_id", "other_image_id", "how", "similarity").to_dicts()}
+
+
+def audit_run_folds(table: LesionTable, folds: pl.DataFrame, store, dataset: str) -> dict:
+    """The overlap audit of a run's training rows where it is cheap (:func:`cross_fold_duplicates`; ``folds``:
+    its FoldPlan's table); a warning names the pairs that sit in different folds (metrics.json ``audit``)."""
+    fold_of = dict(zip(folds["image_id"].to_list(), folds["fold"].to_list()))
+    ids = table.train.filter(pl.col("image_id").is_in(list(fold_of)))["image_id"].to_list()
+    key = next((b for b in store.backbones() if not split_key(b)[1]), None) if store is not None else None
+    emb = read_embeddings(store, key, ids) if key and len(ids) <= RUN_NEAR_MAX_ROWS else None
+    found, summary = cross_fold_duplicates(table, fold_of, emb, dataset)
+    if key and len(ids) > RUN_NEAR_MAX_ROWS:
+        summary["checked"]["near"] = f"{len(ids)} training rows, more than {RUN_NEAR_MAX_ROWS}: `dermstack data audit` checks them"
+    if found.height:
+        log.warning("overlap audit: %d pairs of training rows in different folds are the same image (%s), e.g. %s: "
+                    "they leak across folds (metrics.json audit; `dermstack data audit` lists every pair)", found.height,
+                    ", ".join(f"{n} by {k}" for k, n in summary["counts"].items()),
+                    "; ".join(f"{r['image_id']} ~ {r['other_image_id']}" for r in summary["examples"][:3]))
+    return summary
