@@ -708,6 +708,27 @@ def test_a_target_typo_names_the_config_and_the_closest_target_and_leaves_no_run
     assert not (tmp_path / "run").exists()  # the classes are known once the data is read: nothing was written
 
 
+@pytest.mark.parametrize("sections,said", [
+    ('[extract]\nbackbones = ["efficientnet_lite0"]\n', '[extract] backbones = ["efficientnet_lite0"]: no row of this data has an image'),
+    ("[features]\nimage = true\n", "[features] image = true: no row of this data has an image"),
+])
+def test_image_settings_on_metadata_only_data_are_one_early_error(tmp_path, sections, said):
+    from click.testing import CliRunner
+
+    from dermstack.cli import cli
+
+    data = tmp_path / "ddi"
+    data.mkdir()
+    (data / "ddi_metadata.csv").write_text("DDI_ID,DDI_file,skin_tone,malignant,disease\n" + "".join(
+        f"{i},{i:06d}.png,{(12, 34, 56)[i % 3]},{'TRUE' if i % 3 == 0 else 'FALSE'},nevus\n" for i in range(1, 31)))
+    cfg = tmp_path / "ddi.toml"
+    cfg.write_text(f'[data]\nformat = "ddi"\npath = "{data}"\n{sections}[[models]]\nkind = "lightgbm"\n')
+    r = CliRunner().invoke(cli, ["run", str(cfg), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and f"{cfg}: {said} (30 rows" in r.output and "Traceback" not in r.output, r.output
+    assert "for a metadata-only run" in r.output and "not embedded" not in r.output, r.output
+    assert not (tmp_path / "run").exists()  # refused as the data was read, before anything was written
+
+
 @pytest.mark.parametrize("args,said", [
     (["data", "ingest", "isic2024", "{empty}", "--out", "{fifo}"], "is a FIFO"),
     (["data", "ingest", "isic2024", "{empty}", "--out", "x.parquet", "--report", "{fifo}"], "is a FIFO"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import h5py
 import numpy as np
@@ -322,3 +323,17 @@ def test_folded_backbone_embeds_as_built_and_the_store_says_so(tmp_path, table, 
     got, want = folded.read("efficientnet_lite0", ids), built.read("efficientnet_lite0", ids)
     assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max()  # a float16 step at most
     assert (got != want).mean() < 0.02 and np.abs(got - want).mean() < 1e-4 * np.abs(want).mean()
+
+
+def test_many_failed_images_are_counted_in_one_line_not_one_each(tmp_path, test_weights, caplog):
+    from dermstack.extract.runner import FAILED_LOGGED
+
+    gone = [f"GONE{i}" for i in range(FAILED_LOGGED + 7)]
+    t = make_table(gone, [str(tmp_path / f"{i}.jpg") for i in gone])
+    with caplog.at_level(logging.WARNING, logger="dermstack.extract.runner"):
+        rep = extract_embeddings(t, [TEST_MODEL], tmp_path / "e.h5", settings(test_weights))
+    assert len(rep.backbones[0].failed) == len(gone)  # the report still lists every one
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("not embedded:" in m for m in lines) == FAILED_LOGGED, lines
+    assert any(f"{len(gone)} images not embedded in all (7 more than the above)" in m for m in lines), lines
+

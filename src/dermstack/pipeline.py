@@ -115,7 +115,7 @@ class Pipeline:
             from dermstack.data.readers import ingest
 
             table, report = ingest(d.format, d.path, strict=d.strict, encoding=d.encoding)
-            check_target(table, d.task, d.target, self.source)
+            self.check_data(table)
             return table, report
 
         def work(got=None):
@@ -142,6 +142,14 @@ class Pipeline:
             log.warning("%d training rows have no label for this task and are left out of training, e.g. %s",
                         len(self.unlabelled), self.unlabelled[:5])
         return table
+
+    def check_data(self, table: LesionTable) -> None:
+        """The config keys only the data can refuse: ``[data] target``, ``[extract] backbones`` and ``[features]
+        image`` on data without images; a ConfigError naming the config file, before the run's outputs change."""
+        from dermstack.features.build import check_images
+
+        check_target(table, self.cfg.data.task, self.cfg.data.target, self.source)
+        check_images(table, self.cfg, self.source)
 
     def folds(self, table: LesionTable) -> FoldPlan:
         p, cv = self.paths, self.cfg.cv
@@ -330,6 +338,7 @@ class Pipeline:
             # every refusal of a model folder before the first stage invalidates the finished run's outputs
             check_model_folders(p, self.makes_model())
             table = self.ingest()
+            self.check_data(table)  # again: the ingest stage was skipped, or a synthesised dataset was read
             task = TaskSpec.from_table(table, self.cfg.data.task, self.cfg.data.target, self.source)
             from dermstack.features.build import data_profile  # each kind's default rule is logged (config.default_models)
             if filled := self.cfg.resolve(data_profile(table, self.cfg, len(task.image_ids))):

@@ -36,6 +36,8 @@ from dermstack.extract.streams import InlineBatches, LoaderBatches, run_streams
 from dermstack.progress import progress_bar
 
 log = logging.getLogger(__name__)
+#: images whose failure is logged one line each; the rest are counted in one line (the report lists every one)
+FAILED_LOGGED = 5
 
 
 @dataclass
@@ -247,13 +249,17 @@ def _extract_one(bb: Backbone, net: tuple[torch.nn.Module, int], key: str, image
                         raise DataError(f"{reason} [{ids[k]}] (--strict)", file=refs[k], column="image_ref")
                     writer.add_failed(ids[k], reason, digests[k])
                     rep.failed.append({"image_id": ids[k], "image_ref": refs[k], "reason": reason})
-                    log.warning("image %s not embedded: %s (%s)", ids[k], reason, refs[k])
+                    if len(rep.failed) <= FAILED_LOGGED:
+                        log.warning("image %s not embedded: %s (%s)", ids[k], reason, refs[k])
                 if feats is not None:
                     rows = [todo[j] for j in batch["index"].tolist()]
                     writer.append([ids[k] for k in rows], feats, [digests[k] for k in rows])
                     rep.embedded += len(feats)
                 bar.update(len(batch["index"]) + len(batch["failed"]))
         rep.seconds = time.perf_counter() - t0
+        if len(rep.failed) > FAILED_LOGGED:  # one line per image would bury the log; the report lists each
+            log.warning("%s: %d images not embedded in all (%d more than the above), their reasons in the extract "
+                        "report", key, len(rep.failed), len(rep.failed) - FAILED_LOGGED)
         writer.finish()
     return rep
 

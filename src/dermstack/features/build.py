@@ -1,6 +1,7 @@
 """The features stage: one entry point that builds every enabled feature group of a LesionTable."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from dermstack.config import FeaturesConfig, RunConfig
-from dermstack.data.table import LesionTable
+from dermstack.data.table import LesionTable, image_views
 from dermstack.dataprofile import DataProfile
 from dermstack.errors import ConfigError
 from dermstack.features.embedding import (
@@ -42,6 +43,22 @@ def image_enabled(setting: bool | str, df: pl.DataFrame) -> bool:
     if isinstance(setting, bool):
         return setting
     raise ConfigError(f"[features] image must be true, false or \"auto\", got {setting!r}")
+
+
+def check_images(table: LesionTable, cfg: RunConfig, source: str = "config") -> None:
+    """A ConfigError (``source``: the config file) when the config asks for what only images give and no
+    row of ``table`` has one (DDI's metadata without its images, say): ``[extract] backbones`` would embed
+    nothing, and ``[features] image = true`` promises features computed from the pixels."""
+    if any(table.df[c].drop_nulls().len() for c in image_views(table.df).values()):
+        return
+    wanted = ([f"[extract] backbones = {json.dumps(list(cfg.extract.backbones))}"] if cfg.extract.backbones else []) + (
+        ["[features] image = true"] if cfg.features.image is True else [])
+    if wanted:
+        raise ConfigError(f"{source}: {' and '.join(wanted)}: no row of this data has an image ({table.df.height} rows"
+                          f"{f' read from {cfg.data.path}' if cfg.data.path else ''}, no image file found for any), so there is nothing to "
+                          f"{'embed' if cfg.extract.backbones else 'compute image features from'}; remove "
+                          f"{' and '.join(w.split(' = ')[0] for w in wanted)} for a metadata-only run, or put the "
+                          "images where the metadata names them")
 
 
 def table_feature_count(table: LesionTable, cfg: FeaturesConfig) -> int:
