@@ -88,10 +88,24 @@ def test_fit_from_a_toml_file_is_dermstack_run(run, tmp_path):
     toml.write_text(tomli_w.dumps(CONFIG))
     done = CliRunner().invoke(cli, ["run", str(toml), "--out", str(tmp_path / "cli")])
     assert done.exit_code == 0, done.output
+    # what this run wrote: its test rows' submission, no report ([report] enabled is false)
+    assert f"\nresults in {tmp_path / 'cli'}/ (metrics.json, oof.parquet, submission.csv, models/)\n" in done.output, done.output
     a, b = json.loads((tmp_path / "cli" / "metrics.json").read_text()), run.metrics
     scores = lambda m: {k: v for k, v in m["oof"].items() if k != "seconds"}  # noqa: E731
     assert scores(a) == scores(b) and a["oof_model"] == b["oof_model"]
     assert ds.load(tmp_path / "cli").oof.equals(run.oof)
+
+
+def test_the_closing_line_names_the_report_and_the_submission_only_when_written(tmp_path):
+    from dermstack.run import closing_line
+
+    for name in ("metrics.json", "oof.parquet", "models/lightgbm/model.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    assert closing_line(tmp_path) == f"results in {tmp_path}/ (metrics.json, oof.parquet, models/)"
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "index.html").write_text("<html>")
+    assert closing_line(tmp_path) == f"results in {tmp_path}/ (metrics.json, oof.parquet, report/index.html, models/)"
 
 
 def test_oof_layout(run):

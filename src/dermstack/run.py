@@ -70,6 +70,17 @@ def print_metrics(metrics: dict) -> None:
         click.echo(f"  {line}")
 
 
+#: what the closing line names, where the run wrote it: the outputs a user opens, in the order to open them
+SHOWN_OUTPUTS = ("metrics.json", "oof.parquet", "submission.csv", "report/index.html", "models/")
+
+
+def closing_line(out: Path) -> str:
+    """``results in OUT/ (...)``: those of :data:`SHOWN_OUTPUTS` the run left there (a submission only with test
+    rows, the report only when ``[report] enabled``)."""
+    written = [name for name in SHOWN_OUTPUTS if (Path(out) / name).exists()]
+    return f"results in {out}/" + (f" ({', '.join(written)})" if written else "")
+
+
 def header_comment(path: Path) -> list[str]:
     """The comment lines a config file opens with, without their ``#``."""
     out = []
@@ -89,7 +100,7 @@ def header_comment(path: Path) -> list[str]:
 def run_command(config: Path, out: Path, force: bool, dask_address: str | None) -> None:
     """Run the pipeline described by CONFIG (TOML) into the run directory OUT."""
     print_metrics(fit_run(config, out, force=force, dask_address=dask_address))
-    click.echo(f"results in {out}/ (metrics.json, oof.parquet, models/)")
+    click.echo(closing_line(out))
 
 
 @click.command("demo")
@@ -103,4 +114,4 @@ def demo_command(out: Path, config: Path | None) -> None:
     for line in header_comment(config):  # the demo config says there what it trimmed for time
         click.echo(f"  {line}", err=True)
     print_metrics(fit_run(config, out))
-    click.echo(f"results in {out}/")
+    click.echo(closing_line(out))
