@@ -126,8 +126,10 @@ def test_every_kind_and_ensemble_method_with_any_number_of_test_rows(tmp_path, i
         fitted = ds.load(out)  # scikit-learn's (n, C), in the row order of predict
         proba = fitted.predict_proba(LesionTable(few, table.meta))
         assert proba.shape == (few.height, 2 if task == "binary" else n_classes)
-        calibrated = got.filter(pl.col("model") == "calibrated").pivot(on="class", index="image_id", values="score")
-        rows = fitted.predict(LesionTable(few, table.meta)).select("image_id").join(calibrated, on="image_id", how="left")
+        submitted = fitted.metrics["submission_model"]  # the calibrated final model only where calibration is submitted
+        assert (submitted == "calibrated") == (task == "binary")
+        scores = got.filter(pl.col("model") == submitted).pivot(on="class", index="image_id", values="score")
+        rows = fitted.predict(LesionTable(few, table.meta)).select("image_id").join(scores, on="image_id", how="left")
         want = rows.select(fitted.metrics["classes"]).to_numpy()
         np.testing.assert_allclose(proba[:, 1:] if task == "binary" else proba, want, atol=1e-6)
     else:
