@@ -45,3 +45,30 @@ def test_dask_not_for_catboost_and_bad_address(client):
     assert connect(None) is None
     with pytest.raises(ConfigError, match="'tcp://127.0.0.1:9': cannot connect"):
         connect("tcp://127.0.0.1:9", timeout="1s")
+
+
+def test_xgboost_on_dask_trains_again_when_the_workers_collective_fails(client, monkeypatch, tmp_path):
+    """A socket failure of the workers' ring is retried (the same training gives the same booster); any other error is not."""
+    import xgboost.dask as dxgb
+    from xgboost.core import XGBoostError
+
+    train, calls = dxgb.train, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise XGBoostError("[learner.cc:801]:\n- [allreduce.cc:39]: Ring allreduce small failed.\n- [socket.h:79]: Poll error")
+        return train(*a, **k)
+
+    monkeypatch.setattr(dxgb, "train", flaky)
+    _, fs, spec, plan = toy("binary", n=300, n_test=0)
+    cfg = ModelConfig(kind="xgboost", params={"n_estimators": 5, "early_stopping_rounds": 5, "threads": 1})
+    cross_validate(fs, spec, plan, cfg, tmp_path, client=client, bootstrap=0)
+    assert len(calls) > plan.n_splits  # one fit failed once and trained again; the others once each
+
+    def broken(*a, **k):
+        raise XGBoostError("Check failed: labels are not in [0, 1]")
+
+    monkeypatch.setattr(dxgb, "train", broken)
+    with pytest.raises(XGBoostError, match="labels"):
+        cross_validate(fs, spec, plan, cfg, tmp_path / "again", client=client, bootstrap=0)

@@ -109,7 +109,26 @@ class DaskXGBoostAdapter(DaskClient, XGBoostAdapter):
         dvalid = dxgb.DaskDMatrix(self.client, vX, vy, weight=vw, enable_categorical=True)
         params = self.train_params()
         params.pop("nthread", None)
-        out = dxgb.train(self.client, params, dtrain, num_boost_round=self.n_estimators, evals=[(dvalid, "valid")],
-                         early_stopping_rounds=self.early_stopping_rounds, verbose_eval=False)
+        for attempt in range(1, COLLECTIVE_ATTEMPTS + 1):
+            try:
+                out = dxgb.train(self.client, params, dtrain, num_boost_round=self.n_estimators, evals=[(dvalid, "valid")],
+                                 early_stopping_rounds=self.early_stopping_rounds, verbose_eval=False)
+                break
+            except Exception as e:  # noqa: BLE001 (only the collective's own failure is retried, below)
+                if attempt == COLLECTIVE_ATTEMPTS or not collective_failure(e):
+                    raise
+                log.warning("xgboost.dask: the workers' collective failed (%s); training again (attempt %d of %d)",
+                            str(e).splitlines()[0][:200], attempt + 1, COLLECTIVE_ATTEMPTS)
         self.set_booster(out["booster"])
         return self
+
+
+#: tries of one XGBoost training on Dask: the workers' ring (allreduce / allgather over sockets) can fail on a
+#: busy machine or network (a socket poll error), and the same training again gives the same booster
+COLLECTIVE_ATTEMPTS = 3
+
+
+def collective_failure(error: BaseException) -> bool:
+    """Whether ``error`` is XGBoost's collective communication failing, not the training itself."""
+    text = str(error)
+    return type(error).__name__ == "XGBoostError" and any(k in text for k in ("allreduce", "allgather", "Poll error", "collective"))
