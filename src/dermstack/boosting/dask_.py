@@ -101,6 +101,7 @@ class DaskXGBoostAdapter(DaskClient, XGBoostAdapter):
 
     def fit(self, X, y, X_valid, y_valid, weight=None, valid_weight=None):
         import xgboost.dask as dxgb
+        from xgboost.core import XGBoostError
 
         self.feature_names = list(X.columns)
         dX, dy, dw = _to_dask(self.client, X, y, weight)
@@ -114,7 +115,7 @@ class DaskXGBoostAdapter(DaskClient, XGBoostAdapter):
                 out = dxgb.train(self.client, params, dtrain, num_boost_round=self.n_estimators, evals=[(dvalid, "valid")],
                                  early_stopping_rounds=self.early_stopping_rounds, verbose_eval=False)
                 break
-            except Exception as e:  # noqa: BLE001 (only the collective's own failure is retried, below)
+            except XGBoostError as e:
                 if attempt == COLLECTIVE_ATTEMPTS or not collective_failure(e):
                     raise
                 log.warning("xgboost.dask: the workers' collective failed (%s); training again (attempt %d of %d)",
@@ -130,5 +131,4 @@ COLLECTIVE_ATTEMPTS = 3
 
 def collective_failure(error: BaseException) -> bool:
     """Whether ``error`` is XGBoost's collective communication failing, not the training itself."""
-    text = str(error)
-    return type(error).__name__ == "XGBoostError" and any(k in text for k in ("allreduce", "allgather", "Poll error", "collective"))
+    return any(k in str(error) for k in ("allreduce", "allgather", "Poll error", "collective"))
