@@ -238,6 +238,23 @@ def test_a_rerun_removes_only_what_the_run_wrote(finished, tmp_path):
     assert (run / "report" / "index.html").exists()
 
 
+def test_a_rerun_of_an_unchanged_run_keeps_its_report_and_rebuilds_one_made_otherwise(finished, tmp_path):
+    cfg, original = finished
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    with_report = tmp_path / "with-report.toml"
+    with_report.write_text(cfg.read_text() + "\n[report]\nenabled = true\nshap_sample = 20\n")
+    assert invoke("run", with_report, "--out", run).exit_code == 0
+    page, summary = run / "report" / "index.html", run / "report" / "summary.json"
+    built = page.stat().st_mtime_ns
+    assert invoke("run", with_report, "--out", run).exit_code == 0
+    assert page.stat().st_mtime_ns == built  # nothing it reads changed: not built again
+    assert invoke("report", run, "--shap-sample", 10, "--n-boot", 5).exit_code == 0  # the user's own settings
+    assert json.loads(summary.read_text())["settings"]["shap_sample"] == 10
+    assert invoke("run", with_report, "--out", run).exit_code == 0
+    assert json.loads(summary.read_text())["settings"]["shap_sample"] == 20  # the run's report again
+
+
 @pytest.mark.parametrize("args", [["report", "{run}", "--out", "{run}/models/my-report"],
                                   ["data", "synth", "--lesions", 20, "--out", "{run}/stages/x"]], ids=["report", "data synth"])
 def test_no_output_folder_goes_where_a_run_keeps_its_own(finished, tmp_path, args):

@@ -365,9 +365,9 @@ class Pipeline:
             metrics = write_outputs(self, table, task, outs, final, calibrated, plan, repeats)
             finish(p.root, self.stages, final_model=final.name)
             if self.cfg.report.enabled:
-                from dermstack.reports import build_report
+                from dermstack.reports import run_report
 
-                build_report(p.root, p.report, shap_sample=self.cfg.report.shap_sample)
+                run_report(p.root, self.keys("report"), self.cfg.report.shap_sample, force=self.force)
         log.info("run finished in %.1f s: %s", time.perf_counter() - t0, p.root)
         return metrics
 
