@@ -88,12 +88,12 @@ def drop_training_rows(run_table: LesionTable, new: LesionTable, strict: bool = 
 
 
 def _cast_like(series: pl.Series, dtype: pl.DataType) -> pl.Series:
-    """``series`` as ``dtype``, a value that does not convert null. Strings to Boolean by hand: polars
-    has no such cast, and the readers make a column of true/false text Boolean (``infer_types``)."""
+    """``series`` as ``dtype``, a value that does not convert null. Text to Boolean as the readers read it
+    (``csvio.truth``): polars has no such cast."""
     if series.dtype == pl.String and dtype == pl.Boolean:
-        text = series.str.to_lowercase()
-        return pl.select(pl.when(text == "true").then(True).when(text == "false").then(False)
-                         .otherwise(None).alias(series.name)).to_series()
+        from dermstack.data.readers.csvio import truth
+
+        return series.to_frame().select(truth(pl.col(series.name)).alias(series.name)).to_series()
     try:
         return series.cast(dtype, strict=False)
     except pl.exceptions.PolarsError:  # no conversion at all between the two types: nothing converts

@@ -238,5 +238,12 @@ def infer_types(df: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
         if s.cast(pl.Float64, strict=False).null_count() == n and n < len(s):
             casts.append(pl.col(c).cast(pl.Float64, strict=False))
         elif n < len(s) and s.str.to_lowercase().is_in(["true", "false"]).sum() == len(s) - n:
-            casts.append((pl.col(c).str.to_lowercase() == "true").alias(c))
+            casts.append(truth(pl.col(c)).alias(c))
     return df.with_columns(casts) if casts else df
+
+
+def truth(text: pl.Expr) -> pl.Expr:
+    """Text "true" / "false" (any case) as Boolean, any other value null: how a column of such text becomes
+    Boolean (:func:`infer_types`; new rows taking a run's types, ``outputs.predict``)."""
+    lower = text.str.to_lowercase()
+    return pl.when(lower == "true").then(True).when(lower == "false").then(False).otherwise(None)
